@@ -1,0 +1,53 @@
+import { hostname } from 'node:os';
+import { loadConfig, type ConfigSources, type Schema } from '@damselfly/shared';
+
+/** dfdaemon settings. Every field can come from the YAML file, an environment variable or a flag. */
+export interface DaemonConfig {
+  /** Supernodes to use; tasks are spread across them by rendezvous hashing of the task id. */
+  supernodes: string[];
+  dataDir: string;
+  /** Registry mirror / forward proxy. Loopback by default: an open proxy on a node is a liability. */
+  proxyHost: string;
+  proxyPort: number;
+  /** Upload server other peers fetch pieces from. */
+  uploadHost: string;
+  uploadPort: number;
+  /** URL peers use to reach the upload server; default http://<first non-internal IPv4>:<uploadPort>. */
+  advertiseUrl: string | undefined;
+  /** `/server/ping` (nydusd ping_url) and `/metrics`. */
+  healthHost: string;
+  healthPort: number;
+  peerId: string;
+  labels: Record<string, string>;
+  /** Pieces downloaded at once per task. */
+  parallelPieces: number;
+  /** Pieces uploaded at once to other peers. */
+  uploadSlots: number;
+  pieceTimeoutMs: number;
+  /** Go to the origin directly when no supernode answers. */
+  backSource: boolean;
+  logLevel: string;
+}
+
+export const daemonSchema: Schema = {
+  supernodes: { type: 'urls', default: [], env: 'DFDAEMON_SUPERNODES', doc: 'supernode base URLs, comma separated' },
+  dataDir: { type: 'string', default: '/var/lib/damselfly/dfdaemon', env: 'DFDAEMON_DATA_DIR', doc: 'piece cache and index' },
+  proxyHost: { type: 'string', default: '127.0.0.1', env: 'DFDAEMON_PROXY_HOST', doc: 'mirror/proxy listen address' },
+  proxyPort: { type: 'int', default: 65001, min: 0, max: 65535, env: 'DFDAEMON_PROXY_PORT', doc: 'mirror/proxy port' },
+  uploadHost: { type: 'string', default: '0.0.0.0', env: 'DFDAEMON_UPLOAD_HOST', doc: 'upload server listen address' },
+  uploadPort: { type: 'int', default: 65002, min: 0, max: 65535, env: 'DFDAEMON_UPLOAD_PORT', doc: 'upload server port' },
+  advertiseUrl: { type: 'url', env: 'DFDAEMON_ADVERTISE_URL', doc: 'URL other peers use for this upload server' },
+  healthHost: { type: 'string', default: '127.0.0.1', env: 'DFDAEMON_HEALTH_HOST', doc: 'health/metrics listen address' },
+  healthPort: { type: 'int', default: 40901, min: 0, max: 65535, env: 'DFDAEMON_HEALTH_PORT', doc: '/server/ping and /metrics port' },
+  peerId: { type: 'string', default: `${hostname()}-${process.pid}`, env: 'DFDAEMON_PEER_ID', doc: 'unique id of this peer' },
+  labels: { type: 'labels', default: {}, env: 'DFDAEMON_LABELS', doc: 'topology labels, k=v,k=v' },
+  parallelPieces: { type: 'int', default: 8, min: 1, max: 64, env: 'DFDAEMON_PARALLEL_PIECES', doc: 'pieces fetched at once per task' },
+  uploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'DFDAEMON_UPLOAD_SLOTS', doc: 'pieces uploaded at once' },
+  pieceTimeoutMs: { type: 'int', default: 30_000, min: 100, max: 600_000, env: 'DFDAEMON_PIECE_TIMEOUT_MS', doc: 'time limit for one piece' },
+  backSource: { type: 'bool', default: true, env: 'DFDAEMON_BACK_SOURCE', doc: 'fetch from the origin when no supernode answers' },
+  logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
+};
+
+export function loadDaemonConfig(sources: ConfigSources): Readonly<DaemonConfig> {
+  return loadConfig<DaemonConfig>(daemonSchema, sources);
+}

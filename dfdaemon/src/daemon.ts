@@ -1,0 +1,83 @@
+/** Wires dfdaemon's parts and runs them in order: store, upload server, supernode pool, peer, proxy, health. */
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { createLogger, createOriginDispatcher, type Logger } from '@damselfly/shared';
+import type { DaemonConfig } from './config.js';
+import { LocalStore } from './storage/local-store.js';
+import { SupernodePool } from './peer/supernode-pool.js';
+import { Peer } from './peer/peer.js';
+import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
+import { buildUploadServer } from './upload/upload-server.js';
+import { buildProxyServer } from './proxy/proxy-server.js';
+import { buildHealthServer } from './health-server.js';
+import { advertiseHost } from './advertise.js';
+
+export class Daemon {
+  readonly config: Readonly<DaemonConfig>;
+  readonly log: Logger;
+  readonly metrics: DaemonMetrics;
+  readonly store: LocalStore;
+  readonly #dispatcher = createOriginDispatcher({ connections: 32 });
+  #pool?: SupernodePool;
+  #peer?: Peer;
+  #upload?: FastifyInstance;
+  #health?: FastifyInstance;
+  #proxy?: Server;
+  proxyUrl = '';
+  uploadUrl = '';
+  healthUrl = '';
+
+  constructor(config: Readonly<DaemonConfig>, components: { log?: Logger } = {}) {
+    this.config = config;
+    this.log = components.log ?? createLogger('dfdaemon', config.logLevel);
+    this.metrics = createDaemonMetrics();
+    this.store = new LocalStore(config.dataDir);
+  }
+
+  get peer(): Peer {
+    if (!this.#peer) throw new Error('dfdaemon not started');
+    return this.#peer;
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    await this.store.start();
+    this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots });
+    await this.#upload.listen({ host: c.uploadHost, port: c.uploadPort });
+    const uploadPort = (this.#upload.server.address() as AddressInfo).port;
+    this.uploadUrl = c.advertiseUrl ?? `http://${advertiseHost(c.uploadHost)}:${uploadPort}`;
+
+    this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels }, this.log);
+    this.#peer = new Peer(
+      { parallelPieces: c.parallelPieces, pieceTimeoutMs: c.pieceTimeoutMs, backSource: c.backSource },
+      { store: this.store, pool: this.#pool, dispatcher: this.#dispatcher, metrics: this.metrics, log: this.log },
+    );
+
+    this.#proxy = buildProxyServer({ peer: this.#peer, metrics: this.metrics, log: this.log });
+    this.#proxy.listen(c.proxyPort, c.proxyHost);
+    await once(this.#proxy, 'listening');
+    this.proxyUrl = `http://${advertiseHost(c.proxyHost)}:${(this.#proxy.address() as AddressInfo).port}`;
+
+    this.#health = buildHealthServer({ metrics: this.metrics, log: this.log });
+    await this.#health.listen({ host: c.healthHost, port: c.healthPort });
+    this.healthUrl = `http://${advertiseHost(c.healthHost)}:${(this.#health.server.address() as AddressInfo).port}`;
+    this.log.info({ proxy: this.proxyUrl, upload: this.uploadUrl, health: this.healthUrl, supernodes: c.supernodes, peerId: c.peerId }, 'dfdaemon:started');
+  }
+
+  /** Stops taking requests, ends downloads, leaves the supernodes, closes the store. */
+  async stop(): Promise<void> {
+    if (this.#proxy) {
+      this.#proxy.close();
+      this.#proxy.closeAllConnections();
+    }
+    await this.#peer?.stop();
+    this.#pool?.close();
+    await this.#upload?.close();
+    await this.#health?.close();
+    await this.store.stop();
+    await this.#dispatcher.close();
+    this.log.info('dfdaemon:stopped');
+  }
+}

@@ -1,0 +1,18 @@
+import { errorFactory, type ErrorTable } from '@damselfly/shared';
+
+/** Every error dfdaemon raises on purpose: code, message, HTTP status. */
+export const DaemonErrors = {
+  DF_SUPERNODE_UNAVAILABLE: { message: 'no supernode reachable: %s', status: 503 },
+  DF_SUPERNODE_ERROR: { message: 'supernode refused: %s', status: 502 },
+  DF_PIECE_FAILED: { message: 'piece could not be fetched from any source: %s', status: 502 },
+  DF_TASK_FAILED: { message: 'download failed: %s', status: 502 },
+  DF_TASK_NOT_FOUND: { message: 'unknown task %s', status: 404 },
+  DF_PIECE_NOT_FOUND: { message: 'piece not here: %s', status: 404 },
+  DF_UPLOAD_BUSY: { message: 'upload slots full%s', status: 503 },
+  DF_PROXY_UNSUPPORTED: { message: 'not proxied: %s', status: 400 },
+  DF_DISK_FULL: { message: 'disk full: %s', status: 507 },
+  DF_SHUTTING_DOWN: { message: 'dfdaemon is shutting down%s', status: 503 },
+} as const satisfies ErrorTable<string>;
+
+export type DaemonErrorCode = keyof typeof DaemonErrors;
+export const dfError = errorFactory(DaemonErrors);

@@ -1,0 +1,53 @@
+/**
+ * Direct origin download of the pieces a task still lacks: used when no supernode answers, or when the supernode
+ * dies mid-download. Range-capable origins get parallel per-piece Range GETs; others one sequential read.
+ */
+import { open } from 'node:fs/promises';
+import type { Dispatcher } from 'undici';
+import { fetchOrigin, probeOrigin, writeWholeStream, type ProbeResult } from '@damselfly/shared';
+import type { LocalTask } from '../storage/local-task.js';
+
+export interface BackSourceRequest {
+  url: string;
+  headers: Record<string, string>;
+  dispatcher: Dispatcher;
+  parallel: number;
+  signal: AbortSignal;
+  onBytes: (n: number) => void;
+}
+
+export async function backToSource(task: LocalTask, req: BackSourceRequest, probe?: ProbeResult): Promise<void> {
+  const p = probe ?? (await probeOrigin({ url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal }));
+  const origin = { url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal };
+  const missing = task.missing();
+  if (missing.length === 0) return;
+  if (!p.acceptsRanges) {
+    const body = await fetchOrigin(origin, 0, task.info.contentLength - 1, true);
+    const fh = await open(task.dataPath, 'r+');
+    try {
+      await writeWholeStream(fh, body, {
+        pieceSize: task.info.pieceSize,
+        length: task.info.contentLength,
+        skip: (n) => task.has(n),
+        onPiece: (n, sha) => task.recordPiece(n, sha),
+        onBytes: req.onBytes,
+        signal: req.signal,
+      });
+    } finally {
+      await fh.close();
+    }
+    return;
+  }
+  let next = 0;
+  const worker = async () => {
+    while (next < missing.length) {
+      const n = missing[next++]!;
+      if (task.has(n)) continue;
+      const { start, end } = task.range(n);
+      const body = await fetchOrigin(origin, start, end);
+      body.on('data', (c: Buffer) => req.onBytes(c.length));
+      await task.writePiece(n, body, { signal: req.signal });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(req.parallel, missing.length) }, worker));
+}

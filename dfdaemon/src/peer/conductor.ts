@@ -1,0 +1,253 @@
+/**
+ * Drives one task to completion: registers with the task's supernode, asks it which peer (or itself) to fetch each
+ * missing piece from, fetches pieces in parallel, verifies and stores them, reports every result; if the supernode
+ * cannot be reached (or dies midway) finishes the rest straight from the origin; finally checks the whole blob
+ * against its OCI digest. Retry and fallback decisions for a task live here and nowhere else.
+ */
+import type { Dispatcher } from 'undici';
+import {
+  describeError,
+  isDamselflyError,
+  parseDigest,
+  pieceCountFor,
+  pieceSizeFor,
+  probeOrigin,
+  sha256File,
+  sharedError,
+  sleep,
+  taskIdFor,
+  type Logger,
+  type ProbeResult,
+  type ScheduleResult,
+  type TaskInfo,
+} from '@damselfly/shared';
+import type { LocalStore } from '../storage/local-store.js';
+import type { LocalTask } from '../storage/local-task.js';
+import type { SupernodePool } from './supernode-pool.js';
+import type { SupernodeClient } from './supernode-client.js';
+import type { DaemonMetrics } from '../metrics.js';
+import { fetchPiece } from './piece-fetcher.js';
+import { backToSource } from './back-to-source.js';
+import { dfError } from '../errors.js';
+
+export interface DownloadRequest {
+  url: URL;
+  /** Expected digest of the whole blob (`sha256:…`); taken from the URL for registry blobs. */
+  digest?: string;
+  /** Headers for the origin (Authorization…). */
+  headers: Record<string, string>;
+}
+
+export interface ConductorOptions {
+  parallelPieces: number;
+  pieceTimeoutMs: number;
+  backSource: boolean;
+  /** Failed attempts at one piece before the download gives up. */
+  pieceAttempts?: number;
+}
+
+export interface ConductorComponents {
+  store: LocalStore;
+  pool: SupernodePool;
+  dispatcher: Dispatcher;
+  metrics: DaemonMetrics;
+  log: Logger;
+}
+
+/** Statuses from the origin that retrying or another route will not change: pass them to the client. */
+const FINAL_STATUS = new Set([401, 403, 404]);
+
+export class Conductor {
+  readonly taskId: string;
+  readonly #req: DownloadRequest;
+  readonly #opts: Required<ConductorOptions>;
+  readonly #c: ConductorComponents;
+  readonly #log: Logger;
+  #resolveOpened!: (t: LocalTask) => void;
+  /** Resolves as soon as the task's size is known and its cache entry exists (so a proxy can send headers). */
+  readonly opened: Promise<LocalTask>;
+
+  constructor(req: DownloadRequest, opts: ConductorOptions, components: ConductorComponents) {
+    this.#req = req;
+    this.#opts = { pieceAttempts: 5, ...opts };
+    this.#c = components;
+    this.taskId = taskIdFor(req.url, req.digest);
+    this.#log = components.log.child({ taskId: this.taskId });
+    let reject!: (e: unknown) => void;
+    this.opened = new Promise<LocalTask>((res, rej) => {
+      this.#resolveOpened = res;
+      reject = rej;
+    });
+    this.opened.catch(() => {});
+    this.#rejectOpened = reject;
+  }
+  readonly #rejectOpened: (e: unknown) => void;
+
+  /** Runs the download; resolves with the complete, verified task. */
+  async run({ signal }: { signal: AbortSignal }): Promise<LocalTask> {
+    let task: LocalTask | undefined;
+    try {
+      task = await this.#run(signal);
+      this.#c.metrics.tasks.inc({ result: 'ok' });
+      return task;
+    } catch (err) {
+      this.#rejectOpened(err);
+      task ??= this.#c.store.get(this.taskId);
+      task?.fail(err as Error);
+      this.#c.metrics.tasks.inc({ result: 'failed' });
+      this.#log.warn({ err: describeError(err) }, 'task:failed');
+      throw err;
+    }
+  }
+
+  async #run(signal: AbortSignal): Promise<LocalTask> {
+    const cached = this.#c.store.get(this.taskId);
+    if (cached?.complete) {
+      this.#resolveOpened(cached);
+      return cached;
+    }
+    cached?.resetFailure();
+    const digest = this.#req.digest;
+    if (digest) parseDigest(digest);
+
+    let client: SupernodeClient | undefined;
+    let info: TaskInfo | undefined;
+    let probe: ProbeResult | undefined;
+    if (this.#c.pool.size > 0) {
+      try {
+        client = await this.#c.pool.clientFor(this.taskId, { signal });
+        info = await client.request<TaskInfo>(
+          { type: 'task:register', url: this.#req.url.href, digest, headers: this.#req.headers, have: cached?.present() },
+          { signal },
+        );
+      } catch (err) {
+        signal.throwIfAborted();
+        if (!isDamselflyError(err, 'DF_SUPERNODE_UNAVAILABLE') || !this.#opts.backSource) throw this.#clientError(err);
+        this.#log.warn({ err: describeError(err) }, 'supernode:unavailable, going back to source');
+        client = undefined;
+      }
+    }
+    if (!info) {
+      if (!this.#opts.backSource) throw dfError('DF_SUPERNODE_UNAVAILABLE', 'no supernodes configured and back-to-source is off');
+      this.#c.metrics.backSource.inc({ why: this.#c.pool.size ? 'supernode_unavailable' : 'no_supernode' });
+      probe = await probeOrigin({ url: this.#req.url.href, headers: this.#req.headers, dispatcher: this.#c.dispatcher, signal });
+      const pieceSize = pieceSizeFor(probe.contentLength);
+      info = { taskId: this.taskId, contentLength: probe.contentLength, pieceSize, pieceCount: pieceCountFor(probe.contentLength, pieceSize), digest };
+    }
+    const task = await this.#c.store.open(info, this.#req.url.href);
+    task.users++;
+    try {
+      this.#resolveOpened(task);
+      if (client) {
+        try {
+          await this.#p2p(task, client, signal);
+        } catch (err) {
+          if (signal.aborted || !isDamselflyError(err, 'DF_SUPERNODE_UNAVAILABLE') || !this.#opts.backSource) throw err;
+          this.#log.warn({ err: describeError(err), missing: task.missing().length }, 'supernode:lost, finishing from source');
+          this.#c.metrics.backSource.inc({ why: 'supernode_lost' });
+          probe = undefined;
+          client = undefined;
+        }
+      }
+      if (!client && task.missing().length) {
+        await backToSource(
+          task,
+          {
+            url: this.#req.url.href,
+            headers: this.#req.headers,
+            dispatcher: this.#c.dispatcher,
+            parallel: Math.min(4, this.#opts.parallelPieces),
+            signal,
+            onBytes: (n) => this.#c.metrics.downloadBytes.inc({ source: 'back_to_source' }, n),
+          },
+          probe,
+        );
+      }
+      await this.#verifyWhole(task, info.digest ?? digest, signal);
+      await task.markComplete();
+      this.#log.info({ pieces: info.pieceCount, bytes: info.contentLength }, 'task:completed');
+      return task;
+    } finally {
+      task.users--;
+    }
+  }
+
+  async #p2p(task: LocalTask, client: SupernodeClient, signal: AbortSignal): Promise<void> {
+    const inflight = new Map<number, Promise<void>>();
+    const attempts = new Map<number, number>();
+    const local = new AbortController();
+    const stop = AbortSignal.any([signal, local.signal]);
+    let fatal: unknown;
+
+    const start = (a: ScheduleResult['assignments'][number]) => {
+      const p = fetchPiece(task, a, { dispatcher: this.#c.dispatcher, timeoutMs: this.#opts.pieceTimeoutMs, signal: stop })
+        .then((bytes) => {
+          client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: true });
+          this.#c.metrics.downloadBytes.inc({ source: a.from === 'supernode' ? 'supernode' : 'peer' }, bytes);
+        })
+        .catch((err: unknown) => {
+          if (stop.aborted) return;
+          const code = (err as { code?: string }).code;
+          const reason = code === 'PIECE_CORRUPT' ? 'corrupt' : (err as Error).name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'error';
+          client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: false, reason });
+          this.#c.metrics.pieceFailures.inc({ reason });
+          this.#log.warn({ piece: a.piece, from: a.from, reason, err: describeError(err) }, 'piece:failed');
+          const status = (err as { status?: number }).status;
+          const tries = (attempts.get(a.piece) ?? 0) + 1;
+          attempts.set(a.piece, tries);
+          if (code === 'PIECE_DISK_FULL') fatal = dfError('DF_DISK_FULL', describeError(err), err);
+          else if (a.from === 'supernode' && status !== undefined && FINAL_STATUS.has(status)) fatal = this.#clientError(err);
+          else if (tries >= this.#opts.pieceAttempts) fatal = dfError('DF_PIECE_FAILED', `piece ${a.piece} after ${tries} attempts: ${describeError(err)}`, err);
+        })
+        .finally(() => inflight.delete(a.piece));
+      inflight.set(a.piece, p);
+    };
+
+    try {
+      for (;;) {
+        if (fatal) throw fatal;
+        const want = task.missing().filter((n) => !inflight.has(n));
+        if (want.length === 0 && inflight.size === 0) return;
+        let waitMs = 0;
+        if (want.length && inflight.size < this.#opts.parallelPieces) {
+          const res = await client.request<ScheduleResult>(
+            { type: 'pieces:schedule', taskId: task.info.taskId, want, max: this.#opts.parallelPieces - inflight.size },
+            { signal },
+          );
+          for (const a of res.assignments) if (!inflight.has(a.piece) && !task.has(a.piece)) start(a);
+          if (!res.assignments.length) waitMs = res.retryAfterMs ?? 100;
+        }
+        if (inflight.size === 0) await sleep(waitMs || 50, { signal });
+        else if (waitMs) await Promise.race([Promise.race(inflight.values()), sleep(waitMs, { signal })]);
+        else await Promise.race(inflight.values());
+      }
+    } finally {
+      if (inflight.size) {
+        // Losing the supernode does not waste pieces already coming from peers.
+        if (fatal || signal.aborted) local.abort();
+        await Promise.allSettled(inflight.values());
+      }
+    }
+  }
+
+  async #verifyWhole(task: LocalTask, digest: string | undefined, signal: AbortSignal): Promise<void> {
+    if (!digest) return;
+    const want = parseDigest(digest).hex;
+    const got = await sha256File(task.dataPath, { signal });
+    if (got !== want) {
+      await this.#c.store.remove(task.info.taskId);
+      throw sharedError('DIGEST_MISMATCH', `blob is sha256:${got}, expected ${digest}`);
+    }
+  }
+
+  /** Maps a supernode/origin refusal to an error carrying the origin's status for the client. */
+  #clientError(err: unknown): unknown {
+    const status = (err as { status?: number }).status;
+    if (status !== undefined && FINAL_STATUS.has(status)) {
+      const e = dfError('DF_TASK_FAILED', describeError(err), err);
+      Object.assign(e, { status });
+      return e;
+    }
+    return err;
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * The peer's download manager: one Conductor per task at a time, shared by every reader of that task (proxy
+ * requests, dfget), and the dependencies they need.
+ */
+import type { Dispatcher } from 'undici';
+import { describeError, type Logger } from '@damselfly/shared';
+import { Conductor, type ConductorOptions, type DownloadRequest } from './conductor.js';
+import type { SupernodePool } from './supernode-pool.js';
+import type { LocalStore } from '../storage/local-store.js';
+import type { LocalTask } from '../storage/local-task.js';
+import type { DaemonMetrics } from '../metrics.js';
+import { dfError } from '../errors.js';
+
+export interface Download {
+  /** The cache entry, as soon as the blob's size is known. */
+  task: LocalTask;
+  /** Resolves when the whole blob is present and verified. */
+  done: Promise<LocalTask>;
+}
+
+export interface PeerComponents {
+  store: LocalStore;
+  pool: SupernodePool;
+  dispatcher: Dispatcher;
+  metrics: DaemonMetrics;
+  log: Logger;
+}
+
+export class Peer {
+  readonly #opts: ConductorOptions;
+  readonly #c: PeerComponents;
+  readonly #running = new Map<string, { conductor: Conductor; done: Promise<LocalTask> }>();
+  readonly #stop = new AbortController();
+
+  constructor(opts: ConductorOptions, components: PeerComponents) {
+    this.#opts = opts;
+    this.#c = components;
+  }
+
+  /**
+   * Starts (or joins) the download of `req`. Resolves once the blob's size is known; the download itself runs on
+   * even if this caller goes away, so other readers and peers still get it.
+   */
+  async download(req: DownloadRequest, { signal }: { signal?: AbortSignal } = {}): Promise<Download> {
+    if (this.#stop.signal.aborted) throw dfError('DF_SHUTTING_DOWN');
+    const probe = new Conductor(req, this.#opts, this.#c);
+    let run = this.#running.get(probe.taskId);
+    if (!run) {
+      const conductor = probe;
+      const done = conductor.run({ signal: this.#stop.signal }).finally(() => this.#running.delete(conductor.taskId));
+      done.catch((err) => this.#c.log.debug({ taskId: conductor.taskId, err: describeError(err) }, 'download:ended'));
+      run = { conductor, done };
+      this.#running.set(conductor.taskId, run);
+    }
+    const opened = run.conductor.opened;
+    const task = await (signal ? Promise.race([opened, aborted(signal)]) : opened);
+    return { task, done: run.done };
+  }
+
+  /** Aborts every running download and waits for them to settle. */
+  async stop(): Promise<void> {
+    this.#stop.abort(dfError('DF_SHUTTING_DOWN'));
+    await Promise.allSettled([...this.#running.values()].map((r) => r.done));
+  }
+}
+
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+}

@@ -1,0 +1,122 @@
+/**
+ * The peer's end of the control channel to one supernode: request/reply over a WebSocket, with time limits.
+ * When the socket drops every pending request fails with DF_SUPERNODE_UNAVAILABLE and `close` is emitted.
+ */
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { PROTOCOL_VERSION, WS_PATH, describeError, type Reply } from '@damselfly/shared';
+import { dfError } from '../errors.js';
+
+export interface HelloInfo {
+  peerId: string;
+  uploadUrl?: string;
+  labels?: Record<string, string>;
+}
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; cleanup: () => void };
+
+type RequestBody = { type: string } & Record<string, unknown>;
+
+export class SupernodeClient extends EventEmitter<{ close: [] }> {
+  readonly url: string;
+  readonly #hello: HelloInfo;
+  #ws?: WebSocket;
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+
+  constructor(url: string, hello: HelloInfo) {
+    super();
+    this.url = url;
+    this.#hello = hello;
+  }
+
+  get connected(): boolean {
+    return this.#ws?.readyState === WebSocket.OPEN;
+  }
+
+  /** Opens the socket and says hello; rejects with DF_SUPERNODE_UNAVAILABLE if that fails in time. */
+  async connect({ signal, timeoutMs = 3000 }: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
+    const wsUrl = this.url.replace(/^http/, 'ws') + WS_PATH;
+    const ws = new WebSocket(wsUrl, { handshakeTimeout: timeoutMs, maxPayload: 16 << 20 });
+    this.#ws = ws;
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => ws.terminate();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      ws.once('open', () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      });
+      ws.once('error', (err) => {
+        signal?.removeEventListener('abort', onAbort);
+        reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${describeError(err)}`, err));
+      });
+    });
+    ws.on('message', (data) => this.#onMessage(data.toString()));
+    ws.on('close', () => this.#onClose());
+    ws.on('error', () => {});
+    await this.request({ type: 'peer:hello', ...this.#hello, version: PROTOCOL_VERSION }, { signal, timeoutMs });
+  }
+
+  /** Sends a request and waits for its reply. */
+  request<T>(body: RequestBody, { signal, timeoutMs = 30_000 }: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<T> {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: not connected`));
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: no answer to ${body.type} in ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onAbort = () => {
+        cleanup();
+        this.#pending.delete(id);
+        reject(signal!.reason);
+      };
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, cleanup });
+      ws.send(JSON.stringify({ ...body, id }));
+    });
+  }
+
+  /** Fire-and-forget report; silently dropped if the socket is down (the supernode re-learns on reconnect). */
+  notify(body: RequestBody): void {
+    if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(body));
+  }
+
+  close(): void {
+    this.#ws?.terminate();
+  }
+
+  #onMessage(raw: string): void {
+    let reply: Reply;
+    try {
+      reply = JSON.parse(raw) as Reply;
+    } catch {
+      return;
+    }
+    const p = this.#pending.get(reply.id);
+    if (!p) return;
+    this.#pending.delete(reply.id);
+    p.cleanup();
+    if (reply.ok) p.resolve(reply.result);
+    else {
+      const e = dfError('DF_SUPERNODE_ERROR', `${reply.error.code}: ${reply.error.message}`);
+      Object.assign(e, { remoteCode: reply.error.code, status: reply.error.status });
+      p.reject(e);
+    }
+  }
+
+  #onClose(): void {
+    const err = dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: connection closed`);
+    for (const p of this.#pending.values()) {
+      p.cleanup();
+      p.reject(err);
+    }
+    this.#pending.clear();
+    this.emit('close');
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Several supernodes: each task goes to the one that ranks first for its id by rendezvous hashing, so adding a
+ * supernode moves only its share of tasks, and every peer of a task meets on the same supernode. A supernode that
+ * fails is skipped for a short back-off and the next in rank is used.
+ */
+import { createHash } from 'node:crypto';
+import { describeError, type Logger } from '@damselfly/shared';
+import { SupernodeClient, type HelloInfo } from './supernode-client.js';
+import { dfError } from '../errors.js';
+
+const BACKOFF_MS = 5_000;
+
+export class SupernodePool {
+  readonly #urls: readonly string[];
+  readonly #hello: HelloInfo;
+  readonly #log: Logger;
+  readonly #clients = new Map<string, Promise<SupernodeClient>>();
+  readonly #downUntil = new Map<string, number>();
+
+  constructor(urls: readonly string[], hello: HelloInfo, log: Logger) {
+    this.#urls = urls;
+    this.#hello = hello;
+    this.#log = log;
+  }
+
+  get size(): number {
+    return this.#urls.length;
+  }
+
+  /** Supernode URLs in rendezvous order for `taskId`. */
+  rank(taskId: string): string[] {
+    const score = (u: string) => createHash('sha256').update(`${u}\0${taskId}`).digest().readUInt32BE(0);
+    return [...this.#urls].sort((a, b) => score(b) - score(a));
+  }
+
+  /** A connected client for the task's supernode, trying the others in rank order. */
+  async clientFor(taskId: string, { signal }: { signal?: AbortSignal } = {}): Promise<SupernodeClient> {
+    const errors: string[] = [];
+    for (const url of this.rank(taskId)) {
+      if ((this.#downUntil.get(url) ?? 0) > Date.now()) {
+        errors.push(`${url}: backing off`);
+        continue;
+      }
+      try {
+        return await this.#client(url, signal);
+      } catch (err) {
+        signal?.throwIfAborted();
+        errors.push(describeError(err));
+        this.markDown(url);
+      }
+    }
+    throw dfError('DF_SUPERNODE_UNAVAILABLE', errors.join('; ') || 'none configured');
+  }
+
+  markDown(url: string): void {
+    this.#downUntil.set(url, Date.now() + BACKOFF_MS);
+  }
+
+  close(): void {
+    for (const p of this.#clients.values()) p.then((c) => c.close(), () => {});
+    this.#clients.clear();
+  }
+
+  #client(url: string, signal?: AbortSignal): Promise<SupernodeClient> {
+    let p = this.#clients.get(url);
+    if (!p) {
+      const c = new SupernodeClient(url, this.#hello);
+      p = c.connect({ signal }).then(() => c);
+      this.#clients.set(url, p);
+      c.once('close', () => {
+        if (this.#clients.get(url) === p) this.#clients.delete(url);
+        this.#log.warn({ supernode: url }, 'supernode:disconnected');
+      });
+      p.catch(() => {
+        if (this.#clients.get(url) === p) this.#clients.delete(url);
+      });
+    }
+    return p;
+  }
+}

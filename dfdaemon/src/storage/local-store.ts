@@ -1,0 +1,71 @@
+/**
+ * The dfdaemon piece cache: `<dataDir>/tasks/<taskId>.data` per task plus a level index of verified pieces. On start
+ * it reloads the index, so a restart finds every verified piece again; pieces are re-checked whenever they are read.
+ */
+import { mkdir, open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TaskIndex, type TaskInfo } from '@damselfly/shared';
+import { LocalTask, type LocalTaskMeta } from './local-task.js';
+import { dfError } from '../errors.js';
+
+export class LocalStore {
+  readonly #dir: string;
+  readonly #index: TaskIndex<LocalTaskMeta>;
+  readonly #tasks = new Map<string, LocalTask>();
+
+  constructor(dataDir: string) {
+    this.#dir = dataDir;
+    this.#index = new TaskIndex<LocalTaskMeta>(join(dataDir, 'index'));
+  }
+
+  async start(): Promise<void> {
+    await mkdir(join(this.#dir, 'tasks'), { recursive: true });
+    await this.#index.start();
+    for await (const [id, meta] of this.#index.tasks()) {
+      this.#tasks.set(id, new LocalTask(meta, await this.#index.pieces(id), this.#dataPath(id), this.#index));
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.#tasks.values()) await t.close();
+    this.#tasks.clear();
+    await this.#index.stop();
+  }
+
+  get(taskId: string): LocalTask | undefined {
+    return this.#tasks.get(taskId);
+  }
+
+  /** Opens (creating if needed) the cache entry for a task; the data file is sized up front. */
+  async open(info: TaskInfo, url: string): Promise<LocalTask> {
+    const existing = this.#tasks.get(info.taskId);
+    if (existing && existing.info.contentLength === info.contentLength && existing.info.pieceSize === info.pieceSize) return existing;
+    if (existing) await this.remove(info.taskId);
+    const meta: LocalTaskMeta = { info, url, complete: false, lastAccess: Date.now() };
+    const path = this.#dataPath(info.taskId);
+    try {
+      const fh = await open(path, 'w');
+      await fh.truncate(info.contentLength);
+      await fh.close();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw dfError('DF_DISK_FULL', path, err);
+      throw err;
+    }
+    await this.#index.putTask(info.taskId, meta);
+    const task = new LocalTask(meta, new Map(), path, this.#index);
+    this.#tasks.set(info.taskId, task);
+    return task;
+  }
+
+  async remove(taskId: string): Promise<void> {
+    const t = this.#tasks.get(taskId);
+    this.#tasks.delete(taskId);
+    await t?.close();
+    await this.#index.deleteTask(taskId);
+    await rm(this.#dataPath(taskId), { force: true });
+  }
+
+  #dataPath(taskId: string): string {
+    return join(this.#dir, 'tasks', `${taskId}.data`);
+  }
+}

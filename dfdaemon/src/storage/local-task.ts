@@ -1,0 +1,186 @@
+/**
+ * One task in the local cache: its data file, which pieces are present and verified, and waiters for pieces.
+ * A piece counts as present only after its bytes were hashed, matched, fsynced and recorded in the index.
+ */
+import { EventEmitter } from 'node:events';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { TaskIndex, pieceRange, readVerifiedPiece, writePiece, type TaskInfo } from '@damselfly/shared';
+import { dfError } from '../errors.js';
+
+export interface LocalTaskMeta {
+  info: TaskInfo;
+  url: string;
+  /** All pieces present and the whole blob matched its digest (when one is known). */
+  complete: boolean;
+  lastAccess: number;
+}
+
+export interface LocalTaskEvents {
+  'piece:verified': [number];
+  'task:completed': [];
+  'task:failed': [Error];
+}
+
+export class LocalTask extends EventEmitter<LocalTaskEvents> {
+  readonly info: TaskInfo;
+  readonly dataPath: string;
+  readonly #index: TaskIndex<LocalTaskMeta>;
+  readonly #pieces: Map<number, string>;
+  #meta: LocalTaskMeta;
+  #fh?: Promise<FileHandle>;
+  #failure?: Error;
+  /** Readers and downloads using this task; GC never evicts a task in use. */
+  users = 0;
+
+  constructor(meta: LocalTaskMeta, pieces: Map<number, string>, dataPath: string, index: TaskIndex<LocalTaskMeta>) {
+    super();
+    this.setMaxListeners(0);
+    this.#meta = meta;
+    this.info = meta.info;
+    this.#pieces = pieces;
+    this.dataPath = dataPath;
+    this.#index = index;
+  }
+
+  get complete(): boolean {
+    return this.#meta.complete;
+  }
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+  get presentCount(): number {
+    return this.#pieces.size;
+  }
+  has(n: number): boolean {
+    return this.#pieces.has(n);
+  }
+  sha(n: number): string | undefined {
+    return this.#pieces.get(n);
+  }
+  present(): number[] {
+    return [...this.#pieces.keys()];
+  }
+  missing(): number[] {
+    const out: number[] = [];
+    for (let n = 0; n < this.info.pieceCount; n++) if (!this.#pieces.has(n)) out.push(n);
+    return out;
+  }
+  range(n: number): { start: number; end: number; length: number } {
+    const r = pieceRange(n, this.info.pieceSize, this.info.contentLength);
+    return { ...r, length: r.end - r.start + 1 };
+  }
+
+  /** Writes piece `n` from `body`; resolves with its sha256 once verified (against `expectedSha` if given) and recorded. */
+  async writePiece(n: number, body: Readable, opts: { expectedSha?: string; signal?: AbortSignal } = {}): Promise<string> {
+    const { start, length } = this.range(n);
+    this.#fh ??= open(this.dataPath, 'r+');
+    const sha = await writePiece(await this.#fh, start, length, body, { ...opts, label: `${this.info.taskId}#${n}` });
+    await this.recordPiece(n, sha);
+    return sha;
+  }
+
+  /** Records a piece written by a whole-stream read (already hashed and fsynced by the writer). */
+  async recordPiece(n: number, sha: string): Promise<void> {
+    await this.#index.putPiece(this.info.taskId, n, sha);
+    this.#pieces.set(n, sha);
+    this.emit('piece:verified', n);
+  }
+
+  /** Piece `n` read from disk and checked against its hash; a mismatch drops the piece so it is fetched again. */
+  async readPiece(n: number): Promise<Buffer> {
+    const sha = this.#pieces.get(n);
+    if (!sha) throw dfError('DF_PIECE_NOT_FOUND', `${this.info.taskId}#${n}`);
+    const { start, length } = this.range(n);
+    try {
+      return await readVerifiedPiece(this.dataPath, start, length, sha, `${this.info.taskId}#${n}`);
+    } catch (err) {
+      await this.dropPiece(n);
+      throw err;
+    }
+  }
+
+  async dropPiece(n: number): Promise<void> {
+    this.#pieces.delete(n);
+    if (this.#meta.complete) await this.#setMeta({ complete: false });
+    await this.#index.deletePiece(this.info.taskId, n);
+  }
+
+  /** Resolves when piece `n` is present; rejects if the task fails or `signal` aborts. */
+  waitPiece(n: number, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.#pieces.has(n)) return Promise.resolve();
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      const cleanup = () => {
+        this.off('piece:verified', onPiece);
+        this.off('task:failed', onFail);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onPiece = (m: number) => {
+        if (m !== n) return;
+        cleanup();
+        resolve();
+      };
+      const onFail = (err: Error) => {
+        cleanup();
+        reject(err);
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal!.reason);
+      };
+      this.on('piece:verified', onPiece);
+      this.on('task:failed', onFail);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Resolves when the whole task is complete and verified. */
+  waitComplete({ signal }: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.#meta.complete) return Promise.resolve();
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      const cleanup = () => {
+        this.off('task:completed', onDone);
+        this.off('task:failed', onFail);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onDone = () => (cleanup(), resolve());
+      const onFail = (err: Error) => (cleanup(), reject(err));
+      const onAbort = () => (cleanup(), reject(signal!.reason));
+      this.on('task:completed', onDone);
+      this.on('task:failed', onFail);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  async markComplete(): Promise<void> {
+    await this.#setMeta({ complete: true });
+    this.#failure = undefined;
+    this.emit('task:completed');
+  }
+
+  /** The download failed: wake every waiter with the error. A later download may try again. */
+  fail(err: Error): void {
+    this.#failure = err;
+    this.emit('task:failed', err);
+  }
+
+  resetFailure(): void {
+    this.#failure = undefined;
+  }
+
+  async touch(): Promise<void> {
+    await this.#setMeta({ lastAccess: Date.now() });
+  }
+
+  async close(): Promise<void> {
+    await this.#fh?.then((fh) => fh.close()).catch(() => {});
+    this.#fh = undefined;
+  }
+
+  async #setMeta(patch: Partial<LocalTaskMeta>): Promise<void> {
+    this.#meta = { ...this.#meta, ...patch };
+    await this.#index.putTask(this.info.taskId, this.#meta);
+  }
+}

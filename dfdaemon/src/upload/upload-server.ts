@@ -1,0 +1,43 @@
+/** Serves verified pieces to other peers: `GET /pieces/:taskId/:n`, bounded by upload slots. */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, type Logger } from '@damselfly/shared';
+import type { LocalStore } from '../storage/local-store.js';
+import type { DaemonMetrics } from '../metrics.js';
+import { dfError } from '../errors.js';
+
+export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number }): FastifyInstance {
+  const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger });
+  let active = 0;
+
+  app.setErrorHandler((err, _req, reply) => {
+    const e = err as { code?: string; status?: number; statusCode?: number; message: string };
+    const status = e.status ?? e.statusCode ?? 500;
+    if (status >= 500 && status !== 503) c.log.warn({ err: describeError(err) }, 'upload:failed');
+    void reply.status(status).send({ code: e.code ?? 'INTERNAL', message: e.message });
+  });
+
+  app.get('/healthy', async () => ({ ok: true }));
+
+  app.get<{ Params: { taskId: string; n: string } }>('/pieces/:taskId/:n', async (req, reply) => {
+    const { taskId } = req.params;
+    if (!TASK_ID_RE.test(taskId) || !/^\d{1,9}$/.test(req.params.n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${req.params.n}`);
+    const n = Number(req.params.n);
+    const task = c.store.get(taskId);
+    if (!task?.has(n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}`);
+    // The scheduler keeps peers under their slots; twice that is a misbehaving client, not load.
+    if (active >= c.slots * 2) throw dfError('DF_UPLOAD_BUSY', ` (${active})`);
+    active++;
+    c.metrics.uploadsActive.set(active);
+    try {
+      task.users++;
+      const data = await task.readPiece(n).finally(() => task.users--);
+      c.metrics.uploadBytes.inc(data.length);
+      void reply.header(PIECE_SHA_HEADER, task.sha(n) ?? '').header('content-type', 'application/octet-stream');
+      return reply.send(data);
+    } finally {
+      active--;
+      c.metrics.uploadsActive.set(active);
+    }
+  });
+  return app;
+}

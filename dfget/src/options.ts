@@ -1,0 +1,78 @@
+import { dirname, resolve } from 'node:path';
+import { statSync } from 'node:fs';
+import { parseDigest, parseHttpUrl } from '@damselfly/shared';
+import { dfgetError } from './errors.js';
+
+export interface DfgetOptions {
+  url: URL;
+  output: string;
+  digest?: string;
+  headers: Record<string, string>;
+  supernodes: string[];
+  daemon: string;
+  /** Skip the local daemon and act as a one-shot peer. */
+  standalone: boolean;
+  progress: boolean;
+  timeoutMs: number;
+}
+
+/** Validates everything up front and reports every problem at once. */
+export function validateOptions(raw: {
+  url?: string;
+  output?: string;
+  digest?: string;
+  header?: string[];
+  supernode?: string[];
+  daemon?: string;
+  standalone?: boolean;
+  progress?: boolean;
+  timeout?: string;
+}): DfgetOptions {
+  const errors: string[] = [];
+  const attempt = <T>(f: () => T): T | undefined => {
+    try {
+      return f();
+    } catch (err) {
+      errors.push((err as Error).message);
+      return undefined;
+    }
+  };
+  const url = raw.url ? attempt(() => parseHttpUrl(raw.url!)) : (errors.push('missing <url>'), undefined);
+  if (raw.digest) attempt(() => parseDigest(raw.digest!));
+  const headers: Record<string, string> = {};
+  for (const h of raw.header ?? []) {
+    const i = h.indexOf(':');
+    if (i <= 0) errors.push(`--header must look like 'Name: value', got ${JSON.stringify(h)}`);
+    else headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
+  }
+  const supernodes: string[] = [];
+  for (const s of raw.supernode ?? []) {
+    const u = attempt(() => parseHttpUrl(s));
+    if (u) supernodes.push(u.href.replace(/\/$/, ''));
+  }
+  const daemon = raw.daemon ?? 'http://127.0.0.1:65001';
+  attempt(() => parseHttpUrl(daemon));
+  let output = '';
+  if (!raw.output) errors.push('missing -O <file>');
+  else {
+    output = resolve(raw.output);
+    const dir = attempt(() => statSync(dirname(output)));
+    if (dir && !dir.isDirectory()) errors.push(`${dirname(output)} is not a directory`);
+    const st = attempt(() => statSync(output, { throwIfNoEntry: false }));
+    if (st?.isDirectory()) errors.push(`${output} is a directory`);
+  }
+  const timeoutMs = raw.timeout === undefined ? 0 : Number(raw.timeout) * 1000;
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 0) errors.push(`--timeout must be seconds, got ${JSON.stringify(raw.timeout)}`);
+  if (errors.length) throw dfgetError('DFGET_USAGE', errors.join('\n'));
+  return {
+    url: url!,
+    output,
+    digest: raw.digest,
+    headers,
+    supernodes,
+    daemon: daemon.replace(/\/$/, ''),
+    standalone: raw.standalone ?? false,
+    progress: raw.progress ?? true,
+    timeoutMs,
+  };
+}

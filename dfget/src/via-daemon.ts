@@ -1,0 +1,48 @@
+/** Download through the local dfdaemon's proxy (the normal path on a node that runs one). */
+import { once } from 'node:events';
+import { Client } from 'undici';
+import type { DfgetOptions } from './options.js';
+import type { FileSink } from './sink.js';
+import type { Progress } from './progress.js';
+import { dfgetError } from './errors.js';
+
+/** Returns false when no daemon listens (the caller then downloads standalone). */
+export async function viaDaemon(o: DfgetOptions, sink: FileSink, progress: Progress, signal: AbortSignal): Promise<boolean> {
+  const client = new Client(o.daemon, { connectTimeout: 2000, headersTimeout: 0, bodyTimeout: 120_000 });
+  try {
+    let res;
+    try {
+      res = await client.request({
+        method: 'GET',
+        path: o.url.href,
+        headers: { ...o.headers, ...(o.digest ? { 'x-damselfly-digest': o.digest } : {}) },
+        signal,
+      });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT') return false;
+      throw err;
+    }
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => '');
+      let msg = text;
+      try {
+        msg = (JSON.parse(text) as { message?: string }).message ?? text;
+      } catch {}
+      throw dfgetError('DFGET_HTTP', `${res.statusCode} from dfdaemon: ${msg.trim()}`);
+    }
+    progress.start(Number(res.headers['content-length'] ?? 0));
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      sink.observe(chunk);
+      progress.add(chunk.length);
+      if (!sink.stream.write(chunk)) await once(sink.stream, 'drain', { signal });
+    }
+    const expected = Number(res.headers['content-length']);
+    if (Number.isFinite(expected) && sink.bytes !== expected) {
+      throw dfgetError('DFGET_HTTP', `connection ended after ${sink.bytes} of ${expected} bytes`);
+    }
+    return true;
+  } finally {
+    await client.close().catch(() => {});
+  }
+}

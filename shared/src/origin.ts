@@ -1,0 +1,130 @@
+/**
+ * HTTP access to the origin (registry or any URL): probing a blob's size and fetching byte ranges. Used by the
+ * supernode's seeder and by dfdaemon's back-to-source path, so retry/redirect behaviour lives in one place.
+ */
+import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import type { Readable } from 'node:stream';
+import { DamselflyError, errorFactory, type ErrorTable } from './errors.js';
+import { discard } from './abort.js';
+
+export const OriginErrors = {
+  ORIGIN_UNREACHABLE: { message: 'origin unreachable: %s', status: 502 },
+  ORIGIN_AUTH: { message: 'origin refused credentials: %s', status: 401 },
+  ORIGIN_NOT_FOUND: { message: 'origin has no such object: %s', status: 404 },
+  ORIGIN_BAD_STATUS: { message: 'origin answered %s', status: 502 },
+  ORIGIN_BAD_RANGE: { message: 'origin sent the wrong range: %s', status: 502 },
+  ORIGIN_NO_RANGE: { message: 'origin ignores Range: %s', status: 502 },
+  ORIGIN_SHORT_BODY: { message: 'origin body ended early: %s', status: 502 },
+} as const satisfies ErrorTable<string>;
+
+export const originError = errorFactory(OriginErrors);
+
+/** A keep-alive agent that follows redirects (registries 307 to object storage). undici drops Authorization on cross-origin hops. */
+export function createOriginDispatcher(opts: { connections?: number } = {}): Dispatcher {
+  return new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 10_000, connectTimeout: 10_000 }).compose(
+    interceptors.redirect({ maxRedirections: 5 }),
+  );
+}
+
+export interface ProbeResult {
+  contentLength: number;
+  acceptsRanges: boolean;
+}
+
+export interface OriginRequest {
+  url: string;
+  headers?: Record<string, string>;
+  dispatcher?: Dispatcher;
+  signal?: AbortSignal;
+}
+
+/** Status of an origin answer mapped to a typed error (the origin's own status is kept for auth errors). */
+function statusError(status: number, url: string, wwwAuth?: string): DamselflyError {
+  const where = `${status} for ${redactUrl(url)}`;
+  if (status === 401 || status === 403) {
+    const e = originError('ORIGIN_AUTH', where);
+    Object.assign(e, { status, wwwAuthenticate: wwwAuth });
+    return e;
+  }
+  if (status === 404) return originError('ORIGIN_NOT_FOUND', where);
+  return originError('ORIGIN_BAD_STATUS', where);
+}
+
+/** URL without its query string: signed query params are credentials too. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}${u.search ? '?…' : ''}`;
+  } catch {
+    return '<malformed url>';
+  }
+}
+
+async function send(req: OriginRequest, range?: string) {
+  try {
+    return await request(req.url, {
+      method: 'GET',
+      headers: { ...req.headers, ...(range ? { range } : {}), 'accept-encoding': 'identity' },
+      dispatcher: req.dispatcher,
+      signal: req.signal,
+      headersTimeout: 30_000,
+      bodyTimeout: 60_000,
+    });
+  } catch (err) {
+    if (req.signal?.aborted) throw err;
+    throw originError('ORIGIN_UNREACHABLE', `${redactUrl(req.url)}: ${(err as Error).message}`, err);
+  }
+}
+
+function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Learns the size of the object and whether the origin honours Range, by asking for its first byte. */
+export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
+  const res = await send(req, 'bytes=0-0');
+  const cr = header(res.headers, 'content-range');
+  try {
+    if (res.statusCode === 206) {
+      const m = /^bytes \d+-\d+\/(\d+)$/.exec(cr ?? '');
+      if (!m) throw originError('ORIGIN_BAD_RANGE', `Content-Range ${JSON.stringify(cr)}`);
+      return { contentLength: Number(m[1]), acceptsRanges: true };
+    }
+    if (res.statusCode === 416) {
+      // An empty object: nothing is satisfiable, the total is still reported.
+      const m = /^bytes \*\/(\d+)$/.exec(cr ?? '');
+      if (m) return { contentLength: Number(m[1]), acceptsRanges: true };
+    }
+    if (res.statusCode === 200) {
+      const len = Number(header(res.headers, 'content-length'));
+      if (!Number.isSafeInteger(len) || len < 0) throw originError('ORIGIN_BAD_STATUS', '200 without Content-Length');
+      return { contentLength: len, acceptsRanges: false };
+    }
+    throw statusError(res.statusCode, req.url, header(res.headers, 'www-authenticate'));
+  } finally {
+    discard(res.body);
+  }
+}
+
+/**
+ * GETs bytes [start, end] (inclusive). Resolves once the origin has answered with exactly that range; the caller
+ * consumes (or destroys) the returned body. With `whole`, asks for the entire object (origins without Range).
+ */
+export async function fetchOrigin(req: OriginRequest, start: number, end: number, whole = false): Promise<Readable> {
+  const res = await send(req, whole ? undefined : `bytes=${start}-${end}`);
+  if (whole ? res.statusCode === 200 : res.statusCode === 206) {
+    if (!whole) {
+      const cr = header(res.headers, 'content-range');
+      const m = /^bytes (\d+)-(\d+)\/\d+$/.exec(cr ?? '');
+      if (!m || Number(m[1]) !== start || Number(m[2]) !== end) {
+        discard(res.body);
+        throw originError('ORIGIN_BAD_RANGE', `asked ${start}-${end}, got ${JSON.stringify(cr)}`);
+      }
+    }
+    return res.body;
+  }
+  discard(res.body);
+  if (res.statusCode === 200) throw originError('ORIGIN_NO_RANGE', redactUrl(req.url));
+  throw statusError(res.statusCode, req.url, header(res.headers, 'www-authenticate'));
+}

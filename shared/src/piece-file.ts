@@ -1,0 +1,126 @@
+/**
+ * Piece I/O on a task's data file: write a piece from a stream at its offset while hashing it, and read a piece back
+ * with its hash checked before any byte of it is handed on.
+ */
+import { createHash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { errorFactory, type ErrorTable } from './errors.js';
+import { discard } from './abort.js';
+
+export const PieceErrors = {
+  PIECE_SHORT: { message: 'piece body has the wrong length: %s', status: 502 },
+  PIECE_CORRUPT: { message: 'piece failed verification: %s', status: 502 },
+  PIECE_DISK_FULL: { message: 'no space left writing piece: %s', status: 507 },
+} as const satisfies ErrorTable<string>;
+
+export const pieceError = errorFactory(PieceErrors);
+
+/**
+ * Copies `body` into `fh` at `offset`, hashing as it goes; checks the length, fsyncs, returns the sha256 hex.
+ * If `expectedSha` is given and does not match, throws PIECE_CORRUPT (the caller must not mark the piece present).
+ * Memory use is one chunk at a time, whatever the piece size.
+ */
+export async function writePiece(
+  fh: FileHandle,
+  offset: number,
+  length: number,
+  body: Readable,
+  opts: { expectedSha?: string; label?: string; signal?: AbortSignal } = {},
+): Promise<string> {
+  const h = createHash('sha256');
+  let pos = offset;
+  const end = offset + length;
+  const label = opts.label ?? `@${offset}`;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      opts.signal?.throwIfAborted();
+      if (pos + chunk.length > end) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
+      h.update(chunk);
+      let written = 0;
+      while (written < chunk.length) {
+        const r = await fh.write(chunk, written, chunk.length - written, pos + written);
+        written += r.bytesWritten;
+      }
+      pos += chunk.length;
+    }
+  } catch (err) {
+    discard(body);
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', label, err);
+    throw err;
+  }
+  if (pos !== end) throw pieceError('PIECE_SHORT', `${label}: got ${pos - offset} of ${length} bytes`);
+  const sha = h.digest('hex');
+  if (opts.expectedSha && sha !== opts.expectedSha) throw pieceError('PIECE_CORRUPT', `${label}: sha256 ${sha} != ${opts.expectedSha}`);
+  await fh.datasync();
+  return sha;
+}
+
+/** Reads a whole piece and checks it against `sha256` before returning it. */
+export async function readVerifiedPiece(path: string, offset: number, length: number, sha256: string, label = `@${offset}`): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const r = await fh.read(buf, got, length - got, offset + got);
+      if (r.bytesRead === 0) break;
+      got += r.bytesRead;
+    }
+    if (got !== length) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of ${length} bytes`);
+    const actual = createHash('sha256').update(buf).digest('hex');
+    if (actual !== sha256) throw pieceError('PIECE_CORRUPT', `${label}: on-disk sha256 ${actual} != ${sha256}`);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Writes a whole-object stream (from an origin that ignores Range) into `fh`, cutting it into pieces as bytes arrive:
+ * each finished piece is fsynced and handed to `onPiece(n, sha256)` before the next is reported. Pieces for which
+ * `skip(n)` is true are read past without being written (already present).
+ */
+export async function writeWholeStream(
+  fh: FileHandle,
+  body: Readable,
+  opts: { pieceSize: number; length: number; onPiece: (n: number, sha256: string) => Promise<void>; skip?: (n: number) => boolean; onBytes?: (n: number) => void; signal?: AbortSignal },
+): Promise<void> {
+  const { pieceSize, length } = opts;
+  let pos = 0;
+  let n = 0;
+  let h = createHash('sha256');
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      opts.signal?.throwIfAborted();
+      opts.onBytes?.(chunk.length);
+      let off = 0;
+      while (off < chunk.length) {
+        const pieceEnd = Math.min(length, (n + 1) * pieceSize);
+        const take = Math.min(chunk.length - off, pieceEnd - pos);
+        if (take <= 0) throw pieceError('PIECE_SHORT', `origin sent more than ${length} bytes`);
+        const part = chunk.subarray(off, off + take);
+        const skipping = opts.skip?.(n) ?? false;
+        if (!skipping) {
+          h.update(part);
+          await fh.write(part, 0, part.length, pos);
+        }
+        pos += take;
+        off += take;
+        if (pos === pieceEnd) {
+          if (!skipping) {
+            await fh.datasync();
+            await opts.onPiece(n, h.digest('hex'));
+          }
+          n++;
+          h = createHash('sha256');
+        }
+      }
+    }
+  } catch (err) {
+    discard(body);
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', `@${pos}`, err);
+    throw err;
+  }
+  if (pos !== length) throw pieceError('PIECE_SHORT', `origin body ended at ${pos} of ${length} bytes`);
+}

@@ -1,0 +1,188 @@
+/**
+ * The supernode <-> peer control channel (WebSocket, JSON text frames). Requests carry an `id` and get exactly one
+ * reply with the same `id`; notifications (`piece:result`, `task:leave`) get none. Bulk data never goes over it:
+ * pieces travel over plain HTTP (see `pieceUrl` below).
+ */
+import { sharedError } from './errors.js';
+import { TASK_ID_RE } from './task-id.js';
+
+export const WS_PATH = '/api/v1/peers/ws';
+export const PROTOCOL_VERSION = 1;
+
+export interface HelloRequest {
+  type: 'peer:hello';
+  id: number;
+  peerId: string;
+  /** Base URL of the peer's upload server, absent for peers that do not upload (one-shot dfget). */
+  uploadUrl?: string;
+  /** Topology labels (zone, rack, ...); peers sharing more labels are preferred as sources. */
+  labels?: Record<string, string>;
+  version: number;
+}
+
+export interface RegisterRequest {
+  type: 'task:register';
+  id: number;
+  url: string;
+  /** Expected OCI digest of the whole blob (`sha256:...`), when known. */
+  digest?: string;
+  /** Headers for the origin (Authorization, ...). Kept in memory only, never logged or persisted. */
+  headers?: Record<string, string>;
+  /** Pieces this peer already holds verified (after a restart). */
+  have?: number[];
+}
+
+export interface ScheduleRequest {
+  type: 'pieces:schedule';
+  id: number;
+  taskId: string;
+  /** Missing pieces in the order the peer would like them. */
+  want: number[];
+  /** How many assignments the peer can start now. */
+  max: number;
+}
+
+export interface PieceResult {
+  type: 'piece:result';
+  taskId: string;
+  piece: number;
+  /** Peer id of the source, or `supernode`. */
+  from: string;
+  ok: boolean;
+  reason?: 'corrupt' | 'timeout' | 'error';
+}
+
+export interface LeaveTask {
+  type: 'task:leave';
+  taskId: string;
+}
+
+export type PeerMessage = HelloRequest | RegisterRequest | ScheduleRequest | PieceResult | LeaveTask;
+
+export interface TaskInfo {
+  taskId: string;
+  contentLength: number;
+  pieceSize: number;
+  pieceCount: number;
+  /** Digest of the whole blob when known (from the URL or the register request). */
+  digest?: string;
+}
+
+export interface Assignment {
+  piece: number;
+  /** `supernode` or the source peer's id. */
+  from: string;
+  /** Where to GET the piece. */
+  url: string;
+  /** Expected sha256 (hex) when already known; otherwise the supernode sends it as a response header. */
+  sha256?: string;
+}
+
+export interface ScheduleResult {
+  assignments: Assignment[];
+  /** Set when nothing could be assigned now: retry after this many ms. */
+  retryAfterMs?: number;
+}
+
+export interface WireError {
+  code: string;
+  message: string;
+  status: number;
+}
+
+export type Reply<T = unknown> = { id: number; ok: true; result: T } | { id: number; ok: false; error: WireError };
+
+/** Header carrying a piece's sha256 on supernode piece responses. */
+export const PIECE_SHA_HEADER = 'x-damselfly-piece-sha256';
+
+export function supernodePiecePath(taskId: string, piece: number): string {
+  return `/api/v1/tasks/${taskId}/pieces/${piece}`;
+}
+
+export function peerPiecePath(taskId: string, piece: number): string {
+  return `/pieces/${taskId}/${piece}`;
+}
+
+// ---- validation -------------------------------------------------------------------------------------------------
+
+type Obj = Record<string, unknown>;
+
+function bad(what: string): never {
+  throw sharedError('BAD_MESSAGE', what);
+}
+function str(o: Obj, k: string, max = 8192): string {
+  const v = o[k];
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) bad(`${k} must be a non-empty string`);
+  return v;
+}
+function optStr(o: Obj, k: string): string | undefined {
+  return o[k] === undefined ? undefined : str(o, k);
+}
+function int(o: Obj, k: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(`${k} must be an integer in [${min}, ${max}]`);
+  return v;
+}
+function intList(o: Obj, k: string, maxLen = 1 << 20): number[] {
+  const v = o[k];
+  if (!Array.isArray(v) || v.length > maxLen || !v.every((x) => Number.isInteger(x) && x >= 0)) {
+    bad(`${k} must be a list of piece numbers`);
+  }
+  return v as number[];
+}
+function strMap(o: Obj, k: string): Record<string, string> | undefined {
+  const v = o[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`${k} must be an object of strings`);
+  for (const x of Object.values(v)) if (typeof x !== 'string') bad(`${k} must be an object of strings`);
+  return v as Record<string, string>;
+}
+function taskId(o: Obj): string {
+  const v = str(o, 'taskId', 64);
+  if (!TASK_ID_RE.test(v)) bad('taskId must be 64 hex characters');
+  return v;
+}
+
+/** Parses and validates one frame from a peer; throws BAD_MESSAGE (never crashes on junk). */
+export function parsePeerMessage(raw: string): PeerMessage {
+  let o: unknown;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    bad('not JSON');
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) bad('not an object');
+  const m = o as Obj;
+  switch (m.type) {
+    case 'peer:hello':
+      return {
+        type: 'peer:hello',
+        id: int(m, 'id'),
+        peerId: str(m, 'peerId', 256),
+        uploadUrl: optStr(m, 'uploadUrl'),
+        labels: strMap(m, 'labels'),
+        version: int(m, 'version'),
+      };
+    case 'task:register':
+      return {
+        type: 'task:register',
+        id: int(m, 'id'),
+        url: str(m, 'url'),
+        digest: optStr(m, 'digest'),
+        headers: strMap(m, 'headers'),
+        have: m.have === undefined ? undefined : intList(m, 'have'),
+      };
+    case 'pieces:schedule':
+      return { type: 'pieces:schedule', id: int(m, 'id'), taskId: taskId(m), want: intList(m, 'want'), max: int(m, 'max', 1, 256) };
+    case 'piece:result': {
+      const reason = m.reason;
+      if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error') bad('bad reason');
+      if (typeof m.ok !== 'boolean') bad('ok must be a boolean');
+      return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: str(m, 'from', 256), ok: m.ok, reason };
+    }
+    case 'task:leave':
+      return { type: 'task:leave', taskId: taskId(m) };
+    default:
+      bad(`unknown type ${JSON.stringify(m.type)}`);
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The embedded metadata store both the supernode and dfdaemon keep beside their data files: per task a JSON record,
+ * per verified piece its sha256. A piece key is written only after its bytes are on disk (fsynced), so after a crash
+ * the index never claims a piece whose data is missing.
+ */
+import { Level } from 'level';
+
+const pieceKey = (taskId: string, n: number) => `piece:${taskId}:${n.toString().padStart(8, '0')}`;
+
+export class TaskIndex<Meta> {
+  readonly #db: Level<string, string>;
+
+  constructor(path: string) {
+    this.#db = new Level<string, string>(path, { valueEncoding: 'utf8' });
+  }
+
+  async start(): Promise<void> {
+    await this.#db.open();
+  }
+
+  async stop(): Promise<void> {
+    await this.#db.close();
+  }
+
+  async getTask(taskId: string): Promise<Meta | undefined> {
+    const v = await this.#db.get(`task:${taskId}`);
+    return v === undefined ? undefined : (JSON.parse(v) as Meta);
+  }
+
+  async putTask(taskId: string, meta: Meta): Promise<void> {
+    await this.#db.put(`task:${taskId}`, JSON.stringify(meta));
+  }
+
+  /** Removes a task and all its piece records. */
+  async deleteTask(taskId: string): Promise<void> {
+    const batch = this.#db.batch();
+    for await (const key of this.#db.keys({ gte: `piece:${taskId}:`, lt: `piece:${taskId};` })) batch.del(key);
+    batch.del(`task:${taskId}`);
+    await batch.write();
+  }
+
+  async *tasks(): AsyncGenerator<[string, Meta]> {
+    for await (const [k, v] of this.#db.iterator({ gte: 'task:', lt: 'task;' })) yield [k.slice(5), JSON.parse(v) as Meta];
+  }
+
+  async pieces(taskId: string): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    for await (const [k, v] of this.#db.iterator({ gte: `piece:${taskId}:`, lt: `piece:${taskId};` })) {
+      out.set(Number(k.slice(k.lastIndexOf(':') + 1)), v);
+    }
+    return out;
+  }
+
+  async putPiece(taskId: string, n: number, sha256: string): Promise<void> {
+    await this.#db.put(pieceKey(taskId, n), sha256);
+  }
+
+  async deletePiece(taskId: string, n: number): Promise<void> {
+    await this.#db.del(pieceKey(taskId, n));
+  }
+}

@@ -1,0 +1,37 @@
+import { loadConfig, type ConfigSources, type Schema } from '@damselfly/shared';
+
+/** Supernode settings. Every field can come from the YAML file, an environment variable or a flag. */
+export interface SupernodeConfig {
+  /** Address to listen on. */
+  host: string;
+  port: number;
+  /** Where task metadata (level) and seeded pieces live. */
+  dataDir: string;
+  /** How many origin requests may run at once (across tasks). */
+  originConcurrency: number;
+  /** How many pieces the supernode serves at once before the scheduler stops sending peers to it. */
+  uploadSlots: number;
+  /** How many pieces one peer may upload at once (the scheduler's per-peer load limit). */
+  peerUploadSlots: number;
+  /** Piece download failures (timeouts, errors) from one peer before it is blacklisted for the task. */
+  failuresBeforeBlacklist: number;
+  /** Base URL peers use to reach this supernode's piece API; defaults to http://<host>:<port>. */
+  advertiseUrl: string | undefined;
+  logLevel: string;
+}
+
+export const supernodeSchema: Schema = {
+  host: { type: 'string', default: '0.0.0.0', env: 'SUPERNODE_HOST', doc: 'listen address' },
+  port: { type: 'int', default: 8002, min: 0, max: 65535, env: 'SUPERNODE_PORT', doc: 'REST + ws + metrics port' },
+  dataDir: { type: 'string', default: '/var/lib/damselfly/supernode', env: 'SUPERNODE_DATA_DIR', doc: 'task metadata and seeded pieces' },
+  originConcurrency: { type: 'int', default: 8, min: 1, max: 256, env: 'SUPERNODE_ORIGIN_CONCURRENCY', doc: 'origin requests in flight' },
+  uploadSlots: { type: 'int', default: 64, min: 1, max: 4096, env: 'SUPERNODE_UPLOAD_SLOTS', doc: 'pieces served at once by the supernode' },
+  peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
+  failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },
+  advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL peers use to reach this supernode' },
+  logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
+};
+
+export function loadSupernodeConfig(sources: ConfigSources): Readonly<SupernodeConfig> {
+  return loadConfig<SupernodeConfig>(supernodeSchema, sources);
+}

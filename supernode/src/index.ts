@@ -1,0 +1,5 @@
+export * from './supernode.js';
+export * from './config.js';
+export * from './errors.js';
+export * from './scheduling/policy.js';
+export * from './scheduling/scheduler.js';

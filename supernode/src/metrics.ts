@@ -1,0 +1,24 @@
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { createRegistry } from '@damselfly/shared';
+
+export function createSupernodeMetrics() {
+  const registry = createRegistry('damselfly_supernode');
+  const registers = [registry];
+  return {
+    registry,
+    originBytes: new Counter({ name: 'damselfly_supernode_origin_bytes_total', help: 'Bytes fetched from origins', registers }),
+    servedBytes: new Counter({ name: 'damselfly_supernode_served_bytes_total', help: 'Piece bytes served to peers', registers }),
+    servedPieces: new Counter({ name: 'damselfly_supernode_served_pieces_total', help: 'Pieces served to peers', registers }),
+    pieceErrors: new Counter({ name: 'damselfly_supernode_piece_errors_total', help: 'Piece requests that failed', labelNames: ['code'], registers }),
+    blacklisted: new Counter({ name: 'damselfly_supernode_blacklisted_total', help: 'Peers blacklisted for a task', labelNames: ['reason'], registers }),
+    peers: new Gauge({ name: 'damselfly_supernode_peers', help: 'Connected peers', registers }),
+    scheduleSeconds: new Histogram({
+      name: 'damselfly_supernode_schedule_seconds',
+      help: 'Time to answer a pieces:schedule request',
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1],
+      registers,
+    }),
+  };
+}
+
+export type SupernodeMetrics = ReturnType<typeof createSupernodeMetrics>;

@@ -1,0 +1,94 @@
+/**
+ * Seeded pieces on the supernode's disk: one data file per task plus the level index of piece hashes.
+ * In-memory maps mirror the index so the hot path (is piece n seeded? what is its hash?) never awaits level.
+ */
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TaskIndex, pieceRange, readVerifiedPiece } from '@damselfly/shared';
+import type { TaskMeta } from './task-meta.js';
+
+interface OpenTask {
+  meta: TaskMeta;
+  pieces: Map<number, string>;
+  fh?: Promise<FileHandle>;
+}
+
+export class TaskStore {
+  readonly #dir: string;
+  readonly #index: TaskIndex<TaskMeta>;
+  readonly #tasks = new Map<string, OpenTask>();
+
+  constructor(dataDir: string) {
+    this.#dir = dataDir;
+    this.#index = new TaskIndex<TaskMeta>(join(dataDir, 'index'));
+  }
+
+  async start(): Promise<void> {
+    await mkdir(join(this.#dir, 'tasks'), { recursive: true });
+    await this.#index.start();
+    for await (const [id, meta] of this.#index.tasks()) {
+      this.#tasks.set(id, { meta, pieces: await this.#index.pieces(id) });
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.#tasks.values()) await t.fh?.then((fh) => fh.close()).catch(() => {});
+    this.#tasks.clear();
+    await this.#index.stop();
+  }
+
+  get(taskId: string): TaskMeta | undefined {
+    return this.#tasks.get(taskId)?.meta;
+  }
+
+  async create(meta: TaskMeta): Promise<void> {
+    const fh = await open(this.dataPath(meta.taskId), 'w');
+    try {
+      await fh.truncate(meta.contentLength);
+    } finally {
+      await fh.close();
+    }
+    await this.#index.putTask(meta.taskId, meta);
+    this.#tasks.set(meta.taskId, { meta, pieces: new Map() });
+  }
+
+  pieceSha(taskId: string, n: number): string | undefined {
+    return this.#tasks.get(taskId)?.pieces.get(n);
+  }
+
+  seededCount(taskId: string): number {
+    return this.#tasks.get(taskId)?.pieces.size ?? 0;
+  }
+
+  dataPath(taskId: string): string {
+    return join(this.#dir, 'tasks', `${taskId}.data`);
+  }
+
+  /** The task's data file, opened for writing once and kept open. */
+  async handle(taskId: string): Promise<FileHandle> {
+    const t = this.#tasks.get(taskId);
+    if (!t) throw new Error(`task ${taskId} not open`);
+    t.fh ??= open(this.dataPath(taskId), 'r+');
+    return t.fh;
+  }
+
+  async recordPiece(taskId: string, n: number, sha256: string): Promise<void> {
+    await this.#index.putPiece(taskId, n, sha256);
+    this.#tasks.get(taskId)?.pieces.set(n, sha256);
+  }
+
+  /** Reads piece `n`, checked against its recorded hash (a disk error never reaches a peer as data). */
+  async readPiece(taskId: string, n: number): Promise<Buffer> {
+    const t = this.#tasks.get(taskId)!;
+    const sha = t.pieces.get(n)!;
+    const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
+    try {
+      return await readVerifiedPiece(this.dataPath(taskId), start, end - start + 1, sha, `${taskId}#${n}`);
+    } catch (err) {
+      // Forget the bad piece so it is seeded again.
+      t.pieces.delete(n);
+      await this.#index.deletePiece(taskId, n);
+      throw err;
+    }
+  }
+}

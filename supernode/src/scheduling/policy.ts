@@ -1,0 +1,93 @@
+/**
+ * Scheduling policy: a pure function of a read-only view of the swarm, so the simulator runs exactly this code.
+ * Swap it by passing another `SchedulePolicy` to the supernode (or the simulator).
+ */
+
+/** Source id meaning "the supernode itself" (which seeds from the origin if it must). */
+export const SUPERNODE = 'supernode';
+
+export interface SwarmView {
+  /** Peers that hold piece `n` verified. */
+  holders(n: number): ReadonlySet<string>;
+  /** Downloads of piece `n` now under way (they will be holders soon). */
+  inflight(n: number): number;
+  /** Pieces a peer is uploading right now, across all tasks. */
+  load(peerId: string): number;
+  /** Upload slots of a peer (or of `SUPERNODE`). */
+  slots(peerId: string): number;
+  /** Whether a peer may serve uploads at all (one-shot clients do not). */
+  uploads(peerId: string): boolean;
+  /** Peers blacklisted for this task (served corrupt data, or failed too often). */
+  blacklisted(peerId: string): boolean;
+  labels(peerId: string): Readonly<Record<string, string>> | undefined;
+}
+
+export interface ScheduleInput {
+  requester: string;
+  /** Missing pieces in the requester's order of preference. */
+  want: readonly number[];
+  /** Most assignments to return. */
+  max: number;
+}
+
+export interface Choice {
+  piece: number;
+  from: string;
+}
+
+export type SchedulePolicy = (view: SwarmView, input: ScheduleInput) => Choice[];
+
+/** Shared topology labels between two peers (zone, rack, host...). */
+function affinity(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): number {
+  if (!a || !b) return 0;
+  let n = 0;
+  for (const [k, v] of Object.entries(a)) if (b[k] === v) n++;
+  return n;
+}
+
+/** Cheap deterministic hash to spread equal candidates without randomness (reproducible in the simulator). */
+function mix(s: string, n: number): number {
+  let h = 2166136261 ^ n;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/**
+ * Rarest first, load-limited, skipping blacklisted peers, nearest by topology: pieces held (or being fetched) by the
+ * fewest peers go first, ties kept in the requester's order; each goes to the holder with free slots that shares the
+ * most labels with the requester and has the least load; else to the supernode while it has free slots.
+ */
+export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
+  const extraLoad = new Map<string, number>();
+  const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
+  const myLabels = view.labels(requester);
+  const order = want
+    .map((piece, i) => {
+      let holders = 0;
+      for (const h of view.holders(piece)) if (h !== requester && !view.blacklisted(h)) holders++;
+      return { piece, i, rarity: holders + view.inflight(piece) };
+    })
+    .sort((a, b) => a.rarity - b.rarity || a.i - b.i);
+
+  const out: Choice[] = [];
+  for (const { piece } of order) {
+    if (out.length >= max) break;
+    let best: string | undefined;
+    let bestKey: [number, number, number] | undefined;
+    for (const h of view.holders(piece)) {
+      if (h === requester || view.blacklisted(h) || !view.uploads(h)) continue;
+      const load = loadOf(h);
+      if (load >= view.slots(h)) continue;
+      const key: [number, number, number] = [-affinity(myLabels, view.labels(h)), load, mix(requester + h, piece)];
+      if (!bestKey || key[0] < bestKey[0] || (key[0] === bestKey[0] && (key[1] < bestKey[1] || (key[1] === bestKey[1] && key[2] < bestKey[2])))) {
+        best = h;
+        bestKey = key;
+      }
+    }
+    if (!best && loadOf(SUPERNODE) < view.slots(SUPERNODE)) best = SUPERNODE;
+    if (!best) continue;
+    extraLoad.set(best, (extraLoad.get(best) ?? 0) + 1);
+    out.push({ piece, from: best });
+  }
+  return out;
+};

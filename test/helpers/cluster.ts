@@ -1,0 +1,89 @@
+/** Fixture factories: supernodes and dfdaemons on loopback, port 0, torn down with the test. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { request } from 'undici';
+import { Supernode, loadSupernodeConfig, type SupernodeConfig } from '@damselfly/supernode';
+import { Daemon, loadDaemonConfig, type DaemonConfig } from '@damselfly/dfdaemon';
+import { freePort } from './registry.js';
+
+export const ROOT = resolve(import.meta.dirname, '..', '..');
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export async function tempDir(t: Teardown, prefix = 'damselfly-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export async function startSupernode(t: Teardown, overrides: Partial<Record<keyof SupernodeConfig, unknown>> = {}): Promise<Supernode> {
+  const dataDir = await tempDir(t, 'damselfly-sn-');
+  const sn = new Supernode(loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'warn', ...overrides } }));
+  await sn.start();
+  t.teardown(() => sn.stop());
+  return sn;
+}
+
+export async function startDaemon(t: Teardown, supernodes: string[], overrides: Partial<Record<keyof DaemonConfig, unknown>> = {}): Promise<Daemon> {
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const d = new Daemon(
+    loadDaemonConfig({
+      flags: {
+        supernodes,
+        dataDir,
+        proxyPort: 0,
+        uploadHost: '127.0.0.1',
+        uploadPort: 0,
+        healthPort: 0,
+        peerId: `peer-${Math.random().toString(36).slice(2, 8)}`,
+        logLevel: 'warn',
+        pieceTimeoutMs: 10_000,
+        ...overrides,
+      },
+    }),
+  );
+  await d.start();
+  t.teardown(() => d.stop());
+  return d;
+}
+
+/** A supernode as a separate process (so a test can SIGKILL it). */
+export async function spawnSupernode(t: Teardown): Promise<{ url: string; child: ChildProcess }> {
+  const dataDir = await tempDir(t, 'damselfly-sn-');
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(ROOT, 'supernode/dist/cli.js'), '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn'], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      const r = await request(`${url}/healthy`);
+      await r.body.dump();
+      if (r.statusCode === 200) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error('supernode did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url, child };
+}
+
+/** GET through a dfdaemon's forward proxy; returns status, headers and body. */
+export async function getViaProxy(proxyUrl: string, url: string, headers: Record<string, string> = {}) {
+  const { Client } = await import('undici');
+  const c = new Client(proxyUrl);
+  try {
+    const res = await c.request({ method: 'GET', path: url, headers });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    return { status: res.statusCode, headers: res.headers, body };
+  } finally {
+    await c.close();
+  }
+}

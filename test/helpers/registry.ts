@@ -1,0 +1,134 @@
+/**
+ * A real CNCF distribution registry (Debian's `docker-registry`) on loopback, for integration tests. It keeps an
+ * access log so tests can count what the origin actually served.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+
+export interface AccessLine {
+  method: string;
+  path: string;
+  status: number;
+  bytes: number;
+}
+
+export interface Registry {
+  url: string;
+  host: string;
+  /** Parsed access-log lines so far. */
+  access: AccessLine[];
+  /** Body bytes the registry sent for GETs of this blob digest. */
+  blobBytesServed(digest: string): number;
+  stop(): Promise<void>;
+  kill(): void;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+const ACCESS_RE = /"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP\/[\d.]+" (\d{3}) (\d+|-)/;
+
+export async function startRegistry(opts: { htpasswd?: string; port?: number; dir?: string } = {}): Promise<Registry> {
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'damselfly-registry-')));
+  const port = opts.port ?? (await freePort());
+  const auth = opts.htpasswd ? `auth:\n  htpasswd:\n    realm: damselfly-test\n    path: ${join(dir, 'htpasswd')}\n` : '';
+  if (opts.htpasswd) await writeFile(join(dir, 'htpasswd'), opts.htpasswd);
+  await writeFile(
+    join(dir, 'config.yml'),
+    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${auth}`,
+  );
+  const child: ChildProcess = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const access: AccessLine[] = [];
+  let buf = '';
+  const onData = (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      const m = ACCESS_RE.exec(line);
+      if (m) access.push({ method: m[1]!, path: m[2]!, status: Number(m[3]), bytes: m[4] === '-' ? 0 : Number(m[4]) });
+    }
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}`);
+    try {
+      const r = await request(`${url}/v2/`);
+      await r.body.dump();
+      if (r.statusCode === 200 || r.statusCode === 401) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error('docker-registry did not start');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    host: `127.0.0.1:${port}`,
+    access,
+    blobBytesServed: (digest) =>
+      access.filter((a) => a.method === 'GET' && a.path.includes(`/blobs/${digest}`) && a.status < 300).reduce((s, a) => s + a.bytes, 0),
+    kill: () => child.kill('SIGKILL'),
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+      if (!opts.dir) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Deterministic pseudo-random bytes (fast: sha256 counter blocks expanded). */
+export function makeBlob(size: number, seed = 1): Buffer {
+  const out = Buffer.allocUnsafe(size);
+  const block = randomBytesSeeded(seed, 1 << 20);
+  for (let off = 0; off < size; off += block.length) {
+    block.copy(out, off, 0, Math.min(block.length, size - off));
+    block.writeUInt32LE((off / block.length) ^ seed, 0);
+  }
+  // Make every MiB distinct so pieces differ.
+  for (let off = 0; off < size; off += 1 << 20) out.writeUInt32BE(off / (1 << 20), off);
+  return out;
+}
+
+function randomBytesSeeded(seed: number, size: number): Buffer {
+  const out = Buffer.allocUnsafe(size);
+  let h = createHash('sha256').update(String(seed)).digest();
+  for (let off = 0; off < size; off += 32) {
+    h.copy(out, off, 0, Math.min(32, size - off));
+    h = createHash('sha256').update(h).digest();
+  }
+  return out;
+}
+
+export const randomBlob = (size: number) => randomBytes(size);
+
+/** Pushes one blob with the registry's monolithic upload; returns its digest and the blob URL. */
+export async function pushBlob(registryUrl: string, repo: string, data: Buffer, headers: Record<string, string> = {}): Promise<{ digest: string; url: string }> {
+  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  const start = await request(`${registryUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers });
+  await start.body.dump();
+  if (start.statusCode !== 202) throw new Error(`upload start: ${start.statusCode}`);
+  const loc = new URL(String(start.headers.location), registryUrl);
+  loc.searchParams.set('digest', digest);
+  const put = await request(loc.href, { method: 'PUT', body: data, headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(data.length) } });
+  await put.body.dump();
+  if (put.statusCode !== 201) throw new Error(`upload put: ${put.statusCode}`);
+  return { digest, url: `${registryUrl}/v2/${repo}/blobs/${digest}` };
+}
