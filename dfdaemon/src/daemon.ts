@@ -66,8 +66,15 @@ export class Daemon {
     this.log.info({ proxy: this.proxyUrl, upload: this.uploadUrl, health: this.healthUrl, supernodes: c.supernodes, peerId: c.peerId }, 'dfdaemon:started');
   }
 
-  /** Stops taking requests, ends downloads, leaves the supernodes, closes the store. */
-  async stop(): Promise<void> {
+  #stopped?: Promise<void>;
+
+  /** Stops taking requests, ends downloads, leaves the supernodes, closes the store. Safe to call twice. */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
     if (this.#proxy) {
       this.#proxy.close();
       this.#proxy.closeAllConnections();

@@ -15,11 +15,14 @@ export class FileSink {
   readonly #hash: Hash = createHash('sha256');
   readonly #output: string;
   bytes = 0;
+  #error?: Error;
 
   constructor(output: string) {
     this.#output = output;
     this.tmp = join(dirname(output), `.${basename(output)}.dfget-${process.pid}.tmp`);
     this.stream = createWriteStream(this.tmp, { highWaterMark: 1 << 20 });
+    // Write errors (disk full…) surface at commit; they must never crash the process and leave the file behind.
+    this.stream.on('error', (err) => (this.#error ??= err));
   }
 
   /** Call for every chunk before it is written. */
@@ -29,13 +32,19 @@ export class FileSink {
   }
 
   async commit(digest: string | undefined): Promise<string> {
+    this.#throwIfFailed();
     await new Promise<void>((resolve, reject) => this.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    this.#throwIfFailed();
     const got = `sha256:${this.#hash.digest('hex')}`;
     if (digest && got !== digest) throw dfgetError('DFGET_DIGEST', `${digest} (got ${got})`);
     await rename(this.tmp, this.#output).catch((err: Error) => {
       throw dfgetError('DFGET_OUTPUT', err.message, err);
     });
     return got;
+  }
+
+  #throwIfFailed(): void {
+    if (this.#error) throw dfgetError('DFGET_OUTPUT', this.#error.message, this.#error);
   }
 
   async abort(): Promise<void> {

@@ -32,15 +32,20 @@ export async function viaDaemon(o: DfgetOptions, sink: FileSink, progress: Progr
       throw dfgetError('DFGET_HTTP', `${res.statusCode} from dfdaemon: ${msg.trim()}`);
     }
     progress.start(Number(res.headers['content-length'] ?? 0));
-    for await (const chunk of res.body as AsyncIterable<Buffer>) {
-      sink.observe(chunk);
-      progress.add(chunk.length);
-      if (!sink.stream.write(chunk)) await once(sink.stream, 'drain', { signal });
-    }
     const expected = Number(res.headers['content-length']);
-    if (Number.isFinite(expected) && sink.bytes !== expected) {
-      throw dfgetError('DFGET_HTTP', `connection ended after ${sink.bytes} of ${expected} bytes`);
+    const cut = () =>
+      dfgetError('DFGET_HTTP', `dfdaemon cut the transfer after ${sink.bytes} of ${expected} bytes (the blob failed verification or a source failed; see the dfdaemon log)`);
+    try {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        sink.observe(chunk);
+        progress.add(chunk.length);
+        if (!sink.stream.write(chunk)) await once(sink.stream, 'drain', { signal });
+      }
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw cut();
     }
+    if (Number.isFinite(expected) && sink.bytes !== expected) throw cut();
     return true;
   } finally {
     await client.close().catch(() => {});

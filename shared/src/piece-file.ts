@@ -26,7 +26,7 @@ export async function writePiece(
   offset: number,
   length: number,
   body: Readable,
-  opts: { expectedSha?: string; label?: string; signal?: AbortSignal } = {},
+  opts: { expectedSha?: string; label?: string; signal?: AbortSignal; onBytes?: (n: number) => void } = {},
 ): Promise<string> {
   const h = createHash('sha256');
   let pos = offset;
@@ -36,6 +36,7 @@ export async function writePiece(
     for await (const chunk of body as AsyncIterable<Buffer>) {
       opts.signal?.throwIfAborted();
       if (pos + chunk.length > end) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
+      opts.onBytes?.(chunk.length);
       h.update(chunk);
       let written = 0;
       while (written < chunk.length) {

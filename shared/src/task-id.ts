@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { sharedError } from './errors.js';
+import { parseDigest } from './digest.js';
 
 /** Query parameters that sign or scope a URL but do not change the bytes behind it. */
 const VOLATILE_PARAM = /^(x-amz-.*|x-goog-.*|expires|signature|ossaccesskeyid|ns)$/i;
@@ -40,6 +41,19 @@ export function canonicalUrl(url: URL): string {
 export function taskIdFor(url: URL, digest?: string): string {
   const key = digest ?? blobDigestOf(url) ?? canonicalUrl(url);
   return createHash('sha256').update(key).digest('hex');
+}
+
+/**
+ * The digest a download must match: the explicit one, or the one a registry blob URL names. Both given and different
+ * is a caller mistake, reported as BAD_DIGEST rather than fetched and failed.
+ */
+export function checkDigest(url: URL, digest: string | undefined): string | undefined {
+  const fromUrl = blobDigestOf(url);
+  if (digest !== undefined) {
+    parseDigest(digest);
+    if (fromUrl && fromUrl !== digest) throw sharedError('BAD_DIGEST', `${digest} conflicts with the URL's ${fromUrl}`);
+  }
+  return digest ?? fromUrl;
 }
 
 export const TASK_ID_RE = /^[a-f0-9]{64}$/;

@@ -74,7 +74,15 @@ export class Supernode {
     this.log.info({ url: this.#url, dataDir: this.config.dataDir }, 'supernode:started');
   }
 
-  async stop(): Promise<void> {
+  #stopped?: Promise<void>;
+
+  /** Safe to call twice. */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
     clearInterval(this.#sweeper);
     this.seeder.stop();
     if (this.#app) {

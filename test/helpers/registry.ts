@@ -85,7 +85,7 @@ export async function startRegistry(opts: { htpasswd?: string; port?: number; di
       access.filter((a) => a.method === 'GET' && a.path.includes(`/blobs/${digest}`) && a.status < 300).reduce((s, a) => s + a.bytes, 0),
     kill: () => child.kill('SIGKILL'),
     async stop() {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         await new Promise((r) => child.once('exit', r));
       }
@@ -103,7 +103,7 @@ export function makeBlob(size: number, seed = 1): Buffer {
     block.writeUInt32LE((off / block.length) ^ seed, 0);
   }
   // Make every MiB distinct so pieces differ.
-  for (let off = 0; off < size; off += 1 << 20) out.writeUInt32BE(off / (1 << 20), off);
+  for (let off = 0; off + 4 <= size; off += 1 << 20) out.writeUInt32BE(off / (1 << 20), off);
   return out;
 }
 

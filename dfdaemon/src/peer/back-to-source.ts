@@ -45,8 +45,7 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
       if (task.has(n)) continue;
       const { start, end } = task.range(n);
       const body = await fetchOrigin(origin, start, end);
-      body.on('data', (c: Buffer) => req.onBytes(c.length));
-      await task.writePiece(n, body, { signal: req.signal });
+      await task.writePiece(n, body, { signal: req.signal, onBytes: req.onBytes });
     }
   };
   await Promise.all(Array.from({ length: Math.min(req.parallel, missing.length) }, worker));

@@ -6,6 +6,7 @@
  */
 import type { Dispatcher } from 'undici';
 import {
+  checkDigest,
   describeError,
   isDamselflyError,
   parseDigest,
@@ -107,8 +108,7 @@ export class Conductor {
       return cached;
     }
     cached?.resetFailure();
-    const digest = this.#req.digest;
-    if (digest) parseDigest(digest);
+    const digest = checkDigest(this.#req.url, this.#req.digest);
 
     let client: SupernodeClient | undefined;
     let info: TaskInfo | undefined;
@@ -188,7 +188,8 @@ export class Conductor {
         .catch((err: unknown) => {
           if (stop.aborted) return;
           const code = (err as { code?: string }).code;
-          const reason = code === 'PIECE_CORRUPT' ? 'corrupt' : (err as Error).name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'error';
+          // A wrong hash or a wrong length from a source that knows the piece's size are both bad data.
+          const reason = code === 'PIECE_CORRUPT' || code === 'PIECE_SHORT' ? 'corrupt' : (err as Error).name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'error';
           client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: false, reason });
           this.#c.metrics.pieceFailures.inc({ reason });
           this.#log.warn({ piece: a.piece, from: a.from, reason, err: describeError(err) }, 'piece:failed');

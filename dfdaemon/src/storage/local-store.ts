@@ -32,6 +32,10 @@ export class LocalStore {
     await this.#index.stop();
   }
 
+  tasks(): IterableIterator<LocalTask> {
+    return this.#tasks.values();
+  }
+
   get(taskId: string): LocalTask | undefined {
     return this.#tasks.get(taskId);
   }

@@ -72,7 +72,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   }
 
   /** Writes piece `n` from `body`; resolves with its sha256 once verified (against `expectedSha` if given) and recorded. */
-  async writePiece(n: number, body: Readable, opts: { expectedSha?: string; signal?: AbortSignal } = {}): Promise<string> {
+  async writePiece(n: number, body: Readable, opts: { expectedSha?: string; signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<string> {
     const { start, length } = this.range(n);
     this.#fh ??= open(this.dataPath, 'r+');
     const sha = await writePiece(await this.#fh, start, length, body, { ...opts, label: `${this.info.taskId}#${n}` });

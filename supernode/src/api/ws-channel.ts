@@ -122,6 +122,12 @@ export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
         return;
       }
       case 'piece:result':
+        // A peer can only become a source for pieces whose hash the supernode recorded: those are the ones it can
+        // have fetched and verified, and the only ones a downloader can check.
+        if (msg.ok && c.store.pieceSha(msg.taskId, msg.piece) === undefined) {
+          c.scheduler.release(msg.taskId, peerId!, msg.piece);
+          return;
+        }
         c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason);
         if (!msg.ok) c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, reason: msg.reason }, 'piece:failed');
         return;

@@ -96,11 +96,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return choices;
   }
 
-  /** A peer reports how fetching `piece` from `from` went. */
-  pieceResult(taskId: string, requester: string, piece: number, from: string, ok: boolean, reason?: string): void {
+  /** Frees the slot booked for an assignment without learning anything from it. */
+  release(taskId: string, requester: string, piece: number): void {
     const key = pendingKey({ taskId, requester, piece });
     const p = this.#pending.get(key);
     if (p) this.#release(key, p);
+  }
+
+  /** A peer reports how fetching `piece` from `from` went. */
+  pieceResult(taskId: string, requester: string, piece: number, from: string, ok: boolean, reason?: string): void {
+    this.release(taskId, requester, piece);
     const swarm = this.#swarm(taskId);
     if (ok) {
       if (this.#peers.has(requester)) this.#addHolder(swarm, piece, requester);

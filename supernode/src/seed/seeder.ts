@@ -7,7 +7,7 @@
 import type { Dispatcher } from 'undici';
 import type { Counter } from 'prom-client';
 import {
-  blobDigestOf,
+  checkDigest,
   describeError,
   fetchOrigin,
   parseDigest,
@@ -64,8 +64,7 @@ export class Seeder {
 
   /** Finds or creates the task for `url`, probing the origin for its size on first sight. */
   async register(url: URL, digest: string | undefined, headers: Record<string, string>, { signal }: { signal?: AbortSignal } = {}): Promise<TaskMeta> {
-    const blobDigest = digest ?? blobDigestOf(url);
-    if (blobDigest) parseDigest(blobDigest);
+    const blobDigest = checkDigest(url, digest);
     const taskId = taskIdFor(url, blobDigest);
     if (Object.keys(headers).length || !this.#headers.has(taskId)) this.#headers.set(taskId, headers);
     const known = this.#c.store.get(taskId);
@@ -121,8 +120,7 @@ export class Seeder {
       try {
         const fh = await this.#c.store.handle(meta.taskId);
         const body = await fetchOrigin({ url: meta.url, headers: this.#headers.get(meta.taskId), dispatcher: this.#c.dispatcher, signal }, start, end);
-        body.on('data', (c: Buffer) => this.#c.originBytes.inc(c.length));
-        const sha = await writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal });
+        const sha = await writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal, onBytes: (b) => this.#c.originBytes.inc(b) });
         await this.#c.store.recordPiece(meta.taskId, n, sha);
         this.#c.log.debug({ taskId: meta.taskId, piece: n }, 'piece:seeded');
         return sha;

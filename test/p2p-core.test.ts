@@ -1,0 +1,221 @@
+/**
+ * The core promise, end to end with a real registry: many peers, one origin read, every byte verified.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
+import WebSocket from 'ws';
+import { WS_PATH } from '@damselfly/shared';
+import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { getViaProxy, spawnSupernode, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { dfget } from './helpers/dfget.js';
+import { metricValue } from './helpers/metrics.js';
+import type { Daemon } from '@damselfly/dfdaemon';
+import { startBadPeer } from './helpers/bad-peer.js';
+import { throttledRelay } from './helpers/throttle.js';
+import { serveFile } from './helpers/file-server.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+t.test('4 dfdaemons fetch one blob concurrently: identical, verified, origin read once, pieces shared', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(48 * MiB + 12345, 7);
+  const { digest, url } = await pushBlob(reg.url, 'team/app', blob);
+  const sn = await startSupernode(t);
+  const daemons = await Promise.all([0, 1, 2, 3].map(() => startDaemon(t, [sn.url])));
+  const dir = await tempDir(t);
+
+  const runs = await Promise.all(daemons.map((d, i) => dfget([url, '-O', join(dir, `out${i}`), '--daemon', d.proxyUrl, '--no-progress'])));
+  for (const [i, r] of runs.entries()) {
+    t.equal(r.code, 0, `dfget ${i} exit 0 (${r.stderr.trim()})`);
+    t.equal(sha(await readFile(join(dir, `out${i}`))), digest, `file ${i} is the blob`);
+  }
+  t.same((await readdir(dir)).sort(), ['out0', 'out1', 'out2', 'out3'], 'no temporary files left');
+
+  const served = reg.blobBytesServed(digest);
+  t.comment(`registry served ${served} bytes for a ${blob.length}-byte blob to 4 peers`);
+  t.ok(served >= blob.length && served <= blob.length + 1024, 'the registry served the blob about once');
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_origin_bytes_total'), blob.length);
+  let peerBytes = 0;
+  for (const d of daemons) peerBytes += await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'peer' });
+  t.comment(`bytes fetched from other peers: ${peerBytes}`);
+  t.ok(peerBytes > 0, 'some pieces travelled peer to peer');
+  for (const d of daemons) t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'no back-to-source');
+});
+
+t.test('a peer serving corrupt pieces is caught, reported, blacklisted; nobody gets a corrupt byte', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(24 * MiB + 1, 11);
+  const { digest, url } = await pushBlob(reg.url, 'team/corrupt', blob);
+  const sn = await startSupernode(t);
+  // A first honest peer makes the supernode seed every piece, then leaves.
+  const first = await startDaemon(t, [sn.url]);
+  t.equal(sha((await getViaProxy(first.proxyUrl, url)).body), digest);
+  await first.stop();
+
+  const bad = await startBadPeer(sn.url, url);
+  t.teardown(() => bad.close());
+  const daemons = await Promise.all([0, 1, 2].map(() => startDaemon(t, [sn.url])));
+  const results = await Promise.all(daemons.map((d) => getViaProxy(d.proxyUrl, url)));
+  for (const r of results) {
+    t.equal(r.status, 200);
+    t.equal(sha(r.body), digest, 'client got exactly the blob');
+  }
+  t.ok(bad.served > 0, `the bad peer was asked for pieces (${bad.served})`);
+  const taskId = results[0]!.headers['x-damselfly-task-id'] as string;
+  t.ok(sn.scheduler.isBlacklisted(taskId, bad.peerId), 'the bad peer is blacklisted for the task');
+  // Before the first report it can hold at most its 8 upload slots; after it, no new requests.
+  t.ok(bad.served <= 8, `and is not asked again once blacklisted (${bad.served} requests, slots 8)`);
+  let corrupt = 0;
+  for (const d of daemons) corrupt += await metricValue(d.metrics.registry, 'damselfly_dfdaemon_piece_failures_total', { reason: 'corrupt' });
+  t.ok(corrupt >= 1, `corrupt pieces were detected (${corrupt})`);
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_blacklisted_total', { reason: 'corrupt' }), 1);
+});
+
+t.test('killing the supernode mid-download: the download completes from the origin', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(40 * MiB, 3);
+  const { digest } = await pushBlob(reg.url, 'team/kill', blob);
+  // 20 MB/s in front of the registry makes the download last ~2 s, so the kill lands mid-way.
+  const relay = await throttledRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 20 * 1e6);
+  t.teardown(() => relay.close());
+  const url = `${relay.url}/v2/team/kill/blobs/${digest}`;
+  const sn = await spawnSupernode(t);
+  const d = await startDaemon(t, [sn.url], { parallelPieces: 2 });
+  const pending = getViaProxy(d.proxyUrl, url);
+  const taskDeadline = Date.now() + 20_000;
+  for (;;) {
+    const task = [...(await listTasks(d))][0];
+    if (task && task.presentCount >= 2) break;
+    if (Date.now() > taskDeadline) throw new Error('download did not start');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  sn.child.kill('SIGKILL');
+  const r = await pending;
+  t.equal(r.status, 200);
+  t.equal(sha(r.body), digest, 'complete and verified');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total', { why: 'supernode_lost' }), 1, 'back-to-source is counted');
+  const b2s = await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'back_to_source' });
+  t.ok(b2s > 0 && b2s < blob.length, `only the missing part came from the origin directly (${b2s} bytes)`);
+});
+
+async function listTasks(d: Daemon) {
+  return d.store.tasks();
+}
+
+t.test('no supernode reachable: back to source, counted', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(9 * MiB, 5);
+  const { digest, url } = await pushBlob(reg.url, 'team/b2s', blob);
+  const d = await startDaemon(t, ['http://127.0.0.1:1']);
+  const r = await getViaProxy(d.proxyUrl, url);
+  t.equal(r.status, 200);
+  t.equal(sha(r.body), digest);
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total', { why: 'supernode_unavailable' }), 1);
+});
+
+t.test('dfget: bad input gets a clear error, non-zero exit, and no file', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(5 * MiB, 9);
+  const { digest, url } = await pushBlob(reg.url, 'team/cli', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await tempDir(t);
+  const out = join(dir, 'f');
+
+  const malformed = await dfget(['ht!tp://nope', '-O', out, '--daemon', d.proxyUrl]);
+  t.equal(malformed.code, 2);
+  t.match(malformed.stderr, /malformed URL/);
+
+  const missing = await dfget([`${reg.url}/v2/team/cli/blobs/sha256:${'0'.repeat(64)}`, '-O', out, '--daemon', d.proxyUrl, '--no-progress']);
+  t.not(missing.code, 0);
+  t.match(missing.stderr, /404/, `unknown digest says 404: ${missing.stderr.trim()}`);
+
+  const conflicting = await dfget([url, '-O', out, '--daemon', d.proxyUrl, '--digest', `sha256:${'1'.repeat(64)}`, '--no-progress']);
+  t.not(conflicting.code, 0, 'a --digest that contradicts the blob URL fails');
+  t.match(conflicting.stderr, /conflicts with the URL/, conflicting.stderr.trim());
+
+  // A plain HTTP URL (not a registry blob) with a wrong --digest: fetched, found wrong, nothing written.
+  const files = await serveFile(t, blob);
+  const wrong = await dfget([files, '-O', out, '--daemon', d.proxyUrl, '--digest', `sha256:${'1'.repeat(64)}`, '--no-progress']);
+  t.not(wrong.code, 0, 'a wrong --digest fails');
+  t.match(wrong.stderr, /cut the transfer .* failed verification/, wrong.stderr.trim());
+  const wrongAlone = await dfget([files, '-O', out, '--standalone', '--supernode', sn.url, '--digest', `sha256:${'1'.repeat(64)}`, '--no-progress']);
+  t.not(wrongAlone.code, 0, 'a wrong --digest fails standalone too');
+  t.match(wrongAlone.stderr, /digest mismatch|does not match/, wrongAlone.stderr.trim());
+
+  const badHeader = await dfget([url, '-O', out, '--header', 'no-colon', '--digest', 'md5:x']);
+  t.equal(badHeader.code, 2);
+  t.match(badHeader.stderr, /--header must look like/);
+  t.match(badHeader.stderr, /malformed digest/, 'every problem is listed');
+
+  const noDir = await dfget([url, '-O', join(dir, 'nope', 'f')]);
+  t.equal(noDir.code, 2);
+
+  t.same(await readdir(dir), [], 'no partial or temporary file left behind');
+
+  const ok = await dfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(ok.code, 0, ok.stderr);
+  t.equal(sha(await readFile(out)), digest);
+
+  // Standalone: no daemon at that address, a supernode given.
+  const alone = await dfget([url, '-O', join(dir, 'g'), '--daemon', 'http://127.0.0.1:1', '--supernode', sn.url, '--no-progress']);
+  t.equal(alone.code, 0, alone.stderr);
+  t.match(alone.stderr, /standalone/);
+  t.equal(sha(await readFile(join(dir, 'g'))), digest);
+});
+
+t.test('supernode survives malformed control messages and keeps serving', async (t) => {
+  const sn = await startSupernode(t);
+  const ws = new WebSocket(sn.url.replace('http', 'ws') + WS_PATH);
+  await new Promise((r) => ws.once('open', r));
+  const replies: { id: number; ok: boolean; error?: { code: string } }[] = [];
+  ws.on('message', (d) => replies.push(JSON.parse(d.toString())));
+  ws.send('garbage');
+  ws.send(JSON.stringify({ id: 7, type: 'pieces:schedule', taskId: 'x', want: [], max: 1 }));
+  ws.send(JSON.stringify({ id: 8, type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 }));
+  ws.send(Buffer.from([0, 1, 2]));
+  ws.send(JSON.stringify({ id: 9, type: 'peer:hello', peerId: 'p', version: 1 }));
+  ws.send(JSON.stringify({ id: 10, type: 'task:register', url: 'file:///etc/passwd' }));
+  ws.send(JSON.stringify({ id: 11, type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 }));
+  await new Promise((r) => setTimeout(r, 300));
+  const byId = new Map(replies.map((r) => [r.id, r]));
+  t.equal(byId.get(7)?.error?.code, 'BAD_MESSAGE');
+  t.equal(byId.get(8)?.error?.code, 'SN_NOT_HELLO');
+  t.equal(byId.get(9)?.ok, true);
+  t.equal(byId.get(10)?.error?.code, 'BAD_URL');
+  t.equal(byId.get(11)?.error?.code, 'SN_TASK_NOT_FOUND');
+  ws.terminate();
+  const h = await request(`${sn.url}/healthy`);
+  t.equal(h.statusCode, 200, 'still healthy');
+  await h.body.dump();
+  const bad = await request(`${sn.url}/api/v1/tasks/${'f'.repeat(64)}/pieces/abc`);
+  t.equal(bad.statusCode, 400);
+  await bad.body.dump();
+});
+
+t.test('dfdaemon restart finds its cache: served with the registry and supernode gone', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(6 * MiB + 3, 13);
+  const { digest, url } = await pushBlob(reg.url, 'team/restart', blob);
+  const sn = await startSupernode(t);
+  const dataDir = await tempDir(t);
+  const d1 = await startDaemon(t, [sn.url], { dataDir });
+  t.equal(sha((await getViaProxy(d1.proxyUrl, url)).body), digest);
+  await d1.stop();
+  await reg.stop();
+  await sn.stop();
+  const d2 = await startDaemon(t, [sn.url], { dataDir });
+  const r = await getViaProxy(d2.proxyUrl, url);
+  t.equal(r.status, 200);
+  t.equal(sha(r.body), digest, 'served from the verified local cache');
+});

@@ -1,0 +1,96 @@
+import t from 'tap';
+import { SUPERNODE, Scheduler, rarestFirst, type SwarmView } from '@damselfly/supernode';
+
+function view(over: Partial<Omit<SwarmView, "holders">> & { holders: Record<number, string[]> }): SwarmView {
+  return {
+    inflight: () => 0,
+    load: () => 0,
+    slots: (id) => (id === SUPERNODE ? 100 : 2),
+    uploads: () => true,
+    blacklisted: () => false,
+    labels: () => undefined,
+    ...over,
+    holders: (n) => new Set(over.holders[n] ?? []),
+  };
+}
+
+t.test('rarest piece first, ties in the requester order', async (t) => {
+  const v = view({ holders: { 0: ['a', 'b', 'c'], 1: ['a'], 2: ['a', 'b'] } });
+  t.same(rarestFirst(v, { requester: 'r', want: [0, 1, 2], max: 3 }).map((c) => c.piece), [1, 2, 0]);
+});
+
+t.test('pieces nobody holds go to the supernode; in-flight counts as rarity', async (t) => {
+  const v = view({ holders: {}, inflight: (n) => (n === 0 ? 3 : 0) });
+  const out = rarestFirst(v, { requester: 'r', want: [0, 1, 2], max: 2 });
+  t.same(out, [
+    { piece: 1, from: SUPERNODE },
+    { piece: 2, from: SUPERNODE },
+  ]);
+});
+
+t.test('load limit: a holder with no free slot is skipped, within one call too', async (t) => {
+  const v = view({ holders: { 0: ['a'], 1: ['a'], 2: ['a'] }, load: (id) => (id === 'a' ? 1 : 0) });
+  const out = rarestFirst(v, { requester: 'r', want: [0, 1, 2], max: 3 });
+  t.same(out.map((c) => c.from), ['a', SUPERNODE, SUPERNODE], 'a has 2 slots and 1 in use: one more');
+});
+
+t.test('blacklisted peers, the requester itself and non-uploaders are never sources', async (t) => {
+  const v = view({ holders: { 0: ['bad', 'r', 'oneshot'] }, blacklisted: (id) => id === 'bad', uploads: (id) => id !== 'oneshot' });
+  t.same(rarestFirst(v, { requester: 'r', want: [0], max: 1 }), [{ piece: 0, from: SUPERNODE }]);
+});
+
+t.test('nearest by topology labels wins over a less loaded far peer', async (t) => {
+  const labels: Record<string, Record<string, string>> = { r: { zone: 'z1' }, near: { zone: 'z1' }, far: { zone: 'z2' } };
+  const v = view({ holders: { 0: ['far', 'near'] }, labels: (id) => labels[id], load: (id) => (id === 'near' ? 1 : 0) });
+  t.same(rarestFirst(v, { requester: 'r', want: [0], max: 1 }), [{ piece: 0, from: 'near' }]);
+});
+
+t.test('nothing assignable when everyone, supernode included, is saturated', async (t) => {
+  const v = view({ holders: { 0: ['a'] }, load: () => 1000 });
+  t.same(rarestFirst(v, { requester: 'r', want: [0], max: 1 }), []);
+});
+
+t.test('scheduler state: holders, slots, blacklist, peers leaving', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 1, peerSlots: 1, failuresBeforeBlacklist: 2 });
+  const task = 'f'.repeat(64);
+  for (const p of ['a', 'b', 'c']) s.peerJoined(p, true);
+  for (const p of ['a', 'b', 'c']) s.taskJoined(p, task);
+  t.same(s.schedule(task, 'a', [0, 1], 2), [{ piece: 0, from: SUPERNODE }], 'supernode has one slot');
+  t.same(s.schedule(task, 'b', [0], 1), [], 'slot is taken');
+  s.pieceResult(task, 'a', 0, SUPERNODE, true);
+  t.same([...s.holders(task, 0)], ['a']);
+  t.same(s.schedule(task, 'b', [0], 1), [{ piece: 0, from: 'a' }], 'now from peer a');
+  t.equal(s.load('a'), 1);
+  s.pieceResult(task, 'b', 0, 'a', false, 'corrupt');
+  t.ok(s.isBlacklisted(task, 'a'), 'corrupt data blacklists at once');
+  t.equal(s.load('a'), 0, 'slot released');
+  t.same(s.schedule(task, 'b', [0], 1), [{ piece: 0, from: SUPERNODE }], 'a is skipped');
+  s.pieceResult(task, 'b', 0, SUPERNODE, true);
+  t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: 'b' }]);
+  s.pieceResult(task, 'c', 0, 'b', false, 'timeout');
+  t.notOk(s.isBlacklisted(task, 'b'), 'one timeout is not enough');
+  s.schedule(task, 'c', [0], 1);
+  s.pieceResult(task, 'c', 0, 'b', false, 'timeout');
+  t.ok(s.isBlacklisted(task, 'b'), 'repeated failures blacklist');
+
+  s.peerJoined('d', true);
+  s.taskJoined('d', task, [0]);
+  s.schedule(task, 'c', [0], 1);
+  t.equal(s.load('d'), 1);
+  s.peerLeft('d');
+  t.equal(s.load('d'), 0);
+  t.same([...s.holders(task, 0)].sort(), ['a', 'b'].sort().filter((p) => p !== 'd'), 'd no longer offered');
+  t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: SUPERNODE }], 'its pieces are rescheduled elsewhere');
+});
+
+t.test('stale assignments are swept', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 1, peerSlots: 1, failuresBeforeBlacklist: 3, assignmentTimeoutMs: 1000 });
+  const task = 'e'.repeat(64);
+  s.peerJoined('a', true);
+  s.schedule(task, 'a', [0], 1, 0);
+  t.equal(s.load(SUPERNODE), 1);
+  s.sweep(500);
+  t.equal(s.load(SUPERNODE), 1);
+  s.sweep(1500);
+  t.equal(s.load(SUPERNODE), 0);
+});

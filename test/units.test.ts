@@ -1,0 +1,109 @@
+import t from 'tap';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DamselflyError,
+  canonicalUrl,
+  parseDigest,
+  parsePeerMessage,
+  parseRange,
+  pieceCountFor,
+  pieceRange,
+  pieceSizeFor,
+  taskIdFor,
+} from '@damselfly/shared';
+import { loadSupernodeConfig } from '@damselfly/supernode';
+import { loadDaemonConfig } from '@damselfly/dfdaemon';
+
+const MiB = 1024 * 1024;
+const D = `sha256:${'a'.repeat(64)}`;
+
+t.test('task id: blob digest wins, signatures and ns do not split tasks', async (t) => {
+  const a = taskIdFor(new URL(`http://r1:5000/v2/lib/x/blobs/${D}`));
+  const b = taskIdFor(new URL(`https://mirror.example/v2/other/blobs/${D}?ns=docker.io`));
+  t.equal(a, b, 'same digest, different registry/repo -> same task');
+  const s1 = new URL('https://bucket.s3/obj?X-Amz-Signature=1&X-Amz-Date=2&v=1');
+  const s2 = new URL('https://bucket.s3/obj?v=1&X-Amz-Signature=9');
+  t.equal(taskIdFor(s1), taskIdFor(s2), 'signed URLs of one object share a task');
+  t.not(taskIdFor(new URL('https://bucket.s3/obj?v=2')), taskIdFor(s1), 'real query params still matter');
+  t.equal(canonicalUrl(new URL('http://h/p?b=1&a=2#frag')), 'http://h/p?a=2&b=1');
+});
+
+t.test('piece size: 4 MiB to 200 MiB, then grows, capped at 64 MiB', async (t) => {
+  t.equal(pieceSizeFor(0), 4 * MiB);
+  t.equal(pieceSizeFor(200 * MiB), 4 * MiB);
+  t.equal(pieceSizeFor(256 * MiB), 4 * MiB);
+  t.equal(pieceSizeFor(1024 * MiB), 12 * MiB);
+  t.equal(pieceSizeFor(100 * 1024 * MiB), 64 * MiB);
+  t.equal(pieceCountFor(0, 4 * MiB), 0);
+  t.equal(pieceCountFor(4 * MiB + 1, 4 * MiB), 2);
+  t.same(pieceRange(1, 4 * MiB, 4 * MiB + 1), { start: 4 * MiB, end: 4 * MiB });
+});
+
+t.test('digest parsing rejects junk with a clear error', async (t) => {
+  t.same(parseDigest(D), { algorithm: 'sha256', hex: 'a'.repeat(64) });
+  for (const bad of ['sha256:xyz', 'md5:' + 'a'.repeat(32), '', `sha256:${'A'.repeat(64)}`]) {
+    t.throws(() => parseDigest(bad), { code: 'BAD_DIGEST' });
+  }
+});
+
+t.test('Range parsing', async (t) => {
+  t.equal(parseRange(undefined, 100), undefined);
+  t.same(parseRange('bytes=0-9', 100), { start: 0, end: 9 });
+  t.same(parseRange('bytes=90-', 100), { start: 90, end: 99 });
+  t.same(parseRange('bytes=-10', 100), { start: 90, end: 99 });
+  t.same(parseRange('bytes=95-200', 100), { start: 95, end: 99 });
+  t.throws(() => parseRange('bytes=100-', 100), { code: 'RANGE_NOT_SATISFIABLE', status: 416 });
+  t.throws(() => parseRange('bytes=0-1,5-6', 100), { code: 'BAD_RANGE', status: 400 });
+  t.throws(() => parseRange('items=0-1', 100), { code: 'BAD_RANGE' });
+  t.throws(() => parseRange('bytes=9-1', 100), { code: 'BAD_RANGE' });
+  t.throws(() => parseRange('bytes=-', 100), { code: 'BAD_RANGE' });
+});
+
+t.test('peer messages: junk is a typed error, never a crash', async (t) => {
+  const id = 'f'.repeat(64);
+  t.same(parsePeerMessage(JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: id, want: [0, 1], max: 4 })), {
+    type: 'pieces:schedule',
+    id: 1,
+    taskId: id,
+    want: [0, 1],
+    max: 4,
+  });
+  const junk = [
+    'not json',
+    '[]',
+    'null',
+    '{"type":"nope"}',
+    JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: 'short', want: [], max: 1 }),
+    JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: id, want: [-1], max: 1 }),
+    JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: id, want: [0], max: 0 }),
+    JSON.stringify({ type: 'piece:result', taskId: id, piece: 0, from: 'x', ok: 'yes' }),
+    JSON.stringify({ type: 'task:register', id: 1, url: 5 }),
+    JSON.stringify({ type: 'peer:hello', id: 1, peerId: 'p', version: 1, labels: { a: 1 } }),
+  ];
+  for (const raw of junk) t.throws(() => parsePeerMessage(raw), { code: 'BAD_MESSAGE' }, raw);
+});
+
+t.test('config: every error is reported at once; layers apply in order', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cfg-'));
+  const file = join(dir, 'sn.yaml');
+  await writeFile(file, 'port: 70000\nuploadSlots: many\nbogus: 1\ndataDir: /tmp/x\n');
+  const err = t.throws(() => loadSupernodeConfig({ file, flags: { logLevel: 'loud' } })) as DamselflyError;
+  t.equal(err.code, 'CONFIG_INVALID');
+  t.match(err.message, /port: must be <= 65535/);
+  t.match(err.message, /uploadSlots: must be an integer/);
+  t.match(err.message, /unknown key "bogus"/);
+  t.match(err.message, /--log-level: must be one of/);
+
+  await writeFile(file, 'port: 9000\ndataDir: /from/file\n');
+  const cfg = loadSupernodeConfig({ file, env: { SUPERNODE_PORT: '9100' }, flags: { dataDir: '/from/flag' } });
+  t.equal(cfg.port, 9100, 'env beats file');
+  t.equal(cfg.dataDir, '/from/flag', 'flag beats file');
+  t.ok(Object.isFrozen(cfg), 'frozen');
+
+  const d = loadDaemonConfig({ flags: { supernodes: 'http://a:8002,http://b:8002/', labels: 'zone=z1,rack=r2' } });
+  t.same(d.supernodes, ['http://a:8002', 'http://b:8002']);
+  t.same(d.labels, { zone: 'z1', rack: 'r2' });
+  t.throws(() => loadDaemonConfig({ flags: { supernodes: 'not a url', parallelPieces: '0' } }), /not a valid http\(s\) URL[\s\S]*--parallel-pieces: must be >= 1/);
+});
