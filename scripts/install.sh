@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what Damselfly needs on a fresh Debian/Ubuntu machine with Node.js 20+: npm packages (from the lock file)
+# and, with --test, the real registry and clients the integration tests run against. Then builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--test" ]]; then
+  need=()
+  command -v docker-registry >/dev/null || need+=(docker-registry)
+  command -v skopeo >/dev/null || need+=(skopeo)
+  command -v umoci >/dev/null || need+=(umoci)
+  if ((${#need[@]})); then
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && SUDO=sudo
+    echo "installing ${need[*]} (apt)" >&2
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
+  fi
+fi
+
+# Reinstall only when the lock file changed since the last install.
+stamp=node_modules/.damselfly-lock-stamp
+if [[ ! -f $stamp ]] || ! cmp -s package-lock.json "$stamp"; then
+  npm ci --no-audit --no-fund --loglevel=error >&2
+  cp package-lock.json "$stamp"
+fi
+npx tsc -b >&2

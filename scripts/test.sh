@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (npm packages, docker-registry, skopeo), builds, runs every test
+# file with tap, and ends with one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --test || { echo "0 passed, 1 failed"; exit 1; }
+
+log=$(mktemp)
+npx tap --reporter=tap --disable-coverage "$@" .test-dist/*.test.js 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+summary=$(grep -E '^# \{ total' "$log" | tail -n 1)
+pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
+fail=$(sed -nE 's/.*fail: ([0-9]+).*/\1/p' <<<"$summary")
+rm -f "$log"
+pass=${pass:-0}
+fail=${fail:-0}
+if [[ $rc -ne 0 && $fail -eq 0 ]]; then fail=1; fi
+echo "${pass} passed, ${fail} failed"
+exit $rc
