@@ -10,7 +10,6 @@ import { validateOptions } from './options.js';
 import { FileSink } from './sink.js';
 import { createProgress } from './progress.js';
 import { viaDaemon } from './via-daemon.js';
-import { standalone } from './standalone.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 const program = new Command('dfget')
@@ -40,7 +39,8 @@ async function main(): Promise<number> {
   const progress = createProgress(o.progress);
   try {
     const viaDaemonOk = !o.standalone && (await viaDaemon({ ...o, digest }, sink, progress, signal));
-    if (!viaDaemonOk) await standalone({ ...o, digest }, sink, progress, signal);
+    // Loaded only when needed: the one-shot peer pulls in the whole dfdaemon (fastify, level, ws).
+    if (!viaDaemonOk) await (await import('./standalone.js')).standalone({ ...o, digest }, sink, progress, signal);
     progress.stop();
     const got = await sink.commit(digest);
     process.stderr.write(`dfget: ${o.output} ${sink.bytes} bytes ${got}${viaDaemonOk ? '' : ' (standalone)'}\n`);

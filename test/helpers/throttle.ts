@@ -1,5 +1,5 @@
 /**
- * A TCP relay in front of the registry that caps throughput, so a test can act "mid-download" on loopback, where an
+ * A TCP relay in front of the registry that caps its total egress (all connections share one budget), so a test can act "mid-download" on loopback, where an
  * unthrottled transfer finishes before anything else can happen. Bytes pass unchanged.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -7,13 +7,20 @@ import { Transform } from 'node:stream';
 
 export async function throttledRelay(target: { host: string; port: number }, bytesPerSec: number): Promise<{ url: string; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
+  // One token bucket for all connections: the cap is the origin's total egress, as with a real uplink.
+  let nextFree = 0;
+  const delayFor = (bytes: number) => {
+    const now = performance.now();
+    nextFree = Math.max(now, nextFree) + (bytes / bytesPerSec) * 1000;
+    return nextFree - now;
+  };
   const server: Server = createServer((client) => {
     const upstream = connect(target.port, target.host);
     sockets.add(client).add(upstream);
     const slow = () =>
       new Transform({
         transform(chunk: Buffer, _enc, cb) {
-          setTimeout(() => cb(null, chunk), (chunk.length / bytesPerSec) * 1000);
+          setTimeout(() => cb(null, chunk), delayFor(chunk.length));
         },
       });
     client.pipe(upstream);

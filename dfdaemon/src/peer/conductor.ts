@@ -4,6 +4,7 @@
  * cannot be reached (or dies midway) finishes the rest straight from the origin; finally checks the whole blob
  * against its OCI digest. Retry and fallback decisions for a task live here and nowhere else.
  */
+import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
 import {
   checkDigest,
@@ -177,11 +178,15 @@ export class Conductor {
     const attempts = new Map<number, number>();
     const local = new AbortController();
     const stop = AbortSignal.any([signal, local.signal]);
+    // Every in-flight piece and wait listens on these: many listeners are expected, not a leak.
+    setMaxListeners(0, stop, signal);
     let fatal: unknown;
 
     const start = (a: ScheduleResult['assignments'][number]) => {
+      const t0 = performance.now();
       const p = fetchPiece(task, a, { dispatcher: this.#c.dispatcher, timeoutMs: this.#opts.pieceTimeoutMs, signal: stop })
         .then((bytes) => {
+          this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(performance.now() - t0) }, 'piece:verified');
           client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: true });
           this.#c.metrics.downloadBytes.inc({ source: a.from === 'supernode' ? 'supernode' : 'peer' }, bytes);
         })

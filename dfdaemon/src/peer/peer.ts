@@ -2,6 +2,7 @@
  * The peer's download manager: one Conductor per task at a time, shared by every reader of that task (proxy
  * requests, dfget), and the dependencies they need.
  */
+import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
 import { describeError, type Logger } from '@damselfly/shared';
 import { Conductor, type ConductorOptions, type DownloadRequest } from './conductor.js';
@@ -35,6 +36,7 @@ export class Peer {
   constructor(opts: ConductorOptions, components: PeerComponents) {
     this.#opts = opts;
     this.#c = components;
+    setMaxListeners(0, this.#stop.signal);
   }
 
   /**

@@ -27,6 +27,8 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   readonly dataPath: string;
   readonly #index: TaskIndex<LocalTaskMeta>;
   readonly #pieces: Map<number, string>;
+  /** Pieces whose bytes this process hashed (on write or on a checked read); others are re-hashed when read. */
+  readonly #checked = new Set<number>();
   #meta: LocalTaskMeta;
   #fh?: Promise<FileHandle>;
   #failure?: Error;
@@ -84,6 +86,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   async recordPiece(n: number, sha: string): Promise<void> {
     await this.#index.putPiece(this.info.taskId, n, sha);
     this.#pieces.set(n, sha);
+    this.#checked.add(n);
     this.emit('piece:verified', n);
   }
 
@@ -93,7 +96,9 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     if (!sha) throw dfError('DF_PIECE_NOT_FOUND', `${this.info.taskId}#${n}`);
     const { start, length } = this.range(n);
     try {
-      return await readVerifiedPiece(this.dataPath, start, length, sha, `${this.info.taskId}#${n}`);
+      const buf = await readVerifiedPiece(this.dataPath, start, length, sha, `${this.info.taskId}#${n}`, this.#checked.has(n));
+      this.#checked.add(n);
+      return buf;
     } catch (err) {
       await this.dropPiece(n);
       throw err;
@@ -102,6 +107,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
 
   async dropPiece(n: number): Promise<void> {
     this.#pieces.delete(n);
+    this.#checked.delete(n);
     if (this.#meta.complete) await this.#setMeta({ complete: false });
     await this.#index.deletePiece(this.info.taskId, n);
   }

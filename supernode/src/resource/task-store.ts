@@ -10,6 +10,8 @@ import type { TaskMeta } from './task-meta.js';
 interface OpenTask {
   meta: TaskMeta;
   pieces: Map<number, string>;
+  /** Pieces this process hashed itself (seeded, or checked on a read); the rest are re-hashed when read. */
+  checked: Set<number>;
   fh?: Promise<FileHandle>;
 }
 
@@ -27,7 +29,7 @@ export class TaskStore {
     await mkdir(join(this.#dir, 'tasks'), { recursive: true });
     await this.#index.start();
     for await (const [id, meta] of this.#index.tasks()) {
-      this.#tasks.set(id, { meta, pieces: await this.#index.pieces(id) });
+      this.#tasks.set(id, { meta, pieces: await this.#index.pieces(id), checked: new Set() });
     }
   }
 
@@ -49,7 +51,7 @@ export class TaskStore {
       await fh.close();
     }
     await this.#index.putTask(meta.taskId, meta);
-    this.#tasks.set(meta.taskId, { meta, pieces: new Map() });
+    this.#tasks.set(meta.taskId, { meta, pieces: new Map(), checked: new Set() });
   }
 
   pieceSha(taskId: string, n: number): string | undefined {
@@ -74,7 +76,9 @@ export class TaskStore {
 
   async recordPiece(taskId: string, n: number, sha256: string): Promise<void> {
     await this.#index.putPiece(taskId, n, sha256);
-    this.#tasks.get(taskId)?.pieces.set(n, sha256);
+    const t = this.#tasks.get(taskId);
+    t?.pieces.set(n, sha256);
+    t?.checked.add(n);
   }
 
   /** Reads piece `n`, checked against its recorded hash (a disk error never reaches a peer as data). */
@@ -83,10 +87,13 @@ export class TaskStore {
     const sha = t.pieces.get(n)!;
     const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
     try {
-      return await readVerifiedPiece(this.dataPath(taskId), start, end - start + 1, sha, `${taskId}#${n}`);
+      const buf = await readVerifiedPiece(this.dataPath(taskId), start, end - start + 1, sha, `${taskId}#${n}`, t.checked.has(n));
+      t.checked.add(n);
+      return buf;
     } catch (err) {
       // Forget the bad piece so it is seeded again.
       t.pieces.delete(n);
+      t.checked.delete(n);
       await this.#index.deletePiece(taskId, n);
       throw err;
     }

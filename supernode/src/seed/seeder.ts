@@ -4,6 +4,7 @@
  * origin only the pieces covering it. An origin that ignores Range is read once front to back and cut into pieces as
  * the bytes arrive. Concurrent requests for one piece share one origin fetch.
  */
+import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
 import type { Counter } from 'prom-client';
 import {
@@ -54,6 +55,8 @@ export class Seeder {
 
   constructor(opts: SeederOptions, components: SeederComponents) {
     this.#c = components;
+    // Every queued origin fetch listens on the stop signal: many listeners are expected.
+    setMaxListeners(0, this.#stop.signal);
     this.#sem = new Semaphore(opts.originConcurrency);
     this.#attempts = opts.attempts ?? 3;
   }

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// Core benchmark (issue #2): N concurrent downloads of one blob through Damselfly P2P vs the same N straight from
+// the registry (curl), in the same run. Prints wall-time and origin-bytes ratios side by side, plus the P2P bound.
+//   node bench/core.mjs [--size-mib 256] [--n 4,8] [--origin-mbps 0|200]
+// --origin-mbps caps the registry's egress (a TCP relay), like a real registry behind a shared uplink; 0 = loopback.
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT, run, spawnDaemon, spawnSupernode } from './procs.mjs';
+
+const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, n: { type: 'string', default: '4,8' }, 'origin-mbps': { type: 'string', default: '0' } } });
+const { startRegistry, pushBlob, makeBlob } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
+const { throttledRelay } = await import(join(ROOT, '.test-dist/helpers/throttle.js'));
+
+const size = Number(values['size-mib']) * 2 ** 20;
+const ns = values.n.split(',').map(Number);
+const mbps = Number(values['origin-mbps']);
+const reg = await startRegistry();
+const blob = makeBlob(size, 42);
+const { digest } = await pushBlob(reg.url, 'bench/blob', blob);
+let base = reg.url;
+let relay;
+if (mbps > 0) {
+  relay = await throttledRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, mbps * 1e6);
+  base = relay.url;
+}
+const url = `${base}/v2/bench/blob/blobs/${digest}`;
+const out = await mkdtemp(join(tmpdir(), 'bench-out-'));
+const served = () => reg.blobBytesServed(digest);
+
+async function verify(files) {
+  for (const f of files) {
+    const h = createHash('sha256').update(await readFile(f)).digest('hex');
+    if (`sha256:${h}` !== digest) throw new Error(`${f} is corrupt`);
+  }
+}
+
+async function direct(n) {
+  const before = served();
+  const files = Array.from({ length: n }, (_, i) => join(out, `direct-${n}-${i}`));
+  const t0 = performance.now();
+  const rs = await Promise.all(files.map((f) => run('curl', ['-sSf', '-o', f, url])));
+  const secs = (performance.now() - t0) / 1000;
+  if (rs.some((r) => r.code !== 0)) throw new Error(`curl failed: ${rs.map((r) => r.err).join(' ')}`);
+  await verify(files);
+  await Promise.all(files.map((f) => rm(f)));
+  return { secs, origin: served() - before };
+}
+
+async function p2p(n) {
+  const before = served();
+  const sn = await spawnSupernode();
+  const daemons = await Promise.all(Array.from({ length: n }, (_, i) => spawnDaemon(sn.url, i)));
+  const files = daemons.map((_, i) => join(out, `p2p-${n}-${i}`));
+  const t0 = performance.now();
+  const rs = await Promise.all(daemons.map((d, i) => run(process.execPath, [join(ROOT, 'dfget/dist/cli.js'), url, '-O', files[i], '--daemon', d.proxyUrl, '--no-progress'])));
+  const secs = (performance.now() - t0) / 1000;
+  if (rs.some((r) => r.code !== 0)) throw new Error(`dfget failed: ${rs.map((r) => r.err).join(' ')}`);
+  await verify(files);
+  await Promise.all(daemons.map((d) => d.stop()));
+  await sn.stop();
+  await Promise.all([...files.map((f) => rm(f)), ...daemons.map((d) => rm(d.dir, { recursive: true })), rm(sn.dir, { recursive: true })]);
+  return { secs, origin: served() - before };
+}
+
+const F = size;
+const rows = [];
+for (const n of ns) {
+  const d = await direct(n);
+  const p = await p2p(n);
+  // Lower bound with the origin capped: P2P T >= F/u_s; direct T >= N*F/u_s.
+  const bound = mbps > 0 ? F / (mbps * 1e6) : undefined;
+  rows.push({ n, d, p, bound });
+  console.log(
+    `N=${n} ${(F / 2 ** 20).toFixed(0)} MiB${mbps ? ` origin ${mbps} MB/s` : ' loopback'}: direct ${d.secs.toFixed(2)} s, origin ${(d.origin / F).toFixed(2)}x blob | ` +
+      `P2P ${p.secs.toFixed(2)} s, origin ${(p.origin / F).toFixed(2)}x blob | time P2P/direct ${(p.secs / d.secs).toFixed(2)}, origin bytes P2P/direct ${(p.origin / d.origin).toFixed(3)}` +
+      (bound ? ` | P2P/bound ${(p.secs / bound).toFixed(2)} (bound ${bound.toFixed(2)} s; direct bound ${(n * bound).toFixed(2)} s)` : ''),
+  );
+}
+console.log(JSON.stringify({ sizeMiB: F / 2 ** 20, originMBps: mbps || 'loopback', rows }, null, 0));
+await relay?.close();
+await reg.stop();
+await rm(out, { recursive: true, force: true });
+process.exit(0);
