@@ -26,6 +26,12 @@ export interface DaemonConfig {
   pieceTimeoutMs: number;
   /** Go to the origin directly when no supernode answers. */
   backSource: boolean;
+  /** Upstream registries. The first is where origin-form mirror requests go without `?ns=` / X-Dragonfly-Registry. */
+  registries: string[];
+  /** Extra hosts (host or host:port, `*` for any) the forward proxy serves besides the registries. */
+  proxyHosts: string[];
+  /** After a Range read, fetch the rest of the blob in the background. */
+  prefetch: boolean;
   logLevel: string;
 }
 
@@ -45,6 +51,9 @@ export const daemonSchema: Schema = {
   uploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'DFDAEMON_UPLOAD_SLOTS', doc: 'pieces uploaded at once' },
   pieceTimeoutMs: { type: 'int', default: 30_000, min: 100, max: 600_000, env: 'DFDAEMON_PIECE_TIMEOUT_MS', doc: 'time limit for one piece' },
   backSource: { type: 'bool', default: true, env: 'DFDAEMON_BACK_SOURCE', doc: 'fetch from the origin when no supernode answers' },
+  registries: { type: 'urls', default: [], env: 'DFDAEMON_REGISTRIES', doc: 'upstream registries, comma separated; the first is the mirror default' },
+  proxyHosts: { type: 'strings', default: [], env: 'DFDAEMON_PROXY_HOSTS', doc: 'other hosts the forward proxy serves (* = any)' },
+  prefetch: { type: 'bool', default: false, env: 'DFDAEMON_PREFETCH', doc: 'after a Range read, fetch the rest of the blob' },
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };
 

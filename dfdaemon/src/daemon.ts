@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import { Agent } from 'undici';
 import { createLogger, createOriginDispatcher, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { LocalStore } from './storage/local-store.js';
@@ -20,6 +21,8 @@ export class Daemon {
   readonly metrics: DaemonMetrics;
   readonly store: LocalStore;
   readonly #dispatcher = createOriginDispatcher({ connections: 32 });
+  /** Pass-through requests: redirects go back to the client untouched. */
+  readonly #direct = new Agent({ connections: 64, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
   #pool?: SupernodePool;
   #peer?: Peer;
   #upload?: FastifyInstance;
@@ -55,7 +58,14 @@ export class Daemon {
       { store: this.store, pool: this.#pool, dispatcher: this.#dispatcher, metrics: this.metrics, log: this.log },
     );
 
-    this.#proxy = buildProxyServer({ peer: this.#peer, metrics: this.metrics, log: this.log });
+    this.#proxy = buildProxyServer({
+      peer: this.#peer,
+      metrics: this.metrics,
+      log: this.log,
+      policy: { registries: c.registries, proxyHosts: c.proxyHosts, prefetch: c.prefetch },
+      direct: this.#direct,
+      cached: (taskId) => this.store.get(taskId),
+    });
     this.#proxy.listen(c.proxyPort, c.proxyHost);
     await once(this.#proxy, 'listening');
     this.proxyUrl = `http://${advertiseHost(c.proxyHost)}:${(this.#proxy.address() as AddressInfo).port}`;
@@ -85,6 +95,7 @@ export class Daemon {
     await this.#health?.close();
     await this.store.stop();
     await this.#dispatcher.close();
+    await this.#direct.close();
     this.log.info('dfdaemon:stopped');
   }
 }

@@ -10,6 +10,9 @@ export const DaemonErrors = {
   DF_PIECE_NOT_FOUND: { message: 'piece not here: %s', status: 404 },
   DF_UPLOAD_BUSY: { message: 'upload slots full%s', status: 503 },
   DF_PROXY_UNSUPPORTED: { message: 'not proxied: %s', status: 400 },
+  DF_PROXY_FORBIDDEN: { message: 'host not allowed: %s (add it to registries or proxyHosts)', status: 403 },
+  DF_NO_REGISTRY: { message: 'no upstream registry for %s (configure registries, or send ?ns= / X-Dragonfly-Registry)', status: 502 },
+  DF_UPSTREAM: { message: 'upstream unreachable: %s', status: 502 },
   DF_DISK_FULL: { message: 'disk full: %s', status: 507 },
   DF_SHUTTING_DOWN: { message: 'dfdaemon is shutting down%s', status: 503 },
 } as const satisfies ErrorTable<string>;

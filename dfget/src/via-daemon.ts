@@ -26,9 +26,15 @@ export async function viaDaemon(o: DfgetOptions, sink: FileSink, progress: Progr
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '');
       let msg = text;
+      let code: string | undefined;
       try {
-        msg = (JSON.parse(text) as { message?: string }).message ?? text;
+        ({ message: msg = text, code } = JSON.parse(text) as { message?: string; code?: string });
       } catch {}
+      // The daemon only proxies hosts it is configured for; anything else is fetched by this process itself.
+      if (code === 'DF_PROXY_FORBIDDEN') {
+        process.stderr.write(`dfget: ${msg.trim()}; downloading standalone\n`);
+        return false;
+      }
       throw dfgetError('DFGET_HTTP', `${res.statusCode} from dfdaemon: ${msg.trim()}`);
     }
     progress.start(Number(res.headers['content-length'] ?? 0));

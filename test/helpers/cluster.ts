@@ -42,6 +42,7 @@ export async function startDaemon(t: Teardown, supernodes: string[], overrides: 
         peerId: `peer-${Math.random().toString(36).slice(2, 8)}`,
         logLevel: 'warn',
         pieceTimeoutMs: 10_000,
+        proxyHosts: ['*'],
         ...overrides,
       },
     }),

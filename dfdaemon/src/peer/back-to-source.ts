@@ -12,6 +12,8 @@ export interface BackSourceRequest {
   headers: Record<string, string>;
   dispatcher: Dispatcher;
   parallel: number;
+  /** Pieces to fetch (default: every missing one). */
+  pieces?: readonly number[];
   signal: AbortSignal;
   onBytes: (n: number) => void;
 }
@@ -19,9 +21,10 @@ export interface BackSourceRequest {
 export async function backToSource(task: LocalTask, req: BackSourceRequest, probe?: ProbeResult): Promise<void> {
   const p = probe ?? (await probeOrigin({ url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal }));
   const origin = { url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal };
-  const missing = task.missing();
+  const missing = (req.pieces ?? task.missing()).filter((n) => !task.has(n));
   if (missing.length === 0) return;
   if (!p.acceptsRanges) {
+    // Without Range the only way to any piece is the whole object: take all of it while reading.
     const body = await fetchOrigin(origin, 0, task.info.contentLength - 1, true);
     const fh = await open(task.dataPath, 'r+');
     try {

@@ -56,6 +56,9 @@ export interface ConductorComponents {
   log: Logger;
 }
 
+/** How long a run whose wanted pieces are all in waits for more Range readers before it closes. */
+const LINGER_MS = 2_000;
+
 /** Statuses from the origin that retrying or another route will not change: pass them to the client. */
 const FINAL_STATUS = new Set([401, 403, 404]);
 
@@ -66,11 +69,18 @@ export class Conductor {
   readonly #c: ConductorComponents;
   readonly #log: Logger;
   #resolveOpened!: (t: LocalTask) => void;
+  /** Everything (a whole-blob GET, prefetch) or only the pieces Range readers asked for. */
+  #wantAll: boolean;
+  readonly #wanted = new Set<number>();
+  /** Set once the run stops taking new wants; a later reader starts a new run. */
+  #closed = false;
+  #wake: () => void = () => {};
   /** Resolves as soon as the task's size is known and its cache entry exists (so a proxy can send headers). */
   readonly opened: Promise<LocalTask>;
 
-  constructor(req: DownloadRequest, opts: ConductorOptions, components: ConductorComponents) {
+  constructor(req: DownloadRequest, opts: ConductorOptions, components: ConductorComponents, wantAll = true) {
     this.#req = req;
+    this.#wantAll = wantAll;
     this.#opts = { pieceAttempts: 5, ...opts };
     this.#c = components;
     this.taskId = taskIdFor(req.url, req.digest);
@@ -85,7 +95,49 @@ export class Conductor {
   }
   readonly #rejectOpened: (e: unknown) => void;
 
-  /** Runs the download; resolves with the complete, verified task. */
+  /**
+   * Adds pieces this run must fetch (`all` for the whole blob). Returns false when the run is already finishing:
+   * the caller then starts a new one.
+   */
+  want(pieces: readonly number[] | 'all'): boolean {
+    if (this.#closed) return false;
+    if (pieces === 'all') this.#wantAll = true;
+    else for (const n of pieces) this.#wanted.add(n);
+    this.#wake();
+    return true;
+  }
+
+  #missingWanted(task: LocalTask): number[] {
+    const missing = task.missing();
+    return this.#wantAll ? missing : missing.filter((n) => this.#wanted.has(n));
+  }
+
+  /** Waits up to `ms` for new wants; false (and the run closes) if none came. */
+  async #idle(ms: number, signal: AbortSignal): Promise<boolean> {
+    const woke = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      signal.addEventListener('abort', () => (clearTimeout(timer), resolve(false)), { once: true });
+    });
+    this.#wake = () => {};
+    if (!woke) this.#closed = true;
+    return woke;
+  }
+
+  /** A promise that settles when `want()` is next called (to pick up new wants while pieces are in flight). */
+  #nextWant(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#wake = () => {
+        this.#wake = () => {};
+        resolve();
+      };
+    });
+  }
+
+  /** Runs the download; resolves with the task once everything wanted is present (and, if whole, verified). */
   async run({ signal }: { signal: AbortSignal }): Promise<LocalTask> {
     let task: LocalTask | undefined;
     try {
@@ -105,6 +157,7 @@ export class Conductor {
   async #run(signal: AbortSignal): Promise<LocalTask> {
     const cached = this.#c.store.get(this.taskId);
     if (cached?.complete) {
+      this.#closed = true;
       this.#resolveOpened(cached);
       return cached;
     }
@@ -150,19 +203,11 @@ export class Conductor {
           client = undefined;
         }
       }
-      if (!client && task.missing().length) {
-        await backToSource(
-          task,
-          {
-            url: this.#req.url.href,
-            headers: this.#req.headers,
-            dispatcher: this.#c.dispatcher,
-            parallel: Math.min(4, this.#opts.parallelPieces),
-            signal,
-            onBytes: (n) => this.#c.metrics.downloadBytes.inc({ source: 'back_to_source' }, n),
-          },
-          probe,
-        );
+      if (!client) await this.#fromSource(task, probe, signal);
+      this.#closed = true;
+      if (task.missing().length) {
+        this.#log.debug({ present: task.presentCount, pieces: info.pieceCount }, 'task:partial');
+        return task;
       }
       await this.#verifyWhole(task, info.digest ?? digest, signal);
       await task.markComplete();
@@ -170,6 +215,30 @@ export class Conductor {
       return task;
     } finally {
       task.users--;
+    }
+  }
+
+  /** Back-to-source for whatever is wanted, for as long as readers keep asking. */
+  async #fromSource(task: LocalTask, probe: ProbeResult | undefined, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      const want = this.#missingWanted(task);
+      if (!want.length) {
+        if (!task.missing().length || !(await this.#idle(LINGER_MS, signal))) return;
+        continue;
+      }
+      await backToSource(
+        task,
+        {
+          url: this.#req.url.href,
+          headers: this.#req.headers,
+          dispatcher: this.#c.dispatcher,
+          parallel: Math.min(4, this.#opts.parallelPieces),
+          pieces: want,
+          signal,
+          onBytes: (n) => this.#c.metrics.downloadBytes.inc({ source: 'back_to_source' }, n),
+        },
+        probe,
+      );
     }
   }
 
@@ -212,8 +281,11 @@ export class Conductor {
     try {
       for (;;) {
         if (fatal) throw fatal;
-        const want = task.missing().filter((n) => !inflight.has(n));
-        if (want.length === 0 && inflight.size === 0) return;
+        const want = this.#missingWanted(task).filter((n) => !inflight.has(n));
+        if (want.length === 0 && inflight.size === 0) {
+          if (!task.missing().length || !(await this.#idle(LINGER_MS, signal))) return;
+          continue;
+        }
         let waitMs = 0;
         if (want.length && inflight.size < this.#opts.parallelPieces) {
           const res = await client.request<ScheduleResult>(
@@ -223,9 +295,10 @@ export class Conductor {
           for (const a of res.assignments) if (!inflight.has(a.piece) && !task.has(a.piece)) start(a);
           if (!res.assignments.length) waitMs = res.retryAfterMs ?? 100;
         }
-        if (inflight.size === 0) await sleep(waitMs || 50, { signal });
-        else if (waitMs) await Promise.race([Promise.race(inflight.values()), sleep(waitMs, { signal })]);
-        else await Promise.race(inflight.values());
+        const woken = this.#nextWant();
+        if (inflight.size === 0) await Promise.race([sleep(waitMs || 50, { signal }), woken]);
+        else if (waitMs) await Promise.race([...inflight.values(), sleep(waitMs, { signal }), woken]);
+        else await Promise.race([...inflight.values(), woken]);
       }
     } finally {
       if (inflight.size) {

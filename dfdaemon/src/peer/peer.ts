@@ -15,8 +15,10 @@ import { dfError } from '../errors.js';
 export interface Download {
   /** The cache entry, as soon as the blob's size is known. */
   task: LocalTask;
-  /** Resolves when the whole blob is present and verified. */
+  /** Resolves when the run ends: for a whole-blob download, when the blob is present and verified. */
   done: Promise<LocalTask>;
+  /** Asks for pieces (or `all`); false if the run already ended: call `download` again. */
+  want(pieces: readonly number[] | 'all'): boolean;
 }
 
 export interface PeerComponents {
@@ -41,22 +43,27 @@ export class Peer {
 
   /**
    * Starts (or joins) the download of `req`. Resolves once the blob's size is known; the download itself runs on
-   * even if this caller goes away, so other readers and peers still get it.
+   * even if this caller goes away, so other readers and peers still get it. With `whole: false` nothing is fetched
+   * until the caller says which pieces it wants (`Download.want`), as a Range reader does.
    */
-  async download(req: DownloadRequest, { signal }: { signal?: AbortSignal } = {}): Promise<Download> {
+  async download(req: DownloadRequest, { signal, whole = true }: { signal?: AbortSignal; whole?: boolean } = {}): Promise<Download> {
     if (this.#stop.signal.aborted) throw dfError('DF_SHUTTING_DOWN');
-    const probe = new Conductor(req, this.#opts, this.#c);
+    const probe = new Conductor(req, this.#opts, this.#c, whole);
     let run = this.#running.get(probe.taskId);
+    if (run && !run.conductor.want(whole ? 'all' : [])) run = undefined;
     if (!run) {
       const conductor = probe;
-      const done = conductor.run({ signal: this.#stop.signal }).finally(() => this.#running.delete(conductor.taskId));
+      const done = conductor.run({ signal: this.#stop.signal }).finally(() => {
+        if (this.#running.get(conductor.taskId)?.conductor === conductor) this.#running.delete(conductor.taskId);
+      });
       done.catch((err) => this.#c.log.debug({ taskId: conductor.taskId, err: describeError(err) }, 'download:ended'));
       run = { conductor, done };
       this.#running.set(conductor.taskId, run);
     }
     const opened = run.conductor.opened;
     const task = await (signal ? Promise.race([opened, aborted(signal)]) : opened);
-    return { task, done: run.done };
+    const conductor = run.conductor;
+    return { task, done: run.done, want: (pieces) => conductor.want(pieces) };
   }
 
   /** Aborts every running download and waits for them to settle. */

@@ -1,62 +1,122 @@
 /**
- * The dfdaemon proxy on 127.0.0.1:65001. A forward-proxy GET (absolute-form URL, as dfget and nydusd send) becomes a
- * P2P download of that URL; the body streams to the client as pieces are verified. `Range` gets a 206 with
- * `Content-Range`, several ranges a 400, an unsatisfiable one a 416: never a silent 200.
+ * The dfdaemon proxy on 127.0.0.1:65001: registry mirror (origin-form `/v2/...`, what containerd and skopeo send)
+ * and forward proxy (absolute-form URLs, what nydusd and dfget send). Blob GETs become P2P downloads streamed as
+ * pieces are verified; everything else passes straight through. A `Range` read fetches only the pieces covering it
+ * and answers 206 with `Content-Range`; several ranges get a 400 and an unsatisfiable one a 416, never a silent 200.
+ * If P2P fails before the answer starts, the request goes straight to the upstream (counted), so the client sees the
+ * registry's own answer (auth challenges included) rather than ours.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { describeError, parseHttpUrl, parseRange, redactUrl, type Logger } from '@damselfly/shared';
-import type { Peer } from '../peer/peer.js';
+import type { Dispatcher } from 'undici';
+import { checkDigest, describeError, isDamselflyError, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import type { Download, Peer } from '../peer/peer.js';
 import type { DaemonMetrics } from '../metrics.js';
-import { dfError } from '../errors.js';
+import type { LocalTask } from '../storage/local-task.js';
 import { originHeaders } from './forward-headers.js';
 import { streamTask } from './stream-task.js';
+import { allowedHosts, route, type RoutePolicy } from './route.js';
+import { passthrough } from './passthrough.js';
 
 export interface ProxyComponents {
   peer: Peer;
   metrics: DaemonMetrics;
   log: Logger;
+  policy: RoutePolicy & { prefetch: boolean };
+  /** For pass-through requests: no redirect following, the client handles those. */
+  direct: Dispatcher;
+  /** The local cache, for Range reads it can answer without a download. */
+  cached: (taskId: string) => LocalTask | undefined;
 }
 
 export function buildProxyServer(c: ProxyComponents): Server {
+  const allowed = allowedHosts(c.policy);
   const server = createServer((req, res) => {
-    handle(req, res, c).catch((err) => sendError(res, err, c));
+    handle(req, res, c, allowed).catch((err) => sendError(res, err, c));
   });
   server.keepAliveTimeout = 30_000;
   return server;
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyComponents): Promise<void> {
-  const raw = req.url ?? '/';
-  if (!/^https?:\/\//i.test(raw)) {
-    if (raw === '/healthy') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
-      return;
-    }
-    throw dfError('DF_PROXY_UNSUPPORTED', `${req.method} ${raw.slice(0, 200)} (send an absolute URL, as a forward proxy client does)`);
+async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyComponents, allowed: ReturnType<typeof allowedHosts>): Promise<void> {
+  if (req.url === '/healthy') {
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    return;
   }
-  if (req.method !== 'GET') throw dfError('DF_PROXY_UNSUPPORTED', `${req.method} (only GET is proxied)`);
-  const url = parseHttpUrl(raw);
+  const r = route(req, c.policy, allowed);
   const ac = new AbortController();
   res.once('close', () => ac.abort());
-  const digest = header(req, 'x-damselfly-digest');
-  const dl = await c.peer.download({ url, digest, headers: originHeaders(req.headers) }, { signal: ac.signal });
+  if (r.mode === 'direct') {
+    const status = await passthrough(req, res, r.url, c.direct, ac.signal);
+    c.metrics.proxyRequests.inc({ kind: 'direct', status });
+    return;
+  }
+  const digest = checkDigest(r.url, header(req, 'x-damselfly-digest'));
+  const rangeHeader = header(req, 'range');
+  const taskId = taskIdFor(r.url, digest);
+
+  // A Range read the cache already holds needs no download at all.
+  const local = c.cached(taskId);
+  if (local && rangeHeader !== undefined) {
+    const range = parseRange(rangeHeader, local.info.contentLength);
+    if (range && piecesOf(range, local.info.pieceSize).every((n) => local.has(n))) {
+      writeHead(res, local, range);
+      await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal });
+      res.end();
+      c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
+      return;
+    }
+  }
+
+  let dl: Download;
+  try {
+    dl = await c.peer.download({ url: r.url, digest, headers: originHeaders(req.headers) }, { signal: ac.signal, whole: rangeHeader === undefined });
+  } catch (err) {
+    if (ac.signal.aborted) throw err;
+    // Before any byte is sent the honest fallback is the upstream itself: the client gets its answer as is
+    // (a 401 challenge, a 404), or the blob the direct way when P2P cannot deliver it.
+    const status = (err as { status?: number }).status;
+    const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : 'p2p_failed';
+    c.log.warn({ url: redactUrl(r.url.href), why, err: describeError(err) }, 'proxy:direct-fallback');
+    const code = await passthrough(req, res, r.url, c.direct, ac.signal);
+    c.metrics.proxyRequests.inc({ kind: `fallback_${why}`, status: code });
+    return;
+  }
   const length = dl.task.info.contentLength;
-  const range = parseRange(header(req, 'range'), length);
+  const range = parseRange(rangeHeader, length);
+  if (range) {
+    const pieces = piecesOf(range, dl.task.info.pieceSize);
+    if (!dl.want(pieces)) {
+      dl = await c.peer.download({ url: r.url, digest, headers: originHeaders(req.headers) }, { signal: ac.signal, whole: false });
+      dl.want(pieces);
+    }
+    if (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true') dl.want('all');
+  }
+  writeHead(res, dl.task, range);
+  c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href), range }, 'proxy:serving');
+  await streamTask(dl, res, { start: range?.start ?? 0, end: range?.end ?? length - 1, signal: ac.signal });
+  res.end();
+  c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
+}
+
+function piecesOf(range: ByteRange, pieceSize: number): number[] {
+  const out: number[] = [];
+  for (let n = Math.floor(range.start / pieceSize); n <= Math.floor(range.end / pieceSize); n++) out.push(n);
+  return out;
+}
+
+function writeHead(res: ServerResponse, task: LocalTask, range: ByteRange | undefined): void {
+  const length = task.info.contentLength;
   const start = range?.start ?? 0;
   const end = range?.end ?? length - 1;
   const headers: Record<string, string | number> = {
     'content-type': 'application/octet-stream',
     'content-length': Math.max(0, end - start + 1),
     'accept-ranges': 'bytes',
-    'x-damselfly-task-id': dl.task.info.taskId,
+    'x-damselfly-task-id': task.info.taskId,
   };
-  if (dl.task.info.digest) headers['docker-content-digest'] = dl.task.info.digest;
+  if (task.info.digest) headers['docker-content-digest'] = task.info.digest;
   if (range) headers['content-range'] = `bytes ${start}-${end}/${length}`;
   res.writeHead(range ? 206 : 200, headers);
-  c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(url.href), start, end }, 'proxy:serving');
-  await streamTask(dl, res, { start, end, signal: ac.signal });
-  res.end();
-  c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -65,7 +125,7 @@ function header(req: IncomingMessage, name: string): string | undefined {
 }
 
 function sendError(res: ServerResponse, err: unknown, c: ProxyComponents): void {
-  const e = err as { code?: string; status?: number; message?: string; wwwAuthenticate?: string };
+  const e = err as { code?: string; status?: number; message?: string };
   if (res.headersSent) {
     // Mid-body: the only honest signal left is to cut the connection (the client sees a short body).
     c.log.warn({ err: describeError(err) }, 'proxy:aborted-mid-body');
@@ -76,6 +136,9 @@ function sendError(res: ServerResponse, err: unknown, c: ProxyComponents): void 
   c.metrics.proxyRequests.inc({ kind: 'error', status });
   if (status >= 500) c.log.warn({ err: describeError(err) }, 'proxy:failed');
   const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (e.wwwAuthenticate) headers['www-authenticate'] = e.wwwAuthenticate;
+  if (isDamselflyError(err, 'RANGE_NOT_SATISFIABLE')) {
+    const total = /of (\d+) bytes/.exec(e.message ?? '')?.[1];
+    if (total) headers['content-range'] = `bytes */${total}`;
+  }
   res.writeHead(status, headers).end(JSON.stringify({ code: e.code ?? 'INTERNAL', message: e.message ?? String(err) }) + '\n');
 }
