@@ -1,0 +1,48 @@
+/** A real multi-layer OCI image built with umoci and pushed with skopeo, as a user without Docker would. */
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { makeBlob } from './registry.js';
+
+const run = promisify(execFile);
+
+export interface PushedImage {
+  ref: string;
+  /** Digests and sizes of the image's blobs (layers + config). */
+  blobs: { digest: string; size: number }[];
+}
+
+export async function buildAndPushImage(dir: string, registryHost: string, repo: string, layerSizes: number[], creds?: string): Promise<PushedImage> {
+  const layout = join(dir, 'layout');
+  await run('umoci', ['init', '--layout', layout]);
+  await run('umoci', ['new', '--image', `${layout}:v1`]);
+  for (const [i, size] of layerSizes.entries()) {
+    const file = join(dir, `layer${i}.bin`);
+    await writeFile(file, makeBlob(size, 100 + i));
+    await run('umoci', ['insert', '--image', `${layout}:v1`, file, `/data/layer${i}.bin`]);
+  }
+  const ref = `${registryHost}/${repo}:v1`;
+  await run('skopeo', ['copy', '--dest-tls-verify=false', ...(creds ? ['--dest-creds', creds] : []), `oci:${layout}:v1`, `docker://${ref}`]);
+  const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
+  const manifestDigest: string = index.manifests[0].digest;
+  const manifest = JSON.parse(await readFile(join(layout, 'blobs', 'sha256', manifestDigest.slice(7)), 'utf8'));
+  const blobs = [manifest.config, ...manifest.layers].map((d: { digest: string; size: number }) => ({ digest: d.digest, size: d.size }));
+  return { ref, blobs };
+}
+
+/** registries.conf making `proxyHost` a mirror of `registryHost` (both plain HTTP). */
+export async function mirrorConf(dir: string, registryHost: string, proxyHost: string): Promise<string> {
+  const file = join(dir, 'registries.conf');
+  await writeFile(
+    file,
+    `[[registry]]\nprefix = "${registryHost}"\nlocation = "${registryHost}"\ninsecure = true\n\n[[registry.mirror]]\nlocation = "${proxyHost}"\ninsecure = true\n`,
+  );
+  return file;
+}
+
+export function skopeo(args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('skopeo', args, { maxBuffer: 1 << 24 }, (err, _stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }));
+  });
+}
