@@ -169,3 +169,17 @@ t.test('mirror upstream from ?ns= (containerd) and X-Dragonfly-Registry; redirec
   await direct.body.dump();
   t.equal(direct.statusCode, 307, 'the redirector really redirects');
 });
+
+t.test('P2P unavailable (no supernode, back-to-source off): the blob still arrives the direct way, counted', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(3 * MiB, 61);
+  const { digest } = await pushBlob(reg.url, 'team/fallback', blob);
+  const d = await startDaemon(t, ['http://127.0.0.1:1'], { registries: [reg.url], proxyHosts: [], backSource: false });
+  const r = await getViaProxy(d.proxyUrl, `/v2/team/fallback/blobs/${digest}`);
+  t.equal(r.status, 200);
+  t.equal(sha(r.body), digest);
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'fallback_p2p_failed' }), 1);
+  const missing = await getViaProxy(d.proxyUrl, `/v2/team/fallback/blobs/sha256:${'e'.repeat(64)}`);
+  t.equal(missing.status, 404, "the registry's own 404 reaches the client");
+});
