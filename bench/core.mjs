@@ -52,7 +52,7 @@ async function direct(n) {
 async function p2p(n) {
   const before = served();
   const sn = await spawnSupernode();
-  const daemons = await Promise.all(Array.from({ length: n }, (_, i) => spawnDaemon(sn.url, i)));
+  const daemons = await Promise.all(Array.from({ length: n }, (_, i) => spawnDaemon(sn.url, i, ['--registries', base])));
   const files = daemons.map((_, i) => join(out, `p2p-${n}-${i}`));
   const t0 = performance.now();
   const rs = await Promise.all(daemons.map((d, i) => run(process.execPath, [join(ROOT, 'dfget/dist/cli.js'), url, '-O', files[i], '--daemon', d.proxyUrl, '--no-progress'])));

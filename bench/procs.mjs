@@ -39,11 +39,11 @@ export async function spawnSupernode() {
   return { ...sn, url: sn.info.url, dir };
 }
 
-export async function spawnDaemon(supernodeUrl, i) {
+export async function spawnDaemon(supernodeUrl, i, extra = []) {
   const dir = await mkdtemp(join(tmpdir(), 'bench-df-'));
   const d = await spawnComponent(
     'dfdaemon/dist/cli.js',
-    ['--supernodes', supernodeUrl, '--data-dir', dir, '--proxy-port', '0', '--upload-host', '127.0.0.1', '--upload-port', '0', '--health-port', '0', '--peer-id', `bench-${i}`],
+    ['--supernodes', supernodeUrl, '--data-dir', dir, '--proxy-port', '0', '--upload-host', '127.0.0.1', '--upload-port', '0', '--health-port', '0', '--peer-id', `bench-${i}`, ...extra],
     'dfdaemon:started',
   );
   return { ...d, proxyUrl: d.info.proxy, dir };

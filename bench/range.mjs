@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// Range benchmark (issue #3): time to first byte of a 1 MiB Range read of an uncached blob through dfdaemon
+// (forward proxy, as nydusd reads) versus straight from the registry, and what the origin served for it.
+//   node bench/range.mjs [--size-mib 1024] [--reads 5]
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { rm } from 'node:fs/promises';
+import { ROOT, spawnDaemon, spawnSupernode } from './procs.mjs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, reads: { type: 'string', default: '5' } } });
+const { startRegistry, pushBlob, makeBlob } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
+const size = Number(values['size-mib']) * 2 ** 20;
+const reads = Number(values.reads);
+const MiB = 2 ** 20;
+const reg = await startRegistry();
+const { digest, url } = await pushBlob(reg.url, 'bench/range', makeBlob(size, 5));
+const base = reg.url;
+const served = () => reg.blobBytesServed(digest);
+
+/** curl's own timers: TTFB and total, in ms. */
+async function curl(args) {
+  const { stdout } = await promisify(execFile)('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{time_starttransfer} %{time_total}', ...args]);
+  const [code, ttfb, total] = stdout.trim().split(' ');
+  if (code !== '206') throw new Error(`status ${code}`);
+  return { ttfb: Number(ttfb) * 1000, total: Number(total) * 1000 };
+}
+
+// Spread over the blob, one per piece-sized stripe, so no two reads share a piece.
+const offsets = Array.from({ length: reads }, (_, i) => Math.floor(((i + 0.5) / reads) * (size - MiB)));
+const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const direct = [];
+let before = served();
+for (const off of offsets) direct.push(await curl(['-r', `${off}-${off + MiB - 1}`, url]));
+const directOrigin = served() - before;
+
+// Long-running supernode and dfdaemons, as in production, warmed up on another blob; every measured read then hits a
+// piece nobody has (offsets are in distinct pieces), so each one is seeded from the origin on demand.
+const warmUp = await pushBlob(reg.url, 'bench/warm', makeBlob(8 * MiB, 6));
+const sn = await spawnSupernode();
+const a = await spawnDaemon(sn.url, 0, ['--registries', base]);
+const b = await spawnDaemon(sn.url, 1, ['--registries', base]);
+await curl(['-x', a.proxyUrl, '-r', '0-99', warmUp.url]);
+await curl(['-x', b.proxyUrl, '-r', '0-99', warmUp.url]);
+const cold = [];
+const warm = [];
+before = served();
+for (const off of offsets) {
+  cold.push(await curl(['-x', a.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
+  // A second node reading the same range: the piece is in the swarm now.
+  warm.push(await curl(['-x', b.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
+}
+const p2pOrigin = served() - before;
+await Promise.all([a.stop(), b.stop()]);
+await sn.stop();
+await Promise.all([rm(a.dir, { recursive: true }), rm(b.dir, { recursive: true }), rm(sn.dir, { recursive: true })]);
+const fmt = (x) => x.toFixed(1);
+console.log(`${values['size-mib']} MiB blob, ${reads} reads of 1 MiB at spread offsets (median):`);
+console.log(`  direct from registry      TTFB ${fmt(median(direct.map((r) => r.ttfb)))} ms, total ${fmt(median(direct.map((r) => r.total)))} ms; origin ${(directOrigin / reads / MiB).toFixed(2)} MiB per read`);
+console.log(`  first read of the blob    TTFB ${fmt(cold[0].ttfb)} ms (registers the task: size probe + first piece)`);
+cold.shift();
+console.log(`  dfdaemon, uncached piece  TTFB ${fmt(median(cold.map((r) => r.ttfb)))} ms, total ${fmt(median(cold.map((r) => r.total)))} ms (ratio ${(median(cold.map((r) => r.ttfb)) / median(direct.map((r) => r.ttfb))).toFixed(2)})`);
+console.log(`  dfdaemon, 2nd node        TTFB ${fmt(median(warm.map((r) => r.ttfb)))} ms, total ${fmt(median(warm.map((r) => r.total)))} ms (ratio ${(median(warm.map((r) => r.ttfb)) / median(direct.map((r) => r.ttfb))).toFixed(2)})`);
+const { pieceSizeFor } = await import('@damselfly/shared');
+console.log(`  origin bytes per read via P2P (2 nodes read it): ${(p2pOrigin / reads / MiB).toFixed(2)} MiB = the ${pieceSizeFor(size) / MiB} MiB piece(s) covering it, once; not ${values['size-mib']} MiB, not once per node`);
+await reg.stop();
+process.exit(0);
