@@ -115,12 +115,15 @@ export class Conductor {
   /** Waits up to `ms` for new wants; false (and the run closes) if none came. */
   async #idle(ms: number, signal: AbortSignal): Promise<boolean> {
     const woke = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
-      this.#wake = () => {
+      const done = (v: boolean) => {
         clearTimeout(timer);
-        resolve(true);
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
       };
-      signal.addEventListener('abort', () => (clearTimeout(timer), resolve(false)), { once: true });
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(false), ms);
+      this.#wake = () => done(true);
+      signal.addEventListener('abort', onAbort, { once: true });
     });
     this.#wake = () => {};
     if (!woke) this.#closed = true;

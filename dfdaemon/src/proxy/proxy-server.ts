@@ -33,6 +33,10 @@ export function buildProxyServer(c: ProxyComponents): Server {
   const server = createServer((req, res) => {
     handle(req, res, c, allowed).catch((err) => sendError(res, err, c));
   });
+  // HTTPS tunnelling would hand bytes through unverified and unseen: refuse it plainly instead of dropping the socket.
+  server.on('connect', (_req, socket) => {
+    socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nCONNECT is not supported: send plain-HTTP absolute URLs (nydusd use_http) or use the /v2/ mirror\n');
+  });
   server.keepAliveTimeout = 30_000;
   return server;
 }

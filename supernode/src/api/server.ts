@@ -1,7 +1,7 @@
 /** The supernode's HTTP surface: piece API, task API, ws channel, health and metrics. */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
-import { PIECE_SHA_HEADER, TASK_ID_RE, WS_PATH, describeError, parseHttpUrl, quietLogger, type Logger } from '@damselfly/shared';
+import { PIECE_SHA_HEADER, TASK_ID_RE, WS_PATH, describeError, parseHttpUrl, quietLogger, sharedError, type Logger } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import { handlePeerSocket, type ChannelComponents } from './ws-channel.js';
 
@@ -25,7 +25,7 @@ export function buildServer(c: ChannelComponents & { log: Logger }): FastifyInst
   /** Registers (or looks up) a task over REST: lets operators preheat a blob. */
   app.post<{ Body: { url?: unknown; digest?: unknown; headers?: unknown } }>('/api/v1/tasks', async (req) => {
     const b = req.body ?? {};
-    if (typeof b.url !== 'string') throw snError('SN_TASK_NOT_FOUND', '(body needs a url)');
+    if (typeof b.url !== 'string') throw sharedError('BAD_URL', 'body must be {"url": "...", "digest"?: "sha256:...", "headers"?: {...}}');
     const headers = typeof b.headers === 'object' && b.headers !== null ? (b.headers as Record<string, string>) : {};
     const meta = await c.seeder.register(parseHttpUrl(b.url), typeof b.digest === 'string' ? b.digest : undefined, headers);
     return { ...meta, seeded: c.store.seededCount(meta.taskId) };
