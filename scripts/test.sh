@@ -3,6 +3,7 @@
 # file with tap, and ends with one line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+rm -rf .test-dist  # compiled tests of deleted sources must not linger
 bash scripts/install.sh --test || { echo "0 passed, 1 failed"; exit 1; }
 
 log=$(mktemp)

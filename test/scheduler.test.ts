@@ -94,3 +94,23 @@ t.test('stale assignments are swept', async (t) => {
   s.sweep(1500);
   t.equal(s.load(SUPERNODE), 0);
 });
+
+t.test('scale: thousands of holders, sub-millisecond decisions, load spread over the swarm', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 64, peerSlots: 8, failuresBeforeBlacklist: 3 });
+  const task = 'd'.repeat(64);
+  const pieces = Array.from({ length: 100 }, (_, i) => i);
+  for (let i = 0; i < 5000; i++) {
+    s.peerJoined(`h${i}`, true);
+    s.taskJoined(`h${i}`, task, pieces);
+  }
+  const sources = new Set<string>();
+  const t0 = performance.now();
+  for (let r = 0; r < 500; r++) {
+    s.peerJoined(`r${r}`, true);
+    for (const c of s.schedule(task, `r${r}`, pieces, 8)) sources.add(c.from);
+  }
+  const perCall = (performance.now() - t0) / 500;
+  t.ok(perCall < 5, `a decision over 5000 holders x 100 pieces takes ${perCall.toFixed(3)} ms`);
+  t.ok(sources.size > 1000, `4000 assignments spread over ${sources.size} holders`);
+  t.notOk(sources.has(SUPERNODE), 'the supernode is not used while peers have free slots');
+});

@@ -45,6 +45,24 @@ function affinity(a: Readonly<Record<string, string>> | undefined, b: Readonly<R
   return n;
 }
 
+/** Most eligible holders examined per piece per decision. */
+const CANDIDATES = 32;
+
+/** Iterates a set starting at position `start`, wrapping around once. */
+function* cycle<T>(set: ReadonlySet<T>, start: number): Generator<T> {
+  if (start === 0) {
+    yield* set;
+    return;
+  }
+  const head: T[] = [];
+  let i = 0;
+  for (const x of set) {
+    if (i++ < start) head.push(x);
+    else yield x;
+  }
+  yield* head;
+}
+
 /** Cheap deterministic hash to spread equal candidates without randomness (reproducible in the simulator). */
 function mix(s: string, n: number): number {
   let h = 2166136261 ^ n;
@@ -61,12 +79,9 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
   const extraLoad = new Map<string, number>();
   const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
   const myLabels = view.labels(requester);
+  // Rarity is the holder count as the swarm sees it (O(1) per piece, whatever the swarm size).
   const order = want
-    .map((piece, i) => {
-      let holders = 0;
-      for (const h of view.holders(piece)) if (h !== requester && !view.blacklisted(h)) holders++;
-      return { piece, i, rarity: holders + view.inflight(piece) };
-    })
+    .map((piece, i) => ({ piece, i, rarity: view.holders(piece).size + view.inflight(piece) }))
     .sort((a, b) => a.rarity - b.rarity || a.i - b.i);
 
   const out: Choice[] = [];
@@ -74,8 +89,16 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
     if (out.length >= max) break;
     let best: string | undefined;
     let bestKey: [number, number, number] | undefined;
-    for (const h of view.holders(piece)) {
+    // In a swarm of thousands, a piece can have thousands of holders: weigh at most CANDIDATES eligible ones, starting
+    // at a position that differs per requester and piece so the load still spreads over all holders. (Reaching the
+    // start position walks the set, a cheap linear step; the comparisons stay bounded.)
+    const holders = view.holders(piece);
+    const skip = holders.size > CANDIDATES ? mix(requester, piece) % holders.size : 0;
+    let seen = 0;
+    for (const h of cycle(holders, skip)) {
+      if (seen >= CANDIDATES) break;
       if (h === requester || view.blacklisted(h) || !view.uploads(h)) continue;
+      seen++;
       const load = loadOf(h);
       if (load >= view.slots(h)) continue;
       const key: [number, number, number] = [-affinity(myLabels, view.labels(h)), load, mix(requester + h, piece)];

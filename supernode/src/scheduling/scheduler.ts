@@ -47,6 +47,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #tasks = new Map<string, TaskSwarm>();
   readonly #load = new Map<string, number>();
   readonly #pending = new Map<string, Pending>();
+  /** Pieces in flight per (task, requester), so a schedule call never scans every pending assignment. */
+  readonly #byRequester = new Map<string, Set<number>>();
 
   constructor(opts: SchedulerOptions) {
     super();
@@ -84,12 +86,15 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Chooses sources for up to `max` of the pieces `requester` wants, and books their upload slots. */
   schedule(taskId: string, requester: string, want: readonly number[], max: number, now = Date.now()): Choice[] {
     const swarm = this.#swarm(taskId);
-    const pendingHere = new Set<number>();
-    for (const p of this.#pending.values()) if (p.taskId === taskId && p.requester === requester) pendingHere.add(p.piece);
-    const choices = this.#opts.policy(this.#view(swarm), { requester, want: want.filter((n) => !pendingHere.has(n)), max });
+    const pendingHere = this.#byRequester.get(`${taskId}\0${requester}`);
+    const choices = this.#opts.policy(this.#view(swarm), { requester, want: pendingHere ? want.filter((n) => !pendingHere.has(n)) : want, max });
     for (const c of choices) {
       const p: Pending = { taskId, requester, piece: c.piece, from: c.from, at: now };
       this.#pending.set(pendingKey(p), p);
+      const rk = `${taskId}\0${requester}`;
+      let set = this.#byRequester.get(rk);
+      if (!set) this.#byRequester.set(rk, (set = new Set()));
+      set.add(c.piece);
       this.#load.set(c.from, (this.#load.get(c.from) ?? 0) + 1);
       swarm.inflight.set(c.piece, (swarm.inflight.get(c.piece) ?? 0) + 1);
     }
@@ -183,6 +188,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   #release(key: string, p: Pending): void {
     this.#pending.delete(key);
+    const rk = `${p.taskId}\0${p.requester}`;
+    const set = this.#byRequester.get(rk);
+    set?.delete(p.piece);
+    if (set?.size === 0) this.#byRequester.delete(rk);
     const load = (this.#load.get(p.from) ?? 1) - 1;
     if (load > 0) this.#load.set(p.from, load);
     else this.#load.delete(p.from);
