@@ -3,3 +3,4 @@ export * from './config.js';
 export * from './errors.js';
 export * from './scheduling/policy.js';
 export * from './scheduling/scheduler.js';
+export * from './scheduling/indexed-set.js';

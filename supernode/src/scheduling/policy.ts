@@ -7,8 +7,8 @@
 export const SUPERNODE = 'supernode';
 
 export interface SwarmView {
-  /** Peers that hold piece `n` verified. */
-  holders(n: number): ReadonlySet<string>;
+  /** Peers that hold piece `n` verified (indexable by position when the set offers `at`). */
+  holders(n: number): ReadonlySet<string> & { at?(i: number): string | undefined };
   /** Downloads of piece `n` now under way (they will be holders soon). */
   inflight(n: number): number;
   /** Pieces a peer is uploading right now, across all tasks. */
@@ -48,10 +48,14 @@ function affinity(a: Readonly<Record<string, string>> | undefined, b: Readonly<R
 /** Most eligible holders examined per piece per decision. */
 const CANDIDATES = 32;
 
-/** Iterates a set starting at position `start`, wrapping around once. */
-function* cycle<T>(set: ReadonlySet<T>, start: number): Generator<T> {
+/** Iterates a set starting at position `start`, wrapping around once; O(1) to start on an indexable set. */
+function* cycle<T>(set: ReadonlySet<T> & { at?(i: number): T | undefined }, start: number): Generator<T> {
   if (start === 0) {
     yield* set;
+    return;
+  }
+  if (set.at) {
+    for (let k = 0; k < set.size; k++) yield set.at((start + k) % set.size)!;
     return;
   }
   const head: T[] = [];
@@ -90,13 +94,14 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
     let best: string | undefined;
     let bestKey: [number, number, number] | undefined;
     // In a swarm of thousands, a piece can have thousands of holders: weigh at most CANDIDATES eligible ones, starting
-    // at a position that differs per requester and piece so the load still spreads over all holders. (Reaching the
-    // start position walks the set, a cheap linear step; the comparisons stay bounded.)
+    // at a position that differs per requester and piece so the load still spreads over all holders. The scheduler's
+    // holder sets are indexable, so this is bounded work; at most 4x CANDIDATES holders are even looked at.
     const holders = view.holders(piece);
     const skip = holders.size > CANDIDATES ? mix(requester, piece) % holders.size : 0;
     let seen = 0;
+    let looked = 0;
     for (const h of cycle(holders, skip)) {
-      if (seen >= CANDIDATES) break;
+      if (seen >= CANDIDATES || looked++ >= 4 * CANDIDATES) break;
       if (h === requester || view.blacklisted(h) || !view.uploads(h)) continue;
       seen++;
       const load = loadOf(h);

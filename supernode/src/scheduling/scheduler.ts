@@ -3,6 +3,7 @@
  * where it changes: every event goes through a method here. Decisions are delegated to a pure `SchedulePolicy`.
  */
 import { EventEmitter } from 'node:events';
+import { IndexedSet } from './indexed-set.js';
 import { SUPERNODE, rarestFirst, type Choice, type SchedulePolicy, type SwarmView } from './policy.js';
 
 export interface SchedulerOptions {
@@ -21,7 +22,7 @@ interface PeerState {
 }
 
 interface TaskSwarm {
-  holders: Map<number, Set<string>>;
+  holders: Map<number, IndexedSet<string>>;
   inflight: Map<number, number>;
   blacklist: Set<string>;
   failures: Map<string, number>;
@@ -170,7 +171,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   #addHolder(swarm: TaskSwarm, n: number, peerId: string): void {
     let set = swarm.holders.get(n);
-    if (!set) swarm.holders.set(n, (set = new Set()));
+    if (!set) swarm.holders.set(n, (set = new IndexedSet()));
     set.add(peerId);
   }
 
