@@ -45,8 +45,11 @@ function affinity(a: Readonly<Record<string, string>> | undefined, b: Readonly<R
   return n;
 }
 
+/** Above this many uploads in flight, the supernode stops sending a second copy of a piece nobody holds yet. */
+const SOURCE_DUPLICATE_LOAD = 4;
+
 /** Most eligible holders examined per piece per decision. */
-const CANDIDATES = 32;
+const CANDIDATES = 16;
 
 /** Iterates a set starting at position `start`, wrapping around once; O(1) to start on an indexable set. */
 function* cycle<T>(set: ReadonlySet<T> & { at?(i: number): T | undefined }, start: number): Generator<T> {
@@ -77,42 +80,57 @@ function mix(s: string, n: number): number {
 /**
  * Rarest first, load-limited, skipping blacklisted peers, nearest by topology: pieces held (or being fetched) by the
  * fewest peers go first, ties kept in the requester's order; each goes to the holder with free slots that shares the
- * most labels with the requester and has the least load; else to the supernode while it has free slots.
+ * most labels with the requester and has the least load; else to the supernode while it has free slots (and, when
+ * it is busy, only for pieces not already on their way to some peer).
  */
 export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
   const extraLoad = new Map<string, number>();
   const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
   const myLabels = view.labels(requester);
+  const maxAffinity = myLabels ? Object.keys(myLabels).length : 0;
   // Rarity is the holder count as the swarm sees it (O(1) per piece, whatever the swarm size).
   const order = want
     .map((piece, i) => ({ piece, i, rarity: view.holders(piece).size + view.inflight(piece) }))
     .sort((a, b) => a.rarity - b.rarity || a.i - b.i);
 
   const out: Choice[] = [];
+  // Total holders looked at per decision: when the swarm is saturated, stop early instead of walking every piece.
+  let budget = 64 * max;
   for (const { piece } of order) {
-    if (out.length >= max) break;
+    if (out.length >= max || budget <= 0) break;
     let best: string | undefined;
-    let bestKey: [number, number, number] | undefined;
-    // In a swarm of thousands, a piece can have thousands of holders: weigh at most CANDIDATES eligible ones, starting
-    // at a position that differs per requester and piece so the load still spreads over all holders. The scheduler's
-    // holder sets are indexable, so this is bounded work; at most 4x CANDIDATES holders are even looked at.
+    let bestAffinity = -1;
+    let bestLoad = Infinity;
+    // In a swarm of thousands, a piece can have thousands of holders: weigh at most CANDIDATES eligible ones (and look
+    // at no more than 4x that), starting at a position that differs per requester and piece, so equal candidates are
+    // spread over all holders without a tie-break hash. Holder sets are indexable: this is bounded work.
     const holders = view.holders(piece);
     const skip = holders.size > CANDIDATES ? mix(requester, piece) % holders.size : 0;
     let seen = 0;
     let looked = 0;
     for (const h of cycle(holders, skip)) {
       if (seen >= CANDIDATES || looked++ >= 4 * CANDIDATES) break;
+      budget--;
       if (h === requester || view.blacklisted(h) || !view.uploads(h)) continue;
       seen++;
       const load = loadOf(h);
       if (load >= view.slots(h)) continue;
-      const key: [number, number, number] = [-affinity(myLabels, view.labels(h)), load, mix(requester + h, piece)];
-      if (!bestKey || key[0] < bestKey[0] || (key[0] === bestKey[0] && (key[1] < bestKey[1] || (key[1] === bestKey[1] && key[2] < bestKey[2])))) {
+      const aff = affinity(myLabels, view.labels(h));
+      if (aff > bestAffinity || (aff === bestAffinity && load < bestLoad)) {
         best = h;
-        bestKey = key;
+        bestAffinity = aff;
+        bestLoad = load;
+        if (load === 0 && aff === maxAffinity) break; // cannot do better
       }
     }
-    if (!best && loadOf(SUPERNODE) < view.slots(SUPERNODE)) best = SUPERNODE;
+    if (!best) {
+      const snLoad = loadOf(SUPERNODE);
+      // Super-seeding: a piece nobody holds yet but somebody is already fetching from the supernode is better
+      // fetched from that peer soon after than sent again by a busy supernode (its bandwidth split over duplicates
+      // slows every first copy). An idle supernode still sends duplicates: they cost it nothing.
+      const duplicate = holders.size === 0 && view.inflight(piece) > 0;
+      if (snLoad < view.slots(SUPERNODE) && !(duplicate && snLoad >= SOURCE_DUPLICATE_LOAD)) best = SUPERNODE;
+    }
     if (!best) continue;
     extraLoad.set(best, (extraLoad.get(best) ?? 0) + 1);
     out.push({ piece, from: best });

@@ -1,0 +1,356 @@
+/**
+ * Discrete-event swarm simulator driving the supernode's real `Scheduler` (and its pluggable policy) with modelled
+ * peers. Each piece transfer is a flow whose rate is its fair share at both ends: min(uploader bandwidth / its active
+ * uploads, downloader bandwidth / its active downloads), recomputed whenever a flow starts or ends at either end.
+ * Peers behave like dfdaemon's conductor: they keep `parallel` pieces in flight, ask the scheduler for sources, report
+ * every result, retry after 100 ms when nothing is assignable, and stay in the swarm as seeds once done.
+ */
+import { Scheduler, SUPERNODE, type SchedulePolicy } from '@damselfly/supernode';
+import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
+import { EventHeap } from './heap.js';
+import { rng } from './rng.js';
+import { p2pBound, directBound, lazyBound } from './bound.js';
+import type { Scenario } from './scenario.js';
+
+const TASK = '0'.repeat(64);
+const RETRY_MS = 20;
+const enum Ev {
+  Join,
+  Start,
+  Finish,
+  Leave,
+  Retry,
+}
+
+interface Node {
+  idx: number;
+  id: string;
+  /** bytes per ms */
+  up: number;
+  down: number;
+  joinAt: number;
+  leaveAt: number;
+  corrupt: boolean;
+  have: Uint8Array;
+  haveCount: number;
+  /** null: wants the whole blob. */
+  wanted: Uint8Array | null;
+  wantCount: number;
+  wantedHave?: number;
+  inflight: Set<number>;
+  ups: Set<Flow>;
+  downs: Set<Flow>;
+  doneAt: number;
+  left: boolean;
+  retrying: boolean;
+  uploaded: number;
+  labels?: Record<string, string>;
+}
+
+interface Flow {
+  id: number;
+  from: Node;
+  to: Node;
+  piece: number;
+  remaining: number;
+  rate: number;
+  last: number;
+  version: number;
+  live: boolean;
+}
+
+export interface SimResult {
+  scenario: Scenario;
+  pieceSize: number;
+  pieces: number;
+  /** Completion time of each peer that finished, from its own join, in seconds (sorted). */
+  completion: number[];
+  finished: number;
+  unfinished: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  /** Time at which the last peer finished, from the first join, s. */
+  makespan: number;
+  boundSeconds: number;
+  directBoundSeconds: number;
+  /** p50 and max divided by the bound. */
+  ratioP50: number;
+  ratioMax: number;
+  /** Bytes the origin served (each piece once, when the supernode first needs it). */
+  originBytes: number;
+  /** Bytes the supernode uploaded to peers. */
+  supernodeBytes: number;
+  peerBytes: number;
+  corruptDetected: number;
+  /** Mean over peers of uploaded bytes / (upload bandwidth × time in swarm). */
+  uploadUtilisation: number;
+  /** Every `timelineStepMs`: completed peers, active flows, aggregate throughput (bytes/s). */
+  timeline: { t: number; done: number; flows: number; throughput: number }[];
+  events: number;
+  wallMs: number;
+}
+
+export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timelinePoints?: number } = {}): SimResult {
+  const wall0 = performance.now();
+  const rand = rng(sc.seed);
+  const pieceSize = sc.pieceSize ?? pieceSizeFor(sc.fileBytes);
+  const pieces = pieceCountFor(sc.fileBytes, pieceSize);
+  const pieceLen = (n: number) => Math.min(pieceSize, sc.fileBytes - n * pieceSize);
+  const sched = new Scheduler({
+    supernodeSlots: sc.supernodeSlots,
+    peerSlots: sc.peerSlots,
+    failuresBeforeBlacklist: 3,
+    assignmentTimeoutMs: Number.MAX_SAFE_INTEGER,
+    policy: opts.policy,
+  });
+  const heap = new EventHeap();
+  const source: Node = mkNode(-1, SUPERNODE, sc.sourceUp / 1000, Infinity, 0);
+  source.haveCount = pieces;
+  const seeded = new Uint8Array(pieces);
+  const hotPool: number[] = [];
+  if (sc.lazy) for (let i = 0; i < sc.lazy.reads * 2; i++) hotPool.push(Math.floor(rand() * (sc.fileBytes - sc.lazy.readBytes)));
+
+  const nodes: Node[] = [];
+  const byId = new Map<string, Node>();
+  for (let i = 0; i < sc.peers; i++) {
+    const jitter = () => 1 + (rand() * 2 - 1) * sc.bandwidthJitter;
+    const n = mkNode(i, `p${i}`, (sc.peerUp * jitter()) / 1000, (sc.peerDown * jitter()) / 1000, rand() * sc.joinSpreadMs);
+    n.corrupt = rand() < sc.corruptFraction;
+    if (!n.corrupt && rand() < sc.leaveFraction) n.leaveAt = -1; // decided at half-way
+    if (sc.zones > 0) n.labels = { zone: `z${i % sc.zones}` };
+    if (sc.lazy) {
+      n.wanted = new Uint8Array(pieces);
+      for (let r = 0; r < sc.lazy.reads; r++) {
+        const off = rand() < sc.lazy.hot ? hotPool[Math.floor(rand() * hotPool.length)]! : Math.floor(rand() * (sc.fileBytes - sc.lazy.readBytes));
+        for (let p = Math.floor(off / pieceSize); p <= Math.floor((off + sc.lazy.readBytes - 1) / pieceSize); p++) n.wanted[p] = 1;
+      }
+      n.wantCount = n.wanted.reduce((s, x) => s + x, 0);
+    }
+    nodes.push(n);
+    byId.set(n.id, n);
+    heap.push(n.joinAt, Ev.Join, i);
+  }
+
+  function mkNode(idx: number, id: string, up: number, down: number, joinAt: number): Node {
+    return {
+      idx,
+      id,
+      up,
+      down,
+      joinAt,
+      leaveAt: Infinity,
+      corrupt: false,
+      have: new Uint8Array(pieces),
+      haveCount: 0,
+      wanted: null,
+      wantCount: pieces,
+      inflight: new Set(),
+      ups: new Set(),
+      downs: new Set(),
+      doneAt: -1,
+      left: false,
+      retrying: false,
+      uploaded: 0,
+    };
+  }
+
+  /** Live and pending flows only: finished ones are dropped, so memory follows the active swarm, not its history. */
+  const flows = new Map<number, Flow>();
+  let flowIds = 0;
+  let now = 0;
+  let events = 0;
+  let originBytes = 0;
+  let supernodeBytes = 0;
+  let peerBytes = 0;
+  let corruptDetected = 0;
+  let activeFlows = 0;
+  let finished = 0;
+  const wantedMissing = (n: Node) => n.wantCount - countHaveWanted(n);
+  const countHaveWanted = (n: Node) => (n.wanted ? n.wantedHave ?? 0 : n.haveCount);
+
+  function reschedule(f: Flow): void {
+    const rate = Math.min(f.from.up / f.from.ups.size, f.to.down / f.to.downs.size);
+    // A flow limited by its other end keeps its rate: no new event needed (most updates in a big swarm).
+    if (rate === f.rate && f.version > 0) return;
+    f.remaining -= f.rate * (now - f.last);
+    f.last = now;
+    f.rate = rate;
+    f.version++;
+    heap.push(now + Math.max(0, f.remaining) / f.rate, Ev.Finish, f.id, f.version);
+  }
+  function touch(a: Node, b: Node): void {
+    for (const f of a.ups) reschedule(f);
+    for (const f of b.downs) if (f.from !== a) reschedule(f);
+  }
+
+  function pump(n: Node): void {
+    if (n.left || n.doneAt >= 0) return;
+    const free = sc.parallel - n.inflight.size;
+    if (free <= 0) return;
+    const want: number[] = [];
+    for (let p = 0; p < pieces; p++) if (!n.have[p] && !n.inflight.has(p) && (!n.wanted || n.wanted[p])) want.push(p);
+    if (!want.length) return;
+    const choices = sched.schedule(TASK, n.id, want, free, now);
+    for (const c of choices) {
+      const from = c.from === SUPERNODE ? source : byId.get(c.from)!;
+      n.inflight.add(c.piece);
+      const f: Flow = { id: flowIds++, from, to: n, piece: c.piece, remaining: pieceLen(c.piece), rate: 0, last: now, version: 0, live: false };
+      flows.set(f.id, f);
+      heap.push(now + sc.latencyMs, Ev.Start, f.id);
+    }
+    if (!choices.length && n.inflight.size === 0 && !n.retrying) {
+      n.retrying = true;
+      heap.push(now + RETRY_MS, Ev.Retry, n.idx);
+    }
+  }
+
+  function endFlow(f: Flow): void {
+    flows.delete(f.id);
+    f.live = false;
+    activeFlows--;
+    f.from.ups.delete(f);
+    f.to.downs.delete(f);
+    touch(f.from, f.to);
+  }
+
+  const timeline: SimResult['timeline'] = [];
+  const horizonGuess = Math.max(1, p2pBound(sc.fileBytes, sc.sourceUp, nodes.map((n) => n.down * 1000), nodes.map((n) => n.up * 1000)) * 1000 * 4 + sc.joinSpreadMs);
+  const step = horizonGuess / (opts.timelinePoints ?? 200);
+  let nextSample = 0;
+  let bytesSinceSample = 0;
+
+  for (let e = heap.pop(); e; e = heap.pop()) {
+    now = e.at;
+    events++;
+    while (now >= nextSample) {
+      timeline.push({ t: nextSample / 1000, done: finished, flows: activeFlows, throughput: (bytesSinceSample / step) * 1000 });
+      bytesSinceSample = 0;
+      nextSample += step;
+    }
+    switch (e.kind) {
+      case Ev.Join: {
+        const n = nodes[e.ref]!;
+        sched.peerJoined(n.id, true, n.labels);
+        sched.taskJoined(n.id, TASK);
+        pump(n);
+        break;
+      }
+      case Ev.Retry: {
+        const n = nodes[e.ref]!;
+        n.retrying = false;
+        pump(n);
+        break;
+      }
+      case Ev.Start: {
+        const f = flows.get(e.ref)!;
+        if (f.to.left || f.from.left) {
+          flows.delete(f.id);
+          f.to.inflight.delete(f.piece);
+          if (!f.to.left) pump(f.to);
+          break;
+        }
+        f.live = true;
+        activeFlows++;
+        f.last = now;
+        f.from.ups.add(f);
+        f.to.downs.add(f);
+        touch(f.from, f.to);
+        break;
+      }
+      case Ev.Finish: {
+        const f = flows.get(e.ref);
+        if (!f || !f.live || e.version !== f.version) break;
+        const n = f.to;
+        const len = pieceLen(f.piece);
+        endFlow(f);
+        bytesSinceSample += len;
+        n.inflight.delete(f.piece);
+        f.from.uploaded += len;
+        if (f.from === source) {
+          supernodeBytes += len;
+          if (!seeded[f.piece]) {
+            seeded[f.piece] = 1;
+            originBytes += len;
+          }
+        } else peerBytes += len;
+        if (f.from.corrupt) {
+          corruptDetected++;
+          sched.pieceResult(TASK, n.id, f.piece, f.from.id, false, 'corrupt');
+        } else {
+          n.have[f.piece] = 1;
+          n.haveCount++;
+          if (n.wanted?.[f.piece]) n.wantedHave = (n.wantedHave ?? 0) + 1;
+          sched.pieceResult(TASK, n.id, f.piece, f.from.id, true);
+          if (n.leaveAt === -1 && countHaveWanted(n) * 2 >= n.wantCount) {
+            n.leaveAt = now;
+            heap.push(now, Ev.Leave, n.idx);
+          }
+          if (wantedMissing(n) === 0 && n.doneAt < 0) {
+            n.doneAt = now;
+            finished++;
+          }
+        }
+        pump(n);
+        break;
+      }
+      case Ev.Leave: {
+        const n = nodes[e.ref]!;
+        n.left = true;
+        sched.peerLeft(n.id);
+        for (const f of [...n.ups]) {
+          endFlow(f);
+          f.to.inflight.delete(f.piece);
+          pump(f.to);
+        }
+        for (const f of [...n.downs]) endFlow(f);
+        break;
+      }
+    }
+  }
+
+  const stayers = nodes.filter((n) => n.leaveAt === Infinity && !n.corrupt);
+  const completion = nodes.filter((n) => n.doneAt >= 0).map((n) => (n.doneAt - n.joinAt) / 1000).sort((a, b) => a - b);
+  const q = (p: number) => completion[Math.min(completion.length - 1, Math.floor(p * completion.length))] ?? NaN;
+  // For lazy readers the bound is over what they asked for: the union from the source, each peer's own share down.
+  const wantedBytes = (n: Node) => (n.wanted ? n.wanted.reduce((s, w, p) => s + (w ? pieceLen(p) : 0), 0) : sc.fileBytes);
+  const bound = sc.lazy
+    ? lazyBound(
+        Array.from(seeded).reduce((s, x, p) => s + (x ? pieceLen(p) : 0), 0),
+        stayers.map(wantedBytes),
+        sc.sourceUp,
+        stayers.map((n) => n.down * 1000),
+        stayers.map((n) => n.up * 1000),
+      )
+    : p2pBound(sc.fileBytes, sc.sourceUp, stayers.map((n) => n.down * 1000), stayers.map((n) => n.up * 1000));
+  const firstJoin = Math.min(...nodes.map((n) => n.joinAt));
+  const lastDone = Math.max(...nodes.filter((n) => n.doneAt >= 0).map((n) => n.doneAt));
+  const util = nodes.filter((n) => n.doneAt >= 0).map((n) => n.uploaded / (n.up * Math.max(1, now - n.joinAt)));
+  const pAll = completion.length;
+  return {
+    scenario: sc,
+    pieceSize,
+    pieces,
+    completion,
+    finished: pAll,
+    unfinished: stayers.filter((n) => n.doneAt < 0).length,
+    p50: q(0.5),
+    p90: q(0.9),
+    p99: q(0.99),
+    max: completion[completion.length - 1] ?? NaN,
+    makespan: (lastDone - firstJoin) / 1000,
+    boundSeconds: bound,
+    directBoundSeconds: directBound(sc.fileBytes, sc.sourceUp, sc.peers),
+    ratioP50: q(0.5) / bound,
+    ratioMax: (completion[completion.length - 1] ?? NaN) / bound,
+    originBytes,
+    supernodeBytes,
+    peerBytes,
+    corruptDetected,
+    uploadUtilisation: util.reduce((s, x) => s + x, 0) / Math.max(1, util.length),
+    timeline,
+    events,
+    wallMs: performance.now() - wall0,
+  };
+}

@@ -1,0 +1,4 @@
+export * from './engine.js';
+export * from './bound.js';
+export * from './scenario.js';
+export * from './report.js';

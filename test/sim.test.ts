@@ -1,0 +1,79 @@
+/** The simulator: bound arithmetic, determinism, a small swarm within bounds, failures, and that it runs the real scheduler. */
+import t from 'tap';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { directBound, lazyBound, p2pBound, scenarios, simulate, summary, toHtml, defaults, type Scenario } from '@damselfly/sim';
+import { rarestFirst, type SchedulePolicy } from '@damselfly/supernode';
+import { ROOT } from './helpers/cluster.js';
+
+const MB = 1e6;
+const small = (over: Partial<Scenario> = {}): Scenario => ({
+  ...defaults,
+  name: 'small',
+  fileBytes: 64 * 1024 * 1024,
+  peers: 30,
+  peerUp: 50 * MB,
+  peerDown: 100 * MB,
+  sourceUp: 100 * MB,
+  joinSpreadMs: 200,
+  ...over,
+});
+
+t.test('lower bound: max(F/us, F/dmin, N·F/(us+Σui))', async (t) => {
+  t.equal(p2pBound(100, 10, [50, 20], [5, 5]), 10, 'source-bound');
+  t.equal(p2pBound(100, 1000, [50, 20], [5, 5]), 5, 'slowest downlink');
+  t.equal(p2pBound(100, 10, [1000, 1000, 1000, 1000], [1, 1, 1, 1]), 400 / 14, 'total upload');
+  t.equal(directBound(100, 10, 8), 80);
+  t.equal(lazyBound(50, [10, 20], 10, [10, 10], [0, 0]), 5);
+});
+
+t.test('deterministic for a seed, different for another', async (t) => {
+  const a = simulate(small());
+  const b = simulate(small());
+  const c = simulate(small({ seed: 2 }));
+  t.same(a.completion, b.completion);
+  t.same({ ...summary(a), wallSeconds: 0 }, { ...summary(b), wallSeconds: 0 });
+  t.notSame(a.completion, c.completion);
+});
+
+t.test('a small swarm: everyone finishes, between the bound and a few times it, origin serves the blob once', async (t) => {
+  const r = simulate(small());
+  t.equal(r.finished, 30);
+  t.equal(r.unfinished, 0);
+  t.ok(r.max >= r.boundSeconds * 0.999, `the last peer (${r.max.toFixed(2)} s) is not faster than the bound ${r.boundSeconds.toFixed(2)} s`);
+  t.ok(r.max <= r.boundSeconds * 4, `max ${r.max.toFixed(2)} s within 4x the bound`);
+  t.ok(r.max < r.directBoundSeconds, 'beats pulling directly from the source');
+  t.equal(r.originBytes, 64 * 1024 * 1024, 'each piece left the origin once');
+  t.ok(r.peerBytes > r.supernodeBytes, 'most bytes moved peer to peer');
+  t.match(toHtml([r]), /<svg[\s\S]*polyline/);
+});
+
+t.test('peers leaving and corrupt peers: everyone who stays finishes; corruption is caught', async (t) => {
+  const r = simulate(small({ peers: 60, leaveFraction: 0.1, corruptFraction: 0.1, seed: 7 }));
+  t.equal(r.unfinished, 0, 'all staying peers finished');
+  t.ok(r.corruptDetected > 0, `${r.corruptDetected} corrupt pieces detected and refetched`);
+  t.ok(r.corruptDetected <= 6 * 8 * 2, 'corrupt peers are blacklisted quickly, not asked again and again');
+});
+
+t.test('lazy loading: the origin serves only the pieces somebody read', async (t) => {
+  const r = simulate({ ...scenarios['nydus-lazy']!(40), fileBytes: 2 * 1024 * 1024 * 1024, lazy: { reads: 4, readBytes: 1 << 20, hot: 0.8 } });
+  t.equal(r.unfinished, 0);
+  t.ok(r.originBytes < r.scenario.fileBytes / 2, `origin ${r.originBytes} of ${r.scenario.fileBytes}`);
+});
+
+t.test('the simulator runs the supernode scheduler itself, not a copy', async (t) => {
+  let calls = 0;
+  const counting: SchedulePolicy = (view, input) => {
+    calls++;
+    return rarestFirst(view, input);
+  };
+  const r = simulate(small({ peers: 10 }), { policy: counting });
+  t.ok(calls > 10, `the pluggable policy was consulted ${calls} times`);
+  t.equal(r.unfinished, 0);
+  const dir = join(ROOT, 'sim', 'src');
+  for (const f of await readdir(dir)) {
+    const src = await readFile(join(dir, f), 'utf8');
+    t.notMatch(src, /class Scheduler|const rarestFirst|function rarestFirst/, `${f} defines no scheduler of its own`);
+  }
+  t.match(await readFile(join(dir, 'engine.ts'), 'utf8'), /from '@damselfly\/supernode'/);
+});
