@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { loadConfig, type ConfigSources, type Schema } from '@damselfly/shared';
+import { loadConfig, sharedError, type ConfigSources, type Schema } from '@damselfly/shared';
 
 /** dfdaemon settings. Every field can come from the YAML file, an environment variable or a flag. */
 export interface DaemonConfig {
@@ -32,6 +32,13 @@ export interface DaemonConfig {
   proxyHosts: string[];
   /** After a Range read, fetch the rest of the blob in the background. */
   prefetch: boolean;
+  /** Cache quota in bytes (0 = none); GC runs from `gcHigh`×quota down to `gcLow`×quota, least recently used first. */
+  diskQuota: number;
+  gcHigh: number;
+  gcLow: number;
+  /** Remove tasks unused for this long (0 = never). */
+  taskTtlSeconds: number;
+  gcIntervalSeconds: number;
   logLevel: string;
 }
 
@@ -54,9 +61,16 @@ export const daemonSchema: Schema = {
   registries: { type: 'urls', default: [], env: 'DFDAEMON_REGISTRIES', doc: 'upstream registries, comma separated; the first is the mirror default' },
   proxyHosts: { type: 'strings', default: [], env: 'DFDAEMON_PROXY_HOSTS', doc: 'other hosts the forward proxy serves (* = any)' },
   prefetch: { type: 'bool', default: false, env: 'DFDAEMON_PREFETCH', doc: 'after a Range read, fetch the rest of the blob' },
+  diskQuota: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_DISK_QUOTA', doc: 'cache quota, e.g. 50GiB (0 = none)' },
+  gcHigh: { type: 'int', default: 90, min: 1, max: 100, env: 'DFDAEMON_GC_HIGH', doc: 'GC starts above this % of the quota' },
+  gcLow: { type: 'int', default: 80, min: 0, max: 100, env: 'DFDAEMON_GC_LOW', doc: 'GC evicts down to this % of the quota' },
+  taskTtlSeconds: { type: 'int', default: 0, min: 0, env: 'DFDAEMON_TASK_TTL_SECONDS', doc: 'evict tasks unused this long (0 = never)' },
+  gcIntervalSeconds: { type: 'int', default: 60, min: 1, env: 'DFDAEMON_GC_INTERVAL_SECONDS', doc: 'how often GC runs' },
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };
 
 export function loadDaemonConfig(sources: ConfigSources): Readonly<DaemonConfig> {
-  return loadConfig<DaemonConfig>(daemonSchema, sources);
+  const c = loadConfig<DaemonConfig>(daemonSchema, sources);
+  if (c.gcLow > c.gcHigh) throw sharedError('CONFIG_INVALID', `  - gcLow (${c.gcLow}) must not exceed gcHigh (${c.gcHigh})`);
+  return c;
 }

@@ -7,6 +7,7 @@ import { Agent } from 'undici';
 import { createLogger, createOriginDispatcher, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { LocalStore } from './storage/local-store.js';
+import { collectGarbage, type GcResult } from './storage/gc.js';
 import { SupernodePool } from './peer/supernode-pool.js';
 import { Peer } from './peer/peer.js';
 import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
@@ -70,6 +71,10 @@ export class Daemon {
     await once(this.#proxy, 'listening');
     this.proxyUrl = `http://${advertiseHost(c.proxyHost)}:${(this.#proxy.address() as AddressInfo).port}`;
 
+    this.#gcTimer = setInterval(() => void this.gc().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')), c.gcIntervalSeconds * 1000);
+    this.#gcTimer.unref();
+    await this.gc();
+
     this.#health = buildHealthServer({ metrics: this.metrics, log: this.log });
     await this.#health.listen({ host: c.healthHost, port: c.healthPort });
     this.healthUrl = `http://${advertiseHost(c.healthHost)}:${(this.#health.server.address() as AddressInfo).port}`;
@@ -77,6 +82,26 @@ export class Daemon {
   }
 
   #stopped?: Promise<void>;
+  #gcTimer?: NodeJS.Timeout;
+  #gcRunning?: Promise<GcResult>;
+
+  /** One GC pass (quota watermarks, TTL); also refreshes the cache metrics. Concurrent calls share a pass. */
+  gc(now = Date.now()): Promise<GcResult> {
+    this.#gcRunning ??= collectGarbage(
+      this.store,
+      { quota: this.config.diskQuota, high: this.config.gcHigh / 100, low: this.config.gcLow / 100, ttlMs: this.config.taskTtlSeconds * 1000 },
+      this.log,
+      now,
+    )
+      .then((r) => {
+        for (const e of r.evicted) this.metrics.evictions.inc({ why: e.why });
+        this.metrics.cacheBytes.set(r.usedBytes);
+        this.metrics.cacheTasks.set([...this.store.tasks()].length);
+        return r;
+      })
+      .finally(() => (this.#gcRunning = undefined));
+    return this.#gcRunning;
+  }
 
   /** Stops taking requests, ends downloads, leaves the supernodes, closes the store. Safe to call twice. */
   stop(): Promise<void> {
@@ -85,6 +110,7 @@ export class Daemon {
   }
 
   async #stop(): Promise<void> {
+    clearInterval(this.#gcTimer);
     if (this.#proxy) {
       this.#proxy.close();
       this.#proxy.closeAllConnections();

@@ -17,6 +17,9 @@ export function createDaemonMetrics() {
     backSource: new Counter({ name: 'damselfly_dfdaemon_back_source_total', help: 'Tasks (or their rest) fetched from the origin directly', labelNames: ['why'], registers }),
     tasks: new Counter({ name: 'damselfly_dfdaemon_tasks_total', help: 'Downloads by outcome', labelNames: ['result'], registers }),
     proxyRequests: new Counter({ name: 'damselfly_dfdaemon_proxy_requests_total', help: 'Proxy requests', labelNames: ['kind', 'status'], registers }),
+    cacheBytes: new Gauge({ name: 'damselfly_dfdaemon_cache_bytes', help: 'Bytes of verified pieces in the cache', registers }),
+    cacheTasks: new Gauge({ name: 'damselfly_dfdaemon_cache_tasks', help: 'Tasks in the cache', registers }),
+    evictions: new Counter({ name: 'damselfly_dfdaemon_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
     uploadsActive: new Gauge({ name: 'damselfly_dfdaemon_uploads_active', help: 'Pieces being uploaded now', registers }),
   };
 }

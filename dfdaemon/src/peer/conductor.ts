@@ -165,6 +165,9 @@ export class Conductor {
       return cached;
     }
     cached?.resetFailure();
+    // Pieces left on disk by an earlier run are checked once before anyone builds on them (a crash, a bad disk).
+    const dropped = (await cached?.recheck()) ?? [];
+    if (dropped.length) this.#log.warn({ pieces: dropped }, 'cache:dropped-bad-pieces');
     const digest = checkDigest(this.#req.url, this.#req.digest);
 
     let client: SupernodeClient | undefined;

@@ -62,7 +62,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   const local = c.cached(taskId);
   if (local && rangeHeader !== undefined) {
     const range = parseRange(rangeHeader, local.info.contentLength);
-    if (range && piecesOf(range, local.info.pieceSize).every((n) => local.has(n))) {
+    const covering = range ? piecesOf(range, local.info.pieceSize) : [];
+    if (range && covering.every((n) => local.has(n)) && (await local.recheck(covering)).length === 0) {
       writeHead(res, local, range);
       await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal });
       res.end();

@@ -18,6 +18,23 @@ export async function streamTask(
     await dl.done;
     return;
   }
+  // A task being read is in use: GC leaves it alone, and it counts as recently used.
+  task.users++;
+  try {
+    await task.touch();
+    await writeRange(dl, out, { start, end, signal, onBytes });
+  } finally {
+    task.users--;
+  }
+}
+
+async function writeRange(
+  dl: Download,
+  out: Writable,
+  { start, end, signal, onBytes }: { start: number; end: number; signal?: AbortSignal; onBytes?: (n: number) => void },
+): Promise<void> {
+  const { task } = dl;
+  const { pieceSize, contentLength } = task.info;
   const whole = start === 0 && end === contentLength - 1;
   const first = Math.floor(start / pieceSize);
   const last = Math.floor(end / pieceSize);

@@ -48,6 +48,9 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   get complete(): boolean {
     return this.#meta.complete;
   }
+  get lastAccess(): number {
+    return this.#meta.lastAccess;
+  }
   get failure(): Error | undefined {
     return this.#failure;
   }
@@ -103,6 +106,23 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
       await this.dropPiece(n);
       throw err;
     }
+  }
+
+  /**
+   * Re-hashes present pieces this process has not checked yet (found on disk at start-up), dropping bad ones so they
+   * are fetched again. Returns the dropped piece numbers.
+   */
+  async recheck(pieces: readonly number[] = this.present()): Promise<number[]> {
+    const dropped: number[] = [];
+    for (const n of pieces) {
+      if (!this.#pieces.has(n) || this.#checked.has(n)) continue;
+      try {
+        await this.readPiece(n);
+      } catch {
+        dropped.push(n);
+      }
+    }
+    return dropped;
   }
 
   async dropPiece(n: number): Promise<void> {
