@@ -87,8 +87,14 @@ export class SupernodeClient extends EventEmitter<{ close: [] }> {
     if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(body));
   }
 
+  /** Says goodbye (a close frame: the supernode drops this peer's pieces and slots at once), then lets go. */
   close(): void {
-    this.#ws?.terminate();
+    const ws = this.#ws;
+    if (!ws) return;
+    if (ws.readyState === WebSocket.OPEN) {
+      ws.close(1001, 'peer leaving');
+      setTimeout(() => ws.terminate(), 1000).unref();
+    } else ws.terminate();
   }
 
   #onMessage(raw: string): void {
