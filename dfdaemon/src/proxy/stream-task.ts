@@ -7,32 +7,30 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { Download } from '../peer/peer.js';
 
-export async function streamTask(
-  dl: Download,
-  out: Writable,
-  { start, end, signal, onBytes }: { start: number; end: number; signal?: AbortSignal; onBytes?: (n: number) => void },
-): Promise<void> {
-  const { task } = dl;
-  const { pieceSize, contentLength } = task.info;
-  if (contentLength === 0 || end < start) {
+export interface StreamOptions {
+  /** Inclusive byte range. */
+  start: number;
+  end: number;
+  signal?: AbortSignal;
+  onBytes?: (n: number) => void;
+}
+
+export async function streamTask(dl: Download, out: Writable, opts: StreamOptions): Promise<void> {
+  if (dl.task.info.contentLength === 0 || opts.end < opts.start) {
     await dl.done;
     return;
   }
   // A task being read is in use: GC leaves it alone, and it counts as recently used.
-  task.users++;
+  dl.task.users++;
   try {
-    await task.touch();
-    await writeRange(dl, out, { start, end, signal, onBytes });
+    await dl.task.touch();
+    await writeRange(dl, out, opts);
   } finally {
-    task.users--;
+    dl.task.users--;
   }
 }
 
-async function writeRange(
-  dl: Download,
-  out: Writable,
-  { start, end, signal, onBytes }: { start: number; end: number; signal?: AbortSignal; onBytes?: (n: number) => void },
-): Promise<void> {
+async function writeRange(dl: Download, out: Writable, { start, end, signal, onBytes }: StreamOptions): Promise<void> {
   const { task } = dl;
   const { pieceSize, contentLength } = task.info;
   const whole = start === 0 && end === contentLength - 1;
