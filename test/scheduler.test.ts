@@ -83,6 +83,19 @@ t.test('scheduler state: holders, slots, blacklist, peers leaving', async (t) =>
   t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: SUPERNODE }], 'its pieces are rescheduled elsewhere');
 });
 
+t.test('a cancelled transfer frees its slot at once and blames nobody', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 4, peerSlots: 1, failuresBeforeBlacklist: 1 });
+  const task = 'c'.repeat(64);
+  for (const p of ['a', 'b']) s.peerJoined(p, true);
+  s.taskJoined('a', task, [0]);
+  t.same(s.schedule(task, 'b', [0], 1), [{ piece: 0, from: 'a' }]);
+  t.equal(s.load('a'), 1);
+  s.pieceResult(task, 'b', 0, 'a', false, 'cancelled');
+  t.equal(s.load('a'), 0);
+  t.notOk(s.isBlacklisted(task, 'a'), 'not blacklisted even with a 1-failure threshold');
+  t.same(s.schedule(task, 'b', [0], 1), [{ piece: 0, from: 'a' }], 'the piece can be scheduled again right away');
+});
+
 t.test('stale assignments are swept', async (t) => {
   const s = new Scheduler({ supernodeSlots: 1, peerSlots: 1, failuresBeforeBlacklist: 3, assignmentTimeoutMs: 1000 });
   const task = 'e'.repeat(64);

@@ -49,7 +49,8 @@ export interface PieceResult {
   /** Peer id of the source, or `supernode`. */
   from: string;
   ok: boolean;
-  reason?: 'corrupt' | 'timeout' | 'error';
+  /** `cancelled`: the downloader gave up on its own (shutdown, task failed elsewhere); no fault of the source. */
+  reason?: 'corrupt' | 'timeout' | 'error' | 'cancelled';
 }
 
 export interface LeaveTask {
@@ -176,7 +177,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
       return { type: 'pieces:schedule', id: int(m, 'id'), taskId: taskId(m), want: intList(m, 'want'), max: int(m, 'max', 1, 256) };
     case 'piece:result': {
       const reason = m.reason;
-      if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error') bad('bad reason');
+      if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error' && reason !== 'cancelled') bad('bad reason');
       if (typeof m.ok !== 'boolean') bad('ok must be a boolean');
       return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: str(m, 'from', 256), ok: m.ok, reason };
     }

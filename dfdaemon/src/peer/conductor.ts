@@ -266,7 +266,11 @@ export class Conductor {
           this.#c.metrics.downloadBytes.inc({ source: a.from === 'supernode' ? 'supernode' : 'peer' }, bytes);
         })
         .catch((err: unknown) => {
-          if (stop.aborted) return;
+          if (stop.aborted) {
+            // Our own cancellation: free the slot booked for it at once, and blame nobody.
+            client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+            return;
+          }
           const code = (err as { code?: string }).code;
           // A wrong hash or a wrong length from a source that knows the piece's size are both bad data.
           const reason = code === 'PIECE_CORRUPT' || code === 'PIECE_SHORT' ? 'corrupt' : (err as Error).name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'error';

@@ -129,7 +129,7 @@ export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
           return;
         }
         c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason);
-        if (!msg.ok) c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, reason: msg.reason }, 'piece:failed');
+        if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, reason: msg.reason }, 'piece:failed');
         return;
       case 'task:leave':
         c.scheduler.taskLeft(peerId!, msg.taskId);

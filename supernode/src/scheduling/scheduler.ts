@@ -117,7 +117,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (this.#peers.has(requester)) this.#addHolder(swarm, piece, requester);
       return;
     }
-    if (from === SUPERNODE) return;
+    if (from === SUPERNODE || reason === 'cancelled') return;
     if (reason === 'corrupt') {
       this.#blacklist(taskId, swarm, from, 'served a corrupt piece');
       return;
