@@ -61,10 +61,11 @@ t.test('kill -9 mid-download: restart finds a consistent cache and never serves 
   const url = `${relay.url}/v2/team/crash/blobs/${digest}`;
   const dataDir = await tempDir(t);
   const proxyPort = await freePort();
+  const healthPort = await freePort();
   const spawnDaemon = () =>
     spawn(
       process.execPath,
-      [join(ROOT, 'dfdaemon/dist/cli.js'), '--data-dir', dataDir, '--proxy-port', String(proxyPort), '--upload-host', '127.0.0.1', '--upload-port', '0', '--health-port', '0', '--proxy-hosts', '*', '--parallel-pieces', '2', '--log-level', 'warn'],
+      [join(ROOT, 'dfdaemon/dist/cli.js'), '--data-dir', dataDir, '--proxy-port', String(proxyPort), '--upload-host', '127.0.0.1', '--upload-port', '0', '--health-port', String(healthPort), '--proxy-hosts', '*', '--parallel-pieces', '2', '--log-level', 'warn'],
       { stdio: 'ignore' },
     );
   const waitUp = async () => {
@@ -84,7 +85,15 @@ t.test('kill -9 mid-download: restart finds a consistent cache and never serves 
   await waitUp();
   // Back-to-source (no supernode): the download runs ~2 s through the 16 MB/s relay; kill it half-way.
   const pending = getViaProxy(`http://127.0.0.1:${proxyPort}`, url).catch(() => undefined);
-  await new Promise((res) => setTimeout(res, 1000));
+  // Kill once at least two pieces are in (the metric counts bytes as they arrive), whatever the machine's load.
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const m = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
+    const got = Number(/damselfly_dfdaemon_download_bytes_total\{source="back_to_source"\} (\d+)/.exec(m)?.[1] ?? 0);
+    if (got >= 10 * MiB) break;
+    if (Date.now() > deadline) throw new Error('download did not progress');
+    await new Promise((res) => setTimeout(res, 20));
+  }
   first.kill('SIGKILL');
   await pending;
 
