@@ -6,7 +6,6 @@ export const DaemonErrors = {
   DF_SUPERNODE_ERROR: { message: 'supernode refused: %s', status: 502 },
   DF_PIECE_FAILED: { message: 'piece could not be fetched from any source: %s', status: 502 },
   DF_TASK_FAILED: { message: 'download failed: %s', status: 502 },
-  DF_TASK_NOT_FOUND: { message: 'unknown task %s', status: 404 },
   DF_PIECE_NOT_FOUND: { message: 'piece not here: %s', status: 404 },
   DF_UPLOAD_BUSY: { message: 'upload slots full%s', status: 503 },
   DF_PROXY_UNSUPPORTED: { message: 'not proxied: %s', status: 400 },

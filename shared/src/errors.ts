@@ -41,7 +41,6 @@ export const SharedErrors = {
   RANGE_NOT_SATISFIABLE: { message: 'range not satisfiable: %s', status: 416 },
   BAD_MESSAGE: { message: 'malformed message: %s', status: 400 },
   DIGEST_MISMATCH: { message: 'digest mismatch: %s', status: 502 },
-  ABORTED: { message: 'aborted: %s', status: 499 },
 } as const satisfies ErrorTable<string>;
 
 export const sharedError = errorFactory(SharedErrors);

@@ -14,7 +14,6 @@ export const OriginErrors = {
   ORIGIN_BAD_STATUS: { message: 'origin answered %s', status: 502 },
   ORIGIN_BAD_RANGE: { message: 'origin sent the wrong range: %s', status: 502 },
   ORIGIN_NO_RANGE: { message: 'origin ignores Range: %s', status: 502 },
-  ORIGIN_SHORT_BODY: { message: 'origin body ended early: %s', status: 502 },
 } as const satisfies ErrorTable<string>;
 
 export const originError = errorFactory(OriginErrors);

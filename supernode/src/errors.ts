@@ -8,7 +8,6 @@ export const SupernodeErrors = {
   SN_NOT_HELLO: { message: 'first message must be peer:hello, got %s', status: 400 },
   SN_SEED_FAILED: { message: 'seeding failed: %s', status: 502 },
   SN_SHUTTING_DOWN: { message: 'supernode is shutting down%s', status: 503 },
-  SN_STORAGE: { message: 'storage error: %s', status: 507 },
 } as const satisfies ErrorTable<string>;
 
 export type SupernodeErrorCode = keyof typeof SupernodeErrors;
