@@ -3,7 +3,7 @@
  * access log so tests can count what the origin actually served.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -117,7 +117,6 @@ function randomBytesSeeded(seed: number, size: number): Buffer {
   return out;
 }
 
-export const randomBlob = (size: number) => randomBytes(size);
 
 /** Pushes one blob with the registry's monolithic upload; returns its digest and the blob URL. */
 export async function pushBlob(registryUrl: string, repo: string, data: Buffer, headers: Record<string, string> = {}): Promise<{ digest: string; url: string }> {
