@@ -1,12 +1,42 @@
 #!/usr/bin/env node
 // All-in-one: a supernode and a dfdaemon in one process, for a single machine or a first try.
 // Data lives under $DAMSELFLY_HOME (default ./.damselfly). Extra settings come from the usual env variables.
+//
+// Secure by default: without DAMSELFLY_CLUSTER_SECRET(_FILE) a random secret is created once in
+// $DAMSELFLY_HOME/cluster-secret (mode 0600); other nodes join by being given the same file. The supernode seeds only
+// from the dfdaemon's registries and proxy hosts (SUPERNODE_ALLOWED_ORIGINS to change that), and from their own
+// addresses even when those are loopback or private: the operator named them.
+import { randomBytes } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Supernode, loadSupernodeConfig } from '@damselfly/supernode';
 import { Daemon, loadDaemonConfig } from '@damselfly/dfdaemon';
 
 const home = resolve(process.env.DAMSELFLY_HOME ?? '.damselfly');
-const env = process.env;
+const env = { ...process.env };
+if (!env.DAMSELFLY_CLUSTER_SECRET && !env.DAMSELFLY_CLUSTER_SECRET_FILE) {
+  const file = join(home, 'cluster-secret');
+  if (!existsSync(file)) {
+    mkdirSync(home, { recursive: true });
+    writeFileSync(file, randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
+  }
+  env.DAMSELFLY_CLUSTER_SECRET_FILE = file;
+}
+const split = (s) => (s ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+const registries = split(env.DFDAEMON_REGISTRIES);
+const origins = [...registries, ...split(env.DFDAEMON_PROXY_HOSTS)];
+env.SUPERNODE_ALLOWED_ORIGINS ??= origins.join(',');
+if (env.SUPERNODE_ORIGIN_ALLOW_CIDRS === undefined) {
+  const cidrs = new Set();
+  for (const r of registries) {
+    try {
+      for (const a of await lookup(new URL(r).hostname, { all: true })) cidrs.add(a.family === 4 ? `${a.address}/32` : `${a.address}/128`);
+    } catch {}
+  }
+  env.SUPERNODE_ORIGIN_ALLOW_CIDRS = [...cidrs].join(',');
+}
+
 let sn, daemon;
 try {
   sn = new Supernode(loadSupernodeConfig({ env, flags: { dataDir: join(home, 'supernode') } }));
@@ -20,7 +50,9 @@ try {
 }
 process.stderr.write(
   `damselfly all-in-one is up\n  supernode      ${sn.url}\n  proxy/mirror   ${daemon.proxyUrl}\n  upload         ${daemon.uploadUrl}\n  health         ${daemon.healthUrl}/server/ping\n` +
-    `try: node dfget/dist/cli.js <url> -O <file>\n`,
+    `  cluster secret ${env.DAMSELFLY_CLUSTER_SECRET_FILE ?? '(from DAMSELFLY_CLUSTER_SECRET)'}\n` +
+    `  seeds from     ${env.SUPERNODE_ALLOWED_ORIGINS || '(nothing: set DFDAEMON_REGISTRIES)'}\n` +
+    `try: node dfget/dist/cli.js <url> -O <file> --daemon ${daemon.proxyUrl}\n`,
 );
 let stopping = false;
 for (const sig of ['SIGINT', 'SIGTERM']) {

@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Supernode, loadSupernodeConfig } from '@damselfly/supernode';
-import { ROOT, getViaProxy, startDaemon, tempDir } from './helpers/cluster.js';
+import { ROOT, TEST_ORIGINS, TEST_SECRET, getViaProxy, startDaemon, tempDir } from './helpers/cluster.js';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { metricValue } from './helpers/metrics.js';
 
@@ -43,7 +43,7 @@ t.test('a restarted supernode keeps its tasks and seeded pieces (level + data fi
   const blob = makeBlob(9 * 1024 * 1024, 71);
   const { digest, url } = await pushBlob(reg.url, 'team/sn-restart', blob);
   const dataDir = await tempDir(t);
-  const cfg = () => loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'warn' } });
+  const cfg = () => loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'warn', clusterSecret: TEST_SECRET, ...TEST_ORIGINS } });
   const sn1 = new Supernode(cfg());
   await sn1.start();
   const d1 = await startDaemon(t, [sn1.url]);

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { TaskIndex } from '@damselfly/shared';
+import { TaskIndex, taskIdFor } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry, freePort } from './helpers/registry.js';
 import { ROOT, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { throttledRelay } from './helpers/throttle.js';
@@ -98,7 +98,7 @@ t.test('kill -9 mid-download: restart finds a consistent cache and never serves 
   await pending;
 
   // The index must be consistent: every piece it lists verifies against the data file.
-  const taskId = createHash('sha256').update(digest).digest('hex');
+  const taskId = taskIdFor(new URL(url));
   const index = new TaskIndex(join(dataDir, 'index'));
   await index.start();
   const present = await index.pieces(taskId);

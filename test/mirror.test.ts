@@ -13,7 +13,7 @@ import { request } from 'undici';
 import { createLogger } from '@damselfly/shared';
 import { Supernode, loadSupernodeConfig } from '@damselfly/supernode';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { TEST_ORIGINS, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { metricValue } from './helpers/metrics.js';
 import { buildAndPushImage, mirrorConf, skopeo } from './helpers/image.js';
 import { dfget } from './helpers/dfget.js';
@@ -57,7 +57,7 @@ t.test('private registry (htpasswd): the auth challenge passes through, credenti
   let logged = '';
   const sink = new Writable({ write: (c, _e, cb) => ((logged += c), cb()) });
   const dataDir = await tempDir(t);
-  const sn = new Supernode(loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'trace' } }), { log: createLogger('supernode', 'trace', sink) });
+  const sn = new Supernode(loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'trace', clusterSecret: TEST_SECRET, ...TEST_ORIGINS } }), { log: createLogger('supernode', 'trace', sink) });
   await sn.start();
   t.teardown(() => sn.stop());
   const d = await startDaemon(t, [sn.url], { registries: [reg.url], proxyHosts: [], logLevel: 'trace' });
@@ -136,7 +136,7 @@ t.test('open-proxy guard: only configured registries and hosts are proxied', asy
   t.equal(sha(await readFile(join(dir, 'f'))), digest);
 });
 
-t.test('mirror upstream from ?ns= (containerd) and X-Dragonfly-Registry; redirects to signed URLs keep one task', async (t) => {
+t.test('mirror upstream from ?ns= (containerd) and X-Dragonfly-Registry; one task per registry; redirects to signed URLs keep one task', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
   const blob = makeBlob(6 * MiB, 51);
@@ -159,12 +159,18 @@ t.test('mirror upstream from ?ns= (containerd) and X-Dragonfly-Registry; redirec
   const viaHeader = await getViaProxy(d.proxyUrl, `/v2/team/ns/blobs/${digest}`, { 'x-dragonfly-registry': redirectUrl });
   t.equal(viaHeader.status, 200);
   t.equal(sha(viaHeader.body), digest);
-  t.equal(viaHeader.headers['x-damselfly-task-id'], viaNs.headers['x-damselfly-task-id'], 'same blob, same task, whichever registry');
+  t.not(viaHeader.headers['x-damselfly-task-id'], viaNs.headers['x-damselfly-task-id'], 'another registry is another task: its bytes are never served as the first one\'s');
+  const sameRegistry = await getViaProxy(d.proxyUrl, `/v2/other/repo/blobs/${digest}`, { 'x-dragonfly-registry': reg.url });
+  t.equal(sameRegistry.status, 200);
+  t.equal(sameRegistry.headers['x-damselfly-task-id'], viaNs.headers['x-damselfly-task-id'], 'one registry: ?ns=, the header and any repository are one task');
 
   const d2 = await startDaemon(t, [sn.url], { registries: [redirectUrl], proxyHosts: [] });
   const redirected = await getViaProxy(d2.proxyUrl, `/v2/team/ns/blobs/${digest}`, { range: 'bytes=0-1023' });
   t.equal(redirected.status, 206, 'the seeder follows the 307');
   t.ok(redirected.body.equals(blob.subarray(0, 1024)));
+  const again = await getViaProxy(d2.proxyUrl, `/v2/team/ns/blobs/${digest}`, { range: `bytes=${5 * MiB}-${5 * MiB + 9}` });
+  t.ok(again.body.equals(blob.subarray(5 * MiB, 5 * MiB + 10)));
+  t.equal(again.headers['x-damselfly-task-id'], viaHeader.headers['x-damselfly-task-id'], 'every signed redirect of one blob is one task');
   const direct = await request(`${redirectUrl}/v2/`);
   await direct.body.dump();
   t.equal(direct.statusCode, 307, 'the redirector really redirects');

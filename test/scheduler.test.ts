@@ -73,14 +73,19 @@ t.test('scheduler state: holders, slots, blacklist, peers leaving', async (t) =>
   s.pieceResult(task, 'c', 0, 'b', false, 'timeout');
   t.ok(s.isBlacklisted(task, 'b'), 'repeated failures blacklist');
 
+  t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: SUPERNODE }], 'after two failed peers, c gets the piece from the supernode');
+  s.pieceResult(task, 'c', 0, SUPERNODE, false, 'cancelled');
+
   s.peerJoined('d', true);
+  s.peerJoined('e', true);
   s.taskJoined('d', task, [0]);
-  s.schedule(task, 'c', [0], 1);
+  s.taskJoined('e', task);
+  s.schedule(task, 'e', [0], 1);
   t.equal(s.load('d'), 1);
   s.peerLeft('d');
   t.equal(s.load('d'), 0);
   t.same([...s.holders(task, 0)].sort(), ['a', 'b'].sort().filter((p) => p !== 'd'), 'd no longer offered');
-  t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: SUPERNODE }], 'its pieces are rescheduled elsewhere');
+  t.same(s.schedule(task, 'e', [0], 1), [{ piece: 0, from: SUPERNODE }], 'its pieces are rescheduled elsewhere');
 });
 
 t.test('a cancelled transfer frees its slot at once and blames nobody', async (t) => {

@@ -19,10 +19,14 @@ import { loadDaemonConfig } from '@damselfly/dfdaemon';
 const MiB = 1024 * 1024;
 const D = `sha256:${'a'.repeat(64)}`;
 
-t.test('task id: blob digest wins, signatures and ns do not split tasks', async (t) => {
+t.test('task id: digest + registry; repositories, signatures and ns do not split tasks, credentials never count', async (t) => {
   const a = taskIdFor(new URL(`http://r1:5000/v2/lib/x/blobs/${D}`));
-  const b = taskIdFor(new URL(`https://mirror.example/v2/other/blobs/${D}?ns=docker.io`));
-  t.equal(a, b, 'same digest, different registry/repo -> same task');
+  t.equal(a, taskIdFor(new URL(`http://r1:5000/v2/other/y/blobs/${D}?ns=r1:5000`)), 'same registry, another repository -> same task');
+  t.equal(a, taskIdFor(new URL(`http://user:pw@r1:5000/v2/lib/x/blobs/${D}`)), 'userinfo is not part of the id');
+  t.not(a, taskIdFor(new URL(`https://mirror.example/v2/lib/x/blobs/${D}`)), 'same digest at another registry -> another task');
+  t.not(a, taskIdFor(new URL(`https://r1:5000/v2/lib/x/blobs/${D}`)), 'another scheme is another origin');
+  t.not(taskIdFor(new URL('http://evil/x'), D), a, 'a digest claimed for another URL never lands in the registry\'s task');
+  t.equal(canonicalUrl(new URL('https://u:secret@h/p?X-Amz-Signature=s&a=1')), 'https://h/p?a=1', 'stored form: no userinfo, no signature');
   const s1 = new URL('https://bucket.s3/obj?X-Amz-Signature=1&X-Amz-Date=2&v=1');
   const s2 = new URL('https://bucket.s3/obj?v=1&X-Amz-Signature=9');
   t.equal(taskIdFor(s1), taskIdFor(s2), 'signed URLs of one object share a task');
@@ -97,12 +101,12 @@ t.test('config: every error is reported at once; layers apply in order', async (
   t.match(err.message, /--log-level: must be one of/);
 
   await writeFile(file, 'port: 9000\ndataDir: /from/file\n');
-  const cfg = loadSupernodeConfig({ file, env: { SUPERNODE_PORT: '9100' }, flags: { dataDir: '/from/flag' } });
+  const cfg = loadSupernodeConfig({ file, env: { SUPERNODE_PORT: '9100', DAMSELFLY_CLUSTER_SECRET: 's'.repeat(20) }, flags: { dataDir: '/from/flag' } });
   t.equal(cfg.port, 9100, 'env beats file');
   t.equal(cfg.dataDir, '/from/flag', 'flag beats file');
   t.ok(Object.isFrozen(cfg), 'frozen');
 
-  const d = loadDaemonConfig({ flags: { supernodes: 'http://a:8002,http://b:8002/', labels: 'zone=z1,rack=r2' } });
+  const d = loadDaemonConfig({ flags: { supernodes: 'http://a:8002,http://b:8002/', labels: 'zone=z1,rack=r2', clusterSecret: 's'.repeat(20) } });
   t.same(d.supernodes, ['http://a:8002', 'http://b:8002']);
   t.same(d.labels, { zone: 'z1', rack: 'r2' });
   t.throws(() => loadDaemonConfig({ flags: { supernodes: 'not a url', parallelPieces: '0' } }), /not a valid http\(s\) URL[\s\S]*--parallel-pieces: must be >= 1/);

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
-import { loadConfig, sharedError, type ConfigSources, type Schema } from '@damselfly/shared';
+import { loadConfig, resolveTrust, trustSchema, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
 
 /** dfdaemon settings. Every field can come from the YAML file, an environment variable or a flag. */
-export interface DaemonConfig {
+export interface DaemonConfig extends TrustConfig {
   /** Supernodes to use; tasks are spread across them by rendezvous hashing of the task id. */
   supernodes: string[];
   dataDir: string;
@@ -39,7 +39,11 @@ export interface DaemonConfig {
   /** Remove tasks unused for this long (0 = never). */
   taskTtlSeconds: number;
   gcIntervalSeconds: number;
+  /** How long a client's proven access to a private blob is remembered (per credentials, repository and digest). */
+  accessCacheSeconds: number;
   logLevel: string;
+  /** Resolved secret and TLS material (derived from the trust settings at load time). */
+  trust: Trust;
 }
 
 export const daemonSchema: Schema = {
@@ -66,11 +70,15 @@ export const daemonSchema: Schema = {
   gcLow: { type: 'int', default: 80, min: 0, max: 100, env: 'DFDAEMON_GC_LOW', doc: 'GC evicts down to this % of the quota' },
   taskTtlSeconds: { type: 'int', default: 0, min: 0, env: 'DFDAEMON_TASK_TTL_SECONDS', doc: 'evict tasks unused this long (0 = never)' },
   gcIntervalSeconds: { type: 'int', default: 60, min: 1, env: 'DFDAEMON_GC_INTERVAL_SECONDS', doc: 'how often GC runs' },
+  accessCacheSeconds: { type: 'int', default: 60, min: 0, max: 86_400, env: 'DFDAEMON_ACCESS_CACHE_SECONDS', doc: 'how long a proven access to a private blob is remembered' },
+  ...trustSchema,
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };
 
 export function loadDaemonConfig(sources: ConfigSources): Readonly<DaemonConfig> {
-  const c = loadConfig<DaemonConfig>(daemonSchema, sources);
-  if (c.gcLow > c.gcHigh) throw sharedError('CONFIG_INVALID', `  - gcLow (${c.gcLow}) must not exceed gcHigh (${c.gcHigh})`);
-  return c;
+  return loadConfig<DaemonConfig>(daemonSchema, sources, (v, errors) => {
+    if (typeof v.gcLow === 'number' && typeof v.gcHigh === 'number' && v.gcLow > v.gcHigh) errors.push(`gcLow (${v.gcLow}) must not exceed gcHigh (${v.gcHigh})`);
+    const listen = { uploadHost: String(v.uploadHost ?? ''), proxyHost: String(v.proxyHost ?? '') };
+    return { trust: resolveTrust(v as unknown as TrustConfig, listen, errors) };
+  });
 }

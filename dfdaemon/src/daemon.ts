@@ -14,6 +14,8 @@ import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
 import { buildUploadServer } from './upload/upload-server.js';
 import { buildProxyServer } from './proxy/proxy-server.js';
 import { buildHealthServer } from './health-server.js';
+import { AccessGuard } from './proxy/access-guard.js';
+import { clusterTls } from './peer/supernode-client.js';
 import { advertiseHost } from './advertise.js';
 
 export class Daemon {
@@ -24,6 +26,8 @@ export class Daemon {
   readonly #dispatcher = createOriginDispatcher({ connections: 32 });
   /** Pass-through requests: redirects go back to the client untouched. */
   readonly #direct = new Agent({ connections: 64, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
+  /** Pieces from other cluster members (peers, supernodes): the cluster's TLS material, no redirects. */
+  readonly #cluster: Agent;
   #pool?: SupernodePool;
   #peer?: Peer;
   #upload?: FastifyInstance;
@@ -38,6 +42,7 @@ export class Daemon {
     this.log = components.log ?? createLogger('dfdaemon', config.logLevel);
     this.metrics = createDaemonMetrics();
     this.store = new LocalStore(config.dataDir);
+    this.#cluster = new Agent({ connections: 32, keepAliveTimeout: 10_000, connectTimeout: 10_000, connect: clusterTls(config.trust) });
   }
 
   get peer(): Peer {
@@ -47,16 +52,20 @@ export class Daemon {
 
   async start(): Promise<void> {
     const c = this.config;
+    if (!c.trust.secret && c.trust.insecure) {
+      this.log.warn({ uploadHost: c.uploadHost, proxyHost: c.proxyHost }, 'dfdaemon:INSECURE: no cluster secret, anyone who reaches the upload server can read every cached piece');
+    }
     await this.store.start();
-    this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots });
+    this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots, trust: c.trust });
     await this.#upload.listen({ host: c.uploadHost, port: c.uploadPort });
     const uploadPort = (this.#upload.server.address() as AddressInfo).port;
-    this.uploadUrl = c.advertiseUrl ?? `http://${advertiseHost(c.uploadHost)}:${uploadPort}`;
+    const scheme = c.trust.tls?.cert ? 'https' : 'http';
+    this.uploadUrl = c.advertiseUrl ?? `${scheme}://${advertiseHost(c.uploadHost)}:${uploadPort}`;
 
-    this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels }, this.log);
+    this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels }, this.log, c.trust);
     this.#peer = new Peer(
       { parallelPieces: c.parallelPieces, pieceTimeoutMs: c.pieceTimeoutMs, backSource: c.backSource },
-      { store: this.store, pool: this.#pool, dispatcher: this.#dispatcher, metrics: this.metrics, log: this.log },
+      { store: this.store, pool: this.#pool, dispatcher: this.#dispatcher, cluster: this.#cluster, metrics: this.metrics, log: this.log },
     );
 
     this.#proxy = buildProxyServer({
@@ -66,6 +75,7 @@ export class Daemon {
       policy: { registries: c.registries, proxyHosts: c.proxyHosts, prefetch: c.prefetch },
       direct: this.#direct,
       cached: (taskId) => this.store.get(taskId),
+      access: new AccessGuard({ ttlMs: c.accessCacheSeconds * 1000 }, { dispatcher: this.#direct, metrics: this.metrics, log: this.log }),
     });
     this.#proxy.listen(c.proxyPort, c.proxyHost);
     await once(this.#proxy, 'listening');
@@ -122,6 +132,7 @@ export class Daemon {
     await this.store.stop();
     await this.#dispatcher.close();
     await this.#direct.close();
+    await this.#cluster.close();
     this.log.info('dfdaemon:stopped');
   }
 }

@@ -14,6 +14,8 @@ export const DaemonErrors = {
   DF_UPSTREAM: { message: 'upstream unreachable: %s', status: 502 },
   DF_DISK_FULL: { message: 'disk full: %s', status: 507 },
   DF_SHUTTING_DOWN: { message: 'dfdaemon is shutting down%s', status: 503 },
+  DF_ACCESS_DENIED: { message: 'the origin refused this client: %s', status: 403 },
+  DF_ACCESS_UNVERIFIED: { message: 'could not check this client\'s access with the origin: %s', status: 502 },
 } as const satisfies ErrorTable<string>;
 
 export type DaemonErrorCode = keyof typeof DaemonErrors;

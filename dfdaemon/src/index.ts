@@ -8,3 +8,5 @@ export * from './peer/supernode-pool.js';
 export * from './storage/local-store.js';
 export * from './storage/local-task.js';
 export * from './proxy/stream-task.js';
+export * from './peer/supernode-client.js';
+export * from './proxy/access-guard.js';

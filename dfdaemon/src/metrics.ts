@@ -1,4 +1,4 @@
-import { Counter, Gauge } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import { createRegistry } from '@damselfly/shared';
 
 export function createDaemonMetrics() {
@@ -21,6 +21,15 @@ export function createDaemonMetrics() {
     cacheTasks: new Gauge({ name: 'damselfly_dfdaemon_cache_tasks', help: 'Tasks in the cache', registers }),
     evictions: new Counter({ name: 'damselfly_dfdaemon_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
     uploadsActive: new Gauge({ name: 'damselfly_dfdaemon_uploads_active', help: 'Pieces being uploaded now', registers }),
+    uploadRefused: new Counter({ name: 'damselfly_dfdaemon_upload_refused_total', help: 'Piece requests refused for a missing or invalid grant', registers }),
+    accessChecks: new Counter({ name: 'damselfly_dfdaemon_access_checks_total', help: 'Client access checks for private blobs, by result', labelNames: ['result'], registers }),
+    accessCheckRequests: new Counter({ name: 'damselfly_dfdaemon_access_check_origin_requests_total', help: 'Origin requests made by access checks (token dance included)', registers }),
+    accessCheckSeconds: new Histogram({
+      name: 'damselfly_dfdaemon_access_check_seconds',
+      help: 'Time to check a client\'s access with the origin (uncached)',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
   };
 }
 

@@ -23,9 +23,10 @@ const program = new Command('dfget')
   .option('--standalone', 'do not use the local dfdaemon')
   .option('--no-progress', 'no progress bar')
   .option('--timeout <seconds>', 'give up after this long (0 = never)')
+  .option('--cluster-secret-file <file>', 'cluster secret, for --supernode as a one-shot peer [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')
   .showHelpAfterError();
 program.parse();
-const raw = program.opts<{ output: string; digest?: string; header: string[]; supernode: string[]; daemon: string; standalone?: boolean; progress: boolean; timeout?: string }>();
+const raw = program.opts<{ output: string; digest?: string; header: string[]; supernode: string[]; daemon: string; standalone?: boolean; progress: boolean; timeout?: string; clusterSecretFile?: string }>();
 
 async function main(): Promise<number> {
   const o = validateOptions({ url: program.args[0], ...raw });

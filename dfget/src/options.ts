@@ -1,6 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { statSync } from 'node:fs';
-import { parseDigest, parseHttpUrl } from '@damselfly/shared';
+import { parseDigest, parseHttpUrl, resolveTrust, type Trust } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 
 export interface DfgetOptions {
@@ -14,6 +14,8 @@ export interface DfgetOptions {
   standalone: boolean;
   progress: boolean;
   timeoutMs: number;
+  /** Cluster secret and TLS material for talking to supernodes as a one-shot peer (from the environment). */
+  trust: Trust;
 }
 
 /** Validates everything up front and reports every problem at once. */
@@ -27,7 +29,8 @@ export function validateOptions(raw: {
   standalone?: boolean;
   progress?: boolean;
   timeout?: string;
-}): DfgetOptions {
+  clusterSecretFile?: string;
+}, env: NodeJS.ProcessEnv = process.env): DfgetOptions {
   const errors: string[] = [];
   const attempt = <T>(f: () => T): T | undefined => {
     try {
@@ -63,6 +66,20 @@ export function validateOptions(raw: {
   }
   const timeoutMs = raw.timeout === undefined ? 0 : Number(raw.timeout) * 1000;
   if (!Number.isFinite(timeoutMs) || timeoutMs < 0) errors.push(`--timeout must be seconds, got ${JSON.stringify(raw.timeout)}`);
+  // The same trust settings as the daemons', from the same environment variables; dfget listens on nothing.
+  const trust = resolveTrust(
+    {
+      clusterSecret: raw.clusterSecretFile ? undefined : env.DAMSELFLY_CLUSTER_SECRET,
+      clusterSecretFile: raw.clusterSecretFile ?? env.DAMSELFLY_CLUSTER_SECRET_FILE,
+      insecure: false,
+      tlsCert: env.DAMSELFLY_TLS_CERT,
+      tlsKey: env.DAMSELFLY_TLS_KEY,
+      tlsCa: env.DAMSELFLY_TLS_CA,
+      tlsClientAuth: false,
+    },
+    {},
+    errors,
+  );
   if (errors.length) throw dfgetError('DFGET_USAGE', errors.join('\n'));
   return {
     url: url!,
@@ -74,5 +91,6 @@ export function validateOptions(raw: {
     standalone: raw.standalone ?? false,
     progress: raw.progress ?? true,
     timeoutMs,
+    trust,
   };
 }

@@ -6,8 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { Agent } from 'undici';
 import { createLogger, createOriginDispatcher } from '@damselfly/shared';
-import { LocalStore, Peer, SupernodePool, createDaemonMetrics, streamTask } from '@damselfly/dfdaemon';
+import { LocalStore, Peer, SupernodePool, clusterTls, createDaemonMetrics, streamTask } from '@damselfly/dfdaemon';
 import type { DfgetOptions } from './options.js';
 import type { FileSink } from './sink.js';
 import type { Progress } from './progress.js';
@@ -17,8 +18,9 @@ export async function standalone(o: DfgetOptions, sink: FileSink, progress: Prog
   const log = createLogger('dfget', process.env.DAMSELFLY_LOG_LEVEL ?? 'silent');
   const store = new LocalStore(dir);
   const dispatcher = createOriginDispatcher();
-  const pool = new SupernodePool(o.supernodes, { peerId: `dfget-${hostname()}-${process.pid}` }, log);
-  const peer = new Peer({ parallelPieces: 8, pieceTimeoutMs: 30_000, backSource: true }, { store, pool, dispatcher, metrics: createDaemonMetrics(), log });
+  const cluster = new Agent({ connect: clusterTls(o.trust) });
+  const pool = new SupernodePool(o.supernodes, { peerId: `dfget-${hostname()}-${process.pid}` }, log, o.trust);
+  const peer = new Peer({ parallelPieces: 8, pieceTimeoutMs: 30_000, backSource: true }, { store, pool, dispatcher, cluster, metrics: createDaemonMetrics(), log });
   await store.start();
   try {
     const dl = await peer.download({ url: o.url, digest: o.digest, headers: o.headers }, { signal });
@@ -39,6 +41,7 @@ export async function standalone(o: DfgetOptions, sink: FileSink, progress: Prog
     pool.close();
     await store.stop().catch(() => {});
     await dispatcher.close().catch(() => {});
+    await cluster.close().catch(() => {});
     await rm(dir, { recursive: true, force: true });
   }
 }

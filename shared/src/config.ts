@@ -99,8 +99,14 @@ function coerce(spec: FieldSpec, raw: unknown, where: string, errors: string[]):
   }
 }
 
+/**
+ * Cross-field checks run after every field was read: they append problems to `errors` (reported with the rest) and
+ * may return derived values to freeze into the config (e.g. a secret read from a file).
+ */
+export type ConfigCheck = (values: Record<string, unknown>, errors: string[]) => Record<string, unknown> | void;
+
 /** Loads, validates and freezes a config; throws CONFIG_INVALID listing every problem. */
-export function loadConfig<T>(schema: Schema, sources: ConfigSources): Readonly<T> {
+export function loadConfig<T>(schema: Schema, sources: ConfigSources, check?: ConfigCheck): Readonly<T> {
   const errors: string[] = [];
   let fromFile: Record<string, unknown> = {};
   if (sources.file) {
@@ -125,6 +131,7 @@ export function loadConfig<T>(schema: Schema, sources: ConfigSources): Readonly<
     if (flag !== undefined) value = coerce(spec, flag, `--${kebab(key)}`, errors);
     out[key] = value;
   }
+  if (check) Object.assign(out, check(out, errors) ?? {});
   if (errors.length) throw sharedError('CONFIG_INVALID', errors.map((e) => `  - ${e}`).join('\n'));
   return Object.freeze(out) as Readonly<T>;
 }

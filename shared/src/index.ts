@@ -11,3 +11,8 @@ export * from './task-index.js';
 export * from './piece-file.js';
 export * from './metrics.js';
 export * from './range.js';
+export * from './cluster-auth.js';
+export * from './net-guard.js';
+export * from './origin-allow.js';
+export * from './origin-access.js';
+export * from './trust-config.js';

@@ -18,9 +18,12 @@ export const OriginErrors = {
 
 export const originError = errorFactory(OriginErrors);
 
-/** A keep-alive agent that follows redirects (registries 307 to object storage). undici drops Authorization on cross-origin hops. */
-export function createOriginDispatcher(opts: { connections?: number } = {}): Dispatcher {
-  return new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 10_000, connectTimeout: 10_000 }).compose(
+/**
+ * A keep-alive agent that follows redirects (registries 307 to object storage). undici drops Authorization on
+ * cross-origin hops. With `connect` (see net-guard), every connection, redirect hops included, goes through it.
+ */
+export function createOriginDispatcher(opts: { connections?: number; connect?: Agent.Options['connect'] } = {}): Dispatcher {
+  return new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 10_000, connectTimeout: 10_000, ...(opts.connect ? { connect: opts.connect } : {}) }).compose(
     interceptors.redirect({ maxRedirections: 5 }),
   );
 }
@@ -71,6 +74,8 @@ async function send(req: OriginRequest, range?: string) {
     });
   } catch (err) {
     if (req.signal?.aborted) throw err;
+    // A refused address is the operator's policy, not an outage: it keeps its own code and status.
+    if ((err as { code?: string }).code === 'ADDRESS_FORBIDDEN') throw err;
     throw originError('ORIGIN_UNREACHABLE', `${redactUrl(req.url)}: ${(err as Error).message}`, err);
   }
 }

@@ -13,7 +13,11 @@ export interface HelloRequest {
   type: 'peer:hello';
   id: number;
   peerId: string;
-  /** Base URL of the peer's upload server, absent for peers that do not upload (one-shot dfget). */
+  /**
+   * Base of the peer's upload server, `scheme://host:port` and nothing more (absent for peers that do not upload,
+   * like a one-shot dfget). The supernode accepts it only if the host is the session's own address (or in an
+   * operator-allowed range); downloaders append the piece path themselves.
+   */
   uploadUrl?: string;
   /** Topology labels (zone, rack, ...); peers sharing more labels are preferred as sources. */
   labels?: Record<string, string>;
@@ -46,8 +50,11 @@ export interface PieceResult {
   type: 'piece:result';
   taskId: string;
   piece: number;
-  /** Peer id of the source, or `supernode`. */
-  from: string;
+  /**
+   * Source the report is about (`supernode` or a peer id). Optional: the supernode takes the source from its own
+   * record of the assignment, and ignores a report whose `from` contradicts it.
+   */
+  from?: string;
   ok: boolean;
   /** `cancelled`: the downloader gave up on its own (shutdown, task failed elsewhere); no fault of the source. */
   reason?: 'corrupt' | 'timeout' | 'error' | 'cancelled';
@@ -67,14 +74,24 @@ export interface TaskInfo {
   pieceCount: number;
   /** Digest of the whole blob when known (from the URL or the register request). */
   digest?: string;
+  /**
+   * True when the origin serves the object to anybody (checked anonymously by the supernode when the task was
+   * created). When false, every client must prove its own access to the origin before it gets a byte.
+   */
+  public?: boolean;
 }
 
 export interface Assignment {
   piece: number;
   /** `supernode` or the source peer's id. */
   from: string;
-  /** Where to GET the piece. */
-  url: string;
+  /**
+   * `scheme://host:port` of the source. The downloader builds the piece URL itself from this and the piece path,
+   * so a peer can never make others fetch a URL of its choosing.
+   */
+  base: string;
+  /** Grant for this piece (send as `x-damselfly-grant`); absent when the cluster has no secret. */
+  grant?: string;
   /** Expected sha256 (hex) when already known; otherwise the supernode sends it as a response header. */
   sha256?: string;
 }
@@ -104,6 +121,20 @@ export function peerPiecePath(taskId: string, piece: number): string {
   return `/pieces/${taskId}/${piece}`;
 }
 
+/** `scheme://host:port` of an http(s) URL with nothing else in it, or undefined. */
+export function uploadBase(raw: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return undefined;
+  if (u.username || u.password || u.search || u.hash || (u.pathname !== '/' && u.pathname !== '')) return undefined;
+  if (!/^[a-z]+:\/\/[^/?#@]+\/?$/i.test(raw)) return undefined;
+  return `${u.protocol}//${u.host}`;
+}
+
 // ---- validation -------------------------------------------------------------------------------------------------
 
 type Obj = Record<string, unknown>;
@@ -124,7 +155,7 @@ function int(o: Obj, k: string, min = 0, max = Number.MAX_SAFE_INTEGER): number 
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(`${k} must be an integer in [${min}, ${max}]`);
   return v;
 }
-function intList(o: Obj, k: string, maxLen = 1 << 20): number[] {
+function intList(o: Obj, k: string, maxLen = 1 << 16): number[] {
   const v = o[k];
   if (!Array.isArray(v) || v.length > maxLen || !v.every((x) => Number.isInteger(x) && x >= 0)) {
     bad(`${k} must be a list of piece numbers`);
@@ -135,7 +166,9 @@ function strMap(o: Obj, k: string): Record<string, string> | undefined {
   const v = o[k];
   if (v === undefined) return undefined;
   if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`${k} must be an object of strings`);
-  for (const x of Object.values(v)) if (typeof x !== 'string') bad(`${k} must be an object of strings`);
+  const entries = Object.entries(v);
+  if (entries.length > 64) bad(`${k} has too many entries`);
+  for (const [key, x] of entries) if (typeof x !== 'string' || key.length > 256 || x.length > 8192) bad(`${k} must be an object of short strings`);
   return v as Record<string, string>;
 }
 function taskId(o: Obj): string {
@@ -179,7 +212,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
       const reason = m.reason;
       if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error' && reason !== 'cancelled') bad('bad reason');
       if (typeof m.ok !== 'boolean') bad('ok must be a boolean');
-      return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: str(m, 'from', 256), ok: m.ok, reason };
+      return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: optStr(m, 'from'), ok: m.ok, reason };
     }
     case 'task:leave':
       return { type: 'task:leave', taskId: taskId(m) };

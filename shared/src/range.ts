@@ -12,6 +12,11 @@ export interface ByteRange {
  * object). Throws BAD_RANGE for syntax we do not serve (other units, several ranges) and RANGE_NOT_SATISFIABLE
  * (416) when the range lies past the end.
  */
+// A 416 must carry `Content-Range: bytes */<length>`: it travels on the error as data.
+function unsatisfiable(header: string, length: number): Error {
+  return Object.assign(sharedError('RANGE_NOT_SATISFIABLE', `${header} of ${length} bytes`), { headers: { 'content-range': `bytes */${length}` } });
+}
+
 export function parseRange(header: string | undefined, length: number): ByteRange | undefined {
   if (header === undefined) return undefined;
   const m = /^\s*bytes\s*=\s*(.*)$/i.exec(header);
@@ -22,12 +27,12 @@ export function parseRange(header: string | undefined, length: number): ByteRang
   if (!r || (r[1] === '' && r[2] === '')) throw sharedError('BAD_RANGE', JSON.stringify(header));
   if (r[1] === '') {
     const suffix = Number(r[2]);
-    if (suffix === 0 || length === 0) throw sharedError('RANGE_NOT_SATISFIABLE', `${header} of ${length} bytes`);
+    if (suffix === 0 || length === 0) throw unsatisfiable(header, length);
     return { start: Math.max(0, length - suffix), end: length - 1 };
   }
   const start = Number(r[1]);
   const end = r[2] === '' ? length - 1 : Math.min(Number(r[2]), length - 1);
   if (r[2] !== '' && Number(r[2]) < start) throw sharedError('BAD_RANGE', `${JSON.stringify(header)} (end before start)`);
-  if (start >= length) throw sharedError('RANGE_NOT_SATISFIABLE', `${header} of ${length} bytes`);
+  if (start >= length) throw unsatisfiable(header, length);
   return { start, end };
 }

@@ -25,21 +25,36 @@ export function blobDigestOf(url: URL): string | undefined {
   return BLOB_RE.exec(url.pathname)?.[1];
 }
 
-/** URL with signature/scope query params removed, so signed URLs of one object share a task. */
+/**
+ * URL with credentials removed: no userinfo, no signature/scope query params, no fragment. Signed URLs of one object
+ * share a task, and this is the only form of a URL that is ever persisted or shown.
+ */
 export function canonicalUrl(url: URL): string {
   const u = new URL(url.href);
   u.hash = '';
+  u.username = '';
+  u.password = '';
   for (const key of [...u.searchParams.keys()]) if (VOLATILE_PARAM.test(key)) u.searchParams.delete(key);
   u.searchParams.sort();
   return u.href;
 }
 
+/** True when a request carries credentials of its own: userinfo, signature params, or an Authorization header. */
+export function carriesCredentials(url: URL, headers: Record<string, string> = {}): boolean {
+  if (url.username || url.password) return true;
+  for (const key of url.searchParams.keys()) if (VOLATILE_PARAM.test(key) && key.toLowerCase() !== 'ns') return true;
+  return Object.keys(headers).some((k) => k.toLowerCase() === 'authorization' || k.toLowerCase() === 'cookie');
+}
+
 /**
- * Task id (see DESIGN.md): sha256 of the blob digest when the URL names one, so mirrors, tokens and redirects of
- * the same blob share a task; otherwise sha256 of the canonical URL. An explicit digest wins over the URL.
+ * Task id: what a task's bytes are bound to. A registry blob is keyed on its digest **and** its registry
+ * (scheme://host:port), so every repository, mirror path, token and redirect of one blob from one registry is one
+ * task, while a digest registered at another origin is another task (its pieces are never served as this one's).
+ * Any other URL is keyed on its canonical form, with the explicit digest if one is given.
  */
 export function taskIdFor(url: URL, digest?: string): string {
-  const key = digest ?? blobDigestOf(url) ?? canonicalUrl(url);
+  const blob = blobDigestOf(url);
+  const key = blob !== undefined ? `${digest ?? blob}\0${url.protocol}//${url.host}` : `${digest ?? ''}\0${canonicalUrl(url)}`;
   return createHash('sha256').update(key).digest('hex');
 }
 

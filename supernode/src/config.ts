@@ -1,7 +1,17 @@
-import { loadConfig, type ConfigSources, type Schema } from '@damselfly/shared';
+import {
+  badCidrs,
+  badOriginPatterns,
+  loadConfig,
+  resolveTrust,
+  trustSchema,
+  type ConfigSources,
+  type Schema,
+  type Trust,
+  type TrustConfig,
+} from '@damselfly/shared';
 
 /** Supernode settings. Every field can come from the YAML file, an environment variable or a flag. */
-export interface SupernodeConfig {
+export interface SupernodeConfig extends TrustConfig {
   /** Address to listen on. */
   host: string;
   port: number;
@@ -17,7 +27,19 @@ export interface SupernodeConfig {
   failuresBeforeBlacklist: number;
   /** Base URL peers use to reach this supernode's piece API; defaults to http://<host>:<port>. */
   advertiseUrl: string | undefined;
+  /** Origins the supernode may seed from (patterns); nothing else is fetched. */
+  allowedOrigins: string[];
+  /** Origin addresses allowed although loopback/private/link-local (an in-cluster registry). */
+  originAllowCidrs: string[];
+  /** Addresses a peer may advertise for its upload server besides the address its session comes from. */
+  advertiseCidrs: string[];
+  /** Tasks one peer session may join. */
+  sessionMaxTasks: number;
+  /** Requests per second one peer session may send (bursts of twice that). */
+  sessionRate: number;
   logLevel: string;
+  /** Resolved secret and TLS material (not a setting: derived from the trust settings at load time). */
+  trust: Trust;
 }
 
 export const supernodeSchema: Schema = {
@@ -29,9 +51,21 @@ export const supernodeSchema: Schema = {
   peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
   failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },
   advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL peers use to reach this supernode' },
+  allowedOrigins: { type: 'strings', default: [], env: 'SUPERNODE_ALLOWED_ORIGINS', doc: 'origins to seed from: https://host[:port], host[:port], *.domain or * (empty = none)' },
+  originAllowCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ORIGIN_ALLOW_CIDRS', doc: 'origin address ranges allowed although loopback/private/link-local' },
+  advertiseCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ADVERTISE_CIDRS', doc: 'upload addresses peers may advertise besides their own' },
+  sessionMaxTasks: { type: 'int', default: 4096, min: 1, max: 1_000_000, env: 'SUPERNODE_SESSION_MAX_TASKS', doc: 'tasks one peer session may join' },
+  sessionRate: { type: 'int', default: 500, min: 1, max: 100_000, env: 'SUPERNODE_SESSION_RATE', doc: 'requests per second one peer session may send' },
+  ...trustSchema,
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };
 
 export function loadSupernodeConfig(sources: ConfigSources): Readonly<SupernodeConfig> {
-  return loadConfig<SupernodeConfig>(supernodeSchema, sources);
+  return loadConfig<SupernodeConfig>(supernodeSchema, sources, (v, errors) => {
+    for (const p of badOriginPatterns((v.allowedOrigins as string[] | undefined) ?? [])) errors.push(`allowedOrigins: not an origin pattern: ${JSON.stringify(p)}`);
+    for (const key of ['originAllowCidrs', 'advertiseCidrs'] as const) {
+      for (const c of badCidrs((v[key] as string[] | undefined) ?? [])) errors.push(`${key}: not a CIDR: ${JSON.stringify(c)}`);
+    }
+    return { trust: resolveTrust(v as unknown as TrustConfig, { host: String(v.host ?? '') }, errors) };
+  });
 }

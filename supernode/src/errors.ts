@@ -8,6 +8,16 @@ export const SupernodeErrors = {
   SN_NOT_HELLO: { message: 'first message must be peer:hello, got %s', status: 400 },
   SN_SEED_FAILED: { message: 'seeding failed: %s', status: 502 },
   SN_SHUTTING_DOWN: { message: 'supernode is shutting down%s', status: 503 },
+  SN_ORIGIN_FORBIDDEN: { message: 'origin not allowed: %s (add it to allowedOrigins)', status: 403 },
+  SN_DIGEST_MISMATCH: { message: 'digest mismatch: the origin\'s bytes are not %s', status: 502 },
+  SN_NOT_REGISTERED: { message: 'not registered for task %s', status: 403 },
+  SN_TASK_NOT_JOINED: { message: 'register task %s before scheduling in it', status: 409 },
+  SN_ALREADY_HELLO: { message: 'this session already said hello as %s (one socket is one peer)', status: 409 },
+  SN_PEER_ID_TAKEN: { message: 'peer id %s belongs to another live session', status: 409 },
+  SN_PEER_MISMATCH: { message: 'hello names %s, but the session authenticated another peer', status: 403 },
+  SN_BAD_ADVERTISE: { message: 'upload address refused: %s', status: 403 },
+  SN_TOO_MANY_TASKS: { message: 'session joined too many tasks: %s', status: 429 },
+  SN_RATE_LIMITED: { message: 'too many requests on this session%s', status: 429 },
 } as const satisfies ErrorTable<string>;
 
 export type SupernodeErrorCode = keyof typeof SupernodeErrors;

@@ -12,6 +12,9 @@ export function createSupernodeMetrics() {
     pieceErrors: new Counter({ name: 'damselfly_supernode_piece_errors_total', help: 'Piece requests that failed', labelNames: ['code'], registers }),
     blacklisted: new Counter({ name: 'damselfly_supernode_blacklisted_total', help: 'Peers blacklisted for a task', labelNames: ['reason'], registers }),
     peers: new Gauge({ name: 'damselfly_supernode_peers', help: 'Connected peers', registers }),
+    rejected: new Counter({ name: 'damselfly_supernode_rejected_total', help: 'Requests and messages refused (auth, grants, limits)', labelNames: ['why'], registers }),
+    reports: new Counter({ name: 'damselfly_supernode_piece_reports_total', help: 'piece:result reports by verdict', labelNames: ['verdict'], registers }),
+    digestMismatches: new Counter({ name: 'damselfly_supernode_digest_mismatches_total', help: 'Tasks dropped because the origin bytes did not match the digest', registers }),
     scheduleSeconds: new Histogram({
       name: 'damselfly_supernode_schedule_seconds',
       help: 'Time to answer a pieces:schedule request',

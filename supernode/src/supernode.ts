@@ -1,5 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
-import { createLogger, createOriginDispatcher, type Logger } from '@damselfly/shared';
+import { randomBytes } from 'node:crypto';
+import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, guardedConnector, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -22,7 +23,7 @@ export class Supernode {
   readonly store: TaskStore;
   readonly scheduler: Scheduler;
   readonly seeder: Seeder;
-  readonly #dispatcher = createOriginDispatcher();
+  readonly #dispatcher;
   #app?: FastifyInstance;
   #sweeper?: NodeJS.Timeout;
   #url = '';
@@ -32,6 +33,8 @@ export class Supernode {
     this.log = components.log ?? createLogger('supernode', config.logLevel);
     this.metrics = createSupernodeMetrics();
     this.store = new TaskStore(config.dataDir);
+    // Every origin connection, redirect hops included, is checked against the address policy at connect time.
+    this.#dispatcher = createOriginDispatcher({ connect: guardedConnector(new AddressPolicy(config.originAllowCidrs)) });
     this.scheduler = new Scheduler({
       supernodeSlots: config.uploadSlots,
       peerSlots: config.peerUploadSlots,
@@ -41,13 +44,20 @@ export class Supernode {
     this.seeder = new Seeder({ originConcurrency: config.originConcurrency }, {
       store: this.store,
       dispatcher: this.#dispatcher,
+      origins: new OriginAllowList(config.allowedOrigins),
       log: this.log,
       originBytes: this.metrics.originBytes,
+      onPoisoned: (taskId) => {
+        this.metrics.digestMismatches.inc();
+        this.scheduler.dropTask(taskId);
+      },
     });
     this.scheduler.on('peer:blacklisted', ({ taskId, peerId, reason }) => {
-      this.metrics.blacklisted.inc({ reason: reason.includes('corrupt') ? 'corrupt' : 'failures' });
+      this.metrics.blacklisted.inc({ reason: reason.includes('corrupt') ? 'corrupt' : reason.startsWith('blamed') ? 'discredited' : 'failures' });
       this.log.warn({ taskId, peerId, reason }, 'peer:blacklisted');
     });
+    this.scheduler.on('peer:reinstated', ({ taskId, peerId }) => this.log.warn({ taskId, peerId }, 'peer:reinstated'));
+    this.scheduler.on('peer:discredited', ({ taskId, peerId, accused }) => this.log.warn({ taskId, peerId, accused }, 'peer:discredited'));
   }
 
   /** Base URL of this supernode (after `start()`). */
@@ -57,19 +67,31 @@ export class Supernode {
 
   async start(): Promise<void> {
     await this.store.start();
+    const { trust } = this.config;
+    if (!trust.secret) {
+      if (trust.insecure) this.log.warn({ host: this.config.host }, 'supernode:INSECURE: no cluster secret, anyone who reaches this port can join the cluster, read every cached blob and make the supernode fetch from allowed origins');
+      else this.log.info('supernode: no cluster secret; listening on loopback only');
+    }
+    if (this.config.allowedOrigins.length === 0) this.log.warn('supernode: allowedOrigins is empty, so no origin will be seeded from');
     this.#app = buildServer({
       scheduler: this.scheduler,
       seeder: this.seeder,
       store: this.store,
       metrics: this.metrics,
       log: this.log,
-      selfUrl: () => this.#url,
-      peerUrls: new Map(),
+      trust,
+      selfBase: () => new URL(this.#url).origin,
+      sessions: new Map(),
+      // Without a cluster secret the supernode still signs its own piece grants, with a key nobody else knows.
+      grantKey: trust.secret ?? randomBytes(32),
+      advertiseCidrs: cidrList(this.config.advertiseCidrs),
+      limits: { maxTasks: this.config.sessionMaxTasks, rate: this.config.sessionRate },
     });
     await this.#app.listen({ host: this.config.host, port: this.config.port });
     const addr = this.#app.server.address() as AddressInfo;
     const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
-    this.#url = this.config.advertiseUrl ?? `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+    const scheme = trust.tls?.cert ? 'https' : 'http';
+    this.#url = this.config.advertiseUrl ?? `${scheme}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
     this.#sweeper = setInterval(() => this.scheduler.sweep(), 5_000).unref();
     this.log.info({ url: this.#url, dataDir: this.config.dataDir }, 'supernode:started');
   }

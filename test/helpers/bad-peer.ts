@@ -1,10 +1,12 @@
 /**
- * A malicious peer: joins the swarm over the real control channel, claims to hold every piece, and serves garbage
- * from its upload server. Used to prove corrupt data is caught, reported and blacklisted.
+ * A malicious cluster member (it holds the cluster secret: a compromised node): joins the swarm over the real control
+ * channel, takes assignments for every piece and reports them fetched without fetching anything, so the supernode
+ * lists it as a holder, then serves garbage from its upload server. Used to prove corrupt data is caught, reported and
+ * blacklisted.
  */
 import { createServer, type Server } from 'node:http';
 import WebSocket from 'ws';
-import { PROTOCOL_VERSION, WS_PATH, type TaskInfo } from '@damselfly/shared';
+import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, sessionProof, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
 
 export interface BadPeer {
   peerId: string;
@@ -13,7 +15,7 @@ export interface BadPeer {
   close(): Promise<void>;
 }
 
-export async function startBadPeer(supernodeUrl: string, blobUrl: string): Promise<BadPeer> {
+export async function startBadPeer(supernodeUrl: string, blobUrl: string, secret = process.env.DAMSELFLY_CLUSTER_SECRET!, peerId = 'evil-peer'): Promise<BadPeer> {
   const state = { served: 0 };
   const server: Server = createServer((req, res) => {
     state.served++;
@@ -23,7 +25,7 @@ export async function startBadPeer(supernodeUrl: string, blobUrl: string): Promi
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const uploadUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  const ws = new WebSocket(supernodeUrl.replace(/^http/, 'ws') + WS_PATH);
+  const ws = new WebSocket(supernodeUrl.replace(/^http/, 'ws') + WS_PATH, { headers: { [AUTH_HEADER]: sessionProof(Buffer.from(secret), peerId) } });
   await new Promise((r, j) => ws.once('open', r).once('error', j));
   let id = 0;
   const call = <T>(msg: object) =>
@@ -39,11 +41,18 @@ export async function startBadPeer(supernodeUrl: string, blobUrl: string): Promi
       ws.on('message', onMsg);
       ws.send(JSON.stringify({ ...msg, id: my }));
     });
-  const peerId = 'evil-peer';
   await call({ type: 'peer:hello', peerId, uploadUrl, version: PROTOCOL_VERSION });
   const info = await call<TaskInfo>({ type: 'task:register', url: blobUrl });
-  // Lie: claim every piece arrived fine.
-  for (let n = 0; n < info.pieceCount; n++) ws.send(JSON.stringify({ type: 'piece:result', taskId: info.taskId, piece: n, from: 'supernode', ok: true }));
+  // Lie: take an assignment for every piece and claim each arrived fine, without fetching a byte.
+  const missing = new Set(Array.from({ length: info.pieceCount }, (_, n) => n));
+  for (let round = 0; missing.size && round < 200; round++) {
+    const res = await call<ScheduleResult>({ type: 'pieces:schedule', taskId: info.taskId, want: [...missing], max: 8 });
+    for (const a of res.assignments) {
+      ws.send(JSON.stringify({ type: 'piece:result', taskId: info.taskId, piece: a.piece, ok: true }));
+      missing.delete(a.piece);
+    }
+    if (!res.assignments.length) await new Promise((r) => setTimeout(r, 20));
+  }
   await new Promise((r) => setTimeout(r, 100));
   return {
     peerId,

@@ -10,6 +10,16 @@ import { freePort } from './registry.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 
+/**
+ * The cluster secret the fixtures share, so every test runs the authenticated path (session proofs, piece grants).
+ * It is also put into this test process's environment, which the real binaries the tests spawn inherit.
+ */
+export const TEST_SECRET = 'test-cluster-secret-0123456789abcdef';
+process.env.DAMSELFLY_CLUSTER_SECRET ??= TEST_SECRET;
+
+/** Origins every test supernode may seed from: anything, on loopback (where the test registries run). */
+export const TEST_ORIGINS = { allowedOrigins: ['*'], originAllowCidrs: ['127.0.0.0/8', '::1/128'] };
+
 interface Teardown {
   teardown(fn: () => unknown): void;
 }
@@ -22,7 +32,7 @@ export async function tempDir(t: Teardown, prefix = 'damselfly-'): Promise<strin
 
 export async function startSupernode(t: Teardown, overrides: Partial<Record<keyof SupernodeConfig, unknown>> = {}): Promise<Supernode> {
   const dataDir = await tempDir(t, 'damselfly-sn-');
-  const sn = new Supernode(loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'warn', ...overrides } }));
+  const sn = new Supernode(loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'warn', clusterSecret: TEST_SECRET, ...TEST_ORIGINS, ...overrides } }));
   await sn.start();
   t.teardown(() => sn.stop());
   return sn;
@@ -43,6 +53,7 @@ export async function startDaemon(t: Teardown, supernodes: string[], overrides: 
         logLevel: 'warn',
         pieceTimeoutMs: 10_000,
         proxyHosts: ['*'],
+        clusterSecret: TEST_SECRET,
         ...overrides,
       },
     }),
@@ -56,7 +67,7 @@ export async function startDaemon(t: Teardown, supernodes: string[], overrides: 
 export async function spawnSupernode(t: Teardown): Promise<{ url: string; child: ChildProcess }> {
   const dataDir = await tempDir(t, 'damselfly-sn-');
   const port = await freePort();
-  const child = spawn(process.execPath, [join(ROOT, 'supernode/dist/cli.js'), '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn'], {
+  const child = spawn(process.execPath, [join(ROOT, 'supernode/dist/cli.js'), '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn', '--allowed-origins', '*', '--origin-allow-cidrs', '127.0.0.0/8'], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   t.teardown(() => {

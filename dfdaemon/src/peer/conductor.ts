@@ -7,6 +7,8 @@
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
 import {
+  canonicalUrl,
+  carriesCredentials,
   checkDigest,
   describeError,
   isDamselflyError,
@@ -44,14 +46,20 @@ export interface ConductorOptions {
   parallelPieces: number;
   pieceTimeoutMs: number;
   backSource: boolean;
-  /** Failed attempts at one piece before the download gives up. */
+  /**
+   * Failed attempts at one piece from the supernode before the download gives up. Failures from peers do not count:
+   * after a couple of them the supernode serves the piece itself, so a piece never fails while it can still serve it.
+   */
   pieceAttempts?: number;
 }
 
 export interface ConductorComponents {
   store: LocalStore;
   pool: SupernodePool;
+  /** Origin requests (back-to-source). */
   dispatcher: Dispatcher;
+  /** Piece requests to other cluster members. */
+  cluster: Dispatcher;
   metrics: DaemonMetrics;
   log: Logger;
 }
@@ -61,6 +69,12 @@ const LINGER_MS = 2_000;
 
 /** Statuses from the origin that retrying or another route will not change: pass them to the client. */
 const FINAL_STATUS = new Set([401, 403, 404]);
+
+/** Supernode refusals that mean "this origin is not for the cluster": the node fetches it itself instead. */
+const NOT_FOR_CLUSTER = new Set(['SN_ORIGIN_FORBIDDEN', 'ADDRESS_FORBIDDEN']);
+
+/** Peer failures on one piece that end a download anyway (the scheduler should have moved it to the supernode). */
+const PEER_FAILURE_CAP = 16;
 
 export class Conductor {
   readonly taskId: string;
@@ -172,6 +186,7 @@ export class Conductor {
 
     let client: SupernodeClient | undefined;
     let info: TaskInfo | undefined;
+    let why = 'supernode_unavailable';
     let probe: ProbeResult | undefined;
     if (this.#c.pool.size > 0) {
       try {
@@ -182,19 +197,29 @@ export class Conductor {
         );
       } catch (err) {
         signal.throwIfAborted();
-        if (!isDamselflyError(err, 'DF_SUPERNODE_UNAVAILABLE') || !this.#opts.backSource) throw this.#clientError(err);
-        this.#log.warn({ err: describeError(err) }, 'supernode:unavailable, going back to source');
+        const refused = NOT_FOR_CLUSTER.has((err as { remoteCode?: string }).remoteCode ?? '');
+        if (!(isDamselflyError(err, 'DF_SUPERNODE_UNAVAILABLE') || refused) || !this.#opts.backSource) throw this.#clientError(err);
+        this.#log.warn({ err: describeError(err) }, refused ? 'supernode:origin-not-allowed, going back to source' : 'supernode:unavailable, going back to source');
+        why = refused ? 'origin_not_allowed' : 'supernode_unavailable';
         client = undefined;
       }
     }
     if (!info) {
       if (!this.#opts.backSource) throw dfError('DF_SUPERNODE_UNAVAILABLE', 'no supernodes configured and back-to-source is off');
-      this.#c.metrics.backSource.inc({ why: this.#c.pool.size ? 'supernode_unavailable' : 'no_supernode' });
+      this.#c.metrics.backSource.inc({ why: this.#c.pool.size ? why : 'no_supernode' });
       probe = await probeOrigin({ url: this.#req.url.href, headers: this.#req.headers, dispatcher: this.#c.dispatcher, signal });
       const pieceSize = pieceSizeFor(probe.contentLength);
-      info = { taskId: this.taskId, contentLength: probe.contentLength, pieceSize, pieceCount: pieceCountFor(probe.contentLength, pieceSize), digest };
+      info = {
+        taskId: this.taskId,
+        contentLength: probe.contentLength,
+        pieceSize,
+        pieceCount: pieceCountFor(probe.contentLength, pieceSize),
+        digest,
+        // Fetched without credentials, it is anybody's; with them, every later client proves its own access.
+        public: !carriesCredentials(this.#req.url, this.#req.headers),
+      };
     }
-    const task = await this.#c.store.open(info, this.#req.url.href);
+    const task = await this.#c.store.open(info, canonicalUrl(this.#req.url));
     task.users++;
     try {
       this.#resolveOpened(task);
@@ -251,6 +276,7 @@ export class Conductor {
   async #p2p(task: LocalTask, client: SupernodeClient, signal: AbortSignal): Promise<void> {
     const inflight = new Map<number, Promise<void>>();
     const attempts = new Map<number, number>();
+    const peerAttempts = new Map<number, number>();
     const local = new AbortController();
     const stop = AbortSignal.any([signal, local.signal]);
     // Every in-flight piece and wait listens on these: many listeners are expected, not a leak.
@@ -259,7 +285,7 @@ export class Conductor {
 
     const start = (a: ScheduleResult['assignments'][number]) => {
       const t0 = performance.now();
-      const p = fetchPiece(task, a, { dispatcher: this.#c.dispatcher, timeoutMs: this.#opts.pieceTimeoutMs, signal: stop })
+      const p = fetchPiece(task, a, { dispatcher: this.#c.cluster, timeoutMs: this.#opts.pieceTimeoutMs, signal: stop })
         .then((bytes) => {
           this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(performance.now() - t0) }, 'piece:verified');
           client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: true });
@@ -278,11 +304,18 @@ export class Conductor {
           this.#c.metrics.pieceFailures.inc({ reason });
           this.#log.warn({ piece: a.piece, from: a.from, reason, err: describeError(err) }, 'piece:failed');
           const status = (err as { status?: number }).status;
-          const tries = (attempts.get(a.piece) ?? 0) + 1;
-          attempts.set(a.piece, tries);
+          const remoteCode = (err as { remoteCode?: string }).remoteCode ?? '';
+          const fromSupernode = a.from === 'supernode';
+          const counter = fromSupernode ? attempts : peerAttempts;
+          const tries = (counter.get(a.piece) ?? 0) + 1;
+          counter.set(a.piece, tries);
           if (code === 'PIECE_DISK_FULL') fatal = dfError('DF_DISK_FULL', describeError(err), err);
-          else if (a.from === 'supernode' && status !== undefined && FINAL_STATUS.has(status)) fatal = this.#clientError(err);
-          else if (tries >= this.#opts.pieceAttempts) fatal = dfError('DF_PIECE_FAILED', `piece ${a.piece} after ${tries} attempts: ${describeError(err)}`, err);
+          // Only the origin's own refusal (relayed by the supernode) is final; a refused grant or a restarted
+          // supernode is worth another try.
+          else if (fromSupernode && status !== undefined && FINAL_STATUS.has(status) && remoteCode.startsWith('ORIGIN_')) fatal = this.#clientError(err);
+          else if (fromSupernode ? tries >= this.#opts.pieceAttempts : tries >= PEER_FAILURE_CAP) {
+            fatal = dfError('DF_PIECE_FAILED', `piece ${a.piece} after ${tries} attempts from ${fromSupernode ? 'the supernode' : 'peers'}: ${describeError(err)}`, err);
+          }
         })
         .finally(() => inflight.delete(a.piece));
       inflight.set(a.piece, p);

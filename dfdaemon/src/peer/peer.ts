@@ -25,6 +25,7 @@ export interface PeerComponents {
   store: LocalStore;
   pool: SupernodePool;
   dispatcher: Dispatcher;
+  cluster: Dispatcher;
   metrics: DaemonMetrics;
   log: Logger;
 }

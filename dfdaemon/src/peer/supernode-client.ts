@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { PROTOCOL_VERSION, WS_PATH, describeError, type Reply } from '@damselfly/shared';
+import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, describeError, sessionProof, tlsClientOptions, type Reply, type Trust } from '@damselfly/shared';
 import { dfError } from '../errors.js';
 
 export interface HelloInfo {
@@ -20,14 +20,16 @@ type RequestBody = { type: string } & Record<string, unknown>;
 export class SupernodeClient extends EventEmitter<{ close: [] }> {
   readonly url: string;
   readonly #hello: HelloInfo;
+  readonly #trust: Trust | undefined;
   #ws?: WebSocket;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
 
-  constructor(url: string, hello: HelloInfo) {
+  constructor(url: string, hello: HelloInfo, trust?: Trust) {
     super();
     this.url = url;
     this.#hello = hello;
+    this.#trust = trust;
   }
 
   get connected(): boolean {
@@ -37,7 +39,15 @@ export class SupernodeClient extends EventEmitter<{ close: [] }> {
   /** Opens the socket and says hello; rejects with DF_SUPERNODE_UNAVAILABLE if that fails in time. */
   async connect({ signal, timeoutMs = 3000 }: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
     const wsUrl = this.url.replace(/^http/, 'ws') + WS_PATH;
-    const ws = new WebSocket(wsUrl, { handshakeTimeout: timeoutMs, maxPayload: 16 << 20 });
+    // The session proof (an HMAC over this peer id, a time and a nonce) goes on the upgrade request: a peer without
+    // the cluster secret is turned away before it has a socket.
+    const secret = this.#trust?.secret;
+    const ws = new WebSocket(wsUrl, {
+      handshakeTimeout: timeoutMs,
+      maxPayload: 16 << 20,
+      headers: secret ? { [AUTH_HEADER]: sessionProof(secret, this.#hello.peerId) } : {},
+      ...clusterTls(this.#trust),
+    });
     this.#ws = ws;
     await new Promise<void>((resolve, reject) => {
       const onAbort = () => ws.terminate();
@@ -49,6 +59,16 @@ export class SupernodeClient extends EventEmitter<{ close: [] }> {
       ws.once('error', (err) => {
         signal?.removeEventListener('abort', onAbort);
         reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${describeError(err)}`, err));
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        signal?.removeEventListener('abort', onAbort);
+        const status = res.statusCode ?? 0;
+        res.resume();
+        ws.terminate();
+        const why = status === 401 || status === 403 ? 'the supernode refused this peer (cluster secret missing or wrong)' : `upgrade answered ${status}`;
+        const e = dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${why}`);
+        Object.assign(e, { upstreamStatus: status });
+        reject(e);
       });
     });
     ws.on('message', (data) => this.#onMessage(data.toString()));
@@ -125,4 +145,14 @@ export class SupernodeClient extends EventEmitter<{ close: [] }> {
     this.#pending.clear();
     this.emit('close');
   }
+}
+
+/**
+ * TLS options for connections to other cluster members: trust the cluster CA, present this member's certificate.
+ * A member is whoever holds a certificate the cluster CA signed; host names are not part of that identity (peers
+ * advertise node IPs a shared certificate cannot list), so only the chain is checked when a cluster CA is set.
+ */
+export function clusterTls(trust: Trust | undefined): { ca?: Buffer; cert?: Buffer; key?: Buffer; checkServerIdentity?: () => undefined } {
+  const opts = tlsClientOptions(trust?.tls);
+  return opts.ca ? { ...opts, checkServerIdentity: () => undefined } : opts;
 }

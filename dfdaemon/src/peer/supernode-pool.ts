@@ -4,7 +4,7 @@
  * fails is skipped for a short back-off and the next in rank is used.
  */
 import { createHash } from 'node:crypto';
-import { describeError, type Logger } from '@damselfly/shared';
+import { describeError, type Logger, type Trust } from '@damselfly/shared';
 import { SupernodeClient, type HelloInfo } from './supernode-client.js';
 import { dfError } from '../errors.js';
 
@@ -14,13 +14,15 @@ export class SupernodePool {
   readonly #urls: readonly string[];
   readonly #hello: HelloInfo;
   readonly #log: Logger;
+  readonly #trust: Trust | undefined;
   readonly #clients = new Map<string, Promise<SupernodeClient>>();
   readonly #downUntil = new Map<string, number>();
 
-  constructor(urls: readonly string[], hello: HelloInfo, log: Logger) {
+  constructor(urls: readonly string[], hello: HelloInfo, log: Logger, trust?: Trust) {
     this.#urls = urls;
     this.#hello = hello;
     this.#log = log;
+    this.#trust = trust;
   }
 
   get size(): number {
@@ -64,7 +66,7 @@ export class SupernodePool {
   #client(url: string, signal?: AbortSignal): Promise<SupernodeClient> {
     let p = this.#clients.get(url);
     if (!p) {
-      const c = new SupernodeClient(url, this.#hello);
+      const c = new SupernodeClient(url, this.#hello, this.#trust);
       p = c.connect({ signal }).then(() => c);
       this.#clients.set(url, p);
       c.once('close', () => {

@@ -8,10 +8,11 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { checkDigest, describeError, isDamselflyError, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import { checkDigest, describeError, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
 import type { Download, Peer } from '../peer/peer.js';
 import type { DaemonMetrics } from '../metrics.js';
 import type { LocalTask } from '../storage/local-task.js';
+import type { AccessGuard } from './access-guard.js';
 import { originHeaders } from './forward-headers.js';
 import { streamTask } from './stream-task.js';
 import { allowedHosts, route, type RoutePolicy } from './route.js';
@@ -26,6 +27,8 @@ export interface ProxyComponents {
   direct: Dispatcher;
   /** The local cache, for Range reads it can answer without a download. */
   cached: (taskId: string) => LocalTask | undefined;
+  /** Asks the origin whether this client may read a private blob. */
+  access: AccessGuard;
 }
 
 export function buildProxyServer(c: ProxyComponents): Server {
@@ -49,6 +52,18 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   const r = route(req, c.policy, allowed);
   const ac = new AbortController();
   res.once('close', () => ac.abort());
+  /**
+   * Before any byte is sent the honest fallback is the upstream itself: the client gets its answer as is (a 401
+   * challenge, a 404), or the blob the direct way when P2P cannot deliver it.
+   */
+  const fallback = async (err: unknown): Promise<void> => {
+    if (ac.signal.aborted) throw err;
+    const status = (err as { status?: number }).status;
+    const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : 'p2p_failed';
+    c.log.warn({ url: redactUrl(r.url.href), why, err: describeError(err) }, 'proxy:direct-fallback');
+    const code = await passthrough(req, res, r.url, c.direct, ac.signal);
+    c.metrics.proxyRequests.inc({ kind: `fallback_${why}`, status: code });
+  };
   if (r.mode === 'direct') {
     const status = await passthrough(req, res, r.url, c.direct, ac.signal);
     c.metrics.proxyRequests.inc({ kind: 'direct', status });
@@ -57,13 +72,15 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   const digest = checkDigest(r.url, header(req, 'x-damselfly-digest'));
   const rangeHeader = header(req, 'range');
   const taskId = taskIdFor(r.url, digest);
+  const clientHeaders = originHeaders(req.headers);
 
-  // A Range read the cache already holds needs no download at all.
+  // A Range read the cache already holds needs no download at all (but the client's access, if the blob is private).
   const local = c.cached(taskId);
   if (local && rangeHeader !== undefined) {
     const range = parseRange(rangeHeader, local.info.contentLength);
     const covering = range ? piecesOf(range, local.info.pieceSize) : [];
     if (range && covering.every((n) => local.has(n)) && (await local.recheck(covering)).length === 0) {
+      await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
       writeHead(res, local, range);
       await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal });
       res.end();
@@ -74,33 +91,45 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
 
   let dl: Download;
   try {
-    dl = await c.peer.download({ url: r.url, digest, headers: originHeaders(req.headers) }, { signal: ac.signal, whole: rangeHeader === undefined });
+    dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: rangeHeader === undefined });
   } catch (err) {
-    if (ac.signal.aborted) throw err;
-    // Before any byte is sent the honest fallback is the upstream itself: the client gets its answer as is
-    // (a 401 challenge, a 404), or the blob the direct way when P2P cannot deliver it.
-    const status = (err as { status?: number }).status;
-    const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : 'p2p_failed';
-    c.log.warn({ url: redactUrl(r.url.href), why, err: describeError(err) }, 'proxy:direct-fallback');
-    const code = await passthrough(req, res, r.url, c.direct, ac.signal);
-    c.metrics.proxyRequests.inc({ kind: `fallback_${why}`, status: code });
-    return;
+    return fallback(err);
   }
+  // Cached, shared or fresh, a private blob reaches only a client the origin would give it to.
+  await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
   const length = dl.task.info.contentLength;
   const range = parseRange(rangeHeader, length);
   if (range) {
     const pieces = piecesOf(range, dl.task.info.pieceSize);
     if (!dl.want(pieces)) {
-      dl = await c.peer.download({ url: r.url, digest, headers: originHeaders(req.headers) }, { signal: ac.signal, whole: false });
+      dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: false });
       dl.want(pieces);
     }
     if (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true') dl.want('all');
   }
+  const start = range?.start ?? 0;
+  const end = range?.end ?? length - 1;
+  // The answer starts once its first piece is verified, so a P2P failure before that still falls back to the upstream
+  // (a cut connection is only for failures after bytes went out).
+  try {
+    await firstPieceReady(dl, start, end, ac.signal);
+  } catch (err) {
+    return fallback(err);
+  }
   writeHead(res, dl.task, range);
   c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href), range }, 'proxy:serving');
-  await streamTask(dl, res, { start: range?.start ?? 0, end: range?.end ?? length - 1, signal: ac.signal });
+  await streamTask(dl, res, { start, end, signal: ac.signal });
   res.end();
   c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
+}
+
+/** Resolves when the first piece of [start, end] may be sent (for a whole blob of one piece: once it is verified). */
+async function firstPieceReady(dl: Download, start: number, end: number, signal: AbortSignal): Promise<void> {
+  const { pieceSize, contentLength } = dl.task.info;
+  if (contentLength === 0 || end < start) return;
+  const first = Math.floor(start / pieceSize);
+  await dl.task.waitPiece(first, { signal });
+  if (start === 0 && end === contentLength - 1 && first === Math.floor(end / pieceSize)) await dl.done;
 }
 
 function piecesOf(range: ByteRange, pieceSize: number): number[] {
@@ -130,7 +159,7 @@ function header(req: IncomingMessage, name: string): string | undefined {
 }
 
 function sendError(res: ServerResponse, err: unknown, c: ProxyComponents): void {
-  const e = err as { code?: string; status?: number; message?: string };
+  const e = err as { code?: string; status?: number; message?: string; headers?: Record<string, string> };
   if (res.headersSent) {
     // Mid-body: the only honest signal left is to cut the connection (the client sees a short body).
     c.log.warn({ err: describeError(err) }, 'proxy:aborted-mid-body');
@@ -140,10 +169,7 @@ function sendError(res: ServerResponse, err: unknown, c: ProxyComponents): void 
   const status = e.status && e.status >= 400 && e.status < 600 ? e.status : 502;
   c.metrics.proxyRequests.inc({ kind: 'error', status });
   if (status >= 500) c.log.warn({ err: describeError(err) }, 'proxy:failed');
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (isDamselflyError(err, 'RANGE_NOT_SATISFIABLE')) {
-    const total = /of (\d+) bytes/.exec(e.message ?? '')?.[1];
-    if (total) headers['content-range'] = `bytes */${total}`;
-  }
+  // Headers the answer must carry (a 416's Content-Range, the origin's auth challenge) travel on the error as data.
+  const headers: Record<string, string> = { ...e.headers, 'content-type': 'application/json' };
   res.writeHead(status, headers).end(JSON.stringify({ code: e.code ?? 'INTERNAL', message: e.message ?? String(err) }) + '\n');
 }

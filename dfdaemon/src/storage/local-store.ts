@@ -4,7 +4,7 @@
  */
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TaskIndex, type TaskInfo } from '@damselfly/shared';
+import { TaskIndex, canonicalUrl, type TaskInfo } from '@damselfly/shared';
 import { LocalTask, type LocalTaskMeta } from './local-task.js';
 import { dfError } from '../errors.js';
 
@@ -22,7 +22,10 @@ export class LocalStore {
     await mkdir(join(this.#dir, 'tasks'), { recursive: true });
     await this.#index.start();
     for await (const [id, meta] of this.#index.tasks()) {
-      this.#tasks.set(id, new LocalTask(meta, await this.#index.pieces(id), this.#dataPath(id), this.#index));
+      // Records written before URLs were stored canonically may hold credentials: rewrite them without.
+      const url = canonicalUrl(new URL(meta.url));
+      if (url !== meta.url) await this.#index.putTask(id, { ...meta, url });
+      this.#tasks.set(id, new LocalTask({ ...meta, url }, await this.#index.pieces(id), this.#dataPath(id), this.#index));
     }
   }
 
@@ -40,7 +43,7 @@ export class LocalStore {
     return this.#tasks.get(taskId);
   }
 
-  /** Opens (creating if needed) the cache entry for a task; the data file is sized up front. */
+  /** Opens (creating if needed) the cache entry for a task; the data file is sized up front. `url` is stored: no credentials. */
   async open(info: TaskInfo, url: string): Promise<LocalTask> {
     const existing = this.#tasks.get(info.taskId);
     if (existing && existing.info.contentLength === info.contentLength && existing.info.pieceSize === info.pieceSize) return existing;

@@ -1,18 +1,28 @@
-/** Serves verified pieces to other peers: `GET /pieces/:taskId/:n`, bounded by upload slots. */
+/**
+ * Serves verified pieces to other peers: `GET /pieces/:taskId/:n`, bounded by upload slots. With a cluster secret, a
+ * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
+ */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, type Logger } from '@damselfly/shared';
+import { GRANT_HEADER, PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, tlsServerOptions, verifyGrant, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
 
-export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number }): FastifyInstance {
-  const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger });
+export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust }): FastifyInstance {
+  const https = tlsServerOptions(c.trust.tls);
+  const app = Fastify({
+    loggerInstance: quietLogger(c.log) as FastifyBaseLogger,
+    requestTimeout: 30_000,
+    ...(https ? { https } : {}),
+  }) as unknown as FastifyInstance;
+  const secret = c.trust.secret;
   let active = 0;
 
   app.setErrorHandler((err, _req, reply) => {
     const e = err as { code?: string; status?: number; statusCode?: number; message: string };
     const status = e.status ?? e.statusCode ?? 500;
     if (status >= 500 && status !== 503) c.log.warn({ err: describeError(err) }, 'upload:failed');
+    if (status === 403) c.metrics.uploadRefused.inc();
     void reply.status(status).send({ code: e.code ?? 'INTERNAL', message: e.message });
   });
 
@@ -22,6 +32,10 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
     const { taskId } = req.params;
     if (!TASK_ID_RE.test(taskId) || !/^\d{1,9}$/.test(req.params.n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${req.params.n}`);
     const n = Number(req.params.n);
+    if (secret) {
+      const g = req.headers[GRANT_HEADER];
+      verifyGrant(secret, Array.isArray(g) ? g[0] : g, taskId, n);
+    }
     const task = c.store.get(taskId);
     if (!task?.has(n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}`);
     // The scheduler keeps peers under their slots; twice that is a misbehaving client, not load.

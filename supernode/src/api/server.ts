@@ -1,20 +1,62 @@
 /** The supernode's HTTP surface: piece API, task API, ws channel, health and metrics. */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
-import { PIECE_SHA_HEADER, TASK_ID_RE, WS_PATH, describeError, parseHttpUrl, quietLogger, sharedError, type Logger } from '@damselfly/shared';
+import {
+  AUTH_HEADER,
+  GRANT_HEADER,
+  NonceCache,
+  PIECE_SHA_HEADER,
+  TASK_ID_RE,
+  WS_PATH,
+  describeError,
+  parseHttpUrl,
+  quietLogger,
+  sharedError,
+  tlsServerOptions,
+  verifyGrant,
+  verifyOperatorToken,
+  verifySessionProof,
+  type Logger,
+  type Trust,
+} from '@damselfly/shared';
 import { snError } from '../errors.js';
 import { handlePeerSocket, type ChannelComponents } from './ws-channel.js';
 
-export function buildServer(c: ChannelComponents & { log: Logger }): FastifyInstance {
-  const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, bodyLimit: 1 << 20 });
+export interface ServerComponents extends ChannelComponents {
+  log: Logger;
+  trust: Trust;
+}
+
+function header(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export function buildServer(c: ServerComponents): FastifyInstance {
+  const https = tlsServerOptions(c.trust.tls);
+  const app = Fastify({
+    loggerInstance: quietLogger(c.log) as FastifyBaseLogger,
+    bodyLimit: 1 << 20,
+    // Slow-loris: a client has this long to send its headers and body.
+    requestTimeout: 30_000,
+    ...(https ? { https } : {}),
+  }) as unknown as FastifyInstance;
+  const nonces = new NonceCache();
+  const secret = c.trust.secret;
 
   app.setErrorHandler((err, req, reply) => {
     const e = err as { code?: string; status?: number; statusCode?: number; message: string };
     const status = e.status ?? e.statusCode ?? 500;
-    if (status >= 500) c.log.warn({ url: req.url, err: describeError(err) }, 'request:failed');
+    if (status >= 500) c.log.warn({ url: req.url.split('?')[0], err: describeError(err) }, 'request:failed');
+    if (status === 401 || status === 403) c.metrics.rejected.inc({ why: e.code ?? 'auth' });
     c.metrics.pieceErrors.inc({ code: e.code ?? 'INTERNAL' });
     void reply.status(status).send({ code: e.code ?? 'INTERNAL', message: e.message });
   });
+
+  /** The operator REST API is for cluster members: `Authorization: Bearer <cluster secret>`. */
+  const operator = async (req: FastifyRequest) => {
+    if (secret) verifyOperatorToken(secret, header(req, 'authorization'));
+  };
 
   app.get('/healthy', async () => ({ ok: true }));
   app.get('/metrics', async (_req, reply) => {
@@ -22,29 +64,32 @@ export function buildServer(c: ChannelComponents & { log: Logger }): FastifyInst
     return c.metrics.registry.metrics();
   });
 
-  /** Registers (or looks up) a task over REST: lets operators preheat a blob. */
-  app.post<{ Body: { url?: unknown; digest?: unknown; headers?: unknown } }>('/api/v1/tasks', async (req) => {
+  /** Registers (or looks up) a task over REST. The answer never includes the origin URL. */
+  app.post<{ Body: { url?: unknown; digest?: unknown; headers?: unknown } }>('/api/v1/tasks', { preHandler: operator }, async (req) => {
     const b = req.body ?? {};
     if (typeof b.url !== 'string') throw sharedError('BAD_URL', 'body must be {"url": "...", "digest"?: "sha256:...", "headers"?: {...}}');
-    const headers = typeof b.headers === 'object' && b.headers !== null ? (b.headers as Record<string, string>) : {};
+    const headers: Record<string, string> = {};
+    if (typeof b.headers === 'object' && b.headers !== null) for (const [k, v] of Object.entries(b.headers)) if (typeof v === 'string') headers[k] = v;
     const meta = await c.seeder.register(parseHttpUrl(b.url), typeof b.digest === 'string' ? b.digest : undefined, headers);
-    return { ...meta, seeded: c.store.seededCount(meta.taskId) };
+    return publicView(meta, c.store.seededCount(meta.taskId));
   });
 
-  app.get<{ Params: { taskId: string } }>('/api/v1/tasks/:taskId', async (req) => {
+  app.get<{ Params: { taskId: string } }>('/api/v1/tasks/:taskId', { preHandler: operator }, async (req) => {
     const meta = c.store.get(req.params.taskId);
     if (!meta) throw snError('SN_TASK_NOT_FOUND', req.params.taskId);
-    return { ...meta, url: undefined, seeded: c.store.seededCount(meta.taskId) };
+    return publicView(meta, c.store.seededCount(meta.taskId));
   });
 
+  /** A piece, only to the requester the scheduler granted it to. */
   app.get<{ Params: { taskId: string; n: string } }>('/api/v1/tasks/:taskId/pieces/:n', async (req, reply) => {
     const { taskId } = req.params;
     if (!TASK_ID_RE.test(taskId)) throw snError('SN_TASK_NOT_FOUND', taskId);
     if (!/^\d{1,9}$/.test(req.params.n)) throw snError('SN_BAD_PIECE_NUMBER', JSON.stringify(req.params.n));
     const n = Number(req.params.n);
+    const requester = verifyGrant(c.grantKey, header(req, GRANT_HEADER), taskId, n);
     const ac = new AbortController();
     req.raw.once('close', () => ac.abort());
-    const sha = await c.seeder.ensurePiece(taskId, n, { signal: ac.signal });
+    const sha = await c.seeder.ensurePiece(taskId, n, { signal: ac.signal, requester });
     const data = await c.store.readPiece(taskId, n);
     c.metrics.servedPieces.inc();
     c.metrics.servedBytes.inc(data.length);
@@ -52,9 +97,25 @@ export function buildServer(c: ChannelComponents & { log: Logger }): FastifyInst
     return reply.send(data);
   });
 
-  void app.register(websocket, { options: { maxPayload: 4 << 20 } });
+  void app.register(websocket, { options: { maxPayload: 1 << 20 } });
   void app.register(async (scope) => {
-    scope.get(WS_PATH, { websocket: true }, (socket) => handlePeerSocket(socket, c));
+    scope.get(
+      WS_PATH,
+      {
+        websocket: true,
+        // Membership is checked on the upgrade request: a peer without the secret never gets a socket.
+        preValidation: async (req) => {
+          if (!secret) return;
+          (req as FastifyRequest & { authPeer?: string }).authPeer = verifySessionProof(secret, header(req, AUTH_HEADER), nonces);
+        },
+      },
+      (socket, req) => handlePeerSocket(socket, { authPeer: (req as FastifyRequest & { authPeer?: string }).authPeer, remoteAddress: req.socket.remoteAddress }, c),
+    );
   });
   return app;
+}
+
+function publicView(meta: { taskId: string; contentLength: number; pieceSize: number; pieceCount: number; digest?: string; public?: boolean; verified?: boolean }, seeded: number) {
+  const { taskId, contentLength, pieceSize, pieceCount, digest } = meta;
+  return { taskId, contentLength, pieceSize, pieceCount, digest, public: meta.public ?? false, verified: meta.verified ?? false, seeded };
 }

@@ -1,15 +1,18 @@
 /**
- * One WebSocket per peer: validates every frame, answers requests, applies reports to the scheduler. A malformed
- * frame gets an error reply (or is dropped if it has no usable id); it never takes the supernode down.
+ * One WebSocket per peer, and one peer per WebSocket: the session's identity is the peer id it authenticated with
+ * (or, without a cluster secret, the one its single hello names). Every frame is validated and counted against the
+ * session's budget; requests are answered, reports are applied to the scheduler only as evidence about assignments
+ * it made. A malformed frame gets an error reply (or is dropped if it has no usable id); it never takes the
+ * supernode down.
  */
 import type { WebSocket } from 'ws';
+import type { BlockList } from 'node:net';
 import {
   PROTOCOL_VERSION,
   describeError,
+  issueGrant,
   parseHttpUrl,
   parsePeerMessage,
-  peerPiecePath,
-  supernodePiecePath,
   type Assignment,
   type Logger,
   type PeerMessage,
@@ -24,6 +27,8 @@ import type { Seeder } from '../seed/seeder.js';
 import type { TaskStore } from '../resource/task-store.js';
 import type { SupernodeMetrics } from '../metrics.js';
 import { snError } from '../errors.js';
+import { TokenBucket } from './session-limits.js';
+import { checkAdvertisedBase } from './advertise-check.js';
 
 export interface ChannelComponents {
   scheduler: Scheduler;
@@ -31,15 +36,38 @@ export interface ChannelComponents {
   store: TaskStore;
   metrics: SupernodeMetrics;
   log: Logger;
-  /** Base URL peers use for supernode pieces. */
-  selfUrl: () => string;
-  /** Upload URL of a connected peer. */
-  peerUrls: Map<string, string>;
+  /** `scheme://host:port` peers use for supernode pieces. */
+  selfBase: () => string;
+  /** Live sessions: peer id → its upload base (empty for peers that do not upload). */
+  sessions: Map<string, string>;
+  /** Key the supernode signs piece grants with (the cluster secret, or a per-process key without one). */
+  grantKey: Buffer;
+  advertiseCidrs: BlockList;
+  limits: { maxTasks: number; rate: number };
 }
 
-export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
+export interface SessionInfo {
+  /** Peer id the session authenticated as (absent without a cluster secret). */
+  authPeer?: string;
+  remoteAddress?: string;
+}
+
+/** Silence on the socket for this long (two missed pings) ends the session: its peer's pieces stop being offered. */
+const PING_MS = 15_000;
+
+export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: ChannelComponents): void {
   let peerId: string | undefined;
+  const tasks = new Set<string>();
+  const bucket = new TokenBucket(c.limits.rate);
   const ac = new AbortController();
+  let alive = true;
+  const ping = setInterval(() => {
+    if (!alive) return ws.terminate();
+    alive = false;
+    ws.ping();
+  }, PING_MS);
+  ping.unref();
+  ws.on('pong', () => (alive = true));
 
   const send = (reply: Reply) => {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(reply));
@@ -51,6 +79,7 @@ export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
   };
 
   ws.on('message', (data, isBinary) => {
+    alive = true;
     let msg: PeerMessage;
     try {
       if (isBinary) throw snError('SN_NOT_HELLO', 'a binary frame');
@@ -59,6 +88,11 @@ export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
       c.log.warn({ peerId, err: describeError(err) }, 'peer:bad-message');
       const id = tryId(data.toString());
       if (id !== undefined) fail(id, err);
+      return;
+    }
+    if (!bucket.take()) {
+      c.metrics.rejected.inc({ why: 'rate_limited' });
+      if ('id' in msg) fail(msg.id, snError('SN_RATE_LIMITED', ` (over ${c.limits.rate}/s)`));
       return;
     }
     if (!peerId && msg.type !== 'peer:hello') {
@@ -72,35 +106,58 @@ export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
   });
 
   ws.on('close', () => {
+    clearInterval(ping);
     ac.abort();
     if (!peerId) return;
     c.scheduler.peerLeft(peerId);
-    c.peerUrls.delete(peerId);
+    for (const taskId of tasks) c.seeder.forget(taskId, peerId);
+    c.sessions.delete(peerId);
     c.metrics.peers.set(c.scheduler.peerCount);
     c.log.info({ peerId }, 'peer:left');
   });
   ws.on('error', (err) => c.log.warn({ peerId, err: describeError(err) }, 'peer:socket-error'));
 
+  async function hello(msg: Extract<PeerMessage, { type: 'peer:hello' }>): Promise<void> {
+    if (peerId) throw snError('SN_ALREADY_HELLO', peerId);
+    if (session.authPeer !== undefined && msg.peerId !== session.authPeer) throw snError('SN_PEER_MISMATCH', JSON.stringify(msg.peerId));
+    if (msg.peerId === SUPERNODE || c.sessions.has(msg.peerId)) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
+    const base = msg.uploadUrl ? await checkAdvertisedBase(msg.uploadUrl, session.remoteAddress, c.advertiseCidrs) : '';
+    // Re-checked after the await: two hellos racing for one id must not both win.
+    if (peerId) throw snError('SN_ALREADY_HELLO', peerId);
+    if (c.sessions.has(msg.peerId)) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
+    if (ws.readyState !== ws.OPEN) return;
+    peerId = msg.peerId;
+    c.sessions.set(peerId, base);
+    c.scheduler.peerJoined(peerId, base !== '', msg.labels);
+    c.metrics.peers.set(c.scheduler.peerCount);
+    c.log.info({ peerId, uploadBase: base || undefined, labels: msg.labels }, 'peer:joined');
+    send({ id: msg.id, ok: true, result: { version: PROTOCOL_VERSION } });
+  }
+
   async function handle(msg: PeerMessage): Promise<void> {
     switch (msg.type) {
-      case 'peer:hello': {
-        peerId = msg.peerId;
-        if (msg.uploadUrl) {
-          parseHttpUrl(msg.uploadUrl);
-          c.peerUrls.set(peerId, msg.uploadUrl.replace(/\/$/, ''));
-        }
-        c.scheduler.peerJoined(peerId, !!msg.uploadUrl, msg.labels);
-        c.metrics.peers.set(c.scheduler.peerCount);
-        c.log.info({ peerId, uploadUrl: msg.uploadUrl, labels: msg.labels }, 'peer:joined');
-        send({ id: msg.id, ok: true, result: { version: PROTOCOL_VERSION } });
-        return;
-      }
+      case 'peer:hello':
+        return hello(msg);
       case 'task:register': {
-        const meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal });
+        if (tasks.size >= c.limits.maxTasks) throw snError('SN_TOO_MANY_TASKS', `${tasks.size} (leave some first)`);
+        const me = peerId!;
+        const meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal, requester: me });
+        if (peerId !== me || ws.readyState !== ws.OPEN) {
+          c.seeder.forget(meta.taskId, me);
+          return;
+        }
+        tasks.add(meta.taskId);
         // Only pieces whose hash the supernode recorded can be offered to others: peers' own claims are not trusted.
         const have = (msg.have ?? []).filter((n) => c.store.pieceSha(meta.taskId, n) !== undefined);
-        c.scheduler.taskJoined(peerId!, meta.taskId, have);
-        const info: TaskInfo = { taskId: meta.taskId, contentLength: meta.contentLength, pieceSize: meta.pieceSize, pieceCount: meta.pieceCount, digest: meta.digest };
+        c.scheduler.taskJoined(me, meta.taskId, have);
+        const info: TaskInfo = {
+          taskId: meta.taskId,
+          contentLength: meta.contentLength,
+          pieceSize: meta.pieceSize,
+          pieceCount: meta.pieceCount,
+          digest: meta.digest,
+          public: meta.public,
+        };
         send({ id: msg.id, ok: true, result: info });
         return;
       }
@@ -108,12 +165,14 @@ export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
         const end = c.metrics.scheduleSeconds.startTimer();
         const meta = c.store.get(msg.taskId);
         if (!meta) throw snError('SN_TASK_NOT_FOUND', msg.taskId);
+        if (!tasks.has(msg.taskId) || !c.scheduler.inTask(peerId!, msg.taskId)) throw snError('SN_TASK_NOT_JOINED', msg.taskId);
         const want = msg.want.filter((n) => n < meta.pieceCount);
         const choices = c.scheduler.schedule(msg.taskId, peerId!, want, msg.max);
         const assignments: Assignment[] = choices.map(({ piece, from }) => ({
           piece,
           from,
-          url: (from === SUPERNODE ? c.selfUrl() + supernodePiecePath(msg.taskId, piece) : c.peerUrls.get(from)! + peerPiecePath(msg.taskId, piece)),
+          base: from === SUPERNODE ? c.selfBase() : c.sessions.get(from)!,
+          grant: issueGrant(c.grantKey, { taskId: msg.taskId, piece, requester: peerId! }),
           sha256: c.store.pieceSha(msg.taskId, piece),
         }));
         const result: ScheduleResult = assignments.length ? { assignments } : { assignments, retryAfterMs: 100 };
@@ -121,18 +180,23 @@ export function handlePeerSocket(ws: WebSocket, c: ChannelComponents): void {
         send({ id: msg.id, ok: true, result });
         return;
       }
-      case 'piece:result':
+      case 'piece:result': {
         // A peer can only become a source for pieces whose hash the supernode recorded: those are the ones it can
         // have fetched and verified, and the only ones a downloader can check.
         if (msg.ok && c.store.pieceSha(msg.taskId, msg.piece) === undefined) {
           c.scheduler.release(msg.taskId, peerId!, msg.piece);
           return;
         }
-        c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason);
-        if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, reason: msg.reason }, 'piece:failed');
+        const verdict = c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason);
+        c.metrics.reports.inc({ verdict });
+        if (verdict !== 'accepted') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, verdict }, 'piece:report-ignored');
+        else if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, reason: msg.reason }, 'piece:failed');
         return;
+      }
       case 'task:leave':
+        tasks.delete(msg.taskId);
         c.scheduler.taskLeft(peerId!, msg.taskId);
+        c.seeder.forget(msg.taskId, peerId!);
         return;
     }
   }

@@ -1,8 +1,13 @@
 import type { TaskInfo } from '@damselfly/shared';
 
-/** What the supernode persists per task. Origin headers are deliberately absent: credentials never touch disk. */
+/**
+ * What the supernode persists per task. Credentials are deliberately absent: no origin headers, and the origin is
+ * kept only in its canonical form (no userinfo, no signature parameters), for operators to read.
+ */
 export interface TaskMeta extends TaskInfo {
-  url: string;
+  origin: string;
   acceptsRanges: boolean;
   createdAt: number;
+  /** The whole blob was read back in order and matched its digest. */
+  verified?: boolean;
 }

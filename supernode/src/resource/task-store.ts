@@ -2,9 +2,9 @@
  * Seeded pieces on the supernode's disk: one data file per task plus the level index of piece hashes.
  * In-memory maps mirror the index so the hot path (is piece n seeded? what is its hash?) never awaits level.
  */
-import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TaskIndex, pieceRange, readVerifiedPiece } from '@damselfly/shared';
+import { TaskIndex, canonicalUrl, pieceRange, readVerifiedPiece } from '@damselfly/shared';
 import type { TaskMeta } from './task-meta.js';
 
 interface OpenTask {
@@ -29,6 +29,15 @@ export class TaskStore {
     await mkdir(join(this.#dir, 'tasks'), { recursive: true });
     await this.#index.start();
     for await (const [id, meta] of this.#index.tasks()) {
+      // Records from before origins were stored canonically may hold a URL with credentials: rewrite them without.
+      const legacy = meta as TaskMeta & { url?: string };
+      if (legacy.url !== undefined || legacy.origin === undefined) {
+        const { url, ...rest } = legacy;
+        Object.assign(rest, { origin: url ? canonicalUrl(new URL(url)) : '' });
+        await this.#index.putTask(id, rest as TaskMeta);
+        this.#tasks.set(id, { meta: rest as TaskMeta, pieces: await this.#index.pieces(id), checked: new Set() });
+        continue;
+      }
       this.#tasks.set(id, { meta, pieces: await this.#index.pieces(id), checked: new Set() });
     }
   }
@@ -52,6 +61,23 @@ export class TaskStore {
     }
     await this.#index.putTask(meta.taskId, meta);
     this.#tasks.set(meta.taskId, { meta, pieces: new Map(), checked: new Set() });
+  }
+
+  /** Changes and persists part of a task's record. */
+  async update(taskId: string, patch: Partial<TaskMeta>): Promise<void> {
+    const t = this.#tasks.get(taskId);
+    if (!t) return;
+    Object.assign(t.meta, patch);
+    await this.#index.putTask(taskId, t.meta);
+  }
+
+  /** Deletes a task: record, piece hashes and data file. */
+  async remove(taskId: string): Promise<void> {
+    const t = this.#tasks.get(taskId);
+    this.#tasks.delete(taskId);
+    await t?.fh?.then((fh) => fh.close()).catch(() => {});
+    await this.#index.deleteTask(taskId);
+    await rm(this.dataPath(taskId), { force: true });
   }
 
   pieceSha(taskId: string, n: number): string | undefined {

@@ -28,6 +28,8 @@ export interface ScheduleInput {
   want: readonly number[];
   /** Most assignments to return. */
   max: number;
+  /** Pieces that failed from peers for this requester too often: only the supernode may serve them now. */
+  supernodeOnly?: ReadonlySet<number>;
 }
 
 export interface Choice {
@@ -83,7 +85,7 @@ function mix(s: string, n: number): number {
  * most labels with the requester and has the least load; else to the supernode while it has free slots (and, when
  * it is busy, only for pieces not already on their way to some peer).
  */
-export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
+export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly }) => {
   const extraLoad = new Map<string, number>();
   const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
   const myLabels = view.labels(requester);
@@ -106,9 +108,10 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
     // spread over all holders without a tie-break hash. Holder sets are indexable: this is bounded work.
     const holders = view.holders(piece);
     const skip = holders.size > CANDIDATES ? mix(requester, piece) % holders.size : 0;
+    const peersTried = supernodeOnly?.has(piece) ?? false;
     let seen = 0;
     let looked = 0;
-    for (const h of cycle(holders, skip)) {
+    for (const h of peersTried ? [] : cycle(holders, skip)) {
       if (seen >= CANDIDATES || looked++ >= 4 * CANDIDATES) break;
       budget--;
       if (h === requester || view.blacklisted(h) || !view.uploads(h)) continue;
@@ -128,7 +131,7 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max }) => {
       // Super-seeding: a piece nobody holds yet but somebody is already fetching from the supernode is better
       // fetched from that peer soon after than sent again by a busy supernode (its bandwidth split over duplicates
       // slows every first copy). An idle supernode still sends duplicates: they cost it nothing.
-      const duplicate = holders.size === 0 && view.inflight(piece) > 0;
+      const duplicate = !peersTried && holders.size === 0 && view.inflight(piece) > 0;
       if (snLoad < view.slots(SUPERNODE) && !(duplicate && snLoad >= SOURCE_DUPLICATE_LOAD)) best = SUPERNODE;
     }
     if (!best) continue;

@@ -1,10 +1,14 @@
 /**
  * Cluster state for scheduling (who holds which piece, who uploads how much, who is blacklisted) and the one place
  * where it changes: every event goes through a method here. Decisions are delegated to a pure `SchedulePolicy`.
+ *
+ * Reports are evidence only about assignments this scheduler made: a `pieceResult` from anyone but the requester of
+ * a pending assignment, or naming another source than the assigned one, changes nothing.
  */
 import { EventEmitter } from 'node:events';
 import { IndexedSet } from './indexed-set.js';
 import { SUPERNODE, rarestFirst, type Choice, type SchedulePolicy, type SwarmView } from './policy.js';
+import { BlameLedger } from './blame.js';
 
 export interface SchedulerOptions {
   supernodeSlots: number;
@@ -24,8 +28,11 @@ interface PeerState {
 interface TaskSwarm {
   holders: Map<number, IndexedSet<string>>;
   inflight: Map<number, number>;
-  blacklist: Set<string>;
-  failures: Map<string, number>;
+  /** Peers that joined the task; the swarm is dropped when the last one leaves. */
+  peers: Set<string>;
+  blame: BlameLedger;
+  /** Failed peer transfers per `requester\0piece`: after a few, that piece comes from the supernode. */
+  peerFailures: Map<string, number>;
 }
 
 interface Pending {
@@ -36,10 +43,18 @@ interface Pending {
   at: number;
 }
 
+/** Failed attempts at one piece from peers before a requester gets it from the supernode (which seeds from origin). */
+export const PEER_TRIES_PER_PIECE = 2;
+
+/** What became of a report. */
+export type ReportVerdict = 'accepted' | 'no_assignment' | 'source_mismatch';
+
 const EMPTY: ReadonlySet<string> = new Set();
 
 export interface SchedulerEvents {
   'peer:blacklisted': [{ taskId: string; peerId: string; reason: string }];
+  'peer:reinstated': [{ taskId: string; peerId: string }];
+  'peer:discredited': [{ taskId: string; peerId: string; accused: number }];
 }
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
@@ -65,8 +80,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   peerLeft(peerId: string): void {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
-    for (const taskId of peer.tasks) this.#dropFromTask(taskId, peerId);
     for (const [key, p] of this.#pending) if (p.requester === peerId || p.from === peerId) this.#release(key, p);
+    for (const taskId of peer.tasks) this.#dropFromTask(taskId, peerId);
     this.#peers.delete(peerId);
     this.#load.delete(peerId);
   }
@@ -76,23 +91,52 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (!peer) return;
     peer.tasks.add(taskId);
     const swarm = this.#swarm(taskId);
+    swarm.peers.add(peerId);
     for (const n of have) this.#addHolder(swarm, n, peerId);
   }
 
   taskLeft(peerId: string, taskId: string): void {
     this.#peers.get(peerId)?.tasks.delete(taskId);
+    for (const [key, p] of this.#pending) if (p.taskId === taskId && p.requester === peerId) this.#release(key, p);
     this.#dropFromTask(taskId, peerId);
+  }
+
+  /** Whether `peerId` joined `taskId` (only members of a task may schedule in it). */
+  inTask(peerId: string, taskId: string): boolean {
+    return this.#peers.get(peerId)?.tasks.has(taskId) ?? false;
+  }
+
+  /** Tasks `peerId` has joined. */
+  taskCountOf(peerId: string): number {
+    return this.#peers.get(peerId)?.tasks.size ?? 0;
+  }
+
+  /** Forgets a task entirely (its bytes turned out wrong): nothing of it is offered or scheduled any more. */
+  dropTask(taskId: string): void {
+    for (const [key, p] of this.#pending) if (p.taskId === taskId) this.#release(key, p);
+    const swarm = this.#tasks.get(taskId);
+    for (const peerId of swarm?.peers ?? []) this.#peers.get(peerId)?.tasks.delete(taskId);
+    this.#tasks.delete(taskId);
   }
 
   /** Chooses sources for up to `max` of the pieces `requester` wants, and books their upload slots. */
   schedule(taskId: string, requester: string, want: readonly number[], max: number, now = Date.now()): Choice[] {
     const swarm = this.#swarm(taskId);
-    const pendingHere = this.#byRequester.get(`${taskId}\0${requester}`);
-    const choices = this.#opts.policy(this.#view(swarm), { requester, want: pendingHere ? want.filter((n) => !pendingHere.has(n)) : want, max });
+    const rk = `${taskId}\0${requester}`;
+    const pendingHere = this.#byRequester.get(rk);
+    let supernodeOnly: Set<number> | undefined;
+    for (const n of want) {
+      if ((swarm.peerFailures.get(`${requester}\0${n}`) ?? 0) >= PEER_TRIES_PER_PIECE) (supernodeOnly ??= new Set()).add(n);
+    }
+    const choices = this.#opts.policy(this.#view(swarm, requester), {
+      requester,
+      want: pendingHere ? want.filter((n) => !pendingHere.has(n)) : want,
+      max,
+      supernodeOnly,
+    });
     for (const c of choices) {
       const p: Pending = { taskId, requester, piece: c.piece, from: c.from, at: now };
       this.#pending.set(pendingKey(p), p);
-      const rk = `${taskId}\0${requester}`;
       let set = this.#byRequester.get(rk);
       if (!set) this.#byRequester.set(rk, (set = new Set()));
       set.add(c.piece);
@@ -109,22 +153,32 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (p) this.#release(key, p);
   }
 
-  /** A peer reports how fetching `piece` from `from` went. */
-  pieceResult(taskId: string, requester: string, piece: number, from: string, ok: boolean, reason?: string): void {
-    this.release(taskId, requester, piece);
-    const swarm = this.#swarm(taskId);
+  /**
+   * `requester` reports how its assignment of `piece` went. Only the requester of a pending assignment can report on
+   * it, and only about the source it was assigned (`from`, when given, must match it).
+   */
+  pieceResult(taskId: string, requester: string, piece: number, from: string | undefined, ok: boolean, reason?: string): ReportVerdict {
+    const key = pendingKey({ taskId, requester, piece });
+    const p = this.#pending.get(key);
+    if (!p) return 'no_assignment';
+    if (from !== undefined && from !== p.from) return 'source_mismatch';
+    this.#release(key, p);
+    const swarm = this.#tasks.get(taskId);
+    if (!swarm) return 'accepted';
+    const pk = `${requester}\0${piece}`;
     if (ok) {
-      if (this.#peers.has(requester)) this.#addHolder(swarm, piece, requester);
-      return;
+      swarm.peerFailures.delete(pk);
+      if (swarm.peers.has(requester)) this.#addHolder(swarm, piece, requester);
+      return 'accepted';
     }
-    if (from === SUPERNODE || reason === 'cancelled') return;
-    if (reason === 'corrupt') {
-      this.#blacklist(taskId, swarm, from, 'served a corrupt piece');
-      return;
+    if (p.from === SUPERNODE || reason === 'cancelled') return 'accepted';
+    swarm.peerFailures.set(pk, (swarm.peerFailures.get(pk) ?? 0) + 1);
+    for (const v of swarm.blame.report(requester, p.from, reason === 'corrupt')) {
+      if ('blacklist' in v) this.emit('peer:blacklisted', { taskId, peerId: v.blacklist, reason: v.reason });
+      else if ('reinstate' in v) this.emit('peer:reinstated', { taskId, peerId: v.reinstate });
+      else this.emit('peer:discredited', { taskId, peerId: v.discredited, accused: v.accused });
     }
-    const f = (swarm.failures.get(from) ?? 0) + 1;
-    swarm.failures.set(from, f);
-    if (f >= this.#opts.failuresBeforeBlacklist) this.#blacklist(taskId, swarm, from, `${f} failed transfers`);
+    return 'accepted';
   }
 
   /** Frees slots booked by assignments nobody reported back on. */
@@ -133,7 +187,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   isBlacklisted(taskId: string, peerId: string): boolean {
-    return this.#tasks.get(taskId)?.blacklist.has(peerId) ?? false;
+    return this.#tasks.get(taskId)?.blame.blacklist.has(peerId) ?? false;
   }
 
   holders(taskId: string, piece: number): ReadonlySet<string> {
@@ -148,14 +202,24 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return this.#peers.size;
   }
 
-  #view(swarm: TaskSwarm): SwarmView {
+  /** Tasks with scheduling state (for bounds checks and metrics). */
+  get taskCount(): number {
+    return this.#tasks.size;
+  }
+
+  /** Assignments booked and not yet reported. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  #view(swarm: TaskSwarm, requester: string): SwarmView {
     return {
       holders: (n) => swarm.holders.get(n) ?? EMPTY,
       inflight: (n) => swarm.inflight.get(n) ?? 0,
       load: (id) => this.#load.get(id) ?? 0,
       slots: (id) => (id === SUPERNODE ? this.#opts.supernodeSlots : this.#opts.peerSlots),
       uploads: (id) => this.#peers.get(id)?.uploads ?? false,
-      blacklisted: (id) => swarm.blacklist.has(id),
+      blacklisted: (id) => !swarm.blame.allowed(requester, id),
       labels: (id) => this.#peers.get(id)?.labels,
     };
   }
@@ -163,7 +227,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   #swarm(taskId: string): TaskSwarm {
     let s = this.#tasks.get(taskId);
     if (!s) {
-      s = { holders: new Map(), inflight: new Map(), blacklist: new Set(), failures: new Map() };
+      s = { holders: new Map(), inflight: new Map(), peers: new Set(), blame: new BlameLedger(this.#opts.failuresBeforeBlacklist), peerFailures: new Map() };
       this.#tasks.set(taskId, s);
     }
     return s;
@@ -179,12 +243,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const swarm = this.#tasks.get(taskId);
     if (!swarm) return;
     for (const set of swarm.holders.values()) set.delete(peerId);
-  }
-
-  #blacklist(taskId: string, swarm: TaskSwarm, peerId: string, reason: string): void {
-    if (swarm.blacklist.has(peerId)) return;
-    swarm.blacklist.add(peerId);
-    this.emit('peer:blacklisted', { taskId, peerId, reason });
+    swarm.peers.delete(peerId);
+    swarm.blame.forgetSource(peerId);
+    for (const key of swarm.peerFailures.keys()) if (key.startsWith(`${peerId}\0`)) swarm.peerFailures.delete(key);
+    // State lives as long as somebody is in the task: a task nobody is in costs nothing.
+    if (swarm.peers.size === 0) this.#tasks.delete(taskId);
   }
 
   #release(key: string, p: Pending): void {

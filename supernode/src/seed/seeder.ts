@@ -3,15 +3,25 @@
  * one `Range` GET, so peers start as soon as their first piece is seeded and a Range read of a huge blob costs the
  * origin only the pieces covering it. An origin that ignores Range is read once front to back and cut into pieces as
  * the bytes arrive. Concurrent requests for one piece share one origin fetch.
+ *
+ * Trust rules kept here:
+ * - only origins the operator allowed are fetched, through a dispatcher that refuses private addresses on every hop;
+ * - origin credentials are those of the peer whose request causes the fetch, in memory while that peer is in the
+ *   task, never persisted, logged or shared with another requester;
+ * - a task with a digest is checked against it as it is seeded; if its bytes are not the digest's, it is dropped and
+ *   refused for a while.
  */
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
 import type { Counter } from 'prom-client';
 import {
+  canonicalUrl,
+  carriesCredentials,
   checkDigest,
+  checkOriginAccess,
   describeError,
   fetchOrigin,
-  parseDigest,
+  isDamselflyError,
   pieceCountFor,
   pieceRange,
   pieceSizeFor,
@@ -19,38 +29,53 @@ import {
   redactUrl,
   sleep,
   taskIdFor,
-  isDamselflyError,
   writePiece,
   writeWholeStream,
   type Logger,
+  type OriginAllowList,
 } from '@damselfly/shared';
 import type { TaskStore } from '../resource/task-store.js';
 import type { TaskMeta } from '../resource/task-meta.js';
 import { snError } from '../errors.js';
 import { Semaphore } from './semaphore.js';
+import { DigestCheck } from './digest-check.js';
 
 export interface SeederOptions {
   originConcurrency: number;
   /** Attempts per piece before giving up (transient origin errors). */
   attempts?: number;
+  /** How long a task whose bytes did not match its digest is refused. */
+  refuseMs?: number;
 }
 
 export interface SeederComponents {
   store: TaskStore;
+  /** Follows redirects, and connects only to permitted addresses. */
   dispatcher: Dispatcher;
+  origins: OriginAllowList;
   log: Logger;
   originBytes: Counter<string>;
+  /** A task was dropped because its bytes do not match its digest. */
+  onPoisoned?: (taskId: string) => void;
+}
+
+/** How one requester reaches the origin: its own URL and headers, in memory only. */
+interface Source {
+  url: URL;
+  headers: Record<string, string>;
 }
 
 export class Seeder {
   readonly #c: SeederComponents;
   readonly #sem: Semaphore;
   readonly #attempts: number;
-  /** Latest origin headers per task, in memory only (credentials are never persisted). */
-  readonly #headers = new Map<string, Record<string, string>>();
+  readonly #refuseMs: number;
+  readonly #sources = new Map<string, Map<string, Source>>();
   readonly #registering = new Map<string, Promise<TaskMeta>>();
   readonly #inflight = new Map<string, Promise<string>>();
   readonly #whole = new Map<string, Promise<void>>();
+  readonly #checks = new Map<string, DigestCheck>();
+  readonly #refused = new Map<string, number>();
   readonly #stop = new AbortController();
 
   constructor(opts: SeederOptions, components: SeederComponents) {
@@ -59,17 +84,32 @@ export class Seeder {
     setMaxListeners(0, this.#stop.signal);
     this.#sem = new Semaphore(opts.originConcurrency);
     this.#attempts = opts.attempts ?? 3;
+    this.#refuseMs = opts.refuseMs ?? 10 * 60_000;
   }
 
   stop(): void {
     this.#stop.abort(snError('SN_SHUTTING_DOWN'));
   }
 
-  /** Finds or creates the task for `url`, probing the origin for its size on first sight. */
-  async register(url: URL, digest: string | undefined, headers: Record<string, string>, { signal }: { signal?: AbortSignal } = {}): Promise<TaskMeta> {
+  /**
+   * Finds or creates the task for `url`, probing the origin for its size on first sight. With a `requester`, its
+   * URL and headers are kept (in memory) to seed the pieces it asks for.
+   */
+  async register(
+    url: URL,
+    digest: string | undefined,
+    headers: Record<string, string>,
+    { signal, requester }: { signal?: AbortSignal; requester?: string } = {},
+  ): Promise<TaskMeta> {
+    if (!this.#c.origins.allows(url)) throw snError('SN_ORIGIN_FORBIDDEN', `${url.protocol}//${url.host}`);
     const blobDigest = checkDigest(url, digest);
     const taskId = taskIdFor(url, blobDigest);
-    if (Object.keys(headers).length || !this.#headers.has(taskId)) this.#headers.set(taskId, headers);
+    const refusedUntil = this.#refused.get(taskId);
+    if (refusedUntil !== undefined) {
+      if (refusedUntil > Date.now()) throw snError('SN_DIGEST_MISMATCH', `${blobDigest} at ${redactUrl(url.href)}`);
+      this.#refused.delete(taskId);
+    }
+    if (requester) this.#sourcesOf(taskId).set(requester, { url, headers });
     const known = this.#c.store.get(taskId);
     if (known) return known;
     let p = this.#registering.get(taskId);
@@ -80,26 +120,59 @@ export class Seeder {
     return p;
   }
 
+  /** The requester left the task (or the cluster): its credentials are dropped. */
+  forget(taskId: string, requester: string): void {
+    const m = this.#sources.get(taskId);
+    m?.delete(requester);
+    if (m?.size === 0) this.#sources.delete(taskId);
+  }
+
+  #sourcesOf(taskId: string): Map<string, Source> {
+    let m = this.#sources.get(taskId);
+    if (!m) this.#sources.set(taskId, (m = new Map()));
+    return m;
+  }
+
   async #create(taskId: string, url: URL, digest: string | undefined, headers: Record<string, string>, signal?: AbortSignal): Promise<TaskMeta> {
     const probe = await probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal });
     const pieceSize = pieceSizeFor(probe.contentLength);
     const meta: TaskMeta = {
       taskId,
-      url: url.href,
+      origin: canonicalUrl(url),
       digest,
       contentLength: probe.contentLength,
       pieceSize,
       pieceCount: pieceCountFor(probe.contentLength, pieceSize),
+      public: await this.#isPublic(url, headers, signal),
       acceptsRanges: probe.acceptsRanges,
       createdAt: Date.now(),
     };
     await this.#c.store.create(meta);
-    this.#c.log.info({ taskId, url: redactUrl(url.href), length: meta.contentLength, pieces: meta.pieceCount, ranges: meta.acceptsRanges }, 'task:created');
+    this.#c.log.info({ taskId, origin: redactUrl(url.href), length: meta.contentLength, pieces: meta.pieceCount, ranges: meta.acceptsRanges, public: meta.public }, 'task:created');
     return meta;
   }
 
-  /** Resolves with the piece's sha256 once it is on the supernode's disk, seeding it from the origin if needed. */
-  async ensurePiece(taskId: string, n: number, { signal }: { signal?: AbortSignal } = {}): Promise<string> {
+  /**
+   * Whether the origin gives this object to anybody: an anonymous request (token dance included) once per task.
+   * A probe that already went without credentials answers it; an unreachable origin counts as private.
+   */
+  async #isPublic(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<boolean> {
+    if (!carriesCredentials(url, headers)) return true;
+    try {
+      const r = await checkOriginAccess({ url: new URL(canonicalUrl(url)), headers: {}, dispatcher: this.#c.dispatcher, signal });
+      return r.ok;
+    } catch (err) {
+      signal?.throwIfAborted();
+      this.#c.log.warn({ origin: redactUrl(url.href), err: describeError(err) }, 'task:anonymous-check-failed');
+      return false;
+    }
+  }
+
+  /**
+   * Resolves with the piece's sha256 once it is on the supernode's disk, seeding it from the origin if needed with
+   * `requester`'s own access to it.
+   */
+  async ensurePiece(taskId: string, n: number, { signal, requester }: { signal?: AbortSignal; requester?: string } = {}): Promise<string> {
     const meta = this.#c.store.get(taskId);
     if (!meta) throw snError('SN_TASK_NOT_FOUND', taskId);
     if (!Number.isInteger(n) || n < 0 || n >= meta.pieceCount) throw snError('SN_PIECE_OUT_OF_RANGE', `${n} of ${meta.pieceCount}`);
@@ -108,13 +181,15 @@ export class Seeder {
     const key = `${taskId}:${n}`;
     let p = this.#inflight.get(key);
     if (!p) {
-      p = (meta.acceptsRanges ? this.#seedPiece(meta, n) : this.#waitWhole(meta, n)).finally(() => this.#inflight.delete(key));
+      const source = requester ? this.#sources.get(taskId)?.get(requester) : undefined;
+      if (!source) throw snError('SN_NOT_REGISTERED', `${taskId} (register the task on the control channel first)`);
+      p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source) : this.#waitWhole(meta, n, source)).finally(() => this.#inflight.delete(key));
       this.#inflight.set(key, p);
     }
     return signal ? abortable(p, signal) : p;
   }
 
-  async #seedPiece(meta: TaskMeta, n: number): Promise<string> {
+  async #seedPiece(meta: TaskMeta, n: number, source: Source): Promise<string> {
     const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
     const signal = this.#stop.signal;
     let lastErr: unknown;
@@ -122,20 +197,20 @@ export class Seeder {
       const release = await this.#sem.acquire(signal);
       try {
         const fh = await this.#c.store.handle(meta.taskId);
-        const body = await fetchOrigin({ url: meta.url, headers: this.#headers.get(meta.taskId), dispatcher: this.#c.dispatcher, signal }, start, end);
+        const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, start, end);
         const sha = await writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal, onBytes: (b) => this.#c.originBytes.inc(b) });
-        await this.#c.store.recordPiece(meta.taskId, n, sha);
+        await this.#recorded(meta, n, sha);
         this.#c.log.debug({ taskId: meta.taskId, piece: n }, 'piece:seeded');
         return sha;
       } catch (err) {
         lastErr = err;
-        // Auth and not-found answers will not change on retry; the client must see them as they are.
-        if (signal.aborted || (isDamselflyError(err) && (err.code === 'ORIGIN_AUTH' || err.code === 'ORIGIN_NOT_FOUND'))) throw err;
+        // Auth, not-found and forbidden answers will not change on retry; the client must see them as they are.
+        if (signal.aborted || isDamselflyError(err, 'ORIGIN_AUTH') || isDamselflyError(err, 'ORIGIN_NOT_FOUND') || isDamselflyError(err, 'ADDRESS_FORBIDDEN') || isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
         if (isDamselflyError(err, 'ORIGIN_NO_RANGE')) {
           // The origin stopped honouring Range (e.g. a pull-through cache): fall back to one sequential read.
           meta.acceptsRanges = false;
           release();
-          return this.#waitWhole(meta, n);
+          return this.#waitWhole(meta, n, source);
         }
         this.#c.log.warn({ taskId: meta.taskId, piece: n, attempt, err: describeError(err) }, 'piece:seed-failed');
         if (attempt < this.#attempts) await sleep(200 * attempt, { signal });
@@ -147,10 +222,10 @@ export class Seeder {
   }
 
   /** Waits for piece `n` of a task whose origin ignores Range, starting the one sequential read if needed. */
-  async #waitWhole(meta: TaskMeta, n: number): Promise<string> {
+  async #waitWhole(meta: TaskMeta, n: number, source: Source): Promise<string> {
     let run = this.#whole.get(meta.taskId);
     if (!run) {
-      run = this.#readWhole(meta).finally(() => this.#whole.delete(meta.taskId));
+      run = this.#readWhole(meta, source).finally(() => this.#whole.delete(meta.taskId));
       this.#whole.set(meta.taskId, run);
     }
     await run;
@@ -159,23 +234,53 @@ export class Seeder {
     return sha;
   }
 
-  async #readWhole(meta: TaskMeta): Promise<void> {
+  async #readWhole(meta: TaskMeta, source: Source): Promise<void> {
     const signal = this.#stop.signal;
     const release = await this.#sem.acquire(signal);
     try {
       const fh = await this.#c.store.handle(meta.taskId);
-      const body = await fetchOrigin({ url: meta.url, headers: this.#headers.get(meta.taskId), dispatcher: this.#c.dispatcher, signal }, 0, meta.contentLength - 1, true);
+      const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, 0, meta.contentLength - 1, true);
       await writeWholeStream(fh, body, {
         pieceSize: meta.pieceSize,
         length: meta.contentLength,
         skip: (n) => this.#c.store.pieceSha(meta.taskId, n) !== undefined,
-        onPiece: (n, sha) => this.#c.store.recordPiece(meta.taskId, n, sha),
+        onPiece: (n, sha) => this.#recorded(meta, n, sha),
         onBytes: (n) => this.#c.originBytes.inc(n),
         signal,
       });
     } finally {
       release();
     }
+  }
+
+  /** Records a seeded piece and advances the task's digest check; a mismatch drops the task and throws. */
+  async #recorded(meta: TaskMeta, n: number, sha: string): Promise<void> {
+    await this.#c.store.recordPiece(meta.taskId, n, sha);
+    if (!meta.digest || meta.verified) return;
+    let check = this.#checks.get(meta.taskId);
+    if (!check) {
+      const store = this.#c.store;
+      check = new DigestCheck(meta, { seeded: (i) => store.pieceSha(meta.taskId, i) !== undefined, dataPath: store.dataPath(meta.taskId), signal: this.#stop.signal });
+      this.#checks.set(meta.taskId, check);
+    }
+    const outcome = await check.advance();
+    if (outcome === 'pending') return;
+    this.#checks.delete(meta.taskId);
+    if (outcome === 'match') {
+      await this.#c.store.update(meta.taskId, { verified: true });
+      this.#c.log.info({ taskId: meta.taskId }, 'task:verified');
+      return;
+    }
+    await this.#poison(meta, check.actual!);
+    throw snError('SN_DIGEST_MISMATCH', `${meta.digest} at ${meta.origin}: the origin sent sha256:${check.actual}`);
+  }
+
+  async #poison(meta: TaskMeta, actual: string): Promise<void> {
+    this.#c.log.error({ taskId: meta.taskId, origin: meta.origin, digest: meta.digest, actual: `sha256:${actual}` }, 'task:digest-mismatch');
+    this.#refused.set(meta.taskId, Date.now() + this.#refuseMs);
+    this.#sources.delete(meta.taskId);
+    await this.#c.store.remove(meta.taskId);
+    this.#c.onPoisoned?.(meta.taskId);
   }
 }
 

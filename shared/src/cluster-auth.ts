@@ -1,0 +1,130 @@
+/**
+ * Cluster membership, from one shared secret:
+ *
+ * - a **session proof** a peer sends when it opens its control channel (`x-damselfly-auth`): an HMAC over its peer id,
+ *   a timestamp and a nonce, so the secret itself never crosses the wire and a captured proof cannot be replayed
+ *   (the supernode remembers nonces for the proof's lifetime);
+ * - **piece grants** the supernode puts into each assignment (`x-damselfly-grant`): an HMAC over (task, piece,
+ *   requester, expiry), checked by upload servers and the supernode's piece API, so a piece goes only to whom the
+ *   supernode scheduled it, and only for a short while;
+ * - the **operator token** for the REST API: `Authorization: Bearer <secret>`.
+ *
+ * Everything is checked in constant time. Without a secret (loopback-only or explicitly insecure deployments) none of
+ * this applies.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { errorFactory, type ErrorTable } from './errors.js';
+
+export const AuthErrors = {
+  AUTH_REQUIRED: { message: 'cluster authentication required: %s', status: 401 },
+  AUTH_INVALID: { message: 'cluster authentication failed: %s', status: 401 },
+  GRANT_INVALID: { message: 'no valid piece grant: %s', status: 403 },
+} as const satisfies ErrorTable<string>;
+
+export const authError = errorFactory(AuthErrors);
+
+export const AUTH_HEADER = 'x-damselfly-auth';
+export const GRANT_HEADER = 'x-damselfly-grant';
+
+/** A session proof is accepted this far from the supernode's clock, either way. */
+export const PROOF_SKEW_MS = 120_000;
+/** Grants live long enough for one piece transfer with its timeout, and no longer. */
+export const GRANT_TTL_MS = 120_000;
+/** Shortest secret accepted (bytes of text): shorter ones are guessable. */
+export const MIN_SECRET_LENGTH = 16;
+
+function mac(secret: Buffer, ...parts: string[]): string {
+  const h = createHmac('sha256', secret);
+  for (const p of parts) h.update(p).update('\0');
+  return h.digest('base64url');
+}
+
+function sameText(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** `peer=<id>;ts=<ms>;nonce=<hex>;mac=<b64url>` for the control channel's upgrade request. */
+export function sessionProof(secret: Buffer, peerId: string, now = Date.now()): string {
+  const nonce = randomBytes(16).toString('hex');
+  const ts = String(now);
+  return `peer=${encodeURIComponent(peerId)};ts=${ts};nonce=${nonce};mac=${mac(secret, 'session', peerId, ts, nonce)}`;
+}
+
+/** Nonces seen within the proof window: a replayed proof is refused. Bounded by time, then by count. */
+export class NonceCache {
+  readonly #seen = new Map<string, number>();
+  readonly #max: number;
+  constructor(max = 100_000) {
+    this.#max = max;
+  }
+  /** False if `nonce` was seen before (or the cache is full of live nonces: refuse rather than grow). */
+  add(nonce: string, expires: number, now = Date.now()): boolean {
+    if (this.#seen.has(nonce)) return false;
+    if (this.#seen.size >= this.#max) {
+      for (const [k, exp] of this.#seen) if (exp < now) this.#seen.delete(k);
+      if (this.#seen.size >= this.#max) return false;
+    }
+    this.#seen.set(nonce, expires);
+    return true;
+  }
+}
+
+/** Checks a session proof; returns the authenticated peer id or throws AUTH_REQUIRED / AUTH_INVALID. */
+export function verifySessionProof(secret: Buffer, header: string | undefined, nonces: NonceCache, now = Date.now()): string {
+  if (!header) throw authError('AUTH_REQUIRED', `send ${AUTH_HEADER} (set the cluster secret on this peer)`);
+  const fields = new Map<string, string>();
+  for (const part of header.split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0) fields.set(part.slice(0, i).trim(), part.slice(i + 1).trim());
+  }
+  const peerRaw = fields.get('peer');
+  const ts = fields.get('ts');
+  const nonce = fields.get('nonce');
+  const got = fields.get('mac');
+  if (!peerRaw || !ts || !/^\d{1,16}$/.test(ts) || !nonce || !/^[a-f0-9]{16,64}$/.test(nonce) || !got) {
+    throw authError('AUTH_INVALID', 'malformed proof');
+  }
+  let peerId: string;
+  try {
+    peerId = decodeURIComponent(peerRaw);
+  } catch {
+    throw authError('AUTH_INVALID', 'malformed peer id');
+  }
+  if (!sameText(got, mac(secret, 'session', peerId, ts, nonce))) throw authError('AUTH_INVALID', 'wrong secret');
+  if (Math.abs(now - Number(ts)) > PROOF_SKEW_MS) throw authError('AUTH_INVALID', 'proof expired (check the clocks)');
+  if (!nonces.add(nonce, Number(ts) + PROOF_SKEW_MS, now)) throw authError('AUTH_INVALID', 'proof replayed');
+  return peerId;
+}
+
+export interface GrantScope {
+  taskId: string;
+  piece: number;
+  requester: string;
+}
+
+/** A grant for one piece of one task to one requester: `<expiry ms>.<requester, b64url>.<mac>`. */
+export function issueGrant(secret: Buffer, g: GrantScope, now = Date.now(), ttlMs = GRANT_TTL_MS): string {
+  const exp = String(now + ttlMs);
+  const who = Buffer.from(g.requester).toString('base64url');
+  return `${exp}.${who}.${mac(secret, 'grant', g.taskId, String(g.piece), g.requester, exp)}`;
+}
+
+/** Checks a grant against the piece actually requested; returns the requester it was issued to. */
+export function verifyGrant(secret: Buffer, grant: string | undefined, taskId: string, piece: number, now = Date.now()): string {
+  if (!grant) throw authError('GRANT_INVALID', `missing ${GRANT_HEADER}`);
+  const [exp, who, got, extra] = grant.split('.');
+  if (!exp || !/^\d{1,16}$/.test(exp) || who === undefined || !got || extra !== undefined) throw authError('GRANT_INVALID', 'malformed');
+  const requester = Buffer.from(who, 'base64url').toString();
+  if (!sameText(got, mac(secret, 'grant', taskId, String(piece), requester, exp))) throw authError('GRANT_INVALID', 'not issued for this piece');
+  if (Number(exp) < now) throw authError('GRANT_INVALID', 'expired');
+  return requester;
+}
+
+/** `Authorization: Bearer <secret>` for the operator REST API. */
+export function verifyOperatorToken(secret: Buffer, authorization: string | undefined): void {
+  const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
+  if (!m) throw authError('AUTH_REQUIRED', 'send Authorization: Bearer <cluster secret>');
+  if (!sameText(m[1]!.trim(), secret.toString())) throw authError('AUTH_INVALID', 'wrong token');
+}

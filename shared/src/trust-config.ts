@@ -1,0 +1,104 @@
+/**
+ * The trust settings every long-running component shares: the cluster secret, the explicit insecure opt-out, and TLS
+ * files. Read and checked once at start-up with the rest of the config, every problem reported together.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { Schema } from './config.js';
+import { MIN_SECRET_LENGTH } from './cluster-auth.js';
+
+export interface TrustConfig {
+  clusterSecret: string | undefined;
+  clusterSecretFile: string | undefined;
+  insecure: boolean;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  tlsCa: string | undefined;
+  tlsClientAuth: boolean;
+}
+
+export const trustSchema: Schema = {
+  clusterSecret: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET', doc: `shared cluster secret (≥ ${MIN_SECRET_LENGTH} characters); prefer clusterSecretFile` },
+  clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: 'file holding the cluster secret' },
+  insecure: { type: 'bool', default: false, env: 'DAMSELFLY_INSECURE', doc: 'allow non-loopback listening without a cluster secret (no authentication at all)' },
+  tlsCert: { type: 'string', env: 'DAMSELFLY_TLS_CERT', doc: 'PEM certificate: serve TLS (and present it as client certificate)' },
+  tlsKey: { type: 'string', env: 'DAMSELFLY_TLS_KEY', doc: 'PEM private key for tlsCert' },
+  tlsCa: { type: 'string', env: 'DAMSELFLY_TLS_CA', doc: 'PEM CA bundle that signs the cluster certificates' },
+  tlsClientAuth: { type: 'bool', default: false, env: 'DAMSELFLY_TLS_CLIENT_AUTH', doc: 'require client certificates signed by tlsCa (mutual TLS)' },
+};
+
+export interface TlsMaterial {
+  cert?: Buffer;
+  key?: Buffer;
+  ca?: Buffer;
+  clientAuth: boolean;
+}
+
+/** What the trust settings resolve to at run time. Never logged: it holds the secret. */
+export interface Trust {
+  secret: Buffer | undefined;
+  tls: TlsMaterial | undefined;
+  insecure: boolean;
+}
+
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  return h === '::1';
+}
+
+function readOrReport(path: string, what: string, errors: string[]): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    errors.push(`${what}: cannot read ${JSON.stringify(path)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    return undefined;
+  }
+}
+
+/**
+ * Resolves the secret and TLS files, appending every problem to `errors`. `listen` names the non-health listen
+ * addresses (setting name → host): without a secret, a non-loopback one is refused unless `insecure` is set.
+ */
+export function resolveTrust(c: TrustConfig, listen: Record<string, string>, errors: string[]): Trust {
+  let secret: Buffer | undefined;
+  if (c.clusterSecret?.trim() && c.clusterSecretFile) errors.push('clusterSecret and clusterSecretFile: set one, not both');
+  // An empty value (e.g. an unset variable in a template) means "not set", not "a short secret".
+  const raw = c.clusterSecretFile ? readOrReport(c.clusterSecretFile, 'clusterSecretFile', errors)?.toString().trim() : c.clusterSecret?.trim() || undefined;
+  if (raw !== undefined) {
+    if (raw.length < MIN_SECRET_LENGTH) errors.push(`cluster secret: must be at least ${MIN_SECRET_LENGTH} characters, got ${raw.length}`);
+    else secret = Buffer.from(raw);
+  }
+  if (!secret && !c.insecure && raw === undefined) {
+    for (const [name, host] of Object.entries(listen)) {
+      if (!isLoopbackHost(host)) {
+        errors.push(`${name}: ${JSON.stringify(host)} is reachable from other hosts, but no cluster secret is set: set clusterSecretFile (or DAMSELFLY_CLUSTER_SECRET), listen on 127.0.0.1, or set insecure: true to run without authentication`);
+      }
+    }
+  }
+  let tls: TlsMaterial | undefined;
+  if (c.tlsCert || c.tlsKey || c.tlsCa || c.tlsClientAuth) {
+    if (!!c.tlsCert !== !!c.tlsKey) errors.push('tlsCert and tlsKey: set both or neither');
+    if (c.tlsClientAuth && !c.tlsCa) errors.push('tlsClientAuth: needs tlsCa (the CA client certificates must chain to)');
+    tls = {
+      cert: c.tlsCert ? readOrReport(c.tlsCert, 'tlsCert', errors) : undefined,
+      key: c.tlsKey ? readOrReport(c.tlsKey, 'tlsKey', errors) : undefined,
+      ca: c.tlsCa ? readOrReport(c.tlsCa, 'tlsCa', errors) : undefined,
+      clientAuth: c.tlsClientAuth,
+    };
+  }
+  return { secret, tls, insecure: c.insecure };
+}
+
+/** Options for `https.createServer` / fastify's `https`, or undefined for plain HTTP. */
+export function tlsServerOptions(tls: TlsMaterial | undefined): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean; rejectUnauthorized: boolean } | undefined {
+  if (!tls?.cert || !tls.key) return undefined;
+  return { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: tls.clientAuth, rejectUnauthorized: tls.clientAuth };
+}
+
+/** Options for outgoing TLS connections to other cluster members (CA to trust, client certificate to present). */
+export function tlsClientOptions(tls: TlsMaterial | undefined): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+  if (!tls) return {};
+  return { ca: tls.ca, cert: tls.cert, key: tls.key };
+}
