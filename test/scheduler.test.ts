@@ -132,3 +132,77 @@ t.test('scale: thousands of holders, sub-millisecond decisions, load spread over
   t.ok(sources.size > 1000, `4000 assignments spread over ${sources.size} holders`);
   t.notOk(sources.has(SUPERNODE), 'the supernode is not used while peers have free slots');
 });
+
+t.test('blame is weighed: a liar blaming peers others verified is discredited and its blame withdrawn; garbage peers are not', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 64, peerSlots: 8, failuresBeforeBlacklist: 3 });
+  const task = 'b'.repeat(64);
+  const events: string[] = [];
+  s.on('peer:blacklisted', ({ peerId }) => events.push(`blacklisted ${peerId}`));
+  s.on('peer:reinstated', ({ peerId }) => events.push(`reinstated ${peerId}`));
+  s.on('peer:discredited', ({ peerId }) => events.push(`discredited ${peerId}`));
+  const honest = ['h1', 'h2', 'h3', 'h4'];
+  for (const p of [...honest, 'good', 'liar', 'evil', 'victim']) s.peerJoined(p, true);
+  honest.forEach((h, i) => s.taskJoined(h, task, [i]));
+  for (const p of ['good', 'liar', 'victim']) s.taskJoined(p, task);
+  // 'good' verifies a piece from every honest peer: they are vouched for.
+  for (let i = 0; i < 4; i++) {
+    t.same(s.schedule(task, 'good', [i], 1), [{ piece: i, from: honest[i] }]);
+    t.equal(s.pieceResult(task, 'good', i, honest[i], true), 'accepted');
+  }
+  // The liar blames them one by one, through real assignments.
+  for (let i = 0; i < 3; i++) {
+    const [c] = s.schedule(task, 'liar', [i], 1);
+    t.equal(c?.from, honest[i]);
+    s.pieceResult(task, 'liar', i, c!.from, false, 'corrupt');
+    t.notOk(s.isBlacklisted(task, honest[i]!), `${honest[i]} (vouched for) is not condemned on one word`);
+  }
+  t.ok(s.isBlacklisted(task, 'liar'), 'the third contested blame discredits the liar: it is blacklisted as a source');
+  t.match(events, ['discredited liar', 'blacklisted liar']);
+  t.same(s.schedule(task, 'victim', [2], 1), [{ piece: 2, from: 'h3' }], 'honest peers keep serving others');
+
+  // A garbage peer nobody vouched for goes on the first corrupt report; its accuser is not discredited.
+  s.peerJoined('evil', true);
+  s.taskJoined('evil', task, [3]);
+  s.pieceResult(task, 'victim', 2, 'h3', true);
+  const [c] = s.schedule(task, 'victim', [3], 1, Date.now());
+  const from = c!.from;
+  s.pieceResult(task, 'victim', 3, from, false, 'corrupt');
+  if (from === 'evil') t.ok(s.isBlacklisted(task, 'evil'), 'an unvouched garbage peer is blacklisted at once');
+  else t.ok(true, 'the honest holder was chosen first');
+  t.notOk(s.isBlacklisted(task, 'victim'), 'blaming garbage costs the accuser nothing');
+
+  // Two requesters blaming a vouched-for source condemn it.
+  const two = new Scheduler({ supernodeSlots: 64, peerSlots: 8, failuresBeforeBlacklist: 3 });
+  for (const p of ['src', 'a', 'b', 'c']) two.peerJoined(p, true);
+  two.taskJoined('src', task, [0, 1]);
+  for (const p of ['a', 'b', 'c']) two.taskJoined(p, task);
+  two.schedule(task, 'a', [0], 1);
+  two.pieceResult(task, 'a', 0, 'src', true);
+  two.schedule(task, 'b', [1], 1);
+  two.pieceResult(task, 'b', 1, 'src', false, 'corrupt');
+  t.notOk(two.isBlacklisted(task, 'src'), 'one word against a vouched source: only that pair is split');
+  t.same(two.schedule(task, 'b', [1], 1), [{ piece: 1, from: SUPERNODE }], 'b is not sent to src again');
+  two.schedule(task, 'c', [1], 1);
+  two.pieceResult(task, 'c', 1, 'src', false, 'corrupt');
+  t.ok(two.isBlacklisted(task, 'src'), 'a second requester confirms: blacklisted');
+});
+
+t.test('reports are accepted only from the requester of a pending assignment, about its source', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 4, peerSlots: 4, failuresBeforeBlacklist: 1 });
+  const task = 'a'.repeat(64);
+  for (const p of ['src', 'req', 'other']) s.peerJoined(p, true);
+  s.taskJoined('src', task, [0]);
+  s.taskJoined('req', task);
+  s.taskJoined('other', task);
+  t.equal(s.pieceResult(task, 'other', 0, 'src', false, 'corrupt'), 'no_assignment');
+  s.schedule(task, 'req', [0], 1);
+  t.equal(s.pieceResult(task, 'other', 0, 'src', false, 'corrupt'), 'no_assignment', 'not the requester');
+  t.equal(s.pieceResult(task, 'req', 0, SUPERNODE, false, 'corrupt'), 'source_mismatch', 'not the assigned source');
+  t.notOk(s.isBlacklisted(task, 'src'));
+  t.equal(s.pieceResult(task, 'req', 0, undefined, false, 'corrupt'), 'accepted', 'the source is taken from the assignment');
+  t.ok(s.isBlacklisted(task, 'src'));
+  for (let i = 0; i < 1000; i++) s.pieceResult(`${i}`.padStart(64, '0'), 'req', 0, undefined, true);
+  t.equal(s.taskCount, 1, 'reports about unknown tasks create no state');
+  for (const p of ['src', 'req', 'other']) s.peerLeft(p);
+  t.equal(s.taskCount, 0, 'a task nobody is in is forgotten');
+});

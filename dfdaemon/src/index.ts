@@ -10,3 +10,4 @@ export * from './storage/local-task.js';
 export * from './proxy/stream-task.js';
 export * from './peer/supernode-client.js';
 export * from './proxy/access-guard.js';
+export * from './peer/piece-fetcher.js';

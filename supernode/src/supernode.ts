@@ -53,11 +53,11 @@ export class Supernode {
       },
     });
     this.scheduler.on('peer:blacklisted', ({ taskId, peerId, reason }) => {
-      this.metrics.blacklisted.inc({ reason: reason.includes('corrupt') ? 'corrupt' : reason.startsWith('blamed') ? 'discredited' : 'failures' });
+      this.metrics.blacklisted.inc({ reason: reason.includes('corrupt') ? 'corrupt' : reason.startsWith('discredited') ? 'discredited' : 'failures' });
       this.log.warn({ taskId, peerId, reason }, 'peer:blacklisted');
     });
     this.scheduler.on('peer:reinstated', ({ taskId, peerId }) => this.log.warn({ taskId, peerId }, 'peer:reinstated'));
-    this.scheduler.on('peer:discredited', ({ taskId, peerId, accused }) => this.log.warn({ taskId, peerId, accused }, 'peer:discredited'));
+    this.scheduler.on('peer:discredited', ({ taskId, peerId, contested }) => this.log.warn({ taskId, peerId, contested }, 'peer:discredited'));
   }
 
   /** Base URL of this supernode (after `start()`). */

@@ -310,6 +310,9 @@ export class Conductor {
           const tries = (counter.get(a.piece) ?? 0) + 1;
           counter.set(a.piece, tries);
           if (code === 'PIECE_DISK_FULL') fatal = dfError('DF_DISK_FULL', describeError(err), err);
+          // The supernode found the origin's bytes are not the digest's, or dropped the task for it: no retry helps.
+          else if (remoteCode === 'SN_DIGEST_MISMATCH') fatal = sharedError('DIGEST_MISMATCH', describeError(err), err);
+          else if (remoteCode === 'SN_TASK_NOT_FOUND') fatal = dfError('DF_TASK_FAILED', `the supernode no longer has task ${task.info.taskId}`, err);
           // Only the origin's own refusal (relayed by the supernode) is final; a refused grant or a restarted
           // supernode is worth another try.
           else if (fromSupernode && status !== undefined && FINAL_STATUS.has(status) && remoteCode.startsWith('ORIGIN_')) fatal = this.#clientError(err);

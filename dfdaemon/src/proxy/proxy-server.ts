@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { checkDigest, describeError, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import { blobDigestOf, checkDigest, describeError, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
 import type { Download, Peer } from '../peer/peer.js';
 import type { DaemonMetrics } from '../metrics.js';
 import type { LocalTask } from '../storage/local-task.js';
@@ -58,6 +58,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
    */
   const fallback = async (err: unknown): Promise<void> => {
     if (ac.signal.aborted) throw err;
+    // The upstream's raw answer is only honest where the client can check it itself: a registry blob names its
+    // digest. A digest asserted for another URL, or bytes already found not to match, end in an error instead.
+    if (digestMismatch(err) || (explicitDigest !== undefined && blobDigestOf(r.url) === undefined)) throw err;
     const status = (err as { status?: number }).status;
     const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : 'p2p_failed';
     c.log.warn({ url: redactUrl(r.url.href), why, err: describeError(err) }, 'proxy:direct-fallback');
@@ -69,7 +72,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     c.metrics.proxyRequests.inc({ kind: 'direct', status });
     return;
   }
-  const digest = checkDigest(r.url, header(req, 'x-damselfly-digest'));
+  const explicitDigest = header(req, 'x-damselfly-digest');
+  const digest = checkDigest(r.url, explicitDigest);
   const rangeHeader = header(req, 'range');
   const taskId = taskIdFor(r.url, digest);
   const clientHeaders = originHeaders(req.headers);
@@ -121,6 +125,14 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   await streamTask(dl, res, { start, end, signal: ac.signal });
   res.end();
   c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
+}
+
+/** True if `err` (or what caused it) says bytes did not match their digest. */
+function digestMismatch(err: unknown): boolean {
+  for (let e = err as { code?: string; remoteCode?: string; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
+    if (e.code === 'DIGEST_MISMATCH' || e.remoteCode === 'SN_DIGEST_MISMATCH') return true;
+  }
+  return false;
 }
 
 /** Resolves when the first piece of [start, end] may be sent (for a whole blob of one piece: once it is verified). */

@@ -1,17 +1,19 @@
 /**
  * Who blamed whom in one task, and what it adds up to. A report is evidence only when it is about an assignment the
- * scheduler itself made (the scheduler checks that before it gets here), and blame is weighed by who gives it:
+ * scheduler itself made (the scheduler checks that before it gets here), and blame is weighed by what others saw:
  *
- * - a requester that got a corrupt piece (or two failed transfers) from a source never gets that source again;
- * - a source is blacklisted for the whole task on one corrupt report, or `failuresBeforeBlacklist` failures, from
- *   requesters still credible;
- * - a requester that blames more than `MAX_ACCUSED` distinct sources is no longer credible: every blame it gave is
- *   withdrawn (sources it alone condemned are reinstated) and it is itself blacklisted as a source. One liar can cost
- *   honest peers a few pieces' worth of time, not their place in the swarm.
+ * - a source is *vouched for* once a requester reported a verified piece from it (its bytes matched the supernode's
+ *   hash, which a liar cannot fake for a source it never fetched from);
+ * - a requester that got a corrupt piece (or two failed transfers) from a source is never sent to it again;
+ * - a source nobody vouched for is blacklisted for the task on one corrupt report (or `failuresBeforeBlacklist`
+ *   failures); one that others vouched for needs blame from two requesters, since one might be lying;
+ * - a requester whose blame others contradict (it blames sources they vouched for) more than `MAX_CONTESTED` times
+ *   loses its credibility: its blame is withdrawn (sources it alone condemned are reinstated) and it is blacklisted as
+ *   a source itself. Blaming many sources nobody vouched for (a swarm of garbage peers) costs an honest peer nothing.
  */
 
-/** Distinct sources one requester may blame in a task before its word stops counting. */
-export const MAX_ACCUSED = 4;
+/** Blames against sources other requesters vouched for, before the blamer is no longer believed. */
+export const MAX_CONTESTED = 2;
 /** Failed transfers from one source before that requester stops being sent to it. */
 export const PAIR_FAILURES = 2;
 
@@ -20,14 +22,16 @@ interface Tally {
   failures: number;
 }
 
-export type Verdict = { blacklist: string; reason: string } | { reinstate: string } | { discredited: string; accused: number };
+export type Verdict = { blacklist: string; reason: string } | { reinstate: string } | { discredited: string; contested: number };
 
 export class BlameLedger {
   readonly #threshold: number;
   /** source → requester → what that requester reported about it. */
   readonly #against = new Map<string, Map<string, Tally>>();
-  /** requester → sources it blamed. */
-  readonly #accused = new Map<string, Set<string>>();
+  /** source → requesters that got a verified piece from it. */
+  readonly #vouchers = new Map<string, Set<string>>();
+  /** requester → vouched-for sources it blamed anyway. */
+  readonly #contested = new Map<string, Set<string>>();
   readonly #discredited = new Set<string>();
   /** `requester\0source` pairs that are never matched again. */
   readonly #pairs = new Set<string>();
@@ -43,6 +47,13 @@ export class BlameLedger {
     return !this.blacklist.has(source) && !this.#pairs.has(`${requester}\0${source}`);
   }
 
+  /** `requester` verified a piece from `source`. */
+  vouch(requester: string, source: string): void {
+    let set = this.#vouchers.get(source);
+    if (!set) this.#vouchers.set(source, (set = new Set()));
+    set.add(requester);
+  }
+
   /** Records one failed transfer reported by `requester` about `source`; returns what changed. */
   report(requester: string, source: string, corrupt: boolean): Verdict[] {
     let byReq = this.#against.get(source);
@@ -52,41 +63,54 @@ export class BlameLedger {
     if (corrupt) tally.corrupt++;
     else tally.failures++;
     if (corrupt || tally.failures >= PAIR_FAILURES) this.#pairs.add(`${requester}\0${source}`);
-
-    let accused = this.#accused.get(requester);
-    if (!accused) this.#accused.set(requester, (accused = new Set()));
-    accused.add(source);
     if (this.#discredited.has(requester)) return [];
-    if (accused.size > MAX_ACCUSED) return this.#discredit(requester, accused);
+    if (this.#vouchedByOthers(source, requester)) {
+      let contested = this.#contested.get(requester);
+      if (!contested) this.#contested.set(requester, (contested = new Set()));
+      contested.add(source);
+      if (contested.size > MAX_CONTESTED) return this.#discredit(requester, contested.size);
+    }
     return this.#judge(source);
   }
 
   /** Forgets a peer that left the task (its blame of others stays: it was given while it was there). */
   forgetSource(peerId: string): void {
     this.#against.delete(peerId);
+    this.#vouchers.delete(peerId);
   }
 
-  #discredit(requester: string, accused: Set<string>): Verdict[] {
+  #vouchedByOthers(source: string, requester: string): boolean {
+    for (const v of this.#vouchers.get(source) ?? []) if (v !== requester && !this.#discredited.has(v)) return true;
+    return false;
+  }
+
+  #discredit(requester: string, contested: number): Verdict[] {
     this.#discredited.add(requester);
-    const out: Verdict[] = [{ discredited: requester, accused: accused.size }];
-    for (const s of accused) out.push(...this.#judge(s));
+    const out: Verdict[] = [{ discredited: requester, contested }];
+    for (const [source, byReq] of this.#against) if (byReq.has(requester)) out.push(...this.#judge(source));
     if (!this.blacklist.has(requester)) {
-      this.blacklist.set(requester, `discredited: blamed ${accused.size} peers`);
-      out.push({ blacklist: requester, reason: `blamed ${accused.size} distinct peers` });
+      const reason = `discredited: blamed ${contested} peers others had verified`;
+      this.blacklist.set(requester, reason);
+      out.push({ blacklist: requester, reason });
     }
     return out;
   }
 
   /** Re-weighs the credible evidence against `source`. */
   #judge(source: string): Verdict[] {
-    let corrupt = 0;
+    let corruptBlamers = 0;
+    let failureBlamers = 0;
     let failures = 0;
     for (const [req, tally] of this.#against.get(source) ?? []) {
       if (this.#discredited.has(req)) continue;
-      corrupt += tally.corrupt;
+      if (tally.corrupt > 0) corruptBlamers++;
+      if (tally.failures > 0) failureBlamers++;
       failures += tally.failures;
     }
-    const reason = corrupt > 0 ? 'served a corrupt piece' : failures >= this.#threshold ? `${failures} failed transfers` : undefined;
+    // A source others vouched for is condemned only on the word of two requesters.
+    const needed = this.#vouchers.get(source)?.size ? 2 : 1;
+    const reason =
+      corruptBlamers >= needed ? 'served a corrupt piece' : failures >= this.#threshold && failureBlamers >= needed ? `${failures} failed transfers` : undefined;
     const listed = this.blacklist.get(source);
     if (reason && !listed) {
       this.blacklist.set(source, reason);

@@ -54,7 +54,7 @@ const EMPTY: ReadonlySet<string> = new Set();
 export interface SchedulerEvents {
   'peer:blacklisted': [{ taskId: string; peerId: string; reason: string }];
   'peer:reinstated': [{ taskId: string; peerId: string }];
-  'peer:discredited': [{ taskId: string; peerId: string; accused: number }];
+  'peer:discredited': [{ taskId: string; peerId: string; contested: number }];
 }
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
@@ -168,6 +168,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const pk = `${requester}\0${piece}`;
     if (ok) {
       swarm.peerFailures.delete(pk);
+      if (p.from !== SUPERNODE) swarm.blame.vouch(requester, p.from);
       if (swarm.peers.has(requester)) this.#addHolder(swarm, piece, requester);
       return 'accepted';
     }
@@ -176,7 +177,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     for (const v of swarm.blame.report(requester, p.from, reason === 'corrupt')) {
       if ('blacklist' in v) this.emit('peer:blacklisted', { taskId, peerId: v.blacklist, reason: v.reason });
       else if ('reinstate' in v) this.emit('peer:reinstated', { taskId, peerId: v.reinstate });
-      else this.emit('peer:discredited', { taskId, peerId: v.discredited, accused: v.accused });
+      else this.emit('peer:discredited', { taskId, peerId: v.discredited, contested: v.contested });
     }
     return 'accepted';
   }

@@ -1,0 +1,322 @@
+/**
+ * The trust boundary, tried as an attacker on the cluster network would: every line is an attack that worked before
+ * the cluster had a secret, reproduced against the real supernode and dfdaemon, and now refused.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { readFile, readdir } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { GRANT_HEADER, issueGrant, sessionProof, type Assignment, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
+import { pieceUrl } from '@damselfly/dfdaemon';
+
+/** The upgrade status a refused session got (0 if it was let in). */
+const refused = (p: Promise<RawPeer>) => p.then((peer) => (peer.close(), 0), (err: { status?: number }) => err.status ?? -1);
+import { makeBlob, pushBlob, startRegistry, freePort } from './helpers/registry.js';
+import { ROOT, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { rawPeer, type RawPeer } from './helpers/ws-peer.js';
+import { metricValue } from './helpers/metrics.js';
+import { serveFile } from './helpers/file-server.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const bearer = { authorization: `Bearer ${TEST_SECRET}` };
+
+async function errorCode(p: Promise<{ ok: boolean; error?: { code: string } } | { ok: true }>): Promise<string | undefined> {
+  const r = (await p) as { ok: boolean; error?: { code: string } };
+  return r.ok ? 'OK' : r.error?.code;
+}
+
+t.test('only cluster members get a control channel: no proof, a wrong secret or a replayed proof is refused at the upgrade', async (t) => {
+  const sn = await startSupernode(t);
+  t.equal(await refused(rawPeer(sn.url, 'p1', undefined)), 401, 'no proof: 401, no socket');
+  t.equal(await refused(rawPeer(sn.url, 'p1', 'not-the-cluster-secret-at-all')), 401, 'wrong secret: 401');
+  const proof = sessionProof(Buffer.from(TEST_SECRET), 'p1');
+  const first = await rawPeer(sn.url, 'p1', undefined, proof);
+  t.teardown(() => first.close());
+  t.equal(await refused(rawPeer(sn.url, 'p1', undefined, proof)), 401, 'a captured proof cannot be replayed');
+  const stale = sessionProof(Buffer.from(TEST_SECRET), 'p2', Date.now() - 10 * 60_000);
+  t.equal(await refused(rawPeer(sn.url, 'p2', undefined, stale)), 401, 'an old proof has expired');
+  t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_rejected_total')) >= 4, 'refusals are counted');
+});
+
+t.test('a session is one peer: its authenticated id only, one hello, no taking over a live id, no ghost peers', async (t) => {
+  const sn = await startSupernode(t);
+  const honest = await rawPeer(sn.url, 'honest', TEST_SECRET);
+  t.teardown(() => honest.close());
+  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'honest', version: 1 })), 'OK');
+  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'honest', version: 1 })), 'SN_ALREADY_HELLO', 'a second hello on the socket');
+  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'other', version: 1 })), 'SN_ALREADY_HELLO', 'one socket is one peer');
+
+  const evil = await rawPeer(sn.url, 'evil', TEST_SECRET);
+  t.equal(await errorCode(evil.call({ type: 'peer:hello', peerId: 'honest', version: 1 })), 'SN_PEER_MISMATCH', 'hello must name the authenticated id');
+  // An insider holding the secret can authenticate as any id, but not one a live session holds.
+  const thief = await rawPeer(sn.url, 'honest', TEST_SECRET);
+  t.equal(await errorCode(thief.call({ type: 'peer:hello', peerId: 'honest', version: 1 })), 'SN_PEER_ID_TAKEN', 'a live id cannot be taken over');
+  thief.close();
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(sn.scheduler.peerCount, 1, "the thief's disconnect did not erase the honest peer");
+
+  // 20,000 hellos on one socket (the old ghost-peer attack) leave one peer.
+  const spam = await rawPeer(sn.url, 'spammer', TEST_SECRET);
+  t.equal(await errorCode(spam.call({ type: 'peer:hello', peerId: 'spammer', version: 1 })), 'OK');
+  for (let i = 0; i < 20_000; i++) spam.send({ type: 'peer:hello', id: 1000 + i, peerId: `ghost-${i}`, version: 1 });
+  await spam.call({ type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 });
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(sn.scheduler.peerCount, 2, 'no ghost peers');
+  spam.close();
+  evil.close();
+});
+
+t.test('an advertised upload address is scheme://host:port of the session itself, nothing more', async (t) => {
+  const sn = await startSupernode(t);
+  const cases: [string, string][] = [
+    ['http://internal/admin?x=', 'path and query'],
+    ['http://127.0.0.1:9000/pieces', 'a path'],
+    ['http://user:pw@127.0.0.1:9000', 'userinfo'],
+    ['http://10.11.12.13:65002', 'another host than the session'],
+    ['file:///etc/passwd', 'not http'],
+  ];
+  for (const [uploadUrl, why] of cases) {
+    const p = await rawPeer(sn.url, `adv-${why.length}`, TEST_SECRET);
+    t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: `adv-${why.length}`, uploadUrl, version: 1 })), 'SN_BAD_ADVERTISE', `${uploadUrl}: refused (${why})`);
+    p.close();
+  }
+  const ok = await rawPeer(sn.url, 'adv-ok', TEST_SECRET);
+  t.teardown(() => ok.close());
+  t.equal(await errorCode(ok.call({ type: 'peer:hello', peerId: 'adv-ok', uploadUrl: 'http://127.0.0.1:9000', version: 1 })), 'OK', 'its own address is fine');
+  // Downloaders build piece URLs themselves: a hostile base never becomes a request.
+  const a: Assignment = { piece: 3, from: 'x', base: 'http://internal/admin?x=' };
+  t.throws(() => pieceUrl('a'.repeat(64), a), { code: 'DF_PIECE_FAILED' });
+  t.equal(pieceUrl('a'.repeat(64), { ...a, base: 'https://10.0.0.5:65002' }), `https://10.0.0.5:65002/pieces/${'a'.repeat(64)}/3`);
+});
+
+t.test('reports are evidence only about real assignments: forged blame, forged sources and random tasks change nothing', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(9 * MiB, 401);
+  const { digest, url } = await pushBlob(reg.url, 'team/evidence', blob);
+  const sn = await startSupernode(t, { sessionRate: 100_000 });
+  const honest = await startDaemon(t, [sn.url]);
+  const r = await getViaProxy(honest.proxyUrl, url);
+  t.equal(sha(r.body), digest);
+  const taskId = r.headers['x-damselfly-task-id'] as string;
+  const honestId = honest.config.peerId;
+
+  const liar = await rawPeer(sn.url, 'liar', TEST_SECRET);
+  t.teardown(() => liar.close());
+  t.equal(await errorCode(liar.call({ type: 'peer:hello', peerId: 'liar', version: 1 })), 'OK');
+  t.equal(await errorCode(liar.call({ type: 'pieces:schedule', taskId, want: [0], max: 1 })), 'SN_TASK_NOT_JOINED', 'no scheduling in a task it did not join');
+  t.equal(await errorCode(liar.call({ type: 'task:register', url })), 'OK');
+  // Blame with no assignment behind it: ignored.
+  for (let n = 0; n < 3; n++) liar.send({ type: 'piece:result', taskId, piece: n, from: honestId, ok: false, reason: 'corrupt' });
+  // A real assignment, reported about another source than the one assigned: ignored too.
+  const sched = (await liar.call<ScheduleResult>({ type: 'pieces:schedule', taskId, want: [0, 1, 2], max: 3 })) as { ok: true; result: ScheduleResult };
+  t.ok(sched.result.assignments.length > 0, 'the liar got assignments');
+  for (const a of sched.result.assignments) liar.send({ type: 'piece:result', taskId, piece: a.piece, from: a.from === honestId ? 'supernode' : honestId, ok: false, reason: 'corrupt' });
+  // Random task ids by the thousand: no state grows.
+  for (let i = 0; i < 5_000; i++) liar.send({ type: 'piece:result', taskId: createHash('sha256').update(String(i)).digest('hex'), piece: i, ok: false, reason: 'corrupt' });
+  await liar.call({ type: 'pieces:schedule', taskId: 'e'.repeat(64), want: [0], max: 1 });
+  await new Promise((r) => setTimeout(r, 300));
+  t.notOk(sn.scheduler.isBlacklisted(taskId, honestId), 'the honest peer is not blacklisted');
+  t.equal(sn.scheduler.taskCount, 1, 'random task ids created no scheduler state');
+  t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_piece_reports_total', { verdict: 'no_assignment' })) >= 5_003, 'forged reports counted as such');
+  t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_piece_reports_total', { verdict: 'source_mismatch' })) >= 1, 'a report naming another source is ignored');
+});
+
+t.test('one session cannot flood the supernode: requests past its rate get SN_RATE_LIMITED, the supernode keeps serving', async (t) => {
+  const sn = await startSupernode(t, { sessionRate: 50 });
+  const p = await rawPeer(sn.url, 'flood', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'flood', version: 1 })), 'OK');
+  const replies = await Promise.all(Array.from({ length: 400 }, () => errorCode(p.call({ type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 }))));
+  const limited = replies.filter((c) => c === 'SN_RATE_LIMITED').length;
+  t.ok(limited >= 250, `${limited} of 400 requests refused beyond the burst of 100`);
+  const h = await request(`${sn.url}/healthy`);
+  t.equal(h.statusCode, 200);
+  await h.body.dump();
+});
+
+t.test('pieces only with a grant: upload servers and the supernode piece API refuse everyone else', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(5 * MiB, 402);
+  const { url } = await pushBlob(reg.url, 'team/grants', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const r = await getViaProxy(d.proxyUrl, url);
+  const taskId = r.headers['x-damselfly-task-id'] as string;
+  const get = async (u: string, headers: Record<string, string> = {}) => {
+    const res = await request(u, { headers });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    return { status: res.statusCode, body };
+  };
+  const up = `${d.uploadUrl}/pieces/${taskId}/0`;
+  const snPiece = `${sn.url}/api/v1/tasks/${taskId}/pieces/0`;
+  t.equal((await get(up)).status, 403, 'upload server: no grant, no piece');
+  t.equal((await get(snPiece)).status, 403, 'supernode: no grant, no piece');
+  const other = issueGrant(Buffer.from(TEST_SECRET), { taskId, piece: 1, requester: 'x' });
+  t.equal((await get(up, { [GRANT_HEADER]: other })).status, 403, 'a grant for another piece does not open this one');
+  const expired = issueGrant(Buffer.from(TEST_SECRET), { taskId, piece: 0, requester: 'x' }, Date.now() - 10 * 60_000);
+  t.equal((await get(up, { [GRANT_HEADER]: expired })).status, 403, 'an expired grant is refused');
+  const forged = issueGrant(Buffer.from('some-other-secret-0123456789'), { taskId, piece: 0, requester: 'x' });
+  t.equal((await get(up, { [GRANT_HEADER]: forged })).status, 403, 'a grant not signed with the cluster secret is refused');
+  const good = await get(up, { [GRANT_HEADER]: issueGrant(Buffer.from(TEST_SECRET), { taskId, piece: 0, requester: 'x' }) });
+  t.equal(good.status, 200);
+  t.ok(good.body.equals(blob.subarray(0, 4 * MiB)), 'a valid grant gets the piece');
+  t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_upload_refused_total')) >= 4, 'refusals counted on the dfdaemon');
+  // The operator REST API wants the cluster secret too, and never shows a stored URL.
+  const anon = await request(`${sn.url}/api/v1/tasks/${taskId}`);
+  t.equal(anon.statusCode, 401);
+  await anon.body.dump();
+  const info = await request(`${sn.url}/api/v1/tasks/${taskId}`, { headers: bearer });
+  const body = (await info.body.json()) as Record<string, unknown>;
+  t.equal(info.statusCode, 200);
+  t.notOk('url' in body || 'origin' in body, 'no URL in the answer');
+  t.equal(body.verified, true, 'the supernode checked the whole blob against its digest');
+});
+
+t.test('insiders serving garbage under many ids cannot fail an honest pull: after two bad peers a piece comes from the supernode', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(16 * MiB, 403);
+  const { digest, url } = await pushBlob(reg.url, 'team/sybil', blob);
+  const sn = await startSupernode(t);
+  const seed = await startDaemon(t, [sn.url]);
+  t.equal(sha((await getViaProxy(seed.proxyUrl, url)).body), digest);
+  await seed.stop();
+  const { startBadPeer } = await import('./helpers/bad-peer.js');
+  const bad = await Promise.all(Array.from({ length: 12 }, (_, i) => startBadPeer(sn.url, url, TEST_SECRET, `sybil-${i}`)));
+  t.teardown(() => Promise.all(bad.map((b) => b.close())));
+  const honest = await Promise.all([0, 1].map(() => startDaemon(t, [sn.url], { parallelPieces: 4 })));
+  const results = await Promise.all(honest.map((d) => getViaProxy(d.proxyUrl, url)));
+  for (const r of results) {
+    t.equal(r.status, 200);
+    t.equal(sha(r.body), digest, 'the honest pull completed with the right bytes');
+  }
+  const served = bad.reduce((s, b) => s + b.served, 0);
+  t.ok(served > 0, `the bad peers were tried (${served} requests)`);
+  t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_served_pieces_total')) > 0, 'the supernode stepped in');
+});
+
+t.test('without a cluster secret the daemons refuse non-loopback addresses unless insecure is explicit (real binaries)', async (t) => {
+  const dir = await tempDir(t);
+  const env = { ...process.env, DAMSELFLY_CLUSTER_SECRET: '' };
+  const run = (bin: string, args: string[], waitFor?: RegExp) =>
+    new Promise<{ code: number | null; stderr: string; stdout: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(ROOT, bin), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let stdout = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        if (waitFor?.test(stdout)) child.kill('SIGTERM');
+      });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      child.on('close', (code) => (clearTimeout(timer), resolve({ code, stderr, stdout })));
+    });
+  const sn = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', '0', '--data-dir', join(dir, 'sn')]);
+  t.equal(sn.code, 1);
+  t.match(sn.stderr, /host: "0\.0\.0\.0" is reachable from other hosts, but no cluster secret is set/);
+  const df = await run('dfdaemon/dist/cli.js', ['--upload-host', '0.0.0.0', '--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df')]);
+  t.equal(df.code, 1);
+  t.match(df.stderr, /uploadHost: "0\.0\.0\.0" is reachable from other hosts/);
+  const short = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn2'), '--cluster-secret', 'short']);
+  t.equal(short.code, 1);
+  t.match(short.stderr, /cluster secret: must be at least 16 characters/);
+  const insecure = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', String(await freePort()), '--data-dir', join(dir, 'sn3'), '--insecure', 'true'], /supernode:started/);
+  t.match(insecure.stdout, /supernode:INSECURE/, 'insecure mode starts, and says so loudly');
+  t.match(insecure.stdout, /supernode:started/);
+});
+
+t.test('SSRF: only allowed origins, never loopback/private/metadata addresses in any spelling, not even via a redirect', async (t) => {
+  const dir = await tempDir(t);
+  // A "secret" internal service on another loopback address; it must never be asked anything.
+  let secretHits = 0;
+  const internal = createServer((_req, res) => {
+    secretHits++;
+    res.writeHead(200, { 'content-length': 6 }).end('secret');
+  });
+  await new Promise<void>((r) => internal.listen(0, '127.0.0.2', () => r()));
+  t.teardown(() => new Promise((r) => internal.close(r)));
+  const port = (internal.address() as { port: number }).port;
+  const redirector = createServer((_req, res) => res.writeHead(307, { location: `http://127.0.0.2:${port}/admin` }).end());
+  await new Promise<void>((r) => redirector.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise((r) => redirector.close(r)));
+  const redirectorUrl = `http://127.0.0.1:${(redirector.address() as { port: number }).port}`;
+
+  // Anything is "allowed" by name; the address policy alone must stop these (loopback is not allowed here).
+  const sn = await startSupernode(t, { allowedOrigins: ['*'], originAllowCidrs: [], dataDir: dir });
+  const register = async (url: string) => {
+    const res = await request(`${sn.url}/api/v1/tasks`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ url }) });
+    const body = (await res.body.json()) as { code?: string };
+    return { status: res.statusCode, code: body.code };
+  };
+  for (const host of [`127.0.0.2:${port}`, `0x7f000002:${port}`, `2130706434:${port}`, `[::ffff:127.0.0.2]:${port}`, `[::ffff:7f00:2]:${port}`, `localhost:${port}`, '169.254.169.254', '[::1]:1', '10.1.2.3', '192.168.1.1']) {
+    const r = await register(`http://${host}/admin`);
+    t.same(r, { status: 403, code: 'ADDRESS_FORBIDDEN' }, `http://${host}/ refused`);
+  }
+  // An allowed origin that redirects to an internal address: the hop is refused too.
+  const sn2 = await startSupernode(t, { allowedOrigins: [redirectorUrl], originAllowCidrs: ['127.0.0.1/32'] });
+  const viaRedirect = await request(`${sn2.url}/api/v1/tasks`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ url: `${redirectorUrl}/blob` }) });
+  const vr = (await viaRedirect.body.json()) as { code?: string };
+  t.equal(viaRedirect.statusCode, 403);
+  t.equal(vr.code, 'ADDRESS_FORBIDDEN', 'a redirect to 127.0.0.2 is refused at connect time');
+  const notListed = await request(`${sn2.url}/api/v1/tasks`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ url: `http://127.0.0.1:${port}/x` }) });
+  t.equal(((await notListed.body.json()) as { code?: string }).code, 'SN_ORIGIN_FORBIDDEN', 'an origin not in allowedOrigins is refused by name');
+  t.equal(secretHits, 0, 'the internal service was never contacted');
+
+  // A dfdaemon whose supernode refuses an origin fetches it itself (its own client's request), counted.
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(2 * MiB, 404);
+  const { digest, url } = await pushBlob(reg.url, 'team/ssrf', blob);
+  const d = await startDaemon(t, [sn2.url]);
+  t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest);
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total', { why: 'origin_not_allowed' }), 1, 'counted as origin_not_allowed');
+});
+
+t.test('no secrets at rest: userinfo and signature parameters never reach either store, nor any answer', async (t) => {
+  const blob = makeBlob(3 * MiB, 405);
+  const file = await serveFile(t, blob);
+  const signed = file.replace('http://', 'http://alice:pa55w0rd-at-rest@') + '?X-Amz-Credential=CREDSECRET&X-Amz-Signature=SIGSECRET&v=1';
+  const snDir = await tempDir(t);
+  const dfDir = await tempDir(t);
+  const sn = await startSupernode(t, { dataDir: snDir });
+  const res = await request(`${sn.url}/api/v1/tasks`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ url: signed }) });
+  const text = await res.body.text();
+  t.equal(res.statusCode, 200, text);
+  const d = await startDaemon(t, [sn.url], { dataDir: dfDir });
+  const got = await getViaProxy(d.proxyUrl, signed);
+  t.equal(got.status, 200);
+  t.equal(sha(got.body), sha(blob));
+  for (const s of ['pa55w0rd', 'SIGSECRET', 'CREDSECRET']) t.notOk(text.includes(s), `REST answer has no ${s}`);
+  await d.stop();
+  await sn.stop();
+  const scan = async (dir: string): Promise<string[]> => {
+    const hits: string[] = [];
+    for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+      if (!e.isFile()) continue;
+      const path = join(e.parentPath, e.name);
+      const data = await readFile(path);
+      for (const s of ['pa55w0rd', 'SIGSECRET', 'CREDSECRET', Buffer.from('alice:pa55w0rd-at-rest').toString('base64')]) if (data.includes(s)) hits.push(`${path}: ${s}`);
+    }
+    return hits;
+  };
+  t.same(await scan(snDir), [], 'nothing in the supernode data dir');
+  t.same(await scan(dfDir), [], 'nothing in the dfdaemon data dir');
+});
+
+t.test('per-session task limit', async (t) => {
+  const blob = makeBlob(1024, 406);
+  const sn = await startSupernode(t, { sessionMaxTasks: 2 });
+  const files = await Promise.all([0, 1, 2].map((i) => serveFile(t, blob, `/f${i}`)));
+  const p: RawPeer = await rawPeer(sn.url, 'greedy', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'greedy', version: 1 })), 'OK');
+  t.equal(await errorCode(p.call<TaskInfo>({ type: 'task:register', url: files[0] })), 'OK');
+  t.equal(await errorCode(p.call<TaskInfo>({ type: 'task:register', url: files[1] })), 'OK');
+  t.equal(await errorCode(p.call<TaskInfo>({ type: 'task:register', url: files[2] })), 'SN_TOO_MANY_TASKS');
+});
