@@ -45,6 +45,15 @@ export const SharedErrors = {
 
 export const sharedError = errorFactory(SharedErrors);
 
+/** True if `err`, or what caused it, says bytes did not match their digest (here, or as the supernode found). */
+export function isDigestMismatch(err: unknown): boolean {
+  let e = err as { code?: string; remoteCode?: string; cause?: unknown } | undefined;
+  for (let depth = 0; e && depth < 8; depth++, e = e.cause as typeof e) {
+    if (e.code === 'DIGEST_MISMATCH' || e.remoteCode === 'SN_DIGEST_MISMATCH') return true;
+  }
+  return false;
+}
+
 /** A short one-line description of any thrown value, safe to log (never includes headers). */
 export function describeError(err: unknown): string {
   if (err instanceof Error) {

@@ -12,6 +12,7 @@ import {
   checkDigest,
   describeError,
   isDamselflyError,
+  isDigestMismatch,
   parseDigest,
   pieceCountFor,
   pieceSizeFor,
@@ -165,6 +166,8 @@ export class Conductor {
       this.#rejectOpened(err);
       task ??= this.#c.store.get(this.taskId);
       task?.fail(err as Error);
+      // Bytes found not to be the digest's (here or by the supernode) are not kept for anyone: not even a Range read.
+      if (isDigestMismatch(err) && task && this.#c.store.get(this.taskId) === task) await this.#c.store.remove(this.taskId).catch(() => {});
       this.#c.metrics.tasks.inc({ result: 'failed' });
       this.#log.warn({ err: describeError(err) }, 'task:failed');
       throw err;

@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { blobDigestOf, checkDigest, describeError, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import { blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
 import type { Download, Peer } from '../peer/peer.js';
 import type { DaemonMetrics } from '../metrics.js';
 import type { LocalTask } from '../storage/local-task.js';
@@ -60,7 +60,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     if (ac.signal.aborted) throw err;
     // The upstream's raw answer is only honest where the client can check it itself: a registry blob names its
     // digest. A digest asserted for another URL, or bytes already found not to match, end in an error instead.
-    if (digestMismatch(err) || (explicitDigest !== undefined && blobDigestOf(r.url) === undefined)) throw err;
+    if (isDigestMismatch(err) || (explicitDigest !== undefined && blobDigestOf(r.url) === undefined)) throw err;
     const status = (err as { status?: number }).status;
     const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : 'p2p_failed';
     c.log.warn({ url: redactUrl(r.url.href), why, err: describeError(err) }, 'proxy:direct-fallback');
@@ -95,7 +95,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
 
   let dl: Download;
   try {
-    dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: rangeHeader === undefined });
+    // Opened without fetching anything: a client the origin refuses must not make this node download a byte.
+    dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: false });
   } catch (err) {
     return fallback(err);
   }
@@ -103,14 +104,17 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
   const length = dl.task.info.contentLength;
   const range = parseRange(rangeHeader, length);
-  if (range) {
-    const pieces = piecesOf(range, dl.task.info.pieceSize);
-    if (!dl.want(pieces)) {
-      dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: false });
-      dl.want(pieces);
+  const wanted = range ? piecesOf(range, dl.task.info.pieceSize) : 'all';
+  if (!dl.want(wanted)) {
+    // That run was already finishing: start another for what this client wants.
+    try {
+      dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: wanted === 'all' });
+    } catch (err) {
+      return fallback(err);
     }
-    if (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true') dl.want('all');
+    dl.want(wanted);
   }
+  if (range && (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true')) dl.want('all');
   const start = range?.start ?? 0;
   const end = range?.end ?? length - 1;
   // The answer starts once its first piece is verified, so a P2P failure before that still falls back to the upstream
@@ -125,14 +129,6 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   await streamTask(dl, res, { start, end, signal: ac.signal });
   res.end();
   c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
-}
-
-/** True if `err` (or what caused it) says bytes did not match their digest. */
-function digestMismatch(err: unknown): boolean {
-  for (let e = err as { code?: string; remoteCode?: string; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
-    if (e.code === 'DIGEST_MISMATCH' || e.remoteCode === 'SN_DIGEST_MISMATCH') return true;
-  }
-  return false;
 }
 
 /** Resolves when the first piece of [start, end] may be sent (for a whole blob of one piece: once it is verified). */

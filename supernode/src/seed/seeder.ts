@@ -265,6 +265,12 @@ export class Seeder {
     }
     const outcome = await check.advance();
     if (outcome === 'pending') return;
+    const mismatch = () => snError('SN_DIGEST_MISMATCH', `${meta.digest} at ${meta.origin}: the origin sent sha256:${check.actual}`);
+    // Pieces finishing together all see the final outcome; the first acts on it, the others only report it.
+    if (this.#checks.get(meta.taskId) !== check) {
+      if (outcome === 'mismatch') throw mismatch();
+      return;
+    }
     this.#checks.delete(meta.taskId);
     if (outcome === 'match') {
       await this.#c.store.update(meta.taskId, { verified: true });
@@ -272,15 +278,16 @@ export class Seeder {
       return;
     }
     await this.#poison(meta, check.actual!);
-    throw snError('SN_DIGEST_MISMATCH', `${meta.digest} at ${meta.origin}: the origin sent sha256:${check.actual}`);
+    throw mismatch();
   }
 
   async #poison(meta: TaskMeta, actual: string): Promise<void> {
     this.#c.log.error({ taskId: meta.taskId, origin: meta.origin, digest: meta.digest, actual: `sha256:${actual}` }, 'task:digest-mismatch');
+    // Refused and forgotten at once, before the files go: nothing may be scheduled or registered in between.
     this.#refused.set(meta.taskId, Date.now() + this.#refuseMs);
     this.#sources.delete(meta.taskId);
-    await this.#c.store.remove(meta.taskId);
     this.#c.onPoisoned?.(meta.taskId);
+    await this.#c.store.remove(meta.taskId);
   }
 }
 

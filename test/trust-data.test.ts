@@ -1,0 +1,169 @@
+/**
+ * What the trust boundary promises about bytes: a private blob reaches only clients the registry would give it to,
+ * origin credentials serve only their owner, and bytes under a digest are that digest's bytes (or an error).
+ * Real registry (htpasswd), real supernode and dfdaemons.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import bcrypt from 'bcryptjs';
+import { request } from 'undici';
+import { GRANT_HEADER, taskIdFor, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
+import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { metricValue } from './helpers/metrics.js';
+import { rawPeer } from './helpers/ws-peer.js';
+import { serveFile } from './helpers/file-server.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+const bearer = { authorization: `Bearer ${TEST_SECRET}` };
+
+t.test('private blobs stay private: every client proves its own access at the registry; P2P and one origin read still', async (t) => {
+  const htpasswd = `alice:${bcrypt.hashSync('alice-pass', 6)}\nbob:${bcrypt.hashSync('bob-pass', 6)}\n`;
+  const reg = await startRegistry({ htpasswd });
+  t.teardown(() => reg.stop());
+  const alice = { authorization: basic('alice', 'alice-pass') };
+  const bob = { authorization: basic('bob', 'bob-pass') };
+  const blob = makeBlob(12 * MiB + 7, 501);
+  const { digest } = await pushBlob(reg.url, 'private/app', blob, alice);
+  const path = `/v2/private/app/blobs/${digest}`;
+  const sn = await startSupernode(t);
+  const dirs = [await tempDir(t), await tempDir(t)];
+  const [a, b] = await Promise.all(dirs.map((dataDir) => startDaemon(t, [sn.url], { registries: [reg.url], proxyHosts: [], dataDir })));
+  const heads = () => reg.access.filter((l) => l.method === 'HEAD' && l.path.includes(digest)).length;
+
+  const t0 = performance.now();
+  const first = await getViaProxy(a!.proxyUrl, path, alice);
+  const firstMs = performance.now() - t0;
+  t.equal(first.status, 200);
+  t.equal(sha(first.body), digest, 'alice gets her blob through the mirror');
+  const taskId = first.headers['x-damselfly-task-id'] as string;
+  const info = (await (await request(`${sn.url}/api/v1/tasks/${taskId}`, { headers: bearer })).body.json()) as { public: boolean };
+  t.equal(info.public, false, 'the supernode found the blob is not anonymous-readable');
+  const headsAfterFirst = heads();
+
+  const t1 = performance.now();
+  const again = await getViaProxy(a!.proxyUrl, path, alice);
+  const againMs = performance.now() - t1;
+  t.equal(sha(again.body), digest);
+  t.equal(heads(), headsAfterFirst, 'a repeat within the access TTL costs the registry nothing');
+
+  // Everyone else: the registry's own answer, challenge included, whatever the node already holds.
+  for (const [name, proxy, headers] of [
+    ['no credentials, cached node', a!.proxyUrl, {}],
+    ['wrong password, cached node', a!.proxyUrl, { authorization: basic('alice', 'nope') }],
+    ['no credentials, other node', b!.proxyUrl, {}],
+    ['Range, no credentials, cached node', a!.proxyUrl, { range: 'bytes=0-1023' }],
+    ['Range, wrong user, other node', b!.proxyUrl, { range: 'bytes=5000000-5001023', authorization: basic('mallory', 'x') }],
+  ] as const) {
+    const r = await getViaProxy(proxy, path, headers);
+    t.equal(r.status, 401, `${name}: 401`);
+    t.match(String(r.headers['www-authenticate']), /Basic realm="damselfly-test"/, `${name}: the registry's challenge`);
+    t.notOk(r.body.includes(blob.subarray(0, 64)), `${name}: not a byte of the blob`);
+  }
+
+  // Bob is a registry user too: his own credentials open it, and his node fetches it P2P.
+  const viaB = await getViaProxy(b!.proxyUrl, path, bob);
+  t.equal(sha(viaB.body), digest, 'bob gets it with his own credentials');
+  const range = await getViaProxy(b!.proxyUrl, path, { ...bob, range: 'bytes=100-199' });
+  t.equal(range.status, 206);
+  t.ok(range.body.equals(blob.subarray(100, 200)));
+  const peerBytes = await metricValue(b!.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'peer' });
+  t.ok(peerBytes > 0, `bob's node fetched from alice's node (${peerBytes} bytes)`);
+  const served = reg.blobBytesServed(digest);
+  t.ok(served <= blob.length + 1024, `the registry served the blob about once for two users on two nodes (${served} bytes)`);
+
+  const checks = await metricValue(a!.metrics.registry, 'damselfly_dfdaemon_access_checks_total');
+  const originRequests =
+    (await metricValue(a!.metrics.registry, 'damselfly_dfdaemon_access_check_origin_requests_total')) +
+    (await metricValue(b!.metrics.registry, 'damselfly_dfdaemon_access_check_origin_requests_total'));
+  t.ok(checks >= 4, 'every client request was checked');
+  t.comment(
+    `authorisation cost: ${headsAfterFirst} HEAD at the registry for alice's first pull (${firstMs.toFixed(0)} ms), 0 for her repeat (${againMs.toFixed(0)} ms); ` +
+      `${originRequests} origin requests for all ${checks + (await metricValue(b!.metrics.registry, 'damselfly_dfdaemon_access_checks_total'))} checks on both nodes`,
+  );
+  t.ok(headsAfterFirst <= 2, 'one access check (a HEAD) per client per blob');
+
+  // Nothing of either password on disk.
+  for (const dir of dirs) {
+    for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+      if (!e.isFile()) continue;
+      const data = await readFile(join(e.parentPath, e.name));
+      for (const s of ['alice-pass', 'bob-pass', alice.authorization.slice(6), bob.authorization.slice(6)]) t.notOk(data.includes(s), `${e.name} holds no credential`);
+    }
+  }
+});
+
+t.test('origin credentials serve only their owner: another member registering with bad ones neither borrows nor breaks hers', async (t) => {
+  const reg = await startRegistry({ htpasswd: `alice:${bcrypt.hashSync('alice-pass', 6)}\n` });
+  t.teardown(() => reg.stop());
+  const alice = { authorization: basic('alice', 'alice-pass') };
+  const blob = makeBlob(10 * MiB, 502);
+  const { digest, url } = await pushBlob(reg.url, 'private/lib', blob, alice);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url], { registries: [reg.url] });
+  // Alice reads one range: only the piece covering it is seeded (with her credentials).
+  const head = await getViaProxy(d.proxyUrl, url, { ...alice, range: 'bytes=0-99' });
+  t.equal(head.status, 206);
+  const taskId = taskIdFor(new URL(url));
+
+  const insider = await rawPeer(sn.url, 'insider', TEST_SECRET);
+  t.teardown(() => insider.close());
+  t.ok((await insider.call({ type: 'peer:hello', peerId: 'insider', version: 1 })).ok);
+  const reply = (await insider.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: basic('alice', 'guess') } })) as { ok: true; result: TaskInfo };
+  t.equal(reply.result.taskId, taskId);
+  const sched = (await insider.call<ScheduleResult>({ type: 'pieces:schedule', taskId, want: [2], max: 1 })) as { ok: true; result: ScheduleResult };
+  const a = sched.result.assignments[0]!;
+  t.equal(a.from, 'supernode', 'piece 2 is not seeded yet: the supernode must fetch it');
+  const res = await request(`${a.base}/api/v1/tasks/${taskId}/pieces/2`, { headers: { [GRANT_HEADER]: a.grant! } });
+  const body = (await res.body.json()) as { code: string };
+  t.equal(res.statusCode, 401, "the supernode fetched with the insider's own (wrong) credentials, not alice's");
+  t.equal(body.code, 'ORIGIN_AUTH');
+
+  const whole = await getViaProxy(d.proxyUrl, url, alice);
+  t.equal(whole.status, 200);
+  t.equal(sha(whole.body), digest, "alice's pull is untouched by the insider's registration");
+});
+
+t.test('tasks cannot be poisoned: a digest claimed for foreign bytes never serves them as the blob, and is refused once found out', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(9 * MiB, 503);
+  const { digest, url } = await pushBlob(reg.url, 'team/poison', blob);
+  const foreign = makeBlob(9 * MiB, 504);
+  const elsewhere = await serveFile(t, foreign, '/x');
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url], { registries: [reg.url], proxyHosts: ['*'] });
+
+  // 1. The old attack: register the blob's digest for another URL first.
+  const post = await request(`${sn.url}/api/v1/tasks`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ url: elsewhere, digest }) });
+  const poisoned = (await post.body.json()) as { taskId: string };
+  t.equal(post.statusCode, 200);
+  t.not(poisoned.taskId, taskIdFor(new URL(url)), "the claim lands in its own task, never the registry's");
+
+  // 2. Readers of the registry's blob get the registry's bytes, whole and by range.
+  const r1 = await getViaProxy(d.proxyUrl, url, { range: `bytes=${4 * MiB}-${4 * MiB + 999}` });
+  t.ok(r1.body.equals(blob.subarray(4 * MiB, 4 * MiB + 1000)), 'Range: the blob\'s bytes');
+  t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest, 'whole: the blob');
+
+  // 3. The same claim through the proxy: the supernode finds the bytes are not the digest's; the client gets an error.
+  const viaProxy = await getViaProxy(d.proxyUrl, elsewhere, { 'x-damselfly-digest': digest }).catch(() => ({ status: 0, body: Buffer.alloc(0), headers: {} }));
+  t.notOk(viaProxy.status === 200 && viaProxy.body.length === foreign.length, `no complete-looking body (status ${viaProxy.status}, ${viaProxy.body.length} bytes)`);
+  t.comment(`proxy answer: ${viaProxy.status}, ${viaProxy.body.length} bytes`);
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_digest_mismatches_total'), 1, 'the supernode caught the mismatch');
+  const gone = await request(`${sn.url}/api/v1/tasks/${poisoned.taskId}`, { headers: bearer });
+  t.equal(gone.statusCode, 404, 'the poisoned task was dropped');
+  await gone.body.dump();
+  const again = await request(`${sn.url}/api/v1/tasks`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ url: elsewhere, digest }) });
+  t.equal(again.statusCode, 502);
+  t.equal(((await again.body.json()) as { code: string }).code, 'SN_DIGEST_MISMATCH', 'and refused when claimed again');
+  const rangeAgain = await getViaProxy(d.proxyUrl, elsewhere, { 'x-damselfly-digest': digest, range: 'bytes=0-99' });
+  t.equal(rangeAgain.status, 502, 'a Range read under the refused claim is an error, not foreign bytes');
+
+  // 4. The registry's blob is still fine, from any node.
+  const d2 = await startDaemon(t, [sn.url], { registries: [reg.url] });
+  t.equal(sha((await getViaProxy(d2.proxyUrl, url)).body), digest);
+});
