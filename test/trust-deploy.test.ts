@@ -1,0 +1,131 @@
+/**
+ * The trust boundary as deployed: mutual TLS between every component (certificates made with openssl), and the
+ * cluster secret and allowed origins exactly as the Helm chart renders them, driving real daemons that real clients
+ * (skopeo, a containerd-style `?ns=` mirror request) pull through.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Agent, request } from 'undici';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { Supernode, loadSupernodeConfig } from '@damselfly/supernode';
+import { Daemon, loadDaemonConfig } from '@damselfly/dfdaemon';
+import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { rawPeer } from './helpers/ws-peer.js';
+import { metricValue } from './helpers/metrics.js';
+import { findObject, renderChart } from './helpers/chart.js';
+import { buildAndPushImage, mirrorConf, skopeo } from './helpers/image.js';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** A throwaway CA and one certificate it signs for 127.0.0.1 (EC P-256: fast to make). */
+async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: string; otherCa: string }> {
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await run('openssl', ['req', '-x509', ...ec, '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-subj', '/CN=damselfly-test-ca', '-days', '2']);
+  await run('openssl', ['req', ...ec, '-keyout', join(dir, 'node.key'), '-out', join(dir, 'node.csr'), '-subj', '/CN=damselfly-node']);
+  await writeFile(join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
+  await run('openssl', ['x509', '-req', '-in', join(dir, 'node.csr'), '-CA', join(dir, 'ca.crt'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial', '-out', join(dir, 'node.crt'), '-days', '2', '-extfile', join(dir, 'ext')]);
+  await run('openssl', ['req', '-x509', ...ec, '-keyout', join(dir, 'other.key'), '-out', join(dir, 'other.crt'), '-subj', '/CN=someone-else', '-days', '2']);
+  return { ca: join(dir, 'ca.crt'), cert: join(dir, 'node.crt'), key: join(dir, 'node.key'), otherCa: join(dir, 'other.crt') };
+}
+
+t.test('mutual TLS everywhere: the swarm works over https/wss, nobody without a cluster certificate gets in', async (t) => {
+  const certs = await makeCerts(await tempDir(t));
+  const tls = { tlsCert: certs.cert, tlsKey: certs.key, tlsCa: certs.ca, tlsClientAuth: true };
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(20 * MiB + 1, 601);
+  const { digest, url } = await pushBlob(reg.url, 'team/tls', blob);
+  const sn = await startSupernode(t, tls);
+  t.match(sn.url, /^https:\/\//, 'the supernode serves https');
+  const daemons = await Promise.all([0, 1, 2].map(() => startDaemon(t, [sn.url], tls)));
+  t.match(daemons[0]!.uploadUrl, /^https:\/\//, 'upload servers serve https');
+  const results = await Promise.all(daemons.map((d) => getViaProxy(d.proxyUrl, url)));
+  for (const r of results) t.equal(sha(r.body), digest, 'pulled over TLS, verified');
+  let peerBytes = 0;
+  for (const d of daemons) peerBytes += await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'peer' });
+  t.ok(peerBytes > 0, `pieces travelled peer to peer over TLS (${peerBytes} bytes)`);
+
+  // No client certificate: the TLS handshake itself fails, on the supernode and on an upload server.
+  const noCert = new Agent({ connect: { ca: await readFile(certs.ca) } });
+  t.teardown(() => noCert.close());
+  await t.rejects(request(`${sn.url}/healthy`, { dispatcher: noCert }), 'supernode: no client certificate, no connection');
+  await t.rejects(request(`${daemons[0]!.uploadUrl}/healthy`, { dispatcher: noCert }), 'upload server: likewise');
+  // A certificate from another CA: refused too, and the supernode is not trusted by a client of another CA.
+  const stranger = new Agent({ connect: { ca: await readFile(certs.ca), cert: await readFile(certs.otherCa), key: await readFile(certs.otherCa.replace('.crt', '.key')) } });
+  t.teardown(() => stranger.close());
+  await t.rejects(request(`${sn.url}/healthy`, { dispatcher: stranger }), 'a certificate the cluster CA did not sign is refused');
+  const member = new Agent({ connect: { ca: await readFile(certs.ca), cert: await readFile(certs.cert), key: await readFile(certs.key) } });
+  t.teardown(() => member.close());
+  const ok = await request(`${sn.url}/healthy`, { dispatcher: member });
+  t.equal(ok.statusCode, 200, 'a cluster certificate gets in');
+  await ok.body.dump();
+  await t.rejects(rawPeer(sn.url, 'plain', undefined), 'no wss session without a certificate');
+});
+
+t.test("the chart's rendered config (cluster secret, allowed origins) runs a real cluster: ?ns= mirror and skopeo pulls", async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const dir = await tempDir(t);
+  const objs = await renderChart(['--set', `dfdaemon.registries={${reg.url}}`, '--set', 'supernode.originAllowCidrs={127.0.0.0/8}']);
+  const secret = Buffer.from(findObject(objs, 'Secret', 'rel-damselfly-cluster-secret').data!.secret!, 'base64').toString();
+  t.ok(secret.length >= 32, 'the chart generated a real secret');
+  const secretFile = join(dir, 'cluster-secret');
+  await writeFile(secretFile, secret, { mode: 0o600 });
+  // The rendered files as the pods read them, with the mounted secret's path pointed at this machine's copy.
+  const localConfig = async (cm: string, key: string) => {
+    const cfg = parseYaml(findObject(objs, 'ConfigMap', cm).data![key]!) as Record<string, unknown>;
+    cfg.clusterSecretFile = secretFile;
+    const file = join(dir, key);
+    await writeFile(file, stringifyYaml(cfg));
+    return { file, cfg };
+  };
+  const snCfg = await localConfig('rel-damselfly-supernode', 'supernode.yaml');
+  t.same(snCfg.cfg.allowedOrigins, [reg.url], 'the supernode may seed from the registries the dfdaemons serve');
+  const sn = new Supernode(loadSupernodeConfig({ file: snCfg.file, flags: { host: '127.0.0.1', port: 0, dataDir: join(dir, 'sn'), logLevel: 'warn' } }));
+  await sn.start();
+  t.teardown(() => sn.stop());
+  const dfCfg = await localConfig('rel-damselfly-dfdaemon', 'dfdaemon.yaml');
+  const daemons: Daemon[] = [];
+  for (const i of [0, 1]) {
+    const d = new Daemon(
+      loadDaemonConfig({
+        file: dfCfg.file,
+        flags: { supernodes: sn.url, dataDir: join(dir, `df${i}`), proxyPort: 0, uploadHost: '127.0.0.1', uploadPort: 0, healthPort: 0, peerId: `node-${i}`, logLevel: 'warn' },
+      }),
+    );
+    await d.start();
+    t.teardown(() => d.stop());
+    daemons.push(d);
+  }
+  const image = await buildAndPushImage(dir, reg.host, 'apps/chart', [3 * MiB, 2 * MiB]);
+  // containerd's mirror request: origin-form path plus ?ns=<registry>.
+  for (const b of image.blobs) {
+    const r = await getViaProxy(daemons[0]!.proxyUrl, `/v2/apps/chart/blobs/${b.digest}?ns=${reg.host}`);
+    t.equal(r.status, 200);
+    t.equal(sha(r.body), b.digest, `?ns= blob ${b.digest.slice(7, 19)}`);
+  }
+  // skopeo through the other node's mirror (registries.conf).
+  const conf = await mirrorConf(dir, reg.host, new URL(daemons[1]!.proxyUrl).host);
+  const out = join(dir, 'pulled');
+  const s = await skopeo(['--registries-conf', conf, 'copy', '--src-tls-verify=false', `docker://${image.ref}`, `dir:${out}`]);
+  t.equal(s.code, 0, s.stderr.slice(-300));
+  const files = await readdir(out);
+  for (const b of image.blobs) {
+    t.ok(files.includes(b.digest.slice(7)));
+    t.equal(sha(await readFile(join(out, b.digest.slice(7)))), b.digest);
+  }
+  for (const d of daemons) t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'p2p' })) >= image.blobs.length, 'blobs went P2P');
+  t.equal(await metricValue(daemons[1]!.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode, not around it');
+  const total = image.blobs.reduce((n, b) => n + b.size, 0);
+  const served = image.blobs.reduce((n, b) => n + reg.blobBytesServed(b.digest), 0);
+  t.ok(served <= total + image.blobs.length, `each blob left the registry once (${served} bytes for ${total})`);
+  // A peer with the wrong secret is kept out of this cluster.
+  await t.rejects(rawPeer(sn.url, 'outsider', 'a-different-secret-entirely-000'), 'the chart secret is the membership');
+});
