@@ -1,10 +1,14 @@
 // Process helpers for benchmarks: real supernode/dfdaemon/dfget processes, as deployed.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 
 export const ROOT = resolve(import.meta.dirname, '..');
+// Benchmarks run the cluster as deployed: authenticated (a fresh secret per run, inherited by every child) and with
+// the origins it may seed from named (the loopback registry the benchmark starts).
+process.env.DAMSELFLY_CLUSTER_SECRET ??= randomBytes(24).toString('base64url');
 const children = new Set();
 process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
@@ -35,7 +39,11 @@ function spawnComponent(bin, args, startedMsg) {
 
 export async function spawnSupernode() {
   const dir = await mkdtemp(join(tmpdir(), 'bench-sn-'));
-  const sn = await spawnComponent('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', dir], 'supernode:started');
+  const sn = await spawnComponent(
+    'supernode/dist/cli.js',
+    ['--host', '127.0.0.1', '--port', '0', '--data-dir', dir, '--allowed-origins', '*', '--origin-allow-cidrs', '127.0.0.0/8'],
+    'supernode:started',
+  );
   return { ...sn, url: sn.info.url, dir };
 }
 

@@ -147,9 +147,9 @@ t.test('dfget: bad input gets a clear error, non-zero exit, and no file', async 
   const files = await serveFile(t, blob);
   const wrong = await dfget([files, '-O', out, '--daemon', d.proxyUrl, '--digest', `sha256:${'1'.repeat(64)}`, '--no-progress']);
   t.not(wrong.code, 0, 'a wrong --digest fails');
-  // The supernode finds the origin's bytes are not that digest; the dfdaemon either falls back to the origin before
-  // the first byte (dfget's own check then says so, exit 4) or cuts the transfer after it: never a complete file.
-  t.match(wrong.stderr, /does not match|cut the transfer .* failed verification/, wrong.stderr.trim());
+  // The supernode finds the origin's bytes are not that digest: the dfdaemon answers 502 "digest mismatch" before
+  // the first byte (an asserted digest is never passed through unchecked) or cuts the transfer after it.
+  t.match(wrong.stderr, /digest mismatch|cut the transfer .* failed verification/, wrong.stderr.trim());
   const wrongAlone = await dfget([files, '-O', out, '--standalone', '--supernode', sn.url, '--digest', `sha256:${'1'.repeat(64)}`, '--no-progress']);
   t.not(wrongAlone.code, 0, 'a wrong --digest fails standalone too');
   t.match(wrongAlone.stderr, /digest mismatch|does not match/, wrongAlone.stderr.trim());
