@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
+import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
 import { GRANT_HEADER, issueGrant, sessionProof, type Assignment, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
 import { pieceUrl } from '@damselfly/dfdaemon';
@@ -87,6 +88,13 @@ t.test('an advertised upload address is scheme://host:port of the session itself
   const ok = await rawPeer(sn.url, 'adv-ok', TEST_SECRET);
   t.teardown(() => ok.close());
   t.equal(await errorCode(ok.call({ type: 'peer:hello', peerId: 'adv-ok', uploadUrl: 'http://127.0.0.1:9000', version: 1 })), 'OK', 'its own address is fine');
+  // A session over loopback is on the supernode's own host: that host's interface addresses are its own too.
+  const hostIp = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+  if (hostIp) {
+    const local = await rawPeer(sn.url, 'adv-host', TEST_SECRET);
+    t.equal(await errorCode(local.call({ type: 'peer:hello', peerId: 'adv-host', uploadUrl: `http://${hostIp}:9000`, version: 1 })), 'OK', `this host's ${hostIp} from a loopback session`);
+    local.close();
+  }
   // Downloaders build piece URLs themselves: a hostile base never becomes a request.
   const a: Assignment = { piece: 3, from: 'x', base: 'http://internal/admin?x=' };
   t.throws(() => pieceUrl('a'.repeat(64), a), { code: 'DF_PIECE_FAILED' });
