@@ -126,6 +126,19 @@ t.test('origin credentials serve only their owner: another member registering wi
   const whole = await getViaProxy(d.proxyUrl, url, alice);
   t.equal(whole.status, 200);
   t.equal(sha(whole.body), digest, "alice's pull is untouched by the insider's registration");
+
+  // Credentials are held only while used: unused ones expire, and a peer that still needs the supernode to fetch
+  // for it simply hands its own over again.
+  const blob2 = makeBlob(10 * MiB, 505);
+  const second = await pushBlob(reg.url, 'private/lib', blob2, alice);
+  const r0 = await getViaProxy(d.proxyUrl, second.url, { ...alice, range: 'bytes=0-9' });
+  t.ok(r0.body.equals(blob2.subarray(0, 10)));
+  t.ok(sn.seeder.heldCredentials >= 1, 'the supernode holds alice\'s credentials while she downloads');
+  sn.seeder.sweep(Date.now() + 60 * 60_000);
+  t.equal(sn.seeder.heldCredentials, 0, 'an hour unused: gone');
+  const r2 = await getViaProxy(d.proxyUrl, second.url, { ...alice, range: `bytes=${9 * MiB}-${9 * MiB + 9}` });
+  t.equal(r2.status, 206);
+  t.ok(r2.body.equals(blob2.subarray(9 * MiB, 9 * MiB + 10)), 'the next piece is seeded after the peer re-registered');
 });
 
 t.test('tasks cannot be poisoned: a digest claimed for foreign bytes never serves them as the blob, and is refused once found out', async (t) => {

@@ -92,7 +92,10 @@ export class Supernode {
     const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
     const scheme = trust.tls?.cert ? 'https' : 'http';
     this.#url = this.config.advertiseUrl ?? `${scheme}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
-    this.#sweeper = setInterval(() => this.scheduler.sweep(), 5_000).unref();
+    this.#sweeper = setInterval(() => {
+      this.scheduler.sweep();
+      this.seeder.sweep();
+    }, 5_000).unref();
     this.log.info({ url: this.#url, dataDir: this.config.dataDir }, 'supernode:started');
   }
 

@@ -280,6 +280,7 @@ export class Conductor {
     const inflight = new Map<number, Promise<void>>();
     const attempts = new Map<number, number>();
     const peerAttempts = new Map<number, number>();
+    let reregister = false;
     const local = new AbortController();
     const stop = AbortSignal.any([signal, local.signal]);
     // Every in-flight piece and wait listens on these: many listeners are expected, not a leak.
@@ -316,6 +317,7 @@ export class Conductor {
           // The supernode found the origin's bytes are not the digest's, or dropped the task for it: no retry helps.
           else if (remoteCode === 'SN_DIGEST_MISMATCH') fatal = sharedError('DIGEST_MISMATCH', describeError(err), err);
           else if (remoteCode === 'SN_TASK_NOT_FOUND') fatal = dfError('DF_TASK_FAILED', `the supernode no longer has task ${task.info.taskId}`, err);
+          else if (remoteCode === 'SN_NOT_REGISTERED' && tries < this.#opts.pieceAttempts) reregister = true;
           // Only the origin's own refusal (relayed by the supernode) is final; a refused grant or a restarted
           // supernode is worth another try.
           else if (fromSupernode && status !== undefined && FINAL_STATUS.has(status) && remoteCode.startsWith('ORIGIN_')) fatal = this.#clientError(err);
@@ -336,6 +338,12 @@ export class Conductor {
           continue;
         }
         let waitMs = 0;
+        if (reregister) {
+          // The supernode let go of this peer's origin credentials (unused too long, or it restarted): hand them
+          // over again before asking for more.
+          reregister = false;
+          await client.request<TaskInfo>({ type: 'task:register', url: this.#req.url.href, digest: task.info.digest, headers: this.#req.headers, have: task.present() }, { signal });
+        }
         if (want.length && inflight.size < this.#opts.parallelPieces) {
           const res = await client.request<ScheduleResult>(
             { type: 'pieces:schedule', taskId: task.info.taskId, want, max: this.#opts.parallelPieces - inflight.size },

@@ -46,6 +46,8 @@ export interface SeederOptions {
   attempts?: number;
   /** How long a task whose bytes did not match its digest is refused. */
   refuseMs?: number;
+  /** A requester's origin headers are dropped after this long unused (they are re-sent with every registration). */
+  credentialTtlMs?: number;
 }
 
 export interface SeederComponents {
@@ -59,10 +61,11 @@ export interface SeederComponents {
   onPoisoned?: (taskId: string) => void;
 }
 
-/** How one requester reaches the origin: its own URL and headers, in memory only. */
+/** How one requester reaches the origin: its own URL and headers, in memory only, for as long as they are used. */
 interface Source {
   url: URL;
   headers: Record<string, string>;
+  usedAt: number;
 }
 
 export class Seeder {
@@ -70,6 +73,7 @@ export class Seeder {
   readonly #sem: Semaphore;
   readonly #attempts: number;
   readonly #refuseMs: number;
+  readonly #credentialTtlMs: number;
   readonly #sources = new Map<string, Map<string, Source>>();
   readonly #registering = new Map<string, Promise<TaskMeta>>();
   readonly #inflight = new Map<string, Promise<string>>();
@@ -85,6 +89,7 @@ export class Seeder {
     this.#sem = new Semaphore(opts.originConcurrency);
     this.#attempts = opts.attempts ?? 3;
     this.#refuseMs = opts.refuseMs ?? 10 * 60_000;
+    this.#credentialTtlMs = opts.credentialTtlMs ?? 15 * 60_000;
   }
 
   stop(): void {
@@ -109,7 +114,7 @@ export class Seeder {
       if (refusedUntil > Date.now()) throw snError('SN_DIGEST_MISMATCH', `${blobDigest} at ${redactUrl(url.href)}`);
       this.#refused.delete(taskId);
     }
-    if (requester) this.#sourcesOf(taskId).set(requester, { url, headers });
+    if (requester) this.#sourcesOf(taskId).set(requester, { url, headers, usedAt: Date.now() });
     const known = this.#c.store.get(taskId);
     if (known) return known;
     let p = this.#registering.get(taskId);
@@ -125,6 +130,22 @@ export class Seeder {
     const m = this.#sources.get(taskId);
     m?.delete(requester);
     if (m?.size === 0) this.#sources.delete(taskId);
+  }
+
+  /** Drops origin credentials nobody used lately, and expired refusals. */
+  sweep(now = Date.now()): void {
+    for (const [taskId, m] of this.#sources) {
+      for (const [requester, s] of m) if (now - s.usedAt > this.#credentialTtlMs) m.delete(requester);
+      if (m.size === 0) this.#sources.delete(taskId);
+    }
+    for (const [taskId, until] of this.#refused) if (until <= now) this.#refused.delete(taskId);
+  }
+
+  /** Requesters whose origin credentials are held now (for tests and metrics; never the credentials themselves). */
+  get heldCredentials(): number {
+    let n = 0;
+    for (const m of this.#sources.values()) n += m.size;
+    return n;
   }
 
   #sourcesOf(taskId: string): Map<string, Source> {
@@ -183,6 +204,7 @@ export class Seeder {
     if (!p) {
       const source = requester ? this.#sources.get(taskId)?.get(requester) : undefined;
       if (!source) throw snError('SN_NOT_REGISTERED', `${taskId} (register the task on the control channel first)`);
+      source.usedAt = Date.now();
       p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source) : this.#waitWhole(meta, n, source)).finally(() => this.#inflight.delete(key));
       this.#inflight.set(key, p);
     }
