@@ -44,6 +44,19 @@ export interface AccessRequest {
   timeoutMs?: number;
 }
 
+/** One request of the check, never following a redirect (a 3xx is an answer). */
+function send(req: AccessRequest, url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>) {
+  return request(url, {
+    method,
+    headers,
+    dispatcher: req.dispatcher,
+    signal: req.signal,
+    headersTimeout: req.timeoutMs ?? 15_000,
+    bodyTimeout: req.timeoutMs ?? 15_000,
+    maxRedirections: 0,
+  } as Parameters<typeof request>[1]);
+}
+
 async function ask(req: AccessRequest, authorization: string | undefined) {
   const blob = blobDigestOf(req.url) !== undefined;
   const headers: Record<string, string> = {};
@@ -51,15 +64,7 @@ async function ask(req: AccessRequest, authorization: string | undefined) {
   if (authorization) headers.authorization = authorization;
   if (!blob) headers.range = 'bytes=0-0';
   try {
-    const res = await request(req.url, {
-      method: blob ? 'HEAD' : 'GET',
-      headers,
-      dispatcher: req.dispatcher,
-      signal: req.signal,
-      headersTimeout: req.timeoutMs ?? 15_000,
-      bodyTimeout: req.timeoutMs ?? 15_000,
-      maxRedirections: 0,
-    } as Parameters<typeof request>[1]);
+    const res = await send(req, req.url, blob ? 'HEAD' : 'GET', headers);
     discard(res.body);
     return res;
   } catch (err) {
@@ -79,15 +84,7 @@ async function fetchToken(req: AccessRequest, challenge: Challenge, basic: strin
   if (realm.protocol !== 'https:' && realm.protocol !== 'http:') return undefined;
   for (const [k, v] of Object.entries(challenge.params)) if (k === 'service' || k === 'scope') realm.searchParams.set(k, v);
   try {
-    const res = await request(realm, {
-      method: 'GET',
-      headers: basic ? { authorization: basic } : {},
-      dispatcher: req.dispatcher,
-      signal: req.signal,
-      headersTimeout: req.timeoutMs ?? 15_000,
-      bodyTimeout: req.timeoutMs ?? 15_000,
-      maxRedirections: 0,
-    } as Parameters<typeof request>[1]);
+    const res = await send(req, realm, 'GET', basic ? { authorization: basic } : {});
     if (res.statusCode !== 200) {
       discard(res.body);
       return undefined;
