@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
-import { loadConfig, resolveTrust, trustSchema, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
+import { commonSchema, loadConfig, resolveTrust, trustSchema, type CommonConfig, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
 
 /** dfdaemon settings. Every field can come from the YAML file, an environment variable or a flag. */
-export interface DaemonConfig extends TrustConfig {
+export interface DaemonConfig extends TrustConfig, CommonConfig {
   /** Supernodes to use; tasks are spread across them by rendezvous hashing of the task id. */
   supernodes: string[];
   dataDir: string;
@@ -24,6 +24,8 @@ export interface DaemonConfig extends TrustConfig {
   /** Pieces uploaded at once to other peers. */
   uploadSlots: number;
   pieceTimeoutMs: number;
+  /** Slowest acceptable piece source, bytes per second (0 = any). */
+  pieceMinRate: number;
   /** Go to the origin directly when no supernode answers. */
   backSource: boolean;
   /** Upstream registries. The first is where origin-form mirror requests go without `?ns=` / X-Dragonfly-Registry. */
@@ -61,6 +63,7 @@ export const daemonSchema: Schema = {
   parallelPieces: { type: 'int', default: 8, min: 1, max: 64, env: 'DFDAEMON_PARALLEL_PIECES', doc: 'pieces fetched at once per task' },
   uploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'DFDAEMON_UPLOAD_SLOTS', doc: 'pieces uploaded at once' },
   pieceTimeoutMs: { type: 'int', default: 30_000, min: 100, max: 600_000, env: 'DFDAEMON_PIECE_TIMEOUT_MS', doc: 'time limit for one piece' },
+  pieceMinRate: { type: 'size', default: 256 * 1024, min: 0, env: 'DFDAEMON_PIECE_MIN_RATE', doc: 'slowest acceptable piece source per second, e.g. 256KiB (0 = any)' },
   backSource: { type: 'bool', default: true, env: 'DFDAEMON_BACK_SOURCE', doc: 'fetch from the origin when no supernode answers' },
   registries: { type: 'urls', default: [], env: 'DFDAEMON_REGISTRIES', doc: 'upstream registries, comma separated; the first is the mirror default' },
   proxyHosts: { type: 'strings', default: [], env: 'DFDAEMON_PROXY_HOSTS', doc: 'other hosts the forward proxy serves (* = any)' },
@@ -71,6 +74,7 @@ export const daemonSchema: Schema = {
   taskTtlSeconds: { type: 'int', default: 0, min: 0, env: 'DFDAEMON_TASK_TTL_SECONDS', doc: 'evict tasks unused this long (0 = never)' },
   gcIntervalSeconds: { type: 'int', default: 60, min: 1, env: 'DFDAEMON_GC_INTERVAL_SECONDS', doc: 'how often GC runs' },
   accessCacheSeconds: { type: 'int', default: 60, min: 0, max: 86_400, env: 'DFDAEMON_ACCESS_CACHE_SECONDS', doc: 'how long a proven access to a private blob is remembered' },
+  ...commonSchema,
   ...trustSchema,
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };

@@ -64,7 +64,7 @@ export class Daemon {
 
     this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels }, this.log, c.trust);
     this.#peer = new Peer(
-      { parallelPieces: c.parallelPieces, pieceTimeoutMs: c.pieceTimeoutMs, backSource: c.backSource },
+      { parallelPieces: c.parallelPieces, pieceTimeoutMs: c.pieceTimeoutMs, pieceMinRate: c.pieceMinRate, backSource: c.backSource, maxBlobSize: c.maxBlobSize },
       { store: this.store, pool: this.#pool, dispatcher: this.#dispatcher, cluster: this.#cluster, metrics: this.metrics, log: this.log },
     );
 

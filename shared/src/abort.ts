@@ -1,9 +1,3 @@
-/** Combines an optional caller signal with a timeout (libp2p's dial-queue pattern). */
-export function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
-  const t = AbortSignal.timeout(ms);
-  return signal ? AbortSignal.any([signal, t]) : t;
-}
-
 /** Resolves after `ms`, or rejects as soon as `signal` aborts. */
 export function sleep(ms: number, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
   return new Promise((resolve, reject) => {

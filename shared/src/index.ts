@@ -16,3 +16,6 @@ export * from './net-guard.js';
 export * from './origin-allow.js';
 export * from './origin-access.js';
 export * from './trust-config.js';
+export * from './transfer-guard.js';
+export * from './lifecycle.js';
+export * from './server-options.js';

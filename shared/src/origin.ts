@@ -14,6 +14,7 @@ export const OriginErrors = {
   ORIGIN_BAD_STATUS: { message: 'origin answered %s', status: 502 },
   ORIGIN_BAD_RANGE: { message: 'origin sent the wrong range: %s', status: 502 },
   ORIGIN_NO_RANGE: { message: 'origin ignores Range: %s', status: 502 },
+  ORIGIN_TOO_LARGE: { message: 'origin object too large: %s', status: 413 },
 } as const satisfies ErrorTable<string>;
 
 export const originError = errorFactory(OriginErrors);
@@ -38,6 +39,8 @@ export interface OriginRequest {
   headers?: Record<string, string>;
   dispatcher?: Dispatcher;
   signal?: AbortSignal;
+  /** Largest object size accepted by a probe (maxBlobSize). */
+  maxLength?: number;
 }
 
 /** Status of an origin answer mapped to a typed error (the origin's own status is kept for auth errors). */
@@ -85,6 +88,14 @@ function header(h: Record<string, string | string[] | undefined>, name: string):
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** A size the origin announced, checked: a whole number we can address, and not beyond what this node accepts. */
+function checkedLength(raw: string | undefined, req: OriginRequest): number {
+  const n = Number(raw);
+  if (raw === undefined || !/^\d+$/.test(raw) || !Number.isSafeInteger(n)) throw originError('ORIGIN_BAD_STATUS', `unusable size ${JSON.stringify(raw)} for ${redactUrl(req.url)}`);
+  if (req.maxLength !== undefined && n > req.maxLength) throw originError('ORIGIN_TOO_LARGE', `${n} bytes > maxBlobSize ${req.maxLength} (${redactUrl(req.url)})`);
+  return n;
+}
+
 /** Learns the size of the object and whether the origin honours Range, by asking for its first byte. */
 export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
   const res = await send(req, 'bytes=0-0');
@@ -93,17 +104,15 @@ export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
     if (res.statusCode === 206) {
       const m = /^bytes \d+-\d+\/(\d+)$/.exec(cr ?? '');
       if (!m) throw originError('ORIGIN_BAD_RANGE', `Content-Range ${JSON.stringify(cr)}`);
-      return { contentLength: Number(m[1]), acceptsRanges: true };
+      return { contentLength: checkedLength(m[1], req), acceptsRanges: true };
     }
     if (res.statusCode === 416) {
       // An empty object: nothing is satisfiable, the total is still reported.
       const m = /^bytes \*\/(\d+)$/.exec(cr ?? '');
-      if (m) return { contentLength: Number(m[1]), acceptsRanges: true };
+      if (m) return { contentLength: checkedLength(m[1], req), acceptsRanges: true };
     }
     if (res.statusCode === 200) {
-      const len = Number(header(res.headers, 'content-length'));
-      if (!Number.isSafeInteger(len) || len < 0) throw originError('ORIGIN_BAD_STATUS', '200 without Content-Length');
-      return { contentLength: len, acceptsRanges: false };
+      return { contentLength: checkedLength(header(res.headers, 'content-length'), req), acceptsRanges: false };
     }
     throw statusError(res.statusCode, req.url, header(res.headers, 'www-authenticate'));
   } finally {

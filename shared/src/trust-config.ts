@@ -17,6 +17,17 @@ export interface TrustConfig {
   tlsClientAuth: boolean;
 }
 
+/** Settings every daemon has besides trust: how long a stop may take, and the largest object it will take on. */
+export const commonSchema: Schema = {
+  shutdownGraceSeconds: { type: 'int', default: 10, min: 1, max: 3600, env: 'DAMSELFLY_SHUTDOWN_GRACE_SECONDS', doc: 'on SIGTERM, exit within this many seconds' },
+  maxBlobSize: { type: 'size', default: 256 * 1024 ** 3, min: 0, env: 'DAMSELFLY_MAX_BLOB_SIZE', doc: 'largest origin object accepted, e.g. 256GiB' },
+};
+
+export interface CommonConfig {
+  shutdownGraceSeconds: number;
+  maxBlobSize: number;
+}
+
 export const trustSchema: Schema = {
   clusterSecret: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET', doc: `shared cluster secret (≥ ${MIN_SECRET_LENGTH} characters); prefer clusterSecretFile` },
   clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: 'file holding the cluster secret' },

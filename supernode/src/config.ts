@@ -1,6 +1,8 @@
 import {
   badCidrs,
   badOriginPatterns,
+  commonSchema,
+  type CommonConfig,
   loadConfig,
   resolveTrust,
   trustSchema,
@@ -11,7 +13,7 @@ import {
 } from '@damselfly/shared';
 
 /** Supernode settings. Every field can come from the YAML file, an environment variable or a flag. */
-export interface SupernodeConfig extends TrustConfig {
+export interface SupernodeConfig extends TrustConfig, CommonConfig {
   /** Address to listen on. */
   host: string;
   port: number;
@@ -56,6 +58,7 @@ export const supernodeSchema: Schema = {
   advertiseCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ADVERTISE_CIDRS', doc: 'upload addresses peers may advertise besides their own' },
   sessionMaxTasks: { type: 'int', default: 4096, min: 1, max: 1_000_000, env: 'SUPERNODE_SESSION_MAX_TASKS', doc: 'tasks one peer session may join' },
   sessionRate: { type: 'int', default: 500, min: 1, max: 100_000, env: 'SUPERNODE_SESSION_RATE', doc: 'requests per second one peer session may send' },
+  ...commonSchema,
   ...trustSchema,
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };

@@ -41,7 +41,7 @@ export class Supernode {
       failuresBeforeBlacklist: config.failuresBeforeBlacklist,
       policy: components.policy,
     });
-    this.seeder = new Seeder({ originConcurrency: config.originConcurrency }, {
+    this.seeder = new Seeder({ originConcurrency: config.originConcurrency, maxBlobSize: config.maxBlobSize }, {
       store: this.store,
       dispatcher: this.#dispatcher,
       origins: new OriginAllowList(config.allowedOrigins),

@@ -13,6 +13,7 @@ import {
   describeError,
   isDamselflyError,
   isDigestMismatch,
+  isTransferTimeout,
   parseDigest,
   pieceCountFor,
   pieceSizeFor,
@@ -46,6 +47,10 @@ export interface DownloadRequest {
 export interface ConductorOptions {
   parallelPieces: number;
   pieceTimeoutMs: number;
+  /** Slowest acceptable piece source in bytes/s (0 = any): a slower one is routed around like a timeout. */
+  pieceMinRate: number;
+  /** Largest object this node downloads itself (back-to-source). */
+  maxBlobSize?: number;
   backSource: boolean;
   /**
    * Failed attempts at one piece from the supernode before the download gives up. Failures from peers do not count:
@@ -96,7 +101,7 @@ export class Conductor {
   constructor(req: DownloadRequest, opts: ConductorOptions, components: ConductorComponents, wantAll = true) {
     this.#req = req;
     this.#wantAll = wantAll;
-    this.#opts = { pieceAttempts: 5, ...opts };
+    this.#opts = { pieceAttempts: 5, maxBlobSize: Number.MAX_SAFE_INTEGER, ...opts };
     this.#c = components;
     this.taskId = taskIdFor(req.url, req.digest);
     this.#log = components.log.child({ taskId: this.taskId });
@@ -210,7 +215,7 @@ export class Conductor {
     if (!info) {
       if (!this.#opts.backSource) throw dfError('DF_SUPERNODE_UNAVAILABLE', 'no supernodes configured and back-to-source is off');
       this.#c.metrics.backSource.inc({ why: this.#c.pool.size ? why : 'no_supernode' });
-      probe = await probeOrigin({ url: this.#req.url.href, headers: this.#req.headers, dispatcher: this.#c.dispatcher, signal });
+      probe = await probeOrigin({ url: this.#req.url.href, headers: this.#req.headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#opts.maxBlobSize });
       const pieceSize = pieceSizeFor(probe.contentLength);
       info = {
         taskId: this.taskId,
@@ -289,7 +294,7 @@ export class Conductor {
 
     const start = (a: ScheduleResult['assignments'][number]) => {
       const t0 = performance.now();
-      const p = fetchPiece(task, a, { dispatcher: this.#c.cluster, timeoutMs: this.#opts.pieceTimeoutMs, signal: stop })
+      const p = fetchPiece(task, a, { dispatcher: this.#c.cluster, timeoutMs: this.#opts.pieceTimeoutMs, minBytesPerSecond: this.#opts.pieceMinRate, signal: stop })
         .then((bytes) => {
           this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(performance.now() - t0) }, 'piece:verified');
           client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: true });
@@ -303,7 +308,12 @@ export class Conductor {
           }
           const code = (err as { code?: string }).code;
           // A wrong hash or a wrong length from a source that knows the piece's size are both bad data.
-          const reason = code === 'PIECE_CORRUPT' || code === 'PIECE_SHORT' ? 'corrupt' : (err as Error).name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'error';
+          const reason =
+            code === 'PIECE_CORRUPT' || code === 'PIECE_SHORT'
+              ? 'corrupt'
+              : isTransferTimeout(err) || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
+                ? 'timeout'
+                : 'error';
           client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: false, reason });
           this.#c.metrics.pieceFailures.inc({ reason });
           this.#log.warn({ piece: a.piece, from: a.from, reason, err: describeError(err) }, 'piece:failed');
@@ -332,6 +342,7 @@ export class Conductor {
     try {
       for (;;) {
         if (fatal) throw fatal;
+        signal.throwIfAborted();
         const want = this.#missingWanted(task).filter((n) => !inflight.has(n));
         if (want.length === 0 && inflight.size === 0) {
           if (!task.missing().length || !(await this.#idle(LINGER_MS, signal))) return;

@@ -4,7 +4,7 @@
  * else of it is ever requested.
  */
 import { request, type Dispatcher } from 'undici';
-import { GRANT_HEADER, PIECE_SHA_HEADER, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
+import { GRANT_HEADER, PIECE_SHA_HEADER, TransferGuard, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
 import type { LocalTask } from '../storage/local-task.js';
 import { dfError } from '../errors.js';
 
@@ -14,17 +14,34 @@ export function pieceUrl(taskId: string, a: Assignment): string {
   return base + (a.from === 'supernode' ? supernodePiecePath(taskId, a.piece) : peerPiecePath(taskId, a.piece));
 }
 
-export async function fetchPiece(
-  task: LocalTask,
-  a: Assignment,
-  opts: { dispatcher: Dispatcher; timeoutMs: number; signal: AbortSignal },
-): Promise<number> {
-  const signal = AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs)]);
+/** A source that has not answered with headers by then is silent: route around it (a piece can still take longer). */
+const HEADERS_MS = 5_000;
+
+export interface FetchPieceOptions {
+  dispatcher: Dispatcher;
+  /** Whole-piece deadline. */
+  timeoutMs: number;
+  /** Slowest acceptable source, averaged since the start after a short grace (0 = any). */
+  minBytesPerSecond: number;
+  signal: AbortSignal;
+}
+
+export async function fetchPiece(task: LocalTask, a: Assignment, opts: FetchPieceOptions): Promise<number> {
+  const guard = new TransferGuard({ signal: opts.signal, deadlineMs: opts.timeoutMs, minBytesPerSecond: opts.minBytesPerSecond });
+  try {
+    return await fetchGuarded(task, a, opts, guard);
+  } finally {
+    guard.done();
+  }
+}
+
+async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOptions, guard: TransferGuard): Promise<number> {
+  const signal = guard.signal;
   const res = await request(pieceUrl(task.info.taskId, a), {
     dispatcher: opts.dispatcher,
     signal,
     headers: a.grant ? { [GRANT_HEADER]: a.grant } : {},
-    headersTimeout: opts.timeoutMs,
+    headersTimeout: Math.min(HEADERS_MS, opts.timeoutMs),
     bodyTimeout: opts.timeoutMs,
   });
   if (res.statusCode !== 200) {
@@ -45,6 +62,6 @@ export async function fetchPiece(
     discard(res.body);
     throw dfError('DF_PIECE_FAILED', `no trusted sha256 for piece ${a.piece} from ${a.from}`);
   }
-  await task.writePiece(a.piece, res.body, { expectedSha, signal });
+  await task.writePiece(a.piece, res.body, { expectedSha, signal, onBytes: guard.onBytes });
   return task.range(a.piece).length;
 }

@@ -80,6 +80,8 @@ export class SupernodeClient extends EventEmitter<{ close: [] }> {
   /** Sends a request and waits for its reply. */
   request<T>(body: RequestBody, { signal, timeoutMs = 30_000 }: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<T> {
     const ws = this.#ws;
+    // An already-cancelled caller gets no request at all (a shutting-down download loop must not keep asking).
+    if (signal?.aborted) return Promise.reject(signal.reason);
     if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: not connected`));
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {

@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import { SLOW_CLIENT, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
 import type { Download, Peer } from '../peer/peer.js';
 import type { DaemonMetrics } from '../metrics.js';
 import type { LocalTask } from '../storage/local-task.js';
@@ -33,12 +33,20 @@ export interface ProxyComponents {
 
 export function buildProxyServer(c: ProxyComponents): Server {
   const allowed = allowedHosts(c.policy);
-  const server = createServer((req, res) => {
+  // Request bodies (pushes passed through) may take long, so no whole-request limit; headers must come in 10 s.
+  const server = createServer({ ...SLOW_CLIENT, requestTimeout: 0 }, (req, res) => {
     handle(req, res, c, allowed).catch((err) => sendError(res, err, c));
   });
   // HTTPS tunnelling would hand bytes through unverified and unseen: refuse it plainly instead of dropping the socket.
+  // The socket is the client's raw connection: a reset on it (the client gave up) must not become an uncaught error.
   server.on('connect', (_req, socket) => {
+    socket.on('error', () => {});
     socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nCONNECT is not supported: send plain-HTTP absolute URLs (nydusd use_http) or use the /v2/ mirror\n');
+  });
+  // Upgrades (WebSocket and others) are not proxied; without a handler Node would just drop the socket.
+  server.on('upgrade', (_req, socket) => {
+    socket.on('error', () => {});
+    socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
   });
   server.keepAliveTimeout = 30_000;
   return server;

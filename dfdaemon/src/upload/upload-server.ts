@@ -3,18 +3,13 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { GRANT_HEADER, PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, tlsServerOptions, verifyGrant, type Logger, type Trust } from '@damselfly/shared';
+import { GRANT_HEADER, PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, fastifyServerOptions, verifyGrant, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
 
 export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust }): FastifyInstance {
-  const https = tlsServerOptions(c.trust.tls);
-  const app = Fastify({
-    loggerInstance: quietLogger(c.log) as FastifyBaseLogger,
-    requestTimeout: 30_000,
-    ...(https ? { https } : {}),
-  }) as unknown as FastifyInstance;
+  const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, ...fastifyServerOptions(c.trust.tls) }) as unknown as FastifyInstance;
   const secret = c.trust.secret;
   let active = 0;
 

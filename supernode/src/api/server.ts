@@ -12,7 +12,7 @@ import {
   parseHttpUrl,
   quietLogger,
   sharedError,
-  tlsServerOptions,
+  fastifyServerOptions,
   verifyGrant,
   verifyOperatorToken,
   verifySessionProof,
@@ -33,13 +33,10 @@ function header(req: FastifyRequest, name: string): string | undefined {
 }
 
 export function buildServer(c: ServerComponents): FastifyInstance {
-  const https = tlsServerOptions(c.trust.tls);
   const app = Fastify({
     loggerInstance: quietLogger(c.log) as FastifyBaseLogger,
     bodyLimit: 1 << 20,
-    // Slow-loris: a client has this long to send its headers and body.
-    requestTimeout: 30_000,
-    ...(https ? { https } : {}),
+    ...fastifyServerOptions(c.trust.tls),
   }) as unknown as FastifyInstance;
   const nonces = new NonceCache();
   const secret = c.trust.secret;

@@ -48,6 +48,8 @@ export interface SeederOptions {
   refuseMs?: number;
   /** A requester's origin headers are dropped after this long unused (they are re-sent with every registration). */
   credentialTtlMs?: number;
+  /** Largest origin object a task may have. */
+  maxBlobSize?: number;
 }
 
 export interface SeederComponents {
@@ -74,6 +76,7 @@ export class Seeder {
   readonly #attempts: number;
   readonly #refuseMs: number;
   readonly #credentialTtlMs: number;
+  readonly #maxBlobSize: number | undefined;
   readonly #sources = new Map<string, Map<string, Source>>();
   readonly #registering = new Map<string, Promise<TaskMeta>>();
   readonly #inflight = new Map<string, Promise<string>>();
@@ -90,6 +93,7 @@ export class Seeder {
     this.#attempts = opts.attempts ?? 3;
     this.#refuseMs = opts.refuseMs ?? 10 * 60_000;
     this.#credentialTtlMs = opts.credentialTtlMs ?? 15 * 60_000;
+    this.#maxBlobSize = opts.maxBlobSize;
   }
 
   stop(): void {
@@ -155,7 +159,7 @@ export class Seeder {
   }
 
   async #create(taskId: string, url: URL, digest: string | undefined, headers: Record<string, string>, signal?: AbortSignal): Promise<TaskMeta> {
-    const probe = await probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal });
+    const probe = await probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#maxBlobSize });
     const pieceSize = pieceSizeFor(probe.contentLength);
     const meta: TaskMeta = {
       taskId,

@@ -1,0 +1,77 @@
+/**
+ * A deadline and a minimum throughput for one transfer (a piece from a peer, a range from an origin), with timers the
+ * guard itself owns and clears: `AbortSignal.any([... AbortSignal.timeout()])` can lose its timer to GC
+ * (nodejs/node#57736), and undici's `bodyTimeout` restarts on every chunk, so a source sending one byte a second
+ * would otherwise hold a transfer forever. A source that is slower than `minBytesPerSecond` (averaged since the start,
+ * after `graceMs`) or not done by `deadlineMs` is cut, and the error says which.
+ */
+import { errorFactory, type ErrorTable } from './errors.js';
+
+export const TransferErrors = {
+  TRANSFER_TIMEOUT: { message: 'transfer not done within %s', status: 504 },
+  TRANSFER_TOO_SLOW: { message: 'transfer too slow: %s', status: 504 },
+} as const satisfies ErrorTable<string>;
+
+export const transferError = errorFactory(TransferErrors);
+
+export interface TransferGuardOptions {
+  /** The caller's own cancellation (shutdown, client gone). */
+  signal?: AbortSignal;
+  deadlineMs: number;
+  /** 0 = no minimum. */
+  minBytesPerSecond?: number;
+  /** Time allowed to get going (connect, headers, slow start) before the rate is judged. */
+  graceMs?: number;
+}
+
+/** How often the rate is looked at. */
+const CHECK_MS = 500;
+
+export class TransferGuard {
+  readonly signal: AbortSignal;
+  readonly #ac = new AbortController();
+  readonly #deadline: NodeJS.Timeout;
+  readonly #check?: NodeJS.Timeout;
+  readonly #parent?: AbortSignal;
+  readonly #onParent = () => this.#ac.abort(this.#parent!.reason);
+  readonly #t0 = performance.now();
+  #bytes = 0;
+
+  constructor(o: TransferGuardOptions) {
+    this.signal = this.#ac.signal;
+    this.#deadline = setTimeout(() => this.#ac.abort(transferError('TRANSFER_TIMEOUT', `${o.deadlineMs} ms`)), o.deadlineMs);
+    const min = o.minBytesPerSecond ?? 0;
+    if (min > 0) {
+      const grace = o.graceMs ?? 3_000;
+      this.#check = setInterval(() => {
+        const elapsed = performance.now() - this.#t0;
+        if (elapsed < grace) return;
+        const rate = this.#bytes / (elapsed / 1000);
+        if (rate < min) this.#ac.abort(transferError('TRANSFER_TOO_SLOW', `${Math.round(rate)} B/s after ${Math.round(elapsed)} ms (minimum ${min} B/s)`));
+      }, CHECK_MS);
+    }
+    if (o.signal) {
+      this.#parent = o.signal;
+      if (o.signal.aborted) this.#ac.abort(o.signal.reason);
+      else o.signal.addEventListener('abort', this.#onParent, { once: true });
+    }
+  }
+
+  /** Counts bytes as they arrive. */
+  onBytes = (n: number): void => {
+    this.#bytes += n;
+  };
+
+  /** Stops the timers; call in `finally`. */
+  done(): void {
+    clearTimeout(this.#deadline);
+    clearInterval(this.#check);
+    this.#parent?.removeEventListener('abort', this.#onParent);
+  }
+}
+
+/** True for an error a guard raised (the source was too slow or too late: a timeout, not bad data). */
+export function isTransferTimeout(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === 'TRANSFER_TIMEOUT' || code === 'TRANSFER_TOO_SLOW';
+}

@@ -1,0 +1,149 @@
+/**
+ * Failure paths end cleanly, against the real binaries: hostile and malformed requests never take a daemon down,
+ * slow-loris sockets are dropped, and SIGTERM mid-pull on a loaded swarm exits within the grace.
+ */
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { tempDir } from './helpers/cluster.js';
+import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
+import { throttledRelay } from './helpers/throttle.js';
+import { dfget } from './helpers/dfget.js';
+
+const MiB = 1024 * 1024;
+
+/** Writes `data` to host:port, waits for the server to answer or close (at most `ms`), returns what came back. */
+function raw(url: string, data: string | Buffer, { ms = 2_000, destroyAfterWrite = false } = {}): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s: Socket = connect(Number(u.port), u.hostname);
+    let got = '';
+    const done = () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(got);
+    };
+    const timer = setTimeout(done, ms);
+    s.on('data', (d) => (got += d.toString('latin1')));
+    s.on('error', done);
+    s.on('close', done);
+    s.on('connect', () => {
+      s.write(data);
+      if (destroyAfterWrite) s.resetAndDestroy();
+    });
+  });
+}
+
+async function healthy(url: string): Promise<number> {
+  const r = await request(`${url}/healthy`);
+  await r.body.dump();
+  return r.statusCode;
+}
+
+const curl = (args: string[]) =>
+  new Promise<{ code: number; out: string }>((resolve) =>
+    execFile('curl', ['-sS', '--max-time', '5', ...args], (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr })),
+  );
+
+t.test('no request, however malformed, takes a daemon down: CONNECT storm, TRACE, bad URLs, torn connections, garbage', async (t) => {
+  const sn = await spawnSupernodeProc(t);
+  const d = await spawnDaemonProc(t, [sn.url]);
+  // The CONNECT that used to kill the dfdaemon (an HTTPS_PROXY user, nydusd with use_http: false), 30 times over.
+  const storm = await Promise.all(Array.from({ length: 30 }, () => curl(['-x', d.proxyUrl, 'https://registry.example.invalid/v2/'])));
+  t.ok(storm.every((r) => r.code !== 0 && /405|CONNECT/.test(r.out)), 'each CONNECT is refused plainly (405)');
+  // CONNECTs torn down by the client mid-answer (the ECONNRESET that was uncaught).
+  await Promise.all(Array.from({ length: 20 }, () => raw(d.proxyUrl, 'CONNECT example.invalid:443 HTTP/1.1\r\nHost: example.invalid:443\r\n\r\n', { destroyAfterWrite: true })));
+
+  const junk: (string | Buffer)[] = [
+    'TRACE / HTTP/1.1\r\nHost: x\r\n\r\n',
+    'GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n',
+    'GET http://%zz%/x HTTP/1.1\r\nHost: x\r\n\r\n',
+    'GET /v2/../../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n',
+    'GET /pieces/../../x/0 HTTP/1.1\r\nHost: x\r\n\r\n',
+    'GET /api/v1/tasks/zz/pieces/99999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n',
+    `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`,
+    'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    'GET /v2/x/blobs/sha256:' + '0'.repeat(64) + ' HTTP/1.1\r\nHost: x\r\nRange: bytes=99999999999999999999-\r\n\r\n',
+    'POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{"ur',
+    'GET /api/v1/peers/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: x\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]), // a TLS ClientHello on a plain port
+    Buffer.alloc(4096, 0xff),
+    'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n',
+    'GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nzz\r\n',
+  ];
+  for (const target of [d.proxyUrl, d.uploadUrl, d.healthUrl, sn.url]) {
+    await Promise.all(junk.map((j) => raw(target, j)));
+    await Promise.all(junk.map((j) => raw(target, j, { destroyAfterWrite: true })));
+    // Half a request, then the client vanishes.
+    await Promise.all(Array.from({ length: 10 }, () => raw(target, 'GET /v2/library/x/blobs/sha256:', { destroyAfterWrite: true })));
+  }
+  t.equal(d.child.exitCode, null, 'dfdaemon still running');
+  t.equal(sn.child.exitCode, null, 'supernode still running');
+  t.equal(await healthy(d.proxyUrl), 200, 'proxy answers');
+  t.equal(await healthy(d.uploadUrl), 200, 'upload server answers');
+  t.equal(await healthy(sn.url), 200, 'supernode answers');
+  t.notMatch(d.output() + sn.output(), /uncaught|unhandled/i, 'nothing uncaught in the logs');
+});
+
+t.test('slow-loris: a socket dribbling its headers is dropped within seconds on every server', async (t) => {
+  const sn = await spawnSupernodeProc(t);
+  const d = await spawnDaemonProc(t, [sn.url]);
+  const dribble = (url: string) =>
+    new Promise<number>((resolve) => {
+      const u = new URL(url);
+      const t0 = performance.now();
+      const s = connect(Number(u.port), u.hostname, () => s.write('GET /healthy HTTP/1.1\r\nHost: x\r\n'));
+      const tick = setInterval(() => s.write('X-a: b\r\n'), 1000);
+      const end = () => {
+        clearInterval(tick);
+        resolve(performance.now() - t0);
+      };
+      s.on('close', end);
+      s.on('error', () => {});
+      setTimeout(() => s.destroy(), 40_000);
+    });
+  const times = await Promise.all([d.proxyUrl, d.uploadUrl, d.healthUrl, sn.url].map(dribble));
+  for (const [i, ms] of times.entries()) t.ok(ms < 15_000, `server ${i} dropped the dribbling socket after ${(ms / 1000).toFixed(1)} s`);
+});
+
+t.test('SIGTERM mid-pull on a loaded swarm: every daemon exits 0 within the grace, clients see an error and keep no file', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(64 * MiB, 701);
+  const { digest } = await pushBlob(reg.url, 'team/sigterm', blob);
+  const relay = await throttledRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 8 * 1e6);
+  t.teardown(() => relay.close());
+  const url = `${relay.url}/v2/team/sigterm/blobs/${digest}`;
+  const sn = await spawnSupernodeProc(t, ['--shutdown-grace-seconds', '10']);
+  const daemons = await Promise.all([0, 1, 2].map(() => spawnDaemonProc(t, [sn.url], ['--shutdown-grace-seconds', '10'])));
+  const dir = await tempDir(t);
+  const pulls = daemons.map((d, i) => dfget([url, '-O', join(dir, `out${i}`), '--daemon', d.proxyUrl, '--no-progress']));
+  // Wait until the swarm is busy: pieces have arrived on a node.
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const m = await (await fetch(`${daemons[0]!.healthUrl}/metrics`)).text();
+    const got = [...m.matchAll(/damselfly_dfdaemon_download_bytes_total\{source="\w+"\} (\d+)/g)].reduce((s, x) => s + Number(x[1]), 0);
+    if (got >= 8 * MiB) break;
+    if (Date.now() > deadline) throw new Error('the pull did not progress');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const exits = [...daemons, sn].map((p) => {
+    const e = p.exited();
+    p.child.kill('SIGTERM');
+    return e;
+  });
+  const results = await Promise.all(exits);
+  for (const [i, r] of results.entries()) {
+    const name = i < daemons.length ? `dfdaemon ${i}` : 'supernode';
+    t.equal(r.code, 0, `${name} exited 0 (${r.signal ?? ''})`);
+    t.ok(r.ms < 10_000, `${name} exited ${(r.ms / 1000).toFixed(2)} s after SIGTERM`);
+    t.comment(`${name}: exit ${(r.ms / 1000).toFixed(2)} s after SIGTERM mid-pull`);
+  }
+  const clients = await Promise.all(pulls);
+  for (const [i, c] of clients.entries()) t.not(c.code, 0, `client ${i} failed (${c.stderr.trim().slice(0, 120)})`);
+  t.same(await readdir(dir), [], 'no partial or temporary files');
+});
