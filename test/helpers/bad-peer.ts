@@ -15,10 +15,28 @@ export interface BadPeer {
   close(): Promise<void>;
 }
 
-export async function startBadPeer(supernodeUrl: string, blobUrl: string, secret = process.env.DAMSELFLY_CLUSTER_SECRET!, peerId = 'evil-peer'): Promise<BadPeer> {
+/** How it misbehaves: garbage bytes, no answer at all, or the right headers and then one byte a second. */
+export type BadMode = 'garbage' | 'silent' | 'drip';
+
+export async function startBadPeer(
+  supernodeUrl: string,
+  blobUrl: string,
+  secret = process.env.DAMSELFLY_CLUSTER_SECRET!,
+  peerId = 'evil-peer',
+  mode: BadMode = 'garbage',
+): Promise<BadPeer> {
   const state = { served: 0 };
+  const drips = new Set<NodeJS.Timeout>();
   const server: Server = createServer((req, res) => {
     state.served++;
+    if (mode === 'silent') return;
+    if (mode === 'drip') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 4 * 1024 * 1024 });
+      const timer = setInterval(() => res.write(Buffer.from([0x42])), 1000);
+      drips.add(timer);
+      res.on('close', () => (clearInterval(timer), drips.delete(timer)));
+      return;
+    }
     const body = Buffer.alloc(4 * 1024 * 1024, 0x42);
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     res.end(body);
@@ -60,6 +78,7 @@ export async function startBadPeer(supernodeUrl: string, blobUrl: string, secret
       return state.served;
     },
     close: async () => {
+      for (const d of drips) clearInterval(d);
       ws.terminate();
       server.closeAllConnections();
       await new Promise((r) => server.close(r));

@@ -30,6 +30,8 @@ export interface ScheduleInput {
   max: number;
   /** Pieces that failed from peers for this requester too often: only the supernode may serve them now. */
   supernodeOnly?: ReadonlySet<number>;
+  /** Sources that already failed this requester for a piece: never the same one twice. */
+  tried?: ReadonlyMap<number, ReadonlySet<string>>;
 }
 
 export interface Choice {
@@ -85,7 +87,7 @@ function mix(s: string, n: number): number {
  * most labels with the requester and has the least load; else to the supernode while it has free slots (and, when
  * it is busy, only for pieces not already on their way to some peer).
  */
-export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly }) => {
+export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly, tried }) => {
   const extraLoad = new Map<string, number>();
   const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
   const myLabels = view.labels(requester);
@@ -109,12 +111,13 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     const holders = view.holders(piece);
     const skip = holders.size > CANDIDATES ? mix(requester, piece) % holders.size : 0;
     const peersTried = supernodeOnly?.has(piece) ?? false;
+    const failedHere = tried?.get(piece);
     let seen = 0;
     let looked = 0;
     for (const h of peersTried ? [] : cycle(holders, skip)) {
       if (seen >= CANDIDATES || looked++ >= 4 * CANDIDATES) break;
       budget--;
-      if (h === requester || view.blacklisted(h) || !view.uploads(h)) continue;
+      if (h === requester || view.blacklisted(h) || !view.uploads(h) || failedHere?.has(h)) continue;
       seen++;
       const load = loadOf(h);
       if (load >= view.slots(h)) continue;

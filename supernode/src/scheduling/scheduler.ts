@@ -31,8 +31,8 @@ interface TaskSwarm {
   /** Peers that joined the task; the swarm is dropped when the last one leaves. */
   peers: Set<string>;
   blame: BlameLedger;
-  /** Failed peer transfers per `requester\0piece`: after a few, that piece comes from the supernode. */
-  peerFailures: Map<string, number>;
+  /** Peers that failed a transfer, per `requester\0piece`: never tried again for it; after a few, the supernode serves it. */
+  peerFailures: Map<string, Set<string>>;
 }
 
 interface Pending {
@@ -125,14 +125,19 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const rk = `${taskId}\0${requester}`;
     const pendingHere = this.#byRequester.get(rk);
     let supernodeOnly: Set<number> | undefined;
+    let tried: Map<number, Set<string>> | undefined;
     for (const n of want) {
-      if ((swarm.peerFailures.get(`${requester}\0${n}`) ?? 0) >= PEER_TRIES_PER_PIECE) (supernodeOnly ??= new Set()).add(n);
+      const failed = swarm.peerFailures.get(`${requester}\0${n}`);
+      if (!failed) continue;
+      (tried ??= new Map()).set(n, failed);
+      if (failed.size >= PEER_TRIES_PER_PIECE) (supernodeOnly ??= new Set()).add(n);
     }
     const choices = this.#opts.policy(this.#view(swarm, requester), {
       requester,
       want: pendingHere ? want.filter((n) => !pendingHere.has(n)) : want,
       max,
       supernodeOnly,
+      tried,
     });
     for (const c of choices) {
       const p: Pending = { taskId, requester, piece: c.piece, from: c.from, at: now };
@@ -173,7 +178,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       return 'accepted';
     }
     if (p.from === SUPERNODE || reason === 'cancelled') return 'accepted';
-    swarm.peerFailures.set(pk, (swarm.peerFailures.get(pk) ?? 0) + 1);
+    let failed = swarm.peerFailures.get(pk);
+    if (!failed) swarm.peerFailures.set(pk, (failed = new Set()));
+    failed.add(p.from);
     for (const v of swarm.blame.report(requester, p.from, reason === 'corrupt')) {
       if ('blacklist' in v) this.emit('peer:blacklisted', { taskId, peerId: v.blacklist, reason: v.reason });
       else if ('reinstate' in v) this.emit('peer:reinstated', { taskId, peerId: v.reinstate });
