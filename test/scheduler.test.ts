@@ -66,15 +66,16 @@ t.test('scheduler state: holders, slots, blacklist, peers leaving', async (t) =>
   t.equal(s.load('a'), 0, 'slot released');
   t.same(s.schedule(task, 'b', [0], 1), [{ piece: 0, from: SUPERNODE }], 'a is skipped');
   s.pieceResult(task, 'b', 0, SUPERNODE, true);
+  t.same(s.schedule(task, 'b', [1], 1), [{ piece: 1, from: SUPERNODE }]);
+  s.pieceResult(task, 'b', 1, SUPERNODE, true);
   t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: 'b' }]);
   s.pieceResult(task, 'c', 0, 'b', false, 'timeout');
   t.notOk(s.isBlacklisted(task, 'b'), 'one timeout is not enough');
-  s.schedule(task, 'c', [0], 1);
-  s.pieceResult(task, 'c', 0, 'b', false, 'timeout');
-  t.ok(s.isBlacklisted(task, 'b'), 'repeated failures blacklist');
-
-  t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: SUPERNODE }], 'after two failed peers, c gets the piece from the supernode');
+  t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: SUPERNODE }], 'a source that failed c for a piece is not tried again for it');
   s.pieceResult(task, 'c', 0, SUPERNODE, false, 'cancelled');
+  t.same(s.schedule(task, 'c', [1], 1), [{ piece: 1, from: 'b' }], 'but it still may serve c another piece');
+  s.pieceResult(task, 'c', 1, 'b', false, 'timeout');
+  t.ok(s.isBlacklisted(task, 'b'), 'repeated failures blacklist');
 
   s.peerJoined('d', true);
   s.peerJoined('e', true);
