@@ -174,3 +174,53 @@ t.test('a silent peer and a 1 byte/s peer are routed around within about one pie
     t.comment(`${mode} peer: pull of 2 pieces finished ${secs.toFixed(2)} s after the request (headers 5 s, minimum rate 256 KiB/s after 3 s)`);
   }
 });
+
+t.test('300 tasks under ulimit -n 256: open files stay bounded on the supernode and the dfdaemon', async (t) => {
+  const { createServer } = await import('node:http');
+  const { createHash } = await import('node:crypto');
+  const { Pool } = await import('undici');
+  // Distinct per task, cheap to make (makeBlob expands a 1 MiB seed each call).
+  const body = (i: number) => {
+    const b = Buffer.alloc(64 * 1024, i % 251);
+    b.writeUInt32BE(i, 0);
+    return b;
+  };
+  const files = createServer((req, res) => {
+    const i = Number(/^\/f\/(\d+)$/.exec(req.url ?? '')?.[1] ?? -1);
+    if (i < 0) return void res.writeHead(404).end();
+    const b = body(i);
+    const m = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ''));
+    if (!m) return void res.writeHead(200, { 'content-length': b.length }).end(b);
+    const [s, e] = [Number(m[1]), Math.min(Number(m[2]), b.length - 1)];
+    res.writeHead(206, { 'content-range': `bytes ${s}-${e}/${b.length}`, 'content-length': e - s + 1 }).end(b.subarray(s, e + 1));
+  });
+  await new Promise<void>((r) => files.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise((r) => files.close(r)));
+  const base = `http://127.0.0.1:${(files.address() as { port: number }).port}`;
+  const COUNT = Number(process.env.EMFILE_TASKS ?? 300);
+  const wrap = ['prlimit', '--nofile=256:256'];
+  const sn = await spawnSupernodeProc(t, [], { wrap });
+  const d = await spawnDaemonProc(t, [sn.url], [], { wrap });
+  const client = new Pool(d.proxyUrl, { connections: 8 });
+  t.teardown(() => client.close());
+  let ok = 0;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < COUNT) {
+        const i = next++;
+        const res = await client.request({ method: 'GET', path: `${base}/f/${i}` });
+        const got = Buffer.from(await res.body.arrayBuffer());
+        if (res.statusCode === 200 && createHash('sha256').update(got).digest('hex') === createHash('sha256').update(body(i)).digest('hex')) ok++;
+      }
+    }),
+  );
+  t.equal(ok, COUNT, `all ${COUNT} blobs arrived whole through the dfdaemon`);
+  t.equal(d.child.exitCode, null);
+  t.equal(sn.child.exitCode, null);
+  t.equal(await healthy(d.proxyUrl), 200);
+  t.equal(await healthy(sn.url), 200);
+  t.notMatch(d.output() + sn.output(), /EMFILE|too many open files/i, 'never out of descriptors');
+  const m = await (await fetch(`${d.healthUrl}/metrics`)).text();
+  t.equal(Number(/damselfly_dfdaemon_back_source_total\{[^}]*\} (\d+)/.exec(m)?.[1] ?? 0), 0, 'every one went through the supernode');
+});

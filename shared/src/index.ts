@@ -19,3 +19,4 @@ export * from './trust-config.js';
 export * from './transfer-guard.js';
 export * from './lifecycle.js';
 export * from './server-options.js';
+export * from './handle-cache.js';

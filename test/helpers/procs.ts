@@ -18,21 +18,32 @@ export interface Proc {
   exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
 }
 
-function start(t: Teardown, bin: string, args: string[], startedMsg: string, dataDir: string, env: NodeJS.ProcessEnv = {}): Promise<Proc> {
-  const child = spawn(process.execPath, [join(ROOT, bin), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** Extra ways to run a binary: a command prefix (e.g. `prlimit --nofile=256`) and environment. */
+export interface ProcOptions {
+  env?: NodeJS.ProcessEnv;
+  wrap?: string[];
+}
+
+function start(t: Teardown, bin: string, args: string[], startedMsg: string, dataDir: string, o: ProcOptions = {}): Promise<Proc> {
+  const argv = [...(o.wrap ?? []), process.execPath, join(ROOT, bin), ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   let out = '';
   const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   return new Promise((resolve, reject) => {
+    let started = false;
     const onData = (d: Buffer) => {
       out += d;
+      // After start only collect: re-reading everything on each chunk would cost a busy daemon's test quadratic time.
+      if (started) return;
       for (const line of out.split('\n')) {
         if (!line.includes(startedMsg)) continue;
         try {
           const info = JSON.parse(line) as Record<string, string>;
           if (info.msg !== startedMsg) continue;
+          started = true;
           resolve({
             child,
             info,
@@ -53,7 +64,7 @@ function start(t: Teardown, bin: string, args: string[], startedMsg: string, dat
   });
 }
 
-export async function spawnSupernodeProc(t: Teardown, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc & { url: string }> {
+export async function spawnSupernodeProc(t: Teardown, extra: string[] = [], o: ProcOptions = {}): Promise<Proc & { url: string }> {
   const dataDir = await tempDir(t, 'damselfly-snp-');
   const p = await start(
     t,
@@ -61,12 +72,12 @@ export async function spawnSupernodeProc(t: Teardown, extra: string[] = [], env:
     ['--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--allowed-origins', '*', '--origin-allow-cidrs', '127.0.0.0/8', '--log-level', 'info', ...extra],
     'supernode:started',
     dataDir,
-    env,
+    o,
   );
   return { ...p, url: p.info.url! };
 }
 
-export async function spawnDaemonProc(t: Teardown, supernodes: string[], extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc & { proxyUrl: string; uploadUrl: string; healthUrl: string }> {
+export async function spawnDaemonProc(t: Teardown, supernodes: string[], extra: string[] = [], o: ProcOptions = {}): Promise<Proc & { proxyUrl: string; uploadUrl: string; healthUrl: string }> {
   const dataDir = await tempDir(t, 'damselfly-dfp-');
   const p = await start(
     t,
@@ -74,7 +85,7 @@ export async function spawnDaemonProc(t: Teardown, supernodes: string[], extra: 
     ['--supernodes', supernodes.join(','), '--data-dir', dataDir, '--proxy-port', '0', '--upload-host', '127.0.0.1', '--upload-port', '0', '--health-port', '0', '--proxy-hosts', '*', '--log-level', 'info', ...extra],
     'dfdaemon:started',
     dataDir,
-    env,
+    o,
   );
   return { ...p, proxyUrl: p.info.proxy!, uploadUrl: p.info.upload!, healthUrl: p.info.health! };
 }

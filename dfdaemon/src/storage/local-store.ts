@@ -4,7 +4,7 @@
  */
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TaskIndex, canonicalUrl, type TaskInfo } from '@damselfly/shared';
+import { HandleCache, TaskIndex, canonicalUrl, type TaskInfo } from '@damselfly/shared';
 import { LocalTask, type LocalTaskMeta } from './local-task.js';
 import { dfError } from '../errors.js';
 
@@ -12,6 +12,7 @@ export class LocalStore {
   readonly #dir: string;
   readonly #index: TaskIndex<LocalTaskMeta>;
   readonly #tasks = new Map<string, LocalTask>();
+  readonly #handles = new HandleCache(64);
 
   constructor(dataDir: string) {
     this.#dir = dataDir;
@@ -25,12 +26,12 @@ export class LocalStore {
       // Records written before URLs were stored canonically may hold credentials: rewrite them without.
       const url = canonicalUrl(new URL(meta.url));
       if (url !== meta.url) await this.#index.putTask(id, { ...meta, url });
-      this.#tasks.set(id, new LocalTask({ ...meta, url }, await this.#index.pieces(id), this.#dataPath(id), this.#index));
+      this.#tasks.set(id, new LocalTask({ ...meta, url }, await this.#index.pieces(id), this.#dataPath(id), this.#index, this.#handles));
     }
   }
 
   async stop(): Promise<void> {
-    for (const t of this.#tasks.values()) await t.close();
+    await this.#handles.closeAll();
     this.#tasks.clear();
     await this.#index.stop();
   }
@@ -59,7 +60,7 @@ export class LocalStore {
       throw err;
     }
     await this.#index.putTask(info.taskId, meta);
-    const task = new LocalTask(meta, new Map(), path, this.#index);
+    const task = new LocalTask(meta, new Map(), path, this.#index, this.#handles);
     this.#tasks.set(info.taskId, task);
     return task;
   }

@@ -3,9 +3,8 @@
  * A piece counts as present only after its bytes were hashed, matched, fsynced and recorded in the index.
  */
 import { EventEmitter } from 'node:events';
-import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { TaskIndex, pieceRange, readVerifiedPiece, writePiece, type TaskInfo } from '@damselfly/shared';
+import { TaskIndex, pieceRange, readVerifiedPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
 import { dfError } from '../errors.js';
 
 export interface LocalTaskMeta {
@@ -30,12 +29,12 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   /** Pieces whose bytes this process hashed (on write or on a checked read); others are re-hashed when read. */
   readonly #checked = new Set<number>();
   #meta: LocalTaskMeta;
-  #fh?: Promise<FileHandle>;
+  readonly #handles: HandleCache;
   #failure?: Error;
   /** Readers and downloads using this task; GC never evicts a task in use. */
   users = 0;
 
-  constructor(meta: LocalTaskMeta, pieces: Map<number, string>, dataPath: string, index: TaskIndex<LocalTaskMeta>) {
+  constructor(meta: LocalTaskMeta, pieces: Map<number, string>, dataPath: string, index: TaskIndex<LocalTaskMeta>, handles: HandleCache) {
     super();
     this.setMaxListeners(0);
     this.#meta = meta;
@@ -43,6 +42,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     this.#pieces = pieces;
     this.dataPath = dataPath;
     this.#index = index;
+    this.#handles = handles;
   }
 
   get complete(): boolean {
@@ -79,8 +79,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   /** Writes piece `n` from `body`; resolves with its sha256 once verified (against `expectedSha` if given) and recorded. */
   async writePiece(n: number, body: Readable, opts: { expectedSha?: string; signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<string> {
     const { start, length } = this.range(n);
-    this.#fh ??= open(this.dataPath, 'r+');
-    const sha = await writePiece(await this.#fh, start, length, body, { ...opts, label: `${this.info.taskId}#${n}` });
+    const sha = await this.#handles.use(this.dataPath, (fh) => writePiece(fh, start, length, body, { ...opts, label: `${this.info.taskId}#${n}` }));
     await this.recordPiece(n, sha);
     return sha;
   }
@@ -201,8 +200,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   }
 
   async close(): Promise<void> {
-    await this.#fh?.then((fh) => fh.close()).catch(() => {});
-    this.#fh = undefined;
+    await this.#handles.close(this.dataPath);
   }
 
   async #setMeta(patch: Partial<LocalTaskMeta>): Promise<void> {

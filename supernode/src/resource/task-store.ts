@@ -4,7 +4,8 @@
  */
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TaskIndex, canonicalUrl, pieceRange, readVerifiedPiece } from '@damselfly/shared';
+import { HandleCache, TaskIndex, canonicalUrl, pieceRange, readVerifiedPiece } from '@damselfly/shared';
+import { snError } from '../errors.js';
 import type { TaskMeta } from './task-meta.js';
 
 interface OpenTask {
@@ -12,13 +13,13 @@ interface OpenTask {
   pieces: Map<number, string>;
   /** Pieces this process hashed itself (seeded, or checked on a read); the rest are re-hashed when read. */
   checked: Set<number>;
-  fh?: Promise<FileHandle>;
 }
 
 export class TaskStore {
   readonly #dir: string;
   readonly #index: TaskIndex<TaskMeta>;
   readonly #tasks = new Map<string, OpenTask>();
+  readonly #handles = new HandleCache(128);
 
   constructor(dataDir: string) {
     this.#dir = dataDir;
@@ -43,7 +44,7 @@ export class TaskStore {
   }
 
   async stop(): Promise<void> {
-    for (const t of this.#tasks.values()) await t.fh?.then((fh) => fh.close()).catch(() => {});
+    await this.#handles.closeAll();
     this.#tasks.clear();
     await this.#index.stop();
   }
@@ -75,7 +76,7 @@ export class TaskStore {
   async remove(taskId: string): Promise<void> {
     const t = this.#tasks.get(taskId);
     this.#tasks.delete(taskId);
-    await t?.fh?.then((fh) => fh.close()).catch(() => {});
+    if (t) await this.#handles.close(this.dataPath(taskId));
     await this.#index.deleteTask(taskId);
     await rm(this.dataPath(taskId), { force: true });
   }
@@ -92,12 +93,15 @@ export class TaskStore {
     return join(this.#dir, 'tasks', `${taskId}.data`);
   }
 
-  /** The task's data file, opened for writing once and kept open. */
-  async handle(taskId: string): Promise<FileHandle> {
-    const t = this.#tasks.get(taskId);
-    if (!t) throw new Error(`task ${taskId} not open`);
-    t.fh ??= open(this.dataPath(taskId), 'r+');
-    return t.fh;
+  /** Runs `fn` with the task's data file open for writing (kept open while busy, from a bounded cache). */
+  async withHandle<T>(taskId: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+    if (!this.#tasks.has(taskId)) throw snError('SN_TASK_NOT_FOUND', taskId);
+    return this.#handles.use(this.dataPath(taskId), fn);
+  }
+
+  /** Data files open right now (bounded by the handle cache). */
+  get openFiles(): number {
+    return this.#handles.size;
   }
 
   async recordPiece(taskId: string, n: number, sha256: string): Promise<void> {

@@ -20,6 +20,7 @@ import {
   checkDigest,
   checkOriginAccess,
   describeError,
+  discard,
   fetchOrigin,
   isDamselflyError,
   pieceCountFor,
@@ -222,9 +223,13 @@ export class Seeder {
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
       const release = await this.#sem.acquire(signal);
       try {
-        const fh = await this.#c.store.handle(meta.taskId);
         const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, start, end);
-        const sha = await writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal, onBytes: (b) => this.#c.originBytes.inc(b) });
+        const sha = await this.#c.store
+          .withHandle(meta.taskId, (fh) => writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal, onBytes: (b) => this.#c.originBytes.inc(b) }))
+          .catch((err: unknown) => {
+            discard(body);
+            throw err;
+          });
         await this.#recorded(meta, n, sha);
         this.#c.log.debug({ taskId: meta.taskId, piece: n }, 'piece:seeded');
         return sha;
@@ -264,16 +269,17 @@ export class Seeder {
     const signal = this.#stop.signal;
     const release = await this.#sem.acquire(signal);
     try {
-      const fh = await this.#c.store.handle(meta.taskId);
       const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, 0, meta.contentLength - 1, true);
-      await writeWholeStream(fh, body, {
-        pieceSize: meta.pieceSize,
-        length: meta.contentLength,
-        skip: (n) => this.#c.store.pieceSha(meta.taskId, n) !== undefined,
-        onPiece: (n, sha) => this.#recorded(meta, n, sha),
-        onBytes: (n) => this.#c.originBytes.inc(n),
-        signal,
-      });
+      await this.#c.store.withHandle(meta.taskId, (fh) =>
+        writeWholeStream(fh, body, {
+          pieceSize: meta.pieceSize,
+          length: meta.contentLength,
+          skip: (n) => this.#c.store.pieceSha(meta.taskId, n) !== undefined,
+          onPiece: (n, sha) => this.#recorded(meta, n, sha),
+          onBytes: (n) => this.#c.originBytes.inc(n),
+          signal,
+        }),
+      );
     } finally {
       release();
     }
