@@ -1,11 +1,18 @@
 import { dirname, resolve } from 'node:path';
 import { statSync } from 'node:fs';
-import { parseDigest, parseHttpUrl, resolveTrust, type Trust } from '@damselfly/shared';
+import { blobDigestOf, parseDigest, parseHttpUrl, resolveTrust, type Trust } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
+
+export const DEFAULT_DAEMON = 'http://127.0.0.1:65001';
+
+/** `-O -`: the verified body goes to stdout. */
+export const STDOUT = '-';
 
 export interface DfgetOptions {
   url: URL;
+  /** Absolute path, or STDOUT. */
   output: string;
+  /** The digest the file must match: --digest, or the one a registry blob URL names. */
   digest?: string;
   headers: Record<string, string>;
   supernodes: string[];
@@ -18,19 +25,24 @@ export interface DfgetOptions {
   trust: Trust;
 }
 
-/** Validates everything up front and reports every problem at once. */
-export function validateOptions(raw: {
-  url?: string;
+export interface RawOptions {
+  /** Operands and unrecognised options, in the order commander left them. */
+  args?: string[];
   output?: string;
   digest?: string;
   header?: string[];
   supernode?: string[];
   daemon?: string;
+  /** Where `daemon` came from, for messages: '--daemon' or '$DFGET_DAEMON'. */
+  daemonFrom?: string;
   standalone?: boolean;
   progress?: boolean;
   timeout?: string;
   clusterSecretFile?: string;
-}, env: NodeJS.ProcessEnv = process.env): DfgetOptions {
+}
+
+/** Validates everything up front and reports every problem at once. */
+export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process.env): DfgetOptions {
   const errors: string[] = [];
   const attempt = <T>(f: () => T): T | undefined => {
     try {
@@ -40,8 +52,20 @@ export function validateOptions(raw: {
       return undefined;
     }
   };
-  const url = raw.url ? attempt(() => parseHttpUrl(raw.url!)) : (errors.push('missing <url>'), undefined);
-  if (raw.digest) attempt(() => parseDigest(raw.digest!));
+  // A lone '-' is an operand (stdin/stdout by convention), anything else dashed is an option we do not know.
+  const isOption = (a: string) => a.startsWith('-') && a !== STDOUT;
+  const args = raw.args ?? [];
+  for (const a of args.filter(isOption)) errors.push(`unknown option ${JSON.stringify(a)}`);
+  const [rawUrl, ...extra] = args.filter((a) => !isOption(a));
+  for (const a of extra) errors.push(`unexpected argument ${JSON.stringify(a)}`);
+  const url = rawUrl ? attempt(() => parseHttpUrl(rawUrl)) : (errors.push('missing <url>'), undefined);
+  let digest = raw.digest;
+  if (digest !== undefined && attempt(() => parseDigest(digest!))) {
+    // Both given and different is a caller mistake, said as such rather than fetched and failed (or "malformed").
+    const fromUrl = url && blobDigestOf(url);
+    if (fromUrl && fromUrl !== digest) errors.push(`--digest ${digest} conflicts with the URL's ${fromUrl}`);
+  }
+  digest ??= url && blobDigestOf(url);
   const headers: Record<string, string> = {};
   for (const h of raw.header ?? []) {
     const i = h.indexOf(':');
@@ -53,10 +77,17 @@ export function validateOptions(raw: {
     const u = attempt(() => parseHttpUrl(s));
     if (u) supernodes.push(u.href.replace(/\/$/, ''));
   }
-  const daemon = raw.daemon ?? 'http://127.0.0.1:65001';
-  attempt(() => parseHttpUrl(daemon));
+  const daemon = raw.daemon ?? DEFAULT_DAEMON;
+  attempt(() => {
+    try {
+      return parseHttpUrl(daemon);
+    } catch (err) {
+      throw new Error(`${raw.daemonFrom ?? '--daemon'}: ${(err as Error).message}`);
+    }
+  });
   let output = '';
   if (!raw.output) errors.push('missing -O <file>');
+  else if (raw.output === STDOUT) output = STDOUT;
   else {
     output = resolve(raw.output);
     const dir = attempt(() => statSync(dirname(output)));
@@ -65,7 +96,7 @@ export function validateOptions(raw: {
     if (st?.isDirectory()) errors.push(`${output} is a directory`);
   }
   const timeoutMs = raw.timeout === undefined ? 0 : Number(raw.timeout) * 1000;
-  if (!Number.isFinite(timeoutMs) || timeoutMs < 0) errors.push(`--timeout must be seconds, got ${JSON.stringify(raw.timeout)}`);
+  if (raw.timeout?.trim() === '' || !Number.isFinite(timeoutMs) || timeoutMs < 0) errors.push(`--timeout must be seconds, got ${JSON.stringify(raw.timeout)}`);
   // The same trust settings as the daemons', from the same environment variables; dfget listens on nothing.
   const trust = resolveTrust(
     {
@@ -84,7 +115,7 @@ export function validateOptions(raw: {
   return {
     url: url!,
     output,
-    digest: raw.digest,
+    digest,
     headers,
     supernodes,
     daemon: daemon.replace(/\/$/, ''),

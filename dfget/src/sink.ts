@@ -1,54 +1,59 @@
 /**
- * Where the bytes go: a temporary file beside the output, hashed while written, renamed into place only after the
- * digest (when known) matched. On any failure the temporary file is removed, so `-O <file>` is either the whole
- * verified blob or untouched.
+ * Where the bytes go. Every sink hashes what it is given, so the digest is checked whatever the path (dfdaemon, peer,
+ * origin), and turns a failed write into a typed error at once: a write that fails must end the download with that
+ * cause, never be waited on forever (a `drain` that never comes) or be mistaken for the sender's fault.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import type { DamselflyError } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 
-export class FileSink {
-  readonly tmp: string;
-  readonly stream: WriteStream;
-  readonly #hash: Hash = createHash('sha256');
-  readonly #output: string;
+export abstract class Sink {
   bytes = 0;
-  #error?: Error;
+  /** The first write failure; a failed sink refuses every later write with it. */
+  failure?: DamselflyError;
+  readonly #hash = createHash('sha256');
+  #closed = false;
 
-  constructor(output: string) {
-    this.#output = output;
-    this.tmp = join(dirname(output), `.${basename(output)}.dfget-${process.pid}.tmp`);
-    this.stream = createWriteStream(this.tmp, { highWaterMark: 1 << 20 });
-    // Write errors (disk full…) surface at commit; they must never crash the process and leave the file behind.
-    this.stream.on('error', (err) => (this.#error ??= err));
-  }
-
-  /** Call for every chunk before it is written. */
-  observe(chunk: Buffer): void {
+  /** Resolves once `chunk` is written (so awaiting it is the backpressure); rejects with the typed failure. */
+  async write(chunk: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    // After abort() the run is over; a transfer still winding down in the background must not write on.
+    if (this.#closed) throw dfgetError('DFGET_OUTPUT', 'the run has ended');
     this.#hash.update(chunk);
     this.bytes += chunk.length;
+    try {
+      await this.put(chunk);
+    } catch (err) {
+      this.failure ??= this.failed(err);
+      throw this.failure;
+    }
   }
 
+  /** Checks the digest (when one is known) and makes the output final. Returns the sha256 of what was written. */
   async commit(digest: string | undefined): Promise<string> {
-    this.#throwIfFailed();
-    await new Promise<void>((resolve, reject) => this.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
-    this.#throwIfFailed();
+    if (this.failure) throw this.failure;
     const got = `sha256:${this.#hash.digest('hex')}`;
-    if (digest && got !== digest) throw dfgetError('DFGET_DIGEST', `${digest} (got ${got})`);
-    await rename(this.tmp, this.#output).catch((err: Error) => {
-      throw dfgetError('DFGET_OUTPUT', err.message, err);
+    if (digest && got !== digest) throw dfgetError('DFGET_DIGEST', `the downloaded bytes are ${got}, not ${digest}`);
+    await this.finish().catch((err: unknown) => {
+      throw (this.failure ??= this.failed(err));
     });
     return got;
   }
 
-  #throwIfFailed(): void {
-    if (this.#error) throw dfgetError('DFGET_OUTPUT', this.#error.message, this.#error);
+  /** Stops taking bytes; whatever was started is left for the caller's Scratch to remove. */
+  async abort(): Promise<void> {
+    this.#closed = true;
+    await this.close().catch(() => {});
   }
 
-  async abort(): Promise<void> {
-    this.stream.destroy();
-    await rm(this.tmp, { force: true });
+  /** What a failed run leaves the user with, said after the failure's message (or undefined: nothing). */
+  leftover(): string | undefined {
+    return undefined;
   }
+
+  protected abstract put(chunk: Buffer): Promise<void>;
+  protected abstract finish(): Promise<void>;
+  protected abstract close(): Promise<void>;
+  /** The typed error a write failure stands for. */
+  protected abstract failed(err: unknown): DamselflyError;
 }

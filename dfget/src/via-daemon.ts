@@ -1,59 +1,120 @@
-/** Download through the local dfdaemon's proxy (the normal path on a node that runs one). */
-import { once } from 'node:events';
-import { Client } from 'undici';
+/**
+ * Download through the local dfdaemon's proxy (the normal path on a node that runs one). A transfer the daemon cuts
+ * short is asked for once more from where it stopped: the answer either resumes it or says why it was cut (a digest
+ * mismatch, a refusal), which a dropped connection alone cannot.
+ */
+import { Client, type Dispatcher } from 'undici';
 import type { DfgetOptions } from './options.js';
-import type { FileSink } from './sink.js';
+import type { Sink } from './sink.js';
 import type { Progress } from './progress.js';
 import { dfgetError } from './errors.js';
+import { hasCode } from './classify.js';
+import { daemonAnswerError, proxyForbidden, type DaemonAnswer } from './daemon-answer.js';
 
-/** Returns false when no daemon listens (the caller then downloads standalone). */
-export async function viaDaemon(o: DfgetOptions, sink: FileSink, progress: Progress, signal: AbortSignal): Promise<boolean> {
+/** Connection failures that mean no daemon listens there (the caller then downloads standalone). */
+const ABSENT = ['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EADDRNOTAVAIL'];
+
+/** Returns false when no daemon listens, or it will not proxy this host; the caller then downloads standalone. */
+export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress, signal: AbortSignal): Promise<boolean> {
+  // No header timeout: a daemon answers once the first piece is verified, which may take a while for a big blob.
+  // The total deadline is --timeout's, enforced by the caller.
   const client = new Client(o.daemon, { connectTimeout: 2000, headersTimeout: 0, bodyTimeout: 120_000 });
   try {
-    let res;
-    try {
-      res = await client.request({
-        method: 'GET',
-        path: o.url.href,
-        headers: { ...o.headers, ...(o.digest ? { 'x-damselfly-digest': o.digest } : {}) },
-        signal,
-      });
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT') return false;
-      throw err;
-    }
+    const res = await ask(client, o, signal);
+    if (!res) return false;
     if (res.statusCode !== 200) {
-      const text = await res.body.text().catch(() => '');
-      let msg = text;
-      let code: string | undefined;
-      try {
-        ({ message: msg = text, code } = JSON.parse(text) as { message?: string; code?: string });
-      } catch {}
-      // The daemon only proxies hosts it is configured for; anything else is fetched by this process itself.
-      if (code === 'DF_PROXY_FORBIDDEN') {
-        process.stderr.write(`dfget: ${msg.trim()}; downloading standalone\n`);
+      const answer = await readAnswer(res, signal);
+      const forbidden = proxyForbidden(answer);
+      if (forbidden !== undefined) {
+        process.stderr.write(`dfget: the dfdaemon at ${o.daemon}: ${forbidden.trim()}; downloading standalone\n`);
         return false;
       }
-      throw dfgetError('DFGET_HTTP', `${res.statusCode} from dfdaemon: ${msg.trim()}`);
+      throw daemonAnswerError(answer, o.daemon, o.url);
     }
-    progress.start(Number(res.headers['content-length'] ?? 0));
-    const expected = Number(res.headers['content-length']);
-    const cut = () =>
-      dfgetError('DFGET_HTTP', `dfdaemon cut the transfer after ${sink.bytes} of ${expected} bytes (the blob failed verification or a source failed; see the dfdaemon log)`);
-    try {
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        sink.observe(chunk);
-        progress.add(chunk.length);
-        if (!sink.stream.write(chunk)) await once(sink.stream, 'drain', { signal });
-      }
-    } catch (err) {
-      if (signal.aborted) throw err;
-      throw cut();
+    const total = contentLength(res);
+    progress.start(total ?? 0);
+    let cut = await pump(res, sink, progress, signal);
+    if (!cut && (total === undefined || sink.bytes === total)) return true;
+    const what = () => `the dfdaemon at ${o.daemon} cut the transfer after ${sink.bytes} of ${total ?? '?'} bytes`;
+    if (total === undefined || sink.bytes > total) throw dfgetError('DFGET_HTTP', `${what()}${cut ? ` (${cut.message})` : ''}`, cut);
+    const cutAt = what();
+    const again = await ask(client, o, signal, sink.bytes);
+    if (!again) throw dfgetError('DFGET_HTTP', `${cutAt}, and is gone`);
+    if (again.statusCode !== 206 || contentRangeStart(again) !== sink.bytes) {
+      const answer = await readAnswer(again, signal);
+      if (again.statusCode >= 400) throw daemonAnswerError(answer, o.daemon, o.url, cutAt);
+      throw dfgetError('DFGET_HTTP', `${cutAt}, then answered ${again.statusCode} to the request for the rest`);
     }
-    if (Number.isFinite(expected) && sink.bytes !== expected) throw cut();
+    cut = await pump(again, sink, progress, signal);
+    if (cut || sink.bytes !== total) throw dfgetError('DFGET_HTTP', `${what()}, twice${cut ? ` (${cut.message})` : ''}`, cut);
     return true;
   } finally {
-    await client.close().catch(() => {});
+    // destroy, not close: close would wait for a request still hanging on a stuck daemon.
+    await client.destroy().catch(() => {});
   }
+}
+
+/** GETs the URL through the daemon (from byte `from` on, when given); null when nothing listens there. */
+async function ask(client: Client, o: DfgetOptions, signal: AbortSignal, from?: number): Promise<Dispatcher.ResponseData | null> {
+  try {
+    return await client.request({
+      method: 'GET',
+      path: o.url.href,
+      headers: { ...o.headers, ...(o.digest ? { 'x-damselfly-digest': o.digest } : {}), ...(from !== undefined ? { range: `bytes=${from}-` } : {}) },
+      signal,
+    });
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    if (hasCode(err, ...ABSENT)) return null;
+    throw dfgetError('DFGET_HTTP', `the dfdaemon at ${o.daemon}: ${(err as Error).message}`, err);
+  }
+}
+
+/**
+ * Copies the body into the sink. Returns the transport error that ended it early (undefined for a clean end); throws
+ * what is not the sender's doing: the run stopping (timeout, signal) or the sink failing (the user's disk).
+ */
+async function pump(res: Dispatcher.ResponseData, sink: Sink, progress: Progress, signal: AbortSignal): Promise<Error | undefined> {
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      await sink.write(chunk);
+      progress.add(chunk.length);
+    }
+    return undefined;
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    if (sink.failure) throw sink.failure;
+    return err as Error;
+  } finally {
+    if (!res.body.destroyed) res.body.destroy();
+  }
+}
+
+/** An error answer's body, at most 64 KiB of it (it is only read to be shown). */
+async function readAnswer(res: Dispatcher.ResponseData, signal: AbortSignal): Promise<DaemonAnswer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      parts.push(chunk);
+      if ((size += chunk.length) >= 64 * 1024) break;
+    }
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    // A body cut short is still worth showing as far as it got.
+  } finally {
+    if (!res.body.destroyed) res.body.destroy();
+  }
+  return { status: res.statusCode, body: Buffer.concat(parts).toString('utf8') };
+}
+
+function contentLength(res: Dispatcher.ResponseData): number | undefined {
+  const v = res.headers['content-length'];
+  const n = typeof v === 'string' ? Number(v) : NaN;
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+function contentRangeStart(res: Dispatcher.ResponseData): number | undefined {
+  const m = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
+  return m ? Number(m[1]) : undefined;
 }

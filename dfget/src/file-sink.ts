@@ -1,0 +1,66 @@
+/**
+ * -O <file>: a temporary file beside the output, renamed into place only after the digest (when known) matched, so
+ * the output is either the whole verified blob or untouched. The temporary file is opened before anything is
+ * fetched: a read-only or missing destination fails at once (exit 5), not after the download.
+ */
+import { open, rename, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { DamselflyError } from '@damselfly/shared';
+import { dfgetError } from './errors.js';
+import { Sink } from './sink.js';
+import type { Scratch } from './scratch.js';
+
+export class FileSink extends Sink {
+  readonly tmp: string;
+  readonly #output: string;
+  readonly #fh: FileHandle;
+  readonly #scratch: Scratch;
+
+  private constructor(output: string, tmp: string, fh: FileHandle, scratch: Scratch) {
+    super();
+    this.#output = output;
+    this.tmp = tmp;
+    this.#fh = fh;
+    this.#scratch = scratch;
+  }
+
+  static tmpPathFor(output: string): string {
+    return join(dirname(output), `.${basename(output)}.dfget-${process.pid}.tmp`);
+  }
+
+  static async open(output: string, scratch: Scratch): Promise<FileSink> {
+    const tmp = FileSink.tmpPathFor(output);
+    scratch.add(tmp);
+    try {
+      return new FileSink(output, tmp, await scratch.during(open(tmp, 'w')), scratch);
+    } catch (err) {
+      throw outputError(output, err);
+    }
+  }
+
+  protected async put(chunk: Buffer): Promise<void> {
+    // A short write is how a filling disk first shows; the rest then fails with ENOSPC.
+    for (let off = 0; off < chunk.length; ) off += (await this.#fh.write(chunk, off, chunk.length - off)).bytesWritten;
+  }
+
+  protected async finish(): Promise<void> {
+    // close() reports the write errors some filesystems (NFS) only find at close. No fsync: it would cost seconds on
+    // big blobs, and a crash before the data reaches the disk leaves what any downloader would leave.
+    await this.#fh.close();
+    await rename(this.tmp, this.#output);
+    this.#scratch.forget(this.tmp);
+  }
+
+  protected async close(): Promise<void> {
+    await this.#fh.close();
+  }
+
+  protected failed(err: unknown): DamselflyError {
+    return outputError(this.#output, err);
+  }
+}
+
+/** Node's fs messages name the cause ("ENOSPC: no space left on device, write"); prefix the file they are about. */
+function outputError(output: string, err: unknown): DamselflyError {
+  return dfgetError('DFGET_OUTPUT', `${output}: ${err instanceof Error ? err.message : String(err)}`, err);
+}

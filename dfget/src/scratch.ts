@@ -1,0 +1,44 @@
+/**
+ * Every path this run created on disk besides the output (the temporary file beside -O, the one-shot peer's cache
+ * directory). A failed or interrupted run removes them all itself before exiting, rather than relying on the code that
+ * created them getting to its `finally`: on a timeout or a signal that code may still be stuck in a library.
+ */
+import { rm } from 'node:fs/promises';
+
+export class Scratch {
+  readonly #paths = new Set<string>();
+  readonly #creating = new Set<Promise<unknown>>();
+  #closed = false;
+
+  /** `path` is about to be created (register it first: a removal may come before the creation finishes). */
+  add(path: string): void {
+    this.#paths.add(path);
+  }
+
+  /** Wraps the creation of a registered path, so that removeAll() waits for it rather than racing it. */
+  during<T>(creation: Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error('the run has ended'));
+    this.#creating.add(creation);
+    const done = () => this.#creating.delete(creation);
+    creation.then(done, done);
+    return creation;
+  }
+
+  /** `path` is gone or is now the user's (a renamed output): never remove it. */
+  forget(path: string): void {
+    this.#paths.delete(path);
+  }
+
+  /** Removes `path` now (it is no longer needed on any path). */
+  async release(path: string): Promise<void> {
+    this.#paths.delete(path);
+    await rm(path, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  /** Removes everything; no creation starts afterwards. Safe to call again (for what a late writer recreated). */
+  async removeAll(): Promise<void> {
+    this.#closed = true;
+    await Promise.allSettled([...this.#creating]);
+    await Promise.allSettled([...this.#paths].map((p) => rm(p, { recursive: true, force: true, maxRetries: 3 })));
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * The dfget CLI's promises, each checked with the real binary: exit codes (0 ok, 2 bad arguments, 3 transfer failure,
+ * 4 digest mismatch, 5 cannot write the output, 130/143 interrupted, 141 stdout closed by its reader), one line on
+ * stderr naming the cause, and nothing left behind: no file at -O, no temporary file, no one-shot peer cache.
+ */
+import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { serveFile } from './helpers/file-server.js';
+import { httpServer, silent, trickle } from './helpers/broken-server.js';
+import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
+import { DFGET, runDfget, spawnDfget, type DfgetResult } from './helpers/dfget-child.js';
+
+const MiB = 1024 * 1024;
+const WRONG = `sha256:${'1'.repeat(64)}`;
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+/** The one-shot peer's cache directories (dfget-XXXXXX in the temp dir). */
+const peerCaches = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('dfget-')).sort();
+
+const reg = await startRegistry();
+t.teardown(() => reg.stop());
+const noTmpfs = tmpfsUnavailable();
+
+/** The failure contract: this exit code, one `dfget: ` line matching `message`, and nothing left in `dir`. */
+async function failed(t: Test, r: DfgetResult, code: number, message: RegExp, dir?: string, cachesBefore?: string[]): Promise<void> {
+  t.equal(r.code, code, `exit ${code} (${r.stderr.trim()})`);
+  t.match(r.stderr, message, 'the message names the cause');
+  t.match(r.stderr, /^dfget: [^\n]+\n$/, 'exactly one line on stderr');
+  if (dir) t.same(await readdir(dir), [], 'no file and no temporary file left');
+  if (cachesBefore) t.same(await peerCaches(), cachesBefore, 'no one-shot peer cache left');
+}
+
+t.test('a read-only output directory: exit 5 with the cause, before anything is fetched', { skip: noTmpfs ?? false }, async (t) => {
+  // Tests run as root, which ignores directory permissions: a read-only mount is what refuses root too.
+  const dir = await mountTmpfs(t, 'size=1m,ro');
+  const origin = await httpServer(t, (_req, res) => res.end('hello'));
+  const daemon = await httpServer(t, (_req, res) => res.end('hello'));
+  const alone = await runDfget([`${origin.url}/f`, '-O', join(dir, 'f'), '--standalone', '--no-progress']);
+  await failed(t, alone, 5, /cannot write output: .*read-only file system/i, dir);
+  const via = await runDfget([`${origin.url}/f`, '-O', join(dir, 'f'), '--daemon', daemon.url, '--no-progress']);
+  await failed(t, via, 5, /cannot write output: .*read-only file system/i, dir);
+  t.equal(origin.requests.length + daemon.requests.length, 0, 'nothing was fetched');
+});
+
+t.test('a full disk, standalone: exit 5 "no space left", no file, no temporary file', { skip: noTmpfs ?? false }, async (t) => {
+  const dir = await mountTmpfs(t, 'size=2m');
+  const { url } = await pushBlob(reg.url, 'cli/full', makeBlob(10 * MiB, 31));
+  const before = await peerCaches();
+  const r = await runDfget([url, '-O', join(dir, 'f'), '--standalone', '--no-progress']);
+  await failed(t, r, 5, /cannot write output: .*no space left on device/i, dir, before);
+});
+
+t.test('a full disk, via the dfdaemon: exit 5 naming the disk, not "failed verification"', { skip: noTmpfs ?? false }, async (t) => {
+  const dir = await mountTmpfs(t, 'size=2m');
+  const { url } = await pushBlob(reg.url, 'cli/full', makeBlob(10 * MiB, 32));
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const r = await runDfget([url, '-O', join(dir, 'f'), '--daemon', d.proxyUrl, '--no-progress']);
+  await failed(t, r, 5, /cannot write output: .*no space left on device/i, dir);
+  t.notMatch(r.stderr, /verification|dfdaemon/, 'the user\'s disk, not the daemon, is named');
+});
+
+t.test('a wrong --digest: exit 4 "digest mismatch" via the dfdaemon, standalone, and from any daemon answer', async (t) => {
+  const dir = await tempDir(t);
+  const out = join(dir, 'f');
+  const blob = makeBlob(6 * MiB, 33);
+  const files = await serveFile(t, blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const before = await peerCaches();
+
+  const via = await runDfget([files, '-O', out, '--daemon', d.proxyUrl, '--digest', WRONG, '--no-progress']);
+  await failed(t, via, 4, /digest mismatch/, dir);
+  const alone = await runDfget([files, '-O', out, '--standalone', '--supernode', sn.url, '--digest', `sha256:${'2'.repeat(64)}`, '--no-progress']);
+  await failed(t, alone, 4, /digest mismatch/, dir, before);
+  const origin = await runDfget([files, '-O', out, '--standalone', '--digest', `sha256:${'3'.repeat(64)}`, '--no-progress']);
+  await failed(t, origin, 4, /digest mismatch/, dir, before);
+
+  // A daemon's JSON error is data: its code or message says digest mismatch, before the first byte...
+  const json = await httpServer(t, (_req, res) =>
+    res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'DIGEST_MISMATCH', message: 'digest mismatch: blob is sha256:ab, expected sha256:11' })),
+  );
+  await failed(t, await runDfget([files, '-O', out, '--daemon', json.url, '--digest', WRONG, '--no-progress']), 4, /digest mismatch: blob is sha256:ab/, dir);
+  // ...or it cuts the connection mid-body, and says why when asked for the rest.
+  const cutter = await httpServer(t, (_req, res, n) => {
+    if (n === 1) {
+      res.writeHead(200, { 'content-length': 1000 });
+      res.write(Buffer.alloc(100, 1), () => setTimeout(() => res.destroy(), 50));
+    } else {
+      res.writeHead(502, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ code: 'DF_SUPERNODE_ERROR', message: "supernode refused: SN_DIGEST_MISMATCH: digest mismatch: the origin's bytes are not sha256:11" }));
+    }
+  });
+  const cut = await runDfget([files, '-O', out, '--daemon', cutter.url, '--digest', WRONG, '--no-progress']);
+  await failed(t, cut, 4, /digest mismatch: .*cut the transfer after 100 of 1000 bytes.*SN_DIGEST_MISMATCH/, dir);
+  t.equal(cutter.requests[1]?.headers.range, 'bytes=100-', 'asked for the rest');
+});
+
+t.test('a failure on the dfdaemon side is exit 3, its own full disk included; a cut transfer is resumed once', async (t) => {
+  const dir = await tempDir(t);
+  const out = join(dir, 'f');
+  const body = makeBlob(1000, 34);
+  const url = 'http://origin.invalid/files/f';
+  const full = await httpServer(t, (_req, res) =>
+    res.writeHead(507, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'DF_DISK_FULL', message: 'disk full: /var/lib/damselfly/tasks/x.data' })),
+  );
+  const r507 = await runDfget([url, '-O', out, '--daemon', full.url, '--no-progress']);
+  await failed(t, r507, 3, /507 DF_DISK_FULL: disk full: .*the dfdaemon's own disk/, dir);
+
+  const cutTwice = await httpServer(t, (_req, res, n) => {
+    res.writeHead(n === 1 ? 200 : 206, { 'content-length': n === 1 ? 1000 : 900, ...(n > 1 ? { 'content-range': 'bytes 100-999/1000' } : {}) });
+    res.write(body.subarray(n === 1 ? 0 : 100, n === 1 ? 100 : 200), () => setTimeout(() => res.destroy(), 50));
+  });
+  await failed(t, await runDfget([url, '-O', out, '--daemon', cutTwice.url, '--no-progress']), 3, /cut the transfer after 200 of 1000 bytes, twice/, dir);
+
+  const cutOnce = await httpServer(t, (req, res, n) => {
+    if (n === 1) {
+      res.writeHead(200, { 'content-length': 1000 });
+      res.write(body.subarray(0, 100), () => setTimeout(() => res.destroy(), 50));
+    } else {
+      t.equal(req.headers.range, 'bytes=100-');
+      res.writeHead(206, { 'content-length': 900, 'content-range': 'bytes 100-999/1000' }).end(body.subarray(100));
+    }
+  });
+  const resumed = await runDfget([url, '-O', out, '--daemon', cutOnce.url, '--digest', sha(body), '--no-progress']);
+  t.equal(resumed.code, 0, resumed.stderr);
+  t.same(await readFile(out), body, 'resumed from where it was cut, verified whole');
+
+  // The upstream's own answer passed through by a real daemon (a registry 404) is a transfer failure too.
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const missing = await runDfget([`${reg.url}/v2/cli/none/blobs/sha256:${'0'.repeat(64)}`, '-O', join(dir, 'g'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(missing.code, 3, missing.stderr);
+  t.match(missing.stderr, /404/);
+});
+
+t.test('a --digest contradicting the URL is a conflict (exit 2), not "malformed"', async (t) => {
+  const dir = await tempDir(t);
+  const url = `${reg.url}/v2/cli/c/blobs/sha256:${'2'.repeat(64)}`;
+  for (const mode of [['--standalone'], ['--daemon', 'http://127.0.0.1:1']]) {
+    const r = await runDfget([url, '-O', join(dir, 'f'), '--digest', WRONG, ...mode]);
+    await failed(t, r, 2, /--digest sha256:1{64} conflicts with the URL's sha256:2{64}/, dir);
+    t.notMatch(r.stderr, /malformed/);
+  }
+});
+
+t.test('connection refused everywhere (no daemon, no supernode, origin down): exit 3 naming the host', async (t) => {
+  const dir = await tempDir(t);
+  const [origin, daemon, supernode] = [await freePort(), await freePort(), await freePort()];
+  const before = await peerCaches();
+  const url = `http://127.0.0.1:${origin}/files/f`;
+  const all = await runDfget([url, '-O', join(dir, 'f'), '--daemon', `http://127.0.0.1:${daemon}`, '--supernode', `http://127.0.0.1:${supernode}`, '--no-progress']);
+  await failed(t, all, 3, new RegExp(`unreachable.*127\\.0\\.0\\.1:${origin}.*ECONNREFUSED`), dir, before);
+  const alone = await runDfget([url, '-O', join(dir, 'f'), '--standalone', '--no-progress']);
+  await failed(t, alone, 3, new RegExp(`127\\.0\\.0\\.1:${origin}.*ECONNREFUSED`), dir, before);
+});
+
+t.test('bad arguments: exit 2 with every problem listed; --help and --version exit 0', async (t) => {
+  const dir = await tempDir(t);
+  await failed(t, await runDfget([]), 2, /missing <url>.*missing -O <file>/);
+  await failed(t, await runDfget(['http://x/f', '-O', join(dir, 'f'), '--bogus']), 2, /unknown option "--bogus"/, dir);
+  await failed(t, await runDfget(['http://x/f', '-O']), 2, /-O, --output <file>' argument missing/);
+  const many = await runDfget(['ht!tp://x', 'extra', '-O', join(dir, 'f'), '--timeout', 'soon', '-H', 'nocolon', '--digest', 'md5:x', '--frobnicate']);
+  await failed(t, many, 2, /unknown option "--frobnicate".*unexpected argument "extra".*malformed URL.*malformed digest.*--header must look like.*--timeout must be seconds/, dir);
+  const help = await runDfget(['--help']);
+  t.equal(help.code, 0);
+  t.match(help.stdout.toString(), /Usage: dfget <url> -O <file\|->/);
+  const version = await runDfget(['--version']);
+  t.equal(version.code, 0);
+  t.match(version.stdout.toString(), /^\d+\.\d+\.\d+\n$/);
+});
+
+t.test('SIGINT exits 130 and SIGTERM 143, "interrupted", with the temporary file and peer cache removed', async (t) => {
+  const before = await peerCaches();
+  const interrupt = async (signal: NodeJS.Signals, viaDaemon: boolean) => {
+    const dir = await tempDir(t);
+    const server = await httpServer(t, trickle(1000));
+    const mode = viaDaemon ? ['--daemon', server.url] : ['--standalone'];
+    const { child, done } = spawnDfget([`${viaDaemon ? 'http://origin.invalid' : server.url}/f`, '-O', join(dir, 'f'), '--no-progress', ...mode]);
+    // Mid-download: the temporary file exists and the server is sending.
+    for (let i = 0; i < 100 && !((await readdir(dir)).length && server.requests.length); i++) await sleep(50);
+    await sleep(300);
+    child.kill(signal);
+    return { r: await done, dir };
+  };
+  const [int, term, intDaemon] = await Promise.all([interrupt('SIGINT', false), interrupt('SIGTERM', false), interrupt('SIGINT', true)]);
+  await failed(t, int.r, 130, /interrupted \(SIGINT\)/, int.dir);
+  await failed(t, term.r, 143, /interrupted \(SIGTERM\)/, term.dir);
+  await failed(t, intDaemon.r, 130, /interrupted \(SIGINT\)/, intDaemon.dir);
+  t.same(await peerCaches(), before, 'no one-shot peer cache left');
+});
+
+t.test('-O - streams the verified body to stdout, binary-safe, and writes no file', async (t) => {
+  const dir = await tempDir(t);
+  const blob = makeBlob(6 * MiB, 35);
+  const { url } = await pushBlob(reg.url, 'cli/stdout', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  for (const mode of [['--daemon', d.proxyUrl], ['--standalone']]) {
+    const r = await runDfget([url, '-O', '-', '--no-progress', ...mode], { cwd: dir });
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.stdout.length, blob.length);
+    t.ok(r.stdout.equals(blob), `stdout is the blob, byte for byte (${mode[0]})`);
+    t.same(await readdir(dir), [], 'no file named "-" (nor any other)');
+  }
+});
+
+t.test('-O - with a wrong digest: exit 4, saying the bytes already on stdout cannot be taken back', async (t) => {
+  const dir = await tempDir(t);
+  const files = await serveFile(t, makeBlob(9 * MiB, 36));
+  const r = await runDfget([files, '-O', '-', '--standalone', '--digest', WRONG, '--no-progress'], { cwd: dir });
+  await failed(t, r, 4, /digest mismatch/, dir);
+  t.ok(r.stdout.length > 0, 'the verified pieces before the last went out as they came');
+  t.match(r.stderr, new RegExp(`${r.stdout.length} bytes already went to stdout and cannot be taken back`));
+});
+
+t.test('-O - into a reader that stops early (| head -c 10): exit 141, quietly', async (t) => {
+  const files = await serveFile(t, makeBlob(8 * MiB, 37));
+  const dir = await tempDir(t);
+  // A real shell pipeline; the exit status is dfget's own (PIPESTATUS[0]).
+  const sh = spawn('bash', ['-c', 'node "$0" "$@" | head -c 10 > "$OUT"; exit ${PIPESTATUS[0]}', DFGET, files, '-O', '-', '--standalone', '--no-progress'], {
+    env: { ...process.env, OUT: join(dir, 'head') },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  sh.stderr.on('data', (c) => (stderr += c));
+  const code = await new Promise<number | null>((r) => sh.on('close', r));
+  t.equal(code, 141, `exit 141 (${stderr.trim()})`);
+  t.equal(stderr, '', 'nothing on stderr');
+  t.equal((await readFile(join(dir, 'head'))).length, 10);
+});
+
+t.test('--timeout holds against a trickling or silent origin and dfdaemon: exit 3 "timed out after S s" on time', async (t) => {
+  const S = 2;
+  const trickler = await httpServer(t, trickle(1000));
+  const mute = await httpServer(t, silent);
+  const before = await peerCaches();
+  const cases: [string, string[]][] = [
+    ['origin trickles 1 B/s', [`${trickler.url}/f`, '--standalone']],
+    ['origin never answers', [`${mute.url}/f`, '--standalone']],
+    ['dfdaemon trickles 1 B/s', ['http://origin.invalid/f', '--daemon', trickler.url]],
+    ['dfdaemon never answers', ['http://origin.invalid/f', '--daemon', mute.url]],
+  ];
+  // Two at a time: the bound is S + 1 s from spawn to exit, and this machine has two cores.
+  const results: { name: string; dir: string; r: DfgetResult }[] = [];
+  for (let i = 0; i < cases.length; i += 2) {
+    results.push(
+      ...(await Promise.all(
+        cases.slice(i, i + 2).map(async ([name, [url, ...mode]]) => {
+          const dir = await tempDir(t);
+          return { name, dir, r: await runDfget([url!, '-O', join(dir, 'f'), '--timeout', String(S), '--no-progress', ...mode]) };
+        }),
+      )),
+    );
+  }
+  for (const { name, dir, r } of results) {
+    await failed(t, r, 3, new RegExp(`timed out after ${S} s`), dir);
+    t.ok(r.ms >= (S - 0.1) * 1000 && r.ms < (S + 1) * 1000, `${name}: ended after ${Math.round(r.ms)} ms`);
+  }
+  t.same(await peerCaches(), before, 'no one-shot peer cache left');
+});
+
+t.test('DFGET_DAEMON names the dfdaemon, --daemon wins over it; --help shows the defaults', async (t) => {
+  const dir = await tempDir(t);
+  const body = makeBlob(1000, 38);
+  const serve = () => httpServer(t, (_req, res) => res.writeHead(200, { 'content-length': body.length }).end(body));
+  const [fromEnv, fromFlag] = [await serve(), await serve()];
+  const url = 'http://origin.invalid/files/f';
+  const env = await runDfget([url, '-O', join(dir, 'a'), '--no-progress'], { env: { DFGET_DAEMON: fromEnv.url } });
+  t.equal(env.code, 0, env.stderr);
+  t.equal(fromEnv.requests.length, 1, 'the daemon in DFGET_DAEMON was used');
+  t.equal(fromEnv.requests[0]?.url, url, 'asked as a forward proxy');
+  const flag = await runDfget([url, '-O', join(dir, 'b'), '--daemon', fromFlag.url, '--no-progress'], { env: { DFGET_DAEMON: fromEnv.url } });
+  t.equal(flag.code, 0, flag.stderr);
+  t.equal(fromFlag.requests.length, 1, '--daemon wins');
+  t.equal(fromEnv.requests.length, 1);
+  t.same(await readFile(join(dir, 'b')), body);
+  const bad = await runDfget([url, '-O', join(dir, 'c')], { env: { DFGET_DAEMON: 'not a url' } });
+  await failed(t, bad, 2, /\$DFGET_DAEMON: malformed URL/);
+  const help = (await runDfget(['--help'])).stdout.toString().replace(/\s+/g, ' ');
+  t.match(help, /--daemon <url> local dfdaemon proxy \(default: "http:\/\/127\.0\.0\.1:65001", env: DFGET_DAEMON\)/);
+  t.match(help, /--timeout <seconds> .*\(default: 0 = never\)/);
+});
