@@ -63,6 +63,10 @@ export class Daemon {
     this.uploadUrl = c.advertiseUrl ?? `${scheme}://${advertiseHost(c.uploadHost)}:${uploadPort}`;
 
     this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels }, this.log, c.trust);
+    // Whatever leaves the cache leaves the swarm at once: others are not sent here for pieces that are gone.
+    const pool = this.#pool;
+    this.store.on('task:evicted', (taskId) => pool.notify(taskId, { type: 'task:leave', taskId }));
+    this.store.on('piece:dropped', (taskId, piece) => pool.notify(taskId, { type: 'piece:dropped', taskId, piece }));
     this.#peer = new Peer(
       { parallelPieces: c.parallelPieces, pieceTimeoutMs: c.pieceTimeoutMs, pieceMinRate: c.pieceMinRate, backSource: c.backSource, maxBlobSize: c.maxBlobSize },
       { store: this.store, pool: this.#pool, dispatcher: this.#dispatcher, cluster: this.#cluster, metrics: this.metrics, log: this.log },

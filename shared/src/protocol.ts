@@ -65,7 +65,14 @@ export interface LeaveTask {
   taskId: string;
 }
 
-export type PeerMessage = HelloRequest | RegisterRequest | ScheduleRequest | PieceResult | LeaveTask;
+/** The peer no longer holds a piece (it failed verification on disk): stop sending others to it for that piece. */
+export interface PieceDropped {
+  type: 'piece:dropped';
+  taskId: string;
+  piece: number;
+}
+
+export type PeerMessage = HelloRequest | RegisterRequest | ScheduleRequest | PieceResult | LeaveTask | PieceDropped;
 
 export interface TaskInfo {
   taskId: string;
@@ -216,6 +223,8 @@ export function parsePeerMessage(raw: string): PeerMessage {
     }
     case 'task:leave':
       return { type: 'task:leave', taskId: taskId(m) };
+    case 'piece:dropped':
+      return { type: 'piece:dropped', taskId: taskId(m), piece: int(m, 'piece') };
     default:
       bad(`unknown type ${JSON.stringify(m.type)}`);
   }

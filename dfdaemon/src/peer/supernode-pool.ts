@@ -54,6 +54,19 @@ export class SupernodePool {
     throw dfError('DF_SUPERNODE_UNAVAILABLE', errors.join('; ') || 'none configured');
   }
 
+  /**
+   * Sends a notification about `taskId` to its supernode if a connection to it is open (a dropped piece, a left
+   * task); with none open there is nothing to correct: the supernode dropped this peer's state when it went.
+   */
+  notify(taskId: string, body: { type: string } & Record<string, unknown>): void {
+    for (const url of this.rank(taskId)) {
+      const p = this.#clients.get(url);
+      if (!p) continue;
+      void p.then((c) => c.notify(body), () => {});
+      return;
+    }
+  }
+
   markDown(url: string): void {
     this.#downUntil.set(url, Date.now() + BACKOFF_MS);
   }

@@ -2,19 +2,28 @@
  * The dfdaemon piece cache: `<dataDir>/tasks/<taskId>.data` per task plus a level index of verified pieces. On start
  * it reloads the index, so a restart finds every verified piece again; pieces are re-checked whenever they are read.
  */
+import { EventEmitter } from 'node:events';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HandleCache, TaskIndex, canonicalUrl, type TaskInfo } from '@damselfly/shared';
 import { LocalTask, type LocalTaskMeta } from './local-task.js';
 import { dfError } from '../errors.js';
 
-export class LocalStore {
+export interface LocalStoreEvents {
+  /** A task left the cache (GC, a failure, an operator): the swarm must stop counting on it. */
+  'task:evicted': [string];
+  /** A piece was found bad on disk and dropped. */
+  'piece:dropped': [string, number];
+}
+
+export class LocalStore extends EventEmitter<LocalStoreEvents> {
   readonly #dir: string;
   readonly #index: TaskIndex<LocalTaskMeta>;
   readonly #tasks = new Map<string, LocalTask>();
   readonly #handles = new HandleCache(64);
 
   constructor(dataDir: string) {
+    super();
     this.#dir = dataDir;
     this.#index = new TaskIndex<LocalTaskMeta>(join(dataDir, 'index'));
   }
@@ -26,7 +35,7 @@ export class LocalStore {
       // Records written before URLs were stored canonically may hold credentials: rewrite them without.
       const url = canonicalUrl(new URL(meta.url));
       if (url !== meta.url) await this.#index.putTask(id, { ...meta, url });
-      this.#tasks.set(id, new LocalTask({ ...meta, url }, await this.#index.pieces(id), this.#dataPath(id), this.#index, this.#handles));
+      this.#tasks.set(id, new LocalTask({ ...meta, url }, await this.#index.pieces(id), this.#dataPath(id), this.#index, this.#handles, (n) => this.emit('piece:dropped', id, n)));
     }
   }
 
@@ -60,7 +69,7 @@ export class LocalStore {
       throw err;
     }
     await this.#index.putTask(info.taskId, meta);
-    const task = new LocalTask(meta, new Map(), path, this.#index, this.#handles);
+    const task = new LocalTask(meta, new Map(), path, this.#index, this.#handles, (n) => this.emit('piece:dropped', info.taskId, n));
     this.#tasks.set(info.taskId, task);
     return task;
   }
@@ -71,6 +80,7 @@ export class LocalStore {
     await t?.close();
     await this.#index.deleteTask(taskId);
     await rm(this.#dataPath(taskId), { force: true });
+    if (t) this.emit('task:evicted', taskId);
   }
 
   #dataPath(taskId: string): string {

@@ -34,7 +34,16 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   /** Readers and downloads using this task; GC never evicts a task in use. */
   users = 0;
 
-  constructor(meta: LocalTaskMeta, pieces: Map<number, string>, dataPath: string, index: TaskIndex<LocalTaskMeta>, handles: HandleCache) {
+  readonly #onDropped: (n: number) => void;
+
+  constructor(
+    meta: LocalTaskMeta,
+    pieces: Map<number, string>,
+    dataPath: string,
+    index: TaskIndex<LocalTaskMeta>,
+    handles: HandleCache,
+    onDropped: (n: number) => void = () => {},
+  ) {
     super();
     this.setMaxListeners(0);
     this.#meta = meta;
@@ -43,6 +52,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     this.dataPath = dataPath;
     this.#index = index;
     this.#handles = handles;
+    this.#onDropped = onDropped;
   }
 
   get complete(): boolean {
@@ -125,6 +135,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   }
 
   async dropPiece(n: number): Promise<void> {
+    if (this.#pieces.has(n)) this.#onDropped(n);
     this.#pieces.delete(n);
     this.#checked.delete(n);
     if (this.#meta.complete) await this.#setMeta({ complete: false });

@@ -193,6 +193,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         else if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, reason: msg.reason }, 'piece:failed');
         return;
       }
+      case 'piece:dropped':
+        c.scheduler.pieceDropped(peerId!, msg.taskId, msg.piece);
+        return;
       case 'task:leave':
         tasks.delete(msg.taskId);
         c.scheduler.taskLeft(peerId!, msg.taskId);

@@ -101,6 +101,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#dropFromTask(taskId, peerId);
   }
 
+  /** `peerId` no longer holds `piece`. */
+  pieceDropped(peerId: string, taskId: string, piece: number): void {
+    this.#tasks.get(taskId)?.holders.get(piece)?.delete(peerId);
+  }
+
+  /** Peers in a task now. */
+  taskPeers(taskId: string): number {
+    return this.#tasks.get(taskId)?.peers.size ?? 0;
+  }
+
   /** Whether `peerId` joined `taskId` (only members of a task may schedule in it). */
   inTask(peerId: string, taskId: string): boolean {
     return this.#peers.get(peerId)?.tasks.has(taskId) ?? false;
