@@ -68,7 +68,7 @@ export const daemonSchema: Schema = {
   registries: { type: 'urls', default: [], env: 'DFDAEMON_REGISTRIES', doc: 'upstream registries, comma separated; the first is the mirror default' },
   proxyHosts: { type: 'strings', default: [], env: 'DFDAEMON_PROXY_HOSTS', doc: 'other hosts the forward proxy serves (* = any)' },
   prefetch: { type: 'bool', default: false, env: 'DFDAEMON_PREFETCH', doc: 'after a Range read, fetch the rest of the blob' },
-  diskQuota: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_DISK_QUOTA', doc: 'cache quota, e.g. 50GiB (0 = none)' },
+  diskQuota: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_DISK_QUOTA', doc: 'cache quota, e.g. 50GiB (0 = half the filesystem holding dataDir)' },
   gcHigh: { type: 'int', default: 90, min: 1, max: 100, env: 'DFDAEMON_GC_HIGH', doc: 'GC starts above this % of the quota' },
   gcLow: { type: 'int', default: 80, min: 0, max: 100, env: 'DFDAEMON_GC_LOW', doc: 'GC evicts down to this % of the quota' },
   taskTtlSeconds: { type: 'int', default: 0, min: 0, env: 'DFDAEMON_TASK_TTL_SECONDS', doc: 'evict tasks unused this long (0 = never)' },

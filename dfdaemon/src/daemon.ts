@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher, type Logger } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, effectiveQuota, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { LocalStore } from './storage/local-store.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
@@ -69,7 +69,15 @@ export class Daemon {
     this.store.on('piece:dropped', (taskId, piece) => pool.notify(taskId, { type: 'piece:dropped', taskId, piece }));
     this.#peer = new Peer(
       { parallelPieces: c.parallelPieces, pieceTimeoutMs: c.pieceTimeoutMs, pieceMinRate: c.pieceMinRate, backSource: c.backSource, maxBlobSize: c.maxBlobSize },
-      { store: this.store, pool: this.#pool, dispatcher: this.#dispatcher, cluster: this.#cluster, metrics: this.metrics, log: this.log },
+      {
+        store: this.store,
+        pool: this.#pool,
+        dispatcher: this.#dispatcher,
+        cluster: this.#cluster,
+        metrics: this.metrics,
+        log: this.log,
+        onDiskFull: () => void this.relieveDiskPressure().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')),
+      },
     );
 
     this.#proxy = buildProxyServer({
@@ -98,23 +106,31 @@ export class Daemon {
   #stopped?: Promise<void>;
   #gcTimer?: NodeJS.Timeout;
   #gcRunning?: Promise<GcResult>;
+  /** diskQuota, or half the filesystem when it is 0 (resolved at the first GC pass). */
+  #quota?: number;
 
   /** One GC pass (quota watermarks, TTL); also refreshes the cache metrics. Concurrent calls share a pass. */
   gc(now = Date.now()): Promise<GcResult> {
-    this.#gcRunning ??= collectGarbage(
-      this.store,
-      { quota: this.config.diskQuota, high: this.config.gcHigh / 100, low: this.config.gcLow / 100, ttlMs: this.config.taskTtlSeconds * 1000 },
-      this.log,
-      now,
-    )
-      .then((r) => {
-        for (const e of r.evicted) this.metrics.evictions.inc({ why: e.why });
-        this.metrics.cacheBytes.set(r.usedBytes);
-        this.metrics.cacheTasks.set([...this.store.tasks()].length);
-        return r;
-      })
-      .finally(() => (this.#gcRunning = undefined));
+    this.#gcRunning ??= this.#gcPass(now, false).finally(() => (this.#gcRunning = undefined));
     return this.#gcRunning;
+  }
+
+  /** The disk filled up under a download: once any running pass is done, shrink the cache to make room now. */
+  async relieveDiskPressure(): Promise<GcResult> {
+    await this.#gcRunning?.catch(() => {});
+    this.metrics.diskFull.inc();
+    return this.#gcPass(Date.now(), true);
+  }
+
+  async #gcPass(now: number, pressure: boolean): Promise<GcResult> {
+    const c = this.config;
+    this.#quota ??= await effectiveQuota(c.dataDir, c.diskQuota);
+    const r = await collectGarbage(this.store, { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000, pressure }, this.log, now);
+    for (const e of r.evicted) this.metrics.evictions.inc({ why: e.why });
+    this.metrics.cacheBytes.set(r.usedBytes);
+    this.metrics.cacheQuota.set(this.#quota);
+    this.metrics.cacheTasks.set([...this.store.tasks()].length);
+    return r;
   }
 
   /** Stops taking requests, ends downloads, leaves the supernodes, closes the store. Safe to call twice. */

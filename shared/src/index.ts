@@ -20,3 +20,4 @@ export * from './transfer-guard.js';
 export * from './lifecycle.js';
 export * from './server-options.js';
 export * from './handle-cache.js';
+export * from './eviction.js';

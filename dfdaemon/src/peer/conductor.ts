@@ -66,6 +66,8 @@ export interface ConductorComponents {
   dispatcher: Dispatcher;
   /** Piece requests to other cluster members. */
   cluster: Dispatcher;
+  /** A download ran out of disk (its task is already dropped): make room. */
+  onDiskFull?: () => void;
   metrics: DaemonMetrics;
   log: Logger;
 }
@@ -172,7 +174,10 @@ export class Conductor {
       task ??= this.#c.store.get(this.taskId);
       task?.fail(err as Error);
       // Bytes found not to be the digest's (here or by the supernode) are not kept for anyone: not even a Range read.
-      if (isDigestMismatch(err) && task && this.#c.store.get(this.taskId) === task) await this.#c.store.remove(this.taskId).catch(() => {});
+      // A download that filled the disk gives its space back at once, and the cache makes room for the next one.
+      const diskFull = isDamselflyError(err, 'DF_DISK_FULL');
+      if ((isDigestMismatch(err) || diskFull) && task && this.#c.store.get(this.taskId) === task) await this.#c.store.remove(this.taskId).catch(() => {});
+      if (diskFull) this.#c.onDiskFull?.();
       this.#c.metrics.tasks.inc({ result: 'failed' });
       this.#log.warn({ err: describeError(err) }, 'task:failed');
       throw err;

@@ -26,6 +26,8 @@ export interface PeerComponents {
   pool: SupernodePool;
   dispatcher: Dispatcher;
   cluster: Dispatcher;
+  /** A download ran out of disk (its task is already dropped): make room. */
+  onDiskFull?: () => void;
   metrics: DaemonMetrics;
   log: Logger;
 }

@@ -70,7 +70,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     // digest. A digest asserted for another URL, or bytes already found not to match, end in an error instead.
     if (isDigestMismatch(err) || (explicitDigest !== undefined && blobDigestOf(r.url) === undefined)) throw err;
     const status = (err as { status?: number }).status;
-    const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : 'p2p_failed';
+    const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : status === 507 ? 'disk_full' : 'p2p_failed';
     c.log.warn({ url: redactUrl(r.url.href), why, err: describeError(err) }, 'proxy:direct-fallback');
     const code = await passthrough(req, res, r.url, c.direct, ac.signal);
     c.metrics.proxyRequests.inc({ kind: `fallback_${why}`, status: code });

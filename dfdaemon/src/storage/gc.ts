@@ -1,14 +1,14 @@
 /**
- * Cache GC: evicts whole tasks, least recently used first, when the cache passes the high watermark of its quota
- * (down to the low watermark), and tasks unused for longer than the TTL. Never a task in use (a download, a client
- * stream or an upload holds it) and never one touched in the last minute (it may be about to be used).
+ * The dfdaemon's cache GC: the shared eviction policy applied to the local store. A task is in use while a download,
+ * a client stream or an upload holds it. Under disk pressure (a write just failed for lack of space) the cache is
+ * shrunk to the low watermark of what it holds now, ignoring the grace for idle tasks: space is needed at once.
  */
-import type { Logger } from '@damselfly/shared';
+import { planEvictions, type Logger } from '@damselfly/shared';
 import type { LocalStore } from './local-store.js';
 import type { LocalTask } from './local-task.js';
 
 export interface GcOptions {
-  /** Bytes; 0 = no quota. */
+  /** Bytes, > 0. */
   quota: number;
   /** Fractions of the quota. */
   high: number;
@@ -17,10 +17,12 @@ export interface GcOptions {
   ttlMs: number;
   /** Recently touched tasks are never evicted. */
   graceMs?: number;
+  /** The disk just filled up: free space now. */
+  pressure?: boolean;
 }
 
 export interface GcResult {
-  evicted: { taskId: string; why: 'ttl' | 'quota' }[];
+  evicted: { taskId: string; why: 'ttl' | 'quota' | 'disk_full' }[];
   freedBytes: number;
   usedBytes: number;
 }
@@ -32,32 +34,26 @@ export function taskBytes(t: LocalTask): number {
 }
 
 export async function collectGarbage(store: LocalStore, opts: GcOptions, log: Logger, now = Date.now()): Promise<GcResult> {
-  const grace = opts.graceMs ?? 60_000;
-  const evictable = (t: LocalTask) => t.users === 0 && now - t.lastAccess > grace;
+  const entries = [...store.tasks()].map((t) => ({ id: t.info.taskId, bytes: taskBytes(t), lastAccess: t.lastAccess, inUse: t.users > 0 }));
+  const used = entries.reduce((s, e) => s + e.bytes, 0);
+  const plan = planEvictions(entries, {
+    // Under pressure the quota is what the cache holds now: it shrinks to its low watermark.
+    quota: opts.pressure ? Math.min(opts.quota, Math.max(1, used)) : opts.quota,
+    high: opts.pressure ? Math.min(opts.high, opts.low) : opts.high,
+    low: opts.low,
+    ttlMs: opts.ttlMs,
+    graceMs: opts.pressure ? 0 : (opts.graceMs ?? 60_000),
+    now,
+  });
   const evicted: GcResult['evicted'] = [];
   let freed = 0;
-  const evict = async (t: LocalTask, why: 'ttl' | 'quota') => {
-    const bytes = taskBytes(t);
-    await store.remove(t.info.taskId);
-    evicted.push({ taskId: t.info.taskId, why });
-    freed += bytes;
-    log.info({ taskId: t.info.taskId, bytes, why }, 'task:evicted');
-  };
-  if (opts.ttlMs > 0) {
-    for (const t of [...store.tasks()]) if (evictable(t) && now - t.lastAccess > opts.ttlMs) await evict(t, 'ttl');
+  for (const e of plan.evict) {
+    await store.remove(e.id);
+    const why = opts.pressure && e.why === 'quota' ? 'disk_full' : e.why;
+    evicted.push({ taskId: e.id, why });
+    freed += e.bytes;
+    log.info({ taskId: e.id, bytes: e.bytes, why }, 'task:evicted');
   }
-  let used = 0;
-  for (const t of store.tasks()) used += taskBytes(t);
-  if (opts.quota > 0 && used > opts.quota * opts.high) {
-    const target = opts.quota * opts.low;
-    const lru = [...store.tasks()].filter(evictable).sort((a, b) => a.lastAccess - b.lastAccess);
-    for (const t of lru) {
-      if (used <= target) break;
-      const bytes = taskBytes(t);
-      await evict(t, 'quota');
-      used -= bytes;
-    }
-    if (used > opts.quota * opts.high) log.warn({ used, quota: opts.quota }, 'gc:over-quota (everything left is in use)');
-  }
-  return { evicted, freedBytes: freed, usedBytes: used };
+  if (plan.overQuota && !opts.pressure) log.warn({ used: plan.usedAfter, quota: opts.quota }, 'gc:over-quota (everything left is in use)');
+  return { evicted, freedBytes: freed, usedBytes: plan.usedAfter };
 }

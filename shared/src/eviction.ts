@@ -1,0 +1,70 @@
+/**
+ * Which cached tasks to evict: a pure policy shared by the supernode's and the dfdaemon's disk GC. Tasks idle longer
+ * than the TTL go first; then, when the cache is above the high watermark of its quota, the least recently used go
+ * until it is at the low watermark. A task in use is never chosen, nor one touched within the grace (it may be about
+ * to be used).
+ */
+import { statfs } from 'node:fs/promises';
+
+export interface CacheEntry {
+  id: string;
+  bytes: number;
+  lastAccess: number;
+  inUse: boolean;
+}
+
+export interface EvictionPolicy {
+  /** Bytes; must be > 0 (see effectiveQuota). */
+  quota: number;
+  /** Fractions of the quota. */
+  high: number;
+  low: number;
+  /** Idle time after which a task goes whatever the quota (0 = never). */
+  ttlMs: number;
+  graceMs: number;
+  now: number;
+}
+
+export interface EvictionPlan {
+  evict: { id: string; bytes: number; why: 'ttl' | 'quota' }[];
+  usedBefore: number;
+  usedAfter: number;
+  /** Still above the high watermark after evicting everything allowed (everything left is in use). */
+  overQuota: boolean;
+}
+
+export function planEvictions(entries: readonly CacheEntry[], p: EvictionPolicy): EvictionPlan {
+  const evictable = (e: CacheEntry) => !e.inUse && p.now - e.lastAccess > p.graceMs;
+  const evict: EvictionPlan['evict'] = [];
+  const usedBefore = entries.reduce((s, e) => s + e.bytes, 0);
+  let used = usedBefore;
+  const gone = new Set<string>();
+  if (p.ttlMs > 0) {
+    for (const e of entries) {
+      if (evictable(e) && p.now - e.lastAccess > p.ttlMs) {
+        evict.push({ id: e.id, bytes: e.bytes, why: 'ttl' });
+        gone.add(e.id);
+        used -= e.bytes;
+      }
+    }
+  }
+  if (used > p.quota * p.high) {
+    const lru = entries.filter((e) => !gone.has(e.id) && evictable(e)).sort((a, b) => a.lastAccess - b.lastAccess);
+    for (const e of lru) {
+      if (used <= p.quota * p.low) break;
+      evict.push({ id: e.id, bytes: e.bytes, why: 'quota' });
+      used -= e.bytes;
+    }
+  }
+  return { evict, usedBefore, usedAfter: used, overQuota: used > p.quota * p.high };
+}
+
+/** Share of the filesystem a cache may use when no quota is configured. */
+export const AUTO_QUOTA_SHARE = 0.5;
+
+/** The configured quota, or (0 = auto) half of the filesystem that holds `dir`. */
+export async function effectiveQuota(dir: string, configured: number): Promise<number> {
+  if (configured > 0) return configured;
+  const s = await statfs(dir);
+  return Math.max(1, Math.floor(s.blocks * s.bsize * AUTO_QUOTA_SHARE));
+}
