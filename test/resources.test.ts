@@ -44,3 +44,37 @@ t.test('a dfdaemon that drops a piece or evicts a task tells the supernode at on
   t.equal(sha((await getViaProxy(b.proxyUrl, url)).body), digest);
   t.equal(await metricValue(b.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'no fetch was wasted on the evicted node');
 });
+
+t.test('supernode disk GC: LRU down to the low watermark, TTL, never a task with peers in it; an evicted blob is seeded again', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blobs = await Promise.all([0, 1, 2, 3].map((i) => pushBlob(reg.url, 'team/sngc', makeBlob(4 * MiB, 810 + i))));
+  const sn = await startSupernode(t, { diskQuota: '10MiB', gcHigh: 90, gcLow: 50, taskTtlSeconds: 3600 });
+  const d = await startDaemon(t, [sn.url]);
+  const ids: string[] = [];
+  for (const b of blobs) {
+    const r = await getViaProxy(d.proxyUrl, b.url);
+    t.equal(sha(r.body), b.digest);
+    ids.push(r.headers['x-damselfly-task-id'] as string);
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  const later = Date.now() + 2 * 60_000;
+  const busy = await sn.gc(later);
+  t.same(busy.evicted, [], 'over quota (16 of 10 MiB), but every task has a peer in it: nothing is evicted');
+  await d.stop();
+  await until('the peer left every task', () => ids.every((id) => sn.scheduler.taskPeers(id) === 0));
+  const r = await sn.gc(later);
+  t.same(r.evicted.map((e) => e.taskId), ids.slice(0, 3), 'least recently used first, down to 5 MiB');
+  t.ok(r.evicted.every((e) => e.why === 'quota'));
+  t.equal(r.usedBytes, 4 * MiB);
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_evictions_total', { why: 'quota' }), 3);
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_cache_bytes'), 4 * MiB);
+  t.notOk(sn.store.get(ids[0]!), 'an evicted task is gone from the store');
+  const ttl = await sn.gc(Date.now() + 2 * 3600_000);
+  t.same(ttl.evicted.map((e) => [e.taskId, e.why]), [[ids[3], 'ttl']], 'the TTL takes the last idle one');
+
+  const before = reg.blobBytesServed(blobs[0]!.digest);
+  const d2 = await startDaemon(t, [sn.url]);
+  t.equal(sha((await getViaProxy(d2.proxyUrl, blobs[0]!.url)).body), blobs[0]!.digest, 'an evicted blob is simply seeded again');
+  t.ok(reg.blobBytesServed(blobs[0]!.digest) > before, 'from the origin');
+});

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
-import { commonSchema, loadConfig, resolveTrust, trustSchema, type CommonConfig, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
+import { cacheSchema, checkCacheConfig, commonSchema, loadConfig, type CacheConfig, resolveTrust, trustSchema, type CommonConfig, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
 
 /** dfdaemon settings. Every field can come from the YAML file, an environment variable or a flag. */
-export interface DaemonConfig extends TrustConfig, CommonConfig {
+export interface DaemonConfig extends TrustConfig, CommonConfig, CacheConfig {
   /** Supernodes to use; tasks are spread across them by rendezvous hashing of the task id. */
   supernodes: string[];
   dataDir: string;
@@ -34,13 +34,6 @@ export interface DaemonConfig extends TrustConfig, CommonConfig {
   proxyHosts: string[];
   /** After a Range read, fetch the rest of the blob in the background. */
   prefetch: boolean;
-  /** Cache quota in bytes (0 = none); GC runs from `gcHigh`×quota down to `gcLow`×quota, least recently used first. */
-  diskQuota: number;
-  gcHigh: number;
-  gcLow: number;
-  /** Remove tasks unused for this long (0 = never). */
-  taskTtlSeconds: number;
-  gcIntervalSeconds: number;
   /** How long a client's proven access to a private blob is remembered (per credentials, repository and digest). */
   accessCacheSeconds: number;
   logLevel: string;
@@ -68,11 +61,7 @@ export const daemonSchema: Schema = {
   registries: { type: 'urls', default: [], env: 'DFDAEMON_REGISTRIES', doc: 'upstream registries, comma separated; the first is the mirror default' },
   proxyHosts: { type: 'strings', default: [], env: 'DFDAEMON_PROXY_HOSTS', doc: 'other hosts the forward proxy serves (* = any)' },
   prefetch: { type: 'bool', default: false, env: 'DFDAEMON_PREFETCH', doc: 'after a Range read, fetch the rest of the blob' },
-  diskQuota: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_DISK_QUOTA', doc: 'cache quota, e.g. 50GiB (0 = half the filesystem holding dataDir)' },
-  gcHigh: { type: 'int', default: 90, min: 1, max: 100, env: 'DFDAEMON_GC_HIGH', doc: 'GC starts above this % of the quota' },
-  gcLow: { type: 'int', default: 80, min: 0, max: 100, env: 'DFDAEMON_GC_LOW', doc: 'GC evicts down to this % of the quota' },
-  taskTtlSeconds: { type: 'int', default: 0, min: 0, env: 'DFDAEMON_TASK_TTL_SECONDS', doc: 'evict tasks unused this long (0 = never)' },
-  gcIntervalSeconds: { type: 'int', default: 60, min: 1, env: 'DFDAEMON_GC_INTERVAL_SECONDS', doc: 'how often GC runs' },
+  ...cacheSchema('DFDAEMON', 0),
   accessCacheSeconds: { type: 'int', default: 60, min: 0, max: 86_400, env: 'DFDAEMON_ACCESS_CACHE_SECONDS', doc: 'how long a proven access to a private blob is remembered' },
   ...commonSchema,
   ...trustSchema,
@@ -81,7 +70,7 @@ export const daemonSchema: Schema = {
 
 export function loadDaemonConfig(sources: ConfigSources): Readonly<DaemonConfig> {
   return loadConfig<DaemonConfig>(daemonSchema, sources, (v, errors) => {
-    if (typeof v.gcLow === 'number' && typeof v.gcHigh === 'number' && v.gcLow > v.gcHigh) errors.push(`gcLow (${v.gcLow}) must not exceed gcHigh (${v.gcHigh})`);
+    checkCacheConfig(v, errors);
     const listen = { uploadHost: String(v.uploadHost ?? ''), proxyHost: String(v.proxyHost ?? '') };
     return { trust: resolveTrust(v as unknown as TrustConfig, listen, errors) };
   });

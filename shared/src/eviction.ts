@@ -5,6 +5,32 @@
  * to be used).
  */
 import { statfs } from 'node:fs/promises';
+import type { Schema } from './config.js';
+
+/** Cache settings both daemons have (quota, watermarks, TTL, interval), under their own env prefix. */
+export interface CacheConfig {
+  /** Bytes; 0 = half the filesystem holding the data directory. */
+  diskQuota: number;
+  gcHigh: number;
+  gcLow: number;
+  taskTtlSeconds: number;
+  gcIntervalSeconds: number;
+}
+
+export function cacheSchema(envPrefix: string, ttlDefault: number): Schema {
+  return {
+    diskQuota: { type: 'size', default: 0, min: 0, env: `${envPrefix}_DISK_QUOTA`, doc: 'cache quota, e.g. 50GiB (0 = half the filesystem holding dataDir)' },
+    gcHigh: { type: 'int', default: 90, min: 1, max: 100, env: `${envPrefix}_GC_HIGH`, doc: 'GC starts above this % of the quota' },
+    gcLow: { type: 'int', default: 80, min: 0, max: 100, env: `${envPrefix}_GC_LOW`, doc: 'GC evicts down to this % of the quota' },
+    taskTtlSeconds: { type: 'int', default: ttlDefault, min: 0, env: `${envPrefix}_TASK_TTL_SECONDS`, doc: 'evict tasks unused this long (0 = never)' },
+    gcIntervalSeconds: { type: 'int', default: 60, min: 1, env: `${envPrefix}_GC_INTERVAL_SECONDS`, doc: 'how often GC runs' },
+  };
+}
+
+/** Cross-field check for a cache config, reported with every other problem. */
+export function checkCacheConfig(v: Record<string, unknown>, errors: string[]): void {
+  if (typeof v.gcLow === 'number' && typeof v.gcHigh === 'number' && v.gcLow > v.gcHigh) errors.push(`gcLow (${v.gcLow}) must not exceed gcHigh (${v.gcHigh})`);
+}
 
 export interface CacheEntry {
   id: string;

@@ -1,6 +1,9 @@
 import {
   badCidrs,
   badOriginPatterns,
+  cacheSchema,
+  checkCacheConfig,
+  type CacheConfig,
   commonSchema,
   type CommonConfig,
   loadConfig,
@@ -13,7 +16,7 @@ import {
 } from '@damselfly/shared';
 
 /** Supernode settings. Every field can come from the YAML file, an environment variable or a flag. */
-export interface SupernodeConfig extends TrustConfig, CommonConfig {
+export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig {
   /** Address to listen on. */
   host: string;
   port: number;
@@ -58,6 +61,7 @@ export const supernodeSchema: Schema = {
   advertiseCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ADVERTISE_CIDRS', doc: 'upload addresses peers may advertise besides their own' },
   sessionMaxTasks: { type: 'int', default: 4096, min: 1, max: 1_000_000, env: 'SUPERNODE_SESSION_MAX_TASKS', doc: 'tasks one peer session may join' },
   sessionRate: { type: 'int', default: 500, min: 1, max: 100_000, env: 'SUPERNODE_SESSION_RATE', doc: 'requests per second one peer session may send' },
+  ...cacheSchema('SUPERNODE', 7 * 24 * 3600),
   ...commonSchema,
   ...trustSchema,
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
@@ -65,6 +69,7 @@ export const supernodeSchema: Schema = {
 
 export function loadSupernodeConfig(sources: ConfigSources): Readonly<SupernodeConfig> {
   return loadConfig<SupernodeConfig>(supernodeSchema, sources, (v, errors) => {
+    checkCacheConfig(v, errors);
     for (const p of badOriginPatterns((v.allowedOrigins as string[] | undefined) ?? [])) errors.push(`allowedOrigins: not an origin pattern: ${JSON.stringify(p)}`);
     for (const key of ['originAllowCidrs', 'advertiseCidrs'] as const) {
       for (const c of badCidrs((v[key] as string[] | undefined) ?? [])) errors.push(`${key}: not a CIDR: ${JSON.stringify(c)}`);

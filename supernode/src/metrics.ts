@@ -14,6 +14,11 @@ export function createSupernodeMetrics() {
     peers: new Gauge({ name: 'damselfly_supernode_peers', help: 'Connected peers', registers }),
     rejected: new Counter({ name: 'damselfly_supernode_rejected_total', help: 'Requests and messages refused (auth, grants, limits)', labelNames: ['why'], registers }),
     reports: new Counter({ name: 'damselfly_supernode_piece_reports_total', help: 'piece:result reports by verdict', labelNames: ['verdict'], registers }),
+    cacheBytes: new Gauge({ name: 'damselfly_supernode_cache_bytes', help: 'Bytes of seeded pieces on disk', registers }),
+    cacheTasks: new Gauge({ name: 'damselfly_supernode_cache_tasks', help: 'Tasks on disk', registers }),
+    cacheQuota: new Gauge({ name: 'damselfly_supernode_cache_quota_bytes', help: 'Disk quota in effect (diskQuota, or half the filesystem)', registers }),
+    evictions: new Counter({ name: 'damselfly_supernode_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
+    openFiles: new Gauge({ name: 'damselfly_supernode_open_data_files', help: 'Task data files open now (bounded)', registers }),
     digestMismatches: new Counter({ name: 'damselfly_supernode_digest_mismatches_total', help: 'Tasks dropped because the origin bytes did not match the digest', registers }),
     scheduleSeconds: new Histogram({
       name: 'damselfly_supernode_schedule_seconds',

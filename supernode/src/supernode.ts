@@ -1,6 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, guardedConnector, type Logger } from '@damselfly/shared';
+import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -10,6 +10,7 @@ import { Scheduler } from './scheduling/scheduler.js';
 import type { SchedulePolicy } from './scheduling/policy.js';
 import { createSupernodeMetrics, type SupernodeMetrics } from './metrics.js';
 import { buildServer } from './api/server.js';
+import { collectSupernodeGarbage, type SupernodeGcResult } from './resource/gc.js';
 
 export interface SupernodeComponents {
   log?: Logger;
@@ -26,6 +27,10 @@ export class Supernode {
   readonly #dispatcher;
   #app?: FastifyInstance;
   #sweeper?: NodeJS.Timeout;
+  #gcTimer?: NodeJS.Timeout;
+  #gcRunning?: Promise<SupernodeGcResult>;
+  /** diskQuota, or half the filesystem when it is 0 (resolved at the first GC pass). */
+  #quota?: number;
   #url = '';
 
   constructor(config: Readonly<SupernodeConfig>, components: SupernodeComponents = {}) {
@@ -96,7 +101,37 @@ export class Supernode {
       this.scheduler.sweep();
       this.seeder.sweep();
     }, 5_000).unref();
+    this.#gcTimer = setInterval(() => void this.gc().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')), this.config.gcIntervalSeconds * 1000).unref();
+    await this.gc();
     this.log.info({ url: this.#url, dataDir: this.config.dataDir }, 'supernode:started');
+  }
+
+  /** One disk GC pass (quota watermarks, TTL), never touching a task in use; refreshes the cache metrics. */
+  gc(now = Date.now()): Promise<SupernodeGcResult> {
+    this.#gcRunning ??= this.#gcPass(now).finally(() => (this.#gcRunning = undefined));
+    return this.#gcRunning;
+  }
+
+  async #gcPass(now: number): Promise<SupernodeGcResult> {
+    const c = this.config;
+    this.#quota ??= await effectiveQuota(c.dataDir, c.diskQuota);
+    const r = await collectSupernodeGarbage(
+      this.store,
+      (taskId) => this.seeder.busy(taskId) || this.scheduler.taskPeers(taskId) > 0,
+      (taskId) => {
+        this.seeder.forgetTask(taskId);
+        this.scheduler.dropTask(taskId);
+      },
+      { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000 },
+      this.log,
+      now,
+    );
+    for (const e of r.evicted) this.metrics.evictions.inc({ why: e.why });
+    this.metrics.cacheBytes.set(r.usedBytes);
+    this.metrics.cacheTasks.set(r.tasks);
+    this.metrics.cacheQuota.set(this.#quota);
+    this.metrics.openFiles.set(this.store.openFiles);
+    return r;
   }
 
   #stopped?: Promise<void>;
@@ -109,6 +144,8 @@ export class Supernode {
 
   async #stop(): Promise<void> {
     clearInterval(this.#sweeper);
+    clearInterval(this.#gcTimer);
+    await this.#gcRunning?.catch(() => {});
     this.seeder.stop();
     if (this.#app) {
       for (const client of this.#app.websocketServer?.clients ?? []) client.terminate();

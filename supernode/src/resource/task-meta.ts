@@ -10,4 +10,6 @@ export interface TaskMeta extends TaskInfo {
   createdAt: number;
   /** The whole blob was read back in order and matched its digest. */
   verified?: boolean;
+  /** Last registration (ms), for the TTL. */
+  lastAccess?: number;
 }

@@ -13,6 +13,10 @@ interface OpenTask {
   pieces: Map<number, string>;
   /** Pieces this process hashed itself (seeded, or checked on a read); the rest are re-hashed when read. */
   checked: Set<number>;
+  /** Last registration, seeded piece or served piece (ms); GC evicts the least recent first. */
+  lastAccess: number;
+  /** Piece reads in progress: GC never evicts a task being served. */
+  readers: number;
 }
 
 export class TaskStore {
@@ -36,10 +40,10 @@ export class TaskStore {
         const { url, ...rest } = legacy;
         Object.assign(rest, { origin: url ? canonicalUrl(new URL(url)) : '' });
         await this.#index.putTask(id, rest as TaskMeta);
-        this.#tasks.set(id, { meta: rest as TaskMeta, pieces: await this.#index.pieces(id), checked: new Set() });
+        this.#tasks.set(id, { meta: rest as TaskMeta, pieces: await this.#index.pieces(id), checked: new Set(), lastAccess: legacy.createdAt, readers: 0 });
         continue;
       }
-      this.#tasks.set(id, { meta, pieces: await this.#index.pieces(id), checked: new Set() });
+      this.#tasks.set(id, { meta, pieces: await this.#index.pieces(id), checked: new Set(), lastAccess: meta.lastAccess ?? meta.createdAt, readers: 0 });
     }
   }
 
@@ -61,7 +65,7 @@ export class TaskStore {
       await fh.close();
     }
     await this.#index.putTask(meta.taskId, meta);
-    this.#tasks.set(meta.taskId, { meta, pieces: new Map(), checked: new Set() });
+    this.#tasks.set(meta.taskId, { meta, pieces: new Map(), checked: new Set(), lastAccess: Date.now(), readers: 0 });
   }
 
   /** Changes and persists part of a task's record. */
@@ -79,6 +83,27 @@ export class TaskStore {
     if (t) await this.#handles.close(this.dataPath(taskId));
     await this.#index.deleteTask(taskId);
     await rm(this.dataPath(taskId), { force: true });
+  }
+
+  /** A peer registered for the task: it counts as used (persisted, so the TTL survives a restart). */
+  async touch(taskId: string, now = Date.now()): Promise<void> {
+    const t = this.#tasks.get(taskId);
+    if (!t) return;
+    t.lastAccess = now;
+    // One write per registration at most once a minute: enough for a TTL counted in days.
+    if (now - (t.meta.lastAccess ?? 0) > 60_000) await this.update(taskId, { lastAccess: now });
+  }
+
+  /** What GC weighs per task: seeded bytes, last use, whether a piece is being read now. */
+  *entries(): Generator<{ taskId: string; bytes: number; lastAccess: number; reading: boolean }> {
+    for (const [taskId, t] of this.#tasks) {
+      let bytes = 0;
+      for (const n of t.pieces.keys()) {
+        const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
+        bytes += end - start + 1;
+      }
+      yield { taskId, bytes, lastAccess: t.lastAccess, reading: t.readers > 0 };
+    }
   }
 
   pieceSha(taskId: string, n: number): string | undefined {
@@ -109,6 +134,7 @@ export class TaskStore {
     const t = this.#tasks.get(taskId);
     t?.pieces.set(n, sha256);
     t?.checked.add(n);
+    if (t) t.lastAccess = Date.now();
   }
 
   /** Reads piece `n`, checked against its recorded hash (a disk error never reaches a peer as data). */
@@ -116,6 +142,8 @@ export class TaskStore {
     const t = this.#tasks.get(taskId)!;
     const sha = t.pieces.get(n)!;
     const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
+    t.readers++;
+    t.lastAccess = Date.now();
     try {
       const buf = await readVerifiedPiece(this.dataPath(taskId), start, end - start + 1, sha, `${taskId}#${n}`, t.checked.has(n));
       t.checked.add(n);
@@ -126,6 +154,8 @@ export class TaskStore {
       t.checked.delete(n);
       await this.#index.deletePiece(taskId, n);
       throw err;
+    } finally {
+      t.readers--;
     }
   }
 }

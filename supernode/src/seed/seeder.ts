@@ -121,7 +121,10 @@ export class Seeder {
     }
     if (requester) this.#sourcesOf(taskId).set(requester, { url, headers, usedAt: Date.now() });
     const known = this.#c.store.get(taskId);
-    if (known) return known;
+    if (known) {
+      await this.#c.store.touch(taskId);
+      return known;
+    }
     let p = this.#registering.get(taskId);
     if (!p) {
       p = this.#create(taskId, url, blobDigest, headers, signal).finally(() => this.#registering.delete(taskId));
@@ -144,6 +147,19 @@ export class Seeder {
       if (m.size === 0) this.#sources.delete(taskId);
     }
     for (const [taskId, until] of this.#refused) if (until <= now) this.#refused.delete(taskId);
+  }
+
+  /** Whether the task is being registered, seeded or read whole from the origin right now (GC leaves it alone). */
+  busy(taskId: string): boolean {
+    if (this.#registering.has(taskId) || this.#whole.has(taskId)) return true;
+    for (const key of this.#inflight.keys()) if (key.startsWith(`${taskId}:`)) return true;
+    return false;
+  }
+
+  /** Drops everything held in memory for a task (it is being evicted). */
+  forgetTask(taskId: string): void {
+    this.#sources.delete(taskId);
+    this.#checks.delete(taskId);
   }
 
   /** Requesters whose origin credentials are held now (for tests and metrics; never the credentials themselves). */

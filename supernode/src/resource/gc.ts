@@ -1,0 +1,42 @@
+/**
+ * The supernode's disk GC: the shared eviction policy applied to seeded tasks. A task is in use while it is being
+ * seeded, served, or has peers in it; those are never evicted. An evicted task is forgotten entirely (record, piece
+ * hashes, data file, scheduling state, held credentials): a later request seeds it again from the origin.
+ */
+import { planEvictions, type Logger } from '@damselfly/shared';
+import type { TaskStore } from './task-store.js';
+
+export interface SupernodeGcOptions {
+  quota: number;
+  high: number;
+  low: number;
+  ttlMs: number;
+  graceMs?: number;
+}
+
+export interface SupernodeGcResult {
+  evicted: { taskId: string; bytes: number; why: 'ttl' | 'quota' }[];
+  usedBytes: number;
+  tasks: number;
+}
+
+export async function collectSupernodeGarbage(
+  store: TaskStore,
+  busy: (taskId: string) => boolean,
+  forget: (taskId: string) => void,
+  opts: SupernodeGcOptions,
+  log: Logger,
+  now = Date.now(),
+): Promise<SupernodeGcResult> {
+  const entries = [...store.entries()].map((e) => ({ id: e.taskId, bytes: e.bytes, lastAccess: e.lastAccess, inUse: e.reading || busy(e.taskId) }));
+  const plan = planEvictions(entries, { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, now });
+  const evicted: SupernodeGcResult['evicted'] = [];
+  for (const e of plan.evict) {
+    forget(e.id);
+    await store.remove(e.id);
+    evicted.push({ taskId: e.id, bytes: e.bytes, why: e.why });
+    log.info({ taskId: e.id, bytes: e.bytes, why: e.why }, 'task:evicted');
+  }
+  if (plan.overQuota) log.warn({ used: plan.usedAfter, quota: opts.quota }, 'gc:over-quota (everything left is in use)');
+  return { evicted, usedBytes: plan.usedAfter, tasks: entries.length - evicted.length };
+}
