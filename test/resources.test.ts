@@ -78,3 +78,46 @@ t.test('supernode disk GC: LRU down to the low watermark, TTL, never a task with
   t.equal(sha((await getViaProxy(d2.proxyUrl, blobs[0]!.url)).body), blobs[0]!.digest, 'an evicted blob is simply seeded again');
   t.ok(reg.blobBytesServed(blobs[0]!.digest) > before, 'from the origin');
 });
+
+t.test('ten dripping origins cannot starve an honest pull: per-origin slots, minimum origin rate', async (t) => {
+  const { createServer } = await import('node:http');
+  const size = 2 * MiB;
+  const timers = new Set<NodeJS.Timeout>();
+  const servers = await Promise.all(
+    Array.from({ length: 10 }, async () => {
+      // Answers the size probe at once, then sends a piece at 100 bytes a second.
+      const s = createServer((req, res) => {
+        if (req.headers.range === 'bytes=0-0') return void res.writeHead(206, { 'content-range': `bytes 0-0/${size}`, 'content-length': 1 }).end('x');
+        res.writeHead(206, { 'content-range': `bytes 0-${size - 1}/${size}`, 'content-length': size });
+        const tick = setInterval(() => res.write(Buffer.alloc(100, 1)), 1000);
+        timers.add(tick);
+        res.on('close', () => (clearInterval(tick), timers.delete(tick)));
+      });
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+      return s;
+    }),
+  );
+  t.teardown(() => {
+    for (const tick of timers) clearInterval(tick);
+    for (const s of servers) s.closeAllConnections(), s.close();
+  });
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(6 * MiB, 820);
+  const { digest, url } = await pushBlob(reg.url, 'team/honest', blob);
+  const sn = await startSupernode(t);
+  const slowNode = await startDaemon(t, [sn.url]);
+  // Ten tasks at ten dripping origins, two readers each: twenty origin transfers that will not finish soon.
+  for (const s of servers) {
+    const u = `http://127.0.0.1:${(s.address() as { port: number }).port}/slow.bin`;
+    for (let i = 0; i < 2; i++) void getViaProxy(slowNode.proxyUrl, u, { range: `bytes=${i}-${i + 9}` }).catch(() => undefined);
+  }
+  await until('every dripping origin is being read', () => timers.size >= 10, 10_000);
+  const honest = await startDaemon(t, [sn.url]);
+  const t0 = performance.now();
+  const r = await getViaProxy(honest.proxyUrl, url);
+  const secs = (performance.now() - t0) / 1000;
+  t.equal(sha(r.body), digest);
+  t.ok(secs < 5, `the honest pull took ${secs.toFixed(2)} s beside ten dripping origins`);
+  t.equal(await metricValue(honest.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode');
+});

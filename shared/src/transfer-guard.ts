@@ -20,7 +20,7 @@ export interface TransferGuardOptions {
   deadlineMs: number;
   /** 0 = no minimum. */
   minBytesPerSecond?: number;
-  /** Time allowed to get going (connect, headers, slow start) before the rate is judged. */
+  /** Time allowed to get going (slow start) after `startRate()` before the rate is judged. */
   graceMs?: number;
 }
 
@@ -31,30 +31,40 @@ export class TransferGuard {
   readonly signal: AbortSignal;
   readonly #ac = new AbortController();
   readonly #deadline: NodeJS.Timeout;
-  readonly #check?: NodeJS.Timeout;
+  #check?: NodeJS.Timeout;
   readonly #parent?: AbortSignal;
   readonly #onParent = () => this.#ac.abort(this.#parent!.reason);
-  readonly #t0 = performance.now();
+  readonly #min: number;
+  readonly #grace: number;
+  #t0 = 0;
   #bytes = 0;
 
   constructor(o: TransferGuardOptions) {
     this.signal = this.#ac.signal;
     this.#deadline = setTimeout(() => this.#ac.abort(transferError('TRANSFER_TIMEOUT', `${o.deadlineMs} ms`)), o.deadlineMs);
-    const min = o.minBytesPerSecond ?? 0;
-    if (min > 0) {
-      const grace = o.graceMs ?? 3_000;
-      this.#check = setInterval(() => {
-        const elapsed = performance.now() - this.#t0;
-        if (elapsed < grace) return;
-        const rate = this.#bytes / (elapsed / 1000);
-        if (rate < min) this.#ac.abort(transferError('TRANSFER_TOO_SLOW', `${Math.round(rate)} B/s after ${Math.round(elapsed)} ms (minimum ${min} B/s)`));
-      }, CHECK_MS);
-    }
+    this.#min = o.minBytesPerSecond ?? 0;
+    this.#grace = o.graceMs ?? 3_000;
     if (o.signal) {
       this.#parent = o.signal;
       if (o.signal.aborted) this.#ac.abort(o.signal.reason);
       else o.signal.addEventListener('abort', this.#onParent, { once: true });
     }
+  }
+
+  /**
+   * Starts judging the rate: call when the source has answered (a source may legitimately take a while to answer —
+   * the supernode seeds a piece before it sends it — but once it sends, it must keep up).
+   */
+  startRate(): void {
+    if (this.#min <= 0 || this.#check || this.signal.aborted) return;
+    this.#t0 = performance.now();
+    this.#bytes = 0;
+    this.#check = setInterval(() => {
+      const elapsed = performance.now() - this.#t0;
+      if (elapsed < this.#grace) return;
+      const rate = this.#bytes / (elapsed / 1000);
+      if (rate < this.#min) this.#ac.abort(transferError('TRANSFER_TOO_SLOW', `${Math.round(rate)} B/s after ${Math.round(elapsed)} ms (minimum ${this.#min} B/s)`));
+    }, CHECK_MS);
   }
 
   /** Counts bytes as they arrive. */

@@ -22,8 +22,13 @@ export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig 
   port: number;
   /** Where task metadata (level) and seeded pieces live. */
   dataDir: string;
-  /** How many origin requests may run at once (across tasks). */
+  /** How many origin requests may run at once (across tasks and origins). */
   originConcurrency: number;
+  /** How many of them one origin host may have: a slow origin cannot take every slot. */
+  originConcurrencyPerHost: number;
+  /** Slowest acceptable origin transfer, bytes per second (after 10 s), and the longest one piece may take. */
+  originMinRate: number;
+  originTimeoutSeconds: number;
   /** How many pieces the supernode serves at once before the scheduler stops sending peers to it. */
   uploadSlots: number;
   /** How many pieces one peer may upload at once (the scheduler's per-peer load limit). */
@@ -51,7 +56,10 @@ export const supernodeSchema: Schema = {
   host: { type: 'string', default: '0.0.0.0', env: 'SUPERNODE_HOST', doc: 'listen address' },
   port: { type: 'int', default: 8002, min: 0, max: 65535, env: 'SUPERNODE_PORT', doc: 'REST + ws + metrics port' },
   dataDir: { type: 'string', default: '/var/lib/damselfly/supernode', env: 'SUPERNODE_DATA_DIR', doc: 'task metadata and seeded pieces' },
-  originConcurrency: { type: 'int', default: 8, min: 1, max: 256, env: 'SUPERNODE_ORIGIN_CONCURRENCY', doc: 'origin requests in flight' },
+  originConcurrency: { type: 'int', default: 64, min: 1, max: 1024, env: 'SUPERNODE_ORIGIN_CONCURRENCY', doc: 'origin requests in flight, all origins' },
+  originConcurrencyPerHost: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_ORIGIN_CONCURRENCY_PER_HOST', doc: 'origin requests in flight to one origin host' },
+  originMinRate: { type: 'size', default: 64 * 1024, min: 0, env: 'SUPERNODE_ORIGIN_MIN_RATE', doc: 'slowest acceptable origin transfer per second, after 10 s (0 = any)' },
+  originTimeoutSeconds: { type: 'int', default: 300, min: 1, max: 86_400, env: 'SUPERNODE_ORIGIN_TIMEOUT_SECONDS', doc: 'longest one piece may take from the origin' },
   uploadSlots: { type: 'int', default: 64, min: 1, max: 4096, env: 'SUPERNODE_UPLOAD_SLOTS', doc: 'pieces served at once by the supernode' },
   peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
   failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },

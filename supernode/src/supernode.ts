@@ -46,7 +46,15 @@ export class Supernode {
       failuresBeforeBlacklist: config.failuresBeforeBlacklist,
       policy: components.policy,
     });
-    this.seeder = new Seeder({ originConcurrency: config.originConcurrency, maxBlobSize: config.maxBlobSize }, {
+    this.seeder = new Seeder(
+      {
+        originConcurrency: config.originConcurrency,
+        originConcurrencyPerHost: config.originConcurrencyPerHost,
+        originMinRate: config.originMinRate,
+        originTimeoutMs: config.originTimeoutSeconds * 1000,
+        maxBlobSize: config.maxBlobSize,
+      },
+      {
       store: this.store,
       dispatcher: this.#dispatcher,
       origins: new OriginAllowList(config.allowedOrigins),

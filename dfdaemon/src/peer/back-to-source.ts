@@ -4,7 +4,7 @@
  */
 import { open } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
-import { fetchOrigin, probeOrigin, writeWholeStream, type ProbeResult } from '@damselfly/shared';
+import { TransferGuard, fetchOrigin, probeOrigin, writeWholeStream, type ProbeResult } from '@damselfly/shared';
 import type { LocalTask } from '../storage/local-task.js';
 
 export interface BackSourceRequest {
@@ -17,6 +17,9 @@ export interface BackSourceRequest {
   signal: AbortSignal;
   onBytes: (n: number) => void;
 }
+
+/** An origin transfer slower than this (after 10 s), or a piece not done in 5 minutes, is cut and counts as failed. */
+const ORIGIN_GUARD = { minBytesPerSecond: 64 * 1024, graceMs: 10_000, deadlineMs: 300_000 };
 
 export async function backToSource(task: LocalTask, req: BackSourceRequest, probe?: ProbeResult): Promise<void> {
   const p = probe ?? (await probeOrigin({ url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal }));
@@ -47,8 +50,20 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
       const n = missing[next++]!;
       if (task.has(n)) continue;
       const { start, end } = task.range(n);
-      const body = await fetchOrigin(origin, start, end);
-      await task.writePiece(n, body, { signal: req.signal, onBytes: req.onBytes });
+      const guard = new TransferGuard({ signal: req.signal, ...ORIGIN_GUARD });
+      try {
+        const body = await fetchOrigin({ ...origin, signal: guard.signal }, start, end);
+        guard.startRate();
+        await task.writePiece(n, body, {
+          signal: guard.signal,
+          onBytes: (b) => {
+            guard.onBytes(b);
+            req.onBytes(b);
+          },
+        });
+      } finally {
+        guard.done();
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(req.parallel, missing.length) }, worker));

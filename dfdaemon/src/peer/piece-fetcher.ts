@@ -14,8 +14,11 @@ export function pieceUrl(taskId: string, a: Assignment): string {
   return base + (a.from === 'supernode' ? supernodePiecePath(taskId, a.piece) : peerPiecePath(taskId, a.piece));
 }
 
-/** A source that has not answered with headers by then is silent: route around it (a piece can still take longer). */
-const HEADERS_MS = 5_000;
+/**
+ * A peer that has not answered with headers by then is silent: route around it. The supernode may be seeding the
+ * piece from the origin before it answers, so it gets the whole piece deadline.
+ */
+const PEER_HEADERS_MS = 5_000;
 
 export interface FetchPieceOptions {
   dispatcher: Dispatcher;
@@ -41,9 +44,10 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
     dispatcher: opts.dispatcher,
     signal,
     headers: a.grant ? { [GRANT_HEADER]: a.grant } : {},
-    headersTimeout: Math.min(HEADERS_MS, opts.timeoutMs),
+    headersTimeout: a.from === 'supernode' ? opts.timeoutMs : Math.min(PEER_HEADERS_MS, opts.timeoutMs),
     bodyTimeout: opts.timeoutMs,
   });
+  guard.startRate();
   if (res.statusCode !== 200) {
     const text = (await res.body.text().catch(() => '')).slice(0, 300);
     let remoteCode: string | undefined;

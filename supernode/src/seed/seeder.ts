@@ -32,6 +32,7 @@ import {
   taskIdFor,
   writePiece,
   writeWholeStream,
+  TransferGuard,
   type Logger,
   type OriginAllowList,
 } from '@damselfly/shared';
@@ -43,6 +44,11 @@ import { DigestCheck } from './digest-check.js';
 
 export interface SeederOptions {
   originConcurrency: number;
+  /** Per origin host: one slow origin cannot hold every slot. */
+  originConcurrencyPerHost?: number;
+  /** Slowest acceptable origin transfer (bytes/s, judged after 10 s; 0 = any) and the longest one piece may take. */
+  originMinRate?: number;
+  originTimeoutMs?: number;
   /** Attempts per piece before giving up (transient origin errors). */
   attempts?: number;
   /** How long a task whose bytes did not match its digest is refused. */
@@ -74,6 +80,9 @@ interface Source {
 export class Seeder {
   readonly #c: SeederComponents;
   readonly #sem: Semaphore;
+  readonly #hostSems = new Map<string, Semaphore>();
+  readonly #perHost: number;
+  readonly #guard: { minBytesPerSecond: number; deadlineMs: number; graceMs: number };
   readonly #attempts: number;
   readonly #refuseMs: number;
   readonly #credentialTtlMs: number;
@@ -91,6 +100,8 @@ export class Seeder {
     // Every queued origin fetch listens on the stop signal: many listeners are expected.
     setMaxListeners(0, this.#stop.signal);
     this.#sem = new Semaphore(opts.originConcurrency);
+    this.#perHost = opts.originConcurrencyPerHost ?? opts.originConcurrency;
+    this.#guard = { minBytesPerSecond: opts.originMinRate ?? 0, deadlineMs: opts.originTimeoutMs ?? 300_000, graceMs: 10_000 };
     this.#attempts = opts.attempts ?? 3;
     this.#refuseMs = opts.refuseMs ?? 10 * 60_000;
     this.#credentialTtlMs = opts.credentialTtlMs ?? 15 * 60_000;
@@ -232,16 +243,40 @@ export class Seeder {
     return signal ? abortable(p, signal) : p;
   }
 
+  /** A slot for one origin request: the host's first (so one host never queues the others), then the global one. */
+  async #slot(url: URL, signal: AbortSignal): Promise<() => void> {
+    let host = this.#hostSems.get(url.host);
+    if (!host) this.#hostSems.set(url.host, (host = new Semaphore(this.#perHost)));
+    const releaseHost = await host.acquire(signal);
+    try {
+      const releaseAll = await this.#sem.acquire(signal);
+      return () => {
+        releaseAll();
+        releaseHost();
+      };
+    } catch (err) {
+      releaseHost();
+      throw err;
+    }
+  }
+
   async #seedPiece(meta: TaskMeta, n: number, source: Source): Promise<string> {
     const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
-    const signal = this.#stop.signal;
     let lastErr: unknown;
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
-      const release = await this.#sem.acquire(signal);
+      const release = await this.#slot(source.url, this.#stop.signal);
+      // A deadline and a minimum rate per origin transfer: a dripping origin frees its slot instead of keeping it.
+      const guard = new TransferGuard({ signal: this.#stop.signal, ...this.#guard });
+      const signal = guard.signal;
       try {
         const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, start, end);
+        guard.startRate();
+        const onBytes = (b: number) => {
+          guard.onBytes(b);
+          this.#c.originBytes.inc(b);
+        };
         const sha = await this.#c.store
-          .withHandle(meta.taskId, (fh) => writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal, onBytes: (b) => this.#c.originBytes.inc(b) }))
+          .withHandle(meta.taskId, (fh) => writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal, onBytes }))
           .catch((err: unknown) => {
             discard(body);
             throw err;
@@ -252,7 +287,7 @@ export class Seeder {
       } catch (err) {
         lastErr = err;
         // Auth, not-found and forbidden answers will not change on retry; the client must see them as they are.
-        if (signal.aborted || isDamselflyError(err, 'ORIGIN_AUTH') || isDamselflyError(err, 'ORIGIN_NOT_FOUND') || isDamselflyError(err, 'ADDRESS_FORBIDDEN') || isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
+        if (this.#stop.signal.aborted || isDamselflyError(err, 'ORIGIN_AUTH') || isDamselflyError(err, 'ORIGIN_NOT_FOUND') || isDamselflyError(err, 'ADDRESS_FORBIDDEN') || isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
         if (isDamselflyError(err, 'ORIGIN_NO_RANGE')) {
           // The origin stopped honouring Range (e.g. a pull-through cache): fall back to one sequential read.
           meta.acceptsRanges = false;
@@ -260,8 +295,9 @@ export class Seeder {
           return this.#waitWhole(meta, n, source);
         }
         this.#c.log.warn({ taskId: meta.taskId, piece: n, attempt, err: describeError(err) }, 'piece:seed-failed');
-        if (attempt < this.#attempts) await sleep(200 * attempt, { signal });
+        if (attempt < this.#attempts) await sleep(200 * attempt, { signal: this.#stop.signal });
       } finally {
+        guard.done();
         release();
       }
     }
@@ -283,7 +319,7 @@ export class Seeder {
 
   async #readWhole(meta: TaskMeta, source: Source): Promise<void> {
     const signal = this.#stop.signal;
-    const release = await this.#sem.acquire(signal);
+    const release = await this.#slot(source.url, signal);
     try {
       const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, 0, meta.contentLength - 1, true);
       await this.#c.store.withHandle(meta.taskId, (fh) =>
