@@ -10,8 +10,36 @@ import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Supernode, loadSupernodeConfig } from '@damselfly/supernode';
-import { Daemon, loadDaemonConfig } from '@damselfly/dfdaemon';
+import { parseArgs } from 'node:util';
+import { Supernode, loadSupernodeConfig, supernodeSchema } from '@damselfly/supernode';
+import { Daemon, daemonSchema, loadDaemonConfig } from '@damselfly/dfdaemon';
+import { kebab, optionHelp } from '@damselfly/shared';
+
+// Flags: every supernode and dfdaemon setting (`bash scripts/run.sh --port 9002 --proxy-port 65011`); one that both
+// have (--log-level, --cluster-secret-file, ...) applies to both. Data lives under DAMSELFLY_HOME instead of --data-dir.
+const keys = new Map();
+for (const [key, spec] of [...Object.entries(supernodeSchema), ...Object.entries(daemonSchema)]) {
+  if (key !== 'dataDir') keys.set(kebab(key), { key, spec });
+}
+let parsed;
+try {
+  parsed = parseArgs({ options: { help: { type: 'boolean', short: 'h' }, ...Object.fromEntries([...keys.keys()].map((k) => [k, { type: 'string' }])) }, strict: true });
+} catch (err) {
+  process.stderr.write(`damselfly: ${err.message.split('.')[0]} (see --help)\n`);
+  process.exit(2);
+}
+if (parsed.values.help) {
+  process.stdout.write('bash scripts/run.sh [--setting value]...   (data under $DAMSELFLY_HOME, default ./.damselfly)\n\n');
+  for (const [flag, { spec }] of keys) process.stdout.write(`  --${flag.padEnd(30)} ${optionHelp(spec)}\n`);
+  process.exit(0);
+}
+const snFlags = {};
+const dfFlags = {};
+for (const [flag, value] of Object.entries(parsed.values)) {
+  const { key } = keys.get(flag);
+  if (key in supernodeSchema) snFlags[key] = value;
+  if (key in daemonSchema) dfFlags[key] = value;
+}
 
 const home = resolve(process.env.DAMSELFLY_HOME ?? '.damselfly');
 const env = { ...process.env };
@@ -39,12 +67,12 @@ if (env.SUPERNODE_ORIGIN_ALLOW_CIDRS === undefined) {
 
 let sn, daemon;
 try {
-  sn = new Supernode(loadSupernodeConfig({ env, flags: { dataDir: join(home, 'supernode') } }));
+  sn = new Supernode(loadSupernodeConfig({ env, flags: { ...snFlags, dataDir: join(home, 'supernode') } }));
   await sn.start();
-  daemon = new Daemon(loadDaemonConfig({ env, flags: { dataDir: join(home, 'dfdaemon'), supernodes: env.DFDAEMON_SUPERNODES ?? sn.url } }));
+  daemon = new Daemon(loadDaemonConfig({ env, flags: { supernodes: env.DFDAEMON_SUPERNODES ?? sn.url, ...dfFlags, dataDir: join(home, 'dfdaemon') } }));
   await daemon.start();
 } catch (err) {
-  process.stderr.write(`damselfly: ${err?.message ?? err}\n`);
+  process.stderr.write(`damselfly: ${err?.code ? `${err.code}: ` : ''}${err?.message ?? err}\n`);
   await sn?.stop().catch(() => {});
   process.exit(1);
 }

@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher, effectiveQuota, type Logger } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { LocalStore } from './storage/local-store.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
@@ -50,14 +50,25 @@ export class Daemon {
     return this.#peer;
   }
 
+  /** Starts every part in order; if one fails (a port in use), the ones already started are stopped again. */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      await this.stop().catch(() => {});
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     const c = this.config;
     if (!c.trust.secret && c.trust.insecure) {
       this.log.warn({ uploadHost: c.uploadHost, proxyHost: c.proxyHost }, 'dfdaemon:INSECURE: no cluster secret, anyone who reaches the upload server can read every cached piece');
     }
     await this.store.start();
     this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots, trust: c.trust });
-    await this.#upload.listen({ host: c.uploadHost, port: c.uploadPort });
+    const upload = this.#upload;
+    await listenAs('uploadPort', c.uploadHost, c.uploadPort, () => upload.listen({ host: c.uploadHost, port: c.uploadPort }));
     const uploadPort = (this.#upload.server.address() as AddressInfo).port;
     const scheme = c.trust.tls?.cert ? 'https' : 'http';
     this.uploadUrl = c.advertiseUrl ?? `${scheme}://${advertiseHost(c.uploadHost)}:${uploadPort}`;
@@ -89,8 +100,8 @@ export class Daemon {
       cached: (taskId) => this.store.get(taskId),
       access: new AccessGuard({ ttlMs: c.accessCacheSeconds * 1000 }, { dispatcher: this.#direct, metrics: this.metrics, log: this.log }),
     });
-    this.#proxy.listen(c.proxyPort, c.proxyHost);
-    await once(this.#proxy, 'listening');
+    const proxy = this.#proxy;
+    await listenAs('proxyPort', c.proxyHost, c.proxyPort, () => listenServer(proxy, c.proxyPort, c.proxyHost));
     this.proxyUrl = `http://${advertiseHost(c.proxyHost)}:${(this.#proxy.address() as AddressInfo).port}`;
 
     this.#gcTimer = setInterval(() => void this.gc().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')), c.gcIntervalSeconds * 1000);
@@ -98,7 +109,8 @@ export class Daemon {
     await this.gc();
 
     this.#health = buildHealthServer({ metrics: this.metrics, log: this.log });
-    await this.#health.listen({ host: c.healthHost, port: c.healthPort });
+    const health = this.#health;
+    await listenAs('healthPort', c.healthHost, c.healthPort, () => health.listen({ host: c.healthHost, port: c.healthPort }));
     this.healthUrl = `http://${advertiseHost(c.healthHost)}:${(this.#health.server.address() as AddressInfo).port}`;
     this.log.info({ proxy: this.proxyUrl, upload: this.uploadUrl, health: this.healthUrl, supernodes: c.supernodes, peerId: c.peerId }, 'dfdaemon:started');
   }

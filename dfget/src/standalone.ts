@@ -26,7 +26,14 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
   const cluster = new Agent({ connect: clusterTls(o.trust) });
   const pool = new SupernodePool(o.supernodes, { peerId: `dfget-${hostname()}-${process.pid}` }, log, o.trust);
   // The dfdaemon's defaults: a one-shot peer routes around slow sources the same way.
-  const conductor = { parallelPieces: 8, pieceTimeoutMs: 30_000, pieceMinRate: Number(daemonSchema.pieceMinRate?.default ?? 0), backSource: true };
+  // The dfdaemon's defaults, so a one-shot peer refuses what a node would (an absurd size is not a sparse file here).
+  const conductor = {
+    parallelPieces: 8,
+    pieceTimeoutMs: 30_000,
+    pieceMinRate: Number(daemonSchema.pieceMinRate?.default ?? 0),
+    maxBlobSize: Number(daemonSchema.maxBlobSize?.default),
+    backSource: true,
+  };
   const peer = new Peer(conductor, { store, pool, dispatcher, cluster, metrics: createDaemonMetrics(), log });
   try {
     await store.start();

@@ -4,7 +4,36 @@
  * request (headers and body) within `requestTimeout`, and a connection idle for `idleMs` is closed. On stop, every
  * connection is closed, keep-alive ones included, so a stopping server never waits on idle clients.
  */
+import { once } from 'node:events';
+import type { Server } from 'node:net';
+import { errorFactory, type ErrorTable } from './errors.js';
 import { tlsServerOptions, type TlsMaterial } from './trust-config.js';
+
+export const ListenErrors = {
+  LISTEN_FAILED: { message: 'cannot listen: %s', status: 500 },
+} as const satisfies ErrorTable<string>;
+
+const listenError = errorFactory(ListenErrors);
+
+/**
+ * Runs a listen and, if it fails, says which setting to change (`proxyPort 65001 on 127.0.0.1: address already in
+ * use`), rather than a bare EADDRINUSE.
+ */
+export async function listenAs<T>(setting: string, host: string, port: number, listen: () => Promise<T>): Promise<T> {
+  try {
+    return await listen();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'EADDRINUSE' ? 'address already in use' : code === 'EACCES' ? 'permission denied' : code === 'EADDRNOTAVAIL' ? 'no such local address' : (err as Error).message;
+    throw listenError('LISTEN_FAILED', `${setting} ${port} on ${host}: ${why}`, err);
+  }
+}
+
+/** `server.listen(port, host)` as a promise that rejects on the listen error. */
+export async function listenServer(server: Server, port: number, host: string): Promise<void> {
+  server.listen(port, host);
+  await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err))]);
+}
 
 export const SLOW_CLIENT = { headersTimeout: 10_000, connectionsCheckingInterval: 1_000 } as const;
 

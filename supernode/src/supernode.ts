@@ -1,6 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, type Logger } from '@damselfly/shared';
+import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -78,7 +78,17 @@ export class Supernode {
     return this.#url;
   }
 
+  /** Starts every part in order; if one fails (the port in use), what started is stopped again. */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      await this.stop().catch(() => {});
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     await this.store.start();
     const { trust } = this.config;
     if (!trust.secret) {
@@ -100,7 +110,8 @@ export class Supernode {
       advertiseCidrs: cidrList(this.config.advertiseCidrs),
       limits: { maxTasks: this.config.sessionMaxTasks, rate: this.config.sessionRate },
     });
-    await this.#app.listen({ host: this.config.host, port: this.config.port });
+    const app = this.#app;
+    await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));
     const addr = this.#app.server.address() as AddressInfo;
     const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
     const scheme = trust.tls?.cert ? 'https' : 'http';
