@@ -4,13 +4,14 @@
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
-import { metricValue } from './helpers/metrics.js';
+import { getViaProxy } from './helpers/cluster.js';
+import { scrapeMetric } from './helpers/metrics.js';
+import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 
 const MiB = 1024 * 1024;
 
@@ -27,7 +28,7 @@ async function smallDisk(): Promise<string | undefined> {
 
 const disk = await smallDisk();
 
-t.test('disk full: the client still gets the blob, the daemon gives the space back and evicts LRU, the next pull works', { skip: disk ? false : 'cannot mount a tmpfs here (needs root)' }, async (t) => {
+t.test('disk full (real binaries, a 10 MiB tmpfs): the client still gets the blob, the daemon gives the space back and evicts LRU, the next pull works', { skip: disk ? false : 'cannot mount a tmpfs here (needs root)' }, async (t) => {
   if (!disk) return;
   t.teardown(async () => {
     execFileSync('umount', ['-l', disk]);
@@ -41,31 +42,35 @@ t.test('disk full: the client still gets the blob, the daemon gives the space ba
   const oldRef = await pushBlob(reg.url, 'team/full', old);
   const bigRef = await pushBlob(reg.url, 'team/full', big);
   const nextRef = await pushBlob(reg.url, 'team/full', next);
-  const sn = await startSupernode(t);
+  const sn = await spawnSupernodeProc(t);
   // A quota larger than the disk, as a misconfigured node would have: only the real disk stops it.
-  const d = await startDaemon(t, [sn.url], { dataDir: disk, diskQuota: '1GiB' });
+  const d = await spawnDaemonProc(t, [sn.url], ['--data-dir', disk, '--disk-quota', '1GiB']);
+  const metric = (name: string, labels: Record<string, string> = {}) => scrapeMetric(d.healthUrl, name, labels);
   const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+  const dataFiles = async () => (await readdir(join(disk, 'tasks'))).filter((f) => f.endsWith('.data'));
   t.equal(sha((await getViaProxy(d.proxyUrl, oldRef.url)).body), oldRef.digest, 'an older blob is cached (4 of 10 MiB)');
+  t.equal((await dataFiles()).length, 1);
 
   const r = await getViaProxy(d.proxyUrl, bigRef.url).catch((err: Error) => ({ status: 0, body: Buffer.alloc(0), err }));
   const whole = sha(r.body) === bigRef.digest;
   if (r.status === 200 && r.body.length === big.length) {
     // The disk filled before the first byte went out: the proxy handed the request to the registry instead.
     t.ok(whole, 'a complete answer is the blob itself');
-    t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'fallback_disk_full' }), 1, 'served the direct way, counted');
+    t.equal(await metric('damselfly_dfdaemon_proxy_requests_total', { kind: 'fallback_disk_full' }), 1, 'served the direct way, counted');
   } else {
     t.ok(r.status === 0 || r.status === 200 || r.status >= 500, `the big blob fails (status ${r.status})`);
     t.notOk(whole, 'a cut transfer, never a complete-looking body');
   }
   // Give the pressure GC its moment, then look: the failed task is gone, and so is the idle one, least recently used.
-  for (let i = 0; i < 100 && [...d.store.tasks()].length > 0; i++) await new Promise((res) => setTimeout(res, 20));
-  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_disk_full_total'), 1, 'the disk-full is counted');
-  t.same([...d.store.tasks()].map((x) => x.info.taskId), [], 'the failed task and the idle LRU task were removed');
-  t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_evictions_total', { why: 'disk_full' })) >= 1, 'evicted under pressure, counted');
+  for (let i = 0; i < 100 && (await dataFiles()).length > 0; i++) await new Promise((res) => setTimeout(res, 20));
+  t.same(await dataFiles(), [], 'the failed task and the idle LRU task were removed from the disk');
+  t.equal(await metric('damselfly_dfdaemon_disk_full_total'), 1, 'the disk-full is counted');
+  t.ok((await metric('damselfly_dfdaemon_evictions_total', { why: 'disk_full' })) >= 1, 'evicted under pressure, counted');
 
   // 7 MiB would not fit beside the old 4 MiB on this 10 MiB disk: it fits now, P2P.
   const ok = await getViaProxy(d.proxyUrl, nextRef.url);
   t.equal(ok.status, 200, 'the daemon is not stuck: the next pull works');
   t.equal(sha(ok.body), nextRef.digest);
-  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'p2p' }), 2, 'through P2P, not around it');
+  t.equal(await metric('damselfly_dfdaemon_proxy_requests_total', { kind: 'p2p' }), 2, 'through P2P, not around it');
+  t.equal(d.child.exitCode, null, 'the dfdaemon process never went down');
 });

@@ -6,7 +6,8 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
-import { metricValue } from './helpers/metrics.js';
+import { metricValue, scrapeMetric } from './helpers/metrics.js';
+import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -79,7 +80,7 @@ t.test('supernode disk GC: LRU down to the low watermark, TTL, never a task with
   t.ok(reg.blobBytesServed(blobs[0]!.digest) > before, 'from the origin');
 });
 
-t.test('ten dripping origins cannot starve an honest pull: per-origin slots, minimum origin rate', async (t) => {
+t.test('ten dripping origins cannot starve an honest pull: per-origin slots, minimum origin rate (real binaries)', async (t) => {
   const { createServer } = await import('node:http');
   const size = 2 * MiB;
   const timers = new Set<NodeJS.Timeout>();
@@ -105,19 +106,20 @@ t.test('ten dripping origins cannot starve an honest pull: per-origin slots, min
   t.teardown(() => reg.stop());
   const blob = makeBlob(6 * MiB, 820);
   const { digest, url } = await pushBlob(reg.url, 'team/honest', blob);
-  const sn = await startSupernode(t);
-  const slowNode = await startDaemon(t, [sn.url]);
+  const sn = await spawnSupernodeProc(t);
+  const slowNode = await spawnDaemonProc(t, [sn.url]);
   // Ten tasks at ten dripping origins, two readers each: twenty origin transfers that will not finish soon.
   for (const s of servers) {
     const u = `http://127.0.0.1:${(s.address() as { port: number }).port}/slow.bin`;
     for (let i = 0; i < 2; i++) void getViaProxy(slowNode.proxyUrl, u, { range: `bytes=${i}-${i + 9}` }).catch(() => undefined);
   }
   await until('every dripping origin is being read', () => timers.size >= 10, 10_000);
-  const honest = await startDaemon(t, [sn.url]);
+  const honest = await spawnDaemonProc(t, [sn.url]);
   const t0 = performance.now();
   const r = await getViaProxy(honest.proxyUrl, url);
   const secs = (performance.now() - t0) / 1000;
   t.equal(sha(r.body), digest);
   t.ok(secs < 5, `the honest pull took ${secs.toFixed(2)} s beside ten dripping origins`);
-  t.equal(await metricValue(honest.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode');
+  t.equal(await scrapeMetric(honest.healthUrl, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode');
+  t.ok((await scrapeMetric(sn.url, 'damselfly_supernode_origin_bytes_total')) >= blob.length, 'seeded by the supernode');
 });
