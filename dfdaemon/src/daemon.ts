@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, type Logger } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, startOrUndo, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { LocalStore } from './storage/local-store.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
@@ -51,13 +51,8 @@ export class Daemon {
   }
 
   /** Starts every part in order; if one fails (a port in use), the ones already started are stopped again. */
-  async start(): Promise<void> {
-    try {
-      await this.#start();
-    } catch (err) {
-      await this.stop().catch(() => {});
-      throw err;
-    }
+  start(): Promise<void> {
+    return startOrUndo(() => this.#start(), () => this.stop());
   }
 
   async #start(): Promise<void> {

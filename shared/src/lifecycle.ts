@@ -11,6 +11,16 @@ export interface Component {
   stop(): Promise<void>;
 }
 
+/** Runs `start`; if it fails part-way (a port in use), runs `stop` so nothing it already started stays up. */
+export async function startOrUndo(start: () => Promise<void>, stop: () => Promise<void>): Promise<void> {
+  try {
+    await start();
+  } catch (err) {
+    await stop().catch(() => {});
+    throw err;
+  }
+}
+
 /** Help text for a setting: its doc, environment variable and default. */
 export function optionHelp(spec: FieldSpec): string {
   const parts = [spec.doc];

@@ -1,6 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, type Logger } from '@damselfly/shared';
+import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -79,13 +79,8 @@ export class Supernode {
   }
 
   /** Starts every part in order; if one fails (the port in use), what started is stopped again. */
-  async start(): Promise<void> {
-    try {
-      await this.#start();
-    } catch (err) {
-      await this.stop().catch(() => {});
-      throw err;
-    }
+  start(): Promise<void> {
+    return startOrUndo(() => this.#start(), () => this.stop());
   }
 
   async #start(): Promise<void> {
