@@ -72,7 +72,19 @@ export interface PieceDropped {
   piece: number;
 }
 
-export type PeerMessage = HelloRequest | RegisterRequest | ScheduleRequest | PieceResult | LeaveTask | PieceDropped;
+/** Asks whether the supernode has verified the task's whole blob against its digest (answer: `TaskStatus`). */
+export interface StatusRequest {
+  type: 'task:status';
+  id: number;
+  taskId: string;
+}
+
+export interface TaskStatus {
+  /** The supernode read the whole blob back in order and it matched the digest. */
+  verified: boolean;
+}
+
+export type PeerMessage = HelloRequest | RegisterRequest | ScheduleRequest | PieceResult | LeaveTask | PieceDropped | StatusRequest;
 
 export interface TaskInfo {
   taskId: string;
@@ -225,6 +237,8 @@ export function parsePeerMessage(raw: string): PeerMessage {
       return { type: 'task:leave', taskId: taskId(m) };
     case 'piece:dropped':
       return { type: 'piece:dropped', taskId: taskId(m), piece: int(m, 'piece') };
+    case 'task:status':
+      return { type: 'task:status', id: int(m, 'id'), taskId: taskId(m) };
     default:
       bad(`unknown type ${JSON.stringify(m.type)}`);
   }

@@ -1,7 +1,8 @@
 /**
  * The embedded metadata store both the supernode and dfdaemon keep beside their data files: per task a JSON record,
- * per verified piece its sha256. A piece key is written only after its bytes are on disk (fsynced), so after a crash
- * the index never claims a piece whose data is missing.
+ * per verified piece its sha256. A piece key is written only after its bytes were written (not necessarily flushed);
+ * every piece found here at start-up is re-hashed before it is first used, so a piece whose bytes did not reach the
+ * disk before a crash is found and fetched again, never served.
  */
 import { Level } from 'level';
 

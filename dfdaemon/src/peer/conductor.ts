@@ -26,6 +26,7 @@ import {
   type ProbeResult,
   type ScheduleResult,
   type TaskInfo,
+  type TaskStatus,
 } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { LocalTask } from '../storage/local-task.js';
@@ -253,7 +254,7 @@ export class Conductor {
         this.#log.debug({ present: task.presentCount, pieces: info.pieceCount }, 'task:partial');
         return task;
       }
-      await this.#verifyWhole(task, info.digest ?? digest, signal);
+      await this.#verifyWhole(task, info.digest ?? digest, client, signal);
       await task.markComplete();
       this.#log.info({ pieces: info.pieceCount, bytes: info.contentLength }, 'task:completed');
       return task;
@@ -382,8 +383,20 @@ export class Conductor {
     }
   }
 
-  async #verifyWhole(task: LocalTask, digest: string | undefined, signal: AbortSignal): Promise<void> {
+  /**
+   * The whole blob against its digest, once per cluster: every piece here matched the hash the supernode recorded, so
+   * if the supernode has read its copy back and found it matches the digest, this copy does too and is not read again.
+   * Otherwise (no supernode, pieces from the origin, the supernode's check not done yet) it is hashed here.
+   */
+  async #verifyWhole(task: LocalTask, digest: string | undefined, client: SupernodeClient | undefined, signal: AbortSignal): Promise<void> {
     if (!digest) return;
+    if (client && task.info.pieceCount > 0) {
+      const status = await client.request<TaskStatus>({ type: 'task:status', taskId: task.info.taskId }, { signal, timeoutMs: 5_000 }).catch(() => undefined);
+      if (status?.verified) {
+        this.#log.debug('task:verified-by-supernode');
+        return;
+      }
+    }
     const want = parseDigest(digest).hex;
     const got = await sha256File(task.dataPath, { signal });
     if (got !== want) {

@@ -1,10 +1,10 @@
 /**
  * One task in the local cache: its data file, which pieces are present and verified, and waiters for pieces.
- * A piece counts as present only after its bytes were hashed, matched, fsynced and recorded in the index.
+ * A piece counts as present only after its bytes were hashed, matched, written and recorded in the index.
  */
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import { TaskIndex, pieceRange, readVerifiedPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
+import { TaskIndex, fileRangeStream, pieceRange, verifyStoredPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
 import { dfError } from '../errors.js';
 
 export interface LocalTaskMeta {
@@ -94,7 +94,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     return sha;
   }
 
-  /** Records a piece written by a whole-stream read (already hashed and fsynced by the writer). */
+  /** Records a piece written by a whole-stream read (already hashed and written by the writer). */
   async recordPiece(n: number, sha: string): Promise<void> {
     await this.#index.putPiece(this.info.taskId, n, sha);
     this.#pieces.set(n, sha);
@@ -102,19 +102,32 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     this.emit('piece:verified', n);
   }
 
-  /** Piece `n` read from disk and checked against its hash; a mismatch drops the piece so it is fetched again. */
-  async readPiece(n: number): Promise<Buffer> {
+  /**
+   * Makes sure piece `n` on disk is what its hash says: free for a piece this process wrote and hashed, one read-back
+   * for one found on disk at start-up. A mismatch drops the piece (it is fetched again) and throws.
+   */
+  async ensureVerified(n: number): Promise<void> {
     const sha = this.#pieces.get(n);
     if (!sha) throw dfError('DF_PIECE_NOT_FOUND', `${this.info.taskId}#${n}`);
+    if (this.#checked.has(n)) return;
     const { start, length } = this.range(n);
     try {
-      const buf = await readVerifiedPiece(this.dataPath, start, length, sha, `${this.info.taskId}#${n}`, this.#checked.has(n));
+      await verifyStoredPiece(this.dataPath, start, length, sha, `${this.info.taskId}#${n}`);
       this.#checked.add(n);
-      return buf;
     } catch (err) {
       await this.dropPiece(n);
       throw err;
     }
+  }
+
+  /**
+   * Bytes [from, to] of piece `n` (offsets within the piece, inclusive; default the whole piece), verified, as a
+   * stream from disk: serving never holds a piece in memory.
+   */
+  async openPiece(n: number, from = 0, to?: number): Promise<Readable> {
+    await this.ensureVerified(n);
+    const { start, length } = this.range(n);
+    return fileRangeStream(this.dataPath, start + from, start + (to ?? length - 1));
   }
 
   /**
@@ -126,7 +139,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     for (const n of pieces) {
       if (!this.#pieces.has(n) || this.#checked.has(n)) continue;
       try {
-        await this.readPiece(n);
+        await this.ensureVerified(n);
       } catch {
         dropped.push(n);
       }

@@ -35,18 +35,27 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
     if (!task?.has(n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}`);
     // The scheduler keeps peers under their slots; twice that is a misbehaving client, not load.
     if (active >= c.slots * 2) throw dfError('DF_UPLOAD_BUSY', ` (${active})`);
+    // The slot and the task stay taken until the body has drained (or the reader is gone), not until it is queued.
     active++;
+    task.users++;
     c.metrics.uploadsActive.set(active);
-    try {
-      task.users++;
-      const data = await task.readPiece(n).finally(() => task.users--);
-      c.metrics.uploadBytes.inc(data.length);
-      void reply.header(PIECE_SHA_HEADER, task.sha(n) ?? '').header('content-type', 'application/octet-stream');
-      return reply.send(data);
-    } finally {
+    const release = () => {
       active--;
+      task.users--;
       c.metrics.uploadsActive.set(active);
+    };
+    let stream;
+    try {
+      stream = await task.openPiece(n);
+    } catch (err) {
+      release();
+      throw err;
     }
+    const { length } = task.range(n);
+    stream.once('close', release);
+    stream.once('end', () => c.metrics.uploadBytes.inc(length));
+    void reply.header(PIECE_SHA_HEADER, task.sha(n) ?? '').header('content-type', 'application/octet-stream').header('content-length', length);
+    return reply.send(stream);
   });
   return app;
 }

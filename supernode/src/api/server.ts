@@ -87,11 +87,13 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     const ac = new AbortController();
     req.raw.once('close', () => ac.abort());
     const sha = await c.seeder.ensurePiece(taskId, n, { signal: ac.signal, requester });
-    const data = await c.store.readPiece(taskId, n);
-    c.metrics.servedPieces.inc();
-    c.metrics.servedBytes.inc(data.length);
-    void reply.header(PIECE_SHA_HEADER, sha).header('content-type', 'application/octet-stream');
-    return reply.send(data);
+    const { stream, length } = await c.store.openPiece(taskId, n);
+    stream.once('end', () => {
+      c.metrics.servedPieces.inc();
+      c.metrics.servedBytes.inc(length);
+    });
+    void reply.header(PIECE_SHA_HEADER, sha).header('content-type', 'application/octet-stream').header('content-length', length);
+    return reply.send(stream);
   });
 
   void app.register(websocket, { options: { maxPayload: 1 << 20 } });

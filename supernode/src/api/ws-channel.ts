@@ -19,6 +19,7 @@ import {
   type Reply,
   type ScheduleResult,
   type TaskInfo,
+  type TaskStatus,
   type WireError,
 } from '@damselfly/shared';
 import type { Scheduler } from '../scheduling/scheduler.js';
@@ -191,6 +192,13 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         c.metrics.reports.inc({ verdict });
         if (verdict !== 'accepted') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, verdict }, 'piece:report-ignored');
         else if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, reason: msg.reason }, 'piece:failed');
+        return;
+      }
+      case 'task:status': {
+        const meta = c.store.get(msg.taskId);
+        if (!meta) throw snError('SN_TASK_NOT_FOUND', msg.taskId);
+        const status: TaskStatus = { verified: meta.verified === true };
+        send({ id: msg.id, ok: true, result: status });
         return;
       }
       case 'piece:dropped':

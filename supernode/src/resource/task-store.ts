@@ -4,7 +4,8 @@
  */
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HandleCache, TaskIndex, canonicalUrl, pieceRange, readVerifiedPiece } from '@damselfly/shared';
+import type { Readable } from 'node:stream';
+import { HandleCache, TaskIndex, canonicalUrl, fileRangeStream, pieceRange, verifyStoredPiece } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { TaskMeta } from './task-meta.js';
 
@@ -137,25 +138,36 @@ export class TaskStore {
     if (t) t.lastAccess = Date.now();
   }
 
-  /** Reads piece `n`, checked against its recorded hash (a disk error never reaches a peer as data). */
-  async readPiece(taskId: string, n: number): Promise<Buffer> {
-    const t = this.#tasks.get(taskId)!;
-    const sha = t.pieces.get(n)!;
+  /**
+   * Piece `n` as a stream from disk, checked against its recorded hash first if this process did not hash it itself
+   * (a disk error never reaches a peer as data; the bad piece is forgotten and seeded again). The task counts as being
+   * read (GC leaves it alone) until the stream closes.
+   */
+  async openPiece(taskId: string, n: number): Promise<{ stream: Readable; length: number }> {
+    const t = this.#tasks.get(taskId);
+    const sha = t?.pieces.get(n);
+    if (!t || !sha) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n}`);
     const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
     t.readers++;
     t.lastAccess = Date.now();
     try {
-      const buf = await readVerifiedPiece(this.dataPath(taskId), start, end - start + 1, sha, `${taskId}#${n}`, t.checked.has(n));
-      t.checked.add(n);
-      return buf;
+      if (!t.checked.has(n)) {
+        try {
+          await verifyStoredPiece(this.dataPath(taskId), start, end - start + 1, sha, `${taskId}#${n}`);
+          t.checked.add(n);
+        } catch (err) {
+          t.pieces.delete(n);
+          t.checked.delete(n);
+          await this.#index.deletePiece(taskId, n);
+          throw err;
+        }
+      }
+      const stream = fileRangeStream(this.dataPath(taskId), start, end);
+      stream.once('close', () => t.readers--);
+      return { stream, length: end - start + 1 };
     } catch (err) {
-      // Forget the bad piece so it is seeded again.
-      t.pieces.delete(n);
-      t.checked.delete(n);
-      await this.#index.deletePiece(taskId, n);
-      throw err;
-    } finally {
       t.readers--;
+      throw err;
     }
   }
 }
