@@ -19,6 +19,8 @@ export interface DfgetOptions {
   daemon: string;
   /** Skip the local daemon and act as a one-shot peer. */
   standalone: boolean;
+  /** Hash locally even when the dfdaemon vouches for the digest. */
+  verify: boolean;
   progress: boolean;
   timeoutMs: number;
   /** Cluster secret and TLS material for talking to supernodes as a one-shot peer (from the environment). */
@@ -36,6 +38,7 @@ export interface RawOptions {
   /** Where `daemon` came from, for messages: '--daemon' or '$DFGET_DAEMON'. */
   daemonFrom?: string;
   standalone?: boolean;
+  verify?: boolean;
   progress?: boolean;
   timeout?: string;
   clusterSecretFile?: string;
@@ -120,6 +123,7 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
     supernodes,
     daemon: daemon.replace(/\/$/, ''),
     standalone: raw.standalone ?? false,
+    verify: raw.verify ?? false,
     progress: raw.progress ?? true,
     timeoutMs,
     trust,

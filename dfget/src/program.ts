@@ -22,6 +22,7 @@ function build(): Command {
     .addOption(new Option('--supernode <url>', 'supernode to use as a one-shot peer, when no dfdaemon runs (repeatable)').argParser(collect).default([], 'none'))
     .addOption(new Option('--daemon <url>', 'local dfdaemon proxy').env('DFGET_DAEMON').default(DEFAULT_DAEMON))
     .option('--standalone', 'do not use the local dfdaemon')
+    .option('--verify', 'hash the file here too, even when the dfdaemon vouches for its digest')
     .option('--no-progress', 'no progress bar (there is none when stderr is not a terminal)')
     .addOption(new Option('--timeout <seconds>', 'give up after this long in total, exit 3').default('0', '0 = never'))
     .option('--cluster-secret-file <file>', 'cluster secret, for --supernode as a one-shot peer [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')

@@ -28,7 +28,8 @@ export async function run(o: DfgetOptions): Promise<Outcome> {
     progress.stop();
     // Not raced: once the digest matched, the rename is the last step and an interrupt must not split it.
     const got = await sink.commit(o.digest);
-    return { status: 0, message: `${o.output === STDOUT ? 'stdout' : o.output} ${sink.bytes} bytes ${got}${how === 'standalone' ? ' (standalone)' : ''}` };
+    const note = how === 'standalone' ? ' (standalone)' : sink.vouched ? ' (verified by the dfdaemon)' : '';
+    return { status: 0, message: `${o.output === STDOUT ? 'stdout' : o.output} ${sink.bytes} bytes ${got}${note}` };
   } catch (err) {
     progress.stop();
     await sink?.abort();

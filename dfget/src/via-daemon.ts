@@ -33,6 +33,7 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
     }
     const total = contentLength(res);
     progress.start(total ?? 0);
+    if (!o.verify && o.digest && res.headers['docker-content-digest'] === o.digest) sink.vouch(o.digest);
     let cut = await pump(res, sink, progress, signal);
     if (!cut && (total === undefined || sink.bytes === total)) return true;
     const what = () => `the dfdaemon at ${o.daemon} cut the transfer after ${sink.bytes} of ${total ?? '?'} bytes`;
