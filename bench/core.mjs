@@ -59,10 +59,17 @@ async function p2p(n) {
   const secs = (performance.now() - t0) / 1000;
   if (rs.some((r) => r.code !== 0)) throw new Error(`dfget failed: ${rs.map((r) => r.err).join(' ')}`);
   await verify(files);
+  // Peak resident memory of each process over the whole run (the kernel's high-water mark).
+  const rss = { supernode: await peakRssMiB(sn.child.pid), dfdaemon: Math.max(...(await Promise.all(daemons.map((d) => peakRssMiB(d.child.pid))))) };
   await Promise.all(daemons.map((d) => d.stop()));
   await sn.stop();
   await Promise.all([...files.map((f) => rm(f)), ...daemons.map((d) => rm(d.dir, { recursive: true })), rm(sn.dir, { recursive: true })]);
-  return { secs, origin: served() - before };
+  return { secs, origin: served() - before, rss };
+}
+
+async function peakRssMiB(pid) {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
 }
 
 const F = size;
@@ -76,7 +83,8 @@ for (const n of ns) {
   console.log(
     `N=${n} ${(F / 2 ** 20).toFixed(0)} MiB${mbps ? ` origin ${mbps} MB/s` : ' loopback'}: direct ${d.secs.toFixed(2)} s, origin ${(d.origin / F).toFixed(2)}x blob | ` +
       `P2P ${p.secs.toFixed(2)} s, origin ${(p.origin / F).toFixed(2)}x blob | time P2P/direct ${(p.secs / d.secs).toFixed(2)}, origin bytes P2P/direct ${(p.origin / d.origin).toFixed(3)}` +
-      (bound ? ` | P2P/bound ${(p.secs / bound).toFixed(2)} (bound ${bound.toFixed(2)} s; direct bound ${(n * bound).toFixed(2)} s)` : ''),
+      (bound ? ` | P2P/bound ${(p.secs / bound).toFixed(2)} (bound ${bound.toFixed(2)} s; direct bound ${(n * bound).toFixed(2)} s)` : '') +
+      ` | peak RSS supernode ${p.rss.supernode.toFixed(0)} MiB, dfdaemon ${p.rss.dfdaemon.toFixed(0)} MiB`,
   );
 }
 console.log(JSON.stringify({ sizeMiB: F / 2 ** 20, originMBps: mbps || 'loopback', rows }, null, 0));

@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, startOrUndo, type Logger } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, startOrUndo, BufferPool, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { LocalStore } from './storage/local-store.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
@@ -28,6 +28,8 @@ export class Daemon {
   readonly #direct = new Agent({ connections: 64, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
   /** Pieces from other cluster members (peers, supernodes): the cluster's TLS material, no redirects. */
   readonly #cluster: Agent;
+  /** Every byte this node serves (to its clients and to peers) is read into one of these: memory stays flat. */
+  readonly #buffers = new BufferPool(1 << 20, 48);
   #pool?: SupernodePool;
   #peer?: Peer;
   #upload?: FastifyInstance;
@@ -61,7 +63,7 @@ export class Daemon {
       this.log.warn({ uploadHost: c.uploadHost, proxyHost: c.proxyHost }, 'dfdaemon:INSECURE: no cluster secret, anyone who reaches the upload server can read every cached piece');
     }
     await this.store.start();
-    this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots, trust: c.trust });
+    this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots, trust: c.trust, pool: this.#buffers });
     const upload = this.#upload;
     await listenAs('uploadPort', c.uploadHost, c.uploadPort, () => upload.listen({ host: c.uploadHost, port: c.uploadPort }));
     const uploadPort = (this.#upload.server.address() as AddressInfo).port;
@@ -93,6 +95,7 @@ export class Daemon {
       policy: { registries: c.registries, proxyHosts: c.proxyHosts, prefetch: c.prefetch },
       direct: this.#direct,
       cached: (taskId) => this.store.get(taskId),
+      pool: this.#buffers,
       access: new AccessGuard({ ttlMs: c.accessCacheSeconds * 1000 }, { dispatcher: this.#direct, metrics: this.metrics, log: this.log }),
     });
     const proxy = this.#proxy;

@@ -8,7 +8,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, BufferPool } from '@damselfly/shared';
 import { LocalStore, Peer, SupernodePool, clusterTls, createDaemonMetrics, daemonSchema, streamTask } from '@damselfly/dfdaemon';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
@@ -49,7 +49,8 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
     // The failure is the sink's, kept there; streamTask sees it as the stream ending.
     out.on('error', () => {});
     try {
-      await streamTask(dl, out, { start: 0, end: dl.task.info.contentLength - 1, signal });
+      // The sink resolves a write only once it is done, so the pooled buffers are never reused under it.
+      await streamTask(dl, out, { start: 0, end: dl.task.info.contentLength - 1, signal, pool: new BufferPool(1 << 20, 2) });
     } catch (err) {
       // A failing download fails its reader too, often first and by a side effect (its file removed: ENOENT). The
       // download's own error is the cause to report; it comes within moments when there is one.

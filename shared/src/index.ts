@@ -21,3 +21,5 @@ export * from './lifecycle.js';
 export * from './server-options.js';
 export * from './handle-cache.js';
 export * from './eviction.js';
+export * from './buffer-pool.js';
+export * from './serve-range.js';

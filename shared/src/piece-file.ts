@@ -109,10 +109,6 @@ export async function verifyStoredPiece(path: string, offset: number, length: nu
   if (actual !== sha256) throw pieceError('PIECE_CORRUPT', `${label}: on-disk sha256 ${actual} != ${sha256}`);
 }
 
-/** Bytes [from, to] (inclusive file offsets) of a data file as a stream of ≤1 MiB chunks, read as the consumer drains. */
-export function fileRangeStream(path: string, from: number, to: number): Readable {
-  return createReadStream(path, { start: from, end: to, highWaterMark: 1 << 20 });
-}
 /**
  * Writes a whole-object stream (from an origin that ignores Range) into `fh`, cutting it into pieces as bytes arrive:
  * each finished piece is written and handed to `onPiece(n, sha256)` before the next is reported. Pieces for which

@@ -17,6 +17,7 @@ export const SupernodeErrors = {
   SN_PEER_MISMATCH: { message: 'hello names %s, but the session authenticated another peer', status: 403 },
   SN_BAD_ADVERTISE: { message: 'upload address refused: %s', status: 403 },
   SN_TOO_MANY_TASKS: { message: 'session joined too many tasks: %s', status: 429 },
+  SN_BUSY: { message: 'too busy%s', status: 503 },
   SN_RATE_LIMITED: { message: 'too many requests on this session%s', status: 429 },
 } as const satisfies ErrorTable<string>;
 

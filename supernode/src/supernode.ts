@@ -1,6 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
+import { AddressPolicy, BufferPool, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -104,6 +104,9 @@ export class Supernode {
       grantKey: trust.secret ?? randomBytes(32),
       advertiseCidrs: cidrList(this.config.advertiseCidrs),
       limits: { maxTasks: this.config.sessionMaxTasks, rate: this.config.sessionRate },
+      // One 256 KiB buffer per piece being served at most: 32 MiB for the default 64 slots (twice that served).
+      pool: new BufferPool(256 * 1024, this.config.uploadSlots * 2),
+      servingCap: this.config.uploadSlots * 2,
     });
     const app = this.#app;
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));

@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { SLOW_CLIENT, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import { SLOW_CLIENT, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
 import type { Download, Peer } from '../peer/peer.js';
 import type { DaemonMetrics } from '../metrics.js';
 import type { LocalTask } from '../storage/local-task.js';
@@ -29,6 +29,8 @@ export interface ProxyComponents {
   cached: (taskId: string) => LocalTask | undefined;
   /** Asks the origin whether this client may read a private blob. */
   access: AccessGuard;
+  /** Buffers the answers are read into. */
+  pool: BufferPool;
 }
 
 export function buildProxyServer(c: ProxyComponents): Server {
@@ -94,7 +96,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     if (range && covering.every((n) => local.has(n)) && (await local.recheck(covering)).length === 0) {
       await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
       writeHead(res, local, range);
-      await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal });
+      await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal, pool: c.pool });
       res.end();
       c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
       return;
@@ -134,7 +136,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   }
   writeHead(res, dl.task, range);
   c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href), range }, 'proxy:serving');
-  await streamTask(dl, res, { start, end, signal: ac.signal });
+  await streamTask(dl, res, { start, end, signal: ac.signal, pool: c.pool });
   res.end();
   c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
 }

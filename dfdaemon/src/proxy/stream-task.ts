@@ -1,13 +1,16 @@
 /**
- * Writes bytes [start, end] of a task to `out` in order, piece by piece as each is verified. Every piece is re-read
- * and re-checked against its sha256 before its first byte is written. When the whole blob is being sent, its last
+ * Writes bytes [start, end] of a task to `out` in order, piece by piece as each is verified, read from disk through
+ * the process's buffer pool. A piece this process did not hash itself is re-checked against its sha256 before its
+ * first byte is written. When the whole blob is being sent, its last
  * piece is held back until the blob matched its digest, so a client never receives a complete-looking wrong body.
  */
-import { once } from 'node:events';
 import type { Writable } from 'node:stream';
+import { serveFileRange, type BufferPool } from '@damselfly/shared';
 import type { Download } from '../peer/peer.js';
 
 export interface StreamOptions {
+  /** Buffers chunks are read into (shared by every reader of this process). */
+  pool: BufferPool;
   /** Inclusive byte range. */
   start: number;
   end: number;
@@ -30,7 +33,7 @@ export async function streamTask(dl: Download, out: Writable, opts: StreamOption
   }
 }
 
-async function writeRange(dl: Download, out: Writable, { start, end, signal, onBytes }: StreamOptions): Promise<void> {
+async function writeRange(dl: Download, out: Writable, { start, end, signal, onBytes, pool }: StreamOptions): Promise<void> {
   const { task } = dl;
   const { pieceSize, contentLength } = task.info;
   const whole = start === 0 && end === contentLength - 1;
@@ -41,13 +44,8 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
     if (whole && n === last) await dl.done;
     const base = n * pieceSize;
     const { length } = task.range(n);
-    // Only the requested part of the piece is read, 1 MiB at a time, as fast as the client takes it.
-    const piece = await task.openPiece(n, Math.max(start, base) - base, Math.min(end, base + length - 1) - base);
-    for await (const chunk of piece as AsyncIterable<Buffer>) {
-      signal?.throwIfAborted();
-      if (out.destroyed) throw new Error('client went away');
-      onBytes?.(chunk.length);
-      if (!out.write(chunk)) await once(out, 'drain', { signal });
-    }
+    // Only the requested part of the piece is read, through the pooled buffers, as fast as the client takes it.
+    const ext = await task.pieceExtent(n, Math.max(start, base) - base, Math.min(end, base + length - 1) - base);
+    await serveFileRange(task.dataPath, ext.start, ext.end, out, { pool, signal, onBytes });
   }
 }

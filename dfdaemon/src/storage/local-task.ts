@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import { TaskIndex, fileRangeStream, pieceRange, verifyStoredPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
+import { TaskIndex, pieceRange, verifyStoredPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
 import { dfError } from '../errors.js';
 
 export interface LocalTaskMeta {
@@ -121,13 +121,13 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   }
 
   /**
-   * Bytes [from, to] of piece `n` (offsets within the piece, inclusive; default the whole piece), verified, as a
-   * stream from disk: serving never holds a piece in memory.
+   * File offsets of bytes [from, to] of piece `n` (offsets within the piece, inclusive; default the whole piece),
+   * after making sure the piece is verified: serving reads them from disk, never holding a piece in memory.
    */
-  async openPiece(n: number, from = 0, to?: number): Promise<Readable> {
+  async pieceExtent(n: number, from = 0, to?: number): Promise<{ start: number; end: number }> {
     await this.ensureVerified(n);
     const { start, length } = this.range(n);
-    return fileRangeStream(this.dataPath, start + from, start + (to ?? length - 1));
+    return { start: start + from, end: start + (to ?? length - 1) };
   }
 
   /**

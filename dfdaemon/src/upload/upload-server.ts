@@ -3,12 +3,12 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { GRANT_HEADER, PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, fastifyServerOptions, verifyGrant, type Logger, type Trust } from '@damselfly/shared';
+import { GRANT_HEADER, PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, fastifyServerOptions, serveFileRange, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
 
-export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust }): FastifyInstance {
+export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust; pool: BufferPool }): FastifyInstance {
   const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, ...fastifyServerOptions(c.trust.tls) }) as unknown as FastifyInstance;
   const secret = c.trust.secret;
   let active = 0;
@@ -44,18 +44,18 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       task.users--;
       c.metrics.uploadsActive.set(active);
     };
-    let stream;
     try {
-      stream = await task.openPiece(n);
-    } catch (err) {
+      const { start, end } = await task.pieceExtent(n);
+      // Past this point the answer is written by hand from pooled buffers; an error can only cut the connection.
+      void reply.hijack();
+      reply.raw.writeHead(200, { [PIECE_SHA_HEADER]: task.sha(n) ?? '', 'content-type': 'application/octet-stream', 'content-length': end - start + 1 });
+      await serveFileRange(task.dataPath, start, end, reply.raw, { pool: c.pool, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
+        () => reply.raw.end(),
+        () => reply.raw.destroy(),
+      );
+    } finally {
       release();
-      throw err;
     }
-    const { length } = task.range(n);
-    stream.once('close', release);
-    stream.once('end', () => c.metrics.uploadBytes.inc(length));
-    void reply.header(PIECE_SHA_HEADER, task.sha(n) ?? '').header('content-type', 'application/octet-stream').header('content-length', length);
-    return reply.send(stream);
   });
   return app;
 }

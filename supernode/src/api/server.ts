@@ -13,6 +13,8 @@ import {
   quietLogger,
   sharedError,
   fastifyServerOptions,
+  serveFileRange,
+  type BufferPool,
   verifyGrant,
   verifyOperatorToken,
   verifySessionProof,
@@ -39,6 +41,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     ...fastifyServerOptions(c.trust.tls),
   }) as unknown as FastifyInstance;
   const nonces = new NonceCache();
+  let serving = 0;
   const secret = c.trust.secret;
 
   app.setErrorHandler((err, req, reply) => {
@@ -84,16 +87,27 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     if (!/^\d{1,9}$/.test(req.params.n)) throw snError('SN_BAD_PIECE_NUMBER', JSON.stringify(req.params.n));
     const n = Number(req.params.n);
     const requester = verifyGrant(c.grantKey, header(req, GRANT_HEADER), taskId, n);
+    // The scheduler keeps the supernode under its slots; twice that is someone bypassing it, not load. The cap also
+    // keeps the buffer pool from being held by readers that stopped reading.
+    if (serving >= c.servingCap) throw snError('SN_BUSY', ` (${serving} pieces being served)`);
+    serving++;
+    reply.raw.once('close', () => serving--);
     const ac = new AbortController();
     req.raw.once('close', () => ac.abort());
     const sha = await c.seeder.ensurePiece(taskId, n, { signal: ac.signal, requester });
-    const { stream, length } = await c.store.openPiece(taskId, n);
-    stream.once('end', () => {
+    const piece = await c.store.servePiece(taskId, n);
+    // Written by hand from pooled buffers: memory stays flat however many peers read, or stop reading.
+    void reply.hijack();
+    try {
+      reply.raw.writeHead(200, { [PIECE_SHA_HEADER]: sha, 'content-type': 'application/octet-stream', 'content-length': piece.end - piece.start + 1 });
+      await serveFileRange(piece.path, piece.start, piece.end, reply.raw, { pool: c.pool, signal: ac.signal, onBytes: (b) => c.metrics.servedBytes.inc(b) });
+      reply.raw.end();
       c.metrics.servedPieces.inc();
-      c.metrics.servedBytes.inc(length);
-    });
-    void reply.header(PIECE_SHA_HEADER, sha).header('content-type', 'application/octet-stream').header('content-length', length);
-    return reply.send(stream);
+    } catch {
+      reply.raw.destroy();
+    } finally {
+      piece.done();
+    }
   });
 
   void app.register(websocket, { options: { maxPayload: 1 << 20 } });

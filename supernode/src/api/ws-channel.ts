@@ -14,6 +14,7 @@ import {
   parseHttpUrl,
   parsePeerMessage,
   type Assignment,
+  type BufferPool,
   type Logger,
   type PeerMessage,
   type Reply,
@@ -45,6 +46,10 @@ export interface ChannelComponents {
   grantKey: Buffer;
   advertiseCidrs: BlockList;
   limits: { maxTasks: number; rate: number };
+  /** Buffers pieces are served from (at least one per reader allowed at once). */
+  pool: BufferPool;
+  /** Pieces served at once, at most. */
+  servingCap: number;
 }
 
 export interface SessionInfo {

@@ -4,8 +4,7 @@
  */
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { HandleCache, TaskIndex, canonicalUrl, fileRangeStream, pieceRange, verifyStoredPiece } from '@damselfly/shared';
+import { HandleCache, TaskIndex, canonicalUrl, pieceRange, verifyStoredPiece } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { TaskMeta } from './task-meta.js';
 
@@ -139,17 +138,22 @@ export class TaskStore {
   }
 
   /**
-   * Piece `n` as a stream from disk, checked against its recorded hash first if this process did not hash it itself
-   * (a disk error never reaches a peer as data; the bad piece is forgotten and seeded again). The task counts as being
-   * read (GC leaves it alone) until the stream closes.
+   * Where piece `n` lies in its data file, checked against its recorded hash first if this process did not hash it
+   * itself (a disk error never reaches a peer as data; the bad piece is forgotten and seeded again). The task counts
+   * as being read (GC leaves it alone) until `done` is called.
    */
-  async openPiece(taskId: string, n: number): Promise<{ stream: Readable; length: number }> {
+  async servePiece(taskId: string, n: number): Promise<{ path: string; start: number; end: number; done: () => void }> {
     const t = this.#tasks.get(taskId);
     const sha = t?.pieces.get(n);
     if (!t || !sha) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n}`);
     const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
     t.readers++;
     t.lastAccess = Date.now();
+    let released = false;
+    const done = () => {
+      if (!released) t.readers--;
+      released = true;
+    };
     try {
       if (!t.checked.has(n)) {
         try {
@@ -162,11 +166,9 @@ export class TaskStore {
           throw err;
         }
       }
-      const stream = fileRangeStream(this.dataPath(taskId), start, end);
-      stream.once('close', () => t.readers--);
-      return { stream, length: end - start + 1 };
+      return { path: this.dataPath(taskId), start, end, done };
     } catch (err) {
-      t.readers--;
+      done();
       throw err;
     }
   }
