@@ -1,0 +1,78 @@
+/**
+ * The data plane's memory promise, with the real binaries: 200 sockets that ask for a piece and never read hold a
+ * bounded amount of memory on an upload server and on the supernode, are cut after the stall timeout, and honest
+ * readers are served again right after.
+ */
+import t from 'tap';
+import { connect, type Socket } from 'node:net';
+import { readFile } from 'node:fs/promises';
+import { request } from 'undici';
+import { GRANT_HEADER, issueGrant } from '@damselfly/shared';
+import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { TEST_SECRET, getViaProxy } from './helpers/cluster.js';
+import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
+
+const MiB = 1024 * 1024;
+
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** Opens `n` sockets that each ask for `path` with a grant and then never read; resolves once all were sent. */
+async function stalledReaders(base: string, path: string, grant: string, n: number): Promise<Socket[]> {
+  const u = new URL(base);
+  return Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Socket>((resolve) => {
+          const s = connect(Number(u.port), u.hostname, () => {
+            s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${GRANT_HEADER}: ${grant}\r\n\r\n`);
+            s.pause();
+            resolve(s);
+          });
+          s.on('error', () => {});
+        }),
+    ),
+  );
+}
+
+t.test('200 readers that never read: memory stays bounded, they are cut, honest readers are served again', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(64 * MiB, 901);
+  const { url } = await pushBlob(reg.url, 'team/stall', blob);
+  const sn = await spawnSupernodeProc(t);
+  const d = await spawnDaemonProc(t, [sn.url]);
+  const r = await getViaProxy(d.proxyUrl, url);
+  t.equal(r.body.length, blob.length);
+  const taskId = r.headers['x-damselfly-task-id'] as string;
+  const grant = (piece: number) => issueGrant(Buffer.from(TEST_SECRET), { taskId, piece, requester: 'stalled' });
+
+  for (const [name, base, path, pid] of [
+    ['upload server', d.uploadUrl, `/pieces/${taskId}/0`, d.child.pid!],
+    ['supernode piece API', sn.url, `/api/v1/tasks/${taskId}/pieces/0`, sn.child.pid!],
+  ] as const) {
+    const before = await rssMiB(pid);
+    const sockets = await stalledReaders(base, path, grant(0), 200);
+    await new Promise((res) => setTimeout(res, 2_000));
+    const during = await rssMiB(pid);
+    t.ok(during - before < 64, `${name}: ${(during - before).toFixed(0)} MiB more with 200 stalled readers (RSS ${during.toFixed(0)} MiB)`);
+    if (name === 'upload server') {
+      // Its slots are all taken by readers that do not read: a newcomer is turned away (503), not queued forever.
+      const busy = await request(`${base}${path.replace(/\/0$/, '/1')}`, { headers: { [GRANT_HEADER]: grant(1) } });
+      await busy.body.dump();
+      t.equal(busy.statusCode, 503, `${name}: full, says so`);
+    }
+    // Past the 10 s stall limit the stalled readers are cut, and their slots and buffers are free again.
+    await new Promise((res) => setTimeout(res, 11_000));
+    const honest = await request(`${base}${path.replace(/\/0$/, '/1')}`, { headers: { [GRANT_HEADER]: grant(1) } });
+    const body = Buffer.from(await honest.body.arrayBuffer());
+    t.equal(honest.statusCode, 200, `${name}: an honest reader is served once the stalled ones were cut`);
+    t.ok(body.equals(blob.subarray(4 * MiB, 8 * MiB)), `${name}: the right bytes`);
+    for (const s of sockets) s.destroy();
+  }
+  t.equal(d.child.exitCode, null);
+  t.equal(sn.child.exitCode, null);
+});
