@@ -61,10 +61,22 @@ async function p2p(n) {
   await verify(files);
   // Peak resident memory of each process over the whole run (the kernel's high-water mark).
   const rss = { supernode: await peakRssMiB(sn.child.pid), dfdaemon: Math.max(...(await Promise.all(daemons.map((d) => peakRssMiB(d.child.pid))))) };
+  // CPU (user + system) per MiB of blob: the supernode's for the whole swarm, each dfdaemon's for its own copy.
+  const mib = F / 2 ** 20;
+  const cpu = {
+    supernode: (await cpuMs(sn.child.pid)) / mib,
+    dfdaemon: (await Promise.all(daemons.map((d) => cpuMs(d.child.pid)))).reduce((a, b) => a + b, 0) / daemons.length / mib,
+  };
   await Promise.all(daemons.map((d) => d.stop()));
   await sn.stop();
   await Promise.all([...files.map((f) => rm(f)), ...daemons.map((d) => rm(d.dir, { recursive: true })), rm(sn.dir, { recursive: true })]);
-  return { secs, origin: served() - before, rss };
+  return { secs, origin: served() - before, rss, cpu };
+}
+
+/** CPU time a process used so far, in ms (utime + stime from /proc, in clock ticks of 10 ms). */
+async function cpuMs(pid) {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 async function peakRssMiB(pid) {
@@ -84,7 +96,8 @@ for (const n of ns) {
     `N=${n} ${(F / 2 ** 20).toFixed(0)} MiB${mbps ? ` origin ${mbps} MB/s` : ' loopback'}: direct ${d.secs.toFixed(2)} s, origin ${(d.origin / F).toFixed(2)}x blob | ` +
       `P2P ${p.secs.toFixed(2)} s, origin ${(p.origin / F).toFixed(2)}x blob | time P2P/direct ${(p.secs / d.secs).toFixed(2)}, origin bytes P2P/direct ${(p.origin / d.origin).toFixed(3)}` +
       (bound ? ` | P2P/bound ${(p.secs / bound).toFixed(2)} (bound ${bound.toFixed(2)} s; direct bound ${(n * bound).toFixed(2)} s)` : '') +
-      ` | peak RSS supernode ${p.rss.supernode.toFixed(0)} MiB, dfdaemon ${p.rss.dfdaemon.toFixed(0)} MiB`,
+      ` | peak RSS supernode ${p.rss.supernode.toFixed(0)} MiB, dfdaemon ${p.rss.dfdaemon.toFixed(0)} MiB` +
+      ` | CPU per MiB supernode ${p.cpu.supernode.toFixed(1)} ms, dfdaemon ${p.cpu.dfdaemon.toFixed(1)} ms`,
   );
 }
 console.log(JSON.stringify({ sizeMiB: F / 2 ** 20, originMBps: mbps || 'loopback', rows }, null, 0));
