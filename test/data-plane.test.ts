@@ -4,6 +4,7 @@
  * readers are served again right after.
  */
 import t from 'tap';
+import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { request } from 'undici';
@@ -75,4 +76,33 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
   }
   t.equal(d.child.exitCode, null);
   t.equal(sn.child.exitCode, null);
+});
+
+t.test('the whole-blob check is skipped only for pieces fetched against the supernode\'s hashes; announced pieces must match them', async (t) => {
+  const { startDaemon, startSupernode } = await import('./helpers/cluster.js');
+  const { metricValue } = await import('./helpers/metrics.js');
+  const { rawPeer } = await import('./helpers/ws-peer.js');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(12 * MiB, 902);
+  const { url } = await pushBlob(reg.url, 'team/inherit', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  // A Range read leaves piece 0 in the cache; a later whole pull builds on it, so the blob is hashed here.
+  const first = await getViaProxy(d.proxyUrl, url, { range: 'bytes=0-99' });
+  t.equal(first.status, 206);
+  const taskId = first.headers['x-damselfly-task-id'] as string;
+  await new Promise((res) => setTimeout(res, 2_500)); // the Range run lingers 2 s for more readers, then ends
+  const whole = await getViaProxy(d.proxyUrl, url);
+  t.ok(whole.body.equals(blob));
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_whole_blob_checks_total', { by: 'local' }), 1, 'inherited pieces: checked here');
+
+  // A peer announcing pieces is listed as a holder only of those whose hash is the supernode's record.
+  const liar = await rawPeer(sn.url, 'announcer', TEST_SECRET);
+  t.teardown(() => liar.close());
+  t.ok((await liar.call({ type: 'peer:hello', peerId: 'announcer', uploadUrl: 'http://127.0.0.1:9', version: 1 })).ok);
+  const right = createHash('sha256').update(blob.subarray(0, 4 * MiB)).digest('hex');
+  t.ok((await liar.call({ type: 'task:register', url, have: [0, 1], haveSha: [right, 'f'.repeat(64)] })).ok);
+  t.ok(sn.scheduler.holders(taskId, 0).has('announcer'), 'a piece with the recorded hash is accepted');
+  t.notOk(sn.scheduler.holders(taskId, 1).has('announcer'), 'a piece with another hash is not');
 });

@@ -21,6 +21,7 @@ export function createDaemonMetrics() {
     cacheTasks: new Gauge({ name: 'damselfly_dfdaemon_cache_tasks', help: 'Tasks in the cache', registers }),
     evictions: new Counter({ name: 'damselfly_dfdaemon_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
     cacheQuota: new Gauge({ name: 'damselfly_dfdaemon_cache_quota_bytes', help: 'Cache quota in effect (diskQuota, or half the filesystem)', registers }),
+    wholeChecks: new Counter({ name: 'damselfly_dfdaemon_whole_blob_checks_total', help: 'Whole-blob digest checks, by who did them', labelNames: ['by'], registers }),
     diskFull: new Counter({ name: 'damselfly_dfdaemon_disk_full_total', help: 'Downloads that ran out of disk (the task is dropped and the cache shrunk)', registers }),
     uploadsActive: new Gauge({ name: 'damselfly_dfdaemon_uploads_active', help: 'Pieces being uploaded now', registers }),
     uploadRefused: new Counter({ name: 'damselfly_dfdaemon_upload_refused_total', help: 'Piece requests refused for a missing or invalid grant', registers }),

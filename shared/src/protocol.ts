@@ -34,6 +34,11 @@ export interface RegisterRequest {
   headers?: Record<string, string>;
   /** Pieces this peer already holds verified (after a restart). */
   have?: number[];
+  /**
+   * Their sha256s, in the same order: the supernode lists the peer as a holder only of pieces whose hash is the one it
+   * recorded (a piece fetched from the origin directly is not vouched for by anyone).
+   */
+  haveSha?: string[];
 }
 
 export interface ScheduleRequest {
@@ -181,6 +186,12 @@ function intList(o: Obj, k: string, maxLen = 1 << 16): number[] {
   }
   return v as number[];
 }
+function shaList(o: Obj, k: string): string[] {
+  const v = o[k];
+  if (!Array.isArray(v) || v.length > 1 << 16 || !v.every((x) => typeof x === 'string' && /^[a-f0-9]{64}$/.test(x))) bad(`${k} must be a list of sha256 hex`);
+  return v as string[];
+}
+
 function strMap(o: Obj, k: string): Record<string, string> | undefined {
   const v = o[k];
   if (v === undefined) return undefined;
@@ -224,6 +235,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
         digest: optStr(m, 'digest'),
         headers: strMap(m, 'headers'),
         have: m.have === undefined ? undefined : intList(m, 'have'),
+        haveSha: m.haveSha === undefined ? undefined : shaList(m, 'haveSha'),
       };
     case 'pieces:schedule':
       return { type: 'pieces:schedule', id: int(m, 'id'), taskId: taskId(m), want: intList(m, 'want'), max: int(m, 'max', 1, 256) };

@@ -82,6 +82,13 @@ const FINAL_STATUS = new Set([401, 403, 404]);
 /** Supernode refusals that mean "this origin is not for the cluster": the node fetches it itself instead. */
 const NOT_FOR_CLUSTER = new Set(['SN_ORIGIN_FORBIDDEN', 'ADDRESS_FORBIDDEN']);
 
+/** The pieces a task holds and their hashes, for a registration. */
+function haveOf(task: LocalTask | undefined): { have?: number[]; haveSha?: string[] } {
+  if (!task) return {};
+  const have = task.present();
+  return { have, haveSha: have.map((n) => task.sha(n)!) };
+}
+
 /** Peer failures on one piece that end a download anyway (the scheduler should have moved it to the supernode). */
 const PEER_FAILURE_CAP = 16;
 
@@ -193,6 +200,9 @@ export class Conductor {
       return cached;
     }
     cached?.resetFailure();
+    // Pieces from an earlier run may have come from the origin directly, with no supernode hash behind them: a blob
+    // built partly on them is hashed here whatever the supernode says of its own copy.
+    const inherited = (cached?.presentCount ?? 0) > 0;
     // Pieces left on disk by an earlier run are checked once before anyone builds on them (a crash, a bad disk).
     const dropped = (await cached?.recheck()) ?? [];
     if (dropped.length) this.#log.warn({ pieces: dropped }, 'cache:dropped-bad-pieces');
@@ -206,7 +216,7 @@ export class Conductor {
       try {
         client = await this.#c.pool.clientFor(this.taskId, { signal });
         info = await client.request<TaskInfo>(
-          { type: 'task:register', url: this.#req.url.href, digest, headers: this.#req.headers, have: cached?.present() },
+          { type: 'task:register', url: this.#req.url.href, digest, headers: this.#req.headers, ...haveOf(cached) },
           { signal },
         );
       } catch (err) {
@@ -254,7 +264,7 @@ export class Conductor {
         this.#log.debug({ present: task.presentCount, pieces: info.pieceCount }, 'task:partial');
         return task;
       }
-      await this.#verifyWhole(task, info.digest ?? digest, client, signal);
+      await this.#verifyWhole(task, info.digest ?? digest, inherited ? undefined : client, signal);
       await task.markComplete();
       this.#log.info({ pieces: info.pieceCount, bytes: info.contentLength }, 'task:completed');
       return task;
@@ -359,7 +369,7 @@ export class Conductor {
           // The supernode let go of this peer's origin credentials (unused too long, or it restarted): hand them
           // over again before asking for more.
           reregister = false;
-          await client.request<TaskInfo>({ type: 'task:register', url: this.#req.url.href, digest: task.info.digest, headers: this.#req.headers, have: task.present() }, { signal });
+          await client.request<TaskInfo>({ type: 'task:register', url: this.#req.url.href, digest: task.info.digest, headers: this.#req.headers, ...haveOf(task) }, { signal });
         }
         if (want.length && inflight.size < this.#opts.parallelPieces) {
           const res = await client.request<ScheduleResult>(
@@ -384,19 +394,21 @@ export class Conductor {
   }
 
   /**
-   * The whole blob against its digest, once per cluster: every piece here matched the hash the supernode recorded, so
-   * if the supernode has read its copy back and found it matches the digest, this copy does too and is not read again.
-   * Otherwise (no supernode, pieces from the origin, the supernode's check not done yet) it is hashed here.
+   * The whole blob against its digest, once per cluster: when every piece was fetched in this run against the hash
+   * the supernode recorded (`client` is given only then), and the supernode has read its copy back and found it
+   * matches the digest, this copy does too and is not read again. Otherwise (no supernode, pieces from the origin or
+   * from an earlier run, the supernode's check not done yet) it is hashed here.
    */
   async #verifyWhole(task: LocalTask, digest: string | undefined, client: SupernodeClient | undefined, signal: AbortSignal): Promise<void> {
     if (!digest) return;
     if (client && task.info.pieceCount > 0) {
       const status = await client.request<TaskStatus>({ type: 'task:status', taskId: task.info.taskId }, { signal, timeoutMs: 5_000 }).catch(() => undefined);
       if (status?.verified) {
-        this.#log.debug('task:verified-by-supernode');
+        this.#c.metrics.wholeChecks.inc({ by: 'supernode' });
         return;
       }
     }
+    this.#c.metrics.wholeChecks.inc({ by: 'local' });
     const want = parseDigest(digest).hex;
     const got = await sha256File(task.dataPath, { signal });
     if (got !== want) {

@@ -153,8 +153,12 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           return;
         }
         tasks.add(meta.taskId);
-        // Only pieces whose hash the supernode recorded can be offered to others: peers' own claims are not trusted.
-        const have = (msg.have ?? []).filter((n) => c.store.pieceSha(meta.taskId, n) !== undefined);
+        // Only pieces whose hash the supernode recorded can be offered to others, and only when the peer's copy has
+        // that hash (when it says which it has): peers' own claims are not trusted beyond that.
+        const have = (msg.have ?? []).filter((n, i) => {
+          const recorded = c.store.pieceSha(meta.taskId, n);
+          return recorded !== undefined && (msg.haveSha === undefined || msg.haveSha[i] === recorded);
+        });
         c.scheduler.taskJoined(me, meta.taskId, have);
         const info: TaskInfo = {
           taskId: meta.taskId,
