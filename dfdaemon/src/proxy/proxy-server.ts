@@ -89,8 +89,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   const clientHeaders = originHeaders(req.headers);
 
   // A Range read the cache already holds needs no download at all (but the client's access, if the blob is private).
+  // Never a task whose bytes were just found not to be its digest's: it is failed at once, removed a moment later.
   const local = c.cached(taskId);
-  if (local && rangeHeader !== undefined) {
+  if (local && rangeHeader !== undefined && !isDigestMismatch(local.failure)) {
     const range = parseRange(rangeHeader, local.info.contentLength);
     const covering = range ? piecesOf(range, local.info.pieceSize) : [];
     if (range && covering.every((n) => local.has(n)) && (await local.recheck(covering)).length === 0) {
