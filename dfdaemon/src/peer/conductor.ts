@@ -178,6 +178,8 @@ export class Conductor {
       this.#c.metrics.tasks.inc({ result: 'ok' });
       return task;
     } catch (err) {
+      // First of all: nobody joins a run that failed (a new reader starts a new run and learns for itself).
+      this.#closed = true;
       this.#rejectOpened(err);
       task ??= this.#c.store.get(this.taskId);
       task?.fail(err as Error);

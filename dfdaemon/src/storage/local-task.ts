@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import { TaskIndex, pieceRange, verifyStoredPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
+import { TaskIndex, isDigestMismatch, pieceRange, verifyStoredPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
 import { dfError } from '../errors.js';
 
 export interface LocalTaskMeta {
@@ -157,6 +157,8 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
 
   /** Resolves when piece `n` is present; rejects if the task fails or `signal` aborts. */
   waitPiece(n: number, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
+    // A task whose bytes were found not to be its digest's hands out nothing, not even pieces it still has on disk.
+    if (this.#failure && isDigestMismatch(this.#failure)) return Promise.reject(this.#failure);
     if (this.#pieces.has(n)) return Promise.resolve();
     if (this.#failure) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
