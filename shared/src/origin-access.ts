@@ -7,7 +7,7 @@
 import { request, type Dispatcher } from 'undici';
 import { blobDigestOf } from './task-id.js';
 import { discard } from './abort.js';
-import { originError, redactUrl } from './origin.js';
+import { firstHeader, originError, redactUrl } from './origin.js';
 
 export type AccessAnswer = { ok: true; requests: number } | { ok: false; status: number; wwwAuthenticate?: string; requests: number };
 
@@ -27,11 +27,6 @@ export function parseBearerChallenge(header: string | undefined): Challenge | un
   if (!realm) return undefined;
   delete params.realm;
   return { realm, params };
-}
-
-function headerOf(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const v = h[name];
-  return Array.isArray(v) ? v[0] : v;
 }
 
 export interface AccessRequest {
@@ -109,7 +104,7 @@ export async function checkOriginAccess(req: AccessRequest): Promise<AccessAnswe
   let res = await ask(req, auth);
   if (res.statusCode === 401 && (!auth || /^basic\s/i.test(auth))) {
     // The token dance a registry client does: the Bearer challenge names the token endpoint and scope.
-    const challenge = parseBearerChallenge(headerOf(res.headers, 'www-authenticate'));
+    const challenge = parseBearerChallenge(firstHeader(res.headers, 'www-authenticate'));
     if (challenge) {
       requests++;
       const token = await fetchToken(req, challenge, auth);
@@ -121,6 +116,6 @@ export async function checkOriginAccess(req: AccessRequest): Promise<AccessAnswe
   }
   const status = res.statusCode;
   if (status >= 200 && status < 400) return { ok: true, requests };
-  if (status === 401 || status === 403 || status === 404) return { ok: false, status, wwwAuthenticate: headerOf(res.headers, 'www-authenticate'), requests };
+  if (status === 401 || status === 403 || status === 404) return { ok: false, status, wwwAuthenticate: firstHeader(res.headers, 'www-authenticate'), requests };
   throw originError('ORIGIN_BAD_STATUS', `${status} for ${redactUrl(req.url.href)} (access check)`);
 }

@@ -83,7 +83,8 @@ async function send(req: OriginRequest, range?: string) {
   }
 }
 
-function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
+/** The first value of a response header (undici gives repeated headers as arrays). */
+export function firstHeader(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const v = h[name];
   return Array.isArray(v) ? v[0] : v;
 }
@@ -99,7 +100,7 @@ function checkedLength(raw: string | undefined, req: OriginRequest): number {
 /** Learns the size of the object and whether the origin honours Range, by asking for its first byte. */
 export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
   const res = await send(req, 'bytes=0-0');
-  const cr = header(res.headers, 'content-range');
+  const cr = firstHeader(res.headers, 'content-range');
   try {
     if (res.statusCode === 206) {
       const m = /^bytes \d+-\d+\/(\d+)$/.exec(cr ?? '');
@@ -112,9 +113,9 @@ export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
       if (m) return { contentLength: checkedLength(m[1], req), acceptsRanges: true };
     }
     if (res.statusCode === 200) {
-      return { contentLength: checkedLength(header(res.headers, 'content-length'), req), acceptsRanges: false };
+      return { contentLength: checkedLength(firstHeader(res.headers, 'content-length'), req), acceptsRanges: false };
     }
-    throw statusError(res.statusCode, req.url, header(res.headers, 'www-authenticate'));
+    throw statusError(res.statusCode, req.url, firstHeader(res.headers, 'www-authenticate'));
   } finally {
     discard(res.body);
   }
@@ -128,7 +129,7 @@ export async function fetchOrigin(req: OriginRequest, start: number, end: number
   const res = await send(req, whole ? undefined : `bytes=${start}-${end}`);
   if (whole ? res.statusCode === 200 : res.statusCode === 206) {
     if (!whole) {
-      const cr = header(res.headers, 'content-range');
+      const cr = firstHeader(res.headers, 'content-range');
       const m = /^bytes (\d+)-(\d+)\/\d+$/.exec(cr ?? '');
       if (!m || Number(m[1]) !== start || Number(m[2]) !== end) {
         discard(res.body);
@@ -139,5 +140,5 @@ export async function fetchOrigin(req: OriginRequest, start: number, end: number
   }
   discard(res.body);
   if (res.statusCode === 200) throw originError('ORIGIN_NO_RANGE', redactUrl(req.url));
-  throw statusError(res.statusCode, req.url, header(res.headers, 'www-authenticate'));
+  throw statusError(res.statusCode, req.url, firstHeader(res.headers, 'www-authenticate'));
 }

@@ -94,13 +94,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   if (local && rangeHeader !== undefined && !isDigestMismatch(local.failure)) {
     const range = parseRange(rangeHeader, local.info.contentLength);
     const covering = range ? piecesOf(range, local.info.pieceSize) : [];
-    if (range && covering.every((n) => local.has(n)) && (await local.recheck(covering)).length === 0) {
+    if (range && covering.every((n) => local.has(n))) {
+      // Access first: a client the origin refuses must not make this node read its disk, not even to re-check pieces.
       await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
-      writeHead(res, local, range);
-      await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal, pool: c.pool });
-      res.end();
-      c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
-      return;
+      if ((await local.recheck(covering)).length === 0) {
+        writeHead(res, local, range);
+        await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal, pool: c.pool });
+        res.end();
+        c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
+        return;
+      }
     }
   }
 

@@ -6,7 +6,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP, type BlockList } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { inList, unmapAddress, uploadBase } from '@damselfly/shared';
+import { inList, isLoopbackHost, unmapAddress, uploadBase } from '@damselfly/shared';
 import { snError } from '../errors.js';
 
 export async function checkAdvertisedBase(raw: string, remoteAddress: string | undefined, allowed: BlockList): Promise<string> {
@@ -26,12 +26,8 @@ export async function checkAdvertisedBase(raw: string, remoteAddress: string | u
   if (addresses.some((a) => a === remote || inList(allowed, a))) return base;
   // A session over loopback comes from this very host: any address of this host's is its own (an all-in-one node
   // talks to its supernode over 127.0.0.1 but advertises its interface address to other nodes).
-  if (remote && isLoopback(remote) && addresses.some((a) => ownAddresses().has(a))) return base;
+  if (remote && isLoopbackHost(remote) && addresses.some((a) => ownAddresses().has(a))) return base;
   throw snError('SN_BAD_ADVERTISE', `${host} is not this session's address (${remote ?? 'unknown'}); allow it with advertiseCidrs`);
-}
-
-function isLoopback(addr: string): boolean {
-  return addr === '::1' || addr.startsWith('127.');
 }
 
 function ownAddresses(): Set<string> {
