@@ -23,3 +23,6 @@ export * from './handle-cache.js';
 export * from './eviction.js';
 export * from './buffer-pool.js';
 export * from './serve-range.js';
+export * from './blocks.js';
+export * from './piece-progress.js';
+export * from './serve-blocks.js';

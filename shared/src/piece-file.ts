@@ -1,13 +1,15 @@
 /**
- * Piece I/O on a task's data file: write a piece from a stream at its offset while hashing it, and read a piece back
- * with its hash checked before any byte of it is handed on.
+ * Piece I/O on a task's data file, block by block: a piece arriving from a stream is hashed per 1 MiB block, each
+ * block is checked against the supernode's record (from the assignment, or framed in the supernode's own body) before
+ * it is written, and reported verified once it is on disk; a piece read back from disk is checked block by block too.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { errorFactory, type ErrorTable } from './errors.js';
 import { discard } from './abort.js';
+import { BLOCK_HASH_BYTES, BLOCK_SIZE, blockCountFor } from './blocks.js';
 
 export const PieceErrors = {
   PIECE_SHORT: { message: 'piece body has the wrong length: %s', status: 502 },
@@ -17,113 +19,209 @@ export const PieceErrors = {
 
 export const pieceError = errorFactory(PieceErrors);
 
-/** Network chunks are small (16-64 KiB): writing each costs a thread-pool round trip, so they go out in ~1 MiB writev()s. */
-class WriteBatch {
-  readonly #fh: FileHandle;
-  #pos: number;
-  #bufs: Buffer[] = [];
-  #size = 0;
-  constructor(fh: FileHandle, pos: number) {
-    this.#fh = fh;
-    this.#pos = pos;
-  }
-  async add(chunk: Buffer): Promise<void> {
-    this.#bufs.push(chunk);
-    this.#size += chunk.length;
-    if (this.#size >= 1 << 20) await this.flush();
-  }
-  async flush(): Promise<void> {
-    let bufs = this.#bufs;
-    let size = this.#size;
-    this.#bufs = [];
-    this.#size = 0;
-    while (size > 0) {
-      const { bytesWritten } = await this.#fh.writev(bufs, this.#pos);
-      this.#pos += bytesWritten;
-      size -= bytesWritten;
-      // A short write (rare) continues with the unwritten rest.
-      if (size > 0) bufs = [Buffer.concat(bufs).subarray(bytesWritten)];
-    }
+/** Writes `bufs` (`size` bytes) at `pos`, continuing after short writes. */
+async function writeAll(fh: FileHandle, bufs: Buffer[], size: number, pos: number): Promise<void> {
+  while (size > 0) {
+    const { bytesWritten } = await fh.writev(bufs, pos);
+    pos += bytesWritten;
+    size -= bytesWritten;
+    if (size > 0) bufs = [Buffer.concat(bufs).subarray(bytesWritten)];
   }
 }
 
+export interface PieceSinkOptions {
+  /** Block hashes the bytes must match (the supernode's record); a hole means "not known, record what arrives". */
+  expected?: readonly (string | undefined)[];
+  /** Each block's bytes are followed by its 32-byte sha256 (the supernode's framed body), which they must match. */
+  framed?: boolean;
+  /** Blocks already verified on disk by an earlier attempt: checked again, never rewritten (readers may be on them). */
+  have?: (b: number) => boolean;
+  /**
+   * Block `b` matched and is on disk. `data` are its bytes (views of the network chunks, valid during the call): the
+   * supernode feeds its whole-blob digest from them instead of reading the block back.
+   */
+  onBlock?: (b: number, sha: string, data: readonly Buffer[]) => void;
+  label?: string;
+}
+
 /**
- * Copies `body` into `fh` at `offset`, hashing as it goes; checks the length, returns the sha256 hex.
- *
- * No fsync: a piece's bytes may still be in the page cache when it is recorded, and that is safe because nothing
- * written before this process started is ever served unchecked (pieces found on disk at start-up are re-hashed before
- * first use), so a power loss can cost a refetch but never a wrong byte. Syncing every piece cost a disk flush per
- * 4–64 MiB on the hot path.
- * If `expectedSha` is given and does not match, throws PIECE_CORRUPT (the caller must not mark the piece present).
- * Memory use is one chunk at a time, whatever the piece size.
+ * One piece being written: takes the piece's bytes (and, framed, its block hashes) in whatever chunks the network
+ * gives, hashes each block, refuses a block whose hash is not the expected one before writing any byte of it, writes
+ * the block in one `writev` (network chunks are 16–64 KiB; a write per chunk would cost a thread-pool round trip
+ * each), then reports it. Memory is at most one block of chunk views.
  */
-export async function writePiece(
-  fh: FileHandle,
-  offset: number,
-  length: number,
-  body: Readable,
-  opts: { expectedSha?: string; label?: string; signal?: AbortSignal; onBytes?: (n: number) => void } = {},
-): Promise<string> {
-  const h = createHash('sha256');
-  let pos = offset;
-  const end = offset + length;
+export class PieceSink {
+  readonly #fh: FileHandle;
+  readonly #offset: number;
+  readonly #length: number;
+  readonly #o: PieceSinkOptions;
+  readonly #count: number;
+  readonly blocks: string[] = [];
+  #inBlock = 0;
+  #hash: Hash = createHash('sha256');
+  #bufs: Buffer[] = [];
+  /** Framed: the hash of the current block is being read. */
+  #theirs?: Buffer;
+  #theirsGot = 0;
+
+  constructor(fh: FileHandle, offset: number, length: number, o: PieceSinkOptions = {}) {
+    this.#fh = fh;
+    this.#offset = offset;
+    this.#length = length;
+    this.#o = o;
+    this.#count = blockCountFor(length);
+  }
+
+  get done(): boolean {
+    return this.blocks.length === this.#count;
+  }
+
+  /** Bytes of piece data taken so far. */
+  get received(): number {
+    return this.blocks.length * BLOCK_SIZE + this.#inBlock;
+  }
+
+  #blockLen(b: number): number {
+    return Math.min(BLOCK_SIZE, this.#length - b * BLOCK_SIZE);
+  }
+
+  /** Consumes what of `chunk` belongs to this piece; returns how many bytes that was (less only once done). */
+  async feed(chunk: Buffer): Promise<number> {
+    let off = 0;
+    while (off < chunk.length && !this.done) {
+      const b = this.blocks.length;
+      if (this.#theirs) {
+        const take = Math.min(BLOCK_HASH_BYTES - this.#theirsGot, chunk.length - off);
+        chunk.copy(this.#theirs, this.#theirsGot, off, off + take);
+        this.#theirsGot += take;
+        off += take;
+        if (this.#theirsGot === BLOCK_HASH_BYTES) await this.#complete(b, this.#theirs.toString('hex'));
+        continue;
+      }
+      const take = Math.min(this.#blockLen(b) - this.#inBlock, chunk.length - off);
+      const part = chunk.subarray(off, off + take);
+      this.#hash.update(part);
+      this.#bufs.push(part);
+      this.#inBlock += take;
+      off += take;
+      if (this.#inBlock === this.#blockLen(b)) {
+        if (this.#o.framed) {
+          this.#theirs = Buffer.allocUnsafe(BLOCK_HASH_BYTES);
+          this.#theirsGot = 0;
+        } else await this.#complete(b, undefined);
+      }
+    }
+    return off;
+  }
+
+  async #complete(b: number, framedSha: string | undefined): Promise<void> {
+    const sha = this.#hash.digest('hex');
+    const label = this.#o.label ?? `@${this.#offset}`;
+    const want = this.#o.expected?.[b];
+    if (framedSha !== undefined && sha !== framedSha) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${framedSha} (framed)`);
+    if (want !== undefined && sha !== want) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}`);
+    const bufs = this.#bufs;
+    const size = this.#inBlock;
+    if (!this.#o.have?.(b)) await writeAll(this.#fh, bufs, size, this.#offset + b * BLOCK_SIZE);
+    this.blocks.push(sha);
+    this.#bufs = [];
+    this.#inBlock = 0;
+    this.#theirs = undefined;
+    this.#hash = createHash('sha256');
+    // Reported only when its bytes are in the file: a reader told "verified" finds them there.
+    if (!this.#o.have?.(b)) this.#o.onBlock?.(b, sha, bufs);
+  }
+}
+
+export interface WritePieceOptions extends PieceSinkOptions {
+  signal?: AbortSignal;
+  onBytes?: (n: number) => void;
+}
+
+/**
+ * Copies `body` into `fh` at `offset` block by block (see PieceSink); checks the length and returns the block hashes.
+ * A block that does not match its expected hash throws PIECE_CORRUPT before any byte of it is written or reported.
+ *
+ * No fsync: a block's bytes may still be in the page cache when it is reported, and that is safe because nothing
+ * written before this process started is ever served unchecked (pieces found on disk at start-up are re-hashed before
+ * first use, and blocks of unfinished pieces are not recorded at all), so a power loss can cost a refetch but never a
+ * wrong byte. Syncing every piece cost a disk flush per 4–64 MiB on the hot path.
+ */
+export async function writePiece(fh: FileHandle, offset: number, length: number, body: Readable, opts: WritePieceOptions = {}): Promise<string[]> {
   const label = opts.label ?? `@${offset}`;
-  const batch = new WriteBatch(fh, offset);
+  const sink = new PieceSink(fh, offset, length, { ...opts, label });
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       opts.signal?.throwIfAborted();
-      if (pos + chunk.length > end) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
       opts.onBytes?.(chunk.length);
-      h.update(chunk);
-      await batch.add(chunk);
-      pos += chunk.length;
+      const took = await sink.feed(chunk);
+      if (took < chunk.length) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
     }
-    await batch.flush();
   } catch (err) {
     discard(body);
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', label, err);
     throw err;
   }
-  if (pos !== end) throw pieceError('PIECE_SHORT', `${label}: got ${pos - offset} of ${length} bytes`);
-  const sha = h.digest('hex');
-  if (opts.expectedSha && sha !== opts.expectedSha) throw pieceError('PIECE_CORRUPT', `${label}: sha256 ${sha} != ${opts.expectedSha}`);
-  return sha;
+  if (!sink.done) throw pieceError('PIECE_SHORT', `${label}: got ${sink.received} of ${length} bytes`);
+  return sink.blocks;
 }
 
 /**
- * Checks a stored piece against its sha256 by reading it back in 1 MiB chunks (never the piece in one Buffer). For
- * pieces this process did not write and hash itself (found on disk at start-up): a torn write or a bad disk is found
- * here, before any byte of the piece is served.
+ * Checks a stored piece against its block hashes by reading it back one block at a time (never the piece in one
+ * Buffer). For pieces this process did not write and hash itself (found on disk at start-up): a torn write or a bad
+ * disk is found here, before any byte of the piece is served.
  */
-export async function verifyStoredPiece(path: string, offset: number, length: number, sha256: string, label = `@${offset}`): Promise<void> {
-  const h = createHash('sha256');
+export async function verifyStoredPiece(path: string, offset: number, length: number, blocks: readonly string[], label = `@${offset}`): Promise<void> {
+  let b = 0;
+  let inBlock = 0;
+  let h = createHash('sha256');
   let got = 0;
+  const blockLen = (i: number) => Math.min(BLOCK_SIZE, length - i * BLOCK_SIZE);
   if (length > 0) {
-    for await (const chunk of createReadStream(path, { start: offset, end: offset + length - 1, highWaterMark: 1 << 20 })) {
-      h.update(chunk as Buffer);
-      got += (chunk as Buffer).length;
+    for await (const chunk of createReadStream(path, { start: offset, end: offset + length - 1, highWaterMark: BLOCK_SIZE })) {
+      const c = chunk as Buffer;
+      got += c.length;
+      let off = 0;
+      while (off < c.length) {
+        const take = Math.min(blockLen(b) - inBlock, c.length - off);
+        h.update(c.subarray(off, off + take));
+        inBlock += take;
+        off += take;
+        if (inBlock === blockLen(b)) {
+          const actual = h.digest('hex');
+          if (actual !== blocks[b]) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: on-disk sha256 ${actual} != ${blocks[b]}`);
+          b++;
+          inBlock = 0;
+          h = createHash('sha256');
+        }
+      }
     }
   }
   if (got !== length) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of ${length} bytes`);
-  const actual = h.digest('hex');
-  if (actual !== sha256) throw pieceError('PIECE_CORRUPT', `${label}: on-disk sha256 ${actual} != ${sha256}`);
 }
 
 /**
- * Writes a whole-object stream (from an origin that ignores Range) into `fh`, cutting it into pieces as bytes arrive:
- * each finished piece is written and handed to `onPiece(n, sha256)` before the next is reported. Pieces for which
- * `skip(n)` is true are read past without being written (already present).
+ * Writes a whole-object stream (from an origin that ignores Range) into `fh`, cutting it into pieces and blocks as
+ * bytes arrive: each finished piece is handed to `onPiece(n, blocks)` before the next is reported, each block to
+ * `onBlock` as it lands. Pieces for which `skip(n)` is true are read past without being written (already present).
  */
 export async function writeWholeStream(
   fh: FileHandle,
   body: Readable,
-  opts: { pieceSize: number; length: number; onPiece: (n: number, sha256: string) => Promise<void>; skip?: (n: number) => boolean; onBytes?: (n: number) => void; signal?: AbortSignal },
+  opts: {
+    pieceSize: number;
+    length: number;
+    onPiece: (n: number, blocks: string[]) => Promise<void>;
+    onBlock?: (n: number, b: number, sha: string, data: readonly Buffer[]) => void;
+    skip?: (n: number) => boolean;
+    onBytes?: (n: number) => void;
+    signal?: AbortSignal;
+  },
 ): Promise<void> {
   const { pieceSize, length } = opts;
   let pos = 0;
   let n = 0;
-  let h = createHash('sha256');
-  let batch: WriteBatch | undefined;
+  let sink: PieceSink | undefined;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       opts.signal?.throwIfAborted();
@@ -131,25 +229,22 @@ export async function writeWholeStream(
       let off = 0;
       while (off < chunk.length) {
         const pieceEnd = Math.min(length, (n + 1) * pieceSize);
-        const take = Math.min(chunk.length - off, pieceEnd - pos);
-        if (take <= 0) throw pieceError('PIECE_SHORT', `origin sent more than ${length} bytes`);
-        const part = chunk.subarray(off, off + take);
-        const skipping = opts.skip?.(n) ?? false;
-        if (!skipping) {
-          h.update(part);
-          batch ??= new WriteBatch(fh, pos);
-          await batch.add(part);
+        if (pos >= length) throw pieceError('PIECE_SHORT', `origin sent more than ${length} bytes`);
+        if (opts.skip?.(n)) {
+          const take = Math.min(chunk.length - off, pieceEnd - pos);
+          pos += take;
+          off += take;
+        } else {
+          const piece = n;
+          sink ??= new PieceSink(fh, n * pieceSize, pieceEnd - n * pieceSize, { label: `@${n * pieceSize}`, onBlock: (b, sha, data) => opts.onBlock?.(piece, b, sha, data) });
+          const took = await sink.feed(chunk.subarray(off));
+          pos += took;
+          off += took;
         }
-        pos += take;
-        off += take;
         if (pos === pieceEnd) {
-          if (!skipping) {
-            await batch!.flush();
-            batch = undefined;
-            await opts.onPiece(n, h.digest('hex'));
-          }
+          if (sink) await opts.onPiece(n, sink.blocks);
+          sink = undefined;
           n++;
-          h = createHash('sha256');
         }
       }
     }

@@ -116,8 +116,14 @@ export interface Assignment {
   base: string;
   /** Grant for this piece (send as `x-damselfly-grant`); absent when the cluster has no secret. */
   grant?: string;
-  /** Expected sha256 (hex) when already known; otherwise the supernode sends it as a response header. */
+  /** The piece's identity (sha256 over its block hashes) when the supernode has seeded it. */
   sha256?: string;
+  /**
+   * The supernode's sha256 (hex) of each 1 MiB block of the piece, in order: always present when the source is a
+   * peer (a peer can only be a source of pieces the supernode recorded). From the supernode itself the hashes come
+   * framed in its body instead, block by block, so it can stream a piece it is still seeding.
+   */
+  blocks?: string[];
 }
 
 export interface ScheduleResult {
@@ -134,8 +140,8 @@ export interface WireError {
 
 export type Reply<T = unknown> = { id: number; ok: true; result: T } | { id: number; ok: false; error: WireError };
 
-/** Header carrying a piece's sha256 on supernode piece responses. */
-export const PIECE_SHA_HEADER = 'x-damselfly-piece-sha256';
+/** Header on framed piece responses: the block size the body is cut into (a downloader refuses any other). */
+export const BLOCK_SIZE_HEADER = 'x-damselfly-block-size';
 
 export function supernodePiecePath(taskId: string, piece: number): string {
   return `/api/v1/tasks/${taskId}/pieces/${piece}`;

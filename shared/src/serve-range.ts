@@ -25,7 +25,7 @@ export interface ServeOptions {
 }
 
 /** Writes `data` and resolves once `out` has taken it (flushed to the kernel or queued under its high-water mark). */
-function put(out: Writable, data: Buffer, stallMs: number): Promise<void> {
+export function put(out: Writable, data: Buffer, stallMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let done = false;
     const finish = (err?: Error | null) => {

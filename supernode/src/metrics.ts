@@ -19,6 +19,12 @@ export function createSupernodeMetrics() {
     cacheQuota: new Gauge({ name: 'damselfly_supernode_cache_quota_bytes', help: 'Disk quota in effect (diskQuota, or half the filesystem)', registers }),
     evictions: new Counter({ name: 'damselfly_supernode_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
     openFiles: new Gauge({ name: 'damselfly_supernode_open_data_files', help: 'Task data files open now (bounded)', registers }),
+    digestBytes: new Counter({
+      name: 'damselfly_supernode_digest_bytes_total',
+      help: 'Bytes fed to whole-blob digest checks: inline (from the block just hashed) or read back from disk',
+      labelNames: ['how'],
+      registers,
+    }),
     digestMismatches: new Counter({ name: 'damselfly_supernode_digest_mismatches_total', help: 'Tasks dropped because the origin bytes did not match the digest', registers }),
     scheduleSeconds: new Histogram({
       name: 'damselfly_supernode_schedule_seconds',

@@ -60,6 +60,7 @@ export class Supernode {
       origins: new OriginAllowList(config.allowedOrigins),
       log: this.log,
       originBytes: this.metrics.originBytes,
+      digestBytes: this.metrics.digestBytes,
       onPoisoned: (taskId) => {
         this.metrics.digestMismatches.inc();
         this.scheduler.dropTask(taskId);

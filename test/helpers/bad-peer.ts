@@ -15,8 +15,11 @@ export interface BadPeer {
   close(): Promise<void>;
 }
 
-/** How it misbehaves: garbage bytes, no answer at all, or the right headers and then one byte a second. */
-export type BadMode = 'garbage' | 'silent' | 'drip';
+/**
+ * How it misbehaves: garbage bytes, no answer at all, the right headers and then one byte a second, or (`tail`) the
+ * right first 1 MiB block of the piece followed by garbage (needs `blob`).
+ */
+export type BadMode = 'garbage' | 'silent' | 'drip' | 'tail';
 
 export async function startBadPeer(
   supernodeUrl: string,
@@ -24,6 +27,7 @@ export async function startBadPeer(
   secret = process.env.DAMSELFLY_CLUSTER_SECRET!,
   peerId = 'evil-peer',
   mode: BadMode = 'garbage',
+  blob?: Buffer,
 ): Promise<BadPeer> {
   const state = { served: 0 };
   const drips = new Set<NodeJS.Timeout>();
@@ -38,6 +42,11 @@ export async function startBadPeer(
       return;
     }
     const body = Buffer.alloc(4 * 1024 * 1024, 0x42);
+    if (mode === 'tail') {
+      // Pieces are 4 MiB for blobs up to 200 MiB: the first block of piece n is honest, the rest is not.
+      const n = Number(req.url!.split('/').pop());
+      blob!.copy(body, 0, n * 4 * 1024 * 1024, n * 4 * 1024 * 1024 + 1024 * 1024);
+    }
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     res.end(body);
   });

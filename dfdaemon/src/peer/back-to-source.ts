@@ -35,7 +35,8 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
         pieceSize: task.info.pieceSize,
         length: task.info.contentLength,
         skip: (n) => task.has(n),
-        onPiece: (n, sha) => task.recordPiece(n, sha),
+        onPiece: (n, blocks) => task.recordPiece(n, blocks),
+        onBlock: (n, b, sha) => task.landed(n, b, sha),
         onBytes: req.onBytes,
         signal: req.signal,
       });

@@ -4,7 +4,7 @@
  * else of it is ever requested.
  */
 import { request, type Dispatcher } from 'undici';
-import { GRANT_HEADER, PIECE_SHA_HEADER, TransferGuard, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
+import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
 import type { LocalTask } from '../storage/local-task.js';
 import { dfError } from '../errors.js';
 
@@ -59,13 +59,21 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
     Object.assign(e, { status: res.statusCode, remoteCode, upstream: text });
     throw e;
   }
-  const headerSha = res.headers[PIECE_SHA_HEADER];
-  // Peers' own claims about a hash are never used: only the supernode's (in the assignment or its own response).
-  const expectedSha = a.sha256 ?? (a.from === 'supernode' && typeof headerSha === 'string' ? headerSha : undefined);
-  if (!expectedSha) {
-    discard(res.body);
-    throw dfError('DF_PIECE_FAILED', `no trusted sha256 for piece ${a.piece} from ${a.from}`);
+  const { length } = task.range(a.piece);
+  if (a.from === 'supernode') {
+    // The supernode's body carries its own hash after every block (it may still be seeding the piece).
+    if (res.headers['content-type'] !== FRAMED_CONTENT_TYPE || res.headers[BLOCK_SIZE_HEADER] !== String(BLOCK_SIZE)) {
+      discard(res.body);
+      throw dfError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
+    }
+    await task.writePiece(a.piece, res.body, { framed: true, signal, onBytes: guard.onBytes });
+    return length;
   }
-  await task.writePiece(a.piece, res.body, { expectedSha, signal, onBytes: guard.onBytes });
-  return task.range(a.piece).length;
+  // A peer's bytes are checked against the supernode's hashes only: a peer's own claims are never used.
+  if (!a.blocks || a.blocks.length !== blockCountFor(length)) {
+    discard(res.body);
+    throw dfError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
+  }
+  await task.writePiece(a.piece, res.body, { expected: a.blocks, signal, onBytes: guard.onBytes });
+  return length;
 }

@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { SLOW_CLIENT, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import { BLOCK_SIZE, SLOW_CLIENT, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
 import type { Download, Peer } from '../peer/peer.js';
 import type { DaemonMetrics } from '../metrics.js';
 import type { LocalTask } from '../storage/local-task.js';
@@ -131,10 +131,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   if (range && (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true')) dl.want('all');
   const start = range?.start ?? 0;
   const end = range?.end ?? length - 1;
-  // The answer starts once its first piece is verified, so a P2P failure before that still falls back to the upstream
+  // The answer starts once its first block is verified, so a P2P failure before that still falls back to the upstream
   // (a cut connection is only for failures after bytes went out).
   try {
-    await firstPieceReady(dl, start, end, ac.signal);
+    await firstBlockReady(dl, start, end, ac.signal);
   } catch (err) {
     return fallback(err);
   }
@@ -145,13 +145,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
 }
 
-/** Resolves when the first piece of [start, end] may be sent (for a whole blob of one piece: once it is verified). */
-async function firstPieceReady(dl: Download, start: number, end: number, signal: AbortSignal): Promise<void> {
+/** Resolves when the first block of [start, end] may be sent (for a whole blob of one block: once it is verified). */
+async function firstBlockReady(dl: Download, start: number, end: number, signal: AbortSignal): Promise<void> {
   const { pieceSize, contentLength } = dl.task.info;
   if (contentLength === 0 || end < start) return;
-  const first = Math.floor(start / pieceSize);
-  await dl.task.waitPiece(first, { signal });
-  if (start === 0 && end === contentLength - 1 && first === Math.floor(end / pieceSize)) await dl.done;
+  const n = Math.floor(start / pieceSize);
+  await dl.task.waitBlock(n, Math.floor((start - n * pieceSize) / BLOCK_SIZE), { signal });
+  if (start === 0 && end === contentLength - 1 && contentLength <= BLOCK_SIZE) await dl.done;
 }
 
 function piecesOf(range: ByteRange, pieceSize: number): number[] {

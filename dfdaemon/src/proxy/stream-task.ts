@@ -1,11 +1,12 @@
 /**
- * Writes bytes [start, end] of a task to `out` in order, piece by piece as each is verified, read from disk through
- * the process's buffer pool. A piece this process did not hash itself is re-checked against its sha256 before its
- * first byte is written. When the whole blob is being sent, its last
- * piece is held back until the blob matched its digest, so a client never receives a complete-looking wrong body.
+ * Writes bytes [start, end] of a task to `out` in order, block by block as each is verified (a piece still arriving
+ * is streamed as its blocks land), read from disk through the process's buffer pool. A piece this process did not
+ * hash itself is re-checked against its block hashes before its first byte is written. When the whole blob is being
+ * sent, its last block is held back until the blob matched its digest, so a client never receives a complete-looking
+ * wrong body.
  */
 import type { Writable } from 'node:stream';
-import { serveFileRange, type BufferPool } from '@damselfly/shared';
+import { blockCountFor, serveBlocks, type BufferPool } from '@damselfly/shared';
 import type { Download } from '../peer/peer.js';
 
 export interface StreamOptions {
@@ -40,12 +41,23 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
   const first = Math.floor(start / pieceSize);
   const last = Math.floor(end / pieceSize);
   for (let n = first; n <= last; n++) {
-    await task.waitPiece(n, { signal });
-    if (whole && n === last) await dl.done;
     const base = n * pieceSize;
     const { length } = task.range(n);
+    const lastBlock = blockCountFor(length) - 1;
     // Only the requested part of the piece is read, through the pooled buffers, as fast as the client takes it.
-    const ext = await task.pieceExtent(n, Math.max(start, base) - base, Math.min(end, base + length - 1) - base);
-    await serveFileRange(task.dataPath, ext.start, ext.end, out, { pool, signal, onBytes });
+    await serveBlocks(task.dataPath, base, length, out, {
+      framed: false,
+      from: Math.max(start, base) - base,
+      to: Math.min(end, base + length - 1) - base,
+      pool,
+      signal,
+      onBytes,
+      block: async (b) => {
+        await task.waitBlock(n, b, { signal });
+        if (whole && n === last && b === lastBlock) await dl.done;
+        return '';
+      },
+    });
   }
 }
+

@@ -1,10 +1,24 @@
 /**
- * One task in the local cache: its data file, which pieces are present and verified, and waiters for pieces.
- * A piece counts as present only after its bytes were hashed, matched, written and recorded in the index.
+ * One task in the local cache: its data file, which pieces are present and verified, which blocks of pieces still
+ * arriving are, and waiters for both. A piece counts as present only after every block was hashed, matched, written
+ * and the piece recorded in the index; a block of a piece in flight counts (in memory only, for serving) once it was
+ * hashed, matched and written. Nothing of a piece in flight is persisted, so a crash leaves no block marked verified.
  */
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import { TaskIndex, isDigestMismatch, pieceRange, verifyStoredPiece, writePiece, type HandleCache, type TaskInfo } from '@damselfly/shared';
+import {
+  TaskIndex,
+  blockCountFor,
+  isDigestMismatch,
+  joinBlocks,
+  pieceRange,
+  pieceRoot,
+  splitBlocks,
+  verifyStoredPiece,
+  writePiece,
+  type HandleCache,
+  type TaskInfo,
+} from '@damselfly/shared';
 import { dfError } from '../errors.js';
 
 export interface LocalTaskMeta {
@@ -16,6 +30,8 @@ export interface LocalTaskMeta {
 }
 
 export interface LocalTaskEvents {
+  /** Block b of piece n was verified and written (piece still in flight). */
+  'block:verified': [number, number];
   'piece:verified': [number];
   'task:completed': [];
   'task:failed': [Error];
@@ -25,7 +41,10 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   readonly info: TaskInfo;
   readonly dataPath: string;
   readonly #index: TaskIndex<LocalTaskMeta>;
-  readonly #pieces: Map<number, string>;
+  /** Present pieces: block hashes and their root (the piece's identity in reports and registrations). */
+  readonly #pieces: Map<number, { blocks: string[]; root: string }>;
+  /** Verified blocks of pieces not yet present (kept across attempts: a retry never rewrites them). */
+  readonly #partial = new Map<number, (string | undefined)[]>();
   /** Pieces whose bytes this process hashed (on write or on a checked read); others are re-hashed when read. */
   readonly #checked = new Set<number>();
   #meta: LocalTaskMeta;
@@ -38,7 +57,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
 
   constructor(
     meta: LocalTaskMeta,
-    pieces: Map<number, string>,
+    stored: Map<number, string>,
     dataPath: string,
     index: TaskIndex<LocalTaskMeta>,
     handles: HandleCache,
@@ -48,7 +67,12 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     this.setMaxListeners(0);
     this.#meta = meta;
     this.info = meta.info;
-    this.#pieces = pieces;
+    // A record that is not one hash per block of its piece (an older format, damage) counts as absent: fetched again.
+    this.#pieces = new Map();
+    for (const [n, v] of stored) {
+      const blocks = n < meta.info.pieceCount ? splitBlocks(v, this.range(n).length) : undefined;
+      if (blocks) this.#pieces.set(n, { blocks, root: pieceRoot(blocks) });
+    }
     this.dataPath = dataPath;
     this.#index = index;
     this.#handles = handles;
@@ -70,8 +94,13 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   has(n: number): boolean {
     return this.#pieces.has(n);
   }
+  /** The piece's identity (root of its block hashes). */
   sha(n: number): string | undefined {
-    return this.#pieces.get(n);
+    return this.#pieces.get(n)?.root;
+  }
+  /** Whether block `b` of piece `n` is verified (the piece present, or the block landed while it is in flight). */
+  hasBlock(n: number, b: number): boolean {
+    return this.#pieces.has(n) || this.#partial.get(n)?.[b] !== undefined;
   }
   present(): number[] {
     return [...this.#pieces.keys()];
@@ -86,18 +115,56 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     return { ...r, length: r.end - r.start + 1 };
   }
 
-  /** Writes piece `n` from `body`; resolves with its sha256 once verified (against `expectedSha` if given) and recorded. */
-  async writePiece(n: number, body: Readable, opts: { expectedSha?: string; signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<string> {
+  /**
+   * Writes piece `n` from `body` block by block, each checked against `expected` (the supernode's hashes) or, with
+   * `framed`, against the hash that follows it in the body; every block is announced (`block:verified`) as soon as it
+   * is on disk, so readers stream it at once. Blocks an earlier attempt verified are checked, not rewritten. Resolves
+   * with the block hashes once the piece is recorded.
+   */
+  async writePiece(
+    n: number,
+    body: Readable,
+    opts: { expected?: readonly string[]; framed?: boolean; signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+  ): Promise<string[]> {
     const { start, length } = this.range(n);
-    const sha = await this.#handles.use(this.dataPath, (fh) => writePiece(fh, start, length, body, { ...opts, label: `${this.info.taskId}#${n}` }));
-    await this.recordPiece(n, sha);
-    return sha;
+    let partial = this.#partial.get(n);
+    if (!partial) this.#partial.set(n, (partial = new Array<string | undefined>(blockCountFor(length)).fill(undefined)));
+    const landed = partial;
+    const expected = opts.expected ?? landed;
+    const blocks = await this.#handles.use(this.dataPath, (fh) =>
+      writePiece(fh, start, length, body, {
+        expected,
+        framed: opts.framed,
+        signal: opts.signal,
+        onBytes: opts.onBytes,
+        label: `${this.info.taskId}#${n}`,
+        have: (b) => landed[b] !== undefined,
+        onBlock: (b, sha) => {
+          if (this.#partial.get(n) !== landed) return;
+          landed[b] = sha;
+          this.emit('block:verified', n, b);
+        },
+      }),
+    );
+    await this.recordPiece(n, blocks);
+    return blocks;
   }
 
-  /** Records a piece written by a whole-stream read (already hashed and written by the writer). */
-  async recordPiece(n: number, sha: string): Promise<void> {
-    await this.#index.putPiece(this.info.taskId, n, sha);
-    this.#pieces.set(n, sha);
+  /** Block `b` of piece `n` was hashed and written by a whole-stream read: readers may have it now. */
+  landed(n: number, b: number, sha: string): void {
+    if (this.#pieces.has(n)) return;
+    let partial = this.#partial.get(n);
+    if (!partial) this.#partial.set(n, (partial = new Array<string | undefined>(blockCountFor(this.range(n).length)).fill(undefined)));
+    if (partial[b] !== undefined) return;
+    partial[b] = sha;
+    this.emit('block:verified', n, b);
+  }
+
+  /** Records a piece whose blocks were all hashed and written (by `writePiece` or a whole-stream read). */
+  async recordPiece(n: number, blocks: string[]): Promise<void> {
+    await this.#index.putPiece(this.info.taskId, n, joinBlocks(blocks));
+    this.#pieces.set(n, { blocks, root: pieceRoot(blocks) });
+    this.#partial.delete(n);
     this.#checked.add(n);
     this.emit('piece:verified', n);
   }
@@ -107,12 +174,12 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
    * for one found on disk at start-up. A mismatch drops the piece (it is fetched again) and throws.
    */
   async ensureVerified(n: number): Promise<void> {
-    const sha = this.#pieces.get(n);
-    if (!sha) throw dfError('DF_PIECE_NOT_FOUND', `${this.info.taskId}#${n}`);
+    const piece = this.#pieces.get(n);
+    if (!piece) throw dfError('DF_PIECE_NOT_FOUND', `${this.info.taskId}#${n}`);
     if (this.#checked.has(n)) return;
     const { start, length } = this.range(n);
     try {
-      await verifyStoredPiece(this.dataPath, start, length, sha, `${this.info.taskId}#${n}`);
+      await verifyStoredPiece(this.dataPath, start, length, piece.blocks, `${this.info.taskId}#${n}`);
       this.#checked.add(n);
     } catch (err) {
       await this.dropPiece(n);
@@ -150,6 +217,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   async dropPiece(n: number): Promise<void> {
     if (this.#pieces.has(n)) this.#onDropped(n);
     this.#pieces.delete(n);
+    this.#partial.delete(n);
     this.#checked.delete(n);
     if (this.#meta.complete) await this.#setMeta({ complete: false });
     await this.#index.deletePiece(this.info.taskId, n);
@@ -184,6 +252,34 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
       this.on('task:failed', onFail);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /**
+   * Resolves when block `b` of piece `n` may be served: the piece is present (checked from disk first if this process
+   * did not write it), or the block was verified while the piece is in flight. Rejects if the task fails.
+   */
+  async waitBlock(n: number, b: number, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.#failure && isDigestMismatch(this.#failure)) throw this.#failure;
+    if (!this.hasBlock(n, b)) {
+      if (this.#failure) throw this.#failure;
+      await new Promise<void>((resolve, reject) => {
+        const cleanup = () => {
+          this.off('block:verified', onBlock);
+          this.off('piece:verified', onPiece);
+          this.off('task:failed', onFail);
+          signal?.removeEventListener('abort', onAbort);
+        };
+        const onBlock = (m: number, c: number) => void (m === n && c === b && (cleanup(), resolve()));
+        const onPiece = (m: number) => void (m === n && (cleanup(), resolve()));
+        const onFail = (err: Error) => (cleanup(), reject(err));
+        const onAbort = () => (cleanup(), reject(signal!.reason));
+        this.on('block:verified', onBlock);
+        this.on('piece:verified', onPiece);
+        this.on('task:failed', onFail);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    if (this.#pieces.has(n)) await this.ensureVerified(n);
   }
 
   /** Resolves when the whole task is complete and verified. */

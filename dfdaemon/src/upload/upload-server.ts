@@ -3,7 +3,7 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { GRANT_HEADER, PIECE_SHA_HEADER, TASK_ID_RE, describeError, quietLogger, fastifyServerOptions, serveFileRange, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
+import { GRANT_HEADER, TASK_ID_RE, describeError, quietLogger, fastifyServerOptions, serveFileRange, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
@@ -48,7 +48,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       const { start, end } = await task.pieceExtent(n);
       // Past this point the answer is written by hand from pooled buffers; an error can only cut the connection.
       void reply.hijack();
-      reply.raw.writeHead(200, { [PIECE_SHA_HEADER]: task.sha(n) ?? '', 'content-type': 'application/octet-stream', 'content-length': end - start + 1 });
+      reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1 });
       await serveFileRange(task.dataPath, start, end, reply.raw, { pool: c.pool, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
         () => reply.raw.end(),
         () => reply.raw.destroy(),

@@ -5,7 +5,11 @@ import {
   AUTH_HEADER,
   GRANT_HEADER,
   NonceCache,
-  PIECE_SHA_HEADER,
+  BLOCK_SIZE,
+  BLOCK_SIZE_HEADER,
+  FRAMED_CONTENT_TYPE,
+  framedLength,
+  serveBlocks,
   TASK_ID_RE,
   WS_PATH,
   describeError,
@@ -13,7 +17,6 @@ import {
   quietLogger,
   sharedError,
   fastifyServerOptions,
-  serveFileRange,
   type BufferPool,
   verifyGrant,
   verifyOperatorToken,
@@ -94,16 +97,39 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     reply.raw.once('close', () => serving--);
     const ac = new AbortController();
     req.raw.once('close', () => ac.abort());
-    const sha = await c.seeder.ensurePiece(taskId, n, { signal: ac.signal, requester });
-    const piece = await c.store.servePiece(taskId, n);
+    const source = await c.seeder.openPiece(taskId, n, { signal: ac.signal, requester });
+    let piece: { path: string; start: number; end: number; done: () => void };
+    let block: (b: number) => Promise<string>;
+    if ('blocks' in source) {
+      // Seeded: checked from disk first if this process did not write it.
+      const stored = await c.store.servePiece(taskId, n);
+      piece = stored;
+      block = async (b) => stored.blocks[b]!;
+    } else {
+      // Still arriving from the origin: each block goes out as soon as it is verified. The answer starts only once
+      // the first block is in, so an origin refusal still reaches the downloader as a status, not a cut body.
+      // The last block's hash goes out only once the piece is recorded (and the digest check has taken it), so a
+      // downloader never completes a piece the supernode then fails to record or finds foreign.
+      const { progress, recorded } = source;
+      await progress.waitBlock(0, { signal: ac.signal });
+      piece = { ...c.store.pieceLocation(taskId, n), done: c.store.hold(taskId) };
+      const last = progress.blocks.length - 1;
+      block = async (b) => {
+        const sha = await progress.waitBlock(b, { signal: ac.signal });
+        if (b === last) await recorded;
+        return sha;
+      };
+    }
+    const length = piece.end - piece.start + 1;
     // Written by hand from pooled buffers: memory stays flat however many peers read, or stop reading.
     void reply.hijack();
     try {
-      reply.raw.writeHead(200, { [PIECE_SHA_HEADER]: sha, 'content-type': 'application/octet-stream', 'content-length': piece.end - piece.start + 1 });
-      await serveFileRange(piece.path, piece.start, piece.end, reply.raw, { pool: c.pool, signal: ac.signal, onBytes: (b) => c.metrics.servedBytes.inc(b) });
+      reply.raw.writeHead(200, { 'content-type': FRAMED_CONTENT_TYPE, 'content-length': framedLength(length), [BLOCK_SIZE_HEADER]: BLOCK_SIZE });
+      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, block, pool: c.pool, signal: ac.signal, onBytes: (b) => c.metrics.servedBytes.inc(b) });
       reply.raw.end();
       c.metrics.servedPieces.inc();
     } catch {
+      // Cut, never completed: the downloader sees a short body and keeps none of the unfinished block.
       reply.raw.destroy();
     } finally {
       piece.done();

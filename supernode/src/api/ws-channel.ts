@@ -174,7 +174,10 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
       case 'pieces:schedule': {
         const end = c.metrics.scheduleSeconds.startTimer();
         const meta = c.store.get(msg.taskId);
-        if (!meta) throw snError('SN_TASK_NOT_FOUND', msg.taskId);
+        if (!meta) {
+          c.seeder.assertNotRefused(msg.taskId);
+          throw snError('SN_TASK_NOT_FOUND', msg.taskId);
+        }
         if (!tasks.has(msg.taskId) || !c.scheduler.inTask(peerId!, msg.taskId)) throw snError('SN_TASK_NOT_JOINED', msg.taskId);
         const want = msg.want.filter((n) => n < meta.pieceCount);
         const choices = c.scheduler.schedule(msg.taskId, peerId!, want, msg.max);
@@ -184,6 +187,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           base: from === SUPERNODE ? c.selfBase() : c.sessions.get(from)!,
           grant: issueGrant(c.grantKey, { taskId: msg.taskId, piece, requester: peerId! }),
           sha256: c.store.pieceSha(msg.taskId, piece),
+          // From a peer the downloader needs every block's hash up front; from the supernode they come framed.
+          blocks: from === SUPERNODE ? undefined : c.store.pieceBlocks(msg.taskId, piece),
         }));
         const result: ScheduleResult = assignments.length ? { assignments } : { assignments, retryAfterMs: 100 };
         end();
@@ -205,7 +210,10 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
       }
       case 'task:status': {
         const meta = c.store.get(msg.taskId);
-        if (!meta) throw snError('SN_TASK_NOT_FOUND', msg.taskId);
+        if (!meta) {
+          c.seeder.assertNotRefused(msg.taskId);
+          throw snError('SN_TASK_NOT_FOUND', msg.taskId);
+        }
         const status: TaskStatus = { verified: meta.verified === true };
         send({ id: msg.id, ok: true, result: status });
         return;

@@ -4,13 +4,19 @@
  */
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HandleCache, TaskIndex, canonicalUrl, pieceRange, verifyStoredPiece } from '@damselfly/shared';
+import { HandleCache, TaskIndex, canonicalUrl, joinBlocks, pieceRange, pieceRoot, splitBlocks, verifyStoredPiece } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { TaskMeta } from './task-meta.js';
 
+/** A seeded piece: its block hashes and their root (the piece's identity). */
+interface Seeded {
+  blocks: string[];
+  root: string;
+}
+
 interface OpenTask {
   meta: TaskMeta;
-  pieces: Map<number, string>;
+  pieces: Map<number, Seeded>;
   /** Pieces this process hashed itself (seeded, or checked on a read); the rest are re-hashed when read. */
   checked: Set<number>;
   /** Last registration, seeded piece or served piece (ms); GC evicts the least recent first. */
@@ -40,11 +46,23 @@ export class TaskStore {
         const { url, ...rest } = legacy;
         Object.assign(rest, { origin: url ? canonicalUrl(new URL(url)) : '' });
         await this.#index.putTask(id, rest as TaskMeta);
-        this.#tasks.set(id, { meta: rest as TaskMeta, pieces: await this.#index.pieces(id), checked: new Set(), lastAccess: legacy.createdAt, readers: 0 });
+        this.#tasks.set(id, { meta: rest as TaskMeta, pieces: await this.#loadPieces(rest as TaskMeta), checked: new Set(), lastAccess: legacy.createdAt, readers: 0 });
         continue;
       }
-      this.#tasks.set(id, { meta, pieces: await this.#index.pieces(id), checked: new Set(), lastAccess: meta.lastAccess ?? meta.createdAt, readers: 0 });
+      this.#tasks.set(id, { meta, pieces: await this.#loadPieces(meta), checked: new Set(), lastAccess: meta.lastAccess ?? meta.createdAt, readers: 0 });
     }
+  }
+
+  /** Piece records of a task; one that is not a block list of the right length (an older format) is seeded again. */
+  async #loadPieces(meta: TaskMeta): Promise<Map<number, Seeded>> {
+    const out = new Map<number, Seeded>();
+    for (const [n, stored] of await this.#index.pieces(meta.taskId)) {
+      const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
+      const blocks = n < meta.pieceCount ? splitBlocks(stored, end - start + 1) : undefined;
+      if (blocks) out.set(n, { blocks, root: pieceRoot(blocks) });
+      else await this.#index.deletePiece(meta.taskId, n);
+    }
+    return out;
   }
 
   async stop(): Promise<void> {
@@ -106,8 +124,14 @@ export class TaskStore {
     }
   }
 
+  /** The piece's identity (root of its block hashes), once seeded. */
   pieceSha(taskId: string, n: number): string | undefined {
-    return this.#tasks.get(taskId)?.pieces.get(n);
+    return this.#tasks.get(taskId)?.pieces.get(n)?.root;
+  }
+
+  /** The piece's block hashes, once seeded. */
+  pieceBlocks(taskId: string, n: number): string[] | undefined {
+    return this.#tasks.get(taskId)?.pieces.get(n)?.blocks;
   }
 
   seededCount(taskId: string): number {
@@ -129,12 +153,36 @@ export class TaskStore {
     return this.#handles.size;
   }
 
-  async recordPiece(taskId: string, n: number, sha256: string): Promise<void> {
-    await this.#index.putPiece(taskId, n, sha256);
+  /** Records a seeded piece by its block hashes; returns its root. */
+  async recordPiece(taskId: string, n: number, blocks: string[]): Promise<string> {
+    await this.#index.putPiece(taskId, n, joinBlocks(blocks));
+    const root = pieceRoot(blocks);
     const t = this.#tasks.get(taskId);
-    t?.pieces.set(n, sha256);
+    t?.pieces.set(n, { blocks, root });
     t?.checked.add(n);
     if (t) t.lastAccess = Date.now();
+    return root;
+  }
+
+  /** Where piece `n` lies in its data file (for a piece being seeded, whose blocks are served as they land). */
+  pieceLocation(taskId: string, n: number): { path: string; start: number; end: number } {
+    const t = this.#tasks.get(taskId);
+    if (!t) throw snError('SN_TASK_NOT_FOUND', taskId);
+    const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
+    return { path: this.dataPath(taskId), start, end };
+  }
+
+  /** The task counts as being read (GC leaves it alone) until the returned function is called. */
+  hold(taskId: string): () => void {
+    const t = this.#tasks.get(taskId);
+    if (!t) return () => {};
+    t.readers++;
+    t.lastAccess = Date.now();
+    let released = false;
+    return () => {
+      if (!released) t.readers--;
+      released = true;
+    };
   }
 
   /**
@@ -142,10 +190,10 @@ export class TaskStore {
    * itself (a disk error never reaches a peer as data; the bad piece is forgotten and seeded again). The task counts
    * as being read (GC leaves it alone) until `done` is called.
    */
-  async servePiece(taskId: string, n: number): Promise<{ path: string; start: number; end: number; done: () => void }> {
+  async servePiece(taskId: string, n: number): Promise<{ path: string; start: number; end: number; blocks: string[]; done: () => void }> {
     const t = this.#tasks.get(taskId);
-    const sha = t?.pieces.get(n);
-    if (!t || !sha) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n}`);
+    const seeded = t?.pieces.get(n);
+    if (!t || !seeded) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n}`);
     const { start, end } = pieceRange(n, t.meta.pieceSize, t.meta.contentLength);
     t.readers++;
     t.lastAccess = Date.now();
@@ -157,7 +205,7 @@ export class TaskStore {
     try {
       if (!t.checked.has(n)) {
         try {
-          await verifyStoredPiece(this.dataPath(taskId), start, end - start + 1, sha, `${taskId}#${n}`);
+          await verifyStoredPiece(this.dataPath(taskId), start, end - start + 1, seeded.blocks, `${taskId}#${n}`);
           t.checked.add(n);
         } catch (err) {
           t.pieces.delete(n);
@@ -166,7 +214,7 @@ export class TaskStore {
           throw err;
         }
       }
-      return { path: this.dataPath(taskId), start, end, done };
+      return { path: this.dataPath(taskId), start, end, blocks: seeded.blocks, done };
     } catch (err) {
       done();
       throw err;

@@ -1,15 +1,19 @@
 /**
- * The supernode's whole-blob check: as pieces are seeded (in any order), the in-order prefix of seeded pieces is fed
- * into one running sha256; when the prefix reaches the end, the result is compared with the task's digest. A task
- * whose bytes do not match is dropped and refused, so the digest it claimed never serves foreign bytes again.
+ * The supernode's whole-blob check: the in-order prefix of seeded bytes is fed into one running sha256, and when it
+ * reaches the end the result is compared with the task's digest. A task whose bytes do not match is dropped and
+ * refused, so the digest it claimed never serves foreign bytes again.
+ *
+ * One hash pass: a block that lands exactly where the prefix ends is fed from the bytes just hashed for its block
+ * record (`offer`), never read back. Only blocks that landed ahead of the prefix (pieces seeded out of order, in
+ * parallel) are read back from the data file when the prefix reaches them, from the page cache in the common case.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { pieceRange } from '@damselfly/shared';
+import { BLOCK_SIZE, blockCountFor, pieceRange } from '@damselfly/shared';
 import type { TaskMeta } from '../resource/task-meta.js';
 
 export interface DigestCheckDeps {
-  /** Whether piece n is seeded (its hash recorded). */
+  /** Whether piece n is seeded (its hashes recorded). */
   seeded(n: number): boolean;
   dataPath: string;
   signal: AbortSignal;
@@ -21,9 +25,15 @@ export class DigestCheck {
   readonly #meta: TaskMeta;
   readonly #deps: DigestCheckDeps;
   readonly #want: string;
-  #next = 0;
+  /** The prefix ends at block `#block` of piece `#piece`. */
+  #piece = 0;
+  #block = 0;
+  #reading = false;
   #hash: Hash = createHash('sha256');
   #running: Promise<DigestOutcome> = Promise.resolve('pending');
+  /** Bytes fed from blocks as they landed, and read back from disk (for metrics and tests). */
+  inlineBytes = 0;
+  readBackBytes = 0;
   /** sha256 hex of the whole blob once it was read. */
   actual?: string;
 
@@ -33,7 +43,30 @@ export class DigestCheck {
     this.#want = meta.digest!.slice('sha256:'.length);
   }
 
-  /** Feeds whatever the seeded prefix grew by; serialised, so concurrent calls never interleave the hash. */
+  #blocksOf(n: number): number {
+    const { start, end } = pieceRange(n, this.#meta.pieceSize, this.#meta.contentLength);
+    return blockCountFor(end - start + 1);
+  }
+
+  #step(): void {
+    this.#block++;
+    if (this.#block === this.#blocksOf(this.#piece)) {
+      this.#piece++;
+      this.#block = 0;
+    }
+  }
+
+  /** Block `b` of piece `n` was just verified and written, with these bytes: fed if it is where the prefix ends. */
+  offer(n: number, b: number, data: readonly Buffer[]): void {
+    if (this.#reading || this.actual !== undefined || n !== this.#piece || b !== this.#block) return;
+    for (const d of data) {
+      this.#hash.update(d);
+      this.inlineBytes += d.length;
+    }
+    this.#step();
+  }
+
+  /** Feeds whatever seeded pieces the prefix can now cover from disk; serialised, so reads never interleave. */
   advance(): Promise<DigestOutcome> {
     this.#running = this.#running.then(() => this.#advance());
     return this.#running;
@@ -41,16 +74,27 @@ export class DigestCheck {
 
   async #advance(): Promise<DigestOutcome> {
     const { pieceCount, pieceSize, contentLength } = this.#meta;
-    while (this.#next < pieceCount && this.#deps.seeded(this.#next)) {
-      const { start, end } = pieceRange(this.#next, pieceSize, contentLength);
-      // The prefix advances piece by piece, from the page cache in the common case; nothing is held in memory.
-      for await (const chunk of createReadStream(this.#deps.dataPath, { start, end, highWaterMark: 1 << 20, signal: this.#deps.signal })) {
-        this.#hash.update(chunk as Buffer);
+    this.#reading = true;
+    try {
+      while (this.#piece < pieceCount && this.#deps.seeded(this.#piece)) {
+        const { start, end } = pieceRange(this.#piece, pieceSize, contentLength);
+        const from = start + this.#block * BLOCK_SIZE;
+        if (from <= end) {
+          for await (const chunk of createReadStream(this.#deps.dataPath, { start: from, end, highWaterMark: BLOCK_SIZE, signal: this.#deps.signal })) {
+            this.#hash.update(chunk as Buffer);
+            this.readBackBytes += (chunk as Buffer).length;
+          }
+        }
+        this.#piece++;
+        this.#block = 0;
       }
-      this.#next++;
+    } finally {
+      this.#reading = false;
     }
-    if (this.#next < pieceCount || this.actual) return this.actual ? (this.actual === this.#want ? 'match' : 'mismatch') : 'pending';
-    this.actual = this.#hash.digest('hex');
+    if (this.actual === undefined) {
+      if (this.#piece < pieceCount) return 'pending';
+      this.actual = this.#hash.digest('hex');
+    }
     return this.actual === this.#want ? 'match' : 'mismatch';
   }
 }

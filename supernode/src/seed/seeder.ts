@@ -33,6 +33,8 @@ import {
   writePiece,
   writeWholeStream,
   TransferGuard,
+  PieceProgress,
+  blockCountFor,
   type Logger,
   type OriginAllowList,
 } from '@damselfly/shared';
@@ -66,6 +68,8 @@ export interface SeederComponents {
   origins: OriginAllowList;
   log: Logger;
   originBytes: Counter<string>;
+  /** Bytes fed to digest checks, by `how`: `inline` or `read_back`. */
+  digestBytes?: Counter<string>;
   /** A task was dropped because its bytes do not match its digest. */
   onPoisoned?: (taskId: string) => void;
 }
@@ -90,6 +94,8 @@ export class Seeder {
   readonly #sources = new Map<string, Map<string, Source>>();
   readonly #registering = new Map<string, Promise<TaskMeta>>();
   readonly #inflight = new Map<string, Promise<string>>();
+  /** Verified blocks of pieces being seeded: readers stream them while the rest of the piece is still arriving. */
+  readonly #progress = new Map<string, PieceProgress>();
   readonly #whole = new Map<string, Promise<void>>();
   readonly #checks = new Map<string, DigestCheck>();
   readonly #refused = new Map<string, number>();
@@ -125,11 +131,7 @@ export class Seeder {
     if (!this.#c.origins.allows(url)) throw snError('SN_ORIGIN_FORBIDDEN', `${url.protocol}//${url.host}`);
     const blobDigest = checkDigest(url, digest);
     const taskId = taskIdFor(url, blobDigest);
-    const refusedUntil = this.#refused.get(taskId);
-    if (refusedUntil !== undefined) {
-      if (refusedUntil > Date.now()) throw snError('SN_DIGEST_MISMATCH', `${blobDigest} at ${redactUrl(url.href)}`);
-      this.#refused.delete(taskId);
-    }
+    this.assertNotRefused(taskId, `${blobDigest} at ${redactUrl(url.href)}`);
     if (requester) this.#sourcesOf(taskId).set(requester, { url, headers, usedAt: Date.now() });
     const known = this.#c.store.get(taskId);
     if (known) {
@@ -142,6 +144,17 @@ export class Seeder {
       this.#registering.set(taskId, p);
     }
     return p;
+  }
+
+  /**
+   * Throws SN_DIGEST_MISMATCH for a task dropped because its bytes were not its digest's (for the refusal period):
+   * peers asking about it after the drop learn why, not merely that it is gone.
+   */
+  assertNotRefused(taskId: string, what: string = taskId): void {
+    const refusedUntil = this.#refused.get(taskId);
+    if (refusedUntil === undefined) return;
+    if (refusedUntil > Date.now()) throw snError('SN_DIGEST_MISMATCH', what);
+    this.#refused.delete(taskId);
   }
 
   /** The requester left the task (or the cluster): its credentials are dropped. */
@@ -227,7 +240,10 @@ export class Seeder {
    */
   async ensurePiece(taskId: string, n: number, { signal, requester }: { signal?: AbortSignal; requester?: string } = {}): Promise<string> {
     const meta = this.#c.store.get(taskId);
-    if (!meta) throw snError('SN_TASK_NOT_FOUND', taskId);
+    if (!meta) {
+      this.assertNotRefused(taskId);
+      throw snError('SN_TASK_NOT_FOUND', taskId);
+    }
     if (!Number.isInteger(n) || n < 0 || n >= meta.pieceCount) throw snError('SN_PIECE_OUT_OF_RANGE', `${n} of ${meta.pieceCount}`);
     const done = this.#c.store.pieceSha(taskId, n);
     if (done) return done;
@@ -237,10 +253,58 @@ export class Seeder {
       const source = requester ? this.#sources.get(taskId)?.get(requester) : undefined;
       if (!source) throw snError('SN_NOT_REGISTERED', `${taskId} (register the task on the control channel first)`);
       source.usedAt = Date.now();
-      p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source) : this.#waitWhole(meta, n, source)).finally(() => this.#inflight.delete(key));
+      const progress = this.#progressFor(meta, n);
+      p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source, progress) : this.#waitWhole(meta, n, source))
+        .then((root) => {
+          // A whole-object read may have passed this piece before its progress existed: readers get the record.
+          this.#c.store.pieceBlocks(taskId, n)?.forEach((sha, b) => progress.verified(b, sha));
+          return root;
+        })
+        .catch((err: unknown) => {
+          progress.fail(err as Error);
+          throw err;
+        })
+        .finally(() => {
+          this.#inflight.delete(key);
+          this.#progress.delete(key);
+        });
       this.#inflight.set(key, p);
     }
     return signal ? abortable(p, signal) : p;
+  }
+
+  /**
+   * Where to read piece `n` from: its recorded block hashes if it is seeded, or the progress of its seeding (started
+   * here with `requester`'s access if needed), whose blocks can be streamed as each one lands.
+   */
+  async openPiece(
+    taskId: string,
+    n: number,
+    opts: { signal?: AbortSignal; requester?: string } = {},
+  ): Promise<{ blocks: string[] } | { progress: PieceProgress; recorded: Promise<string> }> {
+    const blocks = this.#c.store.pieceBlocks(taskId, n);
+    if (blocks) return { blocks };
+    const done = this.ensurePiece(taskId, n, opts);
+    const progress = this.#progress.get(`${taskId}:${n}`);
+    if (progress) {
+      done.catch(() => {});
+      return { progress, recorded: done };
+    }
+    // Seeded between the two looks, or recorded by a whole-object read without a progress of its own.
+    await done;
+    const now = this.#c.store.pieceBlocks(taskId, n);
+    if (!now) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n}`);
+    return { blocks: now };
+  }
+
+  #progressFor(meta: TaskMeta, n: number): PieceProgress {
+    const key = `${meta.taskId}:${n}`;
+    let p = this.#progress.get(key);
+    if (!p) {
+      const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
+      this.#progress.set(key, (p = new PieceProgress(blockCountFor(end - start + 1))));
+    }
+    return p;
   }
 
   /** A slot for one origin request: the host's first (so one host never queues the others), then the global one. */
@@ -260,7 +324,7 @@ export class Seeder {
     }
   }
 
-  async #seedPiece(meta: TaskMeta, n: number, source: Source): Promise<string> {
+  async #seedPiece(meta: TaskMeta, n: number, source: Source, progress: PieceProgress): Promise<string> {
     const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
     let lastErr: unknown;
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
@@ -275,20 +339,31 @@ export class Seeder {
           guard.onBytes(b);
           this.#c.originBytes.inc(b);
         };
-        const sha = await this.#c.store
-          .withHandle(meta.taskId, (fh) => writePiece(fh, start, end - start + 1, body, { label: `${meta.taskId}#${n}`, signal, onBytes }))
+        // A retry keeps the blocks an earlier attempt verified (readers may be streaming them): the origin's bytes
+        // must match them again, and they are not rewritten.
+        const blocks = await this.#c.store
+          .withHandle(meta.taskId, (fh) =>
+            writePiece(fh, start, end - start + 1, body, {
+              label: `${meta.taskId}#${n}`,
+              signal,
+              onBytes,
+              expected: progress.blocks,
+              have: (b) => progress.has(b),
+              onBlock: (b, sha, data) => this.#landed(meta, n, b, sha, data),
+            }),
+          )
           .catch((err: unknown) => {
             discard(body);
             throw err;
           });
-        await this.#recorded(meta, n, sha);
+        const root = await this.#recorded(meta, n, blocks);
         this.#c.log.debug({ taskId: meta.taskId, piece: n }, 'piece:seeded');
-        return sha;
+        return root;
       } catch (err) {
         lastErr = err;
         // Auth, not-found and forbidden answers will not change on retry; the client must see them as they are.
         if (this.#stop.signal.aborted || isDamselflyError(err, 'ORIGIN_AUTH') || isDamselflyError(err, 'ORIGIN_NOT_FOUND') || isDamselflyError(err, 'ADDRESS_FORBIDDEN') || isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
-        if (isDamselflyError(err, 'ORIGIN_NO_RANGE')) {
+        if (isDamselflyError(err, 'ORIGIN_NO_RANGE') && !progress.blocks.some((b) => b !== undefined)) {
           // The origin stopped honouring Range (e.g. a pull-through cache): fall back to one sequential read.
           meta.acceptsRanges = false;
           release();
@@ -327,7 +402,8 @@ export class Seeder {
           pieceSize: meta.pieceSize,
           length: meta.contentLength,
           skip: (n) => this.#c.store.pieceSha(meta.taskId, n) !== undefined,
-          onPiece: (n, sha) => this.#recorded(meta, n, sha),
+          onPiece: async (n, blocks) => void (await this.#recorded(meta, n, blocks)),
+          onBlock: (n, b, sha, data) => this.#landed(meta, n, b, sha, data),
           onBytes: (n) => this.#c.originBytes.inc(n),
           signal,
         }),
@@ -337,29 +413,42 @@ export class Seeder {
     }
   }
 
-  /** Records a seeded piece and advances the task's digest check; a mismatch drops the task and throws. */
-  async #recorded(meta: TaskMeta, n: number, sha: string): Promise<void> {
-    await this.#c.store.recordPiece(meta.taskId, n, sha);
-    if (!meta.digest || meta.verified) return;
+  /** Block `b` of piece `n` was verified into the data file: readers may stream it, the digest check may take it. */
+  #landed(meta: TaskMeta, n: number, b: number, sha: string, data: readonly Buffer[]): void {
+    this.#progress.get(`${meta.taskId}:${n}`)?.verified(b, sha);
+    if (meta.digest && !meta.verified) this.#checkOf(meta).offer(n, b, data);
+  }
+
+  #checkOf(meta: TaskMeta): DigestCheck {
     let check = this.#checks.get(meta.taskId);
     if (!check) {
       const store = this.#c.store;
       check = new DigestCheck(meta, { seeded: (i) => store.pieceSha(meta.taskId, i) !== undefined, dataPath: store.dataPath(meta.taskId), signal: this.#stop.signal });
       this.#checks.set(meta.taskId, check);
     }
+    return check;
+  }
+
+  /** Records a seeded piece and advances the task's digest check; a mismatch drops the task and throws. */
+  async #recorded(meta: TaskMeta, n: number, blocks: string[]): Promise<string> {
+    const root = await this.#c.store.recordPiece(meta.taskId, n, blocks);
+    if (!meta.digest || meta.verified) return root;
+    const check = this.#checkOf(meta);
     const outcome = await check.advance();
-    if (outcome === 'pending') return;
+    if (outcome === 'pending') return root;
     const mismatch = () => snError('SN_DIGEST_MISMATCH', `${meta.digest} at ${meta.origin}: the origin sent sha256:${check.actual}`);
     // Pieces finishing together all see the final outcome; the first acts on it, the others only report it.
     if (this.#checks.get(meta.taskId) !== check) {
       if (outcome === 'mismatch') throw mismatch();
-      return;
+      return root;
     }
     this.#checks.delete(meta.taskId);
     if (outcome === 'match') {
       await this.#c.store.update(meta.taskId, { verified: true });
-      this.#c.log.info({ taskId: meta.taskId }, 'task:verified');
-      return;
+      this.#c.digestBytes?.inc({ how: 'inline' }, check.inlineBytes);
+      this.#c.digestBytes?.inc({ how: 'read_back' }, check.readBackBytes);
+      this.#c.log.info({ taskId: meta.taskId, inline: check.inlineBytes, readBack: check.readBackBytes }, 'task:verified');
+      return root;
     }
     await this.#poison(meta, check.actual!);
     throw mismatch();

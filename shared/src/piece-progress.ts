@@ -1,0 +1,70 @@
+/**
+ * The verified blocks of one piece while it is being written: readers (a Range client, a peer, a supernode piece
+ * request) wait here for the block they need and read it from the data file as soon as it is verified, without
+ * waiting for the rest of the piece. In memory only: nothing of a piece in flight survives a restart, so a crash
+ * can never leave a block marked verified whose bytes are not where they should be.
+ */
+import { EventEmitter } from 'node:events';
+
+export interface PieceProgressEvents {
+  'block:verified': [number, string];
+  'piece:failed': [Error];
+}
+
+export class PieceProgress extends EventEmitter<PieceProgressEvents> {
+  readonly blocks: (string | undefined)[];
+  #failure?: Error;
+
+  constructor(blockCount: number) {
+    super();
+    this.setMaxListeners(0);
+    this.blocks = new Array<string | undefined>(blockCount).fill(undefined);
+  }
+
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  has(b: number): boolean {
+    return this.blocks[b] !== undefined;
+  }
+
+  /** Block `b` is on disk (written, not necessarily flushed) and matched `sha`. */
+  verified(b: number, sha: string): void {
+    if (this.blocks[b] !== undefined) return;
+    this.blocks[b] = sha;
+    this.emit('block:verified', b, sha);
+  }
+
+  /** The attempt failed: readers waiting on blocks not yet verified get `err` (a retry gets a new progress). */
+  fail(err: Error): void {
+    if (this.#failure) return;
+    this.#failure = err;
+    this.emit('piece:failed', err);
+  }
+
+  /** Resolves with block `b`'s hash once verified; rejects if the attempt fails first or `signal` aborts. */
+  waitBlock(b: number, { signal }: { signal?: AbortSignal } = {}): Promise<string> {
+    const have = this.blocks[b];
+    if (have !== undefined) return Promise.resolve(have);
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const cleanup = () => {
+        this.off('block:verified', onBlock);
+        this.off('piece:failed', onFail);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onBlock = (m: number, sha: string) => {
+        if (m !== b) return;
+        cleanup();
+        resolve(sha);
+      };
+      const onFail = (err: Error) => (cleanup(), reject(err));
+      const onAbort = () => (cleanup(), reject(signal!.reason));
+      this.on('block:verified', onBlock);
+      this.on('piece:failed', onFail);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * Sends a piece block by block, each as soon as it is verified: the bytes from the data file (through the buffer
+ * pool), and, framed, the block's 32-byte sha256 after them. Used by the supernode to stream a piece to downloaders
+ * while it is still arriving from the origin, and by peers for pieces they are still downloading.
+ */
+import type { Writable } from 'node:stream';
+import { BLOCK_SIZE, blockCountFor } from './blocks.js';
+import { put, serveFileRange, type ServeOptions } from './serve-range.js';
+
+export interface ServeBlocksOptions extends ServeOptions {
+  /** Resolves with block `b`'s hash once it is verified and on disk (rejects if it never will be). */
+  block(b: number): Promise<string>;
+  /** Append each block's hash after its bytes. */
+  framed: boolean;
+  /** Offsets inside the piece to send (inclusive; default the whole piece): a Range read sends only what it covers. */
+  from?: number;
+  to?: number;
+}
+
+export async function serveBlocks(path: string, pieceStart: number, pieceLength: number, out: Writable, o: ServeBlocksOptions): Promise<void> {
+  const count = blockCountFor(pieceLength);
+  const from = o.from ?? 0;
+  const to = o.to ?? pieceLength - 1;
+  for (let b = Math.floor(from / BLOCK_SIZE); b < count && b * BLOCK_SIZE <= to; b++) {
+    const sha = await o.block(b);
+    const start = Math.max(from, b * BLOCK_SIZE);
+    const end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+    await serveFileRange(path, pieceStart + start, pieceStart + end, out, o);
+    if (o.framed) await put(out, Buffer.from(sha, 'hex'), o.stallMs ?? 10_000);
+  }
+}

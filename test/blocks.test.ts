@@ -1,0 +1,246 @@
+/**
+ * The block data plane: every 1 MiB block is checked against the supernode's record before any byte of it is written,
+ * served or relayed; pieces stream block by block while still arriving (from the origin through the supernode, and
+ * from the supernode through a dfdaemon to its client); a dying origin mid-piece ends in an error, never a
+ * complete-looking body; a kill -9 mid-piece leaves nothing recorded that is not on disk.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { Client } from 'undici';
+import {
+  BLOCK_SIZE,
+  TaskIndex,
+  blockCountFor,
+  pieceRoot,
+  splitBlocks,
+  verifyStoredPiece,
+  writePiece,
+  writeWholeStream,
+  type TaskInfo,
+} from '@damselfly/shared';
+import { DigestCheck } from '@damselfly/supernode';
+import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { gatedRelay } from './helpers/gate.js';
+import { startBadPeer } from './helpers/bad-peer.js';
+import { metricValue } from './helpers/metrics.js';
+import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const blockShas = (piece: Buffer) => Array.from({ length: blockCountFor(piece.length) }, (_, b) => sha(piece.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE)));
+/** A body arriving in 64 KiB chunks, as from a socket. */
+const chunked = (data: Buffer) => Readable.from((function* () { for (let o = 0; o < data.length; o += 65536) yield data.subarray(o, o + 65536); })());
+
+/** A streaming GET through a dfdaemon's forward proxy (absolute-form request line, as curl -x sends). */
+function viaProxy(t: { teardown(fn: () => unknown): void }, proxyUrl: string, url: string) {
+  const c = new Client(proxyUrl);
+  t.teardown(() => c.destroy());
+  return c.request({ method: 'GET', path: url });
+}
+
+t.test('a block that does not match is refused before a byte of it is written; the blocks before it are reported', async (t) => {
+  const dir = await tempDir(t);
+  const piece = makeBlob(3 * MiB + 1000, 71);
+  const expected = blockShas(piece);
+  const bad = Buffer.from(piece);
+  bad[BLOCK_SIZE + 5] ^= 0xff;
+  const fh = await open(join(dir, 'data'), 'w+');
+  t.teardown(() => fh.close());
+  await fh.truncate(piece.length);
+  const reported: number[] = [];
+  await t.rejects(writePiece(fh, 0, piece.length, chunked(bad), { expected, onBlock: (b) => reported.push(b) }), { code: 'PIECE_CORRUPT' });
+  t.same(reported, [0], 'block 0 was verified and reported; block 1 never');
+  const onDisk = await readFile(join(dir, 'data'));
+  t.ok(onDisk.subarray(0, BLOCK_SIZE).equals(piece.subarray(0, BLOCK_SIZE)), 'block 0 is on disk');
+  t.ok(onDisk.subarray(BLOCK_SIZE, 2 * BLOCK_SIZE).equals(Buffer.alloc(BLOCK_SIZE)), 'no byte of the bad block reached the file');
+
+  // A retry keeps block 0 (readers may be on it) and must still match it.
+  const again: number[] = [];
+  const blocks = await writePiece(fh, 0, piece.length, chunked(piece), { expected, have: (b) => b === 0, onBlock: (b) => again.push(b) });
+  t.same(blocks, expected);
+  t.same(again, [1, 2, 3], 'only new blocks are reported');
+  await verifyStoredPiece(join(dir, 'data'), 0, piece.length, expected);
+  const flipped = [...expected];
+  flipped[3] = sha(Buffer.from('x'));
+  await t.rejects(verifyStoredPiece(join(dir, 'data'), 0, piece.length, flipped), { code: 'PIECE_CORRUPT' }, 'a stored piece is checked block by block');
+  t.equal(splitBlocks(blocks.join(''), piece.length)?.length, 4);
+  t.equal(splitBlocks(blocks.join(''), 5 * MiB), undefined, 'a record of the wrong shape is not a piece');
+});
+
+t.test('framed bodies: each block is checked against the hash that follows it', async (t) => {
+  const dir = await tempDir(t);
+  const piece = makeBlob(2 * MiB + 7, 72);
+  const shas = blockShas(piece);
+  const frame = (blocks: string[]) =>
+    Buffer.concat(blocks.flatMap((h, b) => [piece.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE), Buffer.from(h, 'hex')]));
+  const fh = await open(join(dir, 'data'), 'w+');
+  t.teardown(() => fh.close());
+  t.same(await writePiece(fh, 0, piece.length, chunked(frame(shas)), { framed: true }), shas);
+  const lying = [...shas];
+  lying[2] = sha(Buffer.from('not it'));
+  await t.rejects(writePiece(fh, 0, piece.length, chunked(frame(lying)), { framed: true }), { code: 'PIECE_CORRUPT' });
+  await t.rejects(writePiece(fh, 0, piece.length, chunked(frame(shas).subarray(0, -10)), { framed: true }), { code: 'PIECE_SHORT' });
+});
+
+t.test('the whole-blob digest takes in-order blocks as they land and reads back only what landed ahead', async (t) => {
+  const dir = await tempDir(t);
+  const blob = makeBlob(10 * MiB + 3, 73);
+  const path = join(dir, 'data');
+  const fh = await open(path, 'w+');
+  t.teardown(() => fh.close());
+  await fh.truncate(blob.length);
+  const meta = { taskId: 'x', origin: '', digest: `sha256:${sha(blob)}`, contentLength: blob.length, pieceSize: 4 * MiB, pieceCount: 3, createdAt: 0, acceptsRanges: true };
+  const seeded = new Set<number>();
+  const ac = new AbortController();
+  const check = new DigestCheck(meta, { seeded: (n) => seeded.has(n), dataPath: path, signal: ac.signal });
+  // Pieces land 1, 0, 2: piece 1 is ahead of the prefix (read back later), 0 and 2 are taken as they land.
+  for (const n of [1, 0, 2]) {
+    const part = blob.subarray(n * 4 * MiB, (n + 1) * 4 * MiB);
+    await writePiece(fh, n * 4 * MiB, part.length, chunked(part), { onBlock: (b, _sha, data) => check.offer(n, b, data) });
+    seeded.add(n);
+    t.equal(await check.advance(), n === 2 ? 'match' : 'pending');
+  }
+  t.equal(check.readBackBytes, 4 * MiB, 'only piece 1 was read back');
+  t.equal(check.inlineBytes, blob.length - 4 * MiB);
+
+  // A whole-object read (no Range) is all in order: nothing is read back.
+  const fh2 = await open(join(dir, 'whole'), 'w+');
+  t.teardown(() => fh2.close());
+  const check2 = new DigestCheck(meta, { seeded: () => true, dataPath: join(dir, 'whole'), signal: ac.signal });
+  const roots: string[] = [];
+  await writeWholeStream(fh2, chunked(blob), {
+    pieceSize: 4 * MiB,
+    length: blob.length,
+    onBlock: (n, b, _s, data) => check2.offer(n, b, data),
+    onPiece: async (_n, blocks) => void roots.push(pieceRoot(blocks)),
+  });
+  t.equal(await check2.advance(), 'match');
+  t.equal(check2.readBackBytes, 0);
+  t.equal(roots.length, 3);
+});
+
+t.test('a Range read gets its bytes while the rest of its piece is still coming from the origin', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(8 * MiB, 74);
+  const { digest } = await pushBlob(reg.url, 'team/cut', blob);
+  // 1.5 MiB of response bytes pass, then the origin stalls: piece 0 (4 MiB) cannot complete until released.
+  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 1.5 * MiB, 'hold');
+  t.teardown(() => gate.close());
+  const url = `${gate.url}/v2/team/cut/blobs/${digest}`;
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const r = await getViaProxy(d.proxyUrl, url, { range: 'bytes=1000-66535' });
+  t.equal(r.status, 206);
+  t.ok(r.body.equals(blob.subarray(1000, 66536)), 'the range is right');
+  const taskId = r.headers['x-damselfly-task-id'] as string;
+  // The order of events, not a time: the answer is complete while the origin is held mid-piece.
+  t.ok(gate.closed, 'the origin is still held mid-piece');
+  t.equal(sn.store.pieceSha(taskId, 0), undefined, 'the supernode has not finished piece 0');
+  t.notOk(d.store.get(taskId)?.has(0), 'nor has the dfdaemon');
+  t.ok(d.store.get(taskId)?.hasBlock(0, 0), 'the dfdaemon holds block 0 verified');
+  gate.release();
+  const whole = await getViaProxy(d.proxyUrl, url);
+  t.equal(`sha256:${sha(whole.body)}`, digest);
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_digest_bytes_total', { how: 'read_back' }) + (await metricValue(sn.metrics.registry, 'damselfly_supernode_digest_bytes_total', { how: 'inline' })), blob.length, 'the supernode checked the digest over every byte once');
+});
+
+t.test('the origin dies mid-piece while the supernode streams it: the client sees an error, never a whole-looking body', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(6 * MiB, 75);
+  const { digest } = await pushBlob(reg.url, 'team/dies', blob);
+  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 2.5 * MiB, 'cut');
+  t.teardown(() => gate.close());
+  const url = `${gate.url}/v2/team/dies/blobs/${digest}`;
+  const sn = await startSupernode(t);
+  // One piece at a time: the budget goes to piece 0, whose first blocks are verified before the origin dies.
+  const d = await startDaemon(t, [sn.url], { backSource: false, parallelPieces: 1 });
+  const parts: Buffer[] = [];
+  let status = 0;
+  let declared = 0;
+  const outcome = await viaProxy(t, d.proxyUrl, url)
+    .then(async (res) => {
+      status = res.statusCode;
+      declared = Number(res.headers['content-length']);
+      for await (const c of res.body) parts.push(c as Buffer);
+      return 'ended';
+    })
+    .catch((err: Error) => `error: ${err.message}`);
+  const got = Buffer.concat(parts);
+  t.ok(gate.closed, 'the origin died mid-piece');
+  t.equal(status, 200, `the answer had started (its first block was verified): ${status === 200 ? "" : got.toString().slice(0, 200)}`);
+  t.equal(declared, blob.length);
+  t.ok(outcome.startsWith('error'), `the client saw the body cut (${outcome})`);
+  t.ok(got.length >= 2 * BLOCK_SIZE && got.length < blob.length, `it got ${got.length} bytes: the blocks verified before the origin died`);
+  t.ok(got.equals(blob.subarray(0, got.length)), 'and every byte it got is the blob’s');
+  t.equal(await (await fetch(`${d.healthUrl}/server/ping`)).status, 200, 'the dfdaemon is alive');
+});
+
+t.test('a peer whose first block is right and the rest garbage: caught at the first bad block, blacklisted', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(16 * MiB, 76);
+  const { digest, url } = await pushBlob(reg.url, 'team/tail', blob);
+  const sn = await startSupernode(t);
+  const first = await startDaemon(t, [sn.url]);
+  t.equal(sha((await getViaProxy(first.proxyUrl, url)).body), digest.slice(7));
+  await first.stop();
+  const bad = await startBadPeer(sn.url, url, undefined, 'tail-peer', 'tail', blob);
+  t.teardown(() => bad.close());
+  const d = await startDaemon(t, [sn.url]);
+  const r = await getViaProxy(d.proxyUrl, url);
+  t.equal(sha(r.body), digest.slice(7), 'the client got exactly the blob');
+  t.ok(bad.served > 0, `the bad peer was asked (${bad.served})`);
+  const taskId = r.headers['x-damselfly-task-id'] as string;
+  t.ok(sn.scheduler.isBlacklisted(taskId, bad.peerId), 'and blacklisted');
+  t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_piece_failures_total', { reason: 'corrupt' })) >= 1);
+});
+
+t.test('kill -9 mid-piece: everything recorded is on disk and matches; the rest is fetched again', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(8 * MiB, 77);
+  const { digest } = await pushBlob(reg.url, 'team/kill9', blob);
+  // Piece 0 (4 MiB) passes whole, then 2.5 MiB of piece 1, then the origin stalls.
+  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 6.5 * MiB, 'hold');
+  t.teardown(() => gate.close());
+  const url = `${gate.url}/v2/team/kill9/blobs/${digest}`;
+  const sn = await spawnSupernodeProc(t);
+  const d = await spawnDaemonProc(t, [sn.url]);
+  const head = await getViaProxy(d.proxyUrl, url, { range: `bytes=0-${4 * MiB - 1}` });
+  t.ok(head.body.equals(blob.subarray(0, 4 * MiB)), 'piece 0 is in');
+  // Then the whole blob, until two blocks of piece 1 have reached the client: verified, while piece 1 is in flight.
+  const res = await viaProxy(t, d.proxyUrl, url);
+  let seen = 0;
+  for await (const c of res.body) {
+    seen += (c as Buffer).length;
+    if (seen >= 6 * MiB) break;
+  }
+  t.ok(gate.closed, 'the origin is held mid-piece');
+  d.child.kill('SIGKILL');
+  await d.exited();
+
+  const index = new TaskIndex<{ info: TaskInfo }>(join(d.dataDir, 'index'));
+  await index.start();
+  let records = 0;
+  for await (const [taskId, meta] of index.tasks()) {
+    for (const [n, stored] of await index.pieces(taskId)) {
+      records++;
+      const start = n * meta.info.pieceSize;
+      const length = Math.min(meta.info.pieceSize, meta.info.contentLength - start);
+      await verifyStoredPiece(join(d.dataDir, 'tasks', `${taskId}.data`), start, length, splitBlocks(stored, length)!);
+    }
+  }
+  await index.stop();
+  t.equal(records, 1, 'only piece 0 is recorded (and matched its data above); piece 1 was in flight, its blocks in memory only');
+
+  gate.release();
+  const again = await spawnDaemonProc(t, [sn.url], ['--data-dir', d.dataDir]);
+  const whole = await getViaProxy(again.proxyUrl, url);
+  t.equal(`sha256:${sha(whole.body)}`, digest, 'the restarted dfdaemon serves the right blob');
+});
