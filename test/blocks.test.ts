@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import { Client } from 'undici';
 import {
   BLOCK_SIZE,
+  DigestCheck,
   TaskIndex,
   blockCountFor,
   pieceRoot,
@@ -21,7 +22,6 @@ import {
   writeWholeStream,
   type TaskInfo,
 } from '@damselfly/shared';
-import { DigestCheck } from '@damselfly/supernode';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { gatedRelay } from './helpers/gate.js';

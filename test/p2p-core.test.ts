@@ -120,6 +120,11 @@ t.test('no supernode reachable: back to source, counted', async (t) => {
   t.equal(r.status, 200);
   t.equal(sha(r.body), digest);
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total', { why: 'supernode_unavailable' }), 1);
+  // One pass over the blob for its digest: blocks fed as they landed in order, the rest read back once, no more.
+  const inline = await metricValue(d.metrics.registry, 'damselfly_dfdaemon_digest_bytes_total', { how: 'inline' });
+  const readBack = await metricValue(d.metrics.registry, 'damselfly_dfdaemon_digest_bytes_total', { how: 'read_back' });
+  t.equal(inline + readBack, blob.length, `the digest saw every byte once (${inline} inline, ${readBack} read back)`);
+  t.ok(inline >= MiB, 'the in-order prefix was taken as it landed');
 });
 
 t.test('dfget: bad input gets a clear error, non-zero exit, and no file', async (t) => {

@@ -21,6 +21,12 @@ export function createDaemonMetrics() {
     cacheTasks: new Gauge({ name: 'damselfly_dfdaemon_cache_tasks', help: 'Tasks in the cache', registers }),
     evictions: new Counter({ name: 'damselfly_dfdaemon_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
     cacheQuota: new Gauge({ name: 'damselfly_dfdaemon_cache_quota_bytes', help: 'Cache quota in effect (diskQuota, or half the filesystem)', registers }),
+    digestBytes: new Counter({
+      name: 'damselfly_dfdaemon_digest_bytes_total',
+      help: 'Bytes fed to local whole-blob digest checks: inline (from blocks as they landed) or read back from disk',
+      labelNames: ['how'],
+      registers,
+    }),
     wholeChecks: new Counter({ name: 'damselfly_dfdaemon_whole_blob_checks_total', help: 'Whole-blob digest checks, by who did them', labelNames: ['by'], registers }),
     diskFull: new Counter({ name: 'damselfly_dfdaemon_disk_full_total', help: 'Downloads that ran out of disk (the task is dropped and the cache shrunk)', registers }),
     uploadsActive: new Gauge({ name: 'damselfly_dfdaemon_uploads_active', help: 'Pieces being uploaded now', registers }),

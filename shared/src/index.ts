@@ -26,3 +26,4 @@ export * from './serve-range.js';
 export * from './blocks.js';
 export * from './piece-progress.js';
 export * from './serve-blocks.js';
+export * from './digest-check.js';

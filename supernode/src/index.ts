@@ -4,4 +4,3 @@ export * from './errors.js';
 export * from './scheduling/policy.js';
 export * from './scheduling/scheduler.js';
 export * from './scheduling/indexed-set.js';
-export * from './seed/digest-check.js';

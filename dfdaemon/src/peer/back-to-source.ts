@@ -16,6 +16,8 @@ export interface BackSourceRequest {
   pieces?: readonly number[];
   signal: AbortSignal;
   onBytes: (n: number) => void;
+  /** Each block as it lands, with its bytes (for the incremental digest check). */
+  onBlock?: (n: number, b: number, sha: string, data: readonly Buffer[]) => void;
 }
 
 /** An origin transfer slower than this (after 10 s), or a piece not done in 5 minutes, is cut and counts as failed. */
@@ -36,7 +38,10 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
         length: task.info.contentLength,
         skip: (n) => task.has(n),
         onPiece: (n, blocks) => task.recordPiece(n, blocks),
-        onBlock: (n, b, sha) => task.landed(n, b, sha),
+        onBlock: (n, b, sha, data) => {
+          req.onBlock?.(n, b, sha, data);
+          task.landed(n, b, sha);
+        },
         onBytes: req.onBytes,
         signal: req.signal,
       });
@@ -57,6 +62,7 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
         guard.startRate();
         await task.writePiece(n, body, {
           signal: guard.signal,
+          onBlock: (b, sha, data) => req.onBlock?.(n, b, sha, data),
           onBytes: (b) => {
             guard.onBytes(b);
             req.onBytes(b);

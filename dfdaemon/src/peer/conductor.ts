@@ -11,6 +11,7 @@ import {
   carriesCredentials,
   checkDigest,
   describeError,
+  DigestCheck,
   isDamselflyError,
   isDigestMismatch,
   isTransferTimeout,
@@ -18,7 +19,6 @@ import {
   pieceCountFor,
   pieceSizeFor,
   probeOrigin,
-  sha256File,
   sharedError,
   sleep,
   taskIdFor,
@@ -124,6 +124,11 @@ export class Conductor {
     this.#rejectOpened = reject;
   }
   readonly #rejectOpened: (e: unknown) => void;
+  /**
+   * The whole-blob check of a back-to-source download, fed from each block as it lands (in order) so the blob is not
+   * read a second time; only blocks that landed ahead of the in-order prefix are read back.
+   */
+  #check?: DigestCheck;
 
   /**
    * Adds pieces this run must fetch (`all` for the whole blob). Returns false when the run is already finishing:
@@ -275,6 +280,13 @@ export class Conductor {
     }
   }
 
+  #checkFor(task: LocalTask, signal: AbortSignal): DigestCheck | undefined {
+    const digest = task.info.digest ?? this.#req.digest;
+    if (!digest) return undefined;
+    this.#check ??= new DigestCheck({ ...task.info, digest }, { seeded: (n) => task.has(n), dataPath: task.dataPath, signal });
+    return this.#check;
+  }
+
   /** Back-to-source for whatever is wanted, for as long as readers keep asking. */
   async #fromSource(task: LocalTask, probe: ProbeResult | undefined, signal: AbortSignal): Promise<void> {
     for (;;) {
@@ -293,6 +305,7 @@ export class Conductor {
           pieces: want,
           signal,
           onBytes: (n) => this.#c.metrics.downloadBytes.inc({ source: 'back_to_source' }, n),
+          onBlock: (n, b, _sha, data) => this.#checkFor(task, signal)?.offer(n, b, data),
         },
         probe,
       );
@@ -412,7 +425,12 @@ export class Conductor {
     }
     this.#c.metrics.wholeChecks.inc({ by: 'local' });
     const want = parseDigest(digest).hex;
-    const got = await sha256File(task.dataPath, { signal });
+    // After a back-to-source download the check has been fed as blocks landed: it reads back only what it missed.
+    const check = this.#checkFor(task, signal)!;
+    await check.advance();
+    this.#c.metrics.digestBytes.inc({ how: 'inline' }, check.inlineBytes);
+    this.#c.metrics.digestBytes.inc({ how: 'read_back' }, check.readBackBytes);
+    const got = check.actual;
     if (got !== want) {
       await this.#c.store.remove(task.info.taskId);
       throw sharedError('DIGEST_MISMATCH', `blob is sha256:${got}, expected ${digest}`);

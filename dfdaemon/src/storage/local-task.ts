@@ -124,7 +124,14 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   async writePiece(
     n: number,
     body: Readable,
-    opts: { expected?: readonly string[]; framed?: boolean; signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+    opts: {
+      expected?: readonly string[];
+      framed?: boolean;
+      signal?: AbortSignal;
+      onBytes?: (n: number) => void;
+      /** Each new block with its bytes (valid during the call): a back-to-source digest check feeds on them. */
+      onBlock?: (b: number, sha: string, data: readonly Buffer[]) => void;
+    } = {},
   ): Promise<string[]> {
     const { start, length } = this.range(n);
     let partial = this.#partial.get(n);
@@ -139,9 +146,10 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
         onBytes: opts.onBytes,
         label: `${this.info.taskId}#${n}`,
         have: (b) => landed[b] !== undefined,
-        onBlock: (b, sha) => {
+        onBlock: (b, sha, data) => {
           if (this.#partial.get(n) !== landed) return;
           landed[b] = sha;
+          opts.onBlock?.(b, sha, data);
           this.emit('block:verified', n, b);
         },
       }),

@@ -33,6 +33,7 @@ import {
   writePiece,
   writeWholeStream,
   TransferGuard,
+  DigestCheck,
   PieceProgress,
   blockCountFor,
   type Logger,
@@ -42,7 +43,6 @@ import type { TaskStore } from '../resource/task-store.js';
 import type { TaskMeta } from '../resource/task-meta.js';
 import { snError } from '../errors.js';
 import { Semaphore } from './semaphore.js';
-import { DigestCheck } from './digest-check.js';
 
 export interface SeederOptions {
   originConcurrency: number;

@@ -1,5 +1,6 @@
 /**
- * The supernode's whole-blob check: the in-order prefix of seeded bytes is fed into one running sha256, and when it
+ * A whole-blob check against an OCI digest, fed as pieces land. The supernode runs one per task as it seeds; a
+ * dfdaemon fetching from the origin itself (no supernode) runs one too. The in-order prefix of seeded bytes is fed into one running sha256, and when it
  * reaches the end the result is compared with the task's digest. A task whose bytes do not match is dropped and
  * refused, so the digest it claimed never serves foreign bytes again.
  *
@@ -9,8 +10,17 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { BLOCK_SIZE, blockCountFor, pieceRange } from '@damselfly/shared';
-import type { TaskMeta } from '../resource/task-meta.js';
+import { BLOCK_SIZE, blockCountFor } from './blocks.js';
+import { pieceRange } from './piece-size.js';
+
+/** What a check needs to know of its task. */
+export interface DigestCheckTask {
+  /** `sha256:<hex>`. */
+  digest?: string;
+  contentLength: number;
+  pieceSize: number;
+  pieceCount: number;
+}
 
 export interface DigestCheckDeps {
   /** Whether piece n is seeded (its hashes recorded). */
@@ -22,7 +32,7 @@ export interface DigestCheckDeps {
 export type DigestOutcome = 'pending' | 'match' | 'mismatch';
 
 export class DigestCheck {
-  readonly #meta: TaskMeta;
+  readonly #meta: DigestCheckTask;
   readonly #deps: DigestCheckDeps;
   readonly #want: string;
   /** The prefix ends at block `#block` of piece `#piece`. */
@@ -37,7 +47,7 @@ export class DigestCheck {
   /** sha256 hex of the whole blob once it was read. */
   actual?: string;
 
-  constructor(meta: TaskMeta, deps: DigestCheckDeps) {
+  constructor(meta: DigestCheckTask, deps: DigestCheckDeps) {
     this.#meta = meta;
     this.#deps = deps;
     this.#want = meta.digest!.slice('sha256:'.length);
