@@ -47,6 +47,7 @@ const cold = [];
 const warm = [];
 before = served();
 for (const off of offsets) {
+  await new Promise((r) => setTimeout(r, Number(process.env.RANGE_GAP_MS ?? 0)));
   cold.push(await curl(['-x', a.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
   // A second node reading the same range: the piece is in the swarm now.
   warm.push(await curl(['-x', b.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));

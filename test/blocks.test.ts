@@ -86,6 +86,25 @@ t.test('framed bodies: each block is checked against the hash that follows it', 
   await t.rejects(writePiece(fh, 0, piece.length, chunked(frame(shas).subarray(0, -10)), { framed: true }), { code: 'PIECE_SHORT' });
 });
 
+t.test('a body that starts at a block in the middle and wraps around is written and checked block by block', async (t) => {
+  const dir = await tempDir(t);
+  const piece = makeBlob(4 * MiB + 123, 78);
+  const shas = blockShas(piece);
+  const fh = await open(join(dir, 'data'), 'w+');
+  t.teardown(() => fh.close());
+  // Blocks 3, 4, 0, 1, 2: what a supernode sends a reader who needs block 3 first.
+  const order = [3, 4, 0, 1, 2];
+  const rotated = Buffer.concat(order.map((b) => piece.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE)));
+  const seen: number[] = [];
+  t.same(await writePiece(fh, 0, piece.length, chunked(rotated), { expected: shas, firstBlock: 3, onBlock: (b) => seen.push(b) }), shas);
+  t.same(seen, order, 'each block is reported as it lands, the reader’s first');
+  t.ok((await readFile(join(dir, 'data'))).subarray(0, piece.length).equals(piece));
+  const framed = Buffer.concat(order.flatMap((b) => [piece.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE), Buffer.from(shas[b]!, 'hex')]));
+  t.same(await writePiece(fh, 0, piece.length, chunked(framed), { framed: true, firstBlock: 3 }), shas);
+  await t.rejects(writePiece(fh, 0, piece.length, chunked(rotated.subarray(1)), { expected: shas, firstBlock: 3 }), { code: 'PIECE_CORRUPT' });
+  await t.rejects(writePiece(fh, 0, piece.length, chunked(rotated), { expected: shas, firstBlock: 5 }), { code: 'PIECE_SHORT' });
+});
+
 t.test('the whole-blob digest takes in-order blocks as they land and reads back only what landed ahead', async (t) => {
   const dir = await tempDir(t);
   const blob = makeBlob(10 * MiB + 3, 73);
@@ -143,10 +162,32 @@ t.test('a Range read gets its bytes while the rest of its piece is still coming 
   t.equal(sn.store.pieceSha(taskId, 0), undefined, 'the supernode has not finished piece 0');
   t.notOk(d.store.get(taskId)?.has(0), 'nor has the dfdaemon');
   t.ok(d.store.get(taskId)?.hasBlock(0, 0), 'the dfdaemon holds block 0 verified');
+
   gate.release();
   const whole = await getViaProxy(d.proxyUrl, url);
   t.equal(`sha256:${sha(whole.body)}`, digest);
   t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_digest_bytes_total', { how: 'read_back' }) + (await metricValue(sn.metrics.registry, 'damselfly_supernode_digest_bytes_total', { how: 'inline' })), blob.length, 'the supernode checked the digest over every byte once');
+});
+
+t.test('a Range read in the middle of a piece: its block is fetched first, from the origin and from peers', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(8 * MiB, 79);
+  const { digest, url } = await pushBlob(reg.url, 'team/mid', blob);
+  const sn = await startSupernode(t);
+  const a = await startDaemon(t, [sn.url]);
+  const b = await startDaemon(t, [sn.url]);
+  const at = 4 * MiB + 3 * BLOCK_SIZE + 77; // piece 1, block 3
+  const ra = await getViaProxy(a.proxyUrl, url, { range: `bytes=${at}-${at + 4095}` });
+  t.ok(ra.body.equals(blob.subarray(at, at + 4096)), 'first node: right bytes');
+  // (The size probe is a 1-byte GET.)
+  const gets = reg.access.filter((l) => l.method === 'GET' && l.path.includes(`/blobs/${digest}`) && l.bytes > 1).map((l) => l.bytes);
+  t.same(gets.sort((x, y) => x - y), [BLOCK_SIZE, 3 * BLOCK_SIZE], 'the supernode asked the origin for block 3 and the rest of the piece apart');
+  const rb = await getViaProxy(b.proxyUrl, url, { range: `bytes=${at}-${at + 4095}` });
+  t.ok(rb.body.equals(blob.subarray(at, at + 4096)), 'second node: right bytes');
+  const whole = await getViaProxy(b.proxyUrl, url);
+  t.equal(`sha256:${sha(whole.body)}`, digest);
+  t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
 });
 
 t.test('the origin dies mid-piece while the supernode streams it: the client sees an error, never a whole-looking body', async (t) => {

@@ -42,6 +42,9 @@ export interface PieceSinkOptions {
    */
   onBlock?: (b: number, sha: string, data: readonly Buffer[]) => void;
   label?: string;
+  /** The body holds blocks [blockBase, blockEnd) of the piece only (default: all of them). */
+  blockBase?: number;
+  blockEnd?: number;
 }
 
 /**
@@ -55,7 +58,9 @@ export class PieceSink {
   readonly #offset: number;
   readonly #length: number;
   readonly #o: PieceSinkOptions;
-  readonly #count: number;
+  readonly #base: number;
+  readonly #end: number;
+  /** Hashes of the blocks taken so far, from `blockBase` on. */
   readonly blocks: string[] = [];
   #inBlock = 0;
   #hash: Hash = createHash('sha256');
@@ -69,16 +74,22 @@ export class PieceSink {
     this.#offset = offset;
     this.#length = length;
     this.#o = o;
-    this.#count = blockCountFor(length);
+    this.#base = o.blockBase ?? 0;
+    this.#end = o.blockEnd ?? blockCountFor(length);
   }
 
   get done(): boolean {
-    return this.blocks.length === this.#count;
+    return this.blocks.length === this.#end - this.#base;
   }
 
   /** Bytes of piece data taken so far. */
   get received(): number {
     return this.blocks.length * BLOCK_SIZE + this.#inBlock;
+  }
+
+  /** Bytes this sink takes in all (its blocks, without framing). */
+  get expectedBytes(): number {
+    return Math.min(this.#length, this.#end * BLOCK_SIZE) - this.#base * BLOCK_SIZE;
   }
 
   #blockLen(b: number): number {
@@ -89,7 +100,7 @@ export class PieceSink {
   async feed(chunk: Buffer): Promise<number> {
     let off = 0;
     while (off < chunk.length && !this.done) {
-      const b = this.blocks.length;
+      const b = this.#base + this.blocks.length;
       if (this.#theirs) {
         const take = Math.min(BLOCK_HASH_BYTES - this.#theirsGot, chunk.length - off);
         chunk.copy(this.#theirs, this.#theirsGot, off, off + take);
@@ -136,11 +147,18 @@ export class PieceSink {
 export interface WritePieceOptions extends PieceSinkOptions {
   signal?: AbortSignal;
   onBytes?: (n: number) => void;
+  /**
+   * The body starts at this block and wraps around: blocks [firstBlock, end) then [0, firstBlock), as a supernode
+   * sends a piece to a reader who needs a block in the middle of it first. Not with blockBase/blockEnd.
+   */
+  firstBlock?: number;
 }
 
 /**
- * Copies `body` into `fh` at `offset` block by block (see PieceSink); checks the length and returns the block hashes.
- * A block that does not match its expected hash throws PIECE_CORRUPT before any byte of it is written or reported.
+ * Copies `body` into `fh` block by block (see PieceSink) for the piece at `offset` of `length` bytes; checks the
+ * length and returns the hashes of the blocks the body held (all of them, in piece order, unless `blockBase` /
+ * `blockEnd` narrow it). A block that does not match its expected hash throws PIECE_CORRUPT before any byte of it is
+ * written or reported.
  *
  * No fsync: a block's bytes may still be in the page cache when it is reported, and that is safe because nothing
  * written before this process started is ever served unchecked (pieces found on disk at start-up are re-hashed before
@@ -149,21 +167,35 @@ export interface WritePieceOptions extends PieceSinkOptions {
  */
 export async function writePiece(fh: FileHandle, offset: number, length: number, body: Readable, opts: WritePieceOptions = {}): Promise<string[]> {
   const label = opts.label ?? `@${offset}`;
-  const sink = new PieceSink(fh, offset, length, { ...opts, label });
+  const count = blockCountFor(length);
+  const first = opts.firstBlock ?? 0;
+  if (!Number.isInteger(first) || first < 0 || (count > 0 && first >= count)) throw pieceError('PIECE_SHORT', `${label}: no block ${first}`);
+  const sinks =
+    first > 0
+      ? [new PieceSink(fh, offset, length, { ...opts, label, blockBase: first, blockEnd: count }), new PieceSink(fh, offset, length, { ...opts, label, blockBase: 0, blockEnd: first })]
+      : [new PieceSink(fh, offset, length, { ...opts, label })];
+  let i = 0;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       opts.signal?.throwIfAborted();
       opts.onBytes?.(chunk.length);
-      const took = await sink.feed(chunk);
-      if (took < chunk.length) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
+      let off = 0;
+      while (off < chunk.length) {
+        const sink = sinks[i];
+        if (!sink) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
+        off += await sink.feed(off === 0 ? chunk : chunk.subarray(off));
+        if (sink.done) i++;
+      }
     }
   } catch (err) {
     discard(body);
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', label, err);
     throw err;
   }
-  if (!sink.done) throw pieceError('PIECE_SHORT', `${label}: got ${sink.received} of ${length} bytes`);
-  return sink.blocks;
+  if (!sinks.every((s) => s.done)) {
+    throw pieceError('PIECE_SHORT', `${label}: got ${sinks.reduce((a, s) => a + s.received, 0)} of ${sinks.reduce((a, s) => a + s.expectedBytes, 0)} bytes`);
+  }
+  return first > 0 ? [...sinks[1]!.blocks, ...sinks[0]!.blocks] : sinks[0]!.blocks;
 }
 
 /**

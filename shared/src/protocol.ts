@@ -142,6 +142,11 @@ export type Reply<T = unknown> = { id: number; ok: true; result: T } | { id: num
 
 /** Header on framed piece responses: the block size the body is cut into (a downloader refuses any other). */
 export const BLOCK_SIZE_HEADER = 'x-damselfly-block-size';
+/**
+ * Header on framed piece responses: the block the body starts at (it then wraps around to block 0). A downloader asks
+ * for it with `?from=<block>` when a reader needs a block in the middle of the piece first.
+ */
+export const FIRST_BLOCK_HEADER = 'x-damselfly-first-block';
 
 export function supernodePiecePath(taskId: string, piece: number): string {
   return `/api/v1/tasks/${taskId}/pieces/${piece}`;

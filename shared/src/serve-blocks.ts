@@ -15,13 +15,19 @@ export interface ServeBlocksOptions extends ServeOptions {
   /** Offsets inside the piece to send (inclusive; default the whole piece): a Range read sends only what it covers. */
   from?: number;
   to?: number;
+  /** Whole piece only: start at this block and wrap around (what a reader needing that block first asked for). */
+  firstBlock?: number;
 }
 
 export async function serveBlocks(path: string, pieceStart: number, pieceLength: number, out: Writable, o: ServeBlocksOptions): Promise<void> {
   const count = blockCountFor(pieceLength);
   const from = o.from ?? 0;
   const to = o.to ?? pieceLength - 1;
-  for (let b = Math.floor(from / BLOCK_SIZE); b < count && b * BLOCK_SIZE <= to; b++) {
+  const order: number[] = [];
+  for (let b = Math.floor(from / BLOCK_SIZE); b < count && b * BLOCK_SIZE <= to; b++) order.push(b);
+  const k = o.firstBlock ?? 0;
+  if (k > 0 && k < order.length && order[0] === 0) order.push(...order.splice(0, k));
+  for (const b of order) {
     const sha = await o.block(b);
     const start = Math.max(from, b * BLOCK_SIZE);
     const end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);

@@ -10,6 +10,7 @@ import {
   canonicalUrl,
   carriesCredentials,
   checkDigest,
+  BLOCK_SIZE,
   describeError,
   DigestCheck,
   isDamselflyError,
@@ -134,12 +135,26 @@ export class Conductor {
    * Adds pieces this run must fetch (`all` for the whole blob). Returns false when the run is already finishing:
    * the caller then starts a new one.
    */
-  want(pieces: readonly number[] | 'all'): boolean {
+  want(pieces: readonly number[] | 'all', startAt?: number): boolean {
     if (this.#closed) return false;
     if (pieces === 'all') this.#wantAll = true;
     else for (const n of pieces) this.#wanted.add(n);
+    if (startAt !== undefined && startAt > 0) {
+      this.#startAt.push(startAt);
+      // A long Range-read run (nydusd) asks many times: only recent asks matter.
+      if (this.#startAt.length > 64) this.#startAt.shift();
+    }
     this.#wake();
     return true;
+  }
+
+  /** Bytes Range readers need first: the pieces holding them are fetched starting at their block. */
+  readonly #startAt: number[] = [];
+
+  #firstBlock(task: LocalTask, n: number): number {
+    const { pieceSize } = task.info;
+    const at = this.#startAt.find((pos) => Math.floor(pos / pieceSize) === n);
+    return at === undefined ? 0 : Math.floor((at - n * pieceSize) / BLOCK_SIZE);
   }
 
   #missingWanted(task: LocalTask): number[] {
@@ -325,7 +340,13 @@ export class Conductor {
 
     const start = (a: ScheduleResult['assignments'][number]) => {
       const t0 = performance.now();
-      const p = fetchPiece(task, a, { dispatcher: this.#c.cluster, timeoutMs: this.#opts.pieceTimeoutMs, minBytesPerSecond: this.#opts.pieceMinRate, signal: stop })
+      const p = fetchPiece(task, a, {
+        dispatcher: this.#c.cluster,
+        timeoutMs: this.#opts.pieceTimeoutMs,
+        minBytesPerSecond: this.#opts.pieceMinRate,
+        signal: stop,
+        firstBlock: this.#firstBlock(task, a.piece),
+      })
         .then((bytes) => {
           this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(performance.now() - t0) }, 'piece:verified');
           client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: true });

@@ -17,8 +17,11 @@ export interface Download {
   task: LocalTask;
   /** Resolves when the run ends: for a whole-blob download, when the blob is present and verified. */
   done: Promise<LocalTask>;
-  /** Asks for pieces (or `all`); false if the run already ended: call `download` again. */
-  want(pieces: readonly number[] | 'all'): boolean;
+  /**
+   * Asks for pieces (or `all`); false if the run already ended: call `download` again. `startAt`: the byte the reader
+   * needs first, so the piece holding it is fetched starting with its block.
+   */
+  want(pieces: readonly number[] | 'all', startAt?: number): boolean;
 }
 
 export interface PeerComponents {
@@ -66,7 +69,7 @@ export class Peer {
     const opened = run.conductor.opened;
     const task = await (signal ? Promise.race([opened, aborted(signal)]) : opened);
     const conductor = run.conductor;
-    return { task, done: run.done, want: (pieces) => conductor.want(pieces) };
+    return { task, done: run.done, want: (pieces, startAt) => conductor.want(pieces, startAt) };
   }
 
   /** Aborts every running download and waits for them to settle. */

@@ -4,14 +4,15 @@
  * else of it is ever requested.
  */
 import { request, type Dispatcher } from 'undici';
-import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
+import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
 import type { LocalTask } from '../storage/local-task.js';
 import { dfError } from '../errors.js';
 
-export function pieceUrl(taskId: string, a: Assignment): string {
+export function pieceUrl(taskId: string, a: Assignment, firstBlock = 0): string {
   const base = uploadBase(a.base);
   if (!base) throw dfError('DF_PIECE_FAILED', `assignment for piece ${a.piece} names no usable source address`);
-  return base + (a.from === 'supernode' ? supernodePiecePath(taskId, a.piece) : peerPiecePath(taskId, a.piece));
+  const path = a.from === 'supernode' ? supernodePiecePath(taskId, a.piece) : peerPiecePath(taskId, a.piece);
+  return base + path + (firstBlock > 0 ? `?from=${firstBlock}` : '');
 }
 
 /**
@@ -27,6 +28,8 @@ export interface FetchPieceOptions {
   /** Slowest acceptable source, averaged since the start after a short grace (0 = any). */
   minBytesPerSecond: number;
   signal: AbortSignal;
+  /** A reader needs this block of the piece first: the supernode is asked to start there. */
+  firstBlock?: number;
 }
 
 export async function fetchPiece(task: LocalTask, a: Assignment, opts: FetchPieceOptions): Promise<number> {
@@ -40,7 +43,7 @@ export async function fetchPiece(task: LocalTask, a: Assignment, opts: FetchPiec
 
 async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOptions, guard: TransferGuard): Promise<number> {
   const signal = guard.signal;
-  const res = await request(pieceUrl(task.info.taskId, a), {
+  const res = await request(pieceUrl(task.info.taskId, a, opts.firstBlock), {
     dispatcher: opts.dispatcher,
     signal,
     headers: a.grant ? { [GRANT_HEADER]: a.grant } : {},
@@ -60,13 +63,19 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
     throw e;
   }
   const { length } = task.range(a.piece);
+  // Where the body starts (it wraps around to block 0): what was asked for, or 0 from a source that ignored it.
+  const first = Number(res.headers[FIRST_BLOCK_HEADER] ?? 0);
+  if (!Number.isInteger(first) || first < 0 || first >= Math.max(1, blockCountFor(length))) {
+    discard(res.body);
+    throw dfError('DF_PIECE_FAILED', `${a.from} answered piece ${a.piece} starting at block ${String(res.headers[FIRST_BLOCK_HEADER])}`);
+  }
   if (a.from === 'supernode') {
     // The supernode's body carries its own hash after every block (it may still be seeding the piece).
     if (res.headers['content-type'] !== FRAMED_CONTENT_TYPE || res.headers[BLOCK_SIZE_HEADER] !== String(BLOCK_SIZE)) {
       discard(res.body);
       throw dfError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
     }
-    await task.writePiece(a.piece, res.body, { framed: true, signal, onBytes: guard.onBytes });
+    await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes: guard.onBytes });
     return length;
   }
   // A peer's bytes are checked against the supernode's hashes only: a peer's own claims are never used.
@@ -74,6 +83,6 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
     discard(res.body);
     throw dfError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
   }
-  await task.writePiece(a.piece, res.body, { expected: a.blocks, signal, onBytes: guard.onBytes });
+  await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes: guard.onBytes });
   return length;
 }

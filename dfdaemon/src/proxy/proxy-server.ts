@@ -119,14 +119,14 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   const length = dl.task.info.contentLength;
   const range = parseRange(rangeHeader, length);
   const wanted = range ? piecesOf(range, dl.task.info.pieceSize) : 'all';
-  if (!dl.want(wanted)) {
+  if (!dl.want(wanted, range?.start)) {
     // That run was already finishing: start another for what this client wants.
     try {
       dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: wanted === 'all' });
     } catch (err) {
       return fallback(err);
     }
-    dl.want(wanted);
+    dl.want(wanted, range?.start);
   }
   if (range && (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true')) dl.want('all');
   const start = range?.start ?? 0;

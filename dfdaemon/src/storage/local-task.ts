@@ -127,6 +127,8 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     opts: {
       expected?: readonly string[];
       framed?: boolean;
+      /** The body starts at this block and wraps around (a framed supernode body asked for with `?from=`). */
+      firstBlock?: number;
       signal?: AbortSignal;
       onBytes?: (n: number) => void;
       /** Each new block with its bytes (valid during the call): a back-to-source digest check feeds on them. */
@@ -142,6 +144,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
       writePiece(fh, start, length, body, {
         expected,
         framed: opts.framed,
+        firstBlock: opts.firstBlock,
         signal: opts.signal,
         onBytes: opts.onBytes,
         label: `${this.info.taskId}#${n}`,

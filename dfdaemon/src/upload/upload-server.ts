@@ -3,7 +3,7 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { GRANT_HEADER, TASK_ID_RE, describeError, quietLogger, fastifyServerOptions, serveFileRange, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
+import { FIRST_BLOCK_HEADER, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
@@ -23,7 +23,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
 
   app.get('/healthy', async () => ({ ok: true }));
 
-  app.get<{ Params: { taskId: string; n: string } }>('/pieces/:taskId/:n', async (req, reply) => {
+  app.get<{ Params: { taskId: string; n: string }; Querystring: { from?: string } }>('/pieces/:taskId/:n', async (req, reply) => {
     const { taskId } = req.params;
     if (!TASK_ID_RE.test(taskId) || !/^\d{1,9}$/.test(req.params.n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${req.params.n}`);
     const n = Number(req.params.n);
@@ -33,6 +33,10 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
     }
     const task = c.store.get(taskId);
     if (!task?.has(n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}`);
+    // `?from=<block>`: the downloader's reader needs that block first; the body starts there and wraps around.
+    const fromRaw = req.query.from;
+    let first = fromRaw !== undefined && /^\d{1,4}$/.test(fromRaw) ? Number(fromRaw) : 0;
+    if (first >= blockCountFor(task.range(n).length)) first = 0;
     // The scheduler keeps peers under their slots; twice that is a misbehaving client, not load.
     if (active >= c.slots * 2) throw dfError('DF_UPLOAD_BUSY', ` (${active})`);
     // The slot and the task stay taken until the body has drained (or the reader is gone), not until it is queued.
@@ -48,8 +52,9 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       const { start, end } = await task.pieceExtent(n);
       // Past this point the answer is written by hand from pooled buffers; an error can only cut the connection.
       void reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1 });
-      await serveFileRange(task.dataPath, start, end, reply.raw, { pool: c.pool, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
+      reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, [FIRST_BLOCK_HEADER]: first });
+      const block = async () => '';
+      await serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, pool: c.pool, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
         () => reply.raw.end(),
         () => reply.raw.destroy(),
       );

@@ -7,6 +7,7 @@ import {
   NonceCache,
   BLOCK_SIZE,
   BLOCK_SIZE_HEADER,
+  FIRST_BLOCK_HEADER,
   FRAMED_CONTENT_TYPE,
   framedLength,
   serveBlocks,
@@ -84,12 +85,16 @@ export function buildServer(c: ServerComponents): FastifyInstance {
   });
 
   /** A piece, only to the requester the scheduler granted it to. */
-  app.get<{ Params: { taskId: string; n: string } }>('/api/v1/tasks/:taskId/pieces/:n', async (req, reply) => {
+  app.get<{ Params: { taskId: string; n: string }; Querystring: { from?: string } }>('/api/v1/tasks/:taskId/pieces/:n', async (req, reply) => {
     const { taskId } = req.params;
     if (!TASK_ID_RE.test(taskId)) throw snError('SN_TASK_NOT_FOUND', taskId);
     if (!/^\d{1,9}$/.test(req.params.n)) throw snError('SN_BAD_PIECE_NUMBER', JSON.stringify(req.params.n));
     const n = Number(req.params.n);
     const requester = verifyGrant(c.grantKey, header(req, GRANT_HEADER), taskId, n);
+    // `?from=<block>`: the downloader's reader needs that block first; the body starts there and wraps around.
+    const fromRaw = req.query.from;
+    if (fromRaw !== undefined && !/^\d{1,4}$/.test(fromRaw)) throw snError('SN_BAD_PIECE_NUMBER', `from=${JSON.stringify(fromRaw).slice(0, 20)}`);
+    let first = fromRaw === undefined ? 0 : Number(fromRaw);
     // The scheduler keeps the supernode under its slots; twice that is someone bypassing it, not load. The cap also
     // keeps the buffer pool from being held by readers that stopped reading.
     if (serving >= c.servingCap) throw snError('SN_BUSY', ` (${serving} pieces being served)`);
@@ -97,7 +102,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     reply.raw.once('close', () => serving--);
     const ac = new AbortController();
     req.raw.once('close', () => ac.abort());
-    const source = await c.seeder.openPiece(taskId, n, { signal: ac.signal, requester });
+    const source = await c.seeder.openPiece(taskId, n, { signal: ac.signal, requester, first });
     let piece: { path: string; start: number; end: number; done: () => void };
     let block: (b: number) => Promise<string>;
     if ('blocks' in source) {
@@ -111,9 +116,11 @@ export function buildServer(c: ServerComponents): FastifyInstance {
       // The last block's hash goes out only once the piece is recorded (and the digest check has taken it), so a
       // downloader never completes a piece the supernode then fails to record or finds foreign.
       const { progress, recorded } = source;
-      await progress.waitBlock(0, { signal: ac.signal });
+      if (first >= progress.blocks.length) first = 0;
+      await progress.waitBlock(first, { signal: ac.signal });
       piece = { ...c.store.pieceLocation(taskId, n), done: c.store.hold(taskId) };
-      const last = progress.blocks.length - 1;
+      // The last block sent: the one before `first`, wrapping around.
+      const last = (first + progress.blocks.length - 1) % progress.blocks.length;
       block = async (b) => {
         const sha = await progress.waitBlock(b, { signal: ac.signal });
         if (b === last) await recorded;
@@ -121,11 +128,12 @@ export function buildServer(c: ServerComponents): FastifyInstance {
       };
     }
     const length = piece.end - piece.start + 1;
+    if (first * BLOCK_SIZE >= length) first = 0;
     // Written by hand from pooled buffers: memory stays flat however many peers read, or stop reading.
     void reply.hijack();
     try {
-      reply.raw.writeHead(200, { 'content-type': FRAMED_CONTENT_TYPE, 'content-length': framedLength(length), [BLOCK_SIZE_HEADER]: BLOCK_SIZE });
-      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, block, pool: c.pool, signal: ac.signal, onBytes: (b) => c.metrics.servedBytes.inc(b) });
+      reply.raw.writeHead(200, { 'content-type': FRAMED_CONTENT_TYPE, 'content-length': framedLength(length), [BLOCK_SIZE_HEADER]: BLOCK_SIZE, [FIRST_BLOCK_HEADER]: first });
+      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, firstBlock: first, block, pool: c.pool, signal: ac.signal, onBytes: (b) => c.metrics.servedBytes.inc(b) });
       reply.raw.end();
       c.metrics.servedPieces.inc();
     } catch {

@@ -36,6 +36,7 @@ import {
   DigestCheck,
   PieceProgress,
   blockCountFor,
+  BLOCK_SIZE,
   type Logger,
   type OriginAllowList,
 } from '@damselfly/shared';
@@ -238,7 +239,7 @@ export class Seeder {
    * Resolves with the piece's sha256 once it is on the supernode's disk, seeding it from the origin if needed with
    * `requester`'s own access to it.
    */
-  async ensurePiece(taskId: string, n: number, { signal, requester }: { signal?: AbortSignal; requester?: string } = {}): Promise<string> {
+  async ensurePiece(taskId: string, n: number, { signal, requester, first = 0 }: { signal?: AbortSignal; requester?: string; first?: number } = {}): Promise<string> {
     const meta = this.#c.store.get(taskId);
     if (!meta) {
       this.assertNotRefused(taskId);
@@ -254,7 +255,7 @@ export class Seeder {
       if (!source) throw snError('SN_NOT_REGISTERED', `${taskId} (register the task on the control channel first)`);
       source.usedAt = Date.now();
       const progress = this.#progressFor(meta, n);
-      p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source, progress) : this.#waitWhole(meta, n, source))
+      p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source, progress, first) : this.#waitWhole(meta, n, source))
         .then((root) => {
           // A whole-object read may have passed this piece before its progress existed: readers get the record.
           this.#c.store.pieceBlocks(taskId, n)?.forEach((sha, b) => progress.verified(b, sha));
@@ -280,7 +281,7 @@ export class Seeder {
   async openPiece(
     taskId: string,
     n: number,
-    opts: { signal?: AbortSignal; requester?: string } = {},
+    opts: { signal?: AbortSignal; requester?: string; first?: number } = {},
   ): Promise<{ blocks: string[] } | { progress: PieceProgress; recorded: Promise<string> }> {
     const blocks = this.#c.store.pieceBlocks(taskId, n);
     if (blocks) return { blocks };
@@ -324,29 +325,44 @@ export class Seeder {
     }
   }
 
-  async #seedPiece(meta: TaskMeta, n: number, source: Source, progress: PieceProgress): Promise<string> {
+  /**
+   * Seeds piece `n` from the origin. With `first` > 0 (a reader needs that block first), blocks [first, end) and
+   * [0, first) come in two Range requests at once, so the reader's block is among the first to land.
+   */
+  async #seedPiece(meta: TaskMeta, n: number, source: Source, progress: PieceProgress, first: number): Promise<string> {
     const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
+    const length = end - start + 1;
+    const count = progress.blocks.length;
+    const parts: [number, number][] = first > 0 && first < count ? [[first, count], [0, first]] : [[0, count]];
     let lastErr: unknown;
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
       const release = await this.#slot(source.url, this.#stop.signal);
       // A deadline and a minimum rate per origin transfer: a dripping origin frees its slot instead of keeping it.
       const guard = new TransferGuard({ signal: this.#stop.signal, ...this.#guard });
-      const signal = guard.signal;
-      try {
-        const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, start, end);
+      // One part failing stops the other before the attempt is retried: never two writers on one block.
+      const sibling = new AbortController();
+      const signal = AbortSignal.any([guard.signal, sibling.signal]);
+      const onBytes = (b: number) => {
+        guard.onBytes(b);
+        this.#c.originBytes.inc(b);
+      };
+      const fetchPart = async ([from, to]: [number, number]) => {
+        const body = await fetchOrigin(
+          { url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal },
+          start + from * BLOCK_SIZE,
+          Math.min(end, start + to * BLOCK_SIZE - 1),
+        );
         guard.startRate();
-        const onBytes = (b: number) => {
-          guard.onBytes(b);
-          this.#c.originBytes.inc(b);
-        };
         // A retry keeps the blocks an earlier attempt verified (readers may be streaming them): the origin's bytes
         // must match them again, and they are not rewritten.
-        const blocks = await this.#c.store
+        await this.#c.store
           .withHandle(meta.taskId, (fh) =>
-            writePiece(fh, start, end - start + 1, body, {
+            writePiece(fh, start, length, body, {
               label: `${meta.taskId}#${n}`,
               signal,
               onBytes,
+              blockBase: from,
+              blockEnd: to,
               expected: progress.blocks,
               have: (b) => progress.has(b),
               onBlock: (b, sha, data) => this.#landed(meta, n, b, sha, data),
@@ -356,7 +372,20 @@ export class Seeder {
             discard(body);
             throw err;
           });
-        const root = await this.#recorded(meta, n, blocks);
+      };
+      try {
+        const todo = parts.filter(([from, to]) => progress.blocks.slice(from, to).some((b) => b === undefined));
+        const settled = await Promise.allSettled(
+          todo.map((part) =>
+            fetchPart(part).catch((err: unknown) => {
+              sibling.abort(err);
+              throw err;
+            }),
+          ),
+        );
+        const failed = settled.find((r) => r.status === 'rejected');
+        if (failed) throw (failed as PromiseRejectedResult).reason;
+        const root = await this.#recorded(meta, n, progress.blocks as string[]);
         this.#c.log.debug({ taskId: meta.taskId, piece: n }, 'piece:seeded');
         return root;
       } catch (err) {
