@@ -17,12 +17,14 @@ import {
   blockCountFor,
   pieceRoot,
   splitBlocks,
+  taskIdFor,
   verifyStoredPiece,
   writePiece,
   writeWholeStream,
   type TaskInfo,
 } from '@damselfly/shared';
-import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { throttledRelay } from './helpers/throttle.js';
 import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { gatedRelay } from './helpers/gate.js';
 import { startBadPeer } from './helpers/bad-peer.js';
@@ -188,6 +190,32 @@ t.test('a Range read in the middle of a piece: its block is fetched first, from 
   const whole = await getViaProxy(b.proxyUrl, url);
   t.equal(`sha256:${sha(whole.body)}`, digest);
   t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
+});
+
+t.test('a peer still fetching a piece relays its blocks to others as they land', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(16 * MiB, 80);
+  const { digest, url } = await pushBlob(reg.url, 'team/relay', blob);
+  const taskId = taskIdFor(new URL(url));
+  // Pieces leave the supernode through an 8 MB/s link (it advertises the relay), the origin is fast: the supernode
+  // has every piece's hashes long before the first peer has the piece.
+  const port = await freePort();
+  const slow = await throttledRelay({ host: '127.0.0.1', port }, 8e6);
+  t.teardown(() => slow.close());
+  const sn = await startSupernode(t, { port, advertiseUrl: slow.url });
+  const a = await startDaemon(t, [sn.url]);
+  const pa = getViaProxy(a.proxyUrl, url);
+  for (let i = 0; i < 500 && sn.store.pieceSha(taskId, 0) === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+  t.notOk(a.store.get(taskId)?.has(0), 'the first peer is still fetching piece 0');
+  const b = await startDaemon(t, [sn.url]);
+  const rb = await getViaProxy(b.proxyUrl, url);
+  t.equal(`sha256:${sha(rb.body)}`, digest, 'the second peer got the blob');
+  t.equal(`sha256:${sha((await pa).body)}`, digest, 'and so did the first');
+  const relayed = await metricValue(a.metrics.registry, 'damselfly_dfdaemon_relayed_pieces_total');
+  t.ok(relayed >= 1, `the first peer relayed ${relayed} piece(s) it did not have yet`);
+  t.ok((await metricValue(b.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'peer' })) > 0, 'the second peer fetched from it');
+  t.equal(await metricValue(b.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'without a failed piece');
 });
 
 t.test('the origin dies mid-piece while the supernode streams it: the client sees an error, never a whole-looking body', async (t) => {

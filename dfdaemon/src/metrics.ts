@@ -21,6 +21,11 @@ export function createDaemonMetrics() {
     cacheTasks: new Gauge({ name: 'damselfly_dfdaemon_cache_tasks', help: 'Tasks in the cache', registers }),
     evictions: new Counter({ name: 'damselfly_dfdaemon_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
     cacheQuota: new Gauge({ name: 'damselfly_dfdaemon_cache_quota_bytes', help: 'Cache quota in effect (diskQuota, or half the filesystem)', registers }),
+    relayedPieces: new Counter({
+      name: 'damselfly_dfdaemon_relayed_pieces_total',
+      help: 'Pieces sent to other peers while this node was still fetching them (block by block)',
+      registers,
+    }),
     digestBytes: new Counter({
       name: 'damselfly_dfdaemon_digest_bytes_total',
       help: 'Bytes fed to local whole-blob digest checks: inline (from blocks as they landed) or read back from disk',

@@ -45,6 +45,7 @@ export class Supernode {
       peerSlots: config.peerUploadSlots,
       failuresBeforeBlacklist: config.failuresBeforeBlacklist,
       policy: components.policy,
+      hashed: (taskId, n) => this.store.pieceSha(taskId, n) !== undefined,
     });
     this.seeder = new Seeder(
       {

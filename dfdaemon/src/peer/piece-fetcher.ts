@@ -34,9 +34,12 @@ export interface FetchPieceOptions {
 
 export async function fetchPiece(task: LocalTask, a: Assignment, opts: FetchPieceOptions): Promise<number> {
   const guard = new TransferGuard({ signal: opts.signal, deadlineMs: opts.timeoutMs, minBytesPerSecond: opts.minBytesPerSecond });
+  // From now on the piece counts as arriving here: other peers may be sent to relay it.
+  const end = task.beginFetch(a.piece);
   try {
     return await fetchGuarded(task, a, opts, guard);
   } finally {
+    end();
     guard.done();
   }
 }

@@ -98,6 +98,25 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   sha(n: number): string | undefined {
     return this.#pieces.get(n)?.root;
   }
+  /** Whether piece `n` is being fetched right now (its verified blocks can be relayed as they land). */
+  writing(n: number): boolean {
+    return (this.#fetching.get(n) ?? 0) > 0;
+  }
+  readonly #fetching = new Map<number, number>();
+
+  /** A fetch of piece `n` starts (from before its request goes out): call the returned function when it ends. */
+  beginFetch(n: number): () => void {
+    this.#fetching.set(n, (this.#fetching.get(n) ?? 0) + 1);
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const left = (this.#fetching.get(n) ?? 1) - 1;
+      if (left > 0) this.#fetching.set(n, left);
+      else this.#fetching.delete(n);
+    };
+  }
+
   /** Whether block `b` of piece `n` is verified (the piece present, or the block landed while it is in flight). */
   hasBlock(n: number, b: number): boolean {
     return this.#pieces.has(n) || this.#partial.get(n)?.[b] !== undefined;
@@ -140,6 +159,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
     if (!partial) this.#partial.set(n, (partial = new Array<string | undefined>(blockCountFor(length)).fill(undefined)));
     const landed = partial;
     const expected = opts.expected ?? landed;
+    const end = this.beginFetch(n);
     const blocks = await this.#handles.use(this.dataPath, (fh) =>
       writePiece(fh, start, length, body, {
         expected,
@@ -156,7 +176,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
           this.emit('block:verified', n, b);
         },
       }),
-    );
+    ).finally(end);
     await this.recordPiece(n, blocks);
     return blocks;
   }

@@ -8,6 +8,9 @@ import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
 
+/** Longest wait for one block of a relayed piece before the answer is cut (the downloader then goes elsewhere). */
+const RELAY_BLOCK_MS = 30_000;
+
 export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust; pool: BufferPool }): FastifyInstance {
   const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, ...fastifyServerOptions(c.trust.tls) }) as unknown as FastifyInstance;
   const secret = c.trust.secret;
@@ -32,7 +35,10 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       verifyGrant(secret, Array.isArray(g) ? g[0] : g, taskId, n);
     }
     const task = c.store.get(taskId);
-    if (!task?.has(n)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}`);
+    // A piece still arriving is relayed block by block as each is verified (the scheduler sends downloaders here
+    // only when the supernode has every block's hash, which they check each block against).
+    const relaying = task !== undefined && !task.has(n) && task.writing(n);
+    if (!task || (!task.has(n) && !relaying)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}`);
     // `?from=<block>`: the downloader's reader needs that block first; the body starts there and wraps around.
     const fromRaw = req.query.from;
     let first = fromRaw !== undefined && /^\d{1,4}$/.test(fromRaw) ? Number(fromRaw) : 0;
@@ -48,12 +54,28 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       task.users--;
       c.metrics.uploadsActive.set(active);
     };
+    const gone = new AbortController();
+    req.raw.once('close', () => gone.abort(dfError('DF_PIECE_NOT_FOUND', 'the reader went away')));
+    /** A block of a relayed piece: waited for, but not forever (this node's own download may stall or end). */
+    const block = async (b: number) => {
+      if (!relaying) return '';
+      const stall = new AbortController();
+      const timer = setTimeout(() => stall.abort(dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n} block ${b}: not here within ${RELAY_BLOCK_MS} ms`)), RELAY_BLOCK_MS);
+      try {
+        await task.waitBlock(n, b, { signal: AbortSignal.any([gone.signal, stall.signal]) });
+      } finally {
+        clearTimeout(timer);
+      }
+      return '';
+    };
     try {
-      const { start, end } = await task.pieceExtent(n);
+      const { start, end } = relaying ? task.range(n) : await task.pieceExtent(n);
+      // The answer starts once its first block is here: a relay whose own download fails before that says so.
+      await block(first);
       // Past this point the answer is written by hand from pooled buffers; an error can only cut the connection.
       void reply.hijack();
       reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, [FIRST_BLOCK_HEADER]: first });
-      const block = async () => '';
+      if (relaying) c.metrics.relayedPieces.inc();
       await serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, pool: c.pool, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
         () => reply.raw.end(),
         () => reply.raw.destroy(),

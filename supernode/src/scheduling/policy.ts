@@ -20,6 +20,12 @@ export interface SwarmView {
   /** Peers blacklisted for this task (served corrupt data, or failed too often). */
   blacklisted(peerId: string): boolean;
   labels(peerId: string): Readonly<Record<string, string>> | undefined;
+  /**
+   * Peers fetching piece `n` right now from a whole copy (the supernode or a holder): they relay its blocks as they
+   * land, so they are sources before they finish. Absent (or empty) where in-flight relaying is not possible, e.g.
+   * while the supernode has not recorded the piece's block hashes, which a downloader needs up front.
+   */
+  fetching?(n: number): ReadonlySet<string>;
 }
 
 export interface ScheduleInput {
@@ -37,6 +43,8 @@ export interface ScheduleInput {
 export interface Choice {
   piece: number;
   from: string;
+  /** `from` is still fetching the piece and relays it block by block. */
+  relay?: boolean;
 }
 
 export type SchedulePolicy = (view: SwarmView, input: ScheduleInput) => Choice[];
@@ -85,7 +93,8 @@ function mix(s: string, n: number): number {
  * Rarest first, load-limited, skipping blacklisted peers, nearest by topology: pieces held (or being fetched) by the
  * fewest peers go first, ties kept in the requester's order; each goes to the holder with free slots that shares the
  * most labels with the requester and has the least load; else to the supernode while it has free slots (and, when
- * it is busy, only for pieces not already on their way to some peer).
+ * it is busy, only for pieces not already on their way to some peer). With no whole holder free, a peer still
+ * fetching the piece from a whole copy relays it before the supernode is asked again.
  */
 export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly, tried }) => {
   const extraLoad = new Map<string, number>();
@@ -129,6 +138,20 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
         if (load === 0 && aff === maxAffinity) break; // cannot do better
       }
     }
+    let relay = false;
+    if (!best && !peersTried) {
+      // Nobody holds it whole with a free slot: a peer still fetching it relays its blocks as they land, so the
+      // supernode sends a piece's first copy once and steps back while peers spread it.
+      for (const h of view.fetching?.(piece) ?? []) {
+        if (h === requester || view.blacklisted(h) || !view.uploads(h) || failedHere?.has(h)) continue;
+        const load = loadOf(h);
+        if (load >= view.slots(h) || load >= bestLoad) continue;
+        best = h;
+        bestLoad = load;
+        relay = true;
+        if (load === 0) break;
+      }
+    }
     if (!best) {
       const snLoad = loadOf(SUPERNODE);
       // Super-seeding: a piece nobody holds yet but somebody is already fetching from the supernode is better
@@ -139,7 +162,7 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     }
     if (!best) continue;
     extraLoad.set(best, (extraLoad.get(best) ?? 0) + 1);
-    out.push({ piece, from: best });
+    out.push(relay ? { piece, from: best, relay } : { piece, from: best });
   }
   return out;
 };

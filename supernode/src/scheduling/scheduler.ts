@@ -17,6 +17,11 @@ export interface SchedulerOptions {
   /** An assignment not reported back within this time frees its upload slot. */
   assignmentTimeoutMs?: number;
   policy?: SchedulePolicy;
+  /**
+   * Whether the supernode has recorded piece `n`'s block hashes: only then can a peer still fetching it relay it (the
+   * downloader needs every block's hash up front). Absent: no relaying.
+   */
+  hashed?: (taskId: string, n: number) => boolean;
 }
 
 interface PeerState {
@@ -28,6 +33,8 @@ interface PeerState {
 interface TaskSwarm {
   holders: Map<number, IndexedSet<string>>;
   inflight: Map<number, number>;
+  /** Requesters fetching a piece from a whole copy (not through a relay): they can relay it on. */
+  fetching: Map<number, Set<string>>;
   /** Peers that joined the task; the swarm is dropped when the last one leaves. */
   peers: Set<string>;
   blame: BlameLedger;
@@ -41,6 +48,8 @@ interface Pending {
   piece: number;
   from: string;
   at: number;
+  /** The source was still fetching the piece: this requester does not relay it on (no chains of relays). */
+  relay?: boolean;
 }
 
 /** Failed attempts at one piece from peers before a requester gets it from the supernode (which seeds from origin). */
@@ -68,7 +77,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   constructor(opts: SchedulerOptions) {
     super();
-    this.#opts = { ...opts, assignmentTimeoutMs: opts.assignmentTimeoutMs ?? 60_000, policy: opts.policy ?? rarestFirst };
+    this.#opts = { hashed: () => false, ...opts, assignmentTimeoutMs: opts.assignmentTimeoutMs ?? 60_000, policy: opts.policy ?? rarestFirst };
   }
 
   peerJoined(peerId: string, uploads: boolean, labels?: Record<string, string>): void {
@@ -142,7 +151,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       (tried ??= new Map()).set(n, failed);
       if (failed.size >= PEER_TRIES_PER_PIECE) (supernodeOnly ??= new Set()).add(n);
     }
-    const choices = this.#opts.policy(this.#view(swarm, requester), {
+    const choices = this.#opts.policy(this.#view(swarm, taskId, requester), {
       requester,
       want: pendingHere ? want.filter((n) => !pendingHere.has(n)) : want,
       max,
@@ -150,8 +159,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       tried,
     });
     for (const c of choices) {
-      const p: Pending = { taskId, requester, piece: c.piece, from: c.from, at: now };
+      const p: Pending = { taskId, requester, piece: c.piece, from: c.from, at: now, relay: c.relay };
       this.#pending.set(pendingKey(p), p);
+      if (!c.relay) {
+        let f = swarm.fetching.get(c.piece);
+        if (!f) swarm.fetching.set(c.piece, (f = new Set()));
+        f.add(requester);
+      }
       let set = this.#byRequester.get(rk);
       if (!set) this.#byRequester.set(rk, (set = new Set()));
       set.add(c.piece);
@@ -230,8 +244,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return this.#pending.size;
   }
 
-  #view(swarm: TaskSwarm, requester: string): SwarmView {
+  #view(swarm: TaskSwarm, taskId: string, requester: string): SwarmView {
     return {
+      fetching: (n) => (swarm.fetching.has(n) && this.#opts.hashed(taskId, n) ? swarm.fetching.get(n)! : EMPTY),
       holders: (n) => swarm.holders.get(n) ?? EMPTY,
       inflight: (n) => swarm.inflight.get(n) ?? 0,
       load: (id) => this.#load.get(id) ?? 0,
@@ -245,7 +260,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   #swarm(taskId: string): TaskSwarm {
     let s = this.#tasks.get(taskId);
     if (!s) {
-      s = { holders: new Map(), inflight: new Map(), peers: new Set(), blame: new BlameLedger(this.#opts.failuresBeforeBlacklist), peerFailures: new Map() };
+      s = { holders: new Map(), inflight: new Map(), fetching: new Map(), peers: new Set(), blame: new BlameLedger(this.#opts.failuresBeforeBlacklist), peerFailures: new Map() };
       this.#tasks.set(taskId, s);
     }
     return s;
@@ -282,6 +297,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       const n = (swarm.inflight.get(p.piece) ?? 1) - 1;
       if (n > 0) swarm.inflight.set(p.piece, n);
       else swarm.inflight.delete(p.piece);
+      const f = swarm.fetching.get(p.piece);
+      if (f && !p.relay) {
+        f.delete(p.requester);
+        if (f.size === 0) swarm.fetching.delete(p.piece);
+      }
     }
   }
 }
