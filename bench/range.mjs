@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Range benchmark (issue #3): time to first byte of a 1 MiB Range read of an uncached blob through dfdaemon
 // (forward proxy, as nydusd reads) versus straight from the registry, and what the origin served for it.
-//   node bench/range.mjs [--size-mib 1024] [--reads 5]
+//   node bench/range.mjs [--size-mib 1024] [--reads 5] [--latency-ms 10]
+// --latency-ms puts a relay adding that much each way in front of the registry (direct reads go through it too).
+// RANGE_GAP_MS=<ms> waits between reads (each read also leaves the rest of its piece to arrive in the background).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { rm } from 'node:fs/promises';
@@ -9,14 +11,21 @@ import { ROOT, spawnDaemon, spawnSupernode } from './procs.mjs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, reads: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: { 'size-mib': { type: 'string', default: '1024' }, reads: { type: 'string', default: '5' }, 'latency-ms': { type: 'string', default: '0' } },
+});
 const { startRegistry, pushBlob, makeBlob } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
 const size = Number(values['size-mib']) * 2 ** 20;
 const reads = Number(values.reads);
 const MiB = 2 ** 20;
 const reg = await startRegistry();
-const { digest, url } = await pushBlob(reg.url, 'bench/range', makeBlob(size, 5));
-const base = reg.url;
+const latency = Number(values['latency-ms']);
+const { latencyRelay } = await import('./latency-relay.mjs');
+const relay = latency > 0 ? await latencyRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, latency) : undefined;
+const pushed = await pushBlob(reg.url, 'bench/range', makeBlob(size, 5));
+const digest = pushed.digest;
+const base = relay?.url ?? reg.url;
+const url = pushed.url.replace(reg.url, base);
 const served = () => reg.blobBytesServed(digest);
 
 /** curl's own timers: TTFB and total, in ms. */
@@ -37,7 +46,8 @@ const directOrigin = served() - before;
 
 // Long-running supernode and dfdaemons, as in production, warmed up on another blob; every measured read then hits a
 // piece nobody has (offsets are in distinct pieces), so each one is seeded from the origin on demand.
-const warmUp = await pushBlob(reg.url, 'bench/warm', makeBlob(8 * MiB, 6));
+const warmPushed = await pushBlob(reg.url, 'bench/warm', makeBlob(8 * MiB, 6));
+const warmUp = { url: warmPushed.url.replace(reg.url, base) };
 const sn = await spawnSupernode();
 const a = await spawnDaemon(sn.url, 0, ['--registries', base]);
 const b = await spawnDaemon(sn.url, 1, ['--registries', base]);
@@ -57,7 +67,7 @@ await Promise.all([a.stop(), b.stop()]);
 await sn.stop();
 await Promise.all([rm(a.dir, { recursive: true }), rm(b.dir, { recursive: true }), rm(sn.dir, { recursive: true })]);
 const fmt = (x) => x.toFixed(1);
-console.log(`${values['size-mib']} MiB blob, ${reads} reads of 1 MiB at spread offsets (median):`);
+console.log(`${values['size-mib']} MiB blob, ${reads} reads of 1 MiB at spread offsets (median)${latency ? `, registry ${latency} ms away each way` : ', loopback'}:`);
 console.log(`  direct from registry      TTFB ${fmt(median(direct.map((r) => r.ttfb)))} ms, total ${fmt(median(direct.map((r) => r.total)))} ms; origin ${(directOrigin / reads / MiB).toFixed(2)} MiB per read`);
 console.log(`  first read of the blob    TTFB ${fmt(cold[0].ttfb)} ms (registers the task: size probe + first piece)`);
 cold.shift();
@@ -65,5 +75,6 @@ console.log(`  dfdaemon, uncached piece  TTFB ${fmt(median(cold.map((r) => r.ttf
 console.log(`  dfdaemon, 2nd node        TTFB ${fmt(median(warm.map((r) => r.ttfb)))} ms, total ${fmt(median(warm.map((r) => r.total)))} ms (ratio ${(median(warm.map((r) => r.ttfb)) / median(direct.map((r) => r.ttfb))).toFixed(2)})`);
 const { pieceSizeFor } = await import('@damselfly/shared');
 console.log(`  origin bytes per read via P2P (2 nodes read it): ${(p2pOrigin / reads / MiB).toFixed(2)} MiB = the ${pieceSizeFor(size) / MiB} MiB piece(s) covering it, once; not ${values['size-mib']} MiB, not once per node`);
+await relay?.close();
 await reg.stop();
 process.exit(0);
