@@ -5,9 +5,10 @@
  * can never leave a block marked verified whose bytes are not where they should be.
  */
 import { EventEmitter } from 'node:events';
+import type { BlockReady } from './serve-blocks.js';
 
 export interface PieceProgressEvents {
-  'block:verified': [number, string];
+  'block:verified': [number, string, (readonly Buffer[]) | undefined];
   'piece:failed': [Error];
 }
 
@@ -29,11 +30,14 @@ export class PieceProgress extends EventEmitter<PieceProgressEvents> {
     return this.blocks[b] !== undefined;
   }
 
-  /** Block `b` is on disk (written, not necessarily flushed) and matched `sha`. */
-  verified(b: number, sha: string): void {
+  /**
+   * Block `b` is on disk (written, not necessarily flushed) and matched `sha`. `data`, its bytes, go to the readers
+   * waiting for it right now, which send them without reading the block back.
+   */
+  verified(b: number, sha: string, data?: readonly Buffer[]): void {
     if (this.blocks[b] !== undefined) return;
     this.blocks[b] = sha;
-    this.emit('block:verified', b, sha);
+    this.emit('block:verified', b, sha, data);
   }
 
   /** The attempt failed: readers waiting on blocks not yet verified get `err` (a retry gets a new progress). */
@@ -43,10 +47,13 @@ export class PieceProgress extends EventEmitter<PieceProgressEvents> {
     this.emit('piece:failed', err);
   }
 
-  /** Resolves with block `b`'s hash once verified; rejects if the attempt fails first or `signal` aborts. */
-  waitBlock(b: number, { signal }: { signal?: AbortSignal } = {}): Promise<string> {
+  /**
+   * Resolves with block `b`'s hash once verified (and its bytes, when it lands while waited for); rejects if the
+   * attempt fails first or `signal` aborts.
+   */
+  waitBlock(b: number, { signal }: { signal?: AbortSignal } = {}): Promise<BlockReady> {
     const have = this.blocks[b];
-    if (have !== undefined) return Promise.resolve(have);
+    if (have !== undefined) return Promise.resolve({ sha: have });
     if (this.#failure) return Promise.reject(this.#failure);
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
@@ -55,10 +62,10 @@ export class PieceProgress extends EventEmitter<PieceProgressEvents> {
         this.off('piece:failed', onFail);
         signal?.removeEventListener('abort', onAbort);
       };
-      const onBlock = (m: number, sha: string) => {
+      const onBlock = (m: number, sha: string, data: (readonly Buffer[]) | undefined) => {
         if (m !== b) return;
         cleanup();
-        resolve(sha);
+        resolve({ sha, data });
       };
       const onFail = (err: Error) => (cleanup(), reject(err));
       const onAbort = () => (cleanup(), reject(signal!.reason));

@@ -7,9 +7,16 @@ import type { Writable } from 'node:stream';
 import { BLOCK_SIZE, blockCountFor } from './blocks.js';
 import { put, serveFileRange, type ServeOptions } from './serve-range.js';
 
+/** A block ready to send: its hash, and its bytes when the caller has them in memory (it just landed). */
+export interface BlockReady {
+  sha: string;
+  /** The block's bytes as they arrived (chunk views, in order): sent as they are, never read back from disk. */
+  data?: readonly Buffer[];
+}
+
 export interface ServeBlocksOptions extends ServeOptions {
-  /** Resolves with block `b`'s hash once it is verified and on disk (rejects if it never will be). */
-  block(b: number): Promise<string>;
+  /** Resolves once block `b` is verified and on disk (rejects if it never will be). */
+  block(b: number): Promise<BlockReady>;
   /** Append each block's hash after its bytes. */
   framed: boolean;
   /** Offsets inside the piece to send (inclusive; default the whole piece): a Range read sends only what it covers. */
@@ -28,10 +35,25 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
   const k = o.firstBlock ?? 0;
   if (k > 0 && k < order.length && order[0] === 0) order.push(...order.splice(0, k));
   for (const b of order) {
-    const sha = await o.block(b);
+    const ready = await o.block(b);
     const start = Math.max(from, b * BLOCK_SIZE);
     const end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
-    await serveFileRange(path, pieceStart + start, pieceStart + end, out, o);
-    if (o.framed) await put(out, Buffer.from(sha, 'hex'), o.stallMs ?? 10_000);
+    if (ready.data) await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o);
+    else await serveFileRange(path, pieceStart + start, pieceStart + end, out, o);
+    if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);
+  }
+}
+
+/** Writes bytes [from, to] (inclusive, offsets in the block) of a block held as chunks, waiting for each to be taken. */
+async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, to: number, o: ServeOptions): Promise<void> {
+  let pos = 0;
+  for (const c of chunks) {
+    const a = Math.max(from, pos);
+    const z = Math.min(to + 1, pos + c.length);
+    pos += c.length;
+    if (z <= a) continue;
+    o.signal?.throwIfAborted();
+    await put(out, c.subarray(a - (pos - c.length), z - (pos - c.length)), o.stallMs ?? 10_000);
+    o.onBytes?.(z - a);
   }
 }

@@ -40,7 +40,7 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
         onPiece: (n, blocks) => task.recordPiece(n, blocks),
         onBlock: (n, b, sha, data) => {
           req.onBlock?.(n, b, sha, data);
-          task.landed(n, b, sha);
+          task.landed(n, b, sha, data);
         },
         onBytes: req.onBytes,
         signal: req.signal,

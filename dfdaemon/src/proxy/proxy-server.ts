@@ -133,25 +133,30 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   const end = range?.end ?? length - 1;
   // The answer starts once its first block is verified, so a P2P failure before that still falls back to the upstream
   // (a cut connection is only for failures after bytes went out).
+  let head: readonly Buffer[] | undefined;
   try {
-    await firstBlockReady(dl, start, end, ac.signal);
+    head = await firstBlockReady(dl, start, end, ac.signal);
   } catch (err) {
     return fallback(err);
   }
   writeHead(res, dl.task, range);
   c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href), range }, 'proxy:serving');
-  await streamTask(dl, res, { start, end, signal: ac.signal, pool: c.pool });
+  await streamTask(dl, res, { start, end, signal: ac.signal, pool: c.pool, head });
   res.end();
   c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
 }
 
-/** Resolves when the first block of [start, end] may be sent (for a whole blob of one block: once it is verified). */
-async function firstBlockReady(dl: Download, start: number, end: number, signal: AbortSignal): Promise<void> {
+/**
+ * Resolves when the first block of [start, end] may be sent (for a whole blob of one block: once it is verified),
+ * with its bytes when it landed during the wait.
+ */
+async function firstBlockReady(dl: Download, start: number, end: number, signal: AbortSignal): Promise<readonly Buffer[] | undefined> {
   const { pieceSize, contentLength } = dl.task.info;
-  if (contentLength === 0 || end < start) return;
+  if (contentLength === 0 || end < start) return undefined;
   const n = Math.floor(start / pieceSize);
-  await dl.task.waitBlock(n, Math.floor((start - n * pieceSize) / BLOCK_SIZE), { signal });
+  const data = await dl.task.waitBlock(n, Math.floor((start - n * pieceSize) / BLOCK_SIZE), { signal });
   if (start === 0 && end === contentLength - 1 && contentLength <= BLOCK_SIZE) await dl.done;
+  return data;
 }
 
 function piecesOf(range: ByteRange, pieceSize: number): number[] {

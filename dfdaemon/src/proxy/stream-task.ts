@@ -17,6 +17,8 @@ export interface StreamOptions {
   end: number;
   signal?: AbortSignal;
   onBytes?: (n: number) => void;
+  /** The bytes of the range's first block, if the caller already has them in memory (it just landed). */
+  head?: readonly Buffer[];
 }
 
 export async function streamTask(dl: Download, out: Writable, opts: StreamOptions): Promise<void> {
@@ -34,7 +36,7 @@ export async function streamTask(dl: Download, out: Writable, opts: StreamOption
   }
 }
 
-async function writeRange(dl: Download, out: Writable, { start, end, signal, onBytes, pool }: StreamOptions): Promise<void> {
+async function writeRange(dl: Download, out: Writable, { start, end, signal, onBytes, pool, head }: StreamOptions): Promise<void> {
   const { task } = dl;
   const { pieceSize, contentLength } = task.info;
   const whole = start === 0 && end === contentLength - 1;
@@ -53,9 +55,14 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
       signal,
       onBytes,
       block: async (b) => {
-        await task.waitBlock(n, b, { signal });
+        if (head) {
+          const data = head;
+          head = undefined;
+          return { sha: '', data };
+        }
+        const data = await task.waitBlock(n, b, { signal });
         if (whole && n === last && b === lastBlock) await dl.done;
-        return '';
+        return { sha: '', data };
       },
     });
   }

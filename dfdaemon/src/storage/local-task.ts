@@ -30,8 +30,8 @@ export interface LocalTaskMeta {
 }
 
 export interface LocalTaskEvents {
-  /** Block b of piece n was verified and written (piece still in flight). */
-  'block:verified': [number, number];
+  /** Block b of piece n was verified and written (piece still in flight); its bytes, valid for the listeners. */
+  'block:verified': [number, number, (readonly Buffer[]) | undefined];
   'piece:verified': [number];
   'task:completed': [];
   'task:failed': [Error];
@@ -173,7 +173,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
           if (this.#partial.get(n) !== landed) return;
           landed[b] = sha;
           opts.onBlock?.(b, sha, data);
-          this.emit('block:verified', n, b);
+          this.emit('block:verified', n, b, data);
         },
       }),
     ).finally(end);
@@ -182,13 +182,13 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   }
 
   /** Block `b` of piece `n` was hashed and written by a whole-stream read: readers may have it now. */
-  landed(n: number, b: number, sha: string): void {
+  landed(n: number, b: number, sha: string, data?: readonly Buffer[]): void {
     if (this.#pieces.has(n)) return;
     let partial = this.#partial.get(n);
     if (!partial) this.#partial.set(n, (partial = new Array<string | undefined>(blockCountFor(this.range(n).length)).fill(undefined)));
     if (partial[b] !== undefined) return;
     partial[b] = sha;
-    this.emit('block:verified', n, b);
+    this.emit('block:verified', n, b, data);
   }
 
   /** Records a piece whose blocks were all hashed and written (by `writePiece` or a whole-stream read). */
@@ -287,21 +287,23 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
 
   /**
    * Resolves when block `b` of piece `n` may be served: the piece is present (checked from disk first if this process
-   * did not write it), or the block was verified while the piece is in flight. Rejects if the task fails.
+   * did not write it), or the block was verified while the piece is in flight (then with its bytes, when it landed
+   * during the wait). Rejects if the task fails.
    */
-  async waitBlock(n: number, b: number, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
+  async waitBlock(n: number, b: number, { signal }: { signal?: AbortSignal } = {}): Promise<readonly Buffer[] | undefined> {
     if (this.#failure && isDigestMismatch(this.#failure)) throw this.#failure;
+    let data: readonly Buffer[] | undefined;
     if (!this.hasBlock(n, b)) {
       if (this.#failure) throw this.#failure;
-      await new Promise<void>((resolve, reject) => {
+      data = await new Promise<readonly Buffer[] | undefined>((resolve, reject) => {
         const cleanup = () => {
           this.off('block:verified', onBlock);
           this.off('piece:verified', onPiece);
           this.off('task:failed', onFail);
           signal?.removeEventListener('abort', onAbort);
         };
-        const onBlock = (m: number, c: number) => void (m === n && c === b && (cleanup(), resolve()));
-        const onPiece = (m: number) => void (m === n && (cleanup(), resolve()));
+        const onBlock = (m: number, c: number, bytes: (readonly Buffer[]) | undefined) => void (m === n && c === b && (cleanup(), resolve(bytes)));
+        const onPiece = (m: number) => void (m === n && (cleanup(), resolve(undefined)));
         const onFail = (err: Error) => (cleanup(), reject(err));
         const onAbort = () => (cleanup(), reject(signal!.reason));
         this.on('block:verified', onBlock);
@@ -311,6 +313,8 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
       });
     }
     if (this.#pieces.has(n)) await this.ensureVerified(n);
+    // The bytes of a block that landed while waited for: the reader sends them without reading the block back.
+    return data;
   }
 
   /** Resolves when the whole task is complete and verified. */

@@ -3,7 +3,7 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { FIRST_BLOCK_HEADER, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
+import { type BlockReady, FIRST_BLOCK_HEADER, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
@@ -57,21 +57,26 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
     const gone = new AbortController();
     req.raw.once('close', () => gone.abort(dfError('DF_PIECE_NOT_FOUND', 'the reader went away')));
     /** A block of a relayed piece: waited for, but not forever (this node's own download may stall or end). */
-    const block = async (b: number) => {
-      if (!relaying) return '';
+    let head: BlockReady | undefined;
+    const block = async (b: number): Promise<BlockReady> => {
+      if (head && b === first) {
+        const ready = head;
+        head = undefined;
+        return ready;
+      }
+      if (!relaying) return { sha: '' };
       const stall = new AbortController();
       const timer = setTimeout(() => stall.abort(dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n} block ${b}: not here within ${RELAY_BLOCK_MS} ms`)), RELAY_BLOCK_MS);
       try {
-        await task.waitBlock(n, b, { signal: AbortSignal.any([gone.signal, stall.signal]) });
+        return { sha: '', data: await task.waitBlock(n, b, { signal: AbortSignal.any([gone.signal, stall.signal]) }) };
       } finally {
         clearTimeout(timer);
       }
-      return '';
     };
     try {
       const { start, end } = relaying ? task.range(n) : await task.pieceExtent(n);
       // The answer starts once its first block is here: a relay whose own download fails before that says so.
-      await block(first);
+      head = await block(first);
       // Past this point the answer is written by hand from pooled buffers; an error can only cut the connection.
       void reply.hijack();
       reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, [FIRST_BLOCK_HEADER]: first });

@@ -18,6 +18,7 @@ import {
   quietLogger,
   sharedError,
   fastifyServerOptions,
+  type BlockReady,
   type BufferPool,
   verifyGrant,
   verifyOperatorToken,
@@ -104,12 +105,12 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     req.raw.once('close', () => ac.abort());
     const source = await c.seeder.openPiece(taskId, n, { signal: ac.signal, requester, first });
     let piece: { path: string; start: number; end: number; done: () => void };
-    let block: (b: number) => Promise<string>;
+    let block: (b: number) => Promise<BlockReady>;
     if ('blocks' in source) {
       // Seeded: checked from disk first if this process did not write it.
       const stored = await c.store.servePiece(taskId, n);
       piece = stored;
-      block = async (b) => stored.blocks[b]!;
+      block = async (b) => ({ sha: stored.blocks[b]! });
     } else {
       // Still arriving from the origin: each block goes out as soon as it is verified. The answer starts only once
       // the first block is in, so an origin refusal still reaches the downloader as a status, not a cut body.
@@ -117,14 +118,16 @@ export function buildServer(c: ServerComponents): FastifyInstance {
       // downloader never completes a piece the supernode then fails to record or finds foreign.
       const { progress, recorded } = source;
       if (first >= progress.blocks.length) first = 0;
-      await progress.waitBlock(first, { signal: ac.signal });
+      let head: BlockReady | undefined = await progress.waitBlock(first, { signal: ac.signal });
       piece = { ...c.store.pieceLocation(taskId, n), done: c.store.hold(taskId) };
       // The last block sent: the one before `first`, wrapping around.
       const last = (first + progress.blocks.length - 1) % progress.blocks.length;
       block = async (b) => {
-        const sha = await progress.waitBlock(b, { signal: ac.signal });
+        // The first block goes out from the bytes that just landed, if it landed while this request waited.
+        const ready = b === first && head ? head : await progress.waitBlock(b, { signal: ac.signal });
+        head = undefined;
         if (b === last) await recorded;
-        return sha;
+        return ready;
       };
     }
     const length = piece.end - piece.start + 1;

@@ -444,7 +444,7 @@ export class Seeder {
 
   /** Block `b` of piece `n` was verified into the data file: readers may stream it, the digest check may take it. */
   #landed(meta: TaskMeta, n: number, b: number, sha: string, data: readonly Buffer[]): void {
-    this.#progress.get(`${meta.taskId}:${n}`)?.verified(b, sha);
+    this.#progress.get(`${meta.taskId}:${n}`)?.verified(b, sha, data);
     if (meta.digest && !meta.verified) this.#checkOf(meta).offer(n, b, data);
   }
 
