@@ -41,6 +41,11 @@ export interface PieceSinkOptions {
    * supernode feeds its whole-blob digest from them instead of reading the block back.
    */
   onBlock?: (b: number, sha: string, data: readonly Buffer[]) => void;
+  /**
+   * Block `b` matched, before it is written: its bytes may go to readers waiting for it right now (they are verified;
+   * only readers that would read it from disk must wait for `onBlock`).
+   */
+  onHashed?: (b: number, sha: string, data: readonly Buffer[]) => void;
   label?: string;
   /** The body holds blocks [blockBase, blockEnd) of the piece only (default: all of them). */
   blockBase?: number;
@@ -133,6 +138,7 @@ export class PieceSink {
     if (want !== undefined && sha !== want) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}`);
     const bufs = this.#bufs;
     const size = this.#inBlock;
+    if (!this.#o.have?.(b)) this.#o.onHashed?.(b, sha, bufs);
     if (!this.#o.have?.(b)) await writeAll(this.#fh, bufs, size, this.#offset + b * BLOCK_SIZE);
     this.blocks.push(sha);
     this.#bufs = [];

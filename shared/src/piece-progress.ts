@@ -9,6 +9,8 @@ import type { BlockReady } from './serve-blocks.js';
 
 export interface PieceProgressEvents {
   'block:verified': [number, string, (readonly Buffer[]) | undefined];
+  /** Block b matched its hash and is being written: its bytes for whoever waits for it right now. */
+  'block:hashed': [number, string, readonly Buffer[]];
   'piece:failed': [Error];
 }
 
@@ -40,6 +42,11 @@ export class PieceProgress extends EventEmitter<PieceProgressEvents> {
     this.emit('block:verified', b, sha, data);
   }
 
+  /** Block `b` matched `sha` and is about to be written: readers waiting for it get its bytes now. */
+  hashed(b: number, sha: string, data: readonly Buffer[]): void {
+    if (this.blocks[b] === undefined) this.emit('block:hashed', b, sha, data);
+  }
+
   /** The attempt failed: readers waiting on blocks not yet verified get `err` (a retry gets a new progress). */
   fail(err: Error): void {
     if (this.#failure) return;
@@ -59,6 +66,7 @@ export class PieceProgress extends EventEmitter<PieceProgressEvents> {
     return new Promise((resolve, reject) => {
       const cleanup = () => {
         this.off('block:verified', onBlock);
+        this.off('block:hashed', onBlock);
         this.off('piece:failed', onFail);
         signal?.removeEventListener('abort', onAbort);
       };
@@ -70,6 +78,7 @@ export class PieceProgress extends EventEmitter<PieceProgressEvents> {
       const onFail = (err: Error) => (cleanup(), reject(err));
       const onAbort = () => (cleanup(), reject(signal!.reason));
       this.on('block:verified', onBlock);
+      this.on('block:hashed', onBlock);
       this.on('piece:failed', onFail);
       signal?.addEventListener('abort', onAbort, { once: true });
     });

@@ -32,6 +32,8 @@ export interface LocalTaskMeta {
 export interface LocalTaskEvents {
   /** Block b of piece n was verified and written (piece still in flight); its bytes, valid for the listeners. */
   'block:verified': [number, number, (readonly Buffer[]) | undefined];
+  /** Block b of piece n matched its hash and is being written: its bytes for readers waiting for it right now. */
+  'block:hashed': [number, number, readonly Buffer[]];
   'piece:verified': [number];
   'task:completed': [];
   'task:failed': [Error];
@@ -169,6 +171,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
         onBytes: opts.onBytes,
         label: `${this.info.taskId}#${n}`,
         have: (b) => landed[b] !== undefined,
+        onHashed: (b, _sha, data) => void (this.#partial.get(n) === landed && this.emit('block:hashed', n, b, data)),
         onBlock: (b, sha, data) => {
           if (this.#partial.get(n) !== landed) return;
           landed[b] = sha;
@@ -298,6 +301,7 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
       data = await new Promise<readonly Buffer[] | undefined>((resolve, reject) => {
         const cleanup = () => {
           this.off('block:verified', onBlock);
+          this.off('block:hashed', onBlock);
           this.off('piece:verified', onPiece);
           this.off('task:failed', onFail);
           signal?.removeEventListener('abort', onAbort);
@@ -307,10 +311,13 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
         const onFail = (err: Error) => (cleanup(), reject(err));
         const onAbort = () => (cleanup(), reject(signal!.reason));
         this.on('block:verified', onBlock);
+        this.on('block:hashed', onBlock);
         this.on('piece:verified', onPiece);
         this.on('task:failed', onFail);
         signal?.addEventListener('abort', onAbort, { once: true });
       });
+      // Bytes in hand (hashed, being written): nothing to read from disk, nothing to re-check.
+      if (data) return data;
     }
     if (this.#pieces.has(n)) await this.ensureVerified(n);
     // The bytes of a block that landed while waited for: the reader sends them without reading the block back.

@@ -365,6 +365,7 @@ export class Seeder {
               blockEnd: to,
               expected: progress.blocks,
               have: (b) => progress.has(b),
+              onHashed: (b, sha, data) => progress.hashed(b, sha, data),
               onBlock: (b, sha, data) => this.#landed(meta, n, b, sha, data),
             }),
           )
