@@ -3,7 +3,7 @@ export const MIN_PIECE_SIZE = 4 * MiB;
 export const MAX_PIECE_SIZE = 64 * MiB;
 
 /**
- * Piece size for a blob of `length` bytes (DESIGN.md): 4 MiB up to 200 MiB, then 1 MiB more per 100 MiB
+ * Piece size for a blob of `length` bytes: 4 MiB up to 200 MiB, then 1 MiB more per 100 MiB
  * (as Dragonfly computes it), capped at 64 MiB, so a huge blob still has a bounded number of pieces.
  */
 export function pieceSizeFor(length: number): number {

@@ -1,5 +1,5 @@
 /**
- * The P2P lower bound on the time for N peers to get F bytes (DESIGN.md):
+ * The P2P lower bound on the time for N peers to get F bytes:
  * T >= max(F/u_s, F/d_min, N·F/(u_s + Σu_i)); direct from the source: T >= N·F/u_s.
  * Bandwidths in bytes/s; result in seconds.
  */

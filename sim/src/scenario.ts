@@ -48,7 +48,7 @@ export const defaults: Omit<Scenario, 'name' | 'fileBytes' | 'peers' | 'peerUp' 
   corruptFraction: 0,
 };
 
-/** Scenarios shipped with the simulator, after the published runs we are measured against (DESIGN.md). */
+/** Scenarios shipped with the simulator, after the published runs we are measured against. */
 export const scenarios: Record<string, (peers?: number) => Scenario> = {
   /** Dragonfly v1's classic: 200 MB to 200…7000 clients at 200 Mb/s each (~12 s flat in their test). */
   'dragonfly-200mb': (peers = 200) => ({
