@@ -33,7 +33,7 @@ t.test('GC: LRU down to the low watermark above the high one, TTL, never a task 
   }
   // Blob 1 is read again (now most recently used); blob 0 is "in use" by a reader.
   t.equal((await getViaProxy(d.proxyUrl, blobs[1]!.url)).status, 200);
-  d.store.get(ids[0]!)!.users++;
+  const reading = d.store.get(ids[0]!)!.lease();
   const later = Date.now() + 120_000; // past the 1-minute grace
   const r = await d.gc(later);
   const gone = r.evicted.map((e) => e.taskId);
@@ -43,7 +43,7 @@ t.test('GC: LRU down to the low watermark above the high one, TTL, never a task 
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_evictions_total', { why: 'quota' }), 2);
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_cache_bytes'), r.usedBytes);
 
-  d.store.get(ids[0]!)!.users--;
+  reading();
   const ttl = await d.gc(Date.now() + 2 * 3600_000);
   t.same(ttl.evicted.map((e) => e.why), ['ttl', 'ttl'], 'idle past the TTL: evicted');
   t.equal([...d.store.tasks()].length, 0);

@@ -3,6 +3,7 @@
  * pool), and, framed, the block's 32-byte sha256 after them. Used by the supernode to stream a piece to downloaders
  * while it is still arriving from the origin, and by peers for pieces they are still downloading.
  */
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { BLOCK_SIZE, blockCountFor } from './blocks.js';
 import { put, serveFileRange, type ServeOptions } from './serve-range.js';
@@ -34,13 +35,19 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
   for (let b = Math.floor(from / BLOCK_SIZE); b < count && b * BLOCK_SIZE <= to; b++) order.push(b);
   const k = o.firstBlock ?? 0;
   if (k > 0 && k < order.length && order[0] === 0) order.push(...order.splice(0, k));
-  for (const b of order) {
-    const ready = await o.block(b);
-    const start = Math.max(from, b * BLOCK_SIZE);
-    const end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
-    if (ready.data) await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o);
-    else await serveFileRange(path, pieceStart + start, pieceStart + end, out, o);
-    if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);
+  // Opened at the first block read from disk and kept for the rest of the piece (not once per block).
+  let fh: FileHandle | undefined;
+  try {
+    for (const b of order) {
+      const ready = await o.block(b);
+      const start = Math.max(from, b * BLOCK_SIZE);
+      const end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+      if (ready.data) await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o);
+      else await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) });
+      if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);
+    }
+  } finally {
+    await fh?.close();
   }
 }
 

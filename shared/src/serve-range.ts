@@ -3,7 +3,7 @@
  * wait until the socket has taken it, give the buffer back. A reader that takes nothing for `stallMs` is cut (its
  * socket destroyed): a client that stops reading must not hold a buffer, a slot or a file forever.
  */
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { errorFactory, type ErrorTable } from './errors.js';
 import type { BufferPool } from './buffer-pool.js';
@@ -22,6 +22,8 @@ export interface ServeOptions {
   signal?: AbortSignal;
   /** Called with each chunk's size once the socket took it. */
   onBytes?: (n: number) => void;
+  /** The file already open (a caller sending many ranges of one file opens it once). */
+  fh?: FileHandle;
 }
 
 /** Writes `data` and resolves once `out` has taken it (flushed to the kernel or queued under its high-water mark). */
@@ -50,7 +52,7 @@ export function put(out: Writable, data: Buffer, stallMs: number): Promise<void>
 
 export async function serveFileRange(path: string, from: number, to: number, out: Writable, o: ServeOptions): Promise<void> {
   if (to < from) return;
-  const fh = await open(path, 'r');
+  const fh = o.fh ?? (await open(path, 'r'));
   try {
     let pos = from;
     while (pos <= to) {
@@ -69,6 +71,6 @@ export async function serveFileRange(path: string, from: number, to: number, out
       }
     }
   } finally {
-    await fh.close();
+    if (!o.fh) await fh.close();
   }
 }

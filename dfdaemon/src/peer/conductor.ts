@@ -266,7 +266,7 @@ export class Conductor {
       };
     }
     const task = await this.#c.store.open(info, canonicalUrl(this.#req.url));
-    task.users++;
+    const lease = task.lease();
     try {
       this.#resolveOpened(task);
       if (client) {
@@ -291,7 +291,7 @@ export class Conductor {
       this.#log.info({ pieces: info.pieceCount, bytes: info.contentLength }, 'task:completed');
       return task;
     } finally {
-      task.users--;
+      lease();
     }
   }
 

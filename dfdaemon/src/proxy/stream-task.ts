@@ -27,12 +27,12 @@ export async function streamTask(dl: Download, out: Writable, opts: StreamOption
     return;
   }
   // A task being read is in use: GC leaves it alone, and it counts as recently used.
-  dl.task.users++;
+  const lease = dl.task.lease();
   try {
     await dl.task.touch();
     await writeRange(dl, out, opts);
   } finally {
-    dl.task.users--;
+    lease();
   }
 }
 

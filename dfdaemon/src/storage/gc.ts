@@ -34,7 +34,7 @@ export function taskBytes(t: LocalTask): number {
 }
 
 export async function collectGarbage(store: LocalStore, opts: GcOptions, log: Logger, now = Date.now()): Promise<GcResult> {
-  const entries = [...store.tasks()].map((t) => ({ id: t.info.taskId, bytes: taskBytes(t), lastAccess: t.lastAccess, inUse: t.users > 0 }));
+  const entries = [...store.tasks()].map((t) => ({ id: t.info.taskId, bytes: taskBytes(t), lastAccess: t.lastAccess, inUse: t.inUse }));
   const used = entries.reduce((s, e) => s + e.bytes, 0);
   const plan = planEvictions(entries, {
     // Under pressure the quota is what the cache holds now: it shrinks to its low watermark.

@@ -52,8 +52,23 @@ export class LocalTask extends EventEmitter<LocalTaskEvents> {
   #meta: LocalTaskMeta;
   readonly #handles: HandleCache;
   #failure?: Error;
-  /** Readers and downloads using this task; GC never evicts a task in use. */
-  users = 0;
+  /** Leases held by readers, uploads and downloads; GC never evicts a task in use. */
+  #leases = 0;
+
+  /** Takes a lease on the task (GC leaves it alone) until the returned function is called; calling it twice is harmless. */
+  lease(): () => void {
+    this.#leases++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#leases--;
+    };
+  }
+
+  get inUse(): boolean {
+    return this.#leases > 0;
+  }
 
   readonly #onDropped: (n: number) => void;
 

@@ -47,11 +47,11 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
     if (active >= c.slots * 2) throw dfError('DF_UPLOAD_BUSY', ` (${active})`);
     // The slot and the task stay taken until the body has drained (or the reader is gone), not until it is queued.
     active++;
-    task.users++;
+    const lease = task.lease();
     c.metrics.uploadsActive.set(active);
     const release = () => {
       active--;
-      task.users--;
+      lease();
       c.metrics.uploadsActive.set(active);
     };
     const gone = new AbortController();
