@@ -4,6 +4,7 @@
 //   node bench/core.mjs [--size-mib 256] [--n 4,8] [--origin-mbps 0|200]
 // --origin-mbps caps the registry's egress (a TCP relay), like a real registry behind a shared uplink; 0 = loopback.
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,15 +12,15 @@ import { parseArgs } from 'node:util';
 import { ROOT, run, spawnDaemon, spawnSupernode } from './procs.mjs';
 
 const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, n: { type: 'string', default: '4,8' }, 'origin-mbps': { type: 'string', default: '0' } } });
-const { startRegistry, pushBlob, makeBlob } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
+const { startRegistry, pushBlobStream } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
 const { throttledRelay } = await import(join(ROOT, '.test-dist/helpers/throttle.js'));
 
 const size = Number(values['size-mib']) * 2 ** 20;
 const ns = values.n.split(',').map(Number);
 const mbps = Number(values['origin-mbps']);
 const reg = await startRegistry();
-const blob = makeBlob(size, 42);
-const { digest } = await pushBlob(reg.url, 'bench/blob', blob);
+// Generated and pushed 1 MiB at a time: the benchmark itself holds no blob, whatever its size.
+const { digest } = await pushBlobStream(reg.url, 'bench/blob', size, 42);
 let base = reg.url;
 let relay;
 if (mbps > 0) {
@@ -32,7 +33,9 @@ const served = () => reg.blobBytesServed(digest);
 
 async function verify(files) {
   for (const f of files) {
-    const h = createHash('sha256').update(await readFile(f)).digest('hex');
+    const hash = createHash('sha256');
+    for await (const c of createReadStream(f, { highWaterMark: 1 << 20 })) hash.update(c);
+    const h = hash.digest('hex');
     if (`sha256:${h}` !== digest) throw new Error(`${f} is corrupt`);
   }
 }

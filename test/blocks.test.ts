@@ -23,7 +23,7 @@ import {
   writeWholeStream,
   type TaskInfo,
 } from '@damselfly/shared';
-import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { blobChunks, freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { gatedRelay } from './helpers/gate.js';
@@ -43,6 +43,11 @@ function viaProxy(t: { teardown(fn: () => unknown): void }, proxyUrl: string, ur
   t.teardown(() => c.destroy());
   return c.request({ method: 'GET', path: url });
 }
+
+t.test('the benchmark’s streamed blobs are the tests’ blobs', async (t) => {
+  const size = 3 * MiB + 5;
+  t.ok(Buffer.concat([...blobChunks(size, 9)]).equals(makeBlob(size, 9)));
+});
 
 t.test('a block that does not match is refused before a byte of it is written; the blocks before it are reported', async (t) => {
   const dir = await tempDir(t);

@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { request } from 'undici';
 
 export interface AccessLine {
@@ -105,6 +106,37 @@ export function makeBlob(size: number, seed = 1): Buffer {
   // Make every MiB distinct so pieces differ.
   for (let off = 0; off + 4 <= size; off += 1 << 20) out.writeUInt32BE(off / (1 << 20), off);
   return out;
+}
+
+/** The same bytes as `makeBlob(size, seed)`, generated 1 MiB at a time (for blobs too big to hold in memory). */
+export function* blobChunks(size: number, seed = 1): Generator<Buffer> {
+  const block = randomBytesSeeded(seed, 1 << 20);
+  for (let off = 0; off < size; off += block.length) {
+    const chunk = Buffer.from(block.subarray(0, Math.min(block.length, size - off)));
+    if (chunk.length >= 4) chunk.writeUInt32BE(off / (1 << 20), 0);
+    yield chunk;
+    block.writeUInt32LE((off / block.length) ^ seed, 0);
+  }
+}
+
+/** Pushes a generated blob of any size without holding it: one pass to hash it, one to upload it. */
+export async function pushBlobStream(registryUrl: string, repo: string, size: number, seed = 1): Promise<{ digest: string; url: string }> {
+  const h = createHash('sha256');
+  for (const c of blobChunks(size, seed)) h.update(c);
+  const digest = `sha256:${h.digest('hex')}`;
+  const start = await request(`${registryUrl}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  await start.body.dump();
+  if (start.statusCode !== 202) throw new Error(`upload start: ${start.statusCode}`);
+  const loc = new URL(String(start.headers.location), registryUrl);
+  loc.searchParams.set('digest', digest);
+  const put = await request(loc.href, {
+    method: 'PUT',
+    body: Readable.from(blobChunks(size, seed)),
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+  });
+  await put.body.dump();
+  if (put.statusCode !== 201) throw new Error(`upload put: ${put.statusCode}`);
+  return { digest, url: `${registryUrl}/v2/${repo}/blobs/${digest}` };
 }
 
 function randomBytesSeeded(seed: number, size: number): Buffer {
