@@ -207,3 +207,32 @@ t.test('reports are accepted only from the requester of a pending assignment, ab
   for (const p of ['src', 'req', 'other']) s.peerLeft(p);
   t.equal(s.taskCount, 0, 'a task nobody is in is forgotten');
 });
+
+t.test('a peer still fetching a piece relays it when no whole holder is free, before the supernode', async (t) => {
+  const fetching = (m: Record<number, string[]>) => (n: number) => new Set(m[n] ?? []);
+  const v = view({ holders: { 1: ['h'] }, fetching: fetching({ 0: ['a', 'r'], 1: ['a'] }), load: (id) => (id === 'h' ? 2 : 0) });
+  t.same(rarestFirst(v, { requester: 'r', want: [0], max: 1 }), [{ piece: 0, from: 'a', relay: true }], 'never the requester itself');
+  t.same(rarestFirst(v, { requester: 'r', want: [1], max: 1 }), [{ piece: 1, from: 'a', relay: true }], 'the whole holder is full');
+  const bad = view({ holders: {}, fetching: fetching({ 0: ['a'] }), blacklisted: (id) => id === 'a' });
+  t.same(rarestFirst(bad, { requester: 'r', want: [0], max: 1 }), [{ piece: 0, from: SUPERNODE }], 'a blacklisted peer relays nothing');
+  const tried = rarestFirst(view({ holders: {}, fetching: fetching({ 0: ['a'] }) }), { requester: 'r', want: [0], max: 1, tried: new Map([[0, new Set(['a'])]]) });
+  t.same(tried, [{ piece: 0, from: SUPERNODE }], 'nor one that already failed this requester');
+});
+
+t.test('scheduler: relays only pieces whose block hashes the supernode has, and never chains relays', async (t) => {
+  let hashed = false;
+  const s = new Scheduler({ supernodeSlots: 10, peerSlots: 4, failuresBeforeBlacklist: 3, hashed: () => hashed });
+  for (const p of ['a', 'b', 'c']) {
+    s.peerJoined(p, true);
+    s.taskJoined(p, 'T');
+  }
+  t.same(s.schedule('T', 'a', [0], 1), [{ piece: 0, from: SUPERNODE }]);
+  t.same(s.schedule('T', 'b', [0], 1), [{ piece: 0, from: SUPERNODE }], 'not hashed yet: no relay');
+  s.release('T', 'b', 0);
+  hashed = true;
+  t.same(s.schedule('T', 'b', [0], 1), [{ piece: 0, from: 'a', relay: true }], 'hashed: a relays its piece in flight');
+  const c = s.schedule('T', 'c', [0], 1);
+  t.equal(c[0]?.from === 'b', false, 'b, itself relaying, is not offered as a relay');
+  s.pieceResult('T', 'a', 0, SUPERNODE, true);
+  t.ok(s.holders('T', 0).has('a'), 'a holds it once done');
+});
