@@ -27,3 +27,4 @@ export * from './blocks.js';
 export * from './piece-progress.js';
 export * from './serve-blocks.js';
 export * from './digest-check.js';
+export * from './piece-store.js';

@@ -15,6 +15,7 @@ export const PieceErrors = {
   PIECE_SHORT: { message: 'piece body has the wrong length: %s', status: 502 },
   PIECE_CORRUPT: { message: 'piece failed verification: %s', status: 502 },
   PIECE_DISK_FULL: { message: 'no space left writing piece: %s', status: 507 },
+  PIECE_MISSING: { message: 'piece not present: %s', status: 404 },
 } as const satisfies ErrorTable<string>;
 
 export const pieceError = errorFactory(PieceErrors);

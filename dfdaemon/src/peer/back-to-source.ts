@@ -37,7 +37,7 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
         pieceSize: task.info.pieceSize,
         length: task.info.contentLength,
         skip: (n) => task.has(n),
-        onPiece: (n, blocks) => task.recordPiece(n, blocks),
+        onPiece: async (n, blocks) => void (await task.recordPiece(n, blocks)),
         onBlock: (n, b, sha, data) => {
           req.onBlock?.(n, b, sha, data);
           task.landed(n, b, sha, data);

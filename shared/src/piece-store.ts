@@ -1,0 +1,469 @@
+/**
+ * The piece store both daemons keep: one data file per task plus a level index of verified pieces (their block
+ * hashes), with what is known of pieces still arriving (verified blocks, in memory only), waiters for blocks and
+ * pieces, leases that keep GC away, and the events the rest of a daemon follows: `block:hashed` and `block:verified`
+ * as a piece lands, `piece:verified` when it is recorded, `piece:dropped` when one is found bad on disk, and (from the
+ * store) `task:evicted`. A piece counts as present only after every block was hashed, matched, written and the piece
+ * recorded; nothing of a piece in flight is persisted, so a crash never leaves a block marked verified.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdir, open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { TaskIndex } from './task-index.js';
+import { HandleCache } from './handle-cache.js';
+import { blockCountFor, joinBlocks, pieceRoot, splitBlocks } from './blocks.js';
+import { pieceRange } from './piece-size.js';
+import { pieceError, verifyStoredPiece, writePiece } from './piece-file.js';
+import { isDigestMismatch } from './errors.js';
+
+/** What the store needs to know of a task to place its pieces and blocks. */
+export interface TaskGeometry {
+  taskId: string;
+  contentLength: number;
+  pieceSize: number;
+  pieceCount: number;
+}
+
+export interface StoredTaskEvents {
+  /** Block b of piece n was verified and written (piece still in flight); its bytes, valid for the listeners. */
+  'block:verified': [number, number, (readonly Buffer[]) | undefined];
+  /** Block b of piece n matched its hash and is being written: its bytes for readers waiting for it right now. */
+  'block:hashed': [number, number, readonly Buffer[]];
+  'piece:verified': [number];
+  'piece:dropped': [number];
+  'task:completed': [];
+  'task:failed': [Error];
+}
+
+export interface StoredTaskInit<Meta> {
+  meta: Meta;
+  geometry: TaskGeometry;
+  /** Piece records from the index (block hashes, concatenated hex). */
+  stored?: Map<number, string>;
+  dataPath: string;
+  index: TaskIndex<Meta>;
+  handles: HandleCache;
+}
+
+export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEvents> {
+  readonly geometry: TaskGeometry;
+  readonly dataPath: string;
+  readonly #index: TaskIndex<Meta>;
+  /** Present pieces: block hashes and their root (the piece's identity in reports and registrations). */
+  readonly #pieces: Map<number, { blocks: string[]; root: string }>;
+  /** Verified blocks of pieces not yet present (kept across attempts: a retry never rewrites them). */
+  readonly #partial = new Map<number, (string | undefined)[]>();
+  /** Pieces whose bytes this process hashed (on write or on a checked read); others are re-hashed when read. */
+  readonly #checked = new Set<number>();
+  readonly #meta: Meta;
+  readonly #handles: HandleCache;
+  #failure?: Error;
+  /** Leases held by readers, uploads and downloads; GC never evicts a task in use. */
+  #leases = 0;
+
+  /** Takes a lease on the task (GC leaves it alone) until the returned function is called; calling it twice is harmless. */
+  lease(): () => void {
+    this.#leases++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#leases--;
+    };
+  }
+
+  get inUse(): boolean {
+    return this.#leases > 0;
+  }
+
+  constructor(init: StoredTaskInit<Meta>) {
+    super();
+    this.setMaxListeners(0);
+    this.#meta = init.meta;
+    this.geometry = init.geometry;
+    this.dataPath = init.dataPath;
+    this.#index = init.index;
+    this.#handles = init.handles;
+    // A record that is not one hash per block of its piece (an older format, damage) counts as absent: fetched again.
+    this.#pieces = new Map();
+    for (const [n, v] of init.stored ?? []) {
+      const blocks = n < this.geometry.pieceCount ? splitBlocks(v, this.range(n).length) : undefined;
+      if (blocks) this.#pieces.set(n, { blocks, root: pieceRoot(blocks) });
+    }
+  }
+
+  /** The task's persisted record (read-only here: change it with `updateMeta`). */
+  get meta(): Readonly<Meta> {
+    return this.#meta;
+  }
+
+  /** Changes and persists part of the task's record, in place (holders of `meta` see the change). */
+  async updateMeta(patch: Partial<Meta>): Promise<void> {
+    Object.assign(this.#meta, patch);
+    await this.#index.putTask(this.geometry.taskId, this.#meta);
+  }
+
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+  get presentCount(): number {
+    return this.#pieces.size;
+  }
+  has(n: number): boolean {
+    return this.#pieces.has(n);
+  }
+  /** The piece's identity (root of its block hashes). */
+  sha(n: number): string | undefined {
+    return this.#pieces.get(n)?.root;
+  }
+  /** The piece's block hashes, once present. */
+  blocks(n: number): string[] | undefined {
+    return this.#pieces.get(n)?.blocks;
+  }
+  /** Whether piece `n` is being fetched right now (its verified blocks can be relayed as they land). */
+  writing(n: number): boolean {
+    return (this.#fetching.get(n) ?? 0) > 0;
+  }
+  readonly #fetching = new Map<number, number>();
+
+  /** A fetch of piece `n` starts (from before its request goes out): call the returned function when it ends. */
+  beginFetch(n: number): () => void {
+    this.#fetching.set(n, (this.#fetching.get(n) ?? 0) + 1);
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const left = (this.#fetching.get(n) ?? 1) - 1;
+      if (left > 0) this.#fetching.set(n, left);
+      else this.#fetching.delete(n);
+    };
+  }
+
+  /** Whether block `b` of piece `n` is verified (the piece present, or the block landed while it is in flight). */
+  hasBlock(n: number, b: number): boolean {
+    return this.#pieces.has(n) || this.#partial.get(n)?.[b] !== undefined;
+  }
+  present(): number[] {
+    return [...this.#pieces.keys()];
+  }
+  missing(): number[] {
+    const out: number[] = [];
+    for (let n = 0; n < this.geometry.pieceCount; n++) if (!this.#pieces.has(n)) out.push(n);
+    return out;
+  }
+  range(n: number): { start: number; end: number; length: number } {
+    const r = pieceRange(n, this.geometry.pieceSize, this.geometry.contentLength);
+    return { ...r, length: r.end - r.start + 1 };
+  }
+
+  /**
+   * Writes piece `n` from `body` block by block, each checked against `expected` (the supernode's hashes) or, with
+   * `framed`, against the hash that follows it in the body; every block is announced (`block:verified`) as soon as it
+   * is on disk, so readers stream it at once. Blocks an earlier attempt verified are checked, not rewritten. Resolves
+   * with the block hashes once the piece is recorded.
+   */
+  async writePiece(
+    n: number,
+    body: Readable,
+    opts: {
+      expected?: readonly string[];
+      framed?: boolean;
+      /** The body starts at this block and wraps around (a framed supernode body asked for with `?from=`). */
+      firstBlock?: number;
+      signal?: AbortSignal;
+      onBytes?: (n: number) => void;
+      /** Each new block with its bytes (valid during the call): a back-to-source digest check feeds on them. */
+      onBlock?: (b: number, sha: string, data: readonly Buffer[]) => void;
+    } = {},
+  ): Promise<string[]> {
+    const { start, length } = this.range(n);
+    let partial = this.#partial.get(n);
+    if (!partial) this.#partial.set(n, (partial = new Array<string | undefined>(blockCountFor(length)).fill(undefined)));
+    const landed = partial;
+    const expected = opts.expected ?? landed;
+    const end = this.beginFetch(n);
+    const blocks = await this.#handles.use(this.dataPath, (fh) =>
+      writePiece(fh, start, length, body, {
+        expected,
+        framed: opts.framed,
+        firstBlock: opts.firstBlock,
+        signal: opts.signal,
+        onBytes: opts.onBytes,
+        label: `${this.geometry.taskId}#${n}`,
+        have: (b) => landed[b] !== undefined,
+        onHashed: (b, _sha, data) => void (this.#partial.get(n) === landed && this.emit('block:hashed', n, b, data)),
+        onBlock: (b, sha, data) => {
+          if (this.#partial.get(n) !== landed) return;
+          landed[b] = sha;
+          opts.onBlock?.(b, sha, data);
+          this.emit('block:verified', n, b, data);
+        },
+      }),
+    ).finally(end);
+    await this.recordPiece(n, blocks);
+    return blocks;
+  }
+
+  /** Block `b` of piece `n` was hashed and written by a whole-stream read: readers may have it now. */
+  landed(n: number, b: number, sha: string, data?: readonly Buffer[]): void {
+    if (this.#pieces.has(n)) return;
+    let partial = this.#partial.get(n);
+    if (!partial) this.#partial.set(n, (partial = new Array<string | undefined>(blockCountFor(this.range(n).length)).fill(undefined)));
+    if (partial[b] !== undefined) return;
+    partial[b] = sha;
+    this.emit('block:verified', n, b, data);
+  }
+
+  /** Records a piece whose blocks were all hashed and written (by `writePiece` or a whole-stream read). */
+  async recordPiece(n: number, blocks: string[]): Promise<string> {
+    await this.#index.putPiece(this.geometry.taskId, n, joinBlocks(blocks));
+    const root = pieceRoot(blocks);
+    this.#pieces.set(n, { blocks, root });
+    this.#partial.delete(n);
+    this.#checked.add(n);
+    this.emit('piece:verified', n);
+    return root;
+  }
+
+  /**
+   * Makes sure piece `n` on disk is what its hash says: free for a piece this process wrote and hashed, one read-back
+   * for one found on disk at start-up. A mismatch drops the piece (it is fetched again) and throws.
+   */
+  async ensureVerified(n: number): Promise<void> {
+    const piece = this.#pieces.get(n);
+    if (!piece) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}#${n}`);
+    if (this.#checked.has(n)) return;
+    const { start, length } = this.range(n);
+    try {
+      await verifyStoredPiece(this.dataPath, start, length, piece.blocks, `${this.geometry.taskId}#${n}`);
+      this.#checked.add(n);
+    } catch (err) {
+      await this.dropPiece(n);
+      throw err;
+    }
+  }
+
+  /**
+   * File offsets of bytes [from, to] of piece `n` (offsets within the piece, inclusive; default the whole piece),
+   * after making sure the piece is verified: serving reads them from disk, never holding a piece in memory.
+   */
+  async pieceExtent(n: number, from = 0, to?: number): Promise<{ start: number; end: number }> {
+    await this.ensureVerified(n);
+    const { start, length } = this.range(n);
+    return { start: start + from, end: start + (to ?? length - 1) };
+  }
+
+  /**
+   * Re-hashes present pieces this process has not checked yet (found on disk at start-up), dropping bad ones so they
+   * are fetched again. Returns the dropped piece numbers.
+   */
+  async recheck(pieces: readonly number[] = this.present()): Promise<number[]> {
+    const dropped: number[] = [];
+    for (const n of pieces) {
+      if (!this.#pieces.has(n) || this.#checked.has(n)) continue;
+      try {
+        await this.ensureVerified(n);
+      } catch {
+        dropped.push(n);
+      }
+    }
+    return dropped;
+  }
+
+  /** Forgets piece `n` (found bad on disk): it is fetched again, and the swarm is told (`piece:dropped`). */
+  async dropPiece(n: number): Promise<void> {
+    const had = this.#pieces.has(n);
+    this.#pieces.delete(n);
+    this.#partial.delete(n);
+    this.#checked.delete(n);
+    await this.#index.deletePiece(this.geometry.taskId, n);
+    if (had) this.emit('piece:dropped', n);
+  }
+
+  /** Resolves when piece `n` is present; rejects if the task fails or `signal` aborts. */
+  waitPiece(n: number, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
+    // A task whose bytes were found not to be its digest's hands out nothing, not even pieces it still has on disk.
+    if (this.#failure && isDigestMismatch(this.#failure)) return Promise.reject(this.#failure);
+    if (this.#pieces.has(n)) return Promise.resolve();
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      const cleanup = () => {
+        this.off('piece:verified', onPiece);
+        this.off('task:failed', onFail);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onPiece = (m: number) => {
+        if (m !== n) return;
+        cleanup();
+        resolve();
+      };
+      const onFail = (err: Error) => {
+        cleanup();
+        reject(err);
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal!.reason);
+      };
+      this.on('piece:verified', onPiece);
+      this.on('task:failed', onFail);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /**
+   * Resolves when block `b` of piece `n` may be served: the piece is present (checked from disk first if this process
+   * did not write it), or the block was verified while the piece is in flight (then with its bytes, when it landed
+   * during the wait). Rejects if the task fails.
+   */
+  async waitBlock(n: number, b: number, { signal }: { signal?: AbortSignal } = {}): Promise<readonly Buffer[] | undefined> {
+    if (this.#failure && isDigestMismatch(this.#failure)) throw this.#failure;
+    let data: readonly Buffer[] | undefined;
+    if (!this.hasBlock(n, b)) {
+      if (this.#failure) throw this.#failure;
+      data = await new Promise<readonly Buffer[] | undefined>((resolve, reject) => {
+        const cleanup = () => {
+          this.off('block:verified', onBlock);
+          this.off('block:hashed', onBlock);
+          this.off('piece:verified', onPiece);
+          this.off('task:failed', onFail);
+          signal?.removeEventListener('abort', onAbort);
+        };
+        const onBlock = (m: number, c: number, bytes: (readonly Buffer[]) | undefined) => void (m === n && c === b && (cleanup(), resolve(bytes)));
+        const onPiece = (m: number) => void (m === n && (cleanup(), resolve(undefined)));
+        const onFail = (err: Error) => (cleanup(), reject(err));
+        const onAbort = () => (cleanup(), reject(signal!.reason));
+        this.on('block:verified', onBlock);
+        this.on('block:hashed', onBlock);
+        this.on('piece:verified', onPiece);
+        this.on('task:failed', onFail);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+      // Bytes in hand (hashed, being written): nothing to read from disk, nothing to re-check.
+      if (data) return data;
+    }
+    if (this.#pieces.has(n)) await this.ensureVerified(n);
+    // The bytes of a block that landed while waited for: the reader sends them without reading the block back.
+    return data;
+  }
+
+  /** The download failed: wake every waiter with the error. A later download may try again. */
+  fail(err: Error): void {
+    this.#failure = err;
+    this.emit('task:failed', err);
+  }
+
+  resetFailure(): void {
+    this.#failure = undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.#handles.close(this.dataPath);
+  }
+}
+
+export interface PieceStoreOptions<Meta extends object, T extends StoredTask<Meta>> {
+  dataDir: string;
+  geometry(meta: Meta): TaskGeometry;
+  /** Builds a task object (a subclass can add what one daemon needs of its tasks). */
+  make(init: StoredTaskInit<Meta>): T;
+  /** Data files kept open at most (LRU, with leases). */
+  openFiles?: number;
+}
+
+export interface PieceStoreEvents {
+  /** A task left the store (GC, a failure, an operator): the swarm must stop counting on it. */
+  'task:evicted': [string];
+  /** A piece was found bad on disk and dropped. */
+  'piece:dropped': [string, number];
+}
+
+export class PieceStore<Meta extends object, T extends StoredTask<Meta> = StoredTask<Meta>> extends EventEmitter<PieceStoreEvents> {
+  readonly #o: PieceStoreOptions<Meta, T>;
+  readonly #index: TaskIndex<Meta>;
+  readonly #tasks = new Map<string, T>();
+  readonly #handles: HandleCache;
+
+  constructor(o: PieceStoreOptions<Meta, T>) {
+    super();
+    this.#o = o;
+    this.#index = new TaskIndex<Meta>(join(o.dataDir, 'index'));
+    this.#handles = new HandleCache(o.openFiles ?? 64);
+  }
+
+  /**
+   * Opens the index and loads every task. `migrate` may rewrite a record from an older format (the rewrite is
+   * persisted) and loads each task's piece records itself when given them.
+   */
+  async start(migrate?: (meta: Meta) => Meta | undefined): Promise<void> {
+    await mkdir(join(this.#o.dataDir, 'tasks'), { recursive: true });
+    await this.#index.start();
+    for await (const [id, stored] of this.#index.tasks()) {
+      const rewritten = migrate?.(stored);
+      if (rewritten) await this.#index.putTask(id, rewritten);
+      const meta = rewritten ?? stored;
+      this.#adopt(meta, await this.#index.pieces(id));
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.#handles.closeAll();
+    this.#tasks.clear();
+    await this.#index.stop();
+  }
+
+  get(taskId: string): T | undefined {
+    return this.#tasks.get(taskId);
+  }
+
+  tasks(): IterableIterator<T> {
+    return this.#tasks.values();
+  }
+
+  /** Creates a task: its data file sized up front (throws the filesystem's error, ENOSPC included), its record. */
+  async create(meta: Meta): Promise<T> {
+    const geometry = this.#o.geometry(meta);
+    const path = this.dataPath(geometry.taskId);
+    const fh = await open(path, 'w');
+    try {
+      await fh.truncate(geometry.contentLength);
+    } finally {
+      await fh.close();
+    }
+    await this.#index.putTask(geometry.taskId, meta);
+    return this.#adopt(meta, new Map());
+  }
+
+  /** Deletes a task: record, piece records and data file. */
+  async remove(taskId: string): Promise<void> {
+    const t = this.#tasks.get(taskId);
+    this.#tasks.delete(taskId);
+    if (t) await t.close();
+    await this.#index.deleteTask(taskId);
+    await rm(this.dataPath(taskId), { force: true });
+    if (t) this.emit('task:evicted', taskId);
+  }
+
+  dataPath(taskId: string): string {
+    return join(this.#o.dataDir, 'tasks', `${taskId}.data`);
+  }
+
+  /** Runs `fn` with a task's data file open for writing (kept open while busy, from the bounded cache). */
+  withHandle<R>(taskId: string, fn: (fh: import('node:fs/promises').FileHandle) => Promise<R>): Promise<R> {
+    return this.#handles.use(this.dataPath(taskId), fn);
+  }
+
+  /** Data files open right now (bounded by the handle cache). */
+  get openFiles(): number {
+    return this.#handles.size;
+  }
+
+  #adopt(meta: Meta, stored: Map<number, string>): T {
+    const geometry = this.#o.geometry(meta);
+    const task = this.#o.make({ meta, geometry, stored, dataPath: this.dataPath(geometry.taskId), index: this.#index, handles: this.#handles });
+    task.on('piece:dropped', (n) => this.emit('piece:dropped', geometry.taskId, n));
+    this.#tasks.set(geometry.taskId, task);
+    return task;
+  }
+}
