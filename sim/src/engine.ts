@@ -86,7 +86,9 @@ export interface SimResult {
   corruptDetected: number;
   /** Mean over peers of uploaded bytes / (upload bandwidth × time in swarm). */
   uploadUtilisation: number;
-  /** Every `timelineStepMs`: completed peers, active flows, aggregate throughput (bytes/s). */
+  /** Most bytes/s the swarm could move: min(sum of downlinks, source uplink + sum of peer uplinks). */
+  capacityBytesPerSecond: number;
+  /** Every `timelineStepMs`: completed peers, active flows, aggregate throughput (bytes/s, credited as bytes flow). */
   timeline: { t: number; done: number; flows: number; throughput: number }[];
   events: number;
   wallMs: number;
@@ -170,12 +172,17 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   const wantedMissing = (n: Node) => n.wantCount - countHaveWanted(n);
   const countHaveWanted = (n: Node) => (n.wanted ? n.wantedHave ?? 0 : n.haveCount);
 
+  /** Bytes/ms moving right now over all live flows, and the bytes moved up to `movedAt`: throughput as it flows. */
+  let totalRate = 0;
+  let moved = 0;
+  let movedAt = 0;
   function reschedule(f: Flow): void {
     const rate = Math.min(f.from.up / f.from.ups.size, f.to.down / f.to.downs.size);
     // A flow limited by its other end keeps its rate: no new event needed (most updates in a big swarm).
     if (rate === f.rate && f.version > 0) return;
     f.remaining -= f.rate * (now - f.last);
     f.last = now;
+    totalRate += rate - f.rate;
     f.rate = rate;
     f.version++;
     heap.push(now + Math.max(0, f.remaining) / f.rate, Ev.Finish, f.id, f.version);
@@ -208,6 +215,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
 
   function endFlow(f: Flow): void {
     flows.delete(f.id);
+    if (f.live) totalRate -= f.rate;
+    f.rate = 0;
     f.live = false;
     activeFlows--;
     f.from.ups.delete(f);
@@ -219,16 +228,21 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   const horizonGuess = Math.max(1, p2pBound(sc.fileBytes, sc.sourceUp, nodes.map((n) => n.down * 1000), nodes.map((n) => n.up * 1000)) * 1000 * 4 + sc.joinSpreadMs);
   const step = horizonGuess / (opts.timelinePoints ?? 200);
   let nextSample = 0;
-  let bytesSinceSample = 0;
+  let movedAtLastSample = 0;
 
   for (let e = heap.pop(); e; e = heap.pop()) {
     now = e.at;
     events++;
+    // Rates are constant between events: the bytes moved by a sample time are the integral up to it, so throughput
+    // is credited as bytes flow, not in bursts when pieces complete.
     while (now >= nextSample) {
-      timeline.push({ t: nextSample / 1000, done: finished, flows: activeFlows, throughput: (bytesSinceSample / step) * 1000 });
-      bytesSinceSample = 0;
+      const movedBySample = moved + totalRate * (nextSample - movedAt);
+      timeline.push({ t: nextSample / 1000, done: finished, flows: activeFlows, throughput: ((movedBySample - movedAtLastSample) / step) * 1000 });
+      movedAtLastSample = movedBySample;
       nextSample += step;
     }
+    moved += totalRate * (now - movedAt);
+    movedAt = now;
     switch (e.kind) {
       case Ev.Join: {
         const n = nodes[e.ref]!;
@@ -265,7 +279,6 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         const n = f.to;
         const len = pieceLen(f.piece);
         endFlow(f);
-        bytesSinceSample += len;
         n.inflight.delete(f.piece);
         f.from.uploaded += len;
         if (f.from === source) {
@@ -349,6 +362,10 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     peerBytes,
     corruptDetected,
     uploadUtilisation: util.reduce((s, x) => s + x, 0) / Math.max(1, util.length),
+    capacityBytesPerSecond: Math.min(
+      nodes.reduce((s, n) => s + n.down * 1000, 0),
+      sc.sourceUp + nodes.reduce((s, n) => s + n.up * 1000, 0),
+    ),
     timeline,
     events,
     wallMs: performance.now() - wall0,

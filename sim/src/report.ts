@@ -5,43 +5,74 @@ const W = 640;
 const H = 260;
 const PAD = 40;
 
-function poly(points: [number, number][], xMax: number, yMax: number, color: string): string {
+/** A chart frame: scales, axes with ticks and labelled units, and helpers to draw in data coordinates. */
+function frame(xLabel: string, yLabel: string, xMax: number, yMax: number, fmtY: (v: number) => string = (v) => niceNum(v)) {
   const sx = (x: number) => PAD + (x / (xMax || 1)) * (W - 2 * PAD);
   const sy = (y: number) => H - PAD - (y / (yMax || 1)) * (H - 2 * PAD);
-  return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`;
+  let out = `<line x1="${PAD}" y1="${H - PAD}" x2="${W - PAD}" y2="${H - PAD}" stroke="#333"/><line x1="${PAD}" y1="${PAD}" x2="${PAD}" y2="${H - PAD}" stroke="#333"/>`;
+  for (const x of ticks(xMax)) out += `<line x1="${sx(x)}" y1="${H - PAD}" x2="${sx(x)}" y2="${H - PAD + 4}" stroke="#333"/><text x="${sx(x)}" y="${H - PAD + 15}" font-size="10" text-anchor="middle">${niceNum(x)}</text>`;
+  for (const y of ticks(yMax)) out += `<line x1="${PAD - 4}" y1="${sy(y)}" x2="${PAD}" y2="${sy(y)}" stroke="#333"/><text x="${PAD - 6}" y="${sy(y) + 3}" font-size="10" text-anchor="end">${fmtY(y)}</text>`;
+  out += `<text x="${W / 2}" y="${H - 4}" text-anchor="middle" font-size="12">${xLabel}</text>`;
+  out += `<text x="12" y="${H / 2}" font-size="12" transform="rotate(-90 12 ${H / 2})" text-anchor="middle">${yLabel}</text>`;
+  return {
+    out,
+    line: (points: [number, number][], color: string) =>
+      `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`,
+    vmark: (x: number, label: string, color: string) =>
+      `<line x1="${sx(x)}" y1="${PAD}" x2="${sx(x)}" y2="${H - PAD}" stroke="${color}" stroke-dasharray="4"/><text x="${sx(x) + 4}" y="${PAD + 12}" font-size="11" fill="${color}">${label}</text>`,
+    hmark: (y: number, label: string, color: string) =>
+      `<line x1="${PAD}" y1="${sy(y)}" x2="${W - PAD}" y2="${sy(y)}" stroke="${color}" stroke-dasharray="4"/><text x="${W - PAD}" y="${sy(y) - 4}" font-size="11" text-anchor="end" fill="${color}">${label}</text>`,
+  };
 }
 
-function axes(xLabel: string, yLabel: string, xMax: number, yMax: number): string {
-  return (
-    `<line x1="${PAD}" y1="${H - PAD}" x2="${W - PAD}" y2="${H - PAD}" stroke="#333"/><line x1="${PAD}" y1="${PAD}" x2="${PAD}" y2="${H - PAD}" stroke="#333"/>` +
-    `<text x="${W / 2}" y="${H - 8}" text-anchor="middle" font-size="12">${xLabel} (max ${xMax.toFixed(1)})</text>` +
-    `<text x="12" y="${H / 2}" font-size="12" transform="rotate(-90 12 ${H / 2})" text-anchor="middle">${yLabel} (max ${yMax.toFixed(1)})</text>`
-  );
+/** About five round tick values from 0 to max. */
+function ticks(max: number): number[] {
+  if (!(max > 0)) return [0];
+  const raw = max / 5;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw)!;
+  const out: number[] = [];
+  for (let v = 0; v <= max + 1e-9; v += step) out.push(+v.toFixed(10));
+  return out;
+}
+
+function niceNum(v: number): string {
+  return Math.abs(v) >= 100 || Number.isInteger(v) ? String(Math.round(v)) : v.toFixed(Math.abs(v) >= 10 ? 1 : 2);
 }
 
 /** Completion-time CDF with the lower bound marked. */
 export function cdfSvg(r: SimResult): string {
   const xMax = Math.max(r.max, r.boundSeconds) * 1.05;
   const pts: [number, number][] = r.completion.map((t, i) => [t, (i + 1) / r.completion.length]);
-  const bx = PAD + (r.boundSeconds / xMax) * (W - 2 * PAD);
-  return (
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${axes('completion time, s', 'fraction of peers', xMax, 1)}` +
-    `<line x1="${bx}" y1="${PAD}" x2="${bx}" y2="${H - PAD}" stroke="#c33" stroke-dasharray="4"/><text x="${bx + 4}" y="${PAD + 12}" font-size="11" fill="#c33">bound ${r.boundSeconds.toFixed(2)} s</text>` +
-    `${poly(pts, xMax, 1, '#1f6feb')}</svg>`
-  );
+  const f = frame('completion time (s)', 'fraction of peers done', xMax, 1);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${f.out}${f.vmark(r.boundSeconds, `bound ${r.boundSeconds.toFixed(1)} s`, '#c33')}${f.line(pts, '#1f6feb')}</svg>`;
 }
 
-/** Swarm timeline: finished peers and aggregate throughput over time. */
+/**
+ * Swarm timeline: peers done over time, and the aggregate download throughput as bytes flow (GB/s) against the most
+ * the swarm could move (the sum of downlinks, or the source's and peers' uplinks together, whichever is less).
+ */
 export function timelineSvg(r: SimResult): string {
   const tl = r.timeline;
-  const xMax = tl.length ? tl[tl.length - 1]!.t : 1;
-  const tpMax = Math.max(1, ...tl.map((p) => p.throughput));
-  return (
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${axes('time, s', 'peers done (blue) / throughput (green)', xMax, r.scenario.peers)}` +
-    `${poly(tl.map((p) => [p.t, p.done]), xMax, r.scenario.peers, '#1f6feb')}` +
-    `${poly(tl.map((p) => [p.t, (p.throughput / tpMax) * r.scenario.peers]), xMax, r.scenario.peers, '#2da44e')}` +
-    `<text x="${W - PAD}" y="${PAD - 8}" text-anchor="end" font-size="11" fill="#2da44e">peak ${(tpMax / 1e9).toFixed(2)} GB/s</text></svg>`
-  );
+  const xMax = Math.max(tl.length ? tl[tl.length - 1]!.t : 1, r.boundSeconds * 1.05);
+  const done = frame('time (s)', 'peers done', xMax, r.scenario.peers);
+  const doneSvg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${done.out}${done.vmark(r.boundSeconds, `bound ${r.boundSeconds.toFixed(1)} s`, '#c33')}${done.line(
+    tl.map((p) => [p.t, p.done]),
+    '#1f6feb',
+  )}</svg>`;
+  const cap = r.capacityBytesPerSecond / 1e9;
+  const peak = Math.max(0, ...tl.map((p) => p.throughput)) / 1e9;
+  const yMax = Math.max(cap, peak) * 1.1 || 1;
+  const tp = frame('time (s)', 'swarm throughput (GB/s)', xMax, yMax);
+  const tpSvg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${tp.out}${tp.hmark(cap, `capacity ${cap.toFixed(2)} GB/s`, '#999')}${tp.vmark(
+    r.boundSeconds,
+    `bound ${r.boundSeconds.toFixed(1)} s`,
+    '#c33',
+  )}${tp.line(
+    tl.map((p) => [p.t, p.throughput / 1e9]),
+    '#2da44e',
+  )}<text x="${W - PAD}" y="${PAD - 8}" text-anchor="end" font-size="11" fill="#2da44e">peak ${peak.toFixed(2)} GB/s</text></svg>`;
+  return doneSvg + tpSvg;
 }
 
 export function summary(r: SimResult): Record<string, number | string> {
@@ -72,10 +103,33 @@ export function toJson(r: SimResult): string {
   return JSON.stringify({ summary: summary(r), completion: r.completion, timeline: r.timeline, scenario: r.scenario }, null, 1);
 }
 
+/** Column headings of the HTML table, with units. */
+const HEADINGS: Record<string, string> = {
+  scenario: 'scenario',
+  peers: 'peers',
+  fileMB: 'file (MB)',
+  pieceMiB: 'piece (MiB)',
+  p50: 'p50 (s)',
+  p90: 'p90 (s)',
+  p99: 'p99 (s)',
+  max: 'max (s)',
+  bound: 'bound (s)',
+  p50OverBound: 'p50 / bound',
+  maxOverBound: 'max / bound',
+  directBound: 'direct bound (s)',
+  originMB: 'origin egress (MB)',
+  originOverFile: 'origin / file',
+  uploadUtilisation: 'mean upload use',
+  unfinished: 'unfinished',
+  corruptDetected: 'corrupt pieces caught',
+  events: 'events',
+  wallSeconds: 'simulated in (s)',
+};
+
 export function toHtml(results: SimResult[]): string {
   const rows = results.map((r) => summary(r));
   const keys = Object.keys(rows[0] ?? {});
-  const table = `<table><tr>${keys.map((k) => `<th>${k}</th>`).join('')}</tr>${rows.map((row) => `<tr>${keys.map((k) => `<td>${row[k]}</td>`).join('')}</tr>`).join('')}</table>`;
+  const table = `<table><tr>${keys.map((k) => `<th>${HEADINGS[k] ?? k}</th>`).join('')}</tr>${rows.map((row) => `<tr>${keys.map((k) => `<td>${row[k]}</td>`).join('')}</tr>`).join('')}</table>`;
   const charts = results.map((r) => `<h2>${r.scenario.name}</h2><div>${cdfSvg(r)}${timelineSvg(r)}</div>`).join('');
   return `<!doctype html><meta charset="utf-8"><title>Damselfly simulation</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style><h1>Damselfly swarm simulation</h1>${table}${charts}`;
 }
