@@ -13,6 +13,9 @@ import { Client } from 'undici';
 import {
   BLOCK_SIZE,
   DigestCheck,
+  PieceStore,
+  StoredTask,
+  type TaskGeometry,
   TaskIndex,
   blockCountFor,
   pieceRoot,
@@ -76,6 +79,48 @@ t.test('a block that does not match is refused before a byte of it is written; t
   await t.rejects(verifyStoredPiece(join(dir, 'data'), 0, piece.length, flipped), { code: 'PIECE_CORRUPT' }, 'a stored piece is checked block by block');
   t.equal(splitBlocks(blocks.join(''), piece.length)?.length, 4);
   t.equal(splitBlocks(blocks.join(''), 5 * MiB), undefined, 'a record of the wrong shape is not a piece');
+});
+
+t.test('the piece store: blocks left by an earlier attempt are built on only if they are what the supernode recorded', async (t) => {
+  const dir = await tempDir(t);
+  const store = new PieceStore<{ g: TaskGeometry }>({ dataDir: dir, geometry: (m) => m.g, make: (init) => new StoredTask(init) });
+  await store.start();
+  t.teardown(() => store.stop());
+  const piece = makeBlob(4 * MiB, 81);
+  const shas = blockShas(piece);
+  const task = await store.create({ g: { taskId: 'a'.repeat(64), contentLength: piece.length, pieceSize: 4 * MiB, pieceCount: 1 } });
+  // An attempt straight from an origin that sent other bytes for block 1, and died after 2 blocks.
+  const other = Buffer.from(piece);
+  other[BLOCK_SIZE + 9] ^= 1;
+  const dying = Readable.from((function* () { yield other.subarray(0, 2 * BLOCK_SIZE); throw new Error('origin died'); })());
+  await t.rejects(task.writePiece(0, dying), /origin died/);
+  t.ok(task.hasBlock(0, 1), 'its blocks were kept');
+  const ended: number[] = [];
+  task.on('fetch:ended', (n) => ended.push(n));
+  // A peer's copy, checked against the supernode's hashes: block 1 on disk is not theirs, so nothing is reused.
+  t.same(await task.writePiece(0, chunked(piece), { expected: shas }), shas);
+  await task.recheck();
+  t.ok((await readFile(store.dataPath('a'.repeat(64)))).equals(piece), 'the data file holds the recorded bytes');
+  t.same(ended, [], 'a fetch that ends with the piece is not "ended without it"');
+
+  // Framed: a stored block the supernode's hash disagrees with fails that attempt and is dropped, so the next works.
+  const t2 = await store.create({ g: { taskId: 'b'.repeat(64), contentLength: piece.length, pieceSize: 4 * MiB, pieceCount: 1 } });
+  await t.rejects(t2.writePiece(0, Readable.from((function* () { yield other.subarray(0, 2 * BLOCK_SIZE); throw new Error('cut'); })())), /cut/);
+  const framed = Buffer.concat(shas.flatMap((h, b) => [piece.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE), Buffer.from(h, 'hex')]));
+  await t.rejects(t2.writePiece(0, chunked(framed), { framed: true }), { code: 'PIECE_CORRUPT' });
+  t.notOk(t2.hasBlock(0, 0), 'the disagreeing attempt’s blocks are gone');
+  t.same(await t2.writePiece(0, chunked(framed), { framed: true }), shas, 'and the next attempt succeeds');
+
+  // Waiting with a signal that already fired rejects at once (no listener left behind, no hang).
+  const t3 = await store.create({ g: { taskId: 'c'.repeat(64), contentLength: piece.length, pieceSize: 4 * MiB, pieceCount: 1 } });
+  const gone = new AbortController();
+  gone.abort(new Error('reader gone'));
+  await t.rejects(t3.waitBlock(0, 0, { signal: gone.signal }), /reader gone/);
+  await t.rejects(t3.waitPiece(0, { signal: gone.signal }), /reader gone/);
+  const endedC: number[] = [];
+  t3.on('fetch:ended', (n) => endedC.push(n));
+  t3.beginFetch(0)();
+  t.same(endedC, [0], 'a fetch that ends without the piece says so (relays stop waiting)');
 });
 
 t.test('framed bodies: each block is checked against the hash that follows it', async (t) => {

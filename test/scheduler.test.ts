@@ -236,3 +236,21 @@ t.test('scheduler: relays only pieces whose block hashes the supernode has, and 
   s.pieceResult('T', 'a', 0, SUPERNODE, true);
   t.ok(s.holders('T', 0).has('a'), 'a holds it once done');
 });
+
+t.test('scheduler: a relay that stalls is not blamed for it (its own source may be slow); bad bytes are', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 10, peerSlots: 8, failuresBeforeBlacklist: 2, hashed: () => true });
+  for (const p of ['a', 'r1', 'r2', 'r3', 'r4']) {
+    s.peerJoined(p, true);
+    s.taskJoined(p, 'T');
+  }
+  t.same(s.schedule('T', 'a', [0], 1), [{ piece: 0, from: SUPERNODE }]);
+  for (const r of ['r1', 'r2', 'r3']) {
+    t.same(s.schedule('T', r, [0], 1), [{ piece: 0, from: 'a', relay: true }]);
+    s.pieceResult('T', r, 0, 'a', false, 'timeout');
+  }
+  t.notOk(s.isBlacklisted('T', 'a'), 'three relay timeouts: not blacklisted');
+  t.same(s.schedule('T', 'r1', [0], 1), [{ piece: 0, from: SUPERNODE }], 'but never the same relay twice for one requester');
+  t.same(s.schedule('T', 'r4', [0], 1), [{ piece: 0, from: 'a', relay: true }]);
+  s.pieceResult('T', 'r4', 0, 'a', false, 'corrupt');
+  t.ok(s.isBlacklisted('T', 'a'), 'corrupt bytes from a relay count like any');
+});

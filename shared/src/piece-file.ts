@@ -136,7 +136,12 @@ export class PieceSink {
     const label = this.#o.label ?? `@${this.#offset}`;
     const want = this.#o.expected?.[b];
     if (framedSha !== undefined && sha !== framedSha) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${framedSha} (framed)`);
-    if (want !== undefined && sha !== want) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}`);
+    if (want !== undefined && sha !== want) {
+      // Against a block already on disk: the stored copy and the source disagree, so the stored copy is suspect too.
+      const e = pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}${this.#o.have?.(b) ? ' (stored)' : ''}`);
+      if (this.#o.have?.(b)) Object.assign(e, { storedBlock: b });
+      throw e;
+    }
     const bufs = this.#bufs;
     const size = this.#inBlock;
     if (!this.#o.have?.(b)) this.#o.onHashed?.(b, sha, bufs);
@@ -261,6 +266,7 @@ export async function writeWholeStream(
   let pos = 0;
   let n = 0;
   let sink: PieceSink | undefined;
+  let skipping = false;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       opts.signal?.throwIfAborted();
@@ -269,7 +275,9 @@ export async function writeWholeStream(
       while (off < chunk.length) {
         const pieceEnd = Math.min(length, (n + 1) * pieceSize);
         if (pos >= length) throw pieceError('PIECE_SHORT', `origin sent more than ${length} bytes`);
-        if (opts.skip?.(n)) {
+        // Decided once, at the piece's first byte: a piece recorded by someone else meanwhile is finished here anyway.
+        if (pos === n * pieceSize) skipping = opts.skip?.(n) ?? false;
+        if (skipping) {
           const take = Math.min(chunk.length - off, pieceEnd - pos);
           pos += take;
           off += take;

@@ -42,9 +42,22 @@ export class PieceProgress extends EventEmitter<PieceProgressEvents> {
     this.emit('block:verified', b, sha, data);
   }
 
+  /**
+   * Hashes handed out before their blocks were written: a retry after a failed write must bring these same bytes
+   * (downloaders may already hold them), so they count as expected.
+   */
+  readonly promised: (string | undefined)[] = [];
+
   /** Block `b` matched `sha` and is about to be written: readers waiting for it get its bytes now. */
   hashed(b: number, sha: string, data: readonly Buffer[]): void {
-    if (this.blocks[b] === undefined) this.emit('block:hashed', b, sha, data);
+    if (this.blocks[b] !== undefined) return;
+    this.promised[b] = sha;
+    this.emit('block:hashed', b, sha, data);
+  }
+
+  /** What each block must hash to on a retry: its record, or the hash already handed out. */
+  expected(): (string | undefined)[] {
+    return this.blocks.map((sha, b) => sha ?? this.promised[b]);
   }
 
   /** The attempt failed: readers waiting on blocks not yet verified get `err` (a retry gets a new progress). */

@@ -32,6 +32,8 @@ export interface StoredTaskEvents {
   'block:hashed': [number, number, readonly Buffer[]];
   'piece:verified': [number];
   'piece:dropped': [number];
+  /** The last fetch of piece n under way ended without the piece (relays of it stop waiting). */
+  'fetch:ended': [number];
   'task:completed': [];
   'task:failed': [Error];
 }
@@ -136,7 +138,10 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
       ended = true;
       const left = (this.#fetching.get(n) ?? 1) - 1;
       if (left > 0) this.#fetching.set(n, left);
-      else this.#fetching.delete(n);
+      else {
+        this.#fetching.delete(n);
+        if (!this.#pieces.has(n)) this.emit('fetch:ended', n);
+      }
     };
   }
 
@@ -179,30 +184,43 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
   ): Promise<string[]> {
     const { start, length } = this.range(n);
     let partial = this.#partial.get(n);
+    // Blocks an earlier attempt left are reused only if they are what the supernode recorded: a block from another
+    // source (the origin, fetched directly) that differs is not built on.
+    if (partial && opts.expected?.some((sha, b) => partial![b] !== undefined && partial![b] !== sha)) partial = undefined;
     if (!partial) this.#partial.set(n, (partial = new Array<string | undefined>(blockCountFor(length)).fill(undefined)));
     const landed = partial;
     const expected = opts.expected ?? landed;
     const end = this.beginFetch(n);
-    const blocks = await this.#handles.use(this.dataPath, (fh) =>
-      writePiece(fh, start, length, body, {
-        expected,
-        framed: opts.framed,
-        firstBlock: opts.firstBlock,
-        signal: opts.signal,
-        onBytes: opts.onBytes,
-        label: `${this.geometry.taskId}#${n}`,
-        have: (b) => landed[b] !== undefined,
-        onHashed: (b, _sha, data) => void (this.#partial.get(n) === landed && this.emit('block:hashed', n, b, data)),
-        onBlock: (b, sha, data) => {
-          if (this.#partial.get(n) !== landed) return;
-          landed[b] = sha;
-          opts.onBlock?.(b, sha, data);
-          this.emit('block:verified', n, b, data);
-        },
-      }),
-    ).finally(end);
-    await this.recordPiece(n, blocks);
-    return blocks;
+    try {
+      const blocks = await this.#handles.use(this.dataPath, (fh) =>
+        writePiece(fh, start, length, body, {
+          expected,
+          framed: opts.framed,
+          firstBlock: opts.firstBlock,
+          signal: opts.signal,
+          onBytes: opts.onBytes,
+          label: `${this.geometry.taskId}#${n}`,
+          have: (b) => landed[b] !== undefined,
+          onHashed: (b, _sha, data) => void (this.#partial.get(n) === landed && this.emit('block:hashed', n, b, data)),
+          onBlock: (b, sha, data) => {
+            if (this.#partial.get(n) !== landed) return;
+            landed[b] = sha;
+            opts.onBlock?.(b, sha, data);
+            this.emit('block:verified', n, b, data);
+          },
+        }),
+      )
+        .catch((err: unknown) => {
+          // A stored block the source disagrees with is dropped with the rest of the attempt: the next starts afresh.
+          if ((err as { storedBlock?: number }).storedBlock !== undefined && this.#partial.get(n) === landed) this.#partial.delete(n);
+          throw err;
+        });
+      await this.recordPiece(n, blocks);
+      return blocks;
+    } finally {
+      // After the record: a fetch that ends with the piece present is not "ended without it".
+      end();
+    }
   }
 
   /** Block `b` of piece `n` was hashed and written by a whole-stream read: readers may have it now. */
@@ -287,6 +305,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     if (this.#failure && isDigestMismatch(this.#failure)) return Promise.reject(this.#failure);
     if (this.#pieces.has(n)) return Promise.resolve();
     if (this.#failure) return Promise.reject(this.#failure);
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const cleanup = () => {
         this.off('piece:verified', onPiece);
@@ -322,6 +341,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     let data: readonly Buffer[] | undefined;
     if (!this.hasBlock(n, b)) {
       if (this.#failure) throw this.#failure;
+      signal?.throwIfAborted();
       data = await new Promise<readonly Buffer[] | undefined>((resolve, reject) => {
         const cleanup = () => {
           this.off('block:verified', onBlock);

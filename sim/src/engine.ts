@@ -219,6 +219,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     f.rate = 0;
     f.live = false;
     activeFlows--;
+    // Sums of floating-point rates drift: with nothing moving, nothing moves.
+    if (activeFlows === 0) totalRate = 0;
     f.from.ups.delete(f);
     f.to.downs.delete(f);
     touch(f.from, f.to);

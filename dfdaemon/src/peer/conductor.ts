@@ -304,6 +304,18 @@ export class Conductor {
 
   /** Back-to-source for whatever is wanted, for as long as readers keep asking. */
   async #fromSource(task: LocalTask, probe: ProbeResult | undefined, signal: AbortSignal): Promise<void> {
+    // Each recorded piece lets the digest's in-order prefix move on (reading back what landed ahead of it), so the
+    // blocks after it are taken as they land instead of being read back at the end.
+    const onPiece = () => void this.#checkFor(task, signal)?.advance().catch(() => {});
+    task.on('piece:verified', onPiece);
+    try {
+      await this.#fromSourceLoop(task, probe, signal);
+    } finally {
+      task.off('piece:verified', onPiece);
+    }
+  }
+
+  async #fromSourceLoop(task: LocalTask, probe: ProbeResult | undefined, signal: AbortSignal): Promise<void> {
     for (;;) {
       const want = this.#missingWanted(task);
       if (!want.length) {
@@ -447,10 +459,16 @@ export class Conductor {
     this.#c.metrics.wholeChecks.inc({ by: 'local' });
     const want = parseDigest(digest).hex;
     // After a back-to-source download the check has been fed as blocks landed: it reads back only what it missed.
-    const check = this.#checkFor(task, signal)!;
-    await check.advance();
+    let check = this.#checkFor(task, signal)!;
+    let outcome = await check.advance().catch(() => undefined);
+    if (outcome === undefined) {
+      // A read failed while the check ran alongside the download: its hash is half-fed. One clean pass instead.
+      check = new DigestCheck({ ...task.info, digest }, { seeded: (n) => task.has(n), dataPath: task.dataPath, signal });
+      outcome = await check.advance();
+    }
     this.#c.metrics.digestBytes.inc({ how: 'inline' }, check.inlineBytes);
     this.#c.metrics.digestBytes.inc({ how: 'read_back' }, check.readBackBytes);
+    if (outcome === 'pending') throw dfError('DF_TASK_FAILED', `${task.info.taskId}: a piece went missing before the digest check`);
     const got = check.actual;
     if (got !== want) {
       await this.#c.store.remove(task.info.taskId);

@@ -67,10 +67,16 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       if (!relaying) return { sha: '' };
       const stall = new AbortController();
       const timer = setTimeout(() => stall.abort(dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n} block ${b}: not here within ${RELAY_BLOCK_MS} ms`)), RELAY_BLOCK_MS);
+      // This node's own fetch of the piece ended without it (failed, cancelled): say so now rather than after the
+      // stall limit; the downloader goes elsewhere.
+      const ended = (m: number) => void (m === n && !task.writing(n) && stall.abort(dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}: this node's own fetch of it ended`)));
+      task.on('fetch:ended', ended);
       try {
+        if (!task.has(n) && !task.writing(n)) ended(n);
         return { sha: '', data: await task.waitBlock(n, b, { signal: AbortSignal.any([gone.signal, stall.signal]) }) };
       } finally {
         clearTimeout(timer);
+        task.off('fetch:ended', ended);
       }
     };
     try {

@@ -111,6 +111,22 @@ export class TaskStore {
     return t.recordPiece(n, blocks);
   }
 
+  /** Resolves when piece `n` is recorded (at once if it is), or when `signal` aborts (the listener goes with it). */
+  recorded(taskId: string, n: number, signal: AbortSignal): Promise<void> {
+    const t = this.#store.get(taskId);
+    if (!t || t.has(n) || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        t.off('piece:verified', on);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const on = (m: number) => void (m === n && done());
+      t.on('piece:verified', on);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
   /** Where piece `n` lies in its data file (for a piece being seeded, whose blocks are served as they land). */
   pieceLocation(taskId: string, n: number): { path: string; start: number; end: number } {
     const t = this.#store.get(taskId);

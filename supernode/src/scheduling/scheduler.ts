@@ -205,6 +205,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     let failed = swarm.peerFailures.get(pk);
     if (!failed) swarm.peerFailures.set(pk, (failed = new Set()));
     failed.add(p.from);
+    // A relay that stalls or gives up may only be waiting on its own source: that is not held against it (bad bytes
+    // are, wherever they come from).
+    if (p.relay && reason !== 'corrupt') return 'accepted';
     for (const v of swarm.blame.report(requester, p.from, reason === 'corrupt')) {
       if ('blacklist' in v) this.emit('peer:blacklisted', { taskId, peerId: v.blacklist, reason: v.reason });
       else if ('reinstate' in v) this.emit('peer:reinstated', { taskId, peerId: v.reinstate });

@@ -363,7 +363,7 @@ export class Seeder {
               onBytes,
               blockBase: from,
               blockEnd: to,
-              expected: progress.blocks,
+              expected: progress.expected(),
               have: (b) => progress.has(b),
               onHashed: (b, sha, data) => progress.hashed(b, sha, data),
               onBlock: (b, sha, data) => this.#landed(meta, n, b, sha, data),
@@ -416,7 +416,14 @@ export class Seeder {
       run = this.#readWhole(meta, source).finally(() => this.#whole.delete(meta.taskId));
       this.#whole.set(meta.taskId, run);
     }
-    await run;
+    // Done as soon as this piece is recorded, not when the whole object has been read (downloaders of early pieces
+    // get their last block now).
+    const waiting = new AbortController();
+    try {
+      await Promise.race([run, this.#c.store.recorded(meta.taskId, n, waiting.signal)]);
+    } finally {
+      waiting.abort();
+    }
     const sha = this.#c.store.pieceSha(meta.taskId, n);
     if (!sha) throw snError('SN_SEED_FAILED', `${meta.taskId}#${n} missing after a full read`);
     return sha;
@@ -464,7 +471,15 @@ export class Seeder {
     const root = await this.#c.store.recordPiece(meta.taskId, n, blocks);
     if (!meta.digest || meta.verified) return root;
     const check = this.#checkOf(meta);
-    const outcome = await check.advance();
+    let outcome: Awaited<ReturnType<DigestCheck['advance']>>;
+    try {
+      outcome = await check.advance();
+    } catch (err) {
+      // A read error mid-check leaves its hash half-fed: drop it, and the next recorded piece starts a new one from 0.
+      if (this.#checks.get(meta.taskId) === check) this.#checks.delete(meta.taskId);
+      this.#c.log.warn({ taskId: meta.taskId, err: describeError(err) }, 'task:digest-check-restarted');
+      return root;
+    }
     if (outcome === 'pending') return root;
     const mismatch = () => snError('SN_DIGEST_MISMATCH', `${meta.digest} at ${meta.origin}: the origin sent sha256:${check.actual}`);
     // Pieces finishing together all see the final outcome; the first acts on it, the others only report it.
