@@ -25,6 +25,11 @@ t.test('bench/range.mjs: Range TTFB through dfdaemon vs direct', async (t) => {
   const r = await bench('range.mjs', ['--size-mib', '32', '--reads', '2']);
   t.equal(r.code, 0, r.stderr.slice(-500));
   t.match(r.stdout, /direct from registry\s+TTFB [\d.]+ ms/);
+  // With the registry behind a relay adding 5 ms each way, direct reads included.
+  const far = await bench('range.mjs', ['--size-mib', '32', '--reads', '2', '--latency-ms', '5']);
+  t.equal(far.code, 0, far.stderr.slice(-500));
+  t.match(far.stdout, /registry 5 ms away each way/);
+  t.match(far.stdout, /dfdaemon, 2nd node\s+TTFB [\d.]+ ms/);
 });
 
 t.test('bench/private-pull.mjs: access-check cost on private pulls vs a public one', async (t) => {
