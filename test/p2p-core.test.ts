@@ -229,3 +229,39 @@ t.test('dfdaemon restart finds its cache: served with the registry and supernode
   t.equal(r.status, 200);
   t.equal(sha(r.body), digest, 'served from the verified local cache');
 });
+
+t.test('no polling: a peer told "nothing now" is pushed pieces:available when a source frees up', async (t) => {
+  const { rawPeer } = await import('./helpers/ws-peer.js');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const { url } = await pushBlob(reg.url, 'team/push', makeBlob(8 * MiB, 21));
+  // One supernode slot: once it is booked, nobody else has a source.
+  const sn = await startSupernode(t, { uploadSlots: 1 });
+  const [x, w] = await Promise.all([rawPeer(sn.url, 'x', TEST_SECRET), rawPeer(sn.url, 'w', TEST_SECRET)]);
+  t.teardown(() => (x.close(), w.close()));
+  const pushes: unknown[] = [];
+  w.ws.on('message', (d) => {
+    const m = JSON.parse(d.toString()) as { type?: string };
+    if (m.type === 'pieces:available') pushes.push(m);
+  });
+  for (const [p, id] of [[x, 'x'], [w, 'w']] as const) {
+    t.ok((await p.call({ type: 'peer:hello', peerId: id, version: 1 })).ok);
+    t.ok((await p.call({ type: 'task:register', url })).ok);
+  }
+  const info = (await x.call<{ taskId: string }>({ type: 'task:register', url })) as { ok: true; result: { taskId: string } };
+  const id = info.result.taskId;
+  const got = (await x.call<{ assignments: unknown[] }>({ type: 'pieces:schedule', taskId: id, want: [0], max: 1 })) as { ok: true; result: { assignments: unknown[] } };
+  t.equal(got.result.assignments.length, 1, 'x takes the only slot');
+  const none = (await w.call<{ assignments: unknown[]; retryAfterMs?: number }>({ type: 'pieces:schedule', taskId: id, want: [1], max: 1 })) as {
+    ok: true;
+    result: { assignments: unknown[]; retryAfterMs?: number };
+  };
+  t.equal(none.result.assignments.length, 0, 'w gets nothing now');
+  t.ok((none.result.retryAfterMs ?? 0) >= 500, 'and is not asked to poll fast');
+  t.same(pushes, [], 'nothing pushed yet');
+  x.send({ type: 'piece:result', taskId: id, piece: 0, ok: false, reason: 'cancelled' });
+  for (let i = 0; i < 100 && pushes.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(pushes, [{ type: 'pieces:available', taskId: id }], 'the freed slot wakes w at once');
+  const now = (await w.call<{ assignments: { from: string }[] }>({ type: 'pieces:schedule', taskId: id, want: [1], max: 1 })) as { ok: true; result: { assignments: { from: string }[] } };
+  t.equal(now.result.assignments[0]?.from, 'supernode', 'and asking again gets it');
+});

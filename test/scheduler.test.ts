@@ -254,3 +254,20 @@ t.test('scheduler: a relay that stalls is not blamed for it (its own source may 
   s.pieceResult('T', 'r4', 0, 'a', false, 'corrupt');
   t.ok(s.isBlacklisted('T', 'a'), 'corrupt bytes from a relay count like any');
 });
+
+t.test('wake list: a few waiters per change, longest waiting first; a closed session waits for nothing', async (t) => {
+  const { WakeList } = await import('@damselfly/supernode');
+  const woken: string[] = [];
+  const list = new WakeList(2);
+  const peer = (name: string) => (taskId: string) => woken.push(`${name}:${taskId}`);
+  const [a, b, c] = [peer('a'), peer('b'), peer('c')];
+  for (const p of [a, b, c]) list.wait('T', p);
+  list.wait('U', c);
+  list.wake('T');
+  t.same(woken, ['a:T', 'b:T']);
+  list.forget(c);
+  list.wake('T');
+  list.wake('U');
+  t.same(woken, ['a:T', 'b:T'], 'c left: nobody else to wake');
+  t.equal(list.size, 0);
+});

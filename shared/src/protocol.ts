@@ -1,7 +1,8 @@
 /**
  * The supernode <-> peer control channel (WebSocket, JSON text frames). Requests carry an `id` and get exactly one
- * reply with the same `id`; notifications (`piece:result`, `task:leave`) get none. Bulk data never goes over it:
- * pieces travel over plain HTTP (see `pieceUrl` below).
+ * reply with the same `id`; notifications (`piece:result`, `task:leave`) get none. The supernode pushes one message
+ * of its own, `PiecesAvailable`, with no `id`. Bulk data never goes over it: pieces travel over plain HTTP (see
+ * `pieceUrl` below).
  */
 import { sharedError } from './errors.js';
 import { TASK_ID_RE } from './task-id.js';
@@ -124,6 +125,15 @@ export interface Assignment {
    * framed in its body instead, block by block, so it can stream a piece it is still seeding.
    */
   blocks?: string[];
+}
+
+/**
+ * Pushed by the supernode to a peer whose `pieces:schedule` for the task got nothing, when its sources may have changed
+ * (a slot freed, a peer got a piece, the supernode recorded one): ask again now rather than after `retryAfterMs`.
+ */
+export interface PiecesAvailable {
+  type: 'pieces:available';
+  taskId: string;
 }
 
 export interface ScheduleResult {

@@ -4,3 +4,4 @@ export * from './errors.js';
 export * from './scheduling/policy.js';
 export * from './scheduling/scheduler.js';
 export * from './scheduling/indexed-set.js';
+export * from './api/wake-list.js';

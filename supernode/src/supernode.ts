@@ -9,6 +9,7 @@ import { Seeder } from './seed/seeder.js';
 import { Scheduler } from './scheduling/scheduler.js';
 import type { SchedulePolicy } from './scheduling/policy.js';
 import { createSupernodeMetrics, type SupernodeMetrics } from './metrics.js';
+import { WakeList } from './api/wake-list.js';
 import { buildServer } from './api/server.js';
 import { collectSupernodeGarbage, type SupernodeGcResult } from './resource/gc.js';
 
@@ -25,6 +26,7 @@ export class Supernode {
   readonly scheduler: Scheduler;
   readonly seeder: Seeder;
   readonly #dispatcher;
+  readonly #wakes = new WakeList();
   #app?: FastifyInstance;
   #sweeper?: NodeJS.Timeout;
   #gcTimer?: NodeJS.Timeout;
@@ -66,11 +68,14 @@ export class Supernode {
         this.metrics.digestMismatches.inc();
         this.scheduler.dropTask(taskId);
       },
+      onRecorded: (taskId) => this.scheduler.wake(taskId),
     });
     this.scheduler.on('peer:blacklisted', ({ taskId, peerId, reason }) => {
       this.metrics.blacklisted.inc({ reason: reason.includes('corrupt') ? 'corrupt' : reason.startsWith('discredited') ? 'discredited' : 'failures' });
       this.log.warn({ taskId, peerId, reason }, 'peer:blacklisted');
     });
+    // Peers told "nothing now" are woken when their task's sources change, instead of polling.
+    this.scheduler.on('sources:changed', (taskId) => this.#wakes.wake(taskId));
     this.scheduler.on('peer:reinstated', ({ taskId, peerId }) => this.log.warn({ taskId, peerId }, 'peer:reinstated'));
     this.scheduler.on('peer:discredited', ({ taskId, peerId, contested }) => this.log.warn({ taskId, peerId, contested }, 'peer:discredited'));
   }
@@ -109,6 +114,7 @@ export class Supernode {
       // One 256 KiB buffer per piece being served at most: 32 MiB for the default 64 slots (twice that served).
       pool: new BufferPool(256 * 1024, this.config.uploadSlots * 2),
       servingCap: this.config.uploadSlots * 2,
+      wakes: this.#wakes,
     });
     const app = this.#app;
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));

@@ -428,9 +428,16 @@ export class Conductor {
           if (!res.assignments.length) waitMs = res.retryAfterMs ?? 100;
         }
         const woken = this.#nextWant();
-        if (inflight.size === 0) await Promise.race([sleep(waitMs || 50, { signal }), woken]);
-        else if (waitMs) await Promise.race([...inflight.values(), sleep(waitMs, { signal }), woken]);
-        else await Promise.race([...inflight.values(), woken]);
+        // Nothing assignable now: wait for the supernode to say sources changed (or the retry hint, or our own news).
+        const pushed = new AbortController();
+        const available = waitMs ? client.available(task.info.taskId, pushed.signal) : undefined;
+        try {
+          if (inflight.size === 0) await Promise.race([sleep(waitMs || 50, { signal }), woken, ...(available ? [available] : [])]);
+          else if (waitMs) await Promise.race([...inflight.values(), sleep(waitMs, { signal }), woken, available!]);
+          else await Promise.race([...inflight.values(), woken]);
+        } finally {
+          pushed.abort();
+        }
       }
     } finally {
       if (inflight.size) {

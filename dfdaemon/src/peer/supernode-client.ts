@@ -17,7 +17,13 @@ type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; clea
 
 type RequestBody = { type: string } & Record<string, unknown>;
 
-export class SupernodeClient extends EventEmitter<{ close: [] }> {
+export interface SupernodeClientEvents {
+  close: [];
+  /** The supernode says a task this peer waits on may have sources now. */
+  'pieces:available': [string];
+}
+
+export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
   readonly url: string;
   readonly #hello: HelloInfo;
   readonly #trust: Trust | undefined;
@@ -119,11 +125,37 @@ export class SupernodeClient extends EventEmitter<{ close: [] }> {
     } else ws.terminate();
   }
 
+  /**
+   * Resolves at the next `pieces:available` for `taskId` (or when `signal` aborts; the listener goes either way).
+   * A peer that got nothing from `pieces:schedule` waits on this instead of polling.
+   */
+  available(taskId: string, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.off('pieces:available', on);
+        this.off('close', done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const on = (id: string) => void (id === taskId && done());
+      this.on('pieces:available', on);
+      this.on('close', done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
   #onMessage(raw: string): void {
     let reply: Reply;
     try {
       reply = JSON.parse(raw) as Reply;
     } catch {
+      return;
+    }
+    // A push, not a reply: no id.
+    const push = reply as unknown as { type?: unknown; taskId?: unknown };
+    if (push.type === 'pieces:available') {
+      if (typeof push.taskId === 'string') this.emit('pieces:available', push.taskId);
       return;
     }
     const p = this.#pending.get(reply.id);

@@ -31,6 +31,7 @@ import type { SupernodeMetrics } from '../metrics.js';
 import { snError } from '../errors.js';
 import { TokenBucket } from './session-limits.js';
 import { checkAdvertisedBase } from './advertise-check.js';
+import type { WakeList } from './wake-list.js';
 
 export interface ChannelComponents {
   scheduler: Scheduler;
@@ -50,6 +51,8 @@ export interface ChannelComponents {
   pool: BufferPool;
   /** Pieces served at once, at most. */
   servingCap: number;
+  /** Peers waiting for sources, woken when the scheduler's picture changes. */
+  wakes: WakeList;
 }
 
 export interface SessionInfo {
@@ -57,6 +60,9 @@ export interface SessionInfo {
   authPeer?: string;
   remoteAddress?: string;
 }
+
+/** When nothing is assignable: the peer asks again after this long unless told sooner (`pieces:available`). */
+const RETRY_AFTER_MS = 500;
 
 /** Silence on the socket for this long (two missed pings) ends the session: its peer's pieces stop being offered. */
 const PING_MS = 15_000;
@@ -77,6 +83,10 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
 
   const send = (reply: Reply) => {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(reply));
+  };
+  /** Pushed when a task this peer waits on may have sources now: it asks again at once instead of polling. */
+  const available = (taskId: string) => {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'pieces:available', taskId }));
   };
   const fail = (id: number, err: unknown) => {
     const e = err as { code?: string; status?: number; message?: string };
@@ -114,6 +124,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   ws.on('close', () => {
     clearInterval(ping);
     ac.abort();
+    c.wakes.forget(available);
     if (!peerId) return;
     c.scheduler.peerLeft(peerId);
     for (const taskId of tasks) c.seeder.forget(taskId, peerId);
@@ -190,7 +201,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           // From a peer the downloader needs every block's hash up front; from the supernode they come framed.
           blocks: from === SUPERNODE ? undefined : c.store.pieceBlocks(msg.taskId, piece),
         }));
-        const result: ScheduleResult = assignments.length ? { assignments } : { assignments, retryAfterMs: 100 };
+        // Nothing now: the peer is told when something changes in the task, and asks again after a while anyway.
+        if (!assignments.length && want.length) c.wakes.wait(msg.taskId, available);
+        const result: ScheduleResult = assignments.length ? { assignments } : { assignments, retryAfterMs: RETRY_AFTER_MS };
         end();
         send({ id: msg.id, ok: true, result });
         return;

@@ -31,6 +31,7 @@ interface PeerState {
 }
 
 interface TaskSwarm {
+  taskId: string;
   holders: Map<number, IndexedSet<string>>;
   inflight: Map<number, number>;
   /** Requesters fetching a piece from a whole copy (not through a relay): they can relay it on. */
@@ -64,6 +65,8 @@ export interface SchedulerEvents {
   'peer:blacklisted': [{ taskId: string; peerId: string; reason: string }];
   'peer:reinstated': [{ taskId: string; peerId: string }];
   'peer:discredited': [{ taskId: string; peerId: string; contested: number }];
+  /** Sources in a task may have changed (a slot freed, a new holder, a piece recorded): waiting peers may ask again. */
+  'sources:changed': [string];
 }
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
@@ -175,6 +178,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return choices;
   }
 
+  /** Something outside the scheduler made new sources possible in a task (the supernode recorded a piece). */
+  wake(taskId: string): void {
+    this.emit('sources:changed', taskId);
+  }
+
   /** Frees the slot booked for an assignment without learning anything from it. */
   release(taskId: string, requester: string, piece: number): void {
     const key = pendingKey({ taskId, requester, piece });
@@ -263,7 +271,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   #swarm(taskId: string): TaskSwarm {
     let s = this.#tasks.get(taskId);
     if (!s) {
-      s = { holders: new Map(), inflight: new Map(), fetching: new Map(), peers: new Set(), blame: new BlameLedger(this.#opts.failuresBeforeBlacklist), peerFailures: new Map() };
+      s = { taskId, holders: new Map(), inflight: new Map(), fetching: new Map(), peers: new Set(), blame: new BlameLedger(this.#opts.failuresBeforeBlacklist), peerFailures: new Map() };
       this.#tasks.set(taskId, s);
     }
     return s;
@@ -273,6 +281,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     let set = swarm.holders.get(n);
     if (!set) swarm.holders.set(n, (set = new IndexedSet()));
     set.add(peerId);
+    this.emit('sources:changed', swarm.taskId);
   }
 
   #dropFromTask(taskId: string, peerId: string): void {
@@ -305,6 +314,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         f.delete(p.requester);
         if (f.size === 0) swarm.fetching.delete(p.piece);
       }
+      this.emit('sources:changed', p.taskId);
     }
   }
 }

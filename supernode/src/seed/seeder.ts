@@ -73,6 +73,8 @@ export interface SeederComponents {
   digestBytes?: Counter<string>;
   /** A task was dropped because its bytes do not match its digest. */
   onPoisoned?: (taskId: string) => void;
+  /** A piece was recorded (its block hashes are known: peers fetching it can relay it now). */
+  onRecorded?: (taskId: string, n: number) => void;
 }
 
 /** How one requester reaches the origin: its own URL and headers, in memory only, for as long as they are used. */
@@ -469,6 +471,7 @@ export class Seeder {
   /** Records a seeded piece and advances the task's digest check; a mismatch drops the task and throws. */
   async #recorded(meta: TaskMeta, n: number, blocks: string[]): Promise<string> {
     const root = await this.#c.store.recordPiece(meta.taskId, n, blocks);
+    this.#c.onRecorded?.(meta.taskId, n);
     if (!meta.digest || meta.verified) return root;
     const check = this.#checkOf(meta);
     let outcome: Awaited<ReturnType<DigestCheck['advance']>>;
