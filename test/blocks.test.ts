@@ -14,6 +14,7 @@ import {
   BLOCK_SIZE,
   DigestCheck,
   PieceStore,
+  firstBlockParam,
   StoredTask,
   type TaskGeometry,
   TaskIndex,
@@ -155,6 +156,8 @@ t.test('a body that starts at a block in the middle and wraps around is written 
   t.same(await writePiece(fh, 0, piece.length, chunked(framed), { framed: true, firstBlock: 3 }), shas);
   await t.rejects(writePiece(fh, 0, piece.length, chunked(rotated.subarray(1)), { expected: shas, firstBlock: 3 }), { code: 'PIECE_CORRUPT' });
   await t.rejects(writePiece(fh, 0, piece.length, chunked(rotated), { expected: shas, firstBlock: 5 }), { code: 'PIECE_SHORT' });
+  // How servers read `?from=`: absent or past the end is block 0, junk is for the server to refuse or ignore.
+  t.same([firstBlockParam(undefined, 5), firstBlockParam('3', 5), firstBlockParam('5', 5), firstBlockParam('-1', 5), firstBlockParam('1e3', 5)], [0, 3, 0, 'bad', 'bad']);
 });
 
 t.test('the whole-blob digest takes in-order blocks as they land and reads back only what landed ahead', async (t) => {

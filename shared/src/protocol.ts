@@ -158,6 +158,17 @@ export const BLOCK_SIZE_HEADER = 'x-damselfly-block-size';
  */
 export const FIRST_BLOCK_HEADER = 'x-damselfly-first-block';
 
+/**
+ * The `?from=<block>` of a piece request, for a piece of `blockCount` blocks: the block to start at, 0 when absent or
+ * past the piece's end, `'bad'` when it is not a block number at all (the server decides whether that is an error).
+ */
+export function firstBlockParam(raw: string | undefined, blockCount: number): number | 'bad' {
+  if (raw === undefined) return 0;
+  if (!/^\d{1,4}$/.test(raw)) return 'bad';
+  const b = Number(raw);
+  return b < blockCount ? b : 0;
+}
+
 export function supernodePiecePath(taskId: string, piece: number): string {
   return `/api/v1/tasks/${taskId}/pieces/${piece}`;
 }

@@ -3,7 +3,7 @@
  * and then either holds every connection until `release()` or cuts them all (and every later one): a test can then
  * look at the cluster while a piece is provably still arriving, or watch an origin die mid-piece, without timing.
  */
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tcpRelay } from './relay.js';
 
 export interface Gate {
   url: string;
@@ -19,7 +19,6 @@ export interface Gate {
 }
 
 export async function gatedRelay(target: { host: string; port: number }, budget: number, mode: 'hold' | 'cut'): Promise<Gate> {
-  const sockets = new Set<Socket>();
   const waiting: (() => void)[] = [];
   let passed = 0;
   let open = true;
@@ -30,48 +29,40 @@ export async function gatedRelay(target: { host: string; port: number }, budget:
     if (!open) return;
     open = false;
     reach();
-    if (mode === 'cut') for (const s of sockets) s.destroy();
+    if (mode === 'cut') for (const s of relay.sockets) s.destroy();
   };
-  const server: Server = createServer((client) => {
-    if (!open && mode === 'cut') return void client.destroy();
-    const upstream = connect(target.port, target.host);
-    sockets.add(client).add(upstream);
-    client.pipe(upstream);
-    const forward = (chunk: Buffer) => {
-      if (released) return void client.write(chunk);
-      const room = budget - passed;
-      if (room > 0) {
-        const part = chunk.subarray(0, room);
-        passed += part.length;
-        client.write(part);
-        chunk = chunk.subarray(part.length);
-      }
-      if (chunk.length === 0) return;
-      shut();
-      if (mode === 'cut') return;
-      // Hold: nothing more until released, and the origin is paused meanwhile (as a stalled link would be).
-      upstream.pause();
-      const rest = chunk;
-      waiting.push(() => {
-        client.write(rest);
-        upstream.resume();
-      });
-    };
-    upstream.on('data', forward);
-    upstream.on('end', () => client.end());
-    const done = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', done).on('close', done);
-    upstream.on('error', done).on('close', done);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as { port: number }).port;
+  const relay = await tcpRelay(
+    target,
+    (client, upstream) => {
+      client.pipe(upstream);
+      const forward = (chunk: Buffer) => {
+        if (released) return void client.write(chunk);
+        const room = budget - passed;
+        if (room > 0) {
+          const part = chunk.subarray(0, room);
+          passed += part.length;
+          client.write(part);
+          chunk = chunk.subarray(part.length);
+        }
+        if (chunk.length === 0) return;
+        shut();
+        if (mode === 'cut') return;
+        // Hold: nothing more until released, and the origin is paused meanwhile (as a stalled link would be).
+        upstream.pause();
+        const rest = chunk;
+        waiting.push(() => {
+          client.write(rest);
+          upstream.resume();
+        });
+      };
+      upstream.on('data', forward);
+      upstream.on('end', () => client.end());
+    },
+    // Once cut, the origin stays dead: later connections are refused too.
+    () => open || mode !== 'cut',
+  );
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: relay.url,
     get passed() {
       return passed;
     },
@@ -83,10 +74,6 @@ export async function gatedRelay(target: { host: string; port: number }, budget:
       released = true;
       for (const w of waiting.splice(0)) w();
     },
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
+    close: relay.close,
   };
 }

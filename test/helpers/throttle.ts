@@ -2,11 +2,11 @@
  * A TCP relay in front of the registry that caps its total egress (all connections share one budget), so a test can act "mid-download" on loopback, where an
  * unthrottled transfer finishes before anything else can happen. Bytes pass unchanged.
  */
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Transform } from 'node:stream';
+import { tcpRelay, type Relay } from './relay.js';
 
-export async function throttledRelay(target: { host: string; port: number }, bytesPerSec: number): Promise<{ url: string; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
+export async function throttledRelay(target: { host: string; port: number }, bytesPerSec: number): Promise<Relay> {
   // One token bucket for all connections: the cap is the origin's total egress, as with a real uplink.
   let nextFree = 0;
   const delayFor = (bytes: number) => {
@@ -14,34 +14,13 @@ export async function throttledRelay(target: { host: string; port: number }, byt
     nextFree = Math.max(now, nextFree) + (bytes / bytesPerSec) * 1000;
     return nextFree - now;
   };
-  const server: Server = createServer((client) => {
-    const upstream = connect(target.port, target.host);
-    sockets.add(client).add(upstream);
-    const slow = () =>
-      new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          setTimeout(() => cb(null, chunk), delayFor(chunk.length));
-        },
-      });
+  return tcpRelay(target, (client: Socket, upstream: Socket) => {
+    const slow = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        setTimeout(() => cb(null, chunk), delayFor(chunk.length));
+      },
+    });
     client.pipe(upstream);
-    upstream.pipe(slow()).pipe(client);
-    const done = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', done).on('close', done);
-    upstream.on('error', done).on('close', done);
+    upstream.pipe(slow).pipe(client);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as { port: number }).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
 }

@@ -298,8 +298,12 @@ export class Conductor {
   #checkFor(task: LocalTask, signal: AbortSignal): DigestCheck | undefined {
     const digest = task.info.digest ?? this.#req.digest;
     if (!digest) return undefined;
-    this.#check ??= new DigestCheck({ ...task.info, digest }, { seeded: (n) => task.has(n), dataPath: task.dataPath, signal });
+    this.#check ??= this.#newCheck(task, digest, signal);
     return this.#check;
+  }
+
+  #newCheck(task: LocalTask, digest: string, signal: AbortSignal): DigestCheck {
+    return new DigestCheck({ ...task.info, digest }, { seeded: (n) => task.has(n), dataPath: task.dataPath, signal });
   }
 
   /** Back-to-source for whatever is wanted, for as long as readers keep asking. */
@@ -470,7 +474,7 @@ export class Conductor {
     let outcome = await check.advance().catch(() => undefined);
     if (outcome === undefined) {
       // A read failed while the check ran alongside the download: its hash is half-fed. One clean pass instead.
-      check = new DigestCheck({ ...task.info, digest }, { seeded: (n) => task.has(n), dataPath: task.dataPath, signal });
+      check = this.#newCheck(task, digest, signal);
       outcome = await check.advance();
     }
     this.#c.metrics.digestBytes.inc({ how: 'inline' }, check.inlineBytes);

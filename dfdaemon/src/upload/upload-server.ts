@@ -3,7 +3,7 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { type BlockReady, FIRST_BLOCK_HEADER, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
+import { type BlockReady, FIRST_BLOCK_HEADER, firstBlockParam, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '../storage/local-store.js';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
@@ -40,9 +40,8 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
     const relaying = task !== undefined && !task.has(n) && task.writing(n);
     if (!task || (!task.has(n) && !relaying)) throw dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n}`);
     // `?from=<block>`: the downloader's reader needs that block first; the body starts there and wraps around.
-    const fromRaw = req.query.from;
-    let first = fromRaw !== undefined && /^\d{1,4}$/.test(fromRaw) ? Number(fromRaw) : 0;
-    if (first >= blockCountFor(task.range(n).length)) first = 0;
+    const asked = firstBlockParam(req.query.from, blockCountFor(task.range(n).length));
+    const first = asked === 'bad' ? 0 : asked;
     // The scheduler keeps peers under their slots; twice that is a misbehaving client, not load.
     if (active >= c.slots * 2) throw dfError('DF_UPLOAD_BUSY', ` (${active})`);
     // The slot and the task stay taken until the body has drained (or the reader is gone), not until it is queued.

@@ -9,6 +9,8 @@ import {
   BLOCK_SIZE_HEADER,
   FIRST_BLOCK_HEADER,
   FRAMED_CONTENT_TYPE,
+  blockCountFor,
+  firstBlockParam,
   framedLength,
   serveBlocks,
   TASK_ID_RE,
@@ -93,9 +95,8 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     const n = Number(req.params.n);
     const requester = verifyGrant(c.grantKey, header(req, GRANT_HEADER), taskId, n);
     // `?from=<block>`: the downloader's reader needs that block first; the body starts there and wraps around.
-    const fromRaw = req.query.from;
-    if (fromRaw !== undefined && !/^\d{1,4}$/.test(fromRaw)) throw snError('SN_BAD_PIECE_NUMBER', `from=${JSON.stringify(fromRaw).slice(0, 20)}`);
-    let first = fromRaw === undefined ? 0 : Number(fromRaw);
+    const asked = firstBlockParam(req.query.from, Number.MAX_SAFE_INTEGER);
+    if (asked === 'bad') throw snError('SN_BAD_PIECE_NUMBER', `from=${JSON.stringify(req.query.from).slice(0, 20)}`);
     // The scheduler keeps the supernode under its slots; twice that is someone bypassing it, not load. The cap also
     // keeps the buffer pool from being held by readers that stopped reading.
     if (serving >= c.servingCap) throw snError('SN_BUSY', ` (${serving} pieces being served)`);
@@ -103,7 +104,10 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     reply.raw.once('close', () => serving--);
     const ac = new AbortController();
     req.raw.once('close', () => ac.abort());
-    const source = await c.seeder.openPiece(taskId, n, { signal: ac.signal, requester, first });
+    const source = await c.seeder.openPiece(taskId, n, { signal: ac.signal, requester, first: asked });
+    // The task and piece exist now: a block past the piece's end means "from the start".
+    const at = c.store.pieceLocation(taskId, n);
+    const first = asked < blockCountFor(at.end - at.start + 1) ? asked : 0;
     let piece: { path: string; start: number; end: number; done: () => void };
     let block: (b: number) => Promise<BlockReady>;
     if ('blocks' in source) {
@@ -117,9 +121,8 @@ export function buildServer(c: ServerComponents): FastifyInstance {
       // The last block's hash goes out only once the piece is recorded (and the digest check has taken it), so a
       // downloader never completes a piece the supernode then fails to record or finds foreign.
       const { progress, recorded } = source;
-      if (first >= progress.blocks.length) first = 0;
       let head: BlockReady | undefined = await progress.waitBlock(first, { signal: ac.signal });
-      piece = { ...c.store.pieceLocation(taskId, n), done: c.store.hold(taskId) };
+      piece = { ...at, done: c.store.hold(taskId) };
       // The last block sent: the one before `first`, wrapping around.
       const last = (first + progress.blocks.length - 1) % progress.blocks.length;
       block = async (b) => {
@@ -131,7 +134,6 @@ export function buildServer(c: ServerComponents): FastifyInstance {
       };
     }
     const length = piece.end - piece.start + 1;
-    if (first * BLOCK_SIZE >= length) first = 0;
     // Written by hand from pooled buffers: memory stays flat however many peers read, or stop reading.
     void reply.hijack();
     try {
