@@ -4,16 +4,18 @@ FROM node:20-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json tsconfig.base.json ./
 COPY shared/package.json shared/
+COPY peer/package.json peer/
 COPY supernode/package.json supernode/
 COPY dfdaemon/package.json dfdaemon/
 COPY dfget/package.json dfget/
 COPY sim/package.json sim/
 RUN npm ci --no-audit --no-fund
 COPY shared shared
+COPY peer peer
 COPY supernode supernode
 COPY dfdaemon dfdaemon
 COPY dfget dfget
-RUN npx tsc -b shared supernode dfdaemon dfget && npm prune --omit=dev --no-audit --no-fund
+RUN npx tsc -b shared peer supernode dfdaemon dfget && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production
@@ -22,6 +24,8 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/shared/package.json shared/
 COPY --from=build /src/shared/dist shared/dist
+COPY --from=build /src/peer/package.json peer/
+COPY --from=build /src/peer/dist peer/dist
 COPY --from=build /src/supernode/package.json supernode/
 COPY --from=build /src/supernode/dist supernode/dist
 COPY --from=build /src/dfdaemon/package.json dfdaemon/

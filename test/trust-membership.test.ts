@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
 import { GRANT_HEADER, issueGrant, sessionProof, type Assignment, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
-import { pieceUrl } from '@damselfly/dfdaemon';
+import { pieceUrl } from '@damselfly/peer';
 
 /** The upgrade status a refused session got (0 if it was let in). */
 const refused = (p: Promise<RawPeer>) => p.then((peer) => (peer.close(), 0), (err: { status?: number }) => err.status ?? -1);

@@ -15,6 +15,7 @@ import {
 } from '@damselfly/shared';
 import { loadSupernodeConfig } from '@damselfly/supernode';
 import { loadDaemonConfig } from '@damselfly/dfdaemon';
+import { engineOptions } from '@damselfly/peer';
 
 const MiB = 1024 * 1024;
 const D = `sha256:${'a'.repeat(64)}`;
@@ -110,4 +111,10 @@ t.test('config: every error is reported at once; layers apply in order', async (
   t.same(d.supernodes, ['http://a:8002', 'http://b:8002']);
   t.same(d.labels, { zone: 'z1', rack: 'r2' });
   t.throws(() => loadDaemonConfig({ flags: { supernodes: 'not a url', parallelPieces: '0' } }), /not a valid http\(s\) URL[\s\S]*--parallel-pieces: must be >= 1/);
+
+  // One engine schema: dfget standalone's defaults are a node's defaults, and a node's flags reach its engine.
+  const node = loadDaemonConfig({ flags: { clusterSecret: 's'.repeat(20) } });
+  t.same(engineOptions({}, node.maxBlobSize), engineOptions(node, node.maxBlobSize), 'standalone defaults = dfdaemon defaults');
+  const tuned = loadDaemonConfig({ flags: { clusterSecret: 's'.repeat(20), parallelPieces: '3', pieceMinRate: '1MiB', backSource: 'false' } });
+  t.match(engineOptions(tuned, tuned.maxBlobSize), { parallelPieces: 3, pieceMinRate: 1 << 20, backSource: false, maxBlobSize: tuned.maxBlobSize });
 });

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { engineSchema } from '@damselfly/peer';
 import { cacheSchema, checkCacheConfig, commonSchema, loadConfig, type CacheConfig, resolveTrust, trustSchema, type CommonConfig, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
 
 /** dfdaemon settings. Every field can come from the YAML file, an environment variable or a flag. */
@@ -53,11 +54,8 @@ export const daemonSchema: Schema = {
   healthPort: { type: 'int', default: 40901, min: 0, max: 65535, env: 'DFDAEMON_HEALTH_PORT', doc: '/server/ping and /metrics port' },
   peerId: { type: 'string', default: `${hostname()}-${process.pid}`, env: 'DFDAEMON_PEER_ID', doc: 'unique id of this peer' },
   labels: { type: 'labels', default: {}, env: 'DFDAEMON_LABELS', doc: 'topology labels, k=v,k=v' },
-  parallelPieces: { type: 'int', default: 8, min: 1, max: 64, env: 'DFDAEMON_PARALLEL_PIECES', doc: 'pieces fetched at once per task' },
+  ...engineSchema,
   uploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'DFDAEMON_UPLOAD_SLOTS', doc: 'pieces uploaded at once' },
-  pieceTimeoutMs: { type: 'int', default: 30_000, min: 100, max: 600_000, env: 'DFDAEMON_PIECE_TIMEOUT_MS', doc: 'time limit for one piece' },
-  pieceMinRate: { type: 'size', default: 256 * 1024, min: 0, env: 'DFDAEMON_PIECE_MIN_RATE', doc: 'slowest acceptable piece source per second, e.g. 256KiB (0 = any)' },
-  backSource: { type: 'bool', default: true, env: 'DFDAEMON_BACK_SOURCE', doc: 'fetch from the origin when no supernode answers' },
   registries: { type: 'urls', default: [], env: 'DFDAEMON_REGISTRIES', doc: 'upstream registries, comma separated; the first is the mirror default' },
   proxyHosts: { type: 'strings', default: [], env: 'DFDAEMON_PROXY_HOSTS', doc: 'other hosts the forward proxy serves (* = any)' },
   prefetch: { type: 'bool', default: false, env: 'DFDAEMON_PREFETCH', doc: 'after a Range read, fetch the rest of the blob' },

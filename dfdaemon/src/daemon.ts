@@ -6,16 +6,13 @@ import type { FastifyInstance } from 'fastify';
 import { Agent } from 'undici';
 import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, startOrUndo, BufferPool, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
-import { LocalStore } from './storage/local-store.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
-import { SupernodePool } from './peer/supernode-pool.js';
-import { Peer } from './peer/peer.js';
+import { LocalStore, Peer, SupernodePool, clusterTls, engineOptions } from '@damselfly/peer';
 import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
 import { buildUploadServer } from './upload/upload-server.js';
 import { buildProxyServer } from './proxy/proxy-server.js';
 import { buildHealthServer } from './health-server.js';
 import { AccessGuard } from './proxy/access-guard.js';
-import { clusterTls } from './peer/supernode-client.js';
 import { advertiseHost } from './advertise.js';
 
 export class Daemon {
@@ -76,7 +73,7 @@ export class Daemon {
     this.store.on('task:evicted', (taskId) => pool.notify(taskId, { type: 'task:leave', taskId }));
     this.store.on('piece:dropped', (taskId, piece) => pool.notify(taskId, { type: 'piece:dropped', taskId, piece }));
     this.#peer = new Peer(
-      { parallelPieces: c.parallelPieces, pieceTimeoutMs: c.pieceTimeoutMs, pieceMinRate: c.pieceMinRate, backSource: c.backSource, maxBlobSize: c.maxBlobSize },
+      engineOptions(c, c.maxBlobSize),
       {
         store: this.store,
         pool: this.#pool,

@@ -1,19 +1,15 @@
 import { errorFactory, type ErrorTable } from '@damselfly/shared';
+import { PeerErrors } from '@damselfly/peer';
 
-/** Every error dfdaemon raises on purpose: code, message, HTTP status. */
+/** Every error dfdaemon raises on purpose: code, message, HTTP status (its peer engine's included). */
 export const DaemonErrors = {
-  DF_SUPERNODE_UNAVAILABLE: { message: 'no supernode reachable: %s', status: 503 },
-  DF_SUPERNODE_ERROR: { message: 'supernode refused: %s', status: 502 },
-  DF_PIECE_FAILED: { message: 'piece could not be fetched from any source: %s', status: 502 },
-  DF_TASK_FAILED: { message: 'download failed: %s', status: 502 },
+  ...PeerErrors,
   DF_PIECE_NOT_FOUND: { message: 'piece not here: %s', status: 404 },
   DF_UPLOAD_BUSY: { message: 'upload slots full%s', status: 503 },
   DF_PROXY_UNSUPPORTED: { message: 'not proxied: %s', status: 400 },
   DF_PROXY_FORBIDDEN: { message: 'host not allowed: %s (add it to registries or proxyHosts)', status: 403 },
   DF_NO_REGISTRY: { message: 'no upstream registry for %s (configure registries, or send ?ns= / X-Dragonfly-Registry)', status: 502 },
   DF_UPSTREAM: { message: 'upstream unreachable: %s', status: 502 },
-  DF_DISK_FULL: { message: 'disk full: %s', status: 507 },
-  DF_SHUTTING_DOWN: { message: 'dfdaemon is shutting down%s', status: 503 },
   DF_ACCESS_DENIED: { message: 'the origin refused this client: %s', status: 403 },
   DF_ACCESS_UNVERIFIED: { message: 'could not check this client\'s access with the origin: %s', status: 502 },
 } as const satisfies ErrorTable<string>;

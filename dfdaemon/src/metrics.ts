@@ -1,21 +1,14 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { createRegistry } from '@damselfly/shared';
+import { createPeerMetrics } from '@damselfly/peer';
 
 export function createDaemonMetrics() {
   const registry = createRegistry('damselfly_dfdaemon');
   const registers = [registry];
   return {
     registry,
-    downloadBytes: new Counter({
-      name: 'damselfly_dfdaemon_download_bytes_total',
-      help: 'Verified piece bytes downloaded, by source type',
-      labelNames: ['source'], // peer | supernode | back_to_source
-      registers,
-    }),
+    ...createPeerMetrics(registry),
     uploadBytes: new Counter({ name: 'damselfly_dfdaemon_upload_bytes_total', help: 'Piece bytes uploaded to other peers', registers }),
-    pieceFailures: new Counter({ name: 'damselfly_dfdaemon_piece_failures_total', help: 'Piece downloads that failed', labelNames: ['reason'], registers }),
-    backSource: new Counter({ name: 'damselfly_dfdaemon_back_source_total', help: 'Tasks (or their rest) fetched from the origin directly', labelNames: ['why'], registers }),
-    tasks: new Counter({ name: 'damselfly_dfdaemon_tasks_total', help: 'Downloads by outcome', labelNames: ['result'], registers }),
     proxyRequests: new Counter({ name: 'damselfly_dfdaemon_proxy_requests_total', help: 'Proxy requests', labelNames: ['kind', 'status'], registers }),
     cacheBytes: new Gauge({ name: 'damselfly_dfdaemon_cache_bytes', help: 'Bytes of verified pieces in the cache', registers }),
     cacheTasks: new Gauge({ name: 'damselfly_dfdaemon_cache_tasks', help: 'Tasks in the cache', registers }),
@@ -26,13 +19,6 @@ export function createDaemonMetrics() {
       help: 'Pieces sent to other peers while this node was still fetching them (block by block)',
       registers,
     }),
-    digestBytes: new Counter({
-      name: 'damselfly_dfdaemon_digest_bytes_total',
-      help: 'Bytes fed to local whole-blob digest checks: inline (from blocks as they landed) or read back from disk',
-      labelNames: ['how'],
-      registers,
-    }),
-    wholeChecks: new Counter({ name: 'damselfly_dfdaemon_whole_blob_checks_total', help: 'Whole-blob digest checks, by who did them', labelNames: ['by'], registers }),
     diskFull: new Counter({ name: 'damselfly_dfdaemon_disk_full_total', help: 'Downloads that ran out of disk (the task is dropped and the cache shrunk)', registers }),
     uploadsActive: new Gauge({ name: 'damselfly_dfdaemon_uploads_active', help: 'Pieces being uploaded now', registers }),
     uploadRefused: new Counter({ name: 'damselfly_dfdaemon_upload_refused_total', help: 'Piece requests refused for a missing or invalid grant', registers }),

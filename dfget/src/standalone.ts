@@ -8,8 +8,8 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher, BufferPool } from '@damselfly/shared';
-import { LocalStore, Peer, SupernodePool, clusterTls, createDaemonMetrics, daemonSchema, streamTask } from '@damselfly/dfdaemon';
+import { createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool } from '@damselfly/shared';
+import { LocalStore, Peer, SupernodePool, clusterTls, createPeerMetrics, engineOptions, streamTask } from '@damselfly/peer';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
 import type { Progress } from './progress.js';
@@ -25,16 +25,10 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
   const dispatcher = createOriginDispatcher();
   const cluster = new Agent({ connect: clusterTls(o.trust) });
   const pool = new SupernodePool(o.supernodes, { peerId: `dfget-${hostname()}-${process.pid}` }, log, o.trust);
-  // The dfdaemon's defaults: a one-shot peer routes around slow sources the same way.
-  // The dfdaemon's defaults, so a one-shot peer refuses what a node would (an absurd size is not a sparse file here).
-  const conductor = {
-    parallelPieces: 8,
-    pieceTimeoutMs: 30_000,
-    pieceMinRate: Number(daemonSchema.pieceMinRate?.default ?? 0),
-    maxBlobSize: Number(daemonSchema.maxBlobSize?.default),
-    backSource: true,
-  };
-  const peer = new Peer(conductor, { store, pool, dispatcher, cluster, metrics: createDaemonMetrics(), log });
+  // The engine's defaults, as a node has them: a one-shot peer routes around slow sources and refuses absurd sizes the
+  // same way (an absurd size is not a sparse file here either).
+  const opts = engineOptions({}, Number(commonSchema.maxBlobSize!.default));
+  const peer = new Peer(opts, { store, pool, dispatcher, cluster, metrics: createPeerMetrics(createRegistry('dfget', false)), log });
   try {
     await store.start();
     const dl = await peer.download({ url: o.url, digest: o.digest, headers: o.headers }, { signal });

@@ -9,12 +9,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { BLOCK_SIZE, SLOW_CLIENT, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
-import type { Download, Peer } from '../peer/peer.js';
+import { streamTask, type Download, type LocalTask, type Peer } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
-import type { LocalTask } from '../storage/local-task.js';
 import type { AccessGuard } from './access-guard.js';
 import { originHeaders } from './forward-headers.js';
-import { streamTask } from './stream-task.js';
 import { allowedHosts, route, type RoutePolicy } from './route.js';
 import { passthrough } from './passthrough.js';
 

@@ -4,8 +4,7 @@
  * shrunk to the low watermark of what it holds now, ignoring the grace for idle tasks: space is needed at once.
  */
 import { planEvictions, type Logger } from '@damselfly/shared';
-import type { LocalStore } from './local-store.js';
-import type { LocalTask } from './local-task.js';
+import type { LocalStore, LocalTask } from '@damselfly/peer';
 
 export interface GcOptions {
   /** Bytes, > 0. */

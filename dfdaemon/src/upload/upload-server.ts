@@ -4,7 +4,7 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { type BlockReady, FIRST_BLOCK_HEADER, firstBlockParam, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
-import type { LocalStore } from '../storage/local-store.js';
+import type { LocalStore } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
 

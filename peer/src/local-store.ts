@@ -5,7 +5,7 @@
  */
 import { PieceStore, canonicalUrl, type TaskInfo } from '@damselfly/shared';
 import { LocalTask, type LocalTaskMeta } from './local-task.js';
-import { dfError } from '../errors.js';
+import { peerError } from './errors.js';
 
 export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
   constructor(dataDir: string) {
@@ -28,7 +28,7 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
     try {
       return await this.create({ info, url, complete: false, lastAccess: Date.now() });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw dfError('DF_DISK_FULL', this.dataPath(info.taskId), err);
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw peerError('DF_DISK_FULL', this.dataPath(info.taskId), err);
       throw err;
     }
   }

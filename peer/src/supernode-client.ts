@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, describeError, sessionProof, tlsClientOptions, type Reply, type Trust } from '@damselfly/shared';
-import { dfError } from '../errors.js';
+import { peerError } from './errors.js';
 
 export interface HelloInfo {
   peerId: string;
@@ -64,7 +64,7 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
       });
       ws.once('error', (err) => {
         signal?.removeEventListener('abort', onAbort);
-        reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${describeError(err)}`, err));
+        reject(peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${describeError(err)}`, err));
       });
       ws.once('unexpected-response', (_req, res) => {
         signal?.removeEventListener('abort', onAbort);
@@ -72,7 +72,7 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
         res.resume();
         ws.terminate();
         const why = status === 401 || status === 403 ? 'the supernode refused this peer (cluster secret missing or wrong)' : `upgrade answered ${status}`;
-        const e = dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${why}`);
+        const e = peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${why}`);
         Object.assign(e, { upstreamStatus: status });
         reject(e);
       });
@@ -88,12 +88,12 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     const ws = this.#ws;
     // An already-cancelled caller gets no request at all (a shutting-down download loop must not keep asking).
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: not connected`));
+    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: not connected`));
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: no answer to ${body.type} in ${timeoutMs} ms`));
+        reject(peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: no answer to ${body.type} in ${timeoutMs} ms`));
       }, timeoutMs);
       const onAbort = () => {
         cleanup();
@@ -164,14 +164,14 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     p.cleanup();
     if (reply.ok) p.resolve(reply.result);
     else {
-      const e = dfError('DF_SUPERNODE_ERROR', `${reply.error.code}: ${reply.error.message}`);
+      const e = peerError('DF_SUPERNODE_ERROR', `${reply.error.code}: ${reply.error.message}`);
       Object.assign(e, { remoteCode: reply.error.code, status: reply.error.status });
       p.reject(e);
     }
   }
 
   #onClose(): void {
-    const err = dfError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: connection closed`);
+    const err = peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: connection closed`);
     for (const p of this.#pending.values()) {
       p.cleanup();
       p.reject(err);

@@ -7,10 +7,10 @@ import type { Dispatcher } from 'undici';
 import { describeError, type Logger } from '@damselfly/shared';
 import { Conductor, type ConductorOptions, type DownloadRequest } from './conductor.js';
 import type { SupernodePool } from './supernode-pool.js';
-import type { LocalStore } from '../storage/local-store.js';
-import type { LocalTask } from '../storage/local-task.js';
-import type { DaemonMetrics } from '../metrics.js';
-import { dfError } from '../errors.js';
+import type { LocalStore } from './local-store.js';
+import type { LocalTask } from './local-task.js';
+import type { PeerMetrics } from './metrics.js';
+import { peerError } from './errors.js';
 
 export interface Download {
   /** The cache entry, as soon as the blob's size is known. */
@@ -31,7 +31,7 @@ export interface PeerComponents {
   cluster: Dispatcher;
   /** A download ran out of disk (its task is already dropped): make room. */
   onDiskFull?: () => void;
-  metrics: DaemonMetrics;
+  metrics: PeerMetrics;
   log: Logger;
 }
 
@@ -53,7 +53,7 @@ export class Peer {
    * until the caller says which pieces it wants (`Download.want`), as a Range reader does.
    */
   async download(req: DownloadRequest, { signal, whole = true }: { signal?: AbortSignal; whole?: boolean } = {}): Promise<Download> {
-    if (this.#stop.signal.aborted) throw dfError('DF_SHUTTING_DOWN');
+    if (this.#stop.signal.aborted) throw peerError('DF_SHUTTING_DOWN');
     const probe = new Conductor(req, this.#opts, this.#c, whole);
     let run = this.#running.get(probe.taskId);
     if (run && !run.conductor.want(whole ? 'all' : [])) run = undefined;
@@ -74,7 +74,7 @@ export class Peer {
 
   /** Aborts every running download and waits for them to settle. */
   async stop(): Promise<void> {
-    this.#stop.abort(dfError('DF_SHUTTING_DOWN'));
+    this.#stop.abort(peerError('DF_SHUTTING_DOWN'));
     await Promise.allSettled([...this.#running.values()].map((r) => r.done));
   }
 }

@@ -5,7 +5,7 @@
 import { open } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
 import { TransferGuard, fetchOrigin, probeOrigin, writeWholeStream, type ProbeResult } from '@damselfly/shared';
-import type { LocalTask } from '../storage/local-task.js';
+import type { LocalTask } from './local-task.js';
 
 export interface BackSourceRequest {
   url: string;

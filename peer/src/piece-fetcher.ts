@@ -5,12 +5,12 @@
  */
 import { request, type Dispatcher } from 'undici';
 import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
-import type { LocalTask } from '../storage/local-task.js';
-import { dfError } from '../errors.js';
+import type { LocalTask } from './local-task.js';
+import { peerError } from './errors.js';
 
 export function pieceUrl(taskId: string, a: Assignment, firstBlock = 0): string {
   const base = uploadBase(a.base);
-  if (!base) throw dfError('DF_PIECE_FAILED', `assignment for piece ${a.piece} names no usable source address`);
+  if (!base) throw peerError('DF_PIECE_FAILED', `assignment for piece ${a.piece} names no usable source address`);
   const path = a.from === 'supernode' ? supernodePiecePath(taskId, a.piece) : peerPiecePath(taskId, a.piece);
   return base + path + (firstBlock > 0 ? `?from=${firstBlock}` : '');
 }
@@ -61,7 +61,7 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
       const code = (JSON.parse(text) as { code?: unknown }).code;
       if (typeof code === 'string') remoteCode = code;
     } catch {}
-    const e = dfError('DF_PIECE_FAILED', `${a.from} answered ${res.statusCode} for piece ${a.piece}: ${text}`);
+    const e = peerError('DF_PIECE_FAILED', `${a.from} answered ${res.statusCode} for piece ${a.piece}: ${text}`);
     Object.assign(e, { status: res.statusCode, remoteCode, upstream: text });
     throw e;
   }
@@ -70,13 +70,13 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
   const first = Number(res.headers[FIRST_BLOCK_HEADER] ?? 0);
   if (!Number.isInteger(first) || first < 0 || first >= Math.max(1, blockCountFor(length))) {
     discard(res.body);
-    throw dfError('DF_PIECE_FAILED', `${a.from} answered piece ${a.piece} starting at block ${String(res.headers[FIRST_BLOCK_HEADER])}`);
+    throw peerError('DF_PIECE_FAILED', `${a.from} answered piece ${a.piece} starting at block ${String(res.headers[FIRST_BLOCK_HEADER])}`);
   }
   if (a.from === 'supernode') {
     // The supernode's body carries its own hash after every block (it may still be seeding the piece).
     if (res.headers['content-type'] !== FRAMED_CONTENT_TYPE || res.headers[BLOCK_SIZE_HEADER] !== String(BLOCK_SIZE)) {
       discard(res.body);
-      throw dfError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
+      throw peerError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
     }
     await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes: guard.onBytes });
     return length;
@@ -84,7 +84,7 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
   // A peer's bytes are checked against the supernode's hashes only: a peer's own claims are never used.
   if (!a.blocks || a.blocks.length !== blockCountFor(length)) {
     discard(res.body);
-    throw dfError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
+    throw peerError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
   }
   await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes: guard.onBytes });
   return length;

@@ -7,7 +7,7 @@
  */
 import type { Writable } from 'node:stream';
 import { blockCountFor, serveBlocks, type BufferPool } from '@damselfly/shared';
-import type { Download } from '../peer/peer.js';
+import type { Download } from './peer.js';
 
 export interface StreamOptions {
   /** Buffers chunks are read into (shared by every reader of this process). */

@@ -29,14 +29,14 @@ import {
   type TaskInfo,
   type TaskStatus,
 } from '@damselfly/shared';
-import type { LocalStore } from '../storage/local-store.js';
-import type { LocalTask } from '../storage/local-task.js';
+import type { LocalStore } from './local-store.js';
+import type { LocalTask } from './local-task.js';
 import type { SupernodePool } from './supernode-pool.js';
 import type { SupernodeClient } from './supernode-client.js';
-import type { DaemonMetrics } from '../metrics.js';
+import type { PeerMetrics } from './metrics.js';
 import { fetchPiece } from './piece-fetcher.js';
 import { backToSource } from './back-to-source.js';
-import { dfError } from '../errors.js';
+import { peerError } from './errors.js';
 
 export interface DownloadRequest {
   url: URL;
@@ -70,7 +70,7 @@ export interface ConductorComponents {
   cluster: Dispatcher;
   /** A download ran out of disk (its task is already dropped): make room. */
   onDiskFull?: () => void;
-  metrics: DaemonMetrics;
+  metrics: PeerMetrics;
   log: Logger;
 }
 
@@ -251,7 +251,7 @@ export class Conductor {
       }
     }
     if (!info) {
-      if (!this.#opts.backSource) throw dfError('DF_SUPERNODE_UNAVAILABLE', 'no supernodes configured and back-to-source is off');
+      if (!this.#opts.backSource) throw peerError('DF_SUPERNODE_UNAVAILABLE', 'no supernodes configured and back-to-source is off');
       this.#c.metrics.backSource.inc({ why: this.#c.pool.size ? why : 'no_supernode' });
       probe = await probeOrigin({ url: this.#req.url.href, headers: this.#req.headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#opts.maxBlobSize });
       const pieceSize = pieceSizeFor(probe.contentLength);
@@ -391,16 +391,16 @@ export class Conductor {
           const counter = fromSupernode ? attempts : peerAttempts;
           const tries = (counter.get(a.piece) ?? 0) + 1;
           counter.set(a.piece, tries);
-          if (code === 'PIECE_DISK_FULL') fatal = dfError('DF_DISK_FULL', describeError(err), err);
+          if (code === 'PIECE_DISK_FULL') fatal = peerError('DF_DISK_FULL', describeError(err), err);
           // The supernode found the origin's bytes are not the digest's, or dropped the task for it: no retry helps.
           else if (remoteCode === 'SN_DIGEST_MISMATCH') fatal = sharedError('DIGEST_MISMATCH', describeError(err), err);
-          else if (remoteCode === 'SN_TASK_NOT_FOUND') fatal = dfError('DF_TASK_FAILED', `the supernode no longer has task ${task.info.taskId}`, err);
+          else if (remoteCode === 'SN_TASK_NOT_FOUND') fatal = peerError('DF_TASK_FAILED', `the supernode no longer has task ${task.info.taskId}`, err);
           else if (remoteCode === 'SN_NOT_REGISTERED' && tries < this.#opts.pieceAttempts) reregister = true;
           // Only the origin's own refusal (relayed by the supernode) is final; a refused grant or a restarted
           // supernode is worth another try.
           else if (fromSupernode && status !== undefined && FINAL_STATUS.has(status) && remoteCode.startsWith('ORIGIN_')) fatal = this.#clientError(err);
           else if (fromSupernode ? tries >= this.#opts.pieceAttempts : tries >= PEER_FAILURE_CAP) {
-            fatal = dfError('DF_PIECE_FAILED', `piece ${a.piece} after ${tries} attempts from ${fromSupernode ? 'the supernode' : 'peers'}: ${describeError(err)}`, err);
+            fatal = peerError('DF_PIECE_FAILED', `piece ${a.piece} after ${tries} attempts from ${fromSupernode ? 'the supernode' : 'peers'}: ${describeError(err)}`, err);
           }
         })
         .finally(() => inflight.delete(a.piece));
@@ -479,7 +479,7 @@ export class Conductor {
     }
     this.#c.metrics.digestBytes.inc({ how: 'inline' }, check.inlineBytes);
     this.#c.metrics.digestBytes.inc({ how: 'read_back' }, check.readBackBytes);
-    if (outcome === 'pending') throw dfError('DF_TASK_FAILED', `${task.info.taskId}: a piece went missing before the digest check`);
+    if (outcome === 'pending') throw peerError('DF_TASK_FAILED', `${task.info.taskId}: a piece went missing before the digest check`);
     const got = check.actual;
     if (got !== want) {
       await this.#c.store.remove(task.info.taskId);
@@ -491,7 +491,7 @@ export class Conductor {
   #clientError(err: unknown): unknown {
     const status = (err as { status?: number }).status;
     if (status !== undefined && FINAL_STATUS.has(status)) {
-      const e = dfError('DF_TASK_FAILED', describeError(err), err);
+      const e = peerError('DF_TASK_FAILED', describeError(err), err);
       Object.assign(e, { status });
       return e;
     }

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { describeError, type Logger, type Trust } from '@damselfly/shared';
 import { SupernodeClient, type HelloInfo } from './supernode-client.js';
-import { dfError } from '../errors.js';
+import { peerError } from './errors.js';
 
 const BACKOFF_MS = 5_000;
 
@@ -51,7 +51,7 @@ export class SupernodePool {
         this.markDown(url);
       }
     }
-    throw dfError('DF_SUPERNODE_UNAVAILABLE', errors.join('; ') || 'none configured');
+    throw peerError('DF_SUPERNODE_UNAVAILABLE', errors.join('; ') || 'none configured');
   }
 
   /**
