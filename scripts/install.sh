@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Damselfly needs on a fresh Debian/Ubuntu machine with Node.js 20+: npm packages (from the lock file)
-# and, with --test, the real registry and clients the integration tests run against. Then builds.
+# and, with --test, the real registry and clients the integration tests run against and the swarm benchmark's
+# BitTorrent baseline (aria2c, mktorrent, opentracker; its small run is a test). Then builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,10 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v docker-registry >/dev/null || need+=(docker-registry)
   command -v skopeo >/dev/null || need+=(skopeo)
   command -v umoci >/dev/null || need+=(umoci)
+  command -v aria2c >/dev/null || need+=(aria2)
+  command -v mktorrent >/dev/null || need+=(mktorrent)
+  command -v opentracker >/dev/null || need+=(opentracker)
+  command -v ip >/dev/null || need+=(iproute2)
   if ((${#need[@]})); then
     SUDO=""
     [[ $(id -u) -ne 0 ]] && SUDO=sudo

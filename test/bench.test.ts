@@ -3,8 +3,12 @@
  * output's digest itself (a mismatch throws, non-zero exit) and prints its table.
  */
 import t from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { ROOT } from './helpers/cluster.js';
 
 function bench(script: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -38,4 +42,54 @@ t.test('bench/private-pull.mjs: access-check cost on private pulls vs a public o
   t.match(r.stdout, /\| public registry \(no check\) \| [\d.]+ ms \| [\d.]+ ms \| 1\.00 \| 0\.00 \|/);
   t.match(r.stdout, /\| private, access cached \(default\) \|.*\| 0\.00 \|/, 'cached: no origin request per warm pull');
   t.match(r.stdout, /\| private, checked every pull \|.*\| 1\.00 \|/, 'uncached: one HEAD per pull');
+});
+
+/** Namespaces of a prefix, and processes still running from a swarm run's scratch directory. */
+function swarmLeftovers(prefix: string): { namespaces: string[]; processes: string[] } {
+  const namespaces = execFileSync('ip', ['netns', 'list']).toString().split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(`${prefix}-`));
+  const processes = (spawnSync('pgrep', ['-af', `damselfly-swarm-${prefix}-`]).stdout?.toString() ?? '').split('\n').filter((l) => l && !l.includes('pgrep'));
+  return { namespaces, processes };
+}
+
+const root = process.getuid?.() === 0;
+
+t.test('bench/swarm.mjs: Damselfly, BitTorrent and direct curl over capped network namespaces', { skip: root ? false : 'needs root (network namespaces)' }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'swarm-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const json = join(dir, 'out.json');
+  const r = await bench('swarm.mjs', ['--nodes', '2', '--size-mib', '8', '--origin-mbit', '200', '--node-mbit', '200', '--prefix', 'dfswt', '--subnet', '10.213.78', '--json', json]);
+  t.equal(r.code, 0, r.stderr.slice(-800));
+  const out = JSON.parse(await readFile(json, 'utf8')) as { results: { scenario: string; n: number; max: number; bound: number; maxOverBound: number; originBytesOverF: number; uploadUtilisation: number }[] };
+  t.same(out.results.map((x) => x.scenario), ['Damselfly', 'BitTorrent (aria2c)', 'direct curl'], 'every scenario ran (each output digest-checked by the script)');
+  const [df, , direct] = out.results;
+  // The caps are real: nobody beats the bound by more than the tbf burst allows, and two direct pulls share the
+  // origin's uplink.
+  for (const x of out.results) t.ok(x.maxOverBound > 0.8, `${x.scenario}: ${x.max.toFixed(2)} s against a bound of ${x.bound.toFixed(2)} s`);
+  t.ok(direct!.originBytesOverF > 1.99 && direct!.originBytesOverF < 2.01, 'two direct pulls cost the origin the blob twice');
+  t.ok(df!.originBytesOverF > 0.99 && df!.originBytesOverF <= 1.05, `Damselfly: the origin served the blob once (${df!.originBytesOverF.toFixed(3)}×)`);
+  t.match(r.stdout, /\| N \| scenario \| T\* s \| p50 s \| max s \| max\/T\* \|/, 'prints the table');
+  t.same(swarmLeftovers('dfswt'), { namespaces: [], processes: [] }, 'no namespace or process left behind');
+});
+
+t.test('bench/swarm.mjs: SIGTERM mid-run removes its namespaces and processes', { skip: root ? false : 'needs root (network namespaces)' }, async (t) => {
+  const child = spawn(process.execPath, [join(ROOT, 'bench/swarm.mjs'), '--nodes', '2', '--size-mib', '64', '--origin-mbit', '20', '--node-mbit', '20', '--prefix', 'dfswk', '--subnet', '10.213.79', '--scenarios', 'damselfly'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.resume();
+  child.stderr.resume();
+  // Mid-run: the hosts exist and their dfdaemons are pulling (the supernode's data directory fills).
+  const deadline = Date.now() + 60_000;
+  while (!swarmLeftovers('dfswk').processes.some((p) => p.includes('dfdaemon/dist/cli.js'))) {
+    if (Date.now() > deadline || child.exitCode !== null) break;
+    await delay(200);
+  }
+  await delay(1500);
+  const during = swarmLeftovers('dfswk');
+  t.equal(during.namespaces.length, 4, 'hub + origin + 2 nodes exist mid-run');
+  t.ok(during.processes.some((p) => p.includes('docker-registry')), 'the registry runs in the origin namespace');
+  child.kill('SIGTERM');
+  const [code] = (await once(child, 'exit')) as [number | null];
+  t.not(code, 0, 'a stopped run does not report success');
+  t.same(swarmLeftovers('dfswk'), { namespaces: [], processes: [] }, 'nothing left behind');
 });

@@ -42,16 +42,29 @@ export async function freePort(): Promise<number> {
 
 const ACCESS_RE = /"(GET|HEAD|PUT|POST|PATCH|DELETE) (\S+) HTTP\/[\d.]+" (\d{3}) (\d+|-)/;
 
-export async function startRegistry(opts: { htpasswd?: string; port?: number; dir?: string } = {}): Promise<Registry> {
+export interface RegistryOptions {
+  htpasswd?: string;
+  port?: number;
+  dir?: string;
+  /** Address to listen on and to reach it at (default loopback). */
+  host?: string;
+  /** Run it inside this network namespace (`ip netns exec`), as the swarm benchmark's origin host. */
+  netns?: string;
+}
+
+export async function startRegistry(opts: RegistryOptions = {}): Promise<Registry> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'damselfly-registry-')));
   const port = opts.port ?? (await freePort());
+  const host = opts.host ?? '127.0.0.1';
   const auth = opts.htpasswd ? `auth:\n  htpasswd:\n    realm: damselfly-test\n    path: ${join(dir, 'htpasswd')}\n` : '';
   if (opts.htpasswd) await writeFile(join(dir, 'htpasswd'), opts.htpasswd);
   await writeFile(
     join(dir, 'config.yml'),
-    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${auth}`,
+    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}:${port}\n${auth}`,
   );
-  const child: ChildProcess = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = ['docker-registry', 'serve', join(dir, 'config.yml')];
+  if (opts.netns) argv.unshift('ip', 'netns', 'exec', opts.netns);
+  const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const access: AccessLine[] = [];
   let buf = '';
   const onData = (d: Buffer) => {
@@ -66,7 +79,7 @@ export async function startRegistry(opts: { htpasswd?: string; port?: number; di
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}`);
@@ -80,7 +93,7 @@ export async function startRegistry(opts: { htpasswd?: string; port?: number; di
   }
   return {
     url,
-    host: `127.0.0.1:${port}`,
+    host: `${host}:${port}`,
     access,
     blobBytesServed: (digest) =>
       access.filter((a) => a.method === 'GET' && a.path.includes(`/blobs/${digest}`) && a.status < 300).reduce((s, a) => s + a.bytes, 0),
