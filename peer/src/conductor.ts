@@ -24,6 +24,7 @@ import {
   sleep,
   taskIdFor,
   type Logger,
+  type RateMeters,
   type ProbeResult,
   type ScheduleResult,
   type TaskInfo,
@@ -72,6 +73,8 @@ export interface ConductorComponents {
   onDiskFull?: () => void;
   metrics: PeerMetrics;
   log: Logger;
+  /** What each source delivers to this node in all (its transfers for every task), bytes/s. */
+  sources?: RateMeters;
 }
 
 /** How long a run whose wanted pieces are all in waits for more Range readers before it closes. */
@@ -354,12 +357,15 @@ export class Conductor {
     setMaxListeners(0, stop, signal);
     let fatal: unknown;
 
+    const sources = this.#c.sources;
     const start = (a: ScheduleResult['assignments'][number]) => {
       const t0 = performance.now();
       const p = fetchPiece(task, a, {
         dispatcher: this.#c.cluster,
         timeoutMs: this.#opts.pieceTimeoutMs,
         minBytesPerSecond: this.#opts.pieceMinRate,
+        // Keyed by address: the supernode is one source whatever the task.
+        ...(sources ? { sourceRate: () => sources.rate(a.base), onBytes: (n: number) => sources.add(a.base, n) } : {}),
         signal: stop,
         firstBlock: this.#firstBlock(task, a.piece),
       })

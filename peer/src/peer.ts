@@ -4,7 +4,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
-import { describeError, type Logger } from '@damselfly/shared';
+import { RateMeters, describeError, type Logger } from '@damselfly/shared';
 import { Conductor, type ConductorOptions, type DownloadRequest } from './conductor.js';
 import type { SupernodePool } from './supernode-pool.js';
 import type { LocalStore } from './local-store.js';
@@ -37,13 +37,14 @@ export interface PeerComponents {
 
 export class Peer {
   readonly #opts: ConductorOptions;
-  readonly #c: PeerComponents;
+  readonly #c: PeerComponents & { sources: RateMeters };
   readonly #running = new Map<string, { conductor: Conductor; done: Promise<LocalTask> }>();
   readonly #stop = new AbortController();
 
   constructor(opts: ConductorOptions, components: PeerComponents) {
     this.#opts = opts;
-    this.#c = components;
+    // One set of per-source meters for every task of this node: a source's uplink is shared across tasks too.
+    this.#c = { sources: new RateMeters(), ...components };
     setMaxListeners(0, this.#stop.signal);
   }
 

@@ -30,10 +30,14 @@ export interface FetchPieceOptions {
   signal: AbortSignal;
   /** A reader needs this block of the piece first: the supernode is asked to start there. */
   firstBlock?: number;
+  /** What this source delivers to this node in all, bytes/s: a fairly shared source is not a slow one. */
+  sourceRate?: () => number;
+  /** Counts the bytes as they arrive (into the node's per-source meters). */
+  onBytes?: (n: number) => void;
 }
 
 export async function fetchPiece(task: LocalTask, a: Assignment, opts: FetchPieceOptions): Promise<number> {
-  const guard = new TransferGuard({ signal: opts.signal, deadlineMs: opts.timeoutMs, minBytesPerSecond: opts.minBytesPerSecond });
+  const guard = new TransferGuard({ signal: opts.signal, deadlineMs: opts.timeoutMs, minBytesPerSecond: opts.minBytesPerSecond, sourceRate: opts.sourceRate });
   // From now on the piece counts as arriving here: other peers may be sent to relay it.
   const end = task.beginFetch(a.piece);
   try {
@@ -46,6 +50,8 @@ export async function fetchPiece(task: LocalTask, a: Assignment, opts: FetchPiec
 
 async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOptions, guard: TransferGuard): Promise<number> {
   const signal = guard.signal;
+  const count = opts.onBytes;
+  const onBytes = count ? (n: number) => (guard.onBytes(n), count(n)) : guard.onBytes;
   const res = await request(pieceUrl(task.info.taskId, a, opts.firstBlock), {
     dispatcher: opts.dispatcher,
     signal,
@@ -78,7 +84,7 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
       discard(res.body);
       throw peerError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
     }
-    await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes: guard.onBytes });
+    await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes });
     return length;
   }
   // A peer's bytes are checked against the supernode's hashes only: a peer's own claims are never used.
@@ -86,6 +92,6 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
     discard(res.body);
     throw peerError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
   }
-  await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes: guard.onBytes });
+  await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes });
   return length;
 }

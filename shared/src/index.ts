@@ -17,6 +17,7 @@ export * from './origin-allow.js';
 export * from './origin-access.js';
 export * from './trust-config.js';
 export * from './transfer-guard.js';
+export * from './rate-meter.js';
 export * from './lifecycle.js';
 export * from './server-options.js';
 export * from './handle-cache.js';

@@ -22,6 +22,12 @@ export interface TransferGuardOptions {
   minBytesPerSecond?: number;
   /** Time allowed to get going (slow start) after `startRate()` before the rate is judged. */
   graceMs?: number;
+  /**
+   * What the same source delivers to this node right now across all its transfers (bytes/s). A transfer is only too
+   * slow if this is below the minimum too: a source whose uplink is fairly shared among several of our transfers (or
+   * our own downlink shared among sources) is not slow, and cutting its transfers would only waste what they carried.
+   */
+  sourceRate?: () => number;
 }
 
 /** How often the rate is looked at. */
@@ -36,6 +42,7 @@ export class TransferGuard {
   readonly #onParent = () => this.#ac.abort(this.#parent!.reason);
   readonly #min: number;
   readonly #grace: number;
+  readonly #sourceRate?: () => number;
   #t0 = 0;
   #bytes = 0;
 
@@ -44,6 +51,7 @@ export class TransferGuard {
     this.#deadline = setTimeout(() => this.#ac.abort(transferError('TRANSFER_TIMEOUT', `${o.deadlineMs} ms`)), o.deadlineMs);
     this.#min = o.minBytesPerSecond ?? 0;
     this.#grace = o.graceMs ?? 3_000;
+    this.#sourceRate = o.sourceRate;
     if (o.signal) {
       this.#parent = o.signal;
       if (o.signal.aborted) this.#ac.abort(o.signal.reason);
@@ -63,7 +71,11 @@ export class TransferGuard {
       const elapsed = performance.now() - this.#t0;
       if (elapsed < this.#grace) return;
       const rate = this.#bytes / (elapsed / 1000);
-      if (rate < this.#min) this.#ac.abort(transferError('TRANSFER_TOO_SLOW', `${Math.round(rate)} B/s after ${Math.round(elapsed)} ms (minimum ${this.#min} B/s)`));
+      if (rate >= this.#min) return;
+      const source = this.#sourceRate?.();
+      if (source !== undefined && source >= this.#min) return;
+      const all = source === undefined ? '' : `, ${Math.round(source)} B/s from the source in all`;
+      this.#ac.abort(transferError('TRANSFER_TOO_SLOW', `${Math.round(rate)} B/s after ${Math.round(elapsed)} ms${all} (minimum ${this.#min} B/s)`));
     }, CHECK_MS);
   }
 

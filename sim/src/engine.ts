@@ -5,7 +5,7 @@
  * Peers behave like dfdaemon's conductor: they keep `parallel` pieces in flight, ask the scheduler for sources, report
  * every result, retry after 100 ms when nothing is assignable, and stay in the swarm as seeds once done.
  */
-import { Scheduler, SUPERNODE, type SchedulePolicy } from '@damselfly/supernode';
+import { Scheduler, SUPERNODE, tuneSlots, type SchedulePolicy } from '@damselfly/supernode';
 import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
 import { EventHeap } from './heap.js';
 import { rng } from './rng.js';
@@ -20,7 +20,11 @@ const enum Ev {
   Finish,
   Leave,
   Retry,
+  /** The supernode re-tunes its upload slots to its uplink (as the real one does twice a second). */
+  Tune,
 }
+
+const TUNE_MS = 500;
 
 interface Node {
   idx: number;
@@ -108,6 +112,13 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     policy: opts.policy,
   });
   const heap = new EventHeap();
+  // The supernode's slot tuning, with the real rule: as few streams as fill its uplink at streamRate each.
+  const tuning = { min: Math.min(4, sc.supernodeSlots), max: sc.supernodeSlots, streamRate: sc.supernodeStreamRate ?? 1024 * 1024 };
+  let grewAt = -Infinity;
+  if (tuning.streamRate > 0) {
+    sched.setSlots(SUPERNODE, tuning.min);
+    heap.push(TUNE_MS, Ev.Tune, 0);
+  }
   const source: Node = mkNode(-1, SUPERNODE, sc.sourceUp / 1000, Infinity, 0);
   source.haveCount = pieces;
   const seeded = new Uint8Array(pieces);
@@ -308,6 +319,17 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
           }
         }
         pump(n);
+        break;
+      }
+      case Ev.Tune: {
+        let rate = 0;
+        for (const f of source.ups) rate += f.rate * 1000;
+        const before = sched.slots(SUPERNODE);
+        const slots = tuneSlots({ slots: before, active: sched.load(SUPERNODE), rate, sinceIncreaseMs: now - grewAt }, tuning);
+        if (slots > before) grewAt = now;
+        sched.setSlots(SUPERNODE, slots);
+        // Only while anything else may still happen: the tick alone does not keep a finished run going.
+        if (heap.size > 0) heap.push(now + TUNE_MS, Ev.Tune, 0);
         break;
       }
       case Ev.Leave: {

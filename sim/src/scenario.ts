@@ -20,7 +20,10 @@ export interface Scenario {
   parallel: number;
   /** Scheduler upload slots per peer / for the supernode. */
   peerSlots: number;
+  /** Most pieces the supernode serves at once (uploadSlots). */
   supernodeSlots: number;
+  /** Rate each supernode upload stream should get (uploadStreamRate; its slots are tuned to it); 0 = fixed slots. */
+  supernodeStreamRate?: number;
   /** Topology: peers get one of this many zone labels (0 = none). */
   zones: number;
   /** Fraction of peers that leave half-way through their own download. */

@@ -29,8 +29,13 @@ export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig 
   /** Slowest acceptable origin transfer, bytes per second (after 10 s), and the longest one piece may take. */
   originMinRate: number;
   originTimeoutSeconds: number;
-  /** How many pieces the supernode serves at once before the scheduler stops sending peers to it. */
+  /** Most pieces the supernode serves at once before the scheduler stops sending peers to it. */
   uploadSlots: number;
+  /**
+   * Bytes/s each of its upload streams should get: the supernode serves as few pieces at once as keep its uplink full
+   * at this rate per stream (between 4 and uploadSlots), measured as it goes; 0 = always uploadSlots.
+   */
+  uploadStreamRate: number;
   /** How many pieces one peer may upload at once (the scheduler's per-peer load limit). */
   peerUploadSlots: number;
   /** Piece download failures (timeouts, errors) from one peer before it is blacklisted for the task. */
@@ -60,7 +65,8 @@ export const supernodeSchema: Schema = {
   originConcurrencyPerHost: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_ORIGIN_CONCURRENCY_PER_HOST', doc: 'origin requests in flight to one origin host' },
   originMinRate: { type: 'size', default: 64 * 1024, min: 0, env: 'SUPERNODE_ORIGIN_MIN_RATE', doc: 'slowest acceptable origin transfer per second, after 10 s (0 = any)' },
   originTimeoutSeconds: { type: 'int', default: 300, min: 1, max: 86_400, env: 'SUPERNODE_ORIGIN_TIMEOUT_SECONDS', doc: 'longest one piece may take from the origin' },
-  uploadSlots: { type: 'int', default: 64, min: 1, max: 4096, env: 'SUPERNODE_UPLOAD_SLOTS', doc: 'pieces served at once by the supernode' },
+  uploadSlots: { type: 'int', default: 64, min: 1, max: 4096, env: 'SUPERNODE_UPLOAD_SLOTS', doc: 'most pieces served at once by the supernode' },
+  uploadStreamRate: { type: 'size', default: 1024 * 1024, min: 0, env: 'SUPERNODE_UPLOAD_STREAM_RATE', doc: 'rate each upload stream should get, e.g. 1MiB: serve as few pieces at once as fill the uplink (0 = always uploadSlots)' },
   peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
   failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },
   advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL peers use to reach this supernode' },

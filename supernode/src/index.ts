@@ -5,3 +5,4 @@ export * from './scheduling/policy.js';
 export * from './scheduling/scheduler.js';
 export * from './scheduling/indexed-set.js';
 export * from './api/wake-list.js';
+export * from './scheduling/slot-tuner.js';

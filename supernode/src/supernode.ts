@@ -1,13 +1,14 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, BufferPool, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
+import { AddressPolicy, BufferPool, RateMeter, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
 import { TaskStore } from './resource/task-store.js';
 import { Seeder } from './seed/seeder.js';
 import { Scheduler } from './scheduling/scheduler.js';
-import type { SchedulePolicy } from './scheduling/policy.js';
+import { SUPERNODE, type SchedulePolicy } from './scheduling/policy.js';
+import { tuneSlots } from './scheduling/slot-tuner.js';
 import { createSupernodeMetrics, type SupernodeMetrics } from './metrics.js';
 import { WakeList } from './api/wake-list.js';
 import { buildServer } from './api/server.js';
@@ -29,6 +30,9 @@ export class Supernode {
   readonly #wakes = new WakeList();
   #app?: FastifyInstance;
   #sweeper?: NodeJS.Timeout;
+  #tuner?: NodeJS.Timeout;
+  /** What the supernode's uplink carries (piece bytes served), for tuning its upload slots. */
+  readonly #served = new RateMeter();
   #gcTimer?: NodeJS.Timeout;
   #gcRunning?: Promise<SupernodeGcResult>;
   /** diskQuota, or half the filesystem when it is 0 (resolved at the first GC pass). */
@@ -80,6 +84,24 @@ export class Supernode {
     this.scheduler.on('peer:discredited', ({ taskId, peerId, contested }) => this.log.warn({ taskId, peerId, contested }, 'peer:discredited'));
   }
 
+  /** Serves as few pieces at once as keep the uplink full (see slot-tuner), re-tuned twice a second. */
+  #tuneSlots(): void {
+    const tuning = { min: Math.min(4, this.config.uploadSlots), max: this.config.uploadSlots, streamRate: this.config.uploadStreamRate };
+    let grewAt = -Infinity;
+    const apply = (n: number) => {
+      const before = this.scheduler.slots(SUPERNODE);
+      if (n > before) grewAt = performance.now();
+      if (n !== before) this.scheduler.setSlots(SUPERNODE, n);
+      this.metrics.uploadSlots.set(n);
+    };
+    apply(tuning.streamRate > 0 ? tuning.min : tuning.max);
+    if (tuning.streamRate <= 0) return;
+    this.#tuner = setInterval(() => {
+      const sample = { slots: this.scheduler.slots(SUPERNODE), active: this.scheduler.load(SUPERNODE), rate: this.#served.rate(), sinceIncreaseMs: performance.now() - grewAt };
+      apply(tuneSlots(sample, tuning));
+    }, 500).unref();
+  }
+
   /** Base URL of this supernode (after `start()`). */
   get url(): string {
     return this.#url;
@@ -115,6 +137,7 @@ export class Supernode {
       pool: new BufferPool(256 * 1024, this.config.uploadSlots * 2),
       servingCap: this.config.uploadSlots * 2,
       wakes: this.#wakes,
+      served: this.#served,
     });
     const app = this.#app;
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));
@@ -122,6 +145,7 @@ export class Supernode {
     const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
     const scheme = trust.tls?.cert ? 'https' : 'http';
     this.#url = this.config.advertiseUrl ?? `${scheme}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+    this.#tuneSlots();
     this.#sweeper = setInterval(() => {
       this.scheduler.sweep();
       this.seeder.sweep();
@@ -169,6 +193,7 @@ export class Supernode {
 
   async #stop(): Promise<void> {
     clearInterval(this.#sweeper);
+    clearInterval(this.#tuner);
     clearInterval(this.#gcTimer);
     await this.#gcRunning?.catch(() => {});
     this.seeder.stop();

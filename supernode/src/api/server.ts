@@ -27,6 +27,7 @@ import {
   verifySessionProof,
   type Logger,
   type Trust,
+  type RateMeter,
 } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import { handlePeerSocket, type ChannelComponents } from './ws-channel.js';
@@ -34,6 +35,8 @@ import { handlePeerSocket, type ChannelComponents } from './ws-channel.js';
 export interface ServerComponents extends ChannelComponents {
   log: Logger;
   trust: Trust;
+  /** Counts piece bytes as they go out (the uplink's measured rate tunes the supernode's upload slots). */
+  served?: RateMeter;
 }
 
 function header(req: FastifyRequest, name: string): string | undefined {
@@ -138,7 +141,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     void reply.hijack();
     try {
       reply.raw.writeHead(200, { 'content-type': FRAMED_CONTENT_TYPE, 'content-length': framedLength(length), [BLOCK_SIZE_HEADER]: BLOCK_SIZE, [FIRST_BLOCK_HEADER]: first });
-      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, firstBlock: first, block, pool: c.pool, signal: ac.signal, onBytes: (b) => c.metrics.servedBytes.inc(b) });
+      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, firstBlock: first, block, pool: c.pool, signal: ac.signal, onBytes: (b) => (c.metrics.servedBytes.inc(b), c.served?.add(b)) });
       reply.raw.end();
       c.metrics.servedPieces.inc();
     } catch {

@@ -74,6 +74,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #peers = new Map<string, PeerState>();
   readonly #tasks = new Map<string, TaskSwarm>();
   readonly #load = new Map<string, number>();
+  /** Upload slots measured for a source (the supernode's, tuned to its uplink), instead of the configured number. */
+  readonly #slots = new Map<string, number>();
   readonly #pending = new Map<string, Pending>();
   /** Pieces in flight per (task, requester), so a schedule call never scans every pending assignment. */
   readonly #byRequester = new Map<string, Set<number>>();
@@ -241,6 +243,18 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return this.#load.get(peerId) ?? 0;
   }
 
+  /** Upload slots of a source now. */
+  slots(id: string): number {
+    return this.#slots.get(id) ?? (id === SUPERNODE ? this.#opts.supernodeSlots : this.#opts.peerSlots);
+  }
+
+  /** Sets a source's upload slots (measured capacity); more slots wake every task's waiting peers. */
+  setSlots(id: string, n: number): void {
+    const before = this.slots(id);
+    this.#slots.set(id, n);
+    if (n > before) for (const taskId of this.#tasks.keys()) this.emit('sources:changed', taskId);
+  }
+
   get peerCount(): number {
     return this.#peers.size;
   }
@@ -261,7 +275,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       holders: (n) => swarm.holders.get(n) ?? EMPTY,
       inflight: (n) => swarm.inflight.get(n) ?? 0,
       load: (id) => this.#load.get(id) ?? 0,
-      slots: (id) => (id === SUPERNODE ? this.#opts.supernodeSlots : this.#opts.peerSlots),
+      slots: (id) => this.slots(id),
       uploads: (id) => this.#peers.get(id)?.uploads ?? false,
       blacklisted: (id) => !swarm.blame.allowed(requester, id),
       labels: (id) => this.#peers.get(id)?.labels,

@@ -1,0 +1,48 @@
+/**
+ * How many pieces the supernode serves at once: as few streams as keep its uplink full (super-seeding), not a fixed
+ * number. Each stream should get at least `streamRate`, so first copies reach peers fast and peers can relay them
+ * on; a fixed 64 slots on a 50 Mbit/s uplink gives every stream under 100 KB/s and no piece lands for half a minute.
+ *
+ * A pure function of what was measured, shared with the simulator: like TCP's slow start, the count doubles while
+ * every slot is busy and each stream still gets twice its target, grows by one while they get the target, and falls
+ * back to what the measured rate can carry when streams get under half of it. It grows at most once per measuring
+ * window, and falls at once.
+ */
+export interface SlotTuning {
+  /** Never fewer (also the starting point). */
+  min: number;
+  /** Never more (`uploadSlots`). */
+  max: number;
+  /** Bytes/s each stream should get; 0 = fixed at `max`. */
+  streamRate: number;
+}
+
+export interface SlotSample {
+  /** The current limit. */
+  slots: number;
+  /** Pieces being served now. */
+  active: number;
+  /** Bytes/s the supernode served over the last couple of seconds. */
+  rate: number;
+  /**
+   * Time since the count last grew. It grows at most once per rate window: the effect of more streams shows in the
+   * measured rate only a window later, and growing on stale evidence overshoots (socket buffers first fill at memory
+   * speed). Absent: no such limit.
+   */
+  sinceIncreaseMs?: number;
+}
+
+/** The window the supernode measures its uplink over (RateMeter): the count grows at most once per window. */
+export const SLOT_GROWTH_MS = 2_000;
+
+export function tuneSlots(s: SlotSample, t: SlotTuning): number {
+  if (t.streamRate <= 0) return t.max;
+  const clamp = (n: number) => Math.max(t.min, Math.min(t.max, n));
+  if (s.active === 0) return clamp(s.slots);
+  const perStream = s.rate / s.active;
+  if (perStream < t.streamRate / 2) return clamp(Math.min(s.slots - 1, Math.ceil(s.rate / t.streamRate)));
+  if ((s.sinceIncreaseMs ?? Infinity) < SLOT_GROWTH_MS) return clamp(s.slots);
+  if (s.active >= s.slots && perStream >= 2 * t.streamRate) return clamp(s.slots * 2);
+  if (s.active >= s.slots && perStream >= t.streamRate) return clamp(s.slots + 1);
+  return clamp(s.slots);
+}

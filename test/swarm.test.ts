@@ -1,0 +1,92 @@
+/**
+ * Swarm efficiency (issue #11): the supernode serves as few pieces at once as keep its uplink full, and a source whose
+ * uplink is fairly shared among a peer's transfers is not cut as "too slow". The emulated-network benchmark
+ * (bench/swarm.mjs, run small in bench.test.ts) measures the effect; these pin the mechanisms.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { RateMeter, RateMeters, TransferGuard, taskIdFor } from '@damselfly/shared';
+import { SUPERNODE, tuneSlots } from '@damselfly/supernode';
+import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { throttledRelay } from './helpers/throttle.js';
+import { getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+t.test('tuneSlots: as few streams as fill the uplink at the target rate each', async (t) => {
+  const tuning = { min: 4, max: 64, streamRate: MiB };
+  t.equal(tuneSlots({ slots: 4, active: 0, rate: 0 }, tuning), 4, 'idle: unchanged');
+  t.equal(tuneSlots({ slots: 4, active: 4, rate: 400 * MiB }, tuning), 8, 'busy and every stream fast: doubles (slow start)');
+  t.equal(tuneSlots({ slots: 32, active: 32, rate: 4000 * MiB }, tuning), 64, 'up to uploadSlots');
+  t.equal(tuneSlots({ slots: 64, active: 64, rate: 4000 * MiB }, tuning), 64, 'never above it');
+  t.equal(tuneSlots({ slots: 6, active: 6, rate: 7 * MiB }, tuning), 7, 'each stream at the target: one more');
+  t.equal(tuneSlots({ slots: 6, active: 3, rate: 7 * MiB }, tuning), 6, 'slots to spare: unchanged');
+  // A 50 Mbit/s uplink shared by 32 streams: back to what it carries at 1 MiB/s each.
+  t.equal(tuneSlots({ slots: 32, active: 32, rate: 6.25e6 }, tuning), 6, 'streams under half the target: down to rate / target');
+  t.equal(tuneSlots({ slots: 5, active: 5, rate: 0.5 * MiB }, tuning), 4, 'never below the minimum');
+  t.equal(tuneSlots({ slots: 4, active: 4, rate: 1 }, { ...tuning, streamRate: 0 }), 64, 'streamRate 0: fixed at uploadSlots');
+  t.equal(tuneSlots({ slots: 8, active: 8, rate: 400 * MiB, sinceIncreaseMs: 500 }, tuning), 8, 'grows at most once per measuring window');
+  t.equal(tuneSlots({ slots: 32, active: 32, rate: 6.25e6, sinceIncreaseMs: 500 }, tuning), 6, 'but falls at once');
+  // Settles: from the minimum on a 6.25 MB/s uplink, busy all the time.
+  let slots = 4;
+  for (let i = 0; i < 20; i++) slots = tuneSlots({ slots, active: slots, rate: 6.25e6, sinceIncreaseMs: 2_000 }, tuning);
+  t.ok(slots >= 5 && slots <= 7, `a 50 Mbit/s uplink settles at ${slots} streams (about 1 MiB/s each)`);
+});
+
+t.test('RateMeter: bytes per second over the last two seconds', async (t) => {
+  const m = new RateMeter();
+  for (let ms = 0; ms < 2000; ms += 100) m.add(100_000, 10_000 + ms);
+  t.ok(Math.abs(m.rate(11_999) - 1_000_000) < 60_000, `1 MB/s measured as ${m.rate(11_999)}`);
+  t.equal(m.rate(20_000), 0, 'forgotten after the window');
+  t.ok(m.idle(20_000));
+  const ms = new RateMeters();
+  ms.add('a', 5000, 1000);
+  t.ok(ms.rate('a', 1000) > 0);
+  t.equal(ms.rate('b', 1000), 0, 'an unknown source delivers nothing');
+});
+
+t.test('TransferGuard: a slow transfer from a source that delivers enough in all is not cut', async (t) => {
+  const guarded = (sourceRate: number) =>
+    new Promise<string>((resolve) => {
+      const g = new TransferGuard({ deadlineMs: 10_000, minBytesPerSecond: 1_000_000, graceMs: 100, sourceRate: () => sourceRate });
+      g.startRate();
+      g.onBytes(1000);
+      const timer = setTimeout(() => (g.done(), resolve('kept')), 900);
+      g.signal.addEventListener('abort', () => (clearTimeout(timer), g.done(), resolve(String((g.signal.reason as { code?: string }).code))));
+    });
+  t.equal(await guarded(2_000_000), 'kept', 'the source sends 2 MB/s to this node over all its transfers: kept');
+  t.equal(await guarded(10_000), 'TRANSFER_TOO_SLOW', 'the source is slow in all: cut');
+});
+
+t.test('peers sharing a slow supernode uplink: no transfer cut as too slow, the supernode narrows to what its uplink carries', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(64 * MiB, 91);
+  const { digest, url } = await pushBlob(reg.url, 'team/narrow', blob);
+  const taskId = taskIdFor(new URL(url));
+  // Pieces (16 of 4 MiB) leave the supernode through an 8 MB/s link (it advertises the relay): 16 streams at once
+  // would get 500 KB/s each, below the dfdaemons' minimum of 1 MiB/s, while each dfdaemon gets 4 MB/s from it in all.
+  const port = await freePort();
+  const slow = await throttledRelay({ host: '127.0.0.1', port }, 8e6);
+  t.teardown(() => slow.close());
+  const sn = await startSupernode(t, { port, advertiseUrl: slow.url });
+  const opts = { parallelPieces: 8, pieceMinRate: MiB };
+  const daemons = [await startDaemon(t, [sn.url], opts), await startDaemon(t, [sn.url], opts)];
+  let maxLoad = 0;
+  const sampler = setInterval(() => (maxLoad = Math.max(maxLoad, sn.scheduler.load(SUPERNODE))), 20);
+  t.teardown(() => clearInterval(sampler));
+  const got = await Promise.all(daemons.map((d) => getViaProxy(d.proxyUrl, url)));
+  clearInterval(sampler);
+  for (const r of got) t.equal(`sha256:${sha(r.body)}`, digest, 'the blob, whole');
+  for (const d of daemons) {
+    const failures = (await d.metrics.pieceFailures.get()).values.filter((v) => v.value > 0);
+    t.same(failures, [], 'without a failed piece');
+  }
+  // Loopback socket buffers take the first megabytes at memory speed, so the first ticks see a fast uplink: the count
+  // may overshoot a little before it settles.
+  t.ok(maxLoad <= 12, `the supernode served at most ${maxLoad} pieces at once (16 were asked for)`);
+  t.ok(sn.scheduler.slots(SUPERNODE) <= 8, `its slots settled at ${sn.scheduler.slots(SUPERNODE)}`);
+  t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served the blob once (and 1 byte for the size probe)');
+  t.notOk(sn.store.pieceSha(taskId, 0) === undefined, 'the supernode recorded the pieces');
+});
