@@ -42,6 +42,8 @@ interface Node {
   wantCount: number;
   wantedHave?: number;
   inflight: Set<number>;
+  /** Downloads of a piece from a whole copy, by piece: this node relays them on while they arrive. */
+  fetching: Map<number, Flow>;
   ups: Set<Flow>;
   downs: Set<Flow>;
   doneAt: number;
@@ -61,6 +63,10 @@ interface Flow {
   last: number;
   version: number;
   live: boolean;
+  /** A relay: the source's own download of the piece, which this flow cannot outrun (absent once it completed). */
+  upstream?: Flow;
+  /** Relays fed by this flow. */
+  relays?: Set<Flow>;
 }
 
 export interface SimResult {
@@ -110,6 +116,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     failuresBeforeBlacklist: 3,
     assignmentTimeoutMs: Number.MAX_SAFE_INTEGER,
     policy: opts.policy,
+    // The supernode records a piece's block hashes as it seeds it (the origin is not the bottleneck here), so a peer
+    // fetching a piece from a whole copy can relay it at once.
+    hashed: () => !sc.noRelay,
   });
   const heap = new EventHeap();
   // The supernode's slot tuning, with the real rule: as few streams as fill its uplink at streamRate each.
@@ -160,6 +169,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       wanted: null,
       wantCount: pieces,
       inflight: new Set(),
+      fetching: new Map(),
       ups: new Set(),
       downs: new Set(),
       doneAt: -1,
@@ -188,7 +198,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   let moved = 0;
   let movedAt = 0;
   function reschedule(f: Flow): void {
-    const rate = Math.min(f.from.up / f.from.ups.size, f.to.down / f.to.downs.size);
+    let rate = Math.min(f.from.up / f.from.ups.size, f.to.down / f.to.downs.size);
+    // A relay passes on blocks as they arrive: never faster than its source's own download (nothing before it starts).
+    if (f.upstream) rate = Math.min(rate, f.upstream.live ? f.upstream.rate : 0);
     // A flow limited by its other end keeps its rate: no new event needed (most updates in a big swarm).
     if (rate === f.rate && f.version > 0) return;
     f.remaining -= f.rate * (now - f.last);
@@ -196,7 +208,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     totalRate += rate - f.rate;
     f.rate = rate;
     f.version++;
-    heap.push(now + Math.max(0, f.remaining) / f.rate, Ev.Finish, f.id, f.version);
+    if (rate > 0) heap.push(now + Math.max(0, f.remaining) / f.rate, Ev.Finish, f.id, f.version);
+    if (f.relays) for (const r of f.relays) if (r.live) reschedule(r);
   }
   function touch(a: Node, b: Node): void {
     for (const f of a.ups) reschedule(f);
@@ -215,6 +228,11 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       const from = c.from === SUPERNODE ? source : byId.get(c.from)!;
       n.inflight.add(c.piece);
       const f: Flow = { id: flowIds++, from, to: n, piece: c.piece, remaining: pieceLen(c.piece), rate: 0, last: now, version: 0, live: false };
+      const upstream = c.relay ? from.fetching.get(c.piece) : undefined;
+      if (upstream) {
+        f.upstream = upstream;
+        (upstream.relays ??= new Set()).add(f);
+      } else n.fetching.set(c.piece, f);
       flows.set(f.id, f);
       heap.push(now + sc.latencyMs, Ev.Start, f.id);
     }
@@ -226,6 +244,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
 
   function endFlow(f: Flow): void {
     flows.delete(f.id);
+    if (f.to.fetching.get(f.piece) === f) f.to.fetching.delete(f.piece);
+    f.upstream?.relays?.delete(f);
     if (f.live) totalRate -= f.rate;
     f.rate = 0;
     f.live = false;
@@ -235,6 +255,26 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     f.from.ups.delete(f);
     f.to.downs.delete(f);
     touch(f.from, f.to);
+  }
+
+  /**
+   * A relay's source stopped downloading the piece: if it got it all, its relays go on at their own pace; if not (a
+   * node left), they can never complete and their downloaders ask again.
+   */
+  function releaseRelays(f: Flow, completed: boolean): void {
+    if (!f.relays) return;
+    for (const r of [...f.relays]) {
+      r.upstream = undefined;
+      if (completed) {
+        if (r.live) reschedule(r);
+        continue;
+      }
+      if (r.live) endFlow(r);
+      else flows.delete(r.id);
+      r.to.inflight.delete(r.piece);
+      pump(r.to);
+    }
+    f.relays = undefined;
   }
 
   const timeline: SimResult['timeline'] = [];
@@ -292,6 +332,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         const n = f.to;
         const len = pieceLen(f.piece);
         endFlow(f);
+        releaseRelays(f, true);
         n.inflight.delete(f.piece);
         f.from.uploaded += len;
         if (f.from === source) {
@@ -338,10 +379,14 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         sched.peerLeft(n.id);
         for (const f of [...n.ups]) {
           endFlow(f);
+          releaseRelays(f, false);
           f.to.inflight.delete(f.piece);
           pump(f.to);
         }
-        for (const f of [...n.downs]) endFlow(f);
+        for (const f of [...n.downs]) {
+          endFlow(f);
+          releaseRelays(f, false);
+        }
         break;
       }
     }

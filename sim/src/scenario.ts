@@ -22,6 +22,8 @@ export interface Scenario {
   peerSlots: number;
   /** Most pieces the supernode serves at once (uploadSlots). */
   supernodeSlots: number;
+  /** Model the dfdaemon before relaying: a piece is a source only once complete (for comparisons). */
+  noRelay?: boolean;
   /** Rate each supernode upload stream should get (uploadStreamRate; its slots are tuned to it); 0 = fixed slots. */
   supernodeStreamRate?: number;
   /** Topology: peers get one of this many zone labels (0 = none). */
@@ -118,5 +120,17 @@ export const scenarios: Record<string, (peers?: number) => Scenario> = {
     sourceUp: 50 * MB,
     latencyMs: 0.2,
     joinSpreadMs: 100,
+  }),
+  /** The swarm benchmark's emulated network (bench/swarm.mjs defaults): 200 MiB, every uplink 50 Mbit/s, downlinks free. */
+  'swarm-bench': (peers = 8) => ({
+    ...defaults,
+    name: `swarm-bench-${peers}`,
+    fileBytes: 200 * 1024 * 1024,
+    peers,
+    peerUp: 50 * Mb,
+    peerDown: 10_000 * Mb,
+    sourceUp: 50 * Mb,
+    latencyMs: 0.5,
+    joinSpreadMs: 50,
   }),
 };
