@@ -37,11 +37,11 @@ function spawnComponent(bin, args, startedMsg) {
   });
 }
 
-export async function spawnSupernode() {
+export async function spawnSupernode(extra = []) {
   const dir = await mkdtemp(join(tmpdir(), 'bench-sn-'));
   const sn = await spawnComponent(
     'supernode/dist/cli.js',
-    ['--host', '127.0.0.1', '--port', '0', '--data-dir', dir, '--allowed-origins', '*', '--origin-allow-cidrs', '127.0.0.0/8'],
+    ['--host', '127.0.0.1', '--port', '0', '--data-dir', dir, '--allowed-origins', '*', '--origin-allow-cidrs', '127.0.0.0/8', ...extra],
     'supernode:started',
   );
   return { ...sn, url: sn.info.url, dir };

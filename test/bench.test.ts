@@ -93,3 +93,11 @@ t.test('bench/swarm.mjs: SIGTERM mid-run removes its namespaces and processes', 
   t.not(code, 0, 'a stopped run does not report success');
   t.same(swarmLeftovers('dfswk'), { namespaces: [], processes: [] }, 'nothing left behind');
 });
+
+t.test('bench/limits.mjs: every bandwidth limit holds (never exceeded by more than 10 %)', async (t) => {
+  const r = await bench('limits.mjs', ['--size-mib', '8', '--rate-mib', '4']);
+  t.equal(r.code, 0, r.stderr.slice(-800));
+  const rows = [...r.stdout.matchAll(/^\| (\w+ \w+) \| [\d.]+ MiB\/s \| [\d.]+ MiB\/s \| ([\d.]+) \|$/gm)].map((m) => ({ limit: m[1]!, ratio: Number(m[2]) }));
+  t.same(rows.map((x) => x.limit), ['dfdaemon downloadRate', 'dfdaemon uploadRate', 'dfdaemon backSourceRate', 'supernode originRate']);
+  for (const x of rows) t.ok(x.ratio > 0.5 && x.ratio <= 1.1, `${x.limit}: ${x.ratio} of the limit`);
+});

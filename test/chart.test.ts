@@ -105,6 +105,9 @@ t.test('default render: supernode StatefulSet + Services + config, dfdaemon Daem
   t.equal(sn.port, 8002);
   t.equal(sn.dataDir, '/var/lib/damselfly/supernode');
   t.equal(sn.uploadSlots, 64);
+  t.equal(sn.uploadStreamRate, 1024 * 1024, 'the supernode tunes its slots to its uplink');
+  t.equal(sn.originRate, 0, 'no origin limit by default');
+  t.same([cfg.uploadRate, cfg.downloadRate, cfg.backSourceRate], [0, 0, 0], 'no node limits by default');
   t.equal(sn.peerUploadSlots, 8);
   t.equal(sn.originConcurrency, 8);
   t.equal(sn.logLevel, 'info');
@@ -118,6 +121,9 @@ t.test('values: replicas, registries, ServiceMonitor, mirror off', async (t) => 
     '--set', 'serviceMonitor.enabled=true',
     '--set', 'dfdaemon.containerdMirror.enabled=false',
     '--set', 'dfdaemon.registries={https://ghcr.io,http://registry.internal:5000}',
+    '--set', 'dfdaemon.uploadRate=50MiB',
+    '--set', 'dfdaemon.downloadRate=100MiB',
+    '--set', 'supernode.originRate=200MiB',
   ]);
   t.equal(findObject(objs, 'StatefulSet', SN).spec.replicas, 5);
   const sm = findObject(objs, 'ServiceMonitor', SN);
@@ -127,6 +133,8 @@ t.test('values: replicas, registries, ServiceMonitor, mirror off', async (t) => 
   const cfg = loadDaemonConfig({ file: await localConfig(t, objs, 'dfdaemon') });
   t.equal(cfg.supernodes.length, 5);
   t.same(cfg.registries, ['https://ghcr.io', 'http://registry.internal:5000']);
+  t.same([cfg.uploadRate, cfg.downloadRate, cfg.backSourceRate], [50 * 1024 ** 2, 100 * 1024 ** 2, 0], 'bandwidth limits reach the dfdaemon');
+  t.equal(loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode') }).originRate, 200 * 1024 ** 2, 'and the supernode');
 });
 
 t.test('cluster secret: created with 48 random characters, mounted read-only in both workloads, named by both configs', async (t) => {
@@ -249,4 +257,25 @@ t.test('TLS: https everywhere, the TLS Secret mounted and named in both configs'
   for (const probe of ['readinessProbe', 'livenessProbe']) {
     t.same(c[probe].httpGet, { path: '/healthy', port: 'http', scheme: 'HTTPS' }, `${probe}: /healthy over HTTPS without client auth`);
   }
+});
+
+t.test('origin CAs: the same originCaFiles and originInsecureHosts in both configs, the ConfigMap mounted in both workloads', async (t) => {
+  const objs = await renderChart([
+    '--set', 'originTls.caConfigMap=origin-cas',
+    '--set-json', 'originTls.caFiles={"registry.internal:5000":"internal-ca.pem"}',
+    '--set-json', 'originTls.insecureHosts=["lab.example:5000"]',
+  ]);
+  for (const component of ['supernode', 'dfdaemon'] as const) {
+    const cfg = configOf(objs, component);
+    t.same(cfg.originCaFiles, { 'registry.internal:5000': '/etc/damselfly/origin-ca/internal-ca.pem' }, `${component}: the CA by origin host`);
+    t.same(cfg.originInsecureHosts, ['lab.example:5000'], `${component}: the unchecked host`);
+  }
+  for (const kind of ['StatefulSet', 'DaemonSet'] as const) {
+    const spec = podSpec(objs, kind);
+    t.ok(spec.volumes.some((v: any) => v.name === 'origin-ca' && v.configMap?.name === 'origin-cas'), `${kind}: the ConfigMap is a volume`);
+    t.ok(spec.containers[0].volumeMounts.some((m: any) => m.name === 'origin-ca' && m.mountPath === '/etc/damselfly/origin-ca' && m.readOnly), `${kind}: mounted read-only`);
+  }
+  const plain = await renderChart([]);
+  t.notOk(configOf(plain, 'supernode').originCaFiles, 'nothing by default');
+  t.notOk(podSpec(plain, 'DaemonSet').volumes.some((v: any) => v.name === 'origin-ca'));
 });

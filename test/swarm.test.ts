@@ -5,8 +5,8 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { RateMeter, RateMeters, TransferGuard, taskIdFor } from '@damselfly/shared';
-import { SUPERNODE, tuneSlots } from '@damselfly/supernode';
+import { RateMeter, RateMeters, TokenBucket, TransferGuard, taskIdFor } from '@damselfly/shared';
+import { SUPERNODE, Scheduler, slotsForRate, tuneSlots } from '@damselfly/supernode';
 import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
@@ -66,12 +66,13 @@ t.test('peers sharing a slow supernode uplink: no transfer cut as too slow, the 
   const { digest, url } = await pushBlob(reg.url, 'team/narrow', blob);
   const taskId = taskIdFor(new URL(url));
   // Pieces (16 of 4 MiB) leave the supernode through an 8 MB/s link (it advertises the relay): 16 streams at once
-  // would get 500 KB/s each, below the dfdaemons' minimum of 1 MiB/s, while each dfdaemon gets 4 MB/s from it in all.
+  // would get 500 KB/s each, below the dfdaemons' minimum of 640 KiB/s, while each dfdaemon gets 4 MB/s from it in
+  // all; tuned to 2 MiB/s per stream, the supernode serves about 4 at once, each well above the minimum.
   const port = await freePort();
   const slow = await throttledRelay({ host: '127.0.0.1', port }, 8e6);
   t.teardown(() => slow.close());
-  const sn = await startSupernode(t, { port, advertiseUrl: slow.url });
-  const opts = { parallelPieces: 8, pieceMinRate: MiB };
+  const sn = await startSupernode(t, { port, advertiseUrl: slow.url, uploadStreamRate: 2 * MiB });
+  const opts = { parallelPieces: 8, pieceMinRate: 640 * 1024 };
   const daemons = [await startDaemon(t, [sn.url], opts), await startDaemon(t, [sn.url], opts)];
   let maxLoad = 0;
   const sampler = setInterval(() => (maxLoad = Math.max(maxLoad, sn.scheduler.load(SUPERNODE))), 20);
@@ -89,4 +90,37 @@ t.test('peers sharing a slow supernode uplink: no transfer cut as too slow, the 
   t.ok(sn.scheduler.slots(SUPERNODE) <= 8, `its slots settled at ${sn.scheduler.slots(SUPERNODE)}`);
   t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served the blob once (and 1 byte for the size probe)');
   t.notOk(sn.store.pieceSha(taskId, 0) === undefined, 'the supernode recorded the pieces');
+});
+
+t.test('TokenBucket: bytes pass at the limit, on credit, and a wait can be abandoned', async (t) => {
+  const none = new TokenBucket(0);
+  t.equal(none.take(1 << 30), undefined, 'no limit: nothing waits');
+  const b = new TokenBucket(1_000_000);
+  t.equal(b.take(1000), undefined, 'within the burst: at once');
+  const ac = new AbortController();
+  const wait = b.take(2_000_000, ac.signal);
+  t.ok(wait, 'beyond it: a wait');
+  t.ok(b.waitedSeconds > 1.9 && b.waitedSeconds < 2.0, `2 MB at 1 MB/s past a 64 KiB burst waits ${b.waitedSeconds.toFixed(3)} s`);
+  ac.abort();
+  await t.rejects(wait!, 'a caller that goes away stops waiting');
+  const next = new AbortController();
+  const later = b.take(1, next.signal);
+  t.ok(later, 'the debt stays: the next byte waits behind it');
+  next.abort();
+  await t.rejects(later!);
+});
+
+t.test('a peer with an upload limit is given only as many uploads at once as the limit carries', async (t) => {
+  t.equal(slotsForRate(0, MiB, 8), 8, 'no limit: the usual slots');
+  t.equal(slotsForRate(2.5 * MiB, MiB, 8), 2);
+  t.equal(slotsForRate(100 * 1024, MiB, 8), 1, 'at least one');
+  t.equal(slotsForRate(100 * MiB, MiB, 8), 8, 'at most the usual');
+  const s = new Scheduler({ supernodeSlots: 4, peerSlots: 8, failuresBeforeBlacklist: 3 });
+  s.peerJoined('capped', true, undefined, 3 * MiB);
+  s.peerJoined('free', true);
+  t.equal(s.slots('capped'), 3);
+  t.equal(s.slots('free'), 8);
+  s.peerLeft('capped');
+  s.peerJoined('capped', true);
+  t.equal(s.slots('capped'), 8, 'rejoining without a limit: the usual slots again');
 });

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { engineSchema } from '@damselfly/peer';
-import { cacheSchema, checkCacheConfig, commonSchema, loadConfig, type CacheConfig, resolveTrust, trustSchema, type CommonConfig, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
+import { cacheSchema, checkCacheConfig, commonSchema, loadConfig, OriginTls, originTlsSchema, type OriginTlsConfig, type CacheConfig, resolveTrust, trustSchema, type CommonConfig, type ConfigSources, type Schema, type Trust, type TrustConfig } from '@damselfly/shared';
 
 /** dfdaemon settings. Every field can come from the YAML file, an environment variable or a flag. */
 export interface DaemonConfig extends TrustConfig, CommonConfig, CacheConfig {
@@ -24,6 +24,10 @@ export interface DaemonConfig extends TrustConfig, CommonConfig, CacheConfig {
   parallelPieces: number;
   /** Pieces uploaded at once to other peers. */
   uploadSlots: number;
+  /** Bandwidth limits, bytes/s (0 = none): uploads to peers; all downloads; the node's own origin fetches. */
+  uploadRate: number;
+  downloadRate: number;
+  backSourceRate: number;
   pieceTimeoutMs: number;
   /** Slowest acceptable piece source, bytes per second (0 = any). */
   pieceMinRate: number;
@@ -40,6 +44,10 @@ export interface DaemonConfig extends TrustConfig, CommonConfig, CacheConfig {
   logLevel: string;
   /** Resolved secret and TLS material (derived from the trust settings at load time). */
   trust: Trust;
+  /** CA bundles and unchecked hosts for origins, per host (resolved from originCaFiles/originInsecureHosts). */
+  originTls: OriginTls;
+  originCaFiles: Record<string, string>;
+  originInsecureHosts: string[];
 }
 
 export const daemonSchema: Schema = {
@@ -56,6 +64,7 @@ export const daemonSchema: Schema = {
   labels: { type: 'labels', default: {}, env: 'DFDAEMON_LABELS', doc: 'topology labels, k=v,k=v' },
   ...engineSchema,
   uploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'DFDAEMON_UPLOAD_SLOTS', doc: 'pieces uploaded at once' },
+  uploadRate: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_UPLOAD_RATE', doc: 'most bytes per second uploaded to other peers, e.g. 50MiB (0 = no limit)' },
   registries: { type: 'urls', default: [], env: 'DFDAEMON_REGISTRIES', doc: 'upstream registries, comma separated; the first is the mirror default' },
   proxyHosts: { type: 'strings', default: [], env: 'DFDAEMON_PROXY_HOSTS', doc: 'other hosts the forward proxy serves (* = any)' },
   prefetch: { type: 'bool', default: false, env: 'DFDAEMON_PREFETCH', doc: 'after a Range read, fetch the rest of the blob' },
@@ -63,6 +72,7 @@ export const daemonSchema: Schema = {
   accessCacheSeconds: { type: 'int', default: 60, min: 0, max: 86_400, env: 'DFDAEMON_ACCESS_CACHE_SECONDS', doc: 'how long a proven access to a private blob is remembered' },
   ...commonSchema,
   ...trustSchema,
+  ...originTlsSchema,
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };
 
@@ -70,6 +80,6 @@ export function loadDaemonConfig(sources: ConfigSources): Readonly<DaemonConfig>
   return loadConfig<DaemonConfig>(daemonSchema, sources, (v, errors) => {
     checkCacheConfig(v, errors);
     const listen = { uploadHost: String(v.uploadHost ?? ''), proxyHost: String(v.proxyHost ?? '') };
-    return { trust: resolveTrust(v as unknown as TrustConfig, listen, errors) };
+    return { trust: resolveTrust(v as unknown as TrustConfig, listen, errors), originTls: new OriginTls(v as unknown as OriginTlsConfig, errors) };
   });
 }

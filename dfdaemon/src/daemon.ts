@@ -3,8 +3,8 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, startOrUndo, BufferPool, type Logger } from '@damselfly/shared';
+import { Agent, buildConnector, type Dispatcher } from 'undici';
+import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, startOrUndo, BufferPool, TokenBucket, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
 import { LocalStore, Peer, SupernodePool, clusterTls, engineOptions } from '@damselfly/peer';
@@ -20,9 +20,9 @@ export class Daemon {
   readonly log: Logger;
   readonly metrics: DaemonMetrics;
   readonly store: LocalStore;
-  readonly #dispatcher = createOriginDispatcher({ connections: 32 });
+  readonly #dispatcher: Dispatcher;
   /** Pass-through requests: redirects go back to the client untouched. */
-  readonly #direct = new Agent({ connections: 64, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
+  readonly #direct: Agent;
   /** Pieces from other cluster members (peers, supernodes): the cluster's TLS material, no redirects. */
   readonly #cluster: Agent;
   /** Every byte this node serves (to its clients and to peers) is read into one of these: memory stays flat. */
@@ -42,6 +42,11 @@ export class Daemon {
     this.metrics = createDaemonMetrics();
     this.store = new LocalStore(config.dataDir);
     this.#cluster = new Agent({ connections: 32, keepAliveTimeout: 10_000, connectTimeout: 10_000, connect: clusterTls(config.trust) });
+    // Origins with their own CA (or, loudly, none checked) get their TLS settings on every origin connection: the
+    // node's own origin fetches and the requests it passes straight through.
+    const originConnect = config.originTls.connector((extra) => buildConnector(extra));
+    this.#dispatcher = createOriginDispatcher({ connections: 32, connect: originConnect });
+    this.#direct = new Agent({ connections: 64, keepAliveTimeout: 10_000, connectTimeout: 10_000, connect: originConnect });
   }
 
   get peer(): Peer {
@@ -59,15 +64,19 @@ export class Daemon {
     if (!c.trust.secret && c.trust.insecure) {
       this.log.warn({ uploadHost: c.uploadHost, proxyHost: c.proxyHost }, 'dfdaemon:INSECURE: no cluster secret, anyone who reaches the upload server can read every cached piece');
     }
+    for (const host of c.originTls.insecureHosts) {
+      this.log.warn({ host }, 'dfdaemon:INSECURE: TLS certificates of this origin are NOT verified: anyone on the network path can serve its blobs (the digest check still catches wrong bytes of digest-named blobs)');
+    }
     await this.store.start();
-    this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots, trust: c.trust, pool: this.#buffers });
+    const uploadLimit = new TokenBucket(c.uploadRate);
+    this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots, trust: c.trust, pool: this.#buffers, limit: uploadLimit });
     const upload = this.#upload;
     await listenAs('uploadPort', c.uploadHost, c.uploadPort, () => upload.listen({ host: c.uploadHost, port: c.uploadPort }));
     const uploadPort = (this.#upload.server.address() as AddressInfo).port;
     const scheme = c.trust.tls?.cert ? 'https' : 'http';
     this.uploadUrl = c.advertiseUrl ?? `${scheme}://${advertiseHost(c.uploadHost)}:${uploadPort}`;
 
-    this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels }, this.log, c.trust);
+    this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels, uploadRate: c.uploadRate || undefined }, this.log, c.trust);
     // Whatever leaves the cache leaves the swarm at once: others are not sent here for pieces that are gone.
     const pool = this.#pool;
     this.store.on('task:evicted', (taskId) => pool.notify(taskId, { type: 'task:leave', taskId }));
@@ -84,6 +93,11 @@ export class Daemon {
         onDiskFull: () => void this.relieveDiskPressure().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')),
       },
     );
+    const limits = { upload: uploadLimit, download: this.#peer.limits.download, back_to_source: this.#peer.limits.backSource };
+    for (const [direction, bucket] of Object.entries(limits)) {
+      this.metrics.rateLimit.set({ direction }, bucket.rate);
+      this.metrics.limitWaits.set(direction, () => bucket.waitedSeconds);
+    }
 
     this.#proxy = buildProxyServer({
       peer: this.#peer,

@@ -5,7 +5,10 @@ import { createPeerMetrics } from '@damselfly/peer';
 export function createDaemonMetrics() {
   const registry = createRegistry('damselfly_dfdaemon');
   const registers = [registry];
+  /** Read at scrape time: how long each bandwidth limit has held transfers back so far. */
+  const limitWaits = new Map<string, () => number>();
   return {
+    limitWaits,
     registry,
     ...createPeerMetrics(registry),
     uploadBytes: new Counter({ name: 'damselfly_dfdaemon_upload_bytes_total', help: 'Piece bytes uploaded to other peers', registers }),
@@ -18,6 +21,16 @@ export function createDaemonMetrics() {
       name: 'damselfly_dfdaemon_relayed_pieces_total',
       help: 'Pieces sent to other peers while this node was still fetching them (block by block)',
       registers,
+    }),
+    rateLimit: new Gauge({ name: 'damselfly_dfdaemon_rate_limit_bytes', help: 'Bandwidth limits in effect, bytes/s (0 = none)', labelNames: ['direction'], registers }),
+    rateLimitWait: new Gauge({
+      name: 'damselfly_dfdaemon_rate_limit_wait_seconds',
+      help: 'Time transfers were held back by a bandwidth limit, summed over transfers',
+      labelNames: ['direction'],
+      registers,
+      collect() {
+        for (const [direction, read] of limitWaits) this.set({ direction }, read());
+      },
     }),
     diskFull: new Counter({ name: 'damselfly_dfdaemon_disk_full_total', help: 'Downloads that ran out of disk (the task is dropped and the cache shrunk)', registers }),
     uploadsActive: new Gauge({ name: 'damselfly_dfdaemon_uploads_active', help: 'Pieces being uploaded now', registers }),

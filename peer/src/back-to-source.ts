@@ -4,7 +4,7 @@
  */
 import { open } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
-import { TransferGuard, fetchOrigin, probeOrigin, writeWholeStream, type ProbeResult } from '@damselfly/shared';
+import { TransferGuard, fetchOrigin, probeOrigin, writeWholeStream, type Pace, type ProbeResult } from '@damselfly/shared';
 import type { LocalTask } from './local-task.js';
 
 export interface BackSourceRequest {
@@ -16,6 +16,8 @@ export interface BackSourceRequest {
   pieces?: readonly number[];
   signal: AbortSignal;
   onBytes: (n: number) => void;
+  /** The node's download and back-to-source limits. */
+  pace?: Pace;
   /** Each block as it lands, with its bytes (for the incremental digest check). */
   onBlock?: (n: number, b: number, sha: string, data: readonly Buffer[]) => void;
 }
@@ -43,6 +45,7 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
           task.landed(n, b, sha, data);
         },
         onBytes: req.onBytes,
+        pace: req.pace,
         signal: req.signal,
       });
     } finally {
@@ -56,12 +59,14 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
       const n = missing[next++]!;
       if (task.has(n)) continue;
       const { start, end } = task.range(n);
-      const guard = new TransferGuard({ signal: req.signal, ...ORIGIN_GUARD });
+      // A limited node holds its origin reads back itself: their rate says nothing about the origin then.
+      const guard = new TransferGuard({ signal: req.signal, ...ORIGIN_GUARD, ...(req.pace ? { minBytesPerSecond: 0 } : {}) });
       try {
         const body = await fetchOrigin({ ...origin, signal: guard.signal }, start, end);
         guard.startRate();
         await task.writePiece(n, body, {
           signal: guard.signal,
+          pace: req.pace,
           onBlock: (b, sha, data) => req.onBlock?.(n, b, sha, data),
           onBytes: (b) => {
             guard.onBytes(b);

@@ -25,6 +25,8 @@ import {
   taskIdFor,
   type Logger,
   type RateMeters,
+  type TokenBucket,
+  paceAll,
   type ProbeResult,
   type ScheduleResult,
   type TaskInfo,
@@ -55,6 +57,9 @@ export interface ConductorOptions {
   /** Largest object this node downloads itself (back-to-source). */
   maxBlobSize?: number;
   backSource: boolean;
+  /** Most bytes/s this node downloads from all sources together, and from origins itself (0 or absent = no limit). */
+  downloadRate?: number;
+  backSourceRate?: number;
   /**
    * Failed attempts at one piece from the supernode before the download gives up. Failures from peers do not count:
    * after a couple of them the supernode serves the piece itself, so a piece never fails while it can still serve it.
@@ -75,6 +80,8 @@ export interface ConductorComponents {
   log: Logger;
   /** What each source delivers to this node in all (its transfers for every task), bytes/s. */
   sources?: RateMeters;
+  /** The node's bandwidth limits, shared by all its downloads. */
+  limits?: { download: TokenBucket; backSource: TokenBucket };
 }
 
 /** How long a run whose wanted pieces are all in waits for more Range readers before it closes. */
@@ -115,7 +122,7 @@ export class Conductor {
   constructor(req: DownloadRequest, opts: ConductorOptions, components: ConductorComponents, wantAll = true) {
     this.#req = req;
     this.#wantAll = wantAll;
-    this.#opts = { pieceAttempts: 5, maxBlobSize: Number.MAX_SAFE_INTEGER, ...opts };
+    this.#opts = { pieceAttempts: 5, maxBlobSize: Number.MAX_SAFE_INTEGER, downloadRate: 0, backSourceRate: 0, ...opts };
     this.#c = components;
     this.taskId = taskIdFor(req.url, req.digest);
     this.#log = components.log.child({ taskId: this.taskId });
@@ -339,6 +346,7 @@ export class Conductor {
           pieces: want,
           signal,
           onBytes: (n) => this.#c.metrics.downloadBytes.inc({ source: 'back_to_source' }, n),
+          pace: paceAll([this.#c.limits?.download, this.#c.limits?.backSource]),
           onBlock: (n, b, _sha, data) => this.#checkFor(task, signal)?.offer(n, b, data),
         },
         probe,
@@ -363,7 +371,9 @@ export class Conductor {
       const p = fetchPiece(task, a, {
         dispatcher: this.#c.cluster,
         timeoutMs: this.#opts.pieceTimeoutMs,
-        minBytesPerSecond: this.#opts.pieceMinRate,
+        // Under a download limit every source looks slow: judge them against a share of the limit, not beyond it.
+        minBytesPerSecond: this.#opts.downloadRate > 0 ? Math.min(this.#opts.pieceMinRate, this.#opts.downloadRate / 4) : this.#opts.pieceMinRate,
+        pace: this.#c.limits?.download.rate ? (n, s) => this.#c.limits!.download.take(n, s) : undefined,
         // Keyed by address: the supernode is one source whatever the task.
         ...(sources ? { sourceRate: () => sources.rate(a.base), onBytes: (n: number) => sources.add(a.base, n) } : {}),
         signal: stop,

@@ -11,16 +11,20 @@ export const engineSchema: Schema = {
   pieceTimeoutMs: { type: 'int', default: 30_000, min: 100, max: 600_000, env: 'DFDAEMON_PIECE_TIMEOUT_MS', doc: 'time limit for one piece' },
   pieceMinRate: { type: 'size', default: 256 * 1024, min: 0, env: 'DFDAEMON_PIECE_MIN_RATE', doc: 'slowest acceptable piece source per second, e.g. 256KiB (0 = any)' },
   backSource: { type: 'bool', default: true, env: 'DFDAEMON_BACK_SOURCE', doc: 'fetch from the origin when no supernode answers' },
+  downloadRate: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_DOWNLOAD_RATE', doc: 'most bytes per second this node downloads, all sources, e.g. 100MiB (0 = no limit)' },
+  backSourceRate: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_BACK_SOURCE_RATE', doc: 'most bytes per second this node fetches from origins itself (0 = no limit)' },
 };
 
 /** The engine's settings from a validated config (or the defaults); `maxBlobSize` comes from the trust settings. */
 export function engineOptions(v: Partial<Record<keyof ConductorOptions, unknown>> = {}, maxBlobSize?: number): ConductorOptions {
-  const pick = (k: 'parallelPieces' | 'pieceTimeoutMs' | 'pieceMinRate' | 'backSource') => v[k] ?? engineSchema[k]!.default;
+  const pick = (k: keyof typeof engineSchema & keyof ConductorOptions) => v[k] ?? engineSchema[k]!.default;
   return {
     parallelPieces: Number(pick('parallelPieces')),
     pieceTimeoutMs: Number(pick('pieceTimeoutMs')),
     pieceMinRate: Number(pick('pieceMinRate')),
     backSource: Boolean(pick('backSource')),
+    downloadRate: Number(pick('downloadRate')),
+    backSourceRate: Number(pick('backSourceRate')),
     ...(maxBlobSize !== undefined ? { maxBlobSize } : {}),
   };
 }

@@ -4,7 +4,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
-import { RateMeters, describeError, type Logger } from '@damselfly/shared';
+import { RateMeters, TokenBucket, describeError, type Logger } from '@damselfly/shared';
 import { Conductor, type ConductorOptions, type DownloadRequest } from './conductor.js';
 import type { SupernodePool } from './supernode-pool.js';
 import type { LocalStore } from './local-store.js';
@@ -37,15 +37,22 @@ export interface PeerComponents {
 
 export class Peer {
   readonly #opts: ConductorOptions;
-  readonly #c: PeerComponents & { sources: RateMeters };
+  readonly #c: PeerComponents & { sources: RateMeters; limits: { download: TokenBucket; backSource: TokenBucket } };
   readonly #running = new Map<string, { conductor: Conductor; done: Promise<LocalTask> }>();
   readonly #stop = new AbortController();
 
   constructor(opts: ConductorOptions, components: PeerComponents) {
     this.#opts = opts;
     // One set of per-source meters for every task of this node: a source's uplink is shared across tasks too.
-    this.#c = { sources: new RateMeters(), ...components };
+    // Limits are per node, shared by every task: a node pulling many blobs still stays within them.
+    const limits = { download: new TokenBucket(opts.downloadRate ?? 0), backSource: new TokenBucket(opts.backSourceRate ?? 0) };
+    this.#c = { sources: new RateMeters(), limits, ...components };
     setMaxListeners(0, this.#stop.signal);
+  }
+
+  /** The node's download limits (shared by every task), for metrics. */
+  get limits(): { download: TokenBucket; backSource: TokenBucket } {
+    return this.#c.limits;
   }
 
   /**

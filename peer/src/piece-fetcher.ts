@@ -4,7 +4,7 @@
  * else of it is ever requested.
  */
 import { request, type Dispatcher } from 'undici';
-import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment } from '@damselfly/shared';
+import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment, type Pace } from '@damselfly/shared';
 import type { LocalTask } from './local-task.js';
 import { peerError } from './errors.js';
 
@@ -34,6 +34,8 @@ export interface FetchPieceOptions {
   sourceRate?: () => number;
   /** Counts the bytes as they arrive (into the node's per-source meters). */
   onBytes?: (n: number) => void;
+  /** The node's download limit. */
+  pace?: Pace;
 }
 
 export async function fetchPiece(task: LocalTask, a: Assignment, opts: FetchPieceOptions): Promise<number> {
@@ -84,7 +86,7 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
       discard(res.body);
       throw peerError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
     }
-    await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes });
+    await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes, pace: opts.pace });
     return length;
   }
   // A peer's bytes are checked against the supernode's hashes only: a peer's own claims are never used.
@@ -92,6 +94,6 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
     discard(res.body);
     throw peerError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
   }
-  await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes });
+  await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes, pace: opts.pace });
   return length;
 }

@@ -11,6 +11,8 @@ export interface HelloInfo {
   peerId: string;
   uploadUrl?: string;
   labels?: Record<string, string>;
+  /** The node's upload limit, bytes/s (0 or absent = none). */
+  uploadRate?: number;
 }
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; cleanup: () => void };

@@ -18,6 +18,8 @@ export * from './origin-access.js';
 export * from './trust-config.js';
 export * from './transfer-guard.js';
 export * from './rate-meter.js';
+export * from './token-bucket.js';
+export * from './origin-tls.js';
 export * from './lifecycle.js';
 export * from './server-options.js';
 export * from './handle-cache.js';

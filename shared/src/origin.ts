@@ -6,6 +6,7 @@ import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
 import { DamselflyError, errorFactory, type ErrorTable } from './errors.js';
 import { discard } from './abort.js';
+import { isCertificateError } from './origin-tls.js';
 
 export const OriginErrors = {
   ORIGIN_UNREACHABLE: { message: 'origin unreachable: %s', status: 502 },
@@ -15,6 +16,7 @@ export const OriginErrors = {
   ORIGIN_BAD_RANGE: { message: 'origin sent the wrong range: %s', status: 502 },
   ORIGIN_NO_RANGE: { message: 'origin ignores Range: %s', status: 502 },
   ORIGIN_TOO_LARGE: { message: 'origin object too large: %s', status: 413 },
+  ORIGIN_TLS: { message: 'cannot verify the origin\'s TLS certificate: %s (give its CA with originCaFiles)', status: 502 },
 } as const satisfies ErrorTable<string>;
 
 export const originError = errorFactory(OriginErrors);
@@ -79,6 +81,8 @@ async function send(req: OriginRequest, range?: string) {
     if (req.signal?.aborted) throw err;
     // A refused address is the operator's policy, not an outage: it keeps its own code and status.
     if ((err as { code?: string }).code === 'ADDRESS_FORBIDDEN') throw err;
+    // An unverifiable certificate is a configuration problem to name, not an outage to retry or route around.
+    if (isCertificateError(err)) throw originError('ORIGIN_TLS', `${redactUrl(req.url)}: ${(err as Error).message}`, err);
     throw originError('ORIGIN_UNREACHABLE', `${redactUrl(req.url)}: ${(err as Error).message}`, err);
   }
 }

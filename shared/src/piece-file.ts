@@ -156,9 +156,14 @@ export class PieceSink {
   }
 }
 
+/** Waits until `n` more bytes may pass a bandwidth limit (undefined when they may at once); see TokenBucket. */
+export type Pace = (n: number, signal?: AbortSignal) => Promise<void> | undefined;
+
 export interface WritePieceOptions extends PieceSinkOptions {
   signal?: AbortSignal;
   onBytes?: (n: number) => void;
+  /** A bandwidth limit: each chunk waits for it before it is taken, so the source slows down (TCP flow control). */
+  pace?: Pace;
   /**
    * The body starts at this block and wraps around: blocks [firstBlock, end) then [0, firstBlock), as a supernode
    * sends a piece to a reader who needs a block in the middle of it first. Not with blockBase/blockEnd.
@@ -190,6 +195,8 @@ export async function writePiece(fh: FileHandle, offset: number, length: number,
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       opts.signal?.throwIfAborted();
+      const paced = opts.pace?.(chunk.length, opts.signal);
+      if (paced) await paced;
       opts.onBytes?.(chunk.length);
       let off = 0;
       while (off < chunk.length) {
@@ -259,6 +266,7 @@ export async function writeWholeStream(
     onBlock?: (n: number, b: number, sha: string, data: readonly Buffer[]) => void;
     skip?: (n: number) => boolean;
     onBytes?: (n: number) => void;
+    pace?: Pace;
     signal?: AbortSignal;
   },
 ): Promise<void> {
@@ -270,6 +278,8 @@ export async function writeWholeStream(
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       opts.signal?.throwIfAborted();
+      const paced = opts.pace?.(chunk.length, opts.signal);
+      if (paced) await paced;
       opts.onBytes?.(chunk.length);
       let off = 0;
       while (off < chunk.length) {

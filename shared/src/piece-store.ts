@@ -14,7 +14,7 @@ import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
 import { blockCountFor, joinBlocks, pieceRoot, splitBlocks } from './blocks.js';
 import { pieceRange } from './piece-size.js';
-import { pieceError, verifyStoredPiece, writePiece } from './piece-file.js';
+import { pieceError, verifyStoredPiece, writePiece, type Pace } from './piece-file.js';
 import { isDigestMismatch } from './errors.js';
 
 /** What the store needs to know of a task to place its pieces and blocks. */
@@ -178,6 +178,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
       firstBlock?: number;
       signal?: AbortSignal;
       onBytes?: (n: number) => void;
+      /** A bandwidth limit the body is read under. */
+      pace?: Pace;
       /** Each new block with its bytes (valid during the call): a back-to-source digest check feeds on them. */
       onBlock?: (b: number, sha: string, data: readonly Buffer[]) => void;
     } = {},
@@ -199,6 +201,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
           firstBlock: opts.firstBlock,
           signal: opts.signal,
           onBytes: opts.onBytes,
+          pace: opts.pace,
           label: `${this.geometry.taskId}#${n}`,
           have: (b) => landed[b] !== undefined,
           onHashed: (b, _sha, data) => void (this.#partial.get(n) === landed && this.emit('block:hashed', n, b, data)),

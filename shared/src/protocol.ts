@@ -22,6 +22,8 @@ export interface HelloRequest {
   uploadUrl?: string;
   /** Topology labels (zone, rack, ...); peers sharing more labels are preferred as sources. */
   labels?: Record<string, string>;
+  /** The peer's upload limit in bytes/s (absent or 0 = none): a capped peer is given fewer uploads at once. */
+  uploadRate?: number;
   version: number;
 }
 
@@ -257,6 +259,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
         peerId: str(m, 'peerId', 256),
         uploadUrl: optStr(m, 'uploadUrl'),
         labels: strMap(m, 'labels'),
+        uploadRate: m.uploadRate === undefined ? undefined : int(m, 'uploadRate'),
         version: int(m, 'version'),
       };
     case 'task:register':

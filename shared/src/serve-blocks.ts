@@ -60,6 +60,8 @@ async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, 
     pos += c.length;
     if (z <= a) continue;
     o.signal?.throwIfAborted();
+    const paced = o.pace?.(z - a, o.signal);
+    if (paced) await paced;
     await put(out, c.subarray(a - (pos - c.length), z - (pos - c.length)), o.stallMs ?? 10_000);
     o.onBytes?.(z - a);
   }

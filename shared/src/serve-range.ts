@@ -22,6 +22,8 @@ export interface ServeOptions {
   signal?: AbortSignal;
   /** Called with each chunk's size once the socket took it. */
   onBytes?: (n: number) => void;
+  /** A bandwidth limit each chunk waits for before it is sent (see TokenBucket). */
+  pace?: (n: number, signal?: AbortSignal) => Promise<void> | undefined;
   /** The file already open (a caller sending many ranges of one file opens it once). */
   fh?: FileHandle;
 }
@@ -58,6 +60,9 @@ export async function serveFileRange(path: string, from: number, to: number, out
     while (pos <= to) {
       o.signal?.throwIfAborted();
       if (out.destroyed) throw new Error('the reader went away');
+      // Paced before a pooled buffer is taken: a stream held back by the limit holds no buffer meanwhile.
+      const paced = o.pace?.(Math.min(o.pool.size, to - pos + 1), o.signal);
+      if (paced) await paced;
       const buf = await o.pool.acquire(o.signal);
       try {
         const want = Math.min(buf.length, to - pos + 1);

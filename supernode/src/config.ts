@@ -7,6 +7,9 @@ import {
   commonSchema,
   type CommonConfig,
   loadConfig,
+  OriginTls,
+  originTlsSchema,
+  type OriginTlsConfig,
   resolveTrust,
   trustSchema,
   type ConfigSources,
@@ -29,6 +32,8 @@ export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig 
   /** Slowest acceptable origin transfer, bytes per second (after 10 s), and the longest one piece may take. */
   originMinRate: number;
   originTimeoutSeconds: number;
+  /** Most bytes per second fetched from all origins together (0 = no limit). */
+  originRate: number;
   /** Most pieces the supernode serves at once before the scheduler stops sending peers to it. */
   uploadSlots: number;
   /**
@@ -55,6 +60,10 @@ export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig 
   logLevel: string;
   /** Resolved secret and TLS material (not a setting: derived from the trust settings at load time). */
   trust: Trust;
+  /** CA bundles and unchecked hosts for origins, per host (resolved from originCaFiles/originInsecureHosts). */
+  originTls: OriginTls;
+  originCaFiles: Record<string, string>;
+  originInsecureHosts: string[];
 }
 
 export const supernodeSchema: Schema = {
@@ -64,6 +73,7 @@ export const supernodeSchema: Schema = {
   originConcurrency: { type: 'int', default: 64, min: 1, max: 1024, env: 'SUPERNODE_ORIGIN_CONCURRENCY', doc: 'origin requests in flight, all origins' },
   originConcurrencyPerHost: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_ORIGIN_CONCURRENCY_PER_HOST', doc: 'origin requests in flight to one origin host' },
   originMinRate: { type: 'size', default: 64 * 1024, min: 0, env: 'SUPERNODE_ORIGIN_MIN_RATE', doc: 'slowest acceptable origin transfer per second, after 10 s (0 = any)' },
+  originRate: { type: 'size', default: 0, min: 0, env: 'SUPERNODE_ORIGIN_RATE', doc: 'most bytes per second fetched from all origins together, e.g. 200MiB (0 = no limit)' },
   originTimeoutSeconds: { type: 'int', default: 300, min: 1, max: 86_400, env: 'SUPERNODE_ORIGIN_TIMEOUT_SECONDS', doc: 'longest one piece may take from the origin' },
   uploadSlots: { type: 'int', default: 64, min: 1, max: 4096, env: 'SUPERNODE_UPLOAD_SLOTS', doc: 'most pieces served at once by the supernode' },
   uploadStreamRate: { type: 'size', default: 1024 * 1024, min: 0, env: 'SUPERNODE_UPLOAD_STREAM_RATE', doc: 'rate each upload stream should get, e.g. 1MiB: serve as few pieces at once as fill the uplink (0 = always uploadSlots)' },
@@ -78,6 +88,7 @@ export const supernodeSchema: Schema = {
   ...cacheSchema('SUPERNODE', 7 * 24 * 3600),
   ...commonSchema,
   ...trustSchema,
+  ...originTlsSchema,
   logLevel: { type: 'string', default: 'info', env: 'DAMSELFLY_LOG_LEVEL', oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level' },
 };
 
@@ -88,6 +99,6 @@ export function loadSupernodeConfig(sources: ConfigSources): Readonly<SupernodeC
     for (const key of ['originAllowCidrs', 'advertiseCidrs'] as const) {
       for (const c of badCidrs((v[key] as string[] | undefined) ?? [])) errors.push(`${key}: not a CIDR: ${JSON.stringify(c)}`);
     }
-    return { trust: resolveTrust(v as unknown as TrustConfig, { host: String(v.host ?? '') }, errors) };
+    return { trust: resolveTrust(v as unknown as TrustConfig, { host: String(v.host ?? '') }, errors), originTls: new OriginTls(v as unknown as OriginTlsConfig, errors) };
   });
 }

@@ -8,6 +8,7 @@ export function createSupernodeMetrics() {
     registry,
     originBytes: new Counter({ name: 'damselfly_supernode_origin_bytes_total', help: 'Bytes fetched from origins', registers }),
     servedBytes: new Counter({ name: 'damselfly_supernode_served_bytes_total', help: 'Piece bytes served to peers', registers }),
+    originRateLimit: new Gauge({ name: 'damselfly_supernode_origin_rate_limit_bytes', help: 'Origin bandwidth limit in effect, bytes/s (0 = none)', registers }),
     uploadSlots: new Gauge({ name: 'damselfly_supernode_upload_slots', help: 'Pieces the supernode serves at once now (tuned to its measured uplink)', registers }),
     servedPieces: new Counter({ name: 'damselfly_supernode_served_pieces_total', help: 'Pieces served to peers', registers }),
     pieceErrors: new Counter({ name: 'damselfly_supernode_piece_errors_total', help: 'Piece requests that failed', labelNames: ['code'], registers }),

@@ -44,12 +44,15 @@ export class Supernode {
     this.log = components.log ?? createLogger('supernode', config.logLevel);
     this.metrics = createSupernodeMetrics();
     this.store = new TaskStore(config.dataDir);
-    // Every origin connection, redirect hops included, is checked against the address policy at connect time.
-    this.#dispatcher = createOriginDispatcher({ connect: guardedConnector(new AddressPolicy(config.originAllowCidrs)) });
+    // Every origin connection, redirect hops included, is checked against the address policy at connect time,
+    // and each gets its origin's TLS settings (a registry's own CA, or no verification where the operator said so).
+    const policy = new AddressPolicy(config.originAllowCidrs);
+    this.#dispatcher = createOriginDispatcher({ connect: config.originTls.connector((extra) => guardedConnector(policy, extra)) });
     this.scheduler = new Scheduler({
       supernodeSlots: config.uploadSlots,
       peerSlots: config.peerUploadSlots,
       failuresBeforeBlacklist: config.failuresBeforeBlacklist,
+      streamRate: config.uploadStreamRate,
       policy: components.policy,
       hashed: (taskId, n) => this.store.pieceSha(taskId, n) !== undefined,
     });
@@ -60,6 +63,7 @@ export class Supernode {
         originMinRate: config.originMinRate,
         originTimeoutMs: config.originTimeoutSeconds * 1000,
         maxBlobSize: config.maxBlobSize,
+        originRate: config.originRate,
       },
       {
       store: this.store,
@@ -74,6 +78,7 @@ export class Supernode {
       },
       onRecorded: (taskId) => this.scheduler.wake(taskId),
     });
+    this.metrics.originRateLimit.set(config.originRate);
     this.scheduler.on('peer:blacklisted', ({ taskId, peerId, reason }) => {
       this.metrics.blacklisted.inc({ reason: reason.includes('corrupt') ? 'corrupt' : reason.startsWith('discredited') ? 'discredited' : 'failures' });
       this.log.warn({ taskId, peerId, reason }, 'peer:blacklisted');
@@ -120,6 +125,9 @@ export class Supernode {
       else this.log.info('supernode: no cluster secret; listening on loopback only');
     }
     if (this.config.allowedOrigins.length === 0) this.log.warn('supernode: allowedOrigins is empty, so no origin will be seeded from');
+    for (const host of this.config.originTls.insecureHosts) {
+      this.log.warn({ host }, 'supernode:INSECURE: TLS certificates of this origin are NOT verified: anyone on the network path can serve its blobs (the digest check still catches wrong bytes of digest-named blobs)');
+    }
     this.#app = buildServer({
       scheduler: this.scheduler,
       seeder: this.seeder,

@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 
 export interface AccessLine {
   method: string;
@@ -50,17 +50,20 @@ export interface RegistryOptions {
   host?: string;
   /** Run it inside this network namespace (`ip netns exec`), as the swarm benchmark's origin host. */
   netns?: string;
+  /** Serve HTTPS with this certificate and key (PEM files); `ca` is what the readiness check trusts. */
+  tls?: { cert: string; key: string; ca: Buffer };
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<Registry> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'damselfly-registry-')));
   const port = opts.port ?? (await freePort());
   const host = opts.host ?? '127.0.0.1';
+  const tls = opts.tls ? `  tls:\n    certificate: ${opts.tls.cert}\n    key: ${opts.tls.key}\n` : '';
   const auth = opts.htpasswd ? `auth:\n  htpasswd:\n    realm: damselfly-test\n    path: ${join(dir, 'htpasswd')}\n` : '';
   if (opts.htpasswd) await writeFile(join(dir, 'htpasswd'), opts.htpasswd);
   await writeFile(
     join(dir, 'config.yml'),
-    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}:${port}\n${auth}`,
+    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}:${port}\n${tls}${auth}`,
   );
   const argv = ['docker-registry', 'serve', join(dir, 'config.yml')];
   if (opts.netns) argv.unshift('ip', 'netns', 'exec', opts.netns);
@@ -79,18 +82,20 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
-  const url = `http://${host}:${port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://${host}:${port}`;
   const deadline = Date.now() + 15_000;
+  const check = opts.tls ? new Agent({ connect: { ca: opts.tls.ca } }) : undefined;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}`);
     try {
-      const r = await request(`${url}/v2/`);
+      const r = await request(`${url}/v2/`, { dispatcher: check });
       await r.body.dump();
       if (r.statusCode === 200 || r.statusCode === 401) break;
     } catch {}
     if (Date.now() > deadline) throw new Error('docker-registry did not start');
     await new Promise((r) => setTimeout(r, 100));
   }
+  await check?.close();
   return {
     url,
     host: `${host}:${port}`,

@@ -89,6 +89,15 @@ key and CA (the CA verifies the other side; with clientAuth every connection mus
 */}}
 {{- define "damselfly.trustConfig" -}}
 clusterSecretFile: {{ include "damselfly.clusterSecretFile" . }}
+{{- if .Values.originTls.caFiles }}
+originCaFiles:
+{{- range $host, $key := .Values.originTls.caFiles }}
+  {{ $host | quote }}: {{ printf "/etc/damselfly/origin-ca/%s" $key | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.originTls.insecureHosts }}
+originInsecureHosts: {{ . | toJson }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 tlsCert: {{ include "damselfly.tlsDir" . }}/tls.crt
 tlsKey: {{ include "damselfly.tlsDir" . }}/tls.key
@@ -102,6 +111,11 @@ tlsClientAuth: {{ .Values.tls.clientAuth }}
 - name: cluster-secret
   mountPath: {{ include "damselfly.clusterSecretDir" . }}
   readOnly: true
+{{- if .Values.originTls.caConfigMap }}
+- name: origin-ca
+  mountPath: /etc/damselfly/origin-ca
+  readOnly: true
+{{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
   mountPath: {{ include "damselfly.tlsDir" . }}
@@ -121,6 +135,11 @@ key's name, instead of a daemon failing later on a missing file.
     items:
       - key: {{ .Values.clusterSecret.key }}
         path: cluster-secret
+{{- if .Values.originTls.caConfigMap }}
+- name: origin-ca
+  configMap:
+    name: {{ .Values.originTls.caConfigMap }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
   secret:

@@ -69,6 +69,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     // The upstream's raw answer is only honest where the client can check it itself: a registry blob names its
     // digest. A digest asserted for another URL, or bytes already found not to match, end in an error instead.
     if (isDigestMismatch(err) || (explicitDigest !== undefined && blobDigestOf(r.url) === undefined)) throw err;
+    // A supernode that cannot verify the origin's certificate is a configuration error the operator must see (give
+    // it the CA): going direct would hide it and quietly take the registry's load back.
+    if ((err as { remoteCode?: string }).remoteCode === 'ORIGIN_TLS') throw err;
     const status = (err as { status?: number }).status;
     const why = status === 401 || status === 403 ? 'auth' : status === 404 ? 'not_found' : status === 507 ? 'disk_full' : 'p2p_failed';
     c.log.warn({ url: redactUrl(r.url.href), why, err: describeError(err) }, 'proxy:direct-fallback');

@@ -36,6 +36,9 @@ export function route(req: IncomingMessage, policy: RoutePolicy, allowed = allow
   if (/^https?:\/\//i.test(raw)) {
     url = parseHttpUrl(raw);
     kind = 'proxy';
+    // A client that can only speak plain HTTP to its proxy (nydusd with use_http) asks for http:// URLs of registries
+    // that are https: a registry configured as https is reached as https, never downgraded.
+    if (url.protocol === 'http:' && policy.registries.some((r) => r.startsWith('https://') && new URL(r).host === url.host)) url.protocol = 'https:';
   } else if (raw.startsWith('/v2/') || raw === '/v2') {
     const local = new URL(raw, 'http://mirror.local');
     const ns = local.searchParams.get('ns');

@@ -3,7 +3,7 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { type BlockReady, FIRST_BLOCK_HEADER, firstBlockParam, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type Logger, type Trust } from '@damselfly/shared';
+import { type BlockReady, FIRST_BLOCK_HEADER, firstBlockParam, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type TokenBucket, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
@@ -11,7 +11,7 @@ import { dfError } from '../errors.js';
 /** Longest wait for one block of a relayed piece before the answer is cut (the downloader then goes elsewhere). */
 const RELAY_BLOCK_MS = 30_000;
 
-export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust; pool: BufferPool }): FastifyInstance {
+export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust; pool: BufferPool; limit?: TokenBucket }): FastifyInstance {
   const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, ...fastifyServerOptions(c.trust.tls) }) as unknown as FastifyInstance;
   const secret = c.trust.secret;
   let active = 0;
@@ -86,7 +86,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       void reply.hijack();
       reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, [FIRST_BLOCK_HEADER]: first });
       if (relaying) c.metrics.relayedPieces.inc();
-      await serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, pool: c.pool, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
+      await serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, pool: c.pool, pace: c.limit?.rate ? (n, s) => c.limit!.take(n, s) : undefined, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
         () => reply.raw.end(),
         () => reply.raw.destroy(),
       );

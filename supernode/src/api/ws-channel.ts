@@ -145,9 +145,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     if (ws.readyState !== ws.OPEN) return;
     peerId = msg.peerId;
     c.sessions.set(peerId, base);
-    c.scheduler.peerJoined(peerId, base !== '', msg.labels);
+    c.scheduler.peerJoined(peerId, base !== '', msg.labels, msg.uploadRate);
     c.metrics.peers.set(c.scheduler.peerCount);
-    c.log.info({ peerId, uploadBase: base || undefined, labels: msg.labels }, 'peer:joined');
+    c.log.info({ peerId, uploadBase: base || undefined, labels: msg.labels, uploadRate: msg.uploadRate || undefined }, 'peer:joined');
     send({ id: msg.id, ok: true, result: { version: PROTOCOL_VERSION } });
   }
 

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { IndexedSet } from './indexed-set.js';
 import { SUPERNODE, rarestFirst, type Choice, type SchedulePolicy, type SwarmView } from './policy.js';
 import { BlameLedger } from './blame.js';
+import { slotsForRate } from './slot-tuner.js';
 
 export interface SchedulerOptions {
   supernodeSlots: number;
@@ -17,6 +18,8 @@ export interface SchedulerOptions {
   /** An assignment not reported back within this time frees its upload slot. */
   assignmentTimeoutMs?: number;
   policy?: SchedulePolicy;
+  /** Rate an upload stream should get (uploadStreamRate): a peer with an upload limit gets slots for that many. */
+  streamRate?: number;
   /**
    * Whether the supernode has recorded piece `n`'s block hashes: only then can a peer still fetching it relay it (the
    * downloader needs every block's hash up front). Absent: no relaying.
@@ -82,12 +85,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   constructor(opts: SchedulerOptions) {
     super();
-    this.#opts = { hashed: () => false, ...opts, assignmentTimeoutMs: opts.assignmentTimeoutMs ?? 60_000, policy: opts.policy ?? rarestFirst };
+    this.#opts = { hashed: () => false, streamRate: 1024 * 1024, ...opts, assignmentTimeoutMs: opts.assignmentTimeoutMs ?? 60_000, policy: opts.policy ?? rarestFirst };
   }
 
-  peerJoined(peerId: string, uploads: boolean, labels?: Record<string, string>): void {
+  peerJoined(peerId: string, uploads: boolean, labels?: Record<string, string>, uploadRate?: number): void {
     if (this.#peers.has(peerId)) this.peerLeft(peerId);
     this.#peers.set(peerId, { uploads, labels, tasks: new Set() });
+    if (uploadRate) this.#slots.set(peerId, slotsForRate(uploadRate, this.#opts.streamRate || 1024 * 1024, this.#opts.peerSlots));
   }
 
   /** A peer went away: its pieces stop being offered and everything it had in flight is released. */
@@ -98,6 +102,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     for (const taskId of peer.tasks) this.#dropFromTask(taskId, peerId);
     this.#peers.delete(peerId);
     this.#load.delete(peerId);
+    this.#slots.delete(peerId);
   }
 
   taskJoined(peerId: string, taskId: string, have: readonly number[] = []): void {

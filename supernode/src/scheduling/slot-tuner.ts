@@ -46,3 +46,12 @@ export function tuneSlots(s: SlotSample, t: SlotTuning): number {
   if (s.active >= s.slots && perStream >= t.streamRate) return clamp(s.slots + 1);
   return clamp(s.slots);
 }
+
+/**
+ * Upload slots for a peer with an upload limit: as many streams as the limit carries at `streamRate` each (at least
+ * one, at most the usual `max`), so a capped peer is not handed more uploads than it can serve at a useful rate.
+ */
+export function slotsForRate(uploadRate: number, streamRate: number, max: number): number {
+  if (uploadRate <= 0 || streamRate <= 0) return max;
+  return Math.max(1, Math.min(max, Math.floor(uploadRate / streamRate)));
+}

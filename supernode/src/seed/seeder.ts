@@ -32,6 +32,8 @@ import {
   taskIdFor,
   writePiece,
   writeWholeStream,
+  TokenBucket,
+  type Pace,
   TransferGuard,
   DigestCheck,
   PieceProgress,
@@ -60,6 +62,8 @@ export interface SeederOptions {
   credentialTtlMs?: number;
   /** Largest origin object a task may have. */
   maxBlobSize?: number;
+  /** Most bytes/s fetched from all origins together (0 or absent = no limit). */
+  originRate?: number;
 }
 
 export interface SeederComponents {
@@ -90,6 +94,9 @@ export class Seeder {
   readonly #hostSems = new Map<string, Semaphore>();
   readonly #perHost: number;
   readonly #guard: { minBytesPerSecond: number; deadlineMs: number; graceMs: number };
+  /** The origin limit, shared by every origin transfer. */
+  readonly limit: TokenBucket;
+  readonly #pace: Pace | undefined;
   readonly #attempts: number;
   readonly #refuseMs: number;
   readonly #credentialTtlMs: number;
@@ -110,7 +117,12 @@ export class Seeder {
     setMaxListeners(0, this.#stop.signal);
     this.#sem = new Semaphore(opts.originConcurrency);
     this.#perHost = opts.originConcurrencyPerHost ?? opts.originConcurrency;
-    this.#guard = { minBytesPerSecond: opts.originMinRate ?? 0, deadlineMs: opts.originTimeoutMs ?? 300_000, graceMs: 10_000 };
+    this.limit = new TokenBucket(opts.originRate ?? 0);
+    this.#pace = this.limit.rate > 0 ? (n, signal) => this.limit.take(n, signal) : undefined;
+    // Under an origin limit the transfers share it: each is judged against its share, not the origin's own pace.
+    const minRate = opts.originMinRate ?? 0;
+    const share = this.limit.rate > 0 ? this.limit.rate / opts.originConcurrency / 2 : Infinity;
+    this.#guard = { minBytesPerSecond: Math.min(minRate, share), deadlineMs: opts.originTimeoutMs ?? 300_000, graceMs: 10_000 };
     this.#attempts = opts.attempts ?? 3;
     this.#refuseMs = opts.refuseMs ?? 10 * 60_000;
     this.#credentialTtlMs = opts.credentialTtlMs ?? 15 * 60_000;
@@ -363,6 +375,7 @@ export class Seeder {
               label: `${meta.taskId}#${n}`,
               signal,
               onBytes,
+              pace: this.#pace,
               blockBase: from,
               blockEnd: to,
               expected: progress.expected(),
@@ -444,6 +457,7 @@ export class Seeder {
           onPiece: async (n, blocks) => void (await this.#recorded(meta, n, blocks)),
           onBlock: (n, b, sha, data) => this.#landed(meta, n, b, sha, data),
           onBytes: (n) => this.#c.originBytes.inc(n),
+          pace: this.#pace,
           signal,
         }),
       );
