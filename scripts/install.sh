@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Damselfly needs on a fresh Debian/Ubuntu machine with Node.js 20+: npm packages (from the lock file)
 # and, with --test, the real registry and clients the integration tests run against and the swarm benchmark's
-# BitTorrent baseline (aria2c, mktorrent, opentracker; its small run is a test). Then builds.
+# BitTorrent baseline (aria2c, mktorrent, opentracker; its small run is a test) and the browser the dashboard is
+# tested in (chromium, driven by the playwright-core npm package). Then builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v mktorrent >/dev/null || need+=(mktorrent)
   command -v opentracker >/dev/null || need+=(opentracker)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v chromium >/dev/null || need+=(chromium)
   if ((${#need[@]})); then
     SUDO=""
     [[ $(id -u) -ne 0 ]] && SUDO=sudo

@@ -6,8 +6,8 @@ import t from 'tap';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { loadDaemonConfig } from '@damselfly/dfdaemon';
-import { loadSupernodeConfig } from '@damselfly/supernode';
+import { createDaemonMetrics, loadDaemonConfig } from '@damselfly/dfdaemon';
+import { createSupernodeMetrics, loadSupernodeConfig } from '@damselfly/supernode';
 import { tempDir } from './helpers/cluster.js';
 import { CLUSTER_SECRET_FILE, TLS_DIR, findObject, lintChart, renderChart, type K8s } from './helpers/chart.js';
 
@@ -278,4 +278,18 @@ t.test('origin CAs: the same originCaFiles and originInsecureHosts in both confi
   const plain = await renderChart([]);
   t.notOk(configOf(plain, 'supernode').originCaFiles, 'nothing by default');
   t.notOk(podSpec(plain, 'DaemonSet').volumes.some((v: any) => v.name === 'origin-ca'));
+});
+
+t.test('Grafana dashboard: off by default; on, a ConfigMap with the sidecar label whose every metric exists', async (t) => {
+  t.notOk((await renderChart([])).some((o) => o.kind === 'ConfigMap' && o.metadata.name.endsWith('grafana-dashboard')), 'off by default');
+  const objs = await renderChart(['--set', 'grafanaDashboard.enabled=true']);
+  const cm = findObject(objs, 'ConfigMap', 'rel-damselfly-grafana-dashboard');
+  t.equal(cm.metadata.labels?.grafana_dashboard, '1', 'the label the Grafana sidecar watches');
+  const dash = JSON.parse(cm.data!['damselfly.json']!) as { title: string; panels: { targets?: { expr: string }[] }[] };
+  t.equal(dash.title, 'Damselfly');
+  const known = new Set<string>();
+  for (const m of [...(await createSupernodeMetrics().registry.getMetricsAsJSON()), ...(await createDaemonMetrics().registry.getMetricsAsJSON())]) known.add(m.name);
+  const used = new Set(dash.panels.flatMap((p) => p.targets ?? []).flatMap((q) => q.expr.match(/damselfly_[a-z_]+/g) ?? []));
+  t.ok(used.size >= 15, `${used.size} metrics charted`);
+  for (const name of used) t.ok(known.has(name), `${name} is a metric the daemons export`);
 });

@@ -6,3 +6,4 @@ export * from './scheduling/scheduler.js';
 export * from './scheduling/indexed-set.js';
 export * from './api/wake-list.js';
 export * from './scheduling/slot-tuner.js';
+export * from './metrics.js';

@@ -12,6 +12,7 @@ import { tuneSlots } from './scheduling/slot-tuner.js';
 import { createSupernodeMetrics, type SupernodeMetrics } from './metrics.js';
 import { WakeList } from './api/wake-list.js';
 import { buildServer } from './api/server.js';
+import { Traffic } from './api/traffic.js';
 import { collectSupernodeGarbage, type SupernodeGcResult } from './resource/gc.js';
 
 export interface SupernodeComponents {
@@ -33,6 +34,11 @@ export class Supernode {
   #tuner?: NodeJS.Timeout;
   /** What the supernode's uplink carries (piece bytes served), for tuning its upload slots. */
   readonly #served = new RateMeter();
+  /** Pieces being served, with when each last sent a byte. */
+  readonly #streams = new Set<{ last: number }>();
+  /** Where bytes came from, for the dashboard. */
+  readonly traffic = new Traffic();
+  #sampler?: NodeJS.Timeout;
   #gcTimer?: NodeJS.Timeout;
   #gcRunning?: Promise<SupernodeGcResult>;
   /** diskQuota, or half the filesystem when it is 0 (resolved at the first GC pass). */
@@ -75,6 +81,7 @@ export class Supernode {
       onPoisoned: (taskId) => {
         this.metrics.digestMismatches.inc();
         this.scheduler.dropTask(taskId);
+        this.traffic.forgetTask(taskId);
       },
       onRecorded: (taskId) => this.scheduler.wake(taskId),
     });
@@ -89,22 +96,33 @@ export class Supernode {
     this.scheduler.on('peer:discredited', ({ taskId, peerId, contested }) => this.log.warn({ taskId, peerId, contested }, 'peer:discredited'));
   }
 
-  /** Serves as few pieces at once as keep the uplink full (see slot-tuner), re-tuned twice a second. */
+  /**
+   * Serves as few pieces at once as keep the uplink full (see slot-tuner), re-tuned twice a second. The tuned count
+   * is for streams that send; streams still waiting for their first block (a slow origin) come on top, up to
+   * uploadSlots: they hold no bandwidth, and a few dripping origins must not take the uplink's slots from everyone.
+   */
   #tuneSlots(): void {
     const tuning = { min: Math.min(4, this.config.uploadSlots), max: this.config.uploadSlots, streamRate: this.config.uploadStreamRate };
+    if (tuning.streamRate <= 0) {
+      this.metrics.uploadSlots.set(tuning.max);
+      return;
+    }
+    let tuned = tuning.min;
     let grewAt = -Infinity;
-    const apply = (n: number) => {
-      const before = this.scheduler.slots(SUPERNODE);
-      if (n > before) grewAt = performance.now();
-      if (n !== before) this.scheduler.setSlots(SUPERNODE, n);
-      this.metrics.uploadSlots.set(n);
+    const apply = () => {
+      const now = performance.now();
+      let waiting = 0;
+      for (const s of this.#streams) if (s.last === -Infinity) waiting++;
+      const next = tuneSlots({ slots: tuned, active: this.#streams.size - waiting, rate: this.#served.rate(now), sinceIncreaseMs: now - grewAt }, tuning);
+      if (next > tuned) grewAt = now;
+      tuned = next;
+      const slots = Math.min(tuning.max, tuned + waiting);
+      if (slots !== this.scheduler.slots(SUPERNODE)) this.scheduler.setSlots(SUPERNODE, slots);
+      this.metrics.uploadSlots.set(tuned);
     };
-    apply(tuning.streamRate > 0 ? tuning.min : tuning.max);
-    if (tuning.streamRate <= 0) return;
-    this.#tuner = setInterval(() => {
-      const sample = { slots: this.scheduler.slots(SUPERNODE), active: this.scheduler.load(SUPERNODE), rate: this.#served.rate(), sinceIncreaseMs: performance.now() - grewAt };
-      apply(tuneSlots(sample, tuning));
-    }, 500).unref();
+    this.scheduler.setSlots(SUPERNODE, tuned);
+    this.metrics.uploadSlots.set(tuned);
+    this.#tuner = setInterval(apply, 500).unref();
   }
 
   /** Base URL of this supernode (after `start()`). */
@@ -146,6 +164,8 @@ export class Supernode {
       servingCap: this.config.uploadSlots * 2,
       wakes: this.#wakes,
       served: this.#served,
+      streams: this.#streams,
+      traffic: this.traffic,
     });
     const app = this.#app;
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));
@@ -154,6 +174,12 @@ export class Supernode {
     const scheme = trust.tls?.cert ? 'https' : 'http';
     this.#url = this.config.advertiseUrl ?? `${scheme}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
     this.#tuneSlots();
+    // The dashboard's history: origin, supernode and peer bytes per second.
+    this.#sampler = setInterval(() => {
+      void Promise.all([this.metrics.originBytes.get(), this.metrics.servedBytes.get()]).then(([o, s]) =>
+        this.traffic.sample(Date.now(), o.values[0]?.value ?? 0, s.values[0]?.value ?? 0),
+      );
+    }, 1000).unref();
     this.#sweeper = setInterval(() => {
       this.scheduler.sweep();
       this.seeder.sweep();
@@ -178,6 +204,7 @@ export class Supernode {
       (taskId) => {
         this.seeder.forgetTask(taskId);
         this.scheduler.dropTask(taskId);
+        this.traffic.forgetTask(taskId);
       },
       { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000 },
       this.log,
@@ -202,6 +229,7 @@ export class Supernode {
   async #stop(): Promise<void> {
     clearInterval(this.#sweeper);
     clearInterval(this.#tuner);
+    clearInterval(this.#sampler);
     clearInterval(this.#gcTimer);
     await this.#gcRunning?.catch(() => {});
     this.seeder.stop();

@@ -31,12 +31,30 @@ import {
 } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import { handlePeerSocket, type ChannelComponents } from './ws-channel.js';
+import { Traffic } from './traffic.js';
+import { dashboardView } from './dashboard.js';
+import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard-page.js';
 
 export interface ServerComponents extends ChannelComponents {
   log: Logger;
   trust: Trust;
   /** Counts piece bytes as they go out (the uplink's measured rate tunes the supernode's upload slots). */
   served?: RateMeter;
+  /** Pieces being served now, each with when it last sent a byte (-Infinity before its first). */
+  streams?: Set<{ last: number }>;
+}
+
+/** The page and the data behind `/dashboard`. */
+function dashboardRoutes(app: FastifyInstance, c: ServerComponents, operator: (req: FastifyRequest) => Promise<void>): void {
+  app.get('/dashboard', async (_req, reply) => {
+    void reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').header('content-security-policy', DASHBOARD_CSP).header('x-frame-options', 'DENY');
+    return DASHBOARD_HTML;
+  });
+  const traffic = c.traffic ?? new Traffic();
+  app.get('/api/v1/dashboard', { preHandler: operator }, async (_req, reply) => {
+    void reply.header('cache-control', 'no-store');
+    return dashboardView({ scheduler: c.scheduler, store: c.store, sessions: c.sessions, traffic, servedRate: () => c.served?.rate() ?? 0 });
+  });
 }
 
 function header(req: FastifyRequest, name: string): string | undefined {
@@ -69,6 +87,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
   };
 
   app.get('/healthy', async () => ({ ok: true }));
+  dashboardRoutes(app, c, operator);
   app.get('/metrics', async (_req, reply) => {
     void reply.type(c.metrics.registry.contentType);
     return c.metrics.registry.metrics();
@@ -104,7 +123,13 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     // keeps the buffer pool from being held by readers that stopped reading.
     if (serving >= c.servingCap) throw snError('SN_BUSY', ` (${serving} pieces being served)`);
     serving++;
-    reply.raw.once('close', () => serving--);
+    // A stream counts as using the uplink only once it sends: one waiting on the origin holds no bandwidth.
+    const stream = { last: -Infinity };
+    c.streams?.add(stream);
+    reply.raw.once('close', () => {
+      serving--;
+      c.streams?.delete(stream);
+    });
     const ac = new AbortController();
     req.raw.once('close', () => ac.abort());
     const source = await c.seeder.openPiece(taskId, n, { signal: ac.signal, requester, first: asked });
@@ -141,7 +166,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     void reply.hijack();
     try {
       reply.raw.writeHead(200, { 'content-type': FRAMED_CONTENT_TYPE, 'content-length': framedLength(length), [BLOCK_SIZE_HEADER]: BLOCK_SIZE, [FIRST_BLOCK_HEADER]: first });
-      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, firstBlock: first, block, pool: c.pool, signal: ac.signal, onBytes: (b) => (c.metrics.servedBytes.inc(b), c.served?.add(b)) });
+      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, firstBlock: first, block, pool: c.pool, signal: ac.signal, onBytes: (b) => (c.metrics.servedBytes.inc(b), c.served?.add(b), (stream.last = performance.now())) });
       reply.raw.end();
       c.metrics.servedPieces.inc();
     } catch {

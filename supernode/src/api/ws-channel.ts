@@ -22,6 +22,7 @@ import {
   type TaskInfo,
   type TaskStatus,
   type WireError,
+  pieceRange,
 } from '@damselfly/shared';
 import type { Scheduler } from '../scheduling/scheduler.js';
 import { SUPERNODE } from '../scheduling/policy.js';
@@ -32,6 +33,7 @@ import { snError } from '../errors.js';
 import { TokenBucket } from './session-limits.js';
 import { checkAdvertisedBase } from './advertise-check.js';
 import type { WakeList } from './wake-list.js';
+import type { Traffic } from './traffic.js';
 
 export interface ChannelComponents {
   scheduler: Scheduler;
@@ -53,6 +55,8 @@ export interface ChannelComponents {
   servingCap: number;
   /** Peers waiting for sources, woken when the scheduler's picture changes. */
   wakes: WakeList;
+  /** Where verified bytes came from, for the dashboard. */
+  traffic?: Traffic;
 }
 
 export interface SessionInfo {
@@ -217,6 +221,13 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         }
         const verdict = c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason);
         c.metrics.reports.inc({ verdict });
+        if (verdict === 'accepted' && msg.ok && msg.from !== undefined && c.traffic) {
+          const meta = c.store.get(msg.taskId);
+          if (meta) {
+            const { start, end } = pieceRange(msg.piece, meta.pieceSize, meta.contentLength);
+            c.traffic.delivered(msg.taskId, msg.from, peerId!, end - start + 1);
+          }
+        }
         if (verdict !== 'accepted') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, verdict }, 'piece:report-ignored');
         else if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, reason: msg.reason }, 'piece:failed');
         return;

@@ -33,6 +33,16 @@ export class TaskStore {
     await this.#store.stop();
   }
 
+  /** Every task on disk (for the dashboard). */
+  list(): TaskMeta[] {
+    return [...this.#store.tasks()].map((t) => t.meta as TaskMeta);
+  }
+
+  /** Last use of a task (ms). */
+  lastAccess(taskId: string): number {
+    return this.#lastAccess.get(taskId) ?? 0;
+  }
+
   get(taskId: string): TaskMeta | undefined {
     return this.#store.get(taskId)?.meta as TaskMeta | undefined;
   }

@@ -56,6 +56,25 @@ interface Pending {
   relay?: boolean;
 }
 
+export interface PeerView {
+  id: string;
+  uploads: boolean;
+  labels: Record<string, string>;
+  tasks: number;
+  load: number;
+  slots: number;
+}
+
+export interface TaskView {
+  peers: number;
+  /** Transfers under way. */
+  inflight: number;
+  /** Per peer (up to a limit), one character per piece: `1` held, `0` not. */
+  holders: Record<string, string>;
+  /** Peers blacklisted in the task, with why. */
+  blacklisted: Record<string, string>;
+}
+
 /** Failed attempts at one piece from peers before a requester gets it from the supernode (which seeds from origin). */
 export const PEER_TRIES_PER_PIECE = 2;
 
@@ -123,6 +142,34 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** `peerId` no longer holds `piece`. */
   pieceDropped(peerId: string, taskId: string, piece: number): void {
     this.#tasks.get(taskId)?.holders.get(piece)?.delete(peerId);
+  }
+
+  /** Every connected peer as the scheduler sees it (for the dashboard). */
+  peerViews(): PeerView[] {
+    return [...this.#peers].map(([id, p]) => ({ id, uploads: p.uploads, labels: p.labels ?? {}, tasks: p.tasks.size, load: this.load(id), slots: this.slots(id) }));
+  }
+
+  /** Who holds what in a task, and who is blacklisted in it (for the dashboard); at most `maxPeers` peers. */
+  taskView(taskId: string, pieceCount: number, maxPeers = 64): TaskView | undefined {
+    const swarm = this.#tasks.get(taskId);
+    if (!swarm) return undefined;
+    const peers = [...swarm.peers].slice(0, maxPeers);
+    const maps = new Map(peers.map((id) => [id, new Uint8Array(pieceCount)]));
+    for (const [n, set] of swarm.holders) {
+      if (n >= pieceCount) continue;
+      for (const id of set) {
+        const m = maps.get(id);
+        if (m) m[n] = 1;
+      }
+    }
+    let inflight = 0;
+    for (const v of swarm.inflight.values()) inflight += v;
+    return {
+      peers: swarm.peers.size,
+      inflight,
+      holders: Object.fromEntries([...maps].map(([id, m]) => [id, Array.from(m).join('')])),
+      blacklisted: Object.fromEntries(swarm.blame.blacklist),
+    };
   }
 
   /** Peers in a task now. */
