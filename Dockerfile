@@ -32,7 +32,8 @@ COPY --from=build /src/dfdaemon/package.json dfdaemon/
 COPY --from=build /src/dfdaemon/dist dfdaemon/dist
 COPY --from=build /src/dfget/package.json dfget/
 COPY --from=build /src/dfget/dist dfget/dist
-RUN ln -s /app/dfget/dist/cli.js /usr/local/bin/dfget && chmod +x /app/dfget/dist/cli.js
+RUN ln -s /app/dfget/dist/cli.js /usr/local/bin/dfget && chmod +x /app/dfget/dist/cli.js \
+ && ln -s /app/supernode/dist/dfctl.js /usr/local/bin/dfctl && chmod +x /app/supernode/dist/dfctl.js
 
 FROM runtime AS supernode
 EXPOSE 8002

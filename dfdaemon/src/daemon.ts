@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { createLogger, createOriginDispatcher, effectiveQuota, listenAs, listenServer, startOrUndo, BufferPool, TokenBucket, type Logger } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, TokenBucket, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
 import { LocalStore, Peer, SupernodePool, clusterTls, engineOptions } from '@damselfly/peer';
@@ -14,6 +14,7 @@ import { buildProxyServer } from './proxy/proxy-server.js';
 import { buildHealthServer } from './health-server.js';
 import { AccessGuard } from './proxy/access-guard.js';
 import { advertiseHost } from './advertise.js';
+import { allowedHosts } from './proxy/route.js';
 
 export class Daemon {
   readonly config: Readonly<DaemonConfig>;
@@ -59,6 +60,37 @@ export class Daemon {
     return startOrUndo(() => this.#start(), () => this.stop());
   }
 
+  /**
+   * Fetches blobs an operator preheats on every node into the cache, one after the other, through the normal peer
+   * engine (the supernode has seeded them). Only hosts this node's proxy serves are fetched: a push cannot make the
+   * node fetch anything its clients could not.
+   */
+  async #preheat(blobs: { url: string; digest: string }[]): Promise<void> {
+    const allowed = allowedHosts({ registries: this.config.registries, proxyHosts: this.config.proxyHosts });
+    for (const b of blobs) {
+      let url: URL;
+      try {
+        url = new URL(b.url);
+      } catch {
+        continue;
+      }
+      if (!allowed.any && !allowed.hosts.has(url.host)) {
+        this.metrics.preheats.inc({ result: 'refused' });
+        this.log.warn({ host: url.host }, 'preheat:refused (host not in registries or proxyHosts)');
+        continue;
+      }
+      try {
+        const dl = await this.#peer!.download({ url, digest: b.digest, headers: {} });
+        await dl.done;
+        this.metrics.preheats.inc({ result: 'ok' });
+        this.log.info({ url: redactUrl(url.href) }, 'preheat:fetched');
+      } catch (err) {
+        this.metrics.preheats.inc({ result: 'failed' });
+        this.log.warn({ url: redactUrl(url.href), err: describeError(err) }, 'preheat:failed');
+      }
+    }
+  }
+
   async #start(): Promise<void> {
     const c = this.config;
     if (!c.trust.secret && c.trust.insecure) {
@@ -93,6 +125,8 @@ export class Daemon {
         onDiskFull: () => void this.relieveDiskPressure().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')),
       },
     );
+    // Connected to every supernode from the start, so an operator's all-peers preheat reaches this node too.
+    this.#pool.stayConnected((blobs) => void this.#preheat(blobs));
     const limits = { upload: uploadLimit, download: this.#peer.limits.download, back_to_source: this.#peer.limits.backSource };
     for (const [direction, bucket] of Object.entries(limits)) {
       this.metrics.rateLimit.set({ direction }, bucket.rate);

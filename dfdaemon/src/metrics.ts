@@ -32,6 +32,7 @@ export function createDaemonMetrics() {
         for (const [direction, read] of limitWaits) this.set({ direction }, read());
       },
     }),
+    preheats: new Counter({ name: 'damselfly_dfdaemon_preheat_blobs_total', help: 'Blobs fetched because an operator preheated them on every node, by result', labelNames: ['result'], registers }),
     diskFull: new Counter({ name: 'damselfly_dfdaemon_disk_full_total', help: 'Downloads that ran out of disk (the task is dropped and the cache shrunk)', registers }),
     uploadsActive: new Gauge({ name: 'damselfly_dfdaemon_uploads_active', help: 'Pieces being uploaded now', registers }),
     uploadRefused: new Counter({ name: 'damselfly_dfdaemon_upload_refused_total', help: 'Piece requests refused for a missing or invalid grant', registers }),

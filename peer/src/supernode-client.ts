@@ -23,6 +23,8 @@ export interface SupernodeClientEvents {
   close: [];
   /** The supernode says a task this peer waits on may have sources now. */
   'pieces:available': [string];
+  /** An operator preheats these blobs on every node. */
+  'task:preheat': [{ url: string; digest: string }[]];
 }
 
 export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
@@ -158,6 +160,13 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     const push = reply as unknown as { type?: unknown; taskId?: unknown };
     if (push.type === 'pieces:available') {
       if (typeof push.taskId === 'string') this.emit('pieces:available', push.taskId);
+      return;
+    }
+    if (push.type === 'task:preheat') {
+      const blobs = (push as { blobs?: unknown }).blobs;
+      if (Array.isArray(blobs)) {
+        this.emit('task:preheat', blobs.filter((b): b is { url: string; digest: string } => typeof b?.url === 'string' && typeof b?.digest === 'string').slice(0, 1024));
+      }
       return;
     }
     const p = this.#pending.get(reply.id);

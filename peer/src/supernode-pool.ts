@@ -17,12 +17,40 @@ export class SupernodePool {
   readonly #trust: Trust | undefined;
   readonly #clients = new Map<string, Promise<SupernodeClient>>();
   readonly #downUntil = new Map<string, number>();
+  /** Preheat pushes from any supernode go here. */
+  #onPreheat?: (blobs: { url: string; digest: string }[]) => void;
+  /** Stay connected to every supernode (reconnecting after a loss), so preheats reach this node. */
+  #keep = false;
+  readonly #timers = new Set<NodeJS.Timeout>();
 
   constructor(urls: readonly string[], hello: HelloInfo, log: Logger, trust?: Trust) {
     this.#urls = urls;
     this.#hello = hello;
     this.#log = log;
     this.#trust = trust;
+  }
+
+  /**
+   * Connects to every supernode now and again whenever a connection is lost (after a back-off), instead of at the
+   * first task: a node that has pulled nothing yet is still reachable for `all-peers` preheats, which go to `onPreheat`.
+   */
+  stayConnected(onPreheat: (blobs: { url: string; digest: string }[]) => void): void {
+    this.#onPreheat = onPreheat;
+    this.#keep = true;
+    for (const url of this.#urls) this.#reconnect(url, 0);
+  }
+
+  #reconnect(url: string, delayMs: number): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      if (!this.#keep || this.#clients.has(url)) return;
+      this.#client(url).catch((err) => {
+        this.#log.debug({ supernode: url, err: describeError(err) }, 'supernode:unreachable');
+        this.#reconnect(url, BACKOFF_MS);
+      });
+    }, delayMs);
+    timer.unref();
+    this.#timers.add(timer);
   }
 
   get size(): number {
@@ -72,6 +100,9 @@ export class SupernodePool {
   }
 
   close(): void {
+    this.#keep = false;
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
     for (const p of this.#clients.values()) p.then((c) => c.close(), () => {});
     this.#clients.clear();
   }
@@ -80,11 +111,13 @@ export class SupernodePool {
     let p = this.#clients.get(url);
     if (!p) {
       const c = new SupernodeClient(url, this.#hello, this.#trust);
+      c.on('task:preheat', (blobs) => this.#onPreheat?.(blobs));
       p = c.connect({ signal }).then(() => c);
       this.#clients.set(url, p);
       c.once('close', () => {
         if (this.#clients.get(url) === p) this.#clients.delete(url);
         this.#log.warn({ supernode: url }, 'supernode:disconnected');
+        if (this.#keep) this.#reconnect(url, BACKOFF_MS);
       });
       p.catch(() => {
         if (this.#clients.get(url) === p) this.#clients.delete(url);

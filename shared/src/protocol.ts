@@ -138,6 +138,15 @@ export interface PiecesAvailable {
   taskId: string;
 }
 
+/**
+ * Pushed by the supernode to every connected dfdaemon when an operator preheats an image with scope `all-peers`:
+ * fetch these blobs (through the supernode, which has seeded them) into the local cache.
+ */
+export interface TaskPreheat {
+  type: 'task:preheat';
+  blobs: { url: string; digest: string }[];
+}
+
 export interface ScheduleResult {
   assignments: Assignment[];
   /** Set when nothing could be assigned now: retry after this many ms. */

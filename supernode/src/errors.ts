@@ -19,6 +19,11 @@ export const SupernodeErrors = {
   SN_TOO_MANY_TASKS: { message: 'session joined too many tasks: %s', status: 429 },
   SN_BUSY: { message: 'too busy%s', status: 503 },
   SN_RATE_LIMITED: { message: 'too many requests on this session%s', status: 429 },
+  SN_BAD_IMAGE: { message: 'not an image reference: %s', status: 400 },
+  SN_BAD_PREHEAT: { message: 'bad preheat request: %s', status: 400 },
+  SN_MANIFEST: { message: 'cannot resolve the image: %s', status: 502 },
+  SN_NO_PLATFORM: { message: 'the image has no manifest for %s', status: 404 },
+  SN_PREHEAT_NOT_FOUND: { message: 'no preheat job %s', status: 404 },
 } as const satisfies ErrorTable<string>;
 
 export type SupernodeErrorCode = keyof typeof SupernodeErrors;

@@ -7,3 +7,5 @@ export * from './scheduling/indexed-set.js';
 export * from './api/wake-list.js';
 export * from './scheduling/slot-tuner.js';
 export * from './metrics.js';
+export * from './preheat/jobs.js';
+export * from './preheat/image-ref.js';

@@ -13,6 +13,7 @@ import { createSupernodeMetrics, type SupernodeMetrics } from './metrics.js';
 import { WakeList } from './api/wake-list.js';
 import { buildServer } from './api/server.js';
 import { Traffic } from './api/traffic.js';
+import { PreheatJobs } from './preheat/jobs.js';
 import { collectSupernodeGarbage, type SupernodeGcResult } from './resource/gc.js';
 
 export interface SupernodeComponents {
@@ -34,6 +35,10 @@ export class Supernode {
   #tuner?: NodeJS.Timeout;
   /** What the supernode's uplink carries (piece bytes served), for tuning its upload slots. */
   readonly #served = new RateMeter();
+  /** Preheat jobs (POST /api/v1/preheat). */
+  readonly preheat: PreheatJobs;
+  /** Connected dfdaemons: peer id → push a message to it. */
+  readonly #pushers = new Map<string, (msg: object) => void>();
   /** Pieces being served, with when each last sent a byte. */
   readonly #streams = new Set<{ last: number }>();
   /** Where bytes came from, for the dashboard. */
@@ -62,6 +67,7 @@ export class Supernode {
       policy: components.policy,
       hashed: (taskId, n) => this.store.pieceSha(taskId, n) !== undefined,
     });
+    const origins = new OriginAllowList(config.allowedOrigins);
     this.seeder = new Seeder(
       {
         originConcurrency: config.originConcurrency,
@@ -74,7 +80,7 @@ export class Supernode {
       {
       store: this.store,
       dispatcher: this.#dispatcher,
-      origins: new OriginAllowList(config.allowedOrigins),
+      origins,
       log: this.log,
       originBytes: this.metrics.originBytes,
       digestBytes: this.metrics.digestBytes,
@@ -84,6 +90,17 @@ export class Supernode {
         this.traffic.forgetTask(taskId);
       },
       onRecorded: (taskId) => this.scheduler.wake(taskId),
+    });
+    this.preheat = new PreheatJobs({
+      seeder: this.seeder,
+      store: this.store,
+      origins,
+      dispatcher: this.#dispatcher,
+      log: this.log,
+      toPeers: (blobs) => {
+        for (const push of this.#pushers.values()) push({ type: 'task:preheat', blobs });
+        return this.#pushers.size;
+      },
     });
     this.metrics.originRateLimit.set(config.originRate);
     this.scheduler.on('peer:blacklisted', ({ taskId, peerId, reason }) => {
@@ -166,6 +183,8 @@ export class Supernode {
       served: this.#served,
       streams: this.#streams,
       traffic: this.traffic,
+      pushers: this.#pushers,
+      preheat: this.preheat,
     });
     const app = this.#app;
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));
@@ -229,6 +248,7 @@ export class Supernode {
   async #stop(): Promise<void> {
     clearInterval(this.#sweeper);
     clearInterval(this.#tuner);
+    this.preheat.stop();
     clearInterval(this.#sampler);
     clearInterval(this.#gcTimer);
     await this.#gcRunning?.catch(() => {});

@@ -32,6 +32,7 @@ import {
 import { snError } from '../errors.js';
 import { handlePeerSocket, type ChannelComponents } from './ws-channel.js';
 import { Traffic } from './traffic.js';
+import type { PreheatJobs } from '../preheat/jobs.js';
 import { dashboardView } from './dashboard.js';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard-page.js';
 
@@ -42,6 +43,19 @@ export interface ServerComponents extends ChannelComponents {
   served?: RateMeter;
   /** Pieces being served now, each with when it last sent a byte (-Infinity before its first). */
   streams?: Set<{ last: number }>;
+  /** Preheat jobs (absent: no preheat API). */
+  preheat?: PreheatJobs;
+}
+
+/** Preheat by image reference: start a job, follow it. Operator API. */
+function preheatRoutes(app: FastifyInstance, jobs: PreheatJobs, operator: (req: FastifyRequest) => Promise<void>): void {
+  app.post('/api/v1/preheat', { preHandler: operator }, async (req, reply) => {
+    const job = jobs.start(req.body);
+    void reply.status(202).header('location', `/api/v1/preheat/${job.id}`);
+    return job;
+  });
+  app.get<{ Params: { id: string } }>('/api/v1/preheat/:id', { preHandler: operator }, async (req) => jobs.get(req.params.id));
+  app.get('/api/v1/preheat', { preHandler: operator }, async () => ({ jobs: jobs.list() }));
 }
 
 /** The page and the data behind `/dashboard`. */
@@ -88,6 +102,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
 
   app.get('/healthy', async () => ({ ok: true }));
   dashboardRoutes(app, c, operator);
+  if (c.preheat) preheatRoutes(app, c.preheat, operator);
   app.get('/metrics', async (_req, reply) => {
     void reply.type(c.metrics.registry.contentType);
     return c.metrics.registry.metrics();

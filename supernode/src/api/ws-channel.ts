@@ -57,6 +57,8 @@ export interface ChannelComponents {
   wakes: WakeList;
   /** Where verified bytes came from, for the dashboard. */
   traffic?: Traffic;
+  /** Live sessions that upload (dfdaemons): peer id → a push of a message to it (preheat). */
+  pushers?: Map<string, (msg: object) => void>;
 }
 
 export interface SessionInfo {
@@ -132,6 +134,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     if (!peerId) return;
     c.scheduler.peerLeft(peerId);
     for (const taskId of tasks) c.seeder.forget(taskId, peerId);
+    c.pushers?.delete(peerId);
     c.sessions.delete(peerId);
     c.metrics.peers.set(c.scheduler.peerCount);
     c.log.info({ peerId }, 'peer:left');
@@ -149,6 +152,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     if (ws.readyState !== ws.OPEN) return;
     peerId = msg.peerId;
     c.sessions.set(peerId, base);
+    if (base) c.pushers?.set(peerId, (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)));
     c.scheduler.peerJoined(peerId, base !== '', msg.labels, msg.uploadRate);
     c.metrics.peers.set(c.scheduler.peerCount);
     c.log.info({ peerId, uploadBase: base || undefined, labels: msg.labels, uploadRate: msg.uploadRate || undefined }, 'peer:joined');

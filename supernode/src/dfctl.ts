@@ -1,0 +1,149 @@
+#!/usr/bin/env node
+/**
+ * dfctl: the operator's command line for a supernode's REST API.
+ *   dfctl preheat <image> [--platform linux/amd64]... [--scope supernode|all-peers] [-H 'Name: value']... [--wait]
+ *   dfctl preheat-status <job id>
+ * The operator token is the cluster secret ($DAMSELFLY_CLUSTER_SECRET, or the file in --cluster-secret-file /
+ * $DAMSELFLY_CLUSTER_SECRET_FILE). Exit 0 when the request (and with --wait the job) succeeded, 1 when the job failed,
+ * 2 on a usage error, 3 when the supernode could not be reached or refused.
+ */
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Command, CommanderError, Option } from 'commander';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { PreheatJob } from './preheat/jobs.js';
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+class Exit extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Common {
+  supernode: string;
+  clusterSecretFile?: string;
+  caFile?: string;
+}
+
+function client(o: Common): { base: string; headers: Record<string, string>; dispatcher?: Dispatcher } {
+  const file = o.clusterSecretFile ?? process.env.DAMSELFLY_CLUSTER_SECRET_FILE;
+  let secret = process.env.DAMSELFLY_CLUSTER_SECRET;
+  if (file) {
+    try {
+      secret = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new Exit(2, `cannot read the cluster secret file ${file}: ${(err as Error).message}`);
+    }
+  }
+  const dispatcher = o.caFile ? new Agent({ connect: { ca: readFileSync(o.caFile) } }) : undefined;
+  return { base: o.supernode.replace(/\/$/, ''), headers: secret ? { authorization: `Bearer ${secret}` } : {}, ...(dispatcher ? { dispatcher } : {}) };
+}
+
+async function call<T>(c: ReturnType<typeof client>, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(`${c.base}${path}`, {
+      method,
+      headers: { ...c.headers, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+      dispatcher: c.dispatcher,
+      headersTimeout: 30_000,
+      bodyTimeout: 30_000,
+    });
+  } catch (err) {
+    throw new Exit(3, `supernode ${c.base} unreachable: ${(err as Error).message}`);
+  }
+  const text = await res.body.text();
+  if (res.statusCode >= 400) {
+    let msg = text;
+    try {
+      const j = JSON.parse(text) as { code?: string; message?: string };
+      msg = `${j.code}: ${j.message}`;
+    } catch {}
+    throw new Exit(res.statusCode === 400 ? 2 : 3, `supernode answered ${res.statusCode}: ${msg}`);
+  }
+  return JSON.parse(text) as T;
+}
+
+const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+const line = (j: PreheatJob) =>
+  `${j.id} ${j.state}: ${j.layers.filter((l) => l.state === 'seeded').length}/${j.layers.length} blobs, ${mib(j.bytes.seeded)} of ${mib(j.bytes.total)}` +
+  (j.platforms.length ? ` [${j.platforms.join(', ')}]` : '') +
+  (j.peers ? `, ${j.peers.asked} dfdaemons told to fetch` : '');
+
+async function preheat(image: string, o: Common & { platform: string[]; scope: string; header: string[]; wait?: boolean; timeout: string }): Promise<void> {
+  const c = client(o);
+  const headers: Record<string, string> = {};
+  for (const h of o.header) {
+    const i = h.indexOf(':');
+    if (i <= 0) throw new Exit(2, `--header wants 'Name: value', got ${JSON.stringify(h)}`);
+    headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+  }
+  let job = await call<PreheatJob>(c, 'POST', '/api/v1/preheat', { image, scope: o.scope, ...(o.platform.length ? { platforms: o.platform } : {}), ...(o.header.length ? { headers } : {}) });
+  process.stdout.write(`${line(job)}\n`);
+  if (!o.wait) return;
+  const deadline = Number(o.timeout) > 0 ? Date.now() + Number(o.timeout) * 1000 : Infinity;
+  let last = '';
+  while (job.state !== 'succeeded' && job.state !== 'failed') {
+    if (Date.now() > deadline) throw new Exit(3, `not done after ${o.timeout} s: ${line(job)}`);
+    await sleep(500);
+    job = await call<PreheatJob>(c, 'GET', `/api/v1/preheat/${job.id}`);
+    const l = line(job);
+    if (l !== last && process.stderr.isTTY) process.stderr.write(`${l}\n`);
+    last = l;
+  }
+  process.stdout.write(`${line(job)}\n`);
+  if (job.state === 'failed') throw new Exit(1, job.errors.join('; '));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const common = (cmd: Command) =>
+    cmd
+      .addOption(new Option('--supernode <url>', 'supernode base URL').env('DFCTL_SUPERNODE').default('http://127.0.0.1:8002'))
+      .option('--cluster-secret-file <file>', 'cluster secret (the operator token) [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')
+      .option('--ca-file <file>', 'CA the supernode\'s TLS certificate chains to');
+  const program = new Command('dfctl').description('Operator commands for a Damselfly supernode').exitOverride().configureOutput({ outputError: () => {} });
+  common(
+    program
+      .command('preheat')
+      .description('fetch an image\'s blobs into the supernode (scope all-peers: onto every dfdaemon too) before a rollout')
+      .argument('<image>', 'registry/repo:tag or registry/repo@sha256:…; http://registry/… for a plain-HTTP registry')
+      .addOption(new Option('--platform <os/arch[/variant]>', 'platform to preheat from a multi-arch image (repeatable; default all)').argParser(collect).default([], 'all'))
+      .addOption(new Option('--scope <scope>', 'supernode or all-peers').choices(['supernode', 'all-peers']).default('supernode'))
+      .addOption(new Option('-H, --header <header>', "header for the registry, 'Name: value' (repeatable)").argParser(collect).default([], 'none'))
+      .option('--wait', 'wait for the job to finish (exit 1 if it failed)')
+      .addOption(new Option('--timeout <seconds>', 'with --wait, give up after this long (exit 3)').default('0', '0 = never'))
+      .action(preheat),
+  ).exitOverride();
+  common(
+    program
+      .command('preheat-status')
+      .description('show a preheat job')
+      .argument('<id>', 'job id')
+      .action(async (id: string, o: Common) => {
+        process.stdout.write(`${JSON.stringify(await call<PreheatJob>(client(o), 'GET', `/api/v1/preheat/${encodeURIComponent(id)}`), null, 2)}\n`);
+      }),
+  ).exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0) return;
+      throw new Exit(2, err.message.replace(/^error: /, ''));
+    }
+    throw err;
+  }
+}
+
+main(process.argv).then(
+  () => process.exit(0),
+  (err: unknown) => {
+    const code = err instanceof Exit ? err.code : 3;
+    process.stderr.write(`dfctl: ${(err as Error).message}\n`, () => process.exit(code));
+  },
+);

@@ -1,0 +1,198 @@
+/**
+ * Preheat: before a rollout, an operator has the supernode fetch an image's blobs from the registry once, so the
+ * pulls that follow cost the registry no blob bytes. A job resolves the image (manifest, index, platforms), registers
+ * each blob as a task and seeds every piece of it (a few at once); with scope `all-peers` it then tells every
+ * connected dfdaemon to fetch the blobs too, so the first container start on each node reads from local disk.
+ * Jobs run in the background; their progress is kept in memory for the last few hundred jobs.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Dispatcher } from 'undici';
+import { describeError, redactUrl, type Logger, type OriginAllowList } from '@damselfly/shared';
+import { snError } from '../errors.js';
+import type { Seeder } from '../seed/seeder.js';
+import type { TaskStore } from '../resource/task-store.js';
+import { parseImageRef } from './image-ref.js';
+import { resolveImage } from './manifest.js';
+
+export type PreheatScope = 'supernode' | 'all-peers';
+
+export interface PreheatRequest {
+  image: string;
+  platforms?: string[];
+  scope: PreheatScope;
+  headers?: Record<string, string>;
+}
+
+export interface PreheatLayer {
+  digest: string;
+  size: number;
+  kind: 'config' | 'layer';
+  platform?: string;
+  taskId?: string;
+  state: 'pending' | 'seeding' | 'seeded' | 'failed';
+  pieces: { seeded: number; total: number };
+  error?: string;
+}
+
+export interface PreheatJob {
+  id: string;
+  image: string;
+  scope: PreheatScope;
+  platforms: string[];
+  state: 'resolving' | 'seeding' | 'peers' | 'succeeded' | 'failed';
+  createdAt: number;
+  finishedAt?: number;
+  /** The digest the reference resolved to. */
+  digest?: string;
+  layers: PreheatLayer[];
+  bytes: { seeded: number; total: number };
+  /** With scope all-peers: the dfdaemons told to fetch the blobs. */
+  peers?: { asked: number };
+  errors: string[];
+}
+
+export interface PreheatComponents {
+  seeder: Seeder;
+  store: TaskStore;
+  origins: OriginAllowList;
+  dispatcher: Dispatcher;
+  /** Tells every connected dfdaemon to fetch these blob URLs; returns how many were told. */
+  toPeers: (blobs: { url: string; digest: string }[]) => number;
+  log: Logger;
+}
+
+/** Pieces seeded at once per job. */
+const PARALLEL = 4;
+/** Jobs remembered. */
+const KEEP = 200;
+
+export class PreheatJobs {
+  readonly #jobs = new Map<string, PreheatJob>();
+  readonly #c: PreheatComponents;
+  readonly #stop = new AbortController();
+
+  constructor(c: PreheatComponents) {
+    this.#c = c;
+  }
+
+  /** Checks the request, starts the job in the background, and returns it at once. */
+  start(body: unknown): PreheatJob {
+    const req = checkRequest(body);
+    const ref = parseImageRef(req.image);
+    if (!this.#c.origins.allows(new URL(ref.registry))) throw snError('SN_ORIGIN_FORBIDDEN', `${ref.registry} (add it to allowedOrigins)`);
+    const job: PreheatJob = { id: randomUUID(), image: req.image, scope: req.scope, platforms: req.platforms ?? [], state: 'resolving', createdAt: Date.now(), layers: [], bytes: { seeded: 0, total: 0 }, errors: [] };
+    this.#jobs.set(job.id, job);
+    for (const old of this.#jobs.keys()) {
+      if (this.#jobs.size <= KEEP) break;
+      if (this.#jobs.get(old)!.finishedAt) this.#jobs.delete(old);
+    }
+    void this.#run(job, ref, req).catch((err: unknown) => {
+      job.state = 'failed';
+      job.errors.push(describeError(err));
+      job.finishedAt = Date.now();
+      this.#c.log.warn({ job: job.id, image: job.image, err: describeError(err) }, 'preheat:failed');
+    });
+    return job;
+  }
+
+  get(id: string): PreheatJob {
+    const job = this.#jobs.get(id);
+    if (!job) throw snError('SN_PREHEAT_NOT_FOUND', id);
+    return job;
+  }
+
+  list(): PreheatJob[] {
+    return [...this.#jobs.values()].reverse();
+  }
+
+  stop(): void {
+    this.#stop.abort(snError('SN_SHUTTING_DOWN'));
+  }
+
+  async #run(job: PreheatJob, ref: ReturnType<typeof parseImageRef>, req: PreheatRequest): Promise<void> {
+    const signal = this.#stop.signal;
+    const image = await resolveImage(ref, { platforms: req.platforms, headers: req.headers ?? {}, dispatcher: this.#c.dispatcher, signal });
+    job.digest = image.digest;
+    job.platforms = image.platforms;
+    job.layers = image.blobs.map((b) => ({ digest: b.digest, size: b.size, kind: b.kind, ...(b.platform ? { platform: b.platform } : {}), state: 'pending', pieces: { seeded: 0, total: 0 } }));
+    job.bytes.total = image.blobs.reduce((s, b) => s + b.size, 0);
+    job.state = 'seeding';
+    this.#c.log.info({ job: job.id, image: job.image, digest: image.digest, blobs: image.blobs.length, bytes: job.bytes.total }, 'preheat:resolved');
+    const requester = `preheat:${job.id}`;
+    // Register every blob first (sizes, piece counts), then seed their pieces a few at a time across all of them.
+    const work: { layer: PreheatLayer; taskId: string; n: number; size: number }[] = [];
+    for (const layer of job.layers) {
+      const url = new URL(`${ref.registry}/v2/${ref.repository}/blobs/${layer.digest}`);
+      try {
+        const meta = await this.#c.seeder.register(url, layer.digest, image.headers, { signal, requester });
+        layer.taskId = meta.taskId;
+        layer.pieces.total = meta.pieceCount;
+        for (let n = 0; n < meta.pieceCount; n++) {
+          if (this.#c.store.pieceSha(meta.taskId, n) !== undefined) {
+            layer.pieces.seeded++;
+            job.bytes.seeded += Math.min(meta.pieceSize, meta.contentLength - n * meta.pieceSize);
+          } else work.push({ layer, taskId: meta.taskId, n, size: Math.min(meta.pieceSize, meta.contentLength - n * meta.pieceSize) });
+        }
+        layer.state = layer.pieces.seeded === layer.pieces.total ? 'seeded' : 'seeding';
+      } catch (err) {
+        signal.throwIfAborted();
+        layer.state = 'failed';
+        layer.error = describeError(err);
+        job.errors.push(`${layer.digest}: ${layer.error}`);
+      }
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < work.length) {
+        const w = work[next++]!;
+        if (w.layer.state === 'failed') continue;
+        try {
+          await this.#c.seeder.ensurePiece(w.taskId, w.n, { signal, requester });
+          w.layer.pieces.seeded++;
+          job.bytes.seeded += w.size;
+          if (w.layer.pieces.seeded === w.layer.pieces.total) w.layer.state = 'seeded';
+        } catch (err) {
+          signal.throwIfAborted();
+          // Another worker may have failed this layer meanwhile: report it once.
+          if ((w.layer.state as PreheatLayer['state']) !== 'failed') {
+            w.layer.state = 'failed';
+            w.layer.error = describeError(err);
+            job.errors.push(`${w.layer.digest}: ${w.layer.error}`);
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL }, worker));
+    if (job.scope === 'all-peers' && !job.errors.length) {
+      job.state = 'peers';
+      const told = this.#c.toPeers(job.layers.map((l) => ({ url: `${ref.registry}/v2/${ref.repository}/blobs/${l.digest}`, digest: l.digest })));
+      job.peers = { asked: told };
+    }
+    job.state = job.errors.length ? 'failed' : 'succeeded';
+    job.finishedAt = Date.now();
+    this.#c.log.info({ job: job.id, image: redactUrl(job.image), state: job.state, seconds: (job.finishedAt - job.createdAt) / 1000 }, 'preheat:done');
+  }
+}
+
+function checkRequest(body: unknown): PreheatRequest {
+  const bad = (why: string) => snError('SN_BAD_PREHEAT', `${why}; send {"image": "registry/repo:tag", "platforms"?: ["linux/amd64"], "scope"?: "supernode" | "all-peers", "headers"?: {...}}`);
+  if (typeof body !== 'object' || body === null) throw bad('no JSON body');
+  const b = body as Record<string, unknown>;
+  if (typeof b.image !== 'string' || !b.image) throw bad('"image" must be a string');
+  const scope = b.scope ?? 'supernode';
+  if (scope !== 'supernode' && scope !== 'all-peers') throw bad(`unknown scope ${JSON.stringify(scope)}`);
+  let platforms: string[] | undefined;
+  if (b.platforms !== undefined) {
+    if (!Array.isArray(b.platforms) || !b.platforms.every((p) => typeof p === 'string' && /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(p))) throw bad('"platforms" must be a list like ["linux/amd64", "linux/arm64/v8"]');
+    platforms = b.platforms as string[];
+  }
+  const headers: Record<string, string> = {};
+  if (b.headers !== undefined) {
+    if (typeof b.headers !== 'object' || b.headers === null || Array.isArray(b.headers)) throw bad('"headers" must be an object of strings');
+    for (const [k, v] of Object.entries(b.headers)) {
+      if (typeof v !== 'string') throw bad('"headers" must be an object of strings');
+      headers[k] = v;
+    }
+  }
+  return { image: b.image, scope, ...(platforms ? { platforms } : {}), headers };
+}

@@ -1,0 +1,139 @@
+/**
+ * Preheat by image reference (issue #12): a real multi-arch image (built with umoci, pushed with skopeo --all) in the
+ * real registry; the operator CLI `dfctl` (the built binary) preheats one platform into the supernode, and after it a
+ * skopeo pull through a dfdaemon costs the registry no blob bytes; scope all-peers puts the blobs on every connected
+ * dfdaemon; private registries with the operator's credentials; and the errors an operator can make.
+ */
+import t from 'tap';
+import bcrypt from 'bcryptjs';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { taskIdFor } from '@damselfly/shared';
+import { startRegistry } from './helpers/registry.js';
+import { ROOT, TEST_SECRET, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { buildAndPushMultiArchImage, mirrorConf, skopeo } from './helpers/image.js';
+import { metricValue } from './helpers/metrics.js';
+
+const KiB = 1024;
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const hostOf = (u: string) => new URL(u).host;
+
+function dfctl(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), ...args], { env: { ...process.env, DAMSELFLY_CLUSTER_SECRET: TEST_SECRET, ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+async function api(sn: { url: string }, method: string, path: string, body?: unknown) {
+  const res = await fetch(`${sn.url}${path}`, { method, headers: { authorization: `Bearer ${TEST_SECRET}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+t.test('preheat a multi-arch image', async (t) => {
+  const dir = await tempDir(t, 'damselfly-preheat-');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const image = await buildAndPushMultiArchImage(dir, reg.host, 'team/app', [
+    { os: 'linux', arch: 'amd64', layerSizes: [700 * KiB, 5 * 1024 * KiB] },
+    { os: 'linux', arch: 'arm64', layerSizes: [600 * KiB, 6 * 1024 * KiB] },
+  ]);
+  const served = (blobs: { digest: string }[]) => blobs.reduce((s, b) => s + reg.blobBytesServed(b.digest), 0);
+  const sn = await startSupernode(t);
+  const d1 = await startDaemon(t, [sn.url], { registries: [reg.url] });
+  const d2 = await startDaemon(t, [sn.url], { registries: [reg.url] });
+
+  await t.test('dfctl preheat --platform linux/arm64 --wait: only that platform, seeded whole', async (t) => {
+    const r = await dfctl(['preheat', `http://${image.ref}`, '--platform', 'linux/arm64', '--supernode', sn.url, '--wait']);
+    t.equal(r.code, 0, r.stderr);
+    const id = /^([0-9a-f-]{36}) succeeded: 3\/3 blobs/m.exec(r.stdout)?.[1];
+    t.ok(id, `the job succeeded with the image's 3 arm64 blobs: ${r.stdout.trim()}`);
+    const job = (await api(sn, 'GET', `/api/v1/preheat/${id}`)).body;
+    t.same(job.platforms, ['linux/arm64']);
+    t.same(job.layers.map((l: { digest: string }) => l.digest).sort(), image.platforms['linux/arm64']!.map((b) => b.digest).sort(), 'the arm64 config and layers');
+    t.equal(job.bytes.seeded, job.bytes.total);
+    t.equal(served(image.platforms['linux/amd64']!), 0, 'nothing of amd64 was fetched');
+    const status = await dfctl(['preheat-status', id!, '--supernode', sn.url]);
+    t.equal(JSON.parse(status.stdout).state, 'succeeded', 'dfctl preheat-status shows it');
+  });
+
+  await t.test('after the preheat, a skopeo pull through a dfdaemon costs the registry no blob bytes', async (t) => {
+    const arm = image.platforms['linux/arm64']!;
+    const before = served(arm);
+    t.ok(before >= arm.reduce((s, b) => s + b.size, 0), 'the preheat fetched them');
+    const conf = await mirrorConf(dir, reg.host, hostOf(d1.proxyUrl));
+    const out = join(dir, 'pulled');
+    const r = await skopeo(['--registries-conf', conf, '--override-arch', 'arm64', 'copy', '--src-tls-verify=false', `docker://${image.ref}`, `dir:${out}`]);
+    t.equal(r.code, 0, r.stderr.slice(-300));
+    for (const b of arm) t.equal(sha(await readFile(join(out, b.digest.slice(7)))), b.digest, `${b.digest.slice(0, 19)} pulled whole`);
+    t.equal(served(arm), before, 'the registry served no more blob bytes');
+    t.ok((await metricValue(d1.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' })) > 0, 'the dfdaemon got them from the supernode');
+  });
+
+  await t.test('scope all-peers: every connected dfdaemon fetches the blobs', async (t) => {
+    const amd = image.platforms['linux/amd64']!;
+    const r = await api(sn, 'POST', '/api/v1/preheat', { image: `http://${image.ref}`, platforms: ['linux/amd64'], scope: 'all-peers' });
+    t.equal(r.status, 202);
+    const job = await until('the job to finish', async () => {
+      const j = (await api(sn, 'GET', `/api/v1/preheat/${r.body.id}`)).body;
+      return j.state === 'succeeded' || j.state === 'failed' ? j : undefined;
+    });
+    t.equal(job.state, 'succeeded', JSON.stringify(job.errors));
+    t.equal(job.peers.asked, 2, 'both dfdaemons were told');
+    for (const d of [d1, d2]) {
+      for (const b of amd) {
+        const taskId = taskIdFor(new URL(`${reg.url}/v2/team/app/blobs/${b.digest}`));
+        await until(`${b.digest} complete on a dfdaemon`, () => d.store.get(taskId)?.complete);
+      }
+      t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_preheat_blobs_total', { result: 'ok' }), amd.length, 'each fetched every blob');
+    }
+    t.equal(served(amd), amd.reduce((s, b) => s + b.size, 0) + amd.length, 'the registry served each blob once (and a 1-byte size probe each)');
+  });
+
+  await t.test('operator errors: a clear answer, no job', async (t) => {
+    const bad = await api(sn, 'POST', '/api/v1/preheat', { image: 'Not An Image!' });
+    t.equal(bad.status, 400);
+    t.equal(bad.body.code, 'SN_BAD_IMAGE');
+    const scope = await dfctl(['preheat', `http://${image.ref}`, '--scope', 'everyone', '--supernode', sn.url]);
+    t.equal(scope.code, 2, 'a bad --scope is a usage error');
+    const noPlatform = await dfctl(['preheat', `http://${image.ref}`, '--platform', 'linux/s390x', '--supernode', sn.url, '--wait']);
+    t.equal(noPlatform.code, 1, 'a job that fails exits 1');
+    t.match(noPlatform.stderr, /no manifest for linux\/s390x \(it has linux\/amd64, linux\/arm64\)/);
+    const missing = await dfctl(['preheat', `http://${reg.host}/team/nothing:1`, '--supernode', sn.url, '--wait']);
+    t.equal(missing.code, 1);
+    t.match(missing.stderr, /answered 404/);
+    const noToken = await dfctl(['preheat', `http://${image.ref}`, '--supernode', sn.url], { DAMSELFLY_CLUSTER_SECRET: '' });
+    t.equal(noToken.code, 3);
+    t.match(noToken.stderr, /401/, 'the operator token is required');
+    t.equal((await api(sn, 'GET', '/api/v1/preheat/nope')).status, 404);
+  });
+});
+
+t.test('preheat from a private registry with the operator\'s credentials', async (t) => {
+  const dir = await tempDir(t, 'damselfly-preheat-private-');
+  const reg = await startRegistry({ htpasswd: `alice:${bcrypt.hashSync('s3cret', 6)}\n` });
+  t.teardown(() => reg.stop());
+  const image = await buildAndPushMultiArchImage(dir, reg.host, 'team/private', [{ os: 'linux', arch: 'amd64', layerSizes: [300 * KiB] }], 'alice:s3cret');
+  const sn = await startSupernode(t);
+  const anonymous = await dfctl(['preheat', `http://${image.ref}`, '--supernode', sn.url, '--wait']);
+  t.equal(anonymous.code, 1, 'without credentials the job fails');
+  t.match(anonymous.stderr, /401/);
+  const basic = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
+  const r = await dfctl(['preheat', `http://${image.ref}`, '-H', `Authorization: ${basic}`, '--supernode', sn.url, '--wait']);
+  t.equal(r.code, 0, r.stderr);
+  const jobs = (await api(sn, 'GET', '/api/v1/preheat')).body.jobs;
+  t.notMatch(JSON.stringify(jobs), /s3cret|Basic /, 'the credentials are in no job');
+});
