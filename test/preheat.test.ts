@@ -15,6 +15,7 @@ import { startRegistry } from './helpers/registry.js';
 import { ROOT, TEST_SECRET, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { buildAndPushMultiArchImage, mirrorConf, skopeo } from './helpers/image.js';
 import { metricValue } from './helpers/metrics.js';
+import { startTokenServer } from './helpers/token-server.js';
 
 const KiB = 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -136,4 +137,25 @@ t.test('preheat from a private registry with the operator\'s credentials', async
   t.equal(r.code, 0, r.stderr);
   const jobs = (await api(sn, 'GET', '/api/v1/preheat')).body.jobs;
   t.notMatch(JSON.stringify(jobs), /s3cret|Basic /, 'the credentials are in no job');
+});
+
+t.test('preheat through the registry\'s token auth (the Bearer dance a client does)', async (t) => {
+  const dir = await tempDir(t, 'damselfly-preheat-token-');
+  const tokens = await startTokenServer(dir, { alice: 's3cret' });
+  t.teardown(() => tokens.close());
+  const reg = await startRegistry({ token: { realm: tokens.realm, service: tokens.service, issuer: tokens.issuer, rootcertbundle: tokens.cert } });
+  t.teardown(() => reg.stop());
+  const image = await buildAndPushMultiArchImage(dir, reg.host, 'team/tokened', [{ os: 'linux', arch: 'amd64', layerSizes: [400 * KiB] }], 'alice:s3cret');
+  const sn = await startSupernode(t);
+  const anonymous = await dfctl(['preheat', `http://${image.ref}`, '--supernode', sn.url, '--wait']);
+  t.equal(anonymous.code, 1, 'an anonymous token grants nothing: the job fails');
+  t.match(anonymous.stderr, /401/);
+  const before = tokens.issued.filter((u) => u === 'alice').length;
+  const basic = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
+  const r = await dfctl(['preheat', `http://${image.ref}`, '-H', `Authorization: ${basic}`, '--supernode', sn.url, '--wait']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /succeeded: 2\/2 blobs/);
+  t.ok(tokens.issued.filter((u) => u === 'alice').length > before, 'the supernode got a token for alice from the token service');
+  const blobs = image.platforms['linux/amd64']!;
+  t.equal(blobs.reduce((s, b) => s + reg.blobBytesServed(b.digest), 0), blobs.reduce((s, b) => s + b.size, 0) + blobs.length, 'and seeded the blobs with it (each once, plus a 1-byte size probe)');
 });

@@ -52,6 +52,8 @@ export interface RegistryOptions {
   netns?: string;
   /** Serve HTTPS with this certificate and key (PEM files); `ca` is what the readiness check trusts. */
   tls?: { cert: string; key: string; ca: Buffer };
+  /** Token authentication (the Bearer dance): tokens from `realm`, signed by a key whose certificate is `rootcertbundle`. */
+  token?: { realm: string; service: string; issuer: string; rootcertbundle: string };
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<Registry> {
@@ -59,7 +61,11 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   const port = opts.port ?? (await freePort());
   const host = opts.host ?? '127.0.0.1';
   const tls = opts.tls ? `  tls:\n    certificate: ${opts.tls.cert}\n    key: ${opts.tls.key}\n` : '';
-  const auth = opts.htpasswd ? `auth:\n  htpasswd:\n    realm: damselfly-test\n    path: ${join(dir, 'htpasswd')}\n` : '';
+  const auth = opts.htpasswd
+    ? `auth:\n  htpasswd:\n    realm: damselfly-test\n    path: ${join(dir, 'htpasswd')}\n`
+    : opts.token
+      ? `auth:\n  token:\n    realm: ${opts.token.realm}\n    service: ${opts.token.service}\n    issuer: ${opts.token.issuer}\n    rootcertbundle: ${opts.token.rootcertbundle}\n`
+      : '';
   if (opts.htpasswd) await writeFile(join(dir, 'htpasswd'), opts.htpasswd);
   await writeFile(
     join(dir, 'config.yml'),

@@ -1,5 +1,5 @@
 /** Per-session request budget: a token bucket (bursts of twice the rate), so one peer cannot flood the supernode. */
-export class TokenBucket {
+export class RequestBudget {
   readonly #rate: number;
   readonly #burst: number;
   #tokens: number;

@@ -30,7 +30,7 @@ import type { Seeder } from '../seed/seeder.js';
 import type { TaskStore } from '../resource/task-store.js';
 import type { SupernodeMetrics } from '../metrics.js';
 import { snError } from '../errors.js';
-import { TokenBucket } from './session-limits.js';
+import { RequestBudget } from './session-limits.js';
 import { checkAdvertisedBase } from './advertise-check.js';
 import type { WakeList } from './wake-list.js';
 import type { Traffic } from './traffic.js';
@@ -76,7 +76,7 @@ const PING_MS = 15_000;
 export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: ChannelComponents): void {
   let peerId: string | undefined;
   const tasks = new Set<string>();
-  const bucket = new TokenBucket(c.limits.rate);
+  const bucket = new RequestBudget(c.limits.rate);
   const ac = new AbortController();
   let alive = true;
   const ping = setInterval(() => {
