@@ -105,3 +105,12 @@ t.test('the swarm benchmark in the simulator: relaying and a tuned supernode ran
     t.equal(now.originBytes, now.scenario.fileBytes, 'the origin serves the blob once');
   }
 });
+
+t.test('relays whose source leaves, fails or sends corrupt blocks are dropped and their downloaders ask again', async (t) => {
+  // scale-10k has peers leaving half-way and corrupt peers: a relay fed by them must not hang its downloader (an
+  // earlier version left such relays at rate 0 forever and the run never ended).
+  const r = simulate(scenarios['scale-10k']!(150));
+  t.equal(r.unfinished, 0, `everyone who stays finishes (${r.finished} did)`);
+  t.ok(r.corruptDetected > 0, 'corrupt pieces were sent and caught');
+  t.ok(r.ratioMax < 2, `in reasonable time (${r.ratioMax.toFixed(2)}× the bound)`);
+});

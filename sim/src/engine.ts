@@ -272,7 +272,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       if (r.live) endFlow(r);
       else flows.delete(r.id);
       r.to.inflight.delete(r.piece);
-      pump(r.to);
+      // The relay's downloader gives up on it (a stalled relay times out): its booked slot is freed.
+      sched.release(TASK, r.to.id, r.piece);
+      if (!r.to.left) pump(r.to);
     }
     f.relays = undefined;
   }
@@ -311,9 +313,14 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         break;
       }
       case Ev.Start: {
-        const f = flows.get(e.ref)!;
+        const f = flows.get(e.ref);
+        // A relay dropped before it started (its source's own download failed) is gone already.
+        if (!f) break;
         if (f.to.left || f.from.left) {
           flows.delete(f.id);
+          if (f.to.fetching.get(f.piece) === f) f.to.fetching.delete(f.piece);
+          f.upstream?.relays?.delete(f);
+          releaseRelays(f, false);
           f.to.inflight.delete(f.piece);
           if (!f.to.left) pump(f.to);
           break;
@@ -332,7 +339,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         const n = f.to;
         const len = pieceLen(f.piece);
         endFlow(f);
-        releaseRelays(f, true);
+        // Blocks from a corrupt source fail their check: its relays pass nothing on either.
+        releaseRelays(f, !f.from.corrupt);
         n.inflight.delete(f.piece);
         f.from.uploaded += len;
         if (f.from === source) {
