@@ -5,7 +5,7 @@
  * Peers behave like dfdaemon's conductor: they keep `parallel` pieces in flight, ask the scheduler for sources, report
  * every result, retry after 100 ms when nothing is assignable, and stay in the swarm as seeds once done.
  */
-import { Scheduler, SUPERNODE, tuneSlots, type SchedulePolicy } from '@damselfly/supernode';
+import { Scheduler, SUPERNODE, WakeList, tuneSlots, type SchedulePolicy } from '@damselfly/supernode';
 import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
 import { EventHeap } from './heap.js';
 import { rng } from './rng.js';
@@ -13,7 +13,8 @@ import { p2pBound, directBound, lazyBound } from './bound.js';
 import type { Scenario } from './scenario.js';
 
 const TASK = '0'.repeat(64);
-const RETRY_MS = 20;
+/** The supernode's retry hint: a peer that got nothing and is not woken asks again after this long. */
+const RETRY_MS = 500;
 const enum Ev {
   Join,
   Start,
@@ -49,6 +50,8 @@ interface Node {
   doneAt: number;
   left: boolean;
   retrying: boolean;
+  /** Woken by the supernode (`pieces:available`): ask again after one latency. */
+  wake: () => void;
   uploaded: number;
   labels?: Record<string, string>;
 }
@@ -121,6 +124,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     hashed: () => !sc.noRelay,
   });
   const heap = new EventHeap();
+  const wakes = new WakeList();
+  sched.on('sources:changed', (taskId) => wakes.wake(taskId));
   // The supernode's slot tuning, with the real rule: as few streams as fill its uplink at streamRate each.
   const tuning = { min: Math.min(4, sc.supernodeSlots), max: sc.supernodeSlots, streamRate: sc.supernodeStreamRate ?? 1024 * 1024 };
   let grewAt = -Infinity;
@@ -175,6 +180,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       doneAt: -1,
       left: false,
       retrying: false,
+      wake: () => heap.push(now + sc.latencyMs, Ev.Retry, idx),
       uploaded: 0,
     };
   }
@@ -237,7 +243,10 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       heap.push(now + sc.latencyMs, Ev.Start, f.id);
     }
     if (!choices.length && n.inflight.size === 0 && !n.retrying) {
+      // As the real peer does: wait for the supernode's push when the task's sources change (a few waiters woken
+      // per change, by the supernode's own WakeList), with the retry hint as the fallback.
       n.retrying = true;
+      wakes.wait(TASK, n.wake);
       heap.push(now + RETRY_MS, Ev.Retry, n.idx);
     }
   }
