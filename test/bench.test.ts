@@ -77,7 +77,8 @@ t.test('bench/swarm.mjs: SIGTERM mid-run removes its namespaces and processes', 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout.resume();
-  child.stderr.resume();
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   // Mid-run: the hosts exist and their dfdaemons are pulling (the supernode's data directory fills).
   const deadline = Date.now() + 60_000;
   while (!swarmLeftovers('dfswk').processes.some((p) => p.includes('dfdaemon/dist/cli.js'))) {
@@ -91,7 +92,7 @@ t.test('bench/swarm.mjs: SIGTERM mid-run removes its namespaces and processes', 
   child.kill('SIGTERM');
   const [code] = (await once(child, 'exit')) as [number | null];
   t.not(code, 0, 'a stopped run does not report success');
-  t.same(swarmLeftovers('dfswk'), { namespaces: [], processes: [] }, 'nothing left behind');
+  t.same(swarmLeftovers('dfswk'), { namespaces: [], processes: [] }, `nothing left behind (the run said: ${stderr.slice(-500)})`);
 });
 
 t.test('bench/limits.mjs: every bandwidth limit holds (never exceeded by more than 10 %)', async (t) => {

@@ -49,7 +49,6 @@ export function createNetwork(prefix, capsMbit, subnet = '10.213.77') {
   const destroy = () => {
     if (destroyed) return;
     destroyed = true;
-    for (const fn of cleanups) fn();
     for (const c of children) {
       try {
         process.kill(-c.pid, 'SIGKILL');
@@ -58,6 +57,15 @@ export function createNetwork(prefix, capsMbit, subnet = '10.213.77') {
     for (const h of hosts) removeNs(h.ns);
     removeNs(hub);
     spawnSync('ip', ['link', 'del', `${prefix}-ctl`], { stdio: 'ignore' });
+    // Last, once nothing runs any more: removing files under processes still writing them can fail (ENOTEMPTY), and a
+    // cleanup that throws must not stop the others.
+    for (const fn of cleanups) {
+      try {
+        fn();
+      } catch (err) {
+        console.error(`cleanup: ${err.message}`);
+      }
+    }
   };
   process.on('exit', destroy);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(sig, () => (destroy(), process.exit(130)));
