@@ -163,6 +163,8 @@ export class PreheatJobs {
       }
     };
     await Promise.all(Array.from({ length: PARALLEL }, worker));
+    // The operator's credentials were for this job only: the seeder lets go of them now, not at its idle timeout.
+    for (const layer of job.layers) if (layer.taskId) this.#c.seeder.forget(layer.taskId, requester);
     if (job.scope === 'all-peers' && !job.errors.length) {
       job.state = 'peers';
       const told = this.#c.toPeers(job.layers.map((l) => ({ url: `${ref.registry}/v2/${ref.repository}/blobs/${l.digest}`, digest: l.digest })));
