@@ -11,7 +11,7 @@ import { firstHeader, originError, redactUrl } from './origin.js';
 
 export type AccessAnswer = { ok: true; requests: number } | { ok: false; status: number; wwwAuthenticate?: string; requests: number };
 
-interface Challenge {
+export interface Challenge {
   realm: string;
   params: Record<string, string>;
 }
@@ -40,7 +40,7 @@ export interface AccessRequest {
 }
 
 /** One request of the check, never following a redirect (a 3xx is an answer). */
-function send(req: AccessRequest, url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>) {
+function send(req: TokenRequest, url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>) {
   return request(url, {
     method,
     headers,
@@ -68,8 +68,15 @@ async function ask(req: AccessRequest, authorization: string | undefined) {
   }
 }
 
-/** Fetches a registry token for `challenge`, with Basic credentials or anonymously; undefined if refused. */
-async function fetchToken(req: AccessRequest, challenge: Challenge, basic: string | undefined): Promise<string | undefined> {
+/** How a token request goes out: the caller's dispatcher, cancellation and time limit. */
+export type TokenRequest = Pick<AccessRequest, 'dispatcher' | 'signal' | 'timeoutMs'>;
+
+/**
+ * Fetches a registry token for `challenge` (a client's token dance), with the caller's credentials (`authorization`,
+ * typically Basic) or anonymously; undefined if refused or unreachable. `scope` is asked for when the challenge names
+ * none.
+ */
+export async function fetchRegistryToken(req: TokenRequest, challenge: Challenge, authorization: string | undefined, scope?: string): Promise<string | undefined> {
   let realm: URL;
   try {
     realm = new URL(challenge.realm);
@@ -78,8 +85,9 @@ async function fetchToken(req: AccessRequest, challenge: Challenge, basic: strin
   }
   if (realm.protocol !== 'https:' && realm.protocol !== 'http:') return undefined;
   for (const [k, v] of Object.entries(challenge.params)) if (k === 'service' || k === 'scope') realm.searchParams.set(k, v);
+  if (scope && !realm.searchParams.has('scope')) realm.searchParams.set('scope', scope);
   try {
-    const res = await send(req, realm, 'GET', basic ? { authorization: basic } : {});
+    const res = await send(req, realm, 'GET', authorization ? { authorization } : {});
     if (res.statusCode !== 200) {
       discard(res.body);
       return undefined;
@@ -107,7 +115,7 @@ export async function checkOriginAccess(req: AccessRequest): Promise<AccessAnswe
     const challenge = parseBearerChallenge(firstHeader(res.headers, 'www-authenticate'));
     if (challenge) {
       requests++;
-      const token = await fetchToken(req, challenge, auth);
+      const token = await fetchRegistryToken(req, challenge, auth);
       if (token) {
         requests++;
         res = await ask(req, `Bearer ${token}`);

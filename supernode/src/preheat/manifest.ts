@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
-import { describeError, parseBearerChallenge, redactUrl } from '@damselfly/shared';
+import { describeError, fetchRegistryToken, parseBearerChallenge, redactUrl } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { ImageRef } from './image-ref.js';
 
@@ -68,7 +68,10 @@ export async function resolveImage(
         const challenge = parseBearerChallenge(String(res.headers['www-authenticate'] ?? ''));
         await res.body.dump();
         if (!challenge) break;
-        headers = { authorization: `Bearer ${await token(challenge, ref, opts)}` };
+        const auth = Object.entries(opts.headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
+        const token = await fetchRegistryToken({ dispatcher: opts.dispatcher, signal: opts.signal, timeoutMs: 30_000 }, challenge, auth, `repository:${ref.repository}:pull`);
+        if (!token) throw Object.assign(snError('SN_MANIFEST', 'the registry\'s token service gave no token (refused or unreachable)'), { status: 401 });
+        headers = { authorization: `Bearer ${token}` };
         continue;
       }
       if (res.statusCode !== 200) {
@@ -125,25 +128,4 @@ export async function resolveImage(
     throw snError('SN_MANIFEST', `unsupported manifest type ${JSON.stringify(type)}`);
   }
   return { digest: top.digest, platforms: chosen, blobs: [...blobs.values()], headers };
-}
-
-/** The registry's token endpoint, with the caller's own credentials (Basic) if it gave any. */
-async function token(
-  challenge: { realm: string; params: Record<string, string> },
-  ref: ImageRef,
-  opts: { headers: Record<string, string>; dispatcher: Dispatcher; signal?: AbortSignal },
-): Promise<string> {
-  const u = new URL(challenge.realm);
-  if (challenge.params.service) u.searchParams.set('service', challenge.params.service);
-  u.searchParams.set('scope', challenge.params.scope ?? `repository:${ref.repository}:pull`);
-  const auth = Object.entries(opts.headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
-  const res = await request(u, { headers: auth ? { authorization: auth } : {}, dispatcher: opts.dispatcher, signal: opts.signal, headersTimeout: 30_000, bodyTimeout: 30_000 });
-  if (res.statusCode !== 200) {
-    await res.body.dump();
-    throw Object.assign(snError('SN_MANIFEST', `the registry's token service answered ${res.statusCode}`), { status: res.statusCode === 401 || res.statusCode === 403 ? res.statusCode : 502 });
-  }
-  const j = (await res.body.json()) as { token?: string; access_token?: string };
-  const t = j.token ?? j.access_token;
-  if (!t) throw snError('SN_MANIFEST', 'the registry\'s token service sent no token');
-  return t;
 }
