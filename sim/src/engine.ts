@@ -5,7 +5,7 @@
  * Peers behave like dfdaemon's conductor: they keep `parallel` pieces in flight, ask the scheduler for sources, report
  * every result, retry after 100 ms when nothing is assignable, and stay in the swarm as seeds once done.
  */
-import { Scheduler, SUPERNODE, WakeList, tuneSlots, type SchedulePolicy } from '@damselfly/supernode';
+import { Scheduler, SUPERNODE, SlotTuner, WakeList, type SchedulePolicy } from '@damselfly/supernode';
 import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
 import { EventHeap } from './heap.js';
 import { rng } from './rng.js';
@@ -127,10 +127,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   const wakes = new WakeList();
   sched.on('sources:changed', (taskId) => wakes.wake(taskId));
   // The supernode's slot tuning, with the real rule: as few streams as fill its uplink at streamRate each.
-  const tuning = { min: Math.min(4, sc.supernodeSlots), max: sc.supernodeSlots, streamRate: sc.supernodeStreamRate ?? 1024 * 1024 };
-  let grewAt = -Infinity;
-  if (tuning.streamRate > 0) {
-    sched.setSlots(SUPERNODE, tuning.min);
+  const tuner = new SlotTuner(sc.supernodeSlots, sc.supernodeStreamRate ?? 1024 * 1024);
+  if (tuner.tuning.streamRate > 0) {
+    sched.setSlots(SUPERNODE, tuner.slots);
     heap.push(TUNE_MS, Ev.Tune, 0);
   }
   const source: Node = mkNode(-1, SUPERNODE, sc.sourceUp / 1000, Infinity, 0);
@@ -251,10 +250,15 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     }
   }
 
-  function endFlow(f: Flow): void {
+  /** Forgets a flow, started or not: no longer pending, no longer a source to relay from, no longer relaying. */
+  function unlink(f: Flow): void {
     flows.delete(f.id);
     if (f.to.fetching.get(f.piece) === f) f.to.fetching.delete(f.piece);
     f.upstream?.relays?.delete(f);
+  }
+
+  function endFlow(f: Flow): void {
+    unlink(f);
     if (f.live) totalRate -= f.rate;
     f.rate = 0;
     f.live = false;
@@ -279,7 +283,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         continue;
       }
       if (r.live) endFlow(r);
-      else flows.delete(r.id);
+      else unlink(r);
       r.to.inflight.delete(r.piece);
       // The relay's downloader gives up on it (a stalled relay times out): its booked slot is freed.
       sched.release(TASK, r.to.id, r.piece);
@@ -326,9 +330,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         // A relay dropped before it started (its source's own download failed) is gone already.
         if (!f) break;
         if (f.to.left || f.from.left) {
-          flows.delete(f.id);
-          if (f.to.fetching.get(f.piece) === f) f.to.fetching.delete(f.piece);
-          f.upstream?.relays?.delete(f);
+          unlink(f);
           releaseRelays(f, false);
           f.to.inflight.delete(f.piece);
           if (!f.to.left) pump(f.to);
@@ -382,10 +384,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       case Ev.Tune: {
         let rate = 0;
         for (const f of source.ups) rate += f.rate * 1000;
-        const before = sched.slots(SUPERNODE);
-        const slots = tuneSlots({ slots: before, active: sched.load(SUPERNODE), rate, sinceIncreaseMs: now - grewAt }, tuning);
-        if (slots > before) grewAt = now;
-        sched.setSlots(SUPERNODE, slots);
+        sched.setSlots(SUPERNODE, tuner.next(sched.load(SUPERNODE), rate, now));
         // Only while anything else may still happen: the tick alone does not keep a finished run going.
         if (heap.size > 0) heap.push(now + TUNE_MS, Ev.Tune, 0);
         break;

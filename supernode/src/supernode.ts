@@ -8,7 +8,7 @@ import { TaskStore } from './resource/task-store.js';
 import { Seeder } from './seed/seeder.js';
 import { Scheduler } from './scheduling/scheduler.js';
 import { SUPERNODE, type SchedulePolicy } from './scheduling/policy.js';
-import { tuneSlots } from './scheduling/slot-tuner.js';
+import { SlotTuner } from './scheduling/slot-tuner.js';
 import { createSupernodeMetrics, type SupernodeMetrics } from './metrics.js';
 import { WakeList } from './api/wake-list.js';
 import { buildServer } from './api/server.js';
@@ -119,26 +119,19 @@ export class Supernode {
    * uploadSlots: they hold no bandwidth, and a few dripping origins must not take the uplink's slots from everyone.
    */
   #tuneSlots(): void {
-    const tuning = { min: Math.min(4, this.config.uploadSlots), max: this.config.uploadSlots, streamRate: this.config.uploadStreamRate };
-    if (tuning.streamRate <= 0) {
-      this.metrics.uploadSlots.set(tuning.max);
-      return;
-    }
-    let tuned = tuning.min;
-    let grewAt = -Infinity;
+    const tuner = new SlotTuner(this.config.uploadSlots, this.config.uploadStreamRate);
+    this.metrics.uploadSlots.set(tuner.slots);
+    if (this.config.uploadStreamRate <= 0) return;
     const apply = () => {
       const now = performance.now();
       let waiting = 0;
       for (const s of this.#streams) if (s.last === -Infinity) waiting++;
-      const next = tuneSlots({ slots: tuned, active: this.#streams.size - waiting, rate: this.#served.rate(now), sinceIncreaseMs: now - grewAt }, tuning);
-      if (next > tuned) grewAt = now;
-      tuned = next;
-      const slots = Math.min(tuning.max, tuned + waiting);
+      const tuned = tuner.next(this.#streams.size - waiting, this.#served.rate(now), now);
+      const slots = Math.min(this.config.uploadSlots, tuned + waiting);
       if (slots !== this.scheduler.slots(SUPERNODE)) this.scheduler.setSlots(SUPERNODE, slots);
       this.metrics.uploadSlots.set(tuned);
     };
-    this.scheduler.setSlots(SUPERNODE, tuned);
-    this.metrics.uploadSlots.set(tuned);
+    this.scheduler.setSlots(SUPERNODE, tuner.slots);
     this.#tuner = setInterval(apply, 500).unref();
   }
 

@@ -47,6 +47,36 @@ export function tuneSlots(s: SlotSample, t: SlotTuning): number {
   return clamp(s.slots);
 }
 
+/** The fewest streams the supernode serves at once (also where tuning starts). */
+const MIN_SLOTS = 4;
+
+/**
+ * The tuning loop's state, one per supernode (and per simulated one): the count for streams that send, and when it
+ * last grew, since it grows at most once per measuring window.
+ */
+export class SlotTuner {
+  readonly tuning: SlotTuning;
+  #slots: number;
+  #grewAt = -Infinity;
+
+  /** Between MIN_SLOTS (or `max` if lower) and `max`, aiming at `streamRate` per stream; `streamRate` 0: fixed at `max`. */
+  constructor(max: number, streamRate: number) {
+    this.tuning = { min: Math.min(MIN_SLOTS, max), max, streamRate };
+    this.#slots = streamRate > 0 ? this.tuning.min : max;
+  }
+
+  get slots(): number {
+    return this.#slots;
+  }
+
+  /** One tick: `active` streams sending, `rate` bytes/s sent over the last window, at `now` (ms). */
+  next(active: number, rate: number, now: number): number {
+    const n = tuneSlots({ slots: this.#slots, active, rate, sinceIncreaseMs: now - this.#grewAt }, this.tuning);
+    if (n > this.#slots) this.#grewAt = now;
+    return (this.#slots = n);
+  }
+}
+
 /**
  * Upload slots for a peer with an upload limit: as many streams as the limit carries at `streamRate` each (at least
  * one, at most the usual `max`), so a capped peer is not handed more uploads than it can serve at a useful rate.
