@@ -3,13 +3,11 @@
 // the registry (curl), in the same run. Prints wall-time and origin-bytes ratios side by side, plus the P2P bound.
 //   node bench/core.mjs [--size-mib 256] [--n 4,8] [--origin-mbps 0|200]
 // --origin-mbps caps the registry's egress (a TCP relay), like a real registry behind a shared uplink; 0 = loopback.
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT, run, spawnDaemon, spawnSupernode } from './procs.mjs';
+import { ROOT, cpuSeconds, run, sha256File, spawnDaemon, spawnSupernode } from './procs.mjs';
 
 const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, n: { type: 'string', default: '4,8' }, 'origin-mbps': { type: 'string', default: '0' } } });
 const { startRegistry, pushBlobStream } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
@@ -32,12 +30,7 @@ const out = await mkdtemp(join(tmpdir(), 'bench-out-'));
 const served = () => reg.blobBytesServed(digest);
 
 async function verify(files) {
-  for (const f of files) {
-    const hash = createHash('sha256');
-    for await (const c of createReadStream(f, { highWaterMark: 1 << 20 })) hash.update(c);
-    const h = hash.digest('hex');
-    if (`sha256:${h}` !== digest) throw new Error(`${f} is corrupt`);
-  }
+  for (const f of files) if ((await sha256File(f)) !== digest) throw new Error(`${f} is corrupt`);
 }
 
 async function direct(n) {
@@ -67,19 +60,13 @@ async function p2p(n) {
   // CPU (user + system) per MiB of blob: the supernode's for the whole swarm, each dfdaemon's for its own copy.
   const mib = F / 2 ** 20;
   const cpu = {
-    supernode: (await cpuMs(sn.child.pid)) / mib,
-    dfdaemon: (await Promise.all(daemons.map((d) => cpuMs(d.child.pid)))).reduce((a, b) => a + b, 0) / daemons.length / mib,
+    supernode: (cpuSeconds(sn.child.pid) * 1000) / mib,
+    dfdaemon: (daemons.map((d) => cpuSeconds(d.child.pid) * 1000).reduce((a, b) => a + b, 0)) / daemons.length / mib,
   };
   await Promise.all(daemons.map((d) => d.stop()));
   await sn.stop();
   await Promise.all([...files.map((f) => rm(f)), ...daemons.map((d) => rm(d.dir, { recursive: true })), rm(sn.dir, { recursive: true })]);
   return { secs, origin: served() - before, rss, cpu };
-}
-
-/** CPU time a process used so far, in ms (utime + stime from /proc, in clock ticks of 10 ms). */
-async function cpuMs(pid) {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 async function peakRssMiB(pid) {

@@ -1,6 +1,7 @@
 // Process helpers for benchmarks: real supernode/dfdaemon/dfget processes, as deployed.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,27 +15,59 @@ process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-/** Spawns a component and resolves with the URLs its "started" log line announces. */
-function spawnComponent(bin, args, startedMsg) {
-  return new Promise((resolveP, reject) => {
-    const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), join(ROOT, bin), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    children.add(child);
+/**
+ * Resolves with the first JSON log line of `child` whose `msg` is `msg` (the daemons announce "…:started" with their
+ * URLs); rejects, naming `what`, if the child exits first.
+ */
+export function logLine(child, msg, what) {
+  return new Promise((resolve, reject) => {
     let buf = '';
-    child.stdout.on('data', (d) => {
+    const onExit = (code) => reject(new Error(`${what} exited ${code} before it logged ${msg}`));
+    const onData = (d) => {
       buf += d;
-      for (const line of buf.split('\n')) {
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
         try {
           const j = JSON.parse(line);
-          if (j.msg === startedMsg) {
-            child.stdout.removeAllListeners('data');
-            child.stdout.resume();
-            resolveP({ child, info: j, stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once('exit', r), child.kill('SIGINT')))) });
-          }
+          if (j.msg !== msg) continue;
+          child.stdout.off('data', onData);
+          child.off('exit', onExit);
+          return resolve(j);
         } catch {}
       }
-    });
-    child.once('exit', (code) => reject(new Error(`${bin} exited ${code}`)));
+    };
+    child.stdout.on('data', onData);
+    child.once('exit', onExit);
   });
+}
+
+/** utime + stime of a live process, in seconds (0 once it is gone). */
+export function cpuSeconds(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** `sha256:<hex>` of a file, read as a stream. */
+export async function sha256File(path) {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(c);
+  return `sha256:${h.digest('hex')}`;
+}
+
+/** Spawns a component and resolves with the URLs its "started" log line announces. */
+async function spawnComponent(bin, args, startedMsg) {
+  const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), join(ROOT, bin), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  const info = await logLine(child, startedMsg, bin);
+  child.stdout.resume();
+  return { child, info, stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once('exit', r), child.kill('SIGINT')))) };
 }
 
 export async function spawnSupernode(extra = []) {

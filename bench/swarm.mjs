@@ -11,15 +11,15 @@
 // host's uplink bytes / F, mean upload utilisation of all uplinks until the last host finished, and the CPU the
 // daemons used. Needs root, iproute2, docker-registry, curl, aria2c, mktorrent, opentracker (scripts/install.sh
 // --test installs them). Namespaces and processes are removed on any exit, also on SIGINT/SIGTERM.
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
-import { ROOT } from './procs.mjs';
+import { ROOT, cpuSeconds, logLine, sha256File } from './procs.mjs';
 import { createNetwork } from './swarm/netns.mjs';
 
 const { values } = parseArgs({
@@ -66,21 +66,6 @@ const { startRegistry, pushBlobStream, blobChunks } = await import(join(ROOT, '.
 
 const bps = (mbit) => (mbit * 1e6) / 8;
 const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-/** utime + stime of a live process, in seconds. */
-function cpuSeconds(pid) {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-async function sha256File(path) {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(path, { highWaterMark: MiB })) h.update(c);
-  return `sha256:${h.digest('hex')}`;
-}
 /** Where the daemons' logs go: `--logs DIR` keeps them; otherwise they go with the run's scratch directory. */
 let logDir;
 /**
@@ -91,21 +76,7 @@ function started(child, msg, what) {
   const file = createWriteStream(join(logDir, `${what.replace(/\W+/g, '-')}.log`), { flags: 'a' });
   child.stdout.pipe(file);
   child.stderr.pipe(file);
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          if (JSON.parse(line).msg === msg) return resolve();
-        } catch {}
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`${what} exited ${code} before it started (log: ${file.path})`)));
-  });
+  return logLine(child, msg, `${what} (log: ${file.path})`);
 }
 function exited(child) {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : once(child, 'exit');
