@@ -12,21 +12,12 @@ import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { throttledRelay } from './helpers/throttle.js';
+import { until } from './helpers/until.js';
 import { ROOT, TEST_SECRET, getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const CHROMIUM = '/usr/bin/chromium';
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 t.test('dashboard: live tasks, piece maps and peers in a real browser', { skip: existsSync(CHROMIUM) ? false : `needs ${CHROMIUM} (scripts/install.sh --test)` }, async (t) => {
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
@@ -58,7 +49,7 @@ t.test('dashboard: live tasks, piece maps and peers in a real browser', { skip: 
 
   await t.test('with the token: the peer and its task appear, and they follow the pulls', async (t) => {
     await page.goto(`${sn.url}/dashboard#token=${encodeURIComponent(TEST_SECRET)}`);
-    await until('the token to leave the address bar', async () => !page.url().includes('token'));
+    await until('the token to leave the address bar', async () => !page.url().includes('token'), 15_000, 100);
     await page.locator('[data-testid=auth]').waitFor({ state: 'hidden' });
     // dfdaemons join the supernode with their first task: node A's pull brings it (and the task) onto the page.
     const pullA = getViaProxy(a.proxyUrl, url);
@@ -72,7 +63,7 @@ t.test('dashboard: live tasks, piece maps and peers in a real browser', { skip: 
     t.match(seededEarly, /^\d+ \/ 6$/, `pieces seeded while the pull runs: ${seededEarly}`);
     await page.locator(`canvas[data-map="${taskId}"]`).waitFor();
     t.equal(`sha256:${sha((await pullA).body)}`, digest);
-    await until('all pieces seeded on the page', async () => (await taskRow.locator('[data-col=seeded]').textContent()) === '6 / 6');
+    await until('all pieces seeded on the page', async () => (await taskRow.locator('[data-col=seeded]').textContent()) === '6 / 6', 15_000, 100);
     const fromSupernode = await taskRow.locator('[data-col=from-supernode]').textContent();
     t.not(fromSupernode, '0 B', `bytes from the supernode: ${fromSupernode}`);
 
@@ -82,9 +73,9 @@ t.test('dashboard: live tasks, piece maps and peers in a real browser', { skip: 
     await page.locator('[data-peer="node-b"]').waitFor();
     t.equal(await page.locator('[data-peer="node-b"] [data-col=labels]').textContent(), 'zone=<img src=x onerror="window.pwned=1">', 'a peer label is shown as text');
     t.notOk(await page.evaluate(() => (globalThis as { pwned?: number }).pwned), 'and never run');
-    await until('the second peer in the task', async () => (await taskRow.locator('[data-col=peers]').textContent()) === '2');
-    await until('bytes from peers', async () => (await taskRow.locator('[data-col=from-peers]').textContent()) !== '0 B');
-    await until('the history chart', async () => (await page.locator('#chart polyline[data-series=supernode]').count()) === 1);
+    await until('the second peer in the task', async () => (await taskRow.locator('[data-col=peers]').textContent()) === '2', 15_000, 100);
+    await until('bytes from peers', async () => (await taskRow.locator('[data-col=from-peers]').textContent()) !== '0 B', 15_000, 100);
+    await until('the history chart', async () => (await page.locator('#chart polyline[data-series=supernode]').count()) === 1, 15_000, 100);
     t.equal(await page.locator('[data-testid=peer-count]').textContent(), '2 peers');
     const dir = join(ROOT, 'test-artifacts');
     await mkdir(dir, { recursive: true });

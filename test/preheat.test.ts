@@ -16,6 +16,7 @@ import { ROOT, TEST_SECRET, startDaemon, startSupernode, tempDir } from './helpe
 import { buildAndPushMultiArchImage, mirrorConf, skopeo } from './helpers/image.js';
 import { metricValue } from './helpers/metrics.js';
 import { startTokenServer } from './helpers/token-server.js';
+import { until } from './helpers/until.js';
 
 const KiB = 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -32,16 +33,6 @@ function dfctl(args: string[], env: Record<string, string> = {}): Promise<{ code
 async function api(sn: { url: string }, method: string, path: string, body?: unknown) {
   const res = await fetch(`${sn.url}${path}`, { method, headers: { authorization: `Bearer ${TEST_SECRET}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
   return { status: res.status, body: (await res.json()) as any };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 t.test('preheat a multi-arch image', async (t) => {
@@ -91,13 +82,13 @@ t.test('preheat a multi-arch image', async (t) => {
     const job = await until('the job to finish', async () => {
       const j = (await api(sn, 'GET', `/api/v1/preheat/${r.body.id}`)).body;
       return j.state === 'succeeded' || j.state === 'failed' ? j : undefined;
-    });
+    }, 30_000, 100);
     t.equal(job.state, 'succeeded', JSON.stringify(job.errors));
     t.equal(job.peers.asked, 2, 'both dfdaemons were told');
     for (const d of [d1, d2]) {
       for (const b of amd) {
         const taskId = taskIdFor(new URL(`${reg.url}/v2/team/app/blobs/${b.digest}`));
-        await until(`${b.digest} complete on a dfdaemon`, () => d.store.get(taskId)?.complete);
+        await until(`${b.digest} complete on a dfdaemon`, () => d.store.get(taskId)?.complete, 30_000, 100);
       }
       t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_preheat_blobs_total', { result: 'ok' }), amd.length, 'each fetched every blob');
     }

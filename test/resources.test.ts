@@ -8,17 +8,10 @@ import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
 import { metricValue, scrapeMetric } from './helpers/metrics.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
+import { until } from './helpers/until.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-async function until(what: string, ok: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 t.test('a dfdaemon that drops a piece or evicts a task tells the supernode at once; nobody is sent there for it', async (t) => {
   const reg = await startRegistry();
