@@ -81,7 +81,13 @@ export interface ConductorComponents {
   /** What each source delivers to this node in all (its transfers for every task), bytes/s. */
   sources?: RateMeters;
   /** The node's bandwidth limits, shared by all its downloads. */
-  limits?: { download: TokenBucket; backSource: TokenBucket };
+  limits?: NodeLimits;
+}
+
+/** A node's download limits: everything it downloads, and what it fetches from origins itself. */
+export interface NodeLimits {
+  download: TokenBucket;
+  backSource: TokenBucket;
 }
 
 /** How long a run whose wanted pieces are all in waits for more Range readers before it closes. */
@@ -366,6 +372,7 @@ export class Conductor {
     let fatal: unknown;
 
     const sources = this.#c.sources;
+    const pace = paceAll([this.#c.limits?.download]);
     const start = (a: ScheduleResult['assignments'][number]) => {
       const t0 = performance.now();
       const p = fetchPiece(task, a, {
@@ -373,7 +380,7 @@ export class Conductor {
         timeoutMs: this.#opts.pieceTimeoutMs,
         // Under a download limit every source looks slow: judge them against a share of the limit, not beyond it.
         minBytesPerSecond: this.#opts.downloadRate > 0 ? Math.min(this.#opts.pieceMinRate, this.#opts.downloadRate / 4) : this.#opts.pieceMinRate,
-        pace: this.#c.limits?.download.rate ? (n, s) => this.#c.limits!.download.take(n, s) : undefined,
+        pace,
         // Keyed by address: the supernode is one source whatever the task.
         ...(sources ? { sourceRate: () => sources.rate(a.base), onBytes: (n: number) => sources.add(a.base, n) } : {}),
         signal: stop,

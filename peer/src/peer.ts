@@ -3,13 +3,9 @@
  * requests, dfget), and the dependencies they need.
  */
 import { setMaxListeners } from 'node:events';
-import type { Dispatcher } from 'undici';
-import { RateMeters, TokenBucket, describeError, type Logger } from '@damselfly/shared';
-import { Conductor, type ConductorOptions, type DownloadRequest } from './conductor.js';
-import type { SupernodePool } from './supernode-pool.js';
-import type { LocalStore } from './local-store.js';
+import { RateMeters, TokenBucket, describeError } from '@damselfly/shared';
+import { Conductor, type ConductorComponents, type ConductorOptions, type DownloadRequest, type NodeLimits } from './conductor.js';
 import type { LocalTask } from './local-task.js';
-import type { PeerMetrics } from './metrics.js';
 import { peerError } from './errors.js';
 
 export interface Download {
@@ -24,20 +20,12 @@ export interface Download {
   want(pieces: readonly number[] | 'all', startAt?: number): boolean;
 }
 
-export interface PeerComponents {
-  store: LocalStore;
-  pool: SupernodePool;
-  dispatcher: Dispatcher;
-  cluster: Dispatcher;
-  /** A download ran out of disk (its task is already dropped): make room. */
-  onDiskFull?: () => void;
-  metrics: PeerMetrics;
-  log: Logger;
-}
+/** What a node gives its peer engine; the per-source meters and the limits are the engine's own. */
+export type PeerComponents = Omit<ConductorComponents, 'sources' | 'limits'>;
 
 export class Peer {
   readonly #opts: ConductorOptions;
-  readonly #c: PeerComponents & { sources: RateMeters; limits: { download: TokenBucket; backSource: TokenBucket } };
+  readonly #c: ConductorComponents & Required<Pick<ConductorComponents, 'sources' | 'limits'>>;
   readonly #running = new Map<string, { conductor: Conductor; done: Promise<LocalTask> }>();
   readonly #stop = new AbortController();
 
@@ -51,7 +39,7 @@ export class Peer {
   }
 
   /** The node's download limits (shared by every task), for metrics. */
-  get limits(): { download: TokenBucket; backSource: TokenBucket } {
+  get limits(): NodeLimits {
     return this.#c.limits;
   }
 

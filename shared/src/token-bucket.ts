@@ -36,10 +36,15 @@ export class TokenBucket {
   }
 }
 
-/** Paces through several limits at once (a back-to-source read counts against the download limit too). */
-export function paceAll(buckets: readonly (TokenBucket | undefined)[]): ((n: number, signal?: AbortSignal) => Promise<void>) | undefined {
+/**
+ * The pace of a transfer under these limits (a back-to-source read counts against the download limit too), or
+ * undefined when none is set: the caller then does not wait at all.
+ */
+export function paceAll(buckets: readonly (TokenBucket | undefined)[]): ((n: number, signal?: AbortSignal) => Promise<void> | undefined) | undefined {
   const live = buckets.filter((b): b is TokenBucket => b !== undefined && b.rate > 0);
   if (!live.length) return undefined;
+  // One limit: its own answer, which is no promise at all while the burst lasts.
+  if (live.length === 1) return (n, signal) => live[0]!.take(n, signal);
   return async (n, signal) => {
     for (const b of live) await b.take(n, signal);
   };

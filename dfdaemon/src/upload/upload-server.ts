@@ -3,7 +3,7 @@
  * piece goes only to a request carrying a grant the supernode issued for exactly that task and piece.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { type BlockReady, FIRST_BLOCK_HEADER, firstBlockParam, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, type BufferPool, type TokenBucket, type Logger, type Trust } from '@damselfly/shared';
+import { type BlockReady, FIRST_BLOCK_HEADER, firstBlockParam, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, paceAll, type BufferPool, type TokenBucket, type Logger, type Trust } from '@damselfly/shared';
 import type { LocalStore } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
@@ -14,6 +14,8 @@ const RELAY_BLOCK_MS = 30_000;
 export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust; pool: BufferPool; limit?: TokenBucket }): FastifyInstance {
   const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, ...fastifyServerOptions(c.trust.tls) }) as unknown as FastifyInstance;
   const secret = c.trust.secret;
+  // The node's upload limit, shared by every piece it sends.
+  const pace = paceAll([c.limit]);
   let active = 0;
 
   app.setErrorHandler((err, _req, reply) => {
@@ -86,7 +88,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       void reply.hijack();
       reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, [FIRST_BLOCK_HEADER]: first });
       if (relaying) c.metrics.relayedPieces.inc();
-      await serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, pool: c.pool, pace: c.limit?.rate ? (n, s) => c.limit!.take(n, s) : undefined, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
+      await serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, pool: c.pool, pace, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
         () => reply.raw.end(),
         () => reply.raw.destroy(),
       );

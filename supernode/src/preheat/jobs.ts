@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
-import { describeError, redactUrl, type Logger, type OriginAllowList } from '@damselfly/shared';
+import { describeError, pieceRange, redactUrl, type Logger, type OriginAllowList } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { Seeder } from '../seed/seeder.js';
 import type { TaskStore } from '../resource/task-store.js';
@@ -128,10 +128,12 @@ export class PreheatJobs {
         layer.taskId = meta.taskId;
         layer.pieces.total = meta.pieceCount;
         for (let n = 0; n < meta.pieceCount; n++) {
+          const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
+          const size = end - start + 1;
           if (this.#c.store.pieceSha(meta.taskId, n) !== undefined) {
             layer.pieces.seeded++;
-            job.bytes.seeded += Math.min(meta.pieceSize, meta.contentLength - n * meta.pieceSize);
-          } else work.push({ layer, taskId: meta.taskId, n, size: Math.min(meta.pieceSize, meta.contentLength - n * meta.pieceSize) });
+            job.bytes.seeded += size;
+          } else work.push({ layer, taskId: meta.taskId, n, size });
         }
         layer.state = layer.pieces.seeded === layer.pieces.total ? 'seeded' : 'seeding';
       } catch (err) {

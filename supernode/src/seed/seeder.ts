@@ -33,6 +33,7 @@ import {
   writePiece,
   writeWholeStream,
   TokenBucket,
+  paceAll,
   type Pace,
   TransferGuard,
   DigestCheck,
@@ -118,7 +119,7 @@ export class Seeder {
     this.#sem = new Semaphore(opts.originConcurrency);
     this.#perHost = opts.originConcurrencyPerHost ?? opts.originConcurrency;
     this.limit = new TokenBucket(opts.originRate ?? 0);
-    this.#pace = this.limit.rate > 0 ? (n, signal) => this.limit.take(n, signal) : undefined;
+    this.#pace = paceAll([this.limit]);
     // Under an origin limit the transfers share it: each is judged against its share, not the origin's own pace.
     const minRate = opts.originMinRate ?? 0;
     const share = this.limit.rate > 0 ? this.limit.rate / opts.originConcurrency / 2 : Infinity;
