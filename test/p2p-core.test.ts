@@ -190,12 +190,12 @@ t.test('supernode survives malformed control messages and keeps serving', async 
   const replies: { id: number; ok: boolean; error?: { code: string } }[] = [];
   ws.on('message', (d) => replies.push(JSON.parse(d.toString())));
   ws.send('garbage');
-  ws.send(JSON.stringify({ id: 7, type: 'pieces:schedule', taskId: 'x', want: [], max: 1 }));
-  ws.send(JSON.stringify({ id: 8, type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 }));
+  ws.send(JSON.stringify({ id: 7, type: 'pieces:want', taskId: 'x', want: [], max: 1 }));
+  ws.send(JSON.stringify({ id: 8, type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }));
   ws.send(Buffer.from([0, 1, 2]));
   ws.send(JSON.stringify({ id: 9, type: 'peer:hello', peerId: 'p', version: 1 }));
   ws.send(JSON.stringify({ id: 10, type: 'task:register', url: 'file:///etc/passwd' }));
-  ws.send(JSON.stringify({ id: 11, type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 }));
+  ws.send(JSON.stringify({ id: 11, type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }));
   await new Promise((r) => setTimeout(r, 300));
   const byId = new Map(replies.map((r) => [r.id, r]));
   t.equal(byId.get(7)?.error?.code, 'BAD_MESSAGE');
@@ -230,7 +230,7 @@ t.test('dfdaemon restart finds its cache: served with the registry and supernode
   t.equal(sha(r.body), digest, 'served from the verified local cache');
 });
 
-t.test('no polling: a peer told "nothing now" is pushed pieces:available when a source frees up', async (t) => {
+t.test('push, not poll: a peer that got nothing is pushed its assignment when a source frees up', async (t) => {
   const { rawPeer } = await import('./helpers/ws-peer.js');
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
@@ -239,10 +239,10 @@ t.test('no polling: a peer told "nothing now" is pushed pieces:available when a 
   const sn = await startSupernode(t, { uploadSlots: 1 });
   const [x, w] = await Promise.all([rawPeer(sn.url, 'x', TEST_SECRET), rawPeer(sn.url, 'w', TEST_SECRET)]);
   t.teardown(() => (x.close(), w.close()));
-  const pushes: unknown[] = [];
+  const pushes: { type: string; taskId: string; assignments: { piece: number; from: string; grant?: string }[] }[] = [];
   w.ws.on('message', (d) => {
     const m = JSON.parse(d.toString()) as { type?: string };
-    if (m.type === 'pieces:available') pushes.push(m);
+    if (m.type === 'pieces:assigned') pushes.push(m as (typeof pushes)[number]);
   });
   for (const [p, id] of [[x, 'x'], [w, 'w']] as const) {
     t.ok((await p.call({ type: 'peer:hello', peerId: id, version: 1 })).ok);
@@ -250,18 +250,21 @@ t.test('no polling: a peer told "nothing now" is pushed pieces:available when a 
   }
   const info = (await x.call<{ taskId: string }>({ type: 'task:register', url })) as { ok: true; result: { taskId: string } };
   const id = info.result.taskId;
-  const got = (await x.call<{ assignments: unknown[] }>({ type: 'pieces:schedule', taskId: id, want: [0], max: 1 })) as { ok: true; result: { assignments: unknown[] } };
+  const got = (await x.call<{ assignments: unknown[] }>({ type: 'pieces:want', taskId: id, want: [0], max: 1 })) as { ok: true; result: { assignments: unknown[] } };
   t.equal(got.result.assignments.length, 1, 'x takes the only slot');
-  const none = (await w.call<{ assignments: unknown[]; retryAfterMs?: number }>({ type: 'pieces:schedule', taskId: id, want: [1], max: 1 })) as {
-    ok: true;
-    result: { assignments: unknown[]; retryAfterMs?: number };
-  };
+  const none = (await w.call<{ assignments: unknown[] }>({ type: 'pieces:want', taskId: id, want: [1], max: 1 })) as { ok: true; result: { assignments: unknown[] } };
   t.equal(none.result.assignments.length, 0, 'w gets nothing now');
-  t.ok((none.result.retryAfterMs ?? 0) >= 500, 'and is not asked to poll fast');
-  t.same(pushes, [], 'nothing pushed yet');
+  await new Promise((r) => setTimeout(r, 200));
+  t.same(pushes, [], 'nothing pushed while nothing changed');
   x.send({ type: 'piece:result', taskId: id, piece: 0, ok: false, reason: 'cancelled' });
   for (let i = 0; i < 100 && pushes.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-  t.same(pushes, [{ type: 'pieces:available', taskId: id }], 'the freed slot wakes w at once');
-  const now = (await w.call<{ assignments: { from: string }[] }>({ type: 'pieces:schedule', taskId: id, want: [1], max: 1 })) as { ok: true; result: { assignments: { from: string }[] } };
-  t.equal(now.result.assignments[0]?.from, 'supernode', 'and asking again gets it');
+  t.equal(pushes.length, 1, 'the freed slot is pushed to w at once, without w asking again');
+  t.equal(pushes[0]?.taskId, id);
+  t.same(
+    pushes[0]?.assignments.map((a) => [a.piece, a.from, typeof a.grant]),
+    [[1, 'supernode', 'string']],
+    'a usable assignment: the piece w wanted, from the supernode, with its grant',
+  );
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'pushed' }), 1);
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'reply' }), 1);
 });

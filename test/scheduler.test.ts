@@ -255,19 +255,54 @@ t.test('scheduler: a relay that stalls is not blamed for it (its own source may 
   t.ok(s.isBlacklisted('T', 'a'), 'corrupt bytes from a relay count like any');
 });
 
-t.test('wake list: a few waiters per change, longest waiting first; a closed session waits for nothing', async (t) => {
-  const { WakeList } = await import('@damselfly/supernode');
-  const woken: string[] = [];
-  const list = new WakeList(2);
-  const peer = (name: string) => (taskId: string) => woken.push(`${name}:${taskId}`);
-  const [a, b, c] = [peer('a'), peer('b'), peer('c')];
-  for (const p of [a, b, c]) list.wait('T', p);
-  list.wait('U', c);
-  list.wake('T');
-  t.same(woken, ['a:T', 'b:T']);
-  list.forget(c);
-  list.wake('T');
-  list.wake('U');
-  t.same(woken, ['a:T', 'b:T'], 'c left: nobody else to wake');
-  t.equal(list.size, 0);
+t.test('demands: sources are pushed as they free up, to peers with room, round-robin; a failed piece is wanted again', async (t) => {
+  const { Demands } = await import('@damselfly/supernode');
+  let decisions = 0;
+  const s = new Scheduler({ supernodeSlots: 1, peerSlots: 2, failuresBeforeBlacklist: 3, policy: (v, i) => (decisions++, rarestFirst(v, i)) });
+  let marked = 0;
+  const d = new Demands(s, { misses: 2, onMarked: () => marked++ });
+  const pushed: string[] = [];
+  for (const p of ['a', 'b', 'c', 'x1', 'x2', 'x3', 'x4']) {
+    s.peerJoined(p, true);
+    s.taskJoined(p, 'T');
+    d.connect(p, (taskId, choices) => pushed.push(...choices.map((c) => `${p}:${taskId}:${c.piece}<${c.from}`)));
+  }
+  t.same(d.want('T', 'a', [0, 1, 2], 2), [{ piece: 0, from: SUPERNODE }], 'the reply carries what is possible at once');
+  t.same(d.want('T', 'b', [0, 1], 2), [], 'the supernode is busy and nobody holds a piece: nothing yet');
+  t.equal(d.waiting('T'), 2, 'both wait with room (a has one of two in flight)');
+  d.flush();
+  t.same(pushed, [], 'nothing changed: nothing pushed');
+
+  s.pieceResult('T', 'a', 0, SUPERNODE, true);
+  t.ok(marked > 0, 'the change marked the task for a flush');
+  d.flush();
+  t.same(pushed, ['a:T:1<supernode', 'b:T:0<a'], 'the freed supernode slot and the new holder are pushed at once, in turn');
+  t.equal(s.inflightOf('T', 'a'), 1);
+
+  pushed.length = 0;
+  s.pieceResult('T', 'b', 0, 'a', false, 'timeout');
+  d.failed('T', 'b', 0);
+  d.flush();
+  t.same(pushed, [], 'the failed piece is wanted again, but a (who failed it) is not asked twice and the supernode is busy');
+  s.pieceResult('T', 'a', 1, SUPERNODE, true);
+  d.flush();
+  t.same(pushed, ['a:T:2<supernode', 'b:T:1<a'], 'a, first in turn, takes the supernode slot; b gets the piece a now holds');
+  pushed.length = 0;
+  s.pieceResult('T', 'a', 2, SUPERNODE, true);
+  d.flush();
+  t.same(pushed, ['b:T:0<supernode'], 'and b gets its failed piece from the supernode once it is free');
+
+  // Bounded work per change: four peers wait for a piece nobody can serve; one change tries `misses` of them in a row.
+  s.pieceResult('T', 'b', 0, SUPERNODE, true);
+  pushed.length = 0;
+  for (const p of ['x1', 'x2', 'x3', 'x4']) d.want('T', p, [3], 1);
+  s.wake('T');
+  decisions = 0;
+  d.flush();
+  t.equal(decisions, 2, 'two misses in a row end the flush (the rest wait for the next change)');
+
+  d.want('T', 'b', [], 0);
+  d.disconnect('c');
+  t.equal(d.size, 5, 'an empty want and a closed session drop their demands');
+  t.same(d.want('T', 'c', [], 0), []);
 });

@@ -9,7 +9,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { request } from 'undici';
-import { GRANT_HEADER, taskIdFor, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
+import { GRANT_HEADER, taskIdFor, type WantResult, type TaskInfo } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { metricValue } from './helpers/metrics.js';
@@ -115,7 +115,7 @@ t.test('origin credentials serve only their owner: another member registering wi
   t.ok((await insider.call({ type: 'peer:hello', peerId: 'insider', version: 1 })).ok);
   const reply = (await insider.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: basic('alice', 'guess') } })) as { ok: true; result: TaskInfo };
   t.equal(reply.result.taskId, taskId);
-  const sched = (await insider.call<ScheduleResult>({ type: 'pieces:schedule', taskId, want: [2], max: 1 })) as { ok: true; result: ScheduleResult };
+  const sched = (await insider.call<WantResult>({ type: 'pieces:want', taskId, want: [2], max: 1 })) as { ok: true; result: WantResult };
   const a = sched.result.assignments[0]!;
   t.equal(a.from, 'supernode', 'piece 2 is not seeded yet: the supernode must fetch it');
   const res = await request(`${a.base}/api/v1/tasks/${taskId}/pieces/2`, { headers: { [GRANT_HEADER]: a.grant! } });

@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
-import { GRANT_HEADER, issueGrant, sessionProof, type Assignment, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
+import { GRANT_HEADER, issueGrant, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
 import { pieceUrl } from '@damselfly/peer';
 
 /** The upgrade status a refused session got (0 if it was let in). */
@@ -64,7 +64,7 @@ t.test('a session is one peer: its authenticated id only, one hello, no taking o
   const spam = await rawPeer(sn.url, 'spammer', TEST_SECRET);
   t.equal(await errorCode(spam.call({ type: 'peer:hello', peerId: 'spammer', version: 1 })), 'OK');
   for (let i = 0; i < 20_000; i++) spam.send({ type: 'peer:hello', id: 1000 + i, peerId: `ghost-${i}`, version: 1 });
-  await spam.call({ type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 });
+  await spam.call({ type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 });
   await new Promise((r) => setTimeout(r, 300));
   t.equal(sn.scheduler.peerCount, 2, 'no ghost peers');
   spam.close();
@@ -116,17 +116,17 @@ t.test('reports are evidence only about real assignments: forged blame, forged s
   const liar = await rawPeer(sn.url, 'liar', TEST_SECRET);
   t.teardown(() => liar.close());
   t.equal(await errorCode(liar.call({ type: 'peer:hello', peerId: 'liar', version: 1 })), 'OK');
-  t.equal(await errorCode(liar.call({ type: 'pieces:schedule', taskId, want: [0], max: 1 })), 'SN_TASK_NOT_JOINED', 'no scheduling in a task it did not join');
+  t.equal(await errorCode(liar.call({ type: 'pieces:want', taskId, want: [0], max: 1 })), 'SN_TASK_NOT_JOINED', 'no scheduling in a task it did not join');
   t.equal(await errorCode(liar.call({ type: 'task:register', url })), 'OK');
   // Blame with no assignment behind it: ignored.
   for (let n = 0; n < 3; n++) liar.send({ type: 'piece:result', taskId, piece: n, from: honestId, ok: false, reason: 'corrupt' });
   // A real assignment, reported about another source than the one assigned: ignored too.
-  const sched = (await liar.call<ScheduleResult>({ type: 'pieces:schedule', taskId, want: [0, 1, 2], max: 3 })) as { ok: true; result: ScheduleResult };
+  const sched = (await liar.call<WantResult>({ type: 'pieces:want', taskId, want: [0, 1, 2], max: 3 })) as { ok: true; result: WantResult };
   t.ok(sched.result.assignments.length > 0, 'the liar got assignments');
   for (const a of sched.result.assignments) liar.send({ type: 'piece:result', taskId, piece: a.piece, from: a.from === honestId ? 'supernode' : honestId, ok: false, reason: 'corrupt' });
   // Random task ids by the thousand: no state grows.
   for (let i = 0; i < 5_000; i++) liar.send({ type: 'piece:result', taskId: createHash('sha256').update(String(i)).digest('hex'), piece: i, ok: false, reason: 'corrupt' });
-  await liar.call({ type: 'pieces:schedule', taskId: 'e'.repeat(64), want: [0], max: 1 });
+  await liar.call({ type: 'pieces:want', taskId: 'e'.repeat(64), want: [0], max: 1 });
   await new Promise((r) => setTimeout(r, 300));
   t.notOk(sn.scheduler.isBlacklisted(taskId, honestId), 'the honest peer is not blacklisted');
   t.equal(sn.scheduler.taskCount, 1, 'random task ids created no scheduler state');
@@ -139,7 +139,7 @@ t.test('one session cannot flood the supernode: requests past its rate get SN_RA
   const p = await rawPeer(sn.url, 'flood', TEST_SECRET);
   t.teardown(() => p.close());
   t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'flood', version: 1 })), 'OK');
-  const replies = await Promise.all(Array.from({ length: 400 }, () => errorCode(p.call({ type: 'pieces:schedule', taskId: 'f'.repeat(64), want: [0], max: 1 }))));
+  const replies = await Promise.all(Array.from({ length: 400 }, () => errorCode(p.call({ type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }))));
   const limited = replies.filter((c) => c === 'SN_RATE_LIMITED').length;
   t.ok(limited >= 250, `${limited} of 400 requests refused beyond the burst of 100`);
   const h = await request(`${sn.url}/healthy`);

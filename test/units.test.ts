@@ -68,21 +68,23 @@ t.test('Range parsing', async (t) => {
 
 t.test('peer messages: junk is a typed error, never a crash', async (t) => {
   const id = 'f'.repeat(64);
-  t.same(parsePeerMessage(JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: id, want: [0, 1], max: 4 })), {
-    type: 'pieces:schedule',
+  t.same(parsePeerMessage(JSON.stringify({ type: 'pieces:want', id: 1, taskId: id, want: [0, 1], max: 4 })), {
+    type: 'pieces:want',
     id: 1,
     taskId: id,
     want: [0, 1],
     max: 4,
   });
+  t.same(parsePeerMessage(JSON.stringify({ type: 'pieces:want', id: 2, taskId: id, want: [], max: 0 })).type, 'pieces:want', 'wanting nothing (a stop) is valid');
   const junk = [
     'not json',
     '[]',
     'null',
     '{"type":"nope"}',
-    JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: 'short', want: [], max: 1 }),
-    JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: id, want: [-1], max: 1 }),
-    JSON.stringify({ type: 'pieces:schedule', id: 1, taskId: id, want: [0], max: 0 }),
+    JSON.stringify({ type: 'pieces:want', id: 1, taskId: 'short', want: [], max: 1 }),
+    JSON.stringify({ type: 'pieces:want', id: 1, taskId: id, want: [-1], max: 1 }),
+    JSON.stringify({ type: 'pieces:want', id: 1, taskId: id, want: [0], max: 0 }),
+    JSON.stringify({ type: 'pieces:want', id: 1, taskId: id, want: [0], max: 300 }),
     JSON.stringify({ type: 'piece:result', taskId: id, piece: 0, from: 'x', ok: 'yes' }),
     JSON.stringify({ type: 'task:register', id: 1, url: 5 }),
     JSON.stringify({ type: 'peer:hello', id: 1, peerId: 'p', version: 1, labels: { a: 1 } }),

@@ -21,14 +21,14 @@ import {
   pieceSizeFor,
   probeOrigin,
   sharedError,
-  sleep,
   taskIdFor,
   type Logger,
   type RateMeters,
   type TokenBucket,
   paceAll,
   type ProbeResult,
-  type ScheduleResult,
+  type Assignment,
+  type WantResult,
   type TaskInfo,
   type TaskStatus,
 } from '@damselfly/shared';
@@ -39,6 +39,7 @@ import type { SupernodeClient } from './supernode-client.js';
 import type { PeerMetrics } from './metrics.js';
 import { fetchPiece } from './piece-fetcher.js';
 import { backToSource } from './back-to-source.js';
+import { Nudge } from './nudge.js';
 import { peerError } from './errors.js';
 
 export interface DownloadRequest {
@@ -196,16 +197,6 @@ export class Conductor {
     return woke;
   }
 
-  /** A promise that settles when `want()` is next called (to pick up new wants while pieces are in flight). */
-  #nextWant(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#wake = () => {
-        this.#wake = () => {};
-        resolve();
-      };
-    });
-  }
-
   /** Runs the download; resolves with the task once everything wanted is present (and, if whole, verified). */
   async run({ signal }: { signal: AbortSignal }): Promise<LocalTask> {
     let task: LocalTask | undefined;
@@ -360,20 +351,29 @@ export class Conductor {
     }
   }
 
+  /**
+   * The task's loop with the supernode: says once what it wants and how much it can take (`pieces:want`), starts every
+   * assignment the reply and later pushes bring, reports each result, and says more only when its wants grow (a new
+   * Range read), its in-flight limit changes or it stops. Nothing here runs on a timer: the loop wakes on events only
+   * (an assignment, a piece done, a new want, the supernode gone).
+   */
   async #p2p(task: LocalTask, client: SupernodeClient, signal: AbortSignal): Promise<void> {
     const inflight = new Map<number, Promise<void>>();
     const attempts = new Map<number, number>();
     const peerAttempts = new Map<number, number>();
     let reregister = false;
+    let lost = false;
     const local = new AbortController();
     const stop = AbortSignal.any([signal, local.signal]);
-    // Every in-flight piece and wait listens on these: many listeners are expected, not a leak.
+    // Every in-flight piece listens on these: many listeners are expected, not a leak.
     setMaxListeners(0, stop, signal);
     let fatal: unknown;
+    const news = new Nudge();
+    const taskId = task.info.taskId;
 
     const sources = this.#c.sources;
     const pace = paceAll([this.#c.limits?.download]);
-    const start = (a: ScheduleResult['assignments'][number]) => {
+    const start = (a: Assignment) => {
       const t0 = performance.now();
       const p = fetchPiece(task, a, {
         dispatcher: this.#c.cluster,
@@ -388,13 +388,13 @@ export class Conductor {
       })
         .then((bytes) => {
           this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(performance.now() - t0) }, 'piece:verified');
-          client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: true });
+          client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: true });
           this.#c.metrics.downloadBytes.inc({ source: a.from === 'supernode' ? 'supernode' : 'peer' }, bytes);
         })
         .catch((err: unknown) => {
           if (stop.aborted) {
             // Our own cancellation: free the slot booked for it at once, and blame nobody.
-            client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+            client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
             return;
           }
           const code = (err as { code?: string }).code;
@@ -405,7 +405,7 @@ export class Conductor {
               : isTransferTimeout(err) || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
                 ? 'timeout'
                 : 'error';
-          client.notify({ type: 'piece:result', taskId: task.info.taskId, piece: a.piece, from: a.from, ok: false, reason });
+          client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason });
           this.#c.metrics.pieceFailures.inc({ reason });
           this.#log.warn({ piece: a.piece, from: a.from, reason, err: describeError(err) }, 'piece:failed');
           const status = (err as { status?: number }).status;
@@ -426,47 +426,65 @@ export class Conductor {
             fatal = peerError('DF_PIECE_FAILED', `piece ${a.piece} after ${tries} attempts from ${fromSupernode ? 'the supernode' : 'peers'}: ${describeError(err)}`, err);
           }
         })
-        .finally(() => inflight.delete(a.piece));
+        .finally(() => {
+          inflight.delete(a.piece);
+          news.poke();
+        });
       inflight.set(a.piece, p);
     };
+    const take = (list: Assignment[]) => {
+      for (const a of list) {
+        // Already arriving (the supernode let go of an earlier assignment of it): its report settles both.
+        if (inflight.has(a.piece)) continue;
+        if (task.has(a.piece) || stop.aborted) client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+        else start(a);
+      }
+      news.poke();
+    };
+    const untake = client.assignments(taskId, take);
+    const onClose = () => {
+      lost = true;
+      news.poke();
+    };
+    client.on('close', onClose);
+    this.#wake = () => news.poke();
+    /** Pieces the supernode was told this run wants, and the in-flight limit it was told. */
+    let announced = new Set<number>();
+    let announcedMax = 0;
 
     try {
       for (;;) {
         if (fatal) throw fatal;
         signal.throwIfAborted();
+        if (lost) throw peerError('DF_SUPERNODE_UNAVAILABLE', `${client.url}: connection closed`);
         const want = this.#missingWanted(task).filter((n) => !inflight.has(n));
         if (want.length === 0 && inflight.size === 0) {
           if (!task.missing().length || !(await this.#idle(LINGER_MS, signal))) return;
+          this.#wake = () => news.poke();
           continue;
         }
-        let waitMs = 0;
         if (reregister) {
           // The supernode let go of this peer's origin credentials (unused too long, or it restarted): hand them
-          // over again before asking for more.
+          // over again, and say again what this run wants.
           reregister = false;
           await client.request<TaskInfo>({ type: 'task:register', url: this.#req.url.href, digest: task.info.digest, headers: this.#req.headers, ...haveOf(task) }, { signal });
+          announced = new Set();
         }
-        if (want.length && inflight.size < this.#opts.parallelPieces) {
-          const res = await client.request<ScheduleResult>(
-            { type: 'pieces:schedule', taskId: task.info.taskId, want, max: this.#opts.parallelPieces - inflight.size },
-            { signal },
-          );
-          for (const a of res.assignments) if (!inflight.has(a.piece) && !task.has(a.piece)) start(a);
-          if (!res.assignments.length) waitMs = res.retryAfterMs ?? 100;
+        const max = this.#opts.parallelPieces;
+        if (want.length && (max !== announcedMax || want.some((n) => !announced.has(n)))) {
+          announced = new Set(want);
+          announcedMax = max;
+          const res = await client.request<WantResult>({ type: 'pieces:want', taskId, want, max }, { signal });
+          take(res.assignments);
         }
-        const woken = this.#nextWant();
-        // Nothing assignable now: wait for the supernode to say sources changed (or the retry hint, or our own news).
-        const pushed = new AbortController();
-        const available = waitMs ? client.available(task.info.taskId, pushed.signal) : undefined;
-        try {
-          if (inflight.size === 0) await Promise.race([sleep(waitMs || 50, { signal }), woken, ...(available ? [available] : [])]);
-          else if (waitMs) await Promise.race([...inflight.values(), sleep(waitMs, { signal }), woken, available!]);
-          else await Promise.race([...inflight.values(), woken]);
-        } finally {
-          pushed.abort();
-        }
+        await news.next(signal);
       }
     } finally {
+      untake();
+      client.off('close', onClose);
+      this.#wake = () => {};
+      // Nothing more for this run: the supernode stops looking for sources for it.
+      if (!lost && announced.size) client.notify({ type: 'pieces:want', taskId, want: [], max: 0 });
       if (inflight.size) {
         // Losing the supernode does not waste pieces already coming from peers.
         if (fatal || signal.aborted) local.abort();

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, describeError, sessionProof, tlsClientOptions, type Reply, type Trust } from '@damselfly/shared';
+import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, describeError, sessionProof, tlsClientOptions, type Assignment, type Reply, type Trust } from '@damselfly/shared';
 import { peerError } from './errors.js';
 
 export interface HelloInfo {
@@ -21,8 +21,6 @@ type RequestBody = { type: string } & Record<string, unknown>;
 
 export interface SupernodeClientEvents {
   close: [];
-  /** The supernode says a task this peer waits on may have sources now. */
-  'pieces:available': [string];
   /** An operator preheats these blobs on every node. */
   'task:preheat': [{ url: string; digest: string }[]];
 }
@@ -34,6 +32,8 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
   #ws?: WebSocket;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
+  /** Who takes the assignments pushed for each task (the task's running download). */
+  readonly #assignees = new Map<string, (a: Assignment[]) => void>();
 
   constructor(url: string, hello: HelloInfo, trust?: Trust) {
     super();
@@ -130,23 +130,14 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
   }
 
   /**
-   * Resolves at the next `pieces:available` for `taskId` (or when `signal` aborts; the listener goes either way).
-   * A peer that got nothing from `pieces:schedule` waits on this instead of polling.
+   * Routes the assignments pushed for `taskId` to `take` until the returned function is called. Pushes for a task
+   * nobody takes (its download ended meanwhile) are handed back at once, so their sources' slots are not held.
    */
-  available(taskId: string, signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        this.off('pieces:available', on);
-        this.off('close', done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const on = (id: string) => void (id === taskId && done());
-      this.on('pieces:available', on);
-      this.on('close', done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+  assignments(taskId: string, take: (a: Assignment[]) => void): () => void {
+    this.#assignees.set(taskId, take);
+    return () => {
+      if (this.#assignees.get(taskId) === take) this.#assignees.delete(taskId);
+    };
   }
 
   #onMessage(raw: string): void {
@@ -158,8 +149,13 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     }
     // A push, not a reply: no id.
     const push = reply as unknown as { type?: unknown; taskId?: unknown };
-    if (push.type === 'pieces:available') {
-      if (typeof push.taskId === 'string') this.emit('pieces:available', push.taskId);
+    if (push.type === 'pieces:assigned') {
+      const list = (push as { assignments?: unknown }).assignments;
+      if (typeof push.taskId !== 'string' || !Array.isArray(list)) return;
+      const got = list.filter((a): a is Assignment => Number.isInteger(a?.piece) && typeof a?.from === 'string' && typeof a?.base === 'string');
+      const take = this.#assignees.get(push.taskId);
+      if (take) take(got);
+      else for (const a of got) this.notify({ type: 'piece:result', taskId: push.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
       return;
     }
     if (push.type === 'task:preheat') {

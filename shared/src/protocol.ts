@@ -1,7 +1,7 @@
 /**
  * The supernode <-> peer control channel (WebSocket, JSON text frames). Requests carry an `id` and get exactly one
- * reply with the same `id`; notifications (`piece:result`, `task:leave`) get none. The supernode pushes one message
- * of its own, `PiecesAvailable`, with no `id`. Bulk data never goes over it: pieces travel over plain HTTP (see
+ * reply with the same `id`; notifications (`piece:result`, `task:leave`) get none. The supernode pushes messages of
+ * its own with no `id`: `PiecesAssigned` (sources for pieces a peer wants) and `TaskPreheat`. Bulk data never goes over it: pieces travel over plain HTTP (see
  * `pieceUrl` below).
  */
 import { sharedError } from './errors.js';
@@ -44,13 +44,20 @@ export interface RegisterRequest {
   haveSha?: string[];
 }
 
-export interface ScheduleRequest {
-  type: 'pieces:schedule';
+/**
+ * What the peer needs in a task and how much it can take; replaces what it said before. The reply carries the
+ * assignments possible at once; every later one is pushed (`PiecesAssigned`) as sources free up or appear, so a
+ * peer never asks again on a timer. A failed piece stays wanted (the supernode assigns it again, elsewhere); a peer
+ * re-sends this only when its wants grow (a new Range read) or its in-flight limit changes, and with `want: []`
+ * when it stops.
+ */
+export interface WantRequest {
+  type: 'pieces:want';
   id: number;
   taskId: string;
-  /** Missing pieces in the order the peer would like them. */
+  /** Missing pieces not in flight, in the order the peer would like them. */
   want: number[];
-  /** How many assignments the peer can start now. */
+  /** Most pieces the peer wants in flight at once in this task (its measured capacity); 0 with an empty `want`. */
   max: number;
 }
 
@@ -92,7 +99,7 @@ export interface TaskStatus {
   verified: boolean;
 }
 
-export type PeerMessage = HelloRequest | RegisterRequest | ScheduleRequest | PieceResult | LeaveTask | PieceDropped | StatusRequest;
+export type PeerMessage = HelloRequest | RegisterRequest | WantRequest | PieceResult | LeaveTask | PieceDropped | StatusRequest;
 
 export interface TaskInfo {
   taskId: string;
@@ -130,12 +137,13 @@ export interface Assignment {
 }
 
 /**
- * Pushed by the supernode to a peer whose `pieces:schedule` for the task got nothing, when its sources may have changed
- * (a slot freed, a peer got a piece, the supernode recorded one): ask again now rather than after `retryAfterMs`.
+ * Pushed by the supernode when it assigns sources to pieces a peer wants (`pieces:want`): a slot freed, a peer got a
+ * piece, the supernode recorded one. The peer starts them at once and reports each with `piece:result`.
  */
-export interface PiecesAvailable {
-  type: 'pieces:available';
+export interface PiecesAssigned {
+  type: 'pieces:assigned';
   taskId: string;
+  assignments: Assignment[];
 }
 
 /**
@@ -147,10 +155,9 @@ export interface TaskPreheat {
   blobs: { url: string; digest: string }[];
 }
 
-export interface ScheduleResult {
+/** The reply to `pieces:want`: what could be assigned at once (the rest comes as `pieces:assigned` pushes). */
+export interface WantResult {
   assignments: Assignment[];
-  /** Set when nothing could be assigned now: retry after this many ms. */
-  retryAfterMs?: number;
 }
 
 export interface WireError {
@@ -281,8 +288,10 @@ export function parsePeerMessage(raw: string): PeerMessage {
         have: m.have === undefined ? undefined : intList(m, 'have'),
         haveSha: m.haveSha === undefined ? undefined : shaList(m, 'haveSha'),
       };
-    case 'pieces:schedule':
-      return { type: 'pieces:schedule', id: int(m, 'id'), taskId: taskId(m), want: intList(m, 'want'), max: int(m, 'max', 1, 256) };
+    case 'pieces:want': {
+      const want = intList(m, 'want');
+      return { type: 'pieces:want', id: int(m, 'id'), taskId: taskId(m), want, max: int(m, 'max', want.length ? 1 : 0, 256) };
+    }
     case 'piece:result': {
       const reason = m.reason;
       if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error' && reason !== 'cancelled') bad('bad reason');

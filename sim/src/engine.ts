@@ -2,10 +2,11 @@
  * Discrete-event swarm simulator driving the supernode's real `Scheduler` (and its pluggable policy) with modelled
  * peers. Each piece transfer is a flow whose rate is its fair share at both ends: min(uploader bandwidth / its active
  * uploads, downloader bandwidth / its active downloads), recomputed whenever a flow starts or ends at either end.
- * Peers behave like dfdaemon's conductor: they keep `parallel` pieces in flight, ask the scheduler for sources, report
- * every result, retry after 100 ms when nothing is assignable, and stay in the swarm as seeds once done.
+ * Peers behave like dfdaemon's conductor: they tell the supernode's real `Demands` what they want and how many pieces
+ * they take at once (`parallel`), start what the reply and later pushes assign (a push reaches the peer one latency
+ * after the change that made it possible), report every result, and stay in the swarm as seeds once done.
  */
-import { Scheduler, SUPERNODE, SlotTuner, WakeList, type SchedulePolicy } from '@damselfly/supernode';
+import { Demands, Scheduler, SUPERNODE, SlotTuner, type Choice, type SchedulePolicy } from '@damselfly/supernode';
 import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
 import { EventHeap } from './heap.js';
 import { rng } from './rng.js';
@@ -13,14 +14,11 @@ import { p2pBound, directBound, lazyBound } from './bound.js';
 import type { Scenario } from './scenario.js';
 
 const TASK = '0'.repeat(64);
-/** The supernode's retry hint: a peer that got nothing and is not woken asks again after this long. */
-const RETRY_MS = 500;
 const enum Ev {
   Join,
   Start,
   Finish,
   Leave,
-  Retry,
   /** The supernode re-tunes its upload slots to its uplink (as the real one does twice a second). */
   Tune,
 }
@@ -49,9 +47,6 @@ interface Node {
   downs: Set<Flow>;
   doneAt: number;
   left: boolean;
-  retrying: boolean;
-  /** Woken by the supernode (`pieces:available`): ask again after one latency. */
-  wake: () => void;
   uploaded: number;
   labels?: Record<string, string>;
 }
@@ -124,8 +119,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     hashed: () => !sc.noRelay,
   });
   const heap = new EventHeap();
-  const wakes = new WakeList();
-  sched.on('sources:changed', (taskId) => wakes.wake(taskId));
+  // Flushed after every event (the real supernode flushes once per turn of its event loop).
+  const demands = new Demands(sched);
   // The supernode's slot tuning, with the real rule: as few streams as fill its uplink at streamRate each.
   const tuner = new SlotTuner(sc.supernodeSlots, sc.supernodeStreamRate ?? 1024 * 1024);
   if (tuner.tuning.streamRate > 0) {
@@ -178,8 +173,6 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       downs: new Set(),
       doneAt: -1,
       left: false,
-      retrying: false,
-      wake: () => heap.push(now + sc.latencyMs, Ev.Retry, idx),
       uploaded: 0,
     };
   }
@@ -221,14 +214,19 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     for (const f of b.downs) if (f.from !== a) reschedule(f);
   }
 
-  function pump(n: Node): void {
-    if (n.left || n.doneAt >= 0) return;
-    const free = sc.parallel - n.inflight.size;
-    if (free <= 0) return;
+  /** What a node tells the supernode it wants: missing, not in flight, wanted. */
+  function wantOf(n: Node): number[] {
     const want: number[] = [];
     for (let p = 0; p < pieces; p++) if (!n.have[p] && !n.inflight.has(p) && (!n.wanted || n.wanted[p])) want.push(p);
-    if (!want.length) return;
-    const choices = sched.schedule(TASK, n.id, want, free, now);
+    return want;
+  }
+
+  /** Starts flows for assignments; they reach their source after `delay` (a reply or push, then the request). */
+  function begin(n: Node, choices: Choice[], delay: number): void {
+    if (n.left) {
+      for (const c of choices) sched.release(TASK, n.id, c.piece);
+      return;
+    }
     for (const c of choices) {
       const from = c.from === SUPERNODE ? source : byId.get(c.from)!;
       n.inflight.add(c.piece);
@@ -239,15 +237,14 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         (upstream.relays ??= new Set()).add(f);
       } else n.fetching.set(c.piece, f);
       flows.set(f.id, f);
-      heap.push(now + sc.latencyMs, Ev.Start, f.id);
+      heap.push(now + delay, Ev.Start, f.id);
     }
-    if (!choices.length && n.inflight.size === 0 && !n.retrying) {
-      // As the real peer does: wait for the supernode's push when the task's sources change (a few waiters woken
-      // per change, by the supernode's own WakeList), with the retry hint as the fallback.
-      n.retrying = true;
-      wakes.wait(TASK, n.wake);
-      heap.push(now + RETRY_MS, Ev.Retry, n.idx);
-    }
+  }
+
+  /** A transfer to `n` ended without the piece: as the real peer reports it, the supernode finds another source. */
+  function lost(n: Node, piece: number): void {
+    n.inflight.delete(piece);
+    if (!n.left) demands.failed(TASK, n.id, piece);
   }
 
   /** Forgets a flow, started or not: no longer pending, no longer a source to relay from, no longer relaying. */
@@ -284,10 +281,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       }
       if (r.live) endFlow(r);
       else unlink(r);
-      r.to.inflight.delete(r.piece);
       // The relay's downloader gives up on it (a stalled relay times out): its booked slot is freed.
       sched.release(TASK, r.to.id, r.piece);
-      if (!r.to.left) pump(r.to);
+      lost(r.to, r.piece);
     }
     f.relays = undefined;
   }
@@ -316,13 +312,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         const n = nodes[e.ref]!;
         sched.peerJoined(n.id, true, n.labels);
         sched.taskJoined(n.id, TASK);
-        pump(n);
-        break;
-      }
-      case Ev.Retry: {
-        const n = nodes[e.ref]!;
-        n.retrying = false;
-        pump(n);
+        // Pushed assignments reach the peer one latency after the supernode made them, and its source one more.
+        demands.connect(n.id, (_task, choices) => begin(n, choices, 2 * sc.latencyMs));
+        begin(n, demands.want(TASK, n.id, wantOf(n), sc.parallel, now), sc.latencyMs);
         break;
       }
       case Ev.Start: {
@@ -332,8 +324,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         if (f.to.left || f.from.left) {
           unlink(f);
           releaseRelays(f, false);
-          f.to.inflight.delete(f.piece);
-          if (!f.to.left) pump(f.to);
+          sched.release(TASK, f.to.id, f.piece);
+          lost(f.to, f.piece);
           break;
         }
         f.live = true;
@@ -364,6 +356,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         if (f.from.corrupt) {
           corruptDetected++;
           sched.pieceResult(TASK, n.id, f.piece, f.from.id, false, 'corrupt');
+          demands.failed(TASK, n.id, f.piece);
         } else {
           n.have[f.piece] = 1;
           n.haveCount++;
@@ -376,9 +369,10 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
           if (wantedMissing(n) === 0 && n.doneAt < 0) {
             n.doneAt = now;
             finished++;
+            // As the real peer's run ends: it wants nothing more (and no longer shares the supernode's streams).
+            demands.want(TASK, n.id, [], 0);
           }
         }
-        pump(n);
         break;
       }
       case Ev.Tune: {
@@ -392,12 +386,12 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       case Ev.Leave: {
         const n = nodes[e.ref]!;
         n.left = true;
+        demands.disconnect(n.id);
         sched.peerLeft(n.id);
         for (const f of [...n.ups]) {
           endFlow(f);
           releaseRelays(f, false);
-          f.to.inflight.delete(f.piece);
-          pump(f.to);
+          lost(f.to, f.piece);
         }
         for (const f of [...n.downs]) {
           endFlow(f);
@@ -406,6 +400,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         break;
       }
     }
+    demands.flush(now);
   }
 
   const stayers = nodes.filter((n) => n.leaveAt === Infinity && !n.corrupt);

@@ -4,7 +4,7 @@ export * from './errors.js';
 export * from './scheduling/policy.js';
 export * from './scheduling/scheduler.js';
 export * from './scheduling/indexed-set.js';
-export * from './api/wake-list.js';
+export * from './scheduling/demands.js';
 export * from './scheduling/slot-tuner.js';
 export * from './metrics.js';
 export * from './preheat/jobs.js';

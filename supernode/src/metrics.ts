@@ -30,8 +30,14 @@ export function createSupernodeMetrics() {
     digestMismatches: new Counter({ name: 'damselfly_supernode_digest_mismatches_total', help: 'Tasks dropped because the origin bytes did not match the digest', registers }),
     scheduleSeconds: new Histogram({
       name: 'damselfly_supernode_schedule_seconds',
-      help: 'Time to answer a pieces:schedule request',
+      help: 'Time to answer a pieces:want request (choosing the sources it can have at once)',
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1],
+      registers,
+    }),
+    assignments: new Counter({
+      name: 'damselfly_supernode_assignments_total',
+      help: 'Piece sources assigned to peers: in the reply to pieces:want, or pushed later as sources became possible',
+      labelNames: ['how'] as const,
       registers,
     }),
   };

@@ -10,7 +10,7 @@ import { Scheduler } from './scheduling/scheduler.js';
 import { SUPERNODE, type SchedulePolicy } from './scheduling/policy.js';
 import { SlotTuner } from './scheduling/slot-tuner.js';
 import { createSupernodeMetrics, type SupernodeMetrics } from './metrics.js';
-import { WakeList } from './api/wake-list.js';
+import { Demands } from './scheduling/demands.js';
 import { buildServer } from './api/server.js';
 import { Traffic } from './api/traffic.js';
 import { PreheatJobs } from './preheat/jobs.js';
@@ -29,7 +29,9 @@ export class Supernode {
   readonly scheduler: Scheduler;
   readonly seeder: Seeder;
   readonly #dispatcher;
-  readonly #wakes = new WakeList();
+  /** What each peer wants in each task: sources are pushed to it as they become possible. */
+  readonly demands: Demands;
+  #flushDue = false;
   #app?: FastifyInstance;
   #sweeper?: NodeJS.Timeout;
   #tuner?: NodeJS.Timeout;
@@ -66,6 +68,17 @@ export class Supernode {
       streamRate: config.uploadStreamRate,
       policy: components.policy,
       hashed: (taskId, n) => this.store.pieceSha(taskId, n) !== undefined,
+    });
+    // Changes are offered to waiting peers once per turn of the event loop, however many happened in it.
+    this.demands = new Demands(this.scheduler, {
+      onMarked: () => {
+        if (this.#flushDue) return;
+        this.#flushDue = true;
+        setImmediate(() => {
+          this.#flushDue = false;
+          this.demands.flush();
+        });
+      },
     });
     const origins = new OriginAllowList(config.allowedOrigins);
     this.seeder = new Seeder(
@@ -107,8 +120,6 @@ export class Supernode {
       this.metrics.blacklisted.inc({ reason: reason.includes('corrupt') ? 'corrupt' : reason.startsWith('discredited') ? 'discredited' : 'failures' });
       this.log.warn({ taskId, peerId, reason }, 'peer:blacklisted');
     });
-    // Peers told "nothing now" are woken when their task's sources change, instead of polling.
-    this.scheduler.on('sources:changed', (taskId) => this.#wakes.wake(taskId));
     this.scheduler.on('peer:reinstated', ({ taskId, peerId }) => this.log.warn({ taskId, peerId }, 'peer:reinstated'));
     this.scheduler.on('peer:discredited', ({ taskId, peerId, contested }) => this.log.warn({ taskId, peerId, contested }, 'peer:discredited'));
   }
@@ -172,7 +183,7 @@ export class Supernode {
       // One 256 KiB buffer per piece being served at most: 32 MiB for the default 64 slots (twice that served).
       pool: new BufferPool(256 * 1024, this.config.uploadSlots * 2),
       servingCap: this.config.uploadSlots * 2,
-      wakes: this.#wakes,
+      demands: this.demands,
       served: this.#served,
       streams: this.#streams,
       traffic: this.traffic,
@@ -195,6 +206,8 @@ export class Supernode {
     this.#sweeper = setInterval(() => {
       this.scheduler.sweep();
       this.seeder.sweep();
+      // A safety net, not a poll: every change already offers itself to waiting peers as it happens.
+      this.demands.markAll();
     }, 5_000).unref();
     this.#gcTimer = setInterval(() => void this.gc().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')), this.config.gcIntervalSeconds * 1000).unref();
     await this.gc();

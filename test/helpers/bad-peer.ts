@@ -6,7 +6,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import WebSocket from 'ws';
-import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, sessionProof, type ScheduleResult, type TaskInfo } from '@damselfly/shared';
+import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, sessionProof, type Assignment, type TaskInfo, type WantResult } from '@damselfly/shared';
 
 export interface BadPeer {
   peerId: string;
@@ -72,14 +72,19 @@ export async function startBadPeer(
   const info = await call<TaskInfo>({ type: 'task:register', url: blobUrl });
   // Lie: take an assignment for every piece and claim each arrived fine, without fetching a byte.
   const missing = new Set(Array.from({ length: info.pieceCount }, (_, n) => n));
-  for (let round = 0; missing.size && round < 200; round++) {
-    const res = await call<ScheduleResult>({ type: 'pieces:schedule', taskId: info.taskId, want: [...missing], max: 8 });
-    for (const a of res.assignments) {
+  const lie = (list: Assignment[]) => {
+    for (const a of list) {
       ws.send(JSON.stringify({ type: 'piece:result', taskId: info.taskId, piece: a.piece, ok: true }));
       missing.delete(a.piece);
     }
-    if (!res.assignments.length) await new Promise((r) => setTimeout(r, 20));
-  }
+  };
+  // The rest of the assignments are pushed as each lie frees a slot.
+  ws.on('message', (d) => {
+    const m = JSON.parse(d.toString()) as { type?: string; taskId?: string; assignments?: Assignment[] };
+    if (m.type === 'pieces:assigned' && m.taskId === info.taskId) lie(m.assignments ?? []);
+  });
+  lie((await call<WantResult>({ type: 'pieces:want', taskId: info.taskId, want: [...missing], max: 8 })).assignments);
+  for (let i = 0; missing.size && i < 200; i++) await new Promise((r) => setTimeout(r, 20));
   await new Promise((r) => setTimeout(r, 100));
   return {
     peerId,

@@ -18,7 +18,7 @@ import {
   type Logger,
   type PeerMessage,
   type Reply,
-  type ScheduleResult,
+  type WantResult,
   type TaskInfo,
   type TaskStatus,
   type WireError,
@@ -32,7 +32,8 @@ import type { SupernodeMetrics } from '../metrics.js';
 import { snError } from '../errors.js';
 import { RequestBudget } from './session-limits.js';
 import { checkAdvertisedBase } from './advertise-check.js';
-import type { WakeList } from './wake-list.js';
+import type { Demands } from '../scheduling/demands.js';
+import type { Choice } from '../scheduling/policy.js';
 import type { Traffic } from './traffic.js';
 
 export interface ChannelComponents {
@@ -53,8 +54,8 @@ export interface ChannelComponents {
   pool: BufferPool;
   /** Pieces served at once, at most. */
   servingCap: number;
-  /** Peers waiting for sources, woken when the scheduler's picture changes. */
-  wakes: WakeList;
+  /** What each peer wants: sources are pushed to it as they become possible. */
+  demands: Demands;
   /** Where verified bytes came from, for the dashboard. */
   traffic?: Traffic;
   /** Live sessions that upload (dfdaemons): peer id → a push of a message to it (preheat). */
@@ -66,9 +67,6 @@ export interface SessionInfo {
   authPeer?: string;
   remoteAddress?: string;
 }
-
-/** When nothing is assignable: the peer asks again after this long unless told sooner (`pieces:available`). */
-const RETRY_AFTER_MS = 500;
 
 /** Silence on the socket for this long (two missed pings) ends the session: its peer's pieces stop being offered. */
 const PING_MS = 15_000;
@@ -90,9 +88,21 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   const send = (reply: Reply) => {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(reply));
   };
-  /** Pushed when a task this peer waits on may have sources now: it asks again at once instead of polling. */
-  const available = (taskId: string) => {
-    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'pieces:available', taskId }));
+  /** Choices made for this peer, as assignments it can use: where to fetch, the grant, the hashes to check against. */
+  const assignments = (taskId: string, choices: Choice[]): Assignment[] =>
+    choices.map(({ piece, from }) => ({
+      piece,
+      from,
+      base: from === SUPERNODE ? c.selfBase() : (c.sessions.get(from) ?? ''),
+      grant: issueGrant(c.grantKey, { taskId, piece, requester: peerId! }),
+      sha256: c.store.pieceSha(taskId, piece),
+      // From a peer the downloader needs every block's hash up front; from the supernode they come framed.
+      blocks: from === SUPERNODE ? undefined : c.store.pieceBlocks(taskId, piece),
+    }));
+  /** Sources found for this peer after its `pieces:want` was answered. */
+  const push = (taskId: string, choices: Choice[]) => {
+    c.metrics.assignments.inc({ how: 'pushed' }, choices.length);
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'pieces:assigned', taskId, assignments: assignments(taskId, choices) }));
   };
   const fail = (id: number, err: unknown) => {
     const e = err as { code?: string; status?: number; message?: string };
@@ -130,8 +140,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   ws.on('close', () => {
     clearInterval(ping);
     ac.abort();
-    c.wakes.forget(available);
     if (!peerId) return;
+    c.demands.disconnect(peerId);
     c.scheduler.peerLeft(peerId);
     for (const taskId of tasks) c.seeder.forget(taskId, peerId);
     c.pushers?.delete(peerId);
@@ -153,6 +163,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     peerId = msg.peerId;
     c.sessions.set(peerId, base);
     if (base) c.pushers?.set(peerId, (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)));
+    c.demands.connect(peerId, push);
     c.scheduler.peerJoined(peerId, base !== '', msg.labels, msg.uploadRate);
     c.metrics.peers.set(c.scheduler.peerCount);
     c.log.info({ peerId, uploadBase: base || undefined, labels: msg.labels, uploadRate: msg.uploadRate || undefined }, 'peer:joined');
@@ -190,7 +201,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         send({ id: msg.id, ok: true, result: info });
         return;
       }
-      case 'pieces:schedule': {
+      case 'pieces:want': {
         const end = c.metrics.scheduleSeconds.startTimer();
         const meta = c.store.get(msg.taskId);
         if (!meta) {
@@ -199,19 +210,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         }
         if (!tasks.has(msg.taskId) || !c.scheduler.inTask(peerId!, msg.taskId)) throw snError('SN_TASK_NOT_JOINED', msg.taskId);
         const want = msg.want.filter((n) => n < meta.pieceCount);
-        const choices = c.scheduler.schedule(msg.taskId, peerId!, want, msg.max);
-        const assignments: Assignment[] = choices.map(({ piece, from }) => ({
-          piece,
-          from,
-          base: from === SUPERNODE ? c.selfBase() : c.sessions.get(from)!,
-          grant: issueGrant(c.grantKey, { taskId: msg.taskId, piece, requester: peerId! }),
-          sha256: c.store.pieceSha(msg.taskId, piece),
-          // From a peer the downloader needs every block's hash up front; from the supernode they come framed.
-          blocks: from === SUPERNODE ? undefined : c.store.pieceBlocks(msg.taskId, piece),
-        }));
-        // Nothing now: the peer is told when something changes in the task, and asks again after a while anyway.
-        if (!assignments.length && want.length) c.wakes.wait(msg.taskId, available);
-        const result: ScheduleResult = assignments.length ? { assignments } : { assignments, retryAfterMs: RETRY_AFTER_MS };
+        const choices = c.demands.want(msg.taskId, peerId!, want, msg.max);
+        c.metrics.assignments.inc({ how: 'reply' }, choices.length);
+        const result: WantResult = { assignments: assignments(msg.taskId, choices) };
         end();
         send({ id: msg.id, ok: true, result });
         return;
@@ -225,6 +226,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         }
         const verdict = c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason);
         c.metrics.reports.inc({ verdict });
+        // A failed piece is still wanted: the supernode finds it another source (the peer does not ask again). Also
+        // when the assignment was already released (its source left, it timed out): the peer still needs the piece.
+        if (!msg.ok && msg.reason !== 'cancelled' && tasks.has(msg.taskId)) c.demands.failed(msg.taskId, peerId!, msg.piece);
         if (verdict === 'accepted' && msg.ok && msg.from !== undefined && c.traffic) {
           const meta = c.store.get(msg.taskId);
           if (meta) {
@@ -251,6 +255,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         return;
       case 'task:leave':
         tasks.delete(msg.taskId);
+        c.demands.leave(msg.taskId, peerId!);
         c.scheduler.taskLeft(peerId!, msg.taskId);
         c.seeder.forget(msg.taskId, peerId!);
         return;

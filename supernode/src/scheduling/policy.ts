@@ -26,6 +26,8 @@ export interface SwarmView {
    * while the supernode has not recorded the piece's block hashes, which a downloader needs up front.
    */
   fetching?(n: number): ReadonlySet<string>;
+  /** Pieces the requester is fetching from the supernode now (in this task). */
+  fromSupernode?(): number;
 }
 
 export interface ScheduleInput {
@@ -38,6 +40,11 @@ export interface ScheduleInput {
   supernodeOnly?: ReadonlySet<number>;
   /** Sources that already failed this requester for a piece: never the same one twice. */
   tried?: ReadonlyMap<number, ReadonlySet<string>>;
+  /**
+   * Peers downloading in the task now, the requester included: the supernode's streams are shared among them
+   * (distinct first copies to distinct peers), so no one peer takes them all and has to relay everything alone.
+   */
+  downloaders?: number;
 }
 
 export interface Choice {
@@ -57,7 +64,7 @@ function affinity(a: Readonly<Record<string, string>> | undefined, b: Readonly<R
   return n;
 }
 
-/** Above this many uploads in flight, the supernode stops sending a second copy of a piece nobody holds yet. */
+/** From this many uploads in flight on, the supernode sends only first copies (pieces no peer holds or fetches). */
 const SOURCE_DUPLICATE_LOAD = 4;
 
 /** Most eligible holders examined per piece per decision. */
@@ -96,8 +103,11 @@ function mix(s: string, n: number): number {
  * it is busy, only for pieces not already on their way to some peer). With no whole holder free, a peer still
  * fetching the piece from a whole copy relays it before the supernode is asked again.
  */
-export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly, tried }) => {
+export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly, tried, downloaders = 1 }) => {
   const extraLoad = new Map<string, number>();
+  // The requester's share of the supernode's streams; pieces only the supernode may serve now are not held to it.
+  const snShare = Math.max(1, Math.ceil(view.slots(SUPERNODE) / Math.max(1, downloaders)));
+  let fromSn = view.fromSupernode?.() ?? 0;
   const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
   const myLabels = view.labels(requester);
   const maxAffinity = myLabels ? Object.keys(myLabels).length : 0;
@@ -154,11 +164,15 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     }
     if (!best) {
       const snLoad = loadOf(SUPERNODE);
-      // Super-seeding: a piece nobody holds yet but somebody is already fetching from the supernode is better
-      // fetched from that peer soon after than sent again by a busy supernode (its bandwidth split over duplicates
-      // slows every first copy). An idle supernode still sends duplicates: they cost it nothing.
-      const duplicate = !peersTried && holders.size === 0 && view.inflight(piece) > 0;
-      if (snLoad < view.slots(SUPERNODE) && !(duplicate && snLoad >= SOURCE_DUPLICATE_LOAD)) best = SUPERNODE;
+      // Super-seeding: a piece some peer holds or is already fetching is better fetched from a peer soon after than
+      // sent again by a busy supernode (its bandwidth split over duplicates slows every first copy, and first copies
+      // are what only it can send). An idle supernode still sends duplicates: they cost it nothing.
+      const duplicate = !peersTried && (holders.size > 0 || view.inflight(piece) > 0);
+      const overShare = !peersTried && fromSn >= snShare;
+      if (snLoad < view.slots(SUPERNODE) && !overShare && !(duplicate && snLoad >= SOURCE_DUPLICATE_LOAD)) {
+        best = SUPERNODE;
+        fromSn++;
+      }
     }
     if (!best) continue;
     extraLoad.set(best, (extraLoad.get(best) ?? 0) + 1);

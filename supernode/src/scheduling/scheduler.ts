@@ -87,8 +87,10 @@ export interface SchedulerEvents {
   'peer:blacklisted': [{ taskId: string; peerId: string; reason: string }];
   'peer:reinstated': [{ taskId: string; peerId: string }];
   'peer:discredited': [{ taskId: string; peerId: string; contested: number }];
-  /** Sources in a task may have changed (a slot freed, a new holder, a piece recorded): waiting peers may ask again. */
+  /** Sources in a task may have changed (a slot freed, a new holder, a piece recorded): waiting peers may get some. */
   'sources:changed': [string];
+  /** An assignment of `requester` in a task ended (reported, timed out, released): it can take one more. */
+  'assignment:ended': [string, string];
 }
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
@@ -196,7 +198,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   /** Chooses sources for up to `max` of the pieces `requester` wants, and books their upload slots. */
-  schedule(taskId: string, requester: string, want: readonly number[], max: number, now = Date.now()): Choice[] {
+  /**
+   * `downloaders`: peers downloading in the task now, the requester included (the supernode's streams are shared
+   * among them); absent, every peer in the task counts.
+   */
+  schedule(taskId: string, requester: string, want: readonly number[], max: number, now = Date.now(), downloaders?: number): Choice[] {
     const swarm = this.#swarm(taskId);
     const rk = `${taskId}\0${requester}`;
     const pendingHere = this.#byRequester.get(rk);
@@ -214,6 +220,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       max,
       supernodeOnly,
       tried,
+      downloaders: downloaders ?? swarm.peers.size,
     });
     for (const c of choices) {
       const p: Pending = { taskId, requester, piece: c.piece, from: c.from, at: now, relay: c.relay };
@@ -235,6 +242,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Something outside the scheduler made new sources possible in a task (the supernode recorded a piece). */
   wake(taskId: string): void {
     this.emit('sources:changed', taskId);
+  }
+
+  /** Pieces `requester` has in flight in `taskId` (assigned, not yet reported). */
+  inflightOf(taskId: string, requester: string): number {
+    return this.#byRequester.get(`${taskId}\0${requester}`)?.size ?? 0;
   }
 
   /** Frees the slot booked for an assignment without learning anything from it. */
@@ -331,6 +343,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       uploads: (id) => this.#peers.get(id)?.uploads ?? false,
       blacklisted: (id) => !swarm.blame.allowed(requester, id),
       labels: (id) => this.#peers.get(id)?.labels,
+      fromSupernode: () => {
+        let n = 0;
+        for (const piece of this.#byRequester.get(`${taskId}\0${requester}`) ?? []) if (this.#pending.get(pendingKey({ taskId, requester, piece }))?.from === SUPERNODE) n++;
+        return n;
+      },
     };
   }
 
@@ -382,6 +399,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       }
       this.emit('sources:changed', p.taskId);
     }
+    this.emit('assignment:ended', p.taskId, p.requester);
   }
 }
 
