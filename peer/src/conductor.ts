@@ -378,8 +378,9 @@ export class Conductor {
       const p = fetchPiece(task, a, {
         dispatcher: this.#c.cluster,
         timeoutMs: this.#opts.pieceTimeoutMs,
-        // Under a download limit every source looks slow: judge them against a share of the limit, not beyond it.
-        minBytesPerSecond: this.#opts.downloadRate > 0 ? Math.min(this.#opts.pieceMinRate, this.#opts.downloadRate / 4) : this.#opts.pieceMinRate,
+        // Under a download limit every source looks slow: judge them against a share of the limit, not beyond it. A
+        // relay goes at its own source's pace: cutting it would only send the piece's next copy to the supernode.
+        minBytesPerSecond: a.relay ? 0 : this.#opts.downloadRate > 0 ? Math.min(this.#opts.pieceMinRate, this.#opts.downloadRate / 4) : this.#opts.pieceMinRate,
         pace,
         // Keyed by address: the supernode is one source whatever the task.
         ...(sources ? { sourceRate: () => sources.rate(a.base), onBytes: (n: number) => sources.add(a.base, n) } : {}),
@@ -484,7 +485,7 @@ export class Conductor {
       client.off('close', onClose);
       this.#wake = () => {};
       // Nothing more for this run: the supernode stops looking for sources for it.
-      if (!lost && announced.size) client.notify({ type: 'pieces:want', taskId, want: [], max: 0 });
+      if (!lost && announced.size) client.request({ type: 'pieces:want', taskId, want: [], max: 0 }, { timeoutMs: 5_000 }).catch(() => {});
       if (inflight.size) {
         // Losing the supernode does not waste pieces already coming from peers.
         if (fatal || signal.aborted) local.abort();

@@ -32,6 +32,8 @@ export interface StoredTaskEvents {
   'block:hashed': [number, number, readonly Buffer[]];
   'piece:verified': [number];
   'piece:dropped': [number];
+  /** A fetch of piece n started (none was under way): it can be relayed from now on. */
+  'fetch:started': [number];
   /** The last fetch of piece n under way ended without the piece (relays of it stop waiting). */
   'fetch:ended': [number];
   'task:completed': [];
@@ -131,7 +133,9 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
 
   /** A fetch of piece `n` starts (from before its request goes out): call the returned function when it ends. */
   beginFetch(n: number): () => void {
-    this.#fetching.set(n, (this.#fetching.get(n) ?? 0) + 1);
+    const before = this.#fetching.get(n) ?? 0;
+    this.#fetching.set(n, before + 1);
+    if (before === 0) this.emit('fetch:started', n);
     let ended = false;
     return () => {
       if (ended) return;

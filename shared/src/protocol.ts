@@ -134,6 +134,12 @@ export interface Assignment {
    * framed in its body instead, block by block, so it can stream a piece it is still seeding.
    */
   blocks?: string[];
+  /**
+   * The source is still fetching the piece and passes each block on as it lands: it cannot be faster than its own
+   * source, so the downloader does not cut it for being slow (the relay's own fetch is guarded, and a relay whose
+   * fetch ends without the piece says so at once).
+   */
+  relay?: boolean;
 }
 
 /**

@@ -4,12 +4,15 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { type BlockReady, FIRST_BLOCK_HEADER, firstBlockParam, GRANT_HEADER, TASK_ID_RE, blockCountFor, describeError, quietLogger, fastifyServerOptions, serveBlocks, verifyGrant, paceAll, type BufferPool, type TokenBucket, type Logger, type Trust } from '@damselfly/shared';
-import type { LocalStore } from '@damselfly/peer';
+import type { IncomingMessage } from 'node:http';
+import type { LocalStore, LocalTask } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
 
 /** Longest wait for one block of a relayed piece before the answer is cut (the downloader then goes elsewhere). */
 const RELAY_BLOCK_MS = 30_000;
+/** How long a request for a piece this node is about to fetch (and relay) waits for that fetch to start. */
+const RELAY_START_MS = 2_000;
 
 export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics; log: Logger; slots: number; trust: Trust; pool: BufferPool; limit?: TokenBucket }): FastifyInstance {
   const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, ...fastifyServerOptions(c.trust.tls) }) as unknown as FastifyInstance;
@@ -37,6 +40,9 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       verifyGrant(secret, Array.isArray(g) ? g[0] : g, taskId, n);
     }
     const task = c.store.get(taskId);
+    // The supernode pushes a relay's assignment to it and the downloader's to the downloader at the same moment: the
+    // downloader may ask before this node has started its own fetch. It gets a moment to start.
+    if (task && !task.has(n) && !task.writing(n)) await fetchStarted(task, n, RELAY_START_MS, req.raw);
     // A piece still arriving is relayed block by block as each is verified (the scheduler sends downloaders here
     // only when the supernode has every block's hash, which they check each block against).
     const relaying = task !== undefined && !task.has(n) && task.writing(n);
@@ -97,4 +103,22 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
     }
   });
   return app;
+}
+
+/** Resolves when a fetch of piece `n` starts or the piece lands, after `ms`, or when the request goes away. */
+function fetchStarted(task: LocalTask, n: number, ms: number, req: IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      task.off('fetch:started', on);
+      task.off('piece:verified', on);
+      req.off('close', done);
+      resolve();
+    };
+    const on = (m: number) => void (m === n && done());
+    const timer = setTimeout(done, ms);
+    task.on('fetch:started', on);
+    task.on('piece:verified', on);
+    req.once('close', done);
+  });
 }

@@ -90,9 +90,10 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   };
   /** Choices made for this peer, as assignments it can use: where to fetch, the grant, the hashes to check against. */
   const assignments = (taskId: string, choices: Choice[]): Assignment[] =>
-    choices.map(({ piece, from }) => ({
+    choices.map(({ piece, from, relay }) => ({
       piece,
       from,
+      ...(relay ? { relay } : {}),
       base: from === SUPERNODE ? c.selfBase() : (c.sessions.get(from) ?? ''),
       grant: issueGrant(c.grantKey, { taskId, piece, requester: peerId! }),
       sha256: c.store.pieceSha(taskId, piece),
