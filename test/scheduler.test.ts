@@ -306,3 +306,46 @@ t.test('demands: sources are pushed as they free up, to peers with room, round-r
   t.equal(d.size, 5, 'an empty want and a closed session drop their demands');
   t.same(d.want('T', 'c', [], 0), []);
 });
+
+t.test('endgame: a second source for a piece in flight, never the first one; the first report wins, the other is cancelled', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 4, peerSlots: 2, failuresBeforeBlacklist: 3 });
+  for (const p of ['a', 'b', 'r']) {
+    s.peerJoined(p, true);
+    s.taskJoined(p, 'T');
+  }
+  t.same(s.schedule('T', 'a', [0], 1), [{ piece: 0, from: SUPERNODE }]);
+  s.pieceResult('T', 'a', 0, SUPERNODE, true);
+  t.same(s.schedule('T', 'b', [0], 1), [{ piece: 0, from: 'a' }]);
+  s.pieceResult('T', 'b', 0, 'a', true);
+  const [first] = s.schedule('T', 'r', [0], 1);
+  const other = first?.from === 'a' ? 'b' : 'a';
+  t.same(s.endgame('T', 'r', [0, 5]), [{ piece: 0, from: other }], 'the other holder, not the first source again; piece 5 is not in flight: nothing');
+  t.same(s.endgame('T', 'r', [0]), [], 'one second source per piece');
+  t.equal(s.inflightOf('T', 'r'), 1, 'the second does not count against the in-flight limit');
+  t.equal(s.load(other), 1);
+  t.ok(s.fetching('T', 'r', 0));
+  t.equal(s.pieceResult('T', 'r', 0, other, true), 'accepted', 'the second source finished first');
+  t.ok(s.holders('T', 0).has('r'));
+  t.equal(s.pieceResult('T', 'r', 0, first!.from, false, 'cancelled'), 'accepted', 'the first is cancelled');
+  t.equal(s.load('a') + s.load('b'), 0, 'both slots are free');
+  t.notOk(s.fetching('T', 'r', 0));
+  t.equal(s.pendingCount, 0);
+});
+
+t.test('endgame rule: only when everything needed is in flight, for pieces slower than 1.5x this run\'s median, oldest first', async (t) => {
+  const { endgamePieces, slowAfterMs } = await import('@damselfly/peer');
+  t.equal(slowAfterMs([]), Infinity, 'nothing finished yet: nothing is slow');
+  t.equal(slowAfterMs([100, 200, 300]), 1000, 'never under a second');
+  t.equal(slowAfterMs([2000, 4000, 3000]), 4500);
+  const inflight = [
+    { piece: 7, startedAt: 0, asked: false },
+    { piece: 8, startedAt: 1000, asked: false },
+    { piece: 9, startedAt: 5000, asked: false },
+    { piece: 3, startedAt: 0, asked: true },
+  ];
+  const durations = [2000, 2000, 2000];
+  t.same(endgamePieces({ unrequested: 1, inflight, room: 4, durations, now: 9000 }).pieces, [], 'pieces still to request: not the endgame');
+  t.same(endgamePieces({ unrequested: 0, inflight, room: 0, durations, now: 9000 }).pieces, [], 'no room');
+  t.same(endgamePieces({ unrequested: 0, inflight, room: 4, durations, now: 7000 }), { pieces: [7, 8], nextAt: 8000 }, 'slow ones, oldest first; piece 9 turns slow at 8 s');
+  t.same(endgamePieces({ unrequested: 0, inflight, room: 1, durations, now: 9000 }).pieces, [7], 'at most the room');
+});

@@ -106,6 +106,19 @@ t.test('the swarm benchmark in the simulator: relaying and a tuned supernode ran
   }
 });
 
+t.test('sharing the supernode among downloaders ranks as the emulation does: first copies spread over distinct peers', async (t) => {
+  // bench/swarm.mjs measured N=8 1.23–1.28× T* and N=12 1.56× before the supernode shared its streams among a task's
+  // downloaders (and pushed assignments), 1.19 and 1.35 after. Without the share, one peer takes most first copies and
+  // its uplink has to pass them all on.
+  const { rarestFirst } = await import('@damselfly/supernode');
+  for (const n of [4, 8, 12]) {
+    const shared = simulate(scenarios['swarm-bench']!(n));
+    const greedy = simulate(scenarios['swarm-bench']!(n), { policy: (v, i) => rarestFirst(v, { ...i, downloaders: 1 }) });
+    t.ok(shared.ratioMax < greedy.ratioMax, `N=${n}: ${shared.ratioMax.toFixed(2)}× the bound shared, ${greedy.ratioMax.toFixed(2)}× without`);
+    t.ok(shared.supernodeBytes < greedy.supernodeBytes, `N=${n}: the supernode sends ${(shared.supernodeBytes / shared.scenario.fileBytes).toFixed(2)} copies, not ${(greedy.supernodeBytes / greedy.scenario.fileBytes).toFixed(2)}`);
+  }
+});
+
 t.test('relays whose source leaves, fails or sends corrupt blocks are dropped and their downloaders ask again', async (t) => {
   // scale-10k has peers leaving half-way and corrupt peers: a relay fed by them must not hang its downloader (an
   // earlier version left such relays at rate 0 forever and the run never ended).

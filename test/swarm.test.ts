@@ -124,3 +124,25 @@ t.test('a peer with an upload limit is given only as many uploads at once as the
   s.peerJoined('capped', true);
   t.equal(s.slots('capped'), 8, 'rejoining without a limit: the usual slots again');
 });
+
+t.test('endgame: the last piece crawling from a slow holder gets a second source, which wins; the blob is whole', async (t) => {
+  const { metricValue } = await import('./helpers/metrics.js');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(24 * MiB, 31);
+  const { url, digest } = await pushBlob(reg.url, 'team/endgame', blob);
+  const sn = await startSupernode(t);
+  // The only other holder uploads at 400 KiB/s in all: above the too-slow cut, so its transfer is not cut, but a
+  // 4 MiB piece from it takes 10 s where the supernode's take a fraction of one.
+  const slow = await startDaemon(t, [sn.url], { uploadRate: 400 * 1024 });
+  t.equal(sha((await getViaProxy(slow.proxyUrl, url)).body), digest.slice(7));
+  const r = await startDaemon(t, [sn.url]);
+  const got = await getViaProxy(r.proxyUrl, url);
+  t.equal(got.status, 200);
+  t.equal(sha(got.body), digest.slice(7), 'the blob is whole and right');
+  // Piece 0 went to the slow holder first (every piece had one holder; it had a free slot); everything else came
+  // from the supernode; then piece 0 alone was left, slow, and got a second source.
+  t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'endgame' })) >= 1, 'the supernode gave a second source');
+  t.ok((await metricValue(r.metrics.registry, 'damselfly_dfdaemon_endgame_wins_total')) >= 1, 'and it finished first');
+  t.ok((await metricValue(r.metrics.registry, 'damselfly_dfdaemon_piece_failures_total', { reason: 'timeout' })) === 0, 'nothing was cut as too slow');
+});

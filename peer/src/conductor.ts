@@ -40,6 +40,7 @@ import type { PeerMetrics } from './metrics.js';
 import { fetchPiece } from './piece-fetcher.js';
 import { backToSource } from './back-to-source.js';
 import { Nudge } from './nudge.js';
+import { endgamePieces } from './endgame.js';
 import { peerError } from './errors.js';
 
 export interface DownloadRequest {
@@ -358,7 +359,14 @@ export class Conductor {
    * (an assignment, a piece done, a new want, the supernode gone).
    */
   async #p2p(task: LocalTask, client: SupernodeClient, signal: AbortSignal): Promise<void> {
-    const inflight = new Map<number, Promise<void>>();
+    type Transfer = { ac: AbortController; startedAt: number; promise: Promise<void> };
+    const inflight = new Map<number, Transfer>();
+    /** Endgame second sources, by piece; and pieces that had their one chance of one. */
+    const seconds = new Map<number, Transfer>();
+    const asked = new Set<number>();
+    /** How long this run's pieces took (their first transfer), for telling a slow one. */
+    const durations: number[] = [];
+    let endgameTimer: NodeJS.Timeout | undefined;
     const attempts = new Map<number, number>();
     const peerAttempts = new Map<number, number>();
     let reregister = false;
@@ -373,8 +381,13 @@ export class Conductor {
 
     const sources = this.#c.sources;
     const pace = paceAll([this.#c.limits?.download]);
-    const start = (a: Assignment) => {
+    /** Starts a transfer; `second`: an endgame second source for a piece already in flight. */
+    const start = (a: Assignment, second = false) => {
       const t0 = performance.now();
+      const ac = new AbortController();
+      // Held by the transfer record: the winner of an endgame pair cancels the other through it.
+      const own = AbortSignal.any([stop, ac.signal]);
+      const other = () => (second ? inflight : seconds).get(a.piece);
       const p = fetchPiece(task, a, {
         dispatcher: this.#c.cluster,
         timeoutMs: this.#opts.pieceTimeoutMs,
@@ -384,16 +397,21 @@ export class Conductor {
         pace,
         // Keyed by address: the supernode is one source whatever the task.
         ...(sources ? { sourceRate: () => sources.rate(a.base), onBytes: (n: number) => sources.add(a.base, n) } : {}),
-        signal: stop,
+        signal: own,
         firstBlock: this.#firstBlock(task, a.piece),
       })
         .then((bytes) => {
-          this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(performance.now() - t0) }, 'piece:verified');
+          const ms = performance.now() - t0;
+          this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(ms), second: second || undefined }, 'piece:verified');
           client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: true });
           this.#c.metrics.downloadBytes.inc({ source: a.from === 'supernode' ? 'supernode' : 'peer' }, bytes);
+          if (!second) durations.push(ms);
+          else this.#c.metrics.endgameWins.inc();
+          // The endgame race is over: the other transfer of this piece stops and frees its source.
+          other()?.ac.abort();
         })
         .catch((err: unknown) => {
-          if (stop.aborted) {
+          if (own.aborted) {
             // Our own cancellation: free the slot booked for it at once, and blame nobody.
             client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
             return;
@@ -408,7 +426,9 @@ export class Conductor {
                 : 'error';
           client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason });
           this.#c.metrics.pieceFailures.inc({ reason });
-          this.#log.warn({ piece: a.piece, from: a.from, reason, err: describeError(err) }, 'piece:failed');
+          this.#log.warn({ piece: a.piece, from: a.from, reason, second: second || undefined, err: describeError(err) }, 'piece:failed');
+          // One of an endgame pair failed while the other goes on: that one decides the piece.
+          if (other()) return;
           const status = (err as { status?: number }).status;
           const remoteCode = (err as { remoteCode?: string }).remoteCode ?? '';
           const fromSupernode = a.from === 'supernode';
@@ -428,15 +448,17 @@ export class Conductor {
           }
         })
         .finally(() => {
-          inflight.delete(a.piece);
+          const map = second ? seconds : inflight;
+          if (map.get(a.piece) === record) map.delete(a.piece);
           news.poke();
         });
-      inflight.set(a.piece, p);
+      const record: Transfer = { ac, startedAt: t0, promise: p };
+      (second ? seconds : inflight).set(a.piece, record);
     };
     const take = (list: Assignment[]) => {
       for (const a of list) {
         // Already arriving (the supernode let go of an earlier assignment of it): its report settles both.
-        if (inflight.has(a.piece)) continue;
+        if (inflight.has(a.piece) || seconds.has(a.piece)) continue;
         if (task.has(a.piece) || stop.aborted) client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
         else start(a);
       }
@@ -458,7 +480,7 @@ export class Conductor {
         if (fatal) throw fatal;
         signal.throwIfAborted();
         if (lost) throw peerError('DF_SUPERNODE_UNAVAILABLE', `${client.url}: connection closed`);
-        const want = this.#missingWanted(task).filter((n) => !inflight.has(n));
+        const want = this.#missingWanted(task).filter((n) => !inflight.has(n) && !seconds.has(n));
         if (want.length === 0 && inflight.size === 0) {
           if (!task.missing().length || !(await this.#idle(LINGER_MS, signal))) return;
           this.#wake = () => news.poke();
@@ -478,18 +500,36 @@ export class Conductor {
           const res = await client.request<WantResult>({ type: 'pieces:want', taskId, want, max }, { signal });
           take(res.assignments);
         }
+        // Everything needed is in flight: a piece coming slowly gets a second source (see endgame.ts).
+        const now = performance.now();
+        const eg = endgamePieces({
+          unrequested: want.length,
+          inflight: [...inflight].map(([piece, t]) => ({ piece, startedAt: t.startedAt, asked: asked.has(piece) })),
+          room: max - inflight.size - seconds.size,
+          durations,
+          now,
+        });
+        clearTimeout(endgameTimer);
+        if (eg.nextAt < Infinity) endgameTimer = setTimeout(() => news.poke(), Math.max(0, eg.nextAt - now) + 1);
+        if (eg.pieces.length) {
+          for (const n of eg.pieces) asked.add(n);
+          const res = await client.request<WantResult>({ type: 'pieces:endgame', taskId, pieces: eg.pieces }, { signal });
+          for (const a of res.assignments) if (inflight.has(a.piece) && !seconds.has(a.piece) && !task.has(a.piece)) start(a, true);
+          else client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+        }
         await news.next(signal);
       }
     } finally {
+      clearTimeout(endgameTimer);
       untake();
       client.off('close', onClose);
       this.#wake = () => {};
       // Nothing more for this run: the supernode stops looking for sources for it.
       if (!lost && announced.size) client.request({ type: 'pieces:want', taskId, want: [], max: 0 }, { timeoutMs: 5_000 }).catch(() => {});
-      if (inflight.size) {
+      if (inflight.size || seconds.size) {
         // Losing the supernode does not waste pieces already coming from peers.
         if (fatal || signal.aborted) local.abort();
-        await Promise.allSettled(inflight.values());
+        await Promise.allSettled([...inflight.values(), ...seconds.values()].map((t) => t.promise));
       }
     }
   }

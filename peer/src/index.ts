@@ -9,3 +9,4 @@ export * from './piece-fetcher.js';
 export * from './local-store.js';
 export * from './local-task.js';
 export * from './stream-task.js';
+export * from './endgame.js';

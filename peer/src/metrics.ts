@@ -19,6 +19,11 @@ export function createPeerMetrics(registry: Registry) {
       labelNames: ['how'],
       registers,
     }),
+    endgameWins: new Counter({
+      name: 'damselfly_dfdaemon_endgame_wins_total',
+      help: 'Pieces whose endgame second source finished before the slow first one',
+      registers,
+    }),
     wholeChecks: new Counter({ name: 'damselfly_dfdaemon_whole_blob_checks_total', help: 'Whole-blob digest checks, by who did them', labelNames: ['by'], registers }),
   };
 }

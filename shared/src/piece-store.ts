@@ -242,8 +242,13 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
 
   /** Records a piece whose blocks were all hashed and written (by `writePiece` or a whole-stream read). */
   async recordPiece(n: number, blocks: string[]): Promise<string> {
+    // Two transfers of one piece (an endgame pair) may both finish: the piece is recorded, and announced, once.
+    const had = this.#pieces.get(n);
+    if (had) return had.root;
     await this.#index.putPiece(this.geometry.taskId, n, joinBlocks(blocks));
     const root = pieceRoot(blocks);
+    const raced = this.#pieces.get(n);
+    if (raced) return raced.root;
     this.#pieces.set(n, { blocks, root });
     this.#partial.delete(n);
     this.#checked.add(n);

@@ -61,6 +61,18 @@ export interface WantRequest {
   max: number;
 }
 
+/**
+ * Endgame: the peer's last pieces are all in flight and some come slowly; it asks for a second source for these
+ * (pieces it is fetching). The reply carries what the supernode can give now (`WantResult`); the first transfer of a
+ * piece to finish wins and the peer cancels the other (`piece:result` with reason `cancelled`).
+ */
+export interface EndgameRequest {
+  type: 'pieces:endgame';
+  id: number;
+  taskId: string;
+  pieces: number[];
+}
+
 export interface PieceResult {
   type: 'piece:result';
   taskId: string;
@@ -99,7 +111,7 @@ export interface TaskStatus {
   verified: boolean;
 }
 
-export type PeerMessage = HelloRequest | RegisterRequest | WantRequest | PieceResult | LeaveTask | PieceDropped | StatusRequest;
+export type PeerMessage = HelloRequest | RegisterRequest | WantRequest | EndgameRequest | PieceResult | LeaveTask | PieceDropped | StatusRequest;
 
 export interface TaskInfo {
   taskId: string;
@@ -298,6 +310,8 @@ export function parsePeerMessage(raw: string): PeerMessage {
       const want = intList(m, 'want');
       return { type: 'pieces:want', id: int(m, 'id'), taskId: taskId(m), want, max: int(m, 'max', want.length ? 1 : 0, 256) };
     }
+    case 'pieces:endgame':
+      return { type: 'pieces:endgame', id: int(m, 'id'), taskId: taskId(m), pieces: intList(m, 'pieces', 64) };
     case 'piece:result': {
       const reason = m.reason;
       if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error' && reason !== 'cancelled') bad('bad reason');

@@ -7,6 +7,7 @@
  * after the change that made it possible), report every result, and stay in the swarm as seeds once done.
  */
 import { Demands, Scheduler, SUPERNODE, SlotTuner, type Choice, type SchedulePolicy } from '@damselfly/supernode';
+import { endgamePieces } from '@damselfly/peer';
 import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
 import { EventHeap } from './heap.js';
 import { rng } from './rng.js';
@@ -19,6 +20,8 @@ const enum Ev {
   Start,
   Finish,
   Leave,
+  /** A node's piece in flight may have turned slow: look at the endgame again. */
+  Endgame,
   /** The supernode re-tunes its upload slots to its uplink (as the real one does twice a second). */
   Tune,
 }
@@ -40,7 +43,17 @@ interface Node {
   wanted: Uint8Array | null;
   wantCount: number;
   wantedHave?: number;
+  /** Pieces in flight (by any transfer). */
   inflight: Set<number>;
+  /** Each piece's first transfer, and its endgame second one. */
+  first: Map<number, Flow>;
+  second: Map<number, Flow>;
+  /** Pieces that had their one chance of a second source. */
+  asked: Set<number>;
+  /** How long this node's pieces took (first transfers), ms. */
+  durations: number[];
+  /** When an Endgame event is due for this node (Infinity: none). */
+  endgameAt: number;
   /** Downloads of a piece from a whole copy, by piece: this node relays them on while they arrive. */
   fetching: Map<number, Flow>;
   ups: Set<Flow>;
@@ -65,6 +78,10 @@ interface Flow {
   upstream?: Flow;
   /** Relays fed by this flow. */
   relays?: Set<Flow>;
+  /** When the downloader was assigned it, ms. */
+  assignedAt: number;
+  /** An endgame second source. */
+  second?: boolean;
 }
 
 export interface SimResult {
@@ -92,6 +109,8 @@ export interface SimResult {
   supernodeBytes: number;
   peerBytes: number;
   corruptDetected: number;
+  /** Pieces whose endgame second transfer finished first. */
+  endgameWins: number;
   /** Mean over peers of uploaded bytes / (upload bandwidth × time in swarm). */
   uploadUtilisation: number;
   /** Most bytes/s the swarm could move: min(sum of downlinks, source uplink + sum of peer uplinks). */
@@ -168,6 +187,11 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       wanted: null,
       wantCount: pieces,
       inflight: new Set(),
+      first: new Map(),
+      second: new Map(),
+      asked: new Set(),
+      durations: [],
+      endgameAt: Infinity,
       fetching: new Map(),
       ups: new Set(),
       downs: new Set(),
@@ -186,6 +210,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   let supernodeBytes = 0;
   let peerBytes = 0;
   let corruptDetected = 0;
+  let endgameWins = 0;
   let activeFlows = 0;
   let finished = 0;
   const wantedMissing = (n: Node) => n.wantCount - countHaveWanted(n);
@@ -222,29 +247,73 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   }
 
   /** Starts flows for assignments; they reach their source after `delay` (a reply or push, then the request). */
-  function begin(n: Node, choices: Choice[], delay: number): void {
+  function begin(n: Node, choices: Choice[], delay: number, second = false): void {
     if (n.left) {
-      for (const c of choices) sched.release(TASK, n.id, c.piece);
+      for (const c of choices) second ? sched.pieceResult(TASK, n.id, c.piece, c.from, false, 'cancelled') : sched.release(TASK, n.id, c.piece);
       return;
     }
     for (const c of choices) {
       const from = c.from === SUPERNODE ? source : byId.get(c.from)!;
       n.inflight.add(c.piece);
-      const f: Flow = { id: flowIds++, from, to: n, piece: c.piece, remaining: pieceLen(c.piece), rate: 0, last: now, version: 0, live: false };
+      const f: Flow = { id: flowIds++, from, to: n, piece: c.piece, remaining: pieceLen(c.piece), rate: 0, last: now, version: 0, live: false, assignedAt: now, second };
       const upstream = c.relay ? from.fetching.get(c.piece) : undefined;
       if (upstream) {
         f.upstream = upstream;
         (upstream.relays ??= new Set()).add(f);
-      } else n.fetching.set(c.piece, f);
+      } else if (!second) n.fetching.set(c.piece, f);
+      (second ? n.second : n.first).set(c.piece, f);
       flows.set(f.id, f);
       heap.push(now + delay, Ev.Start, f.id);
     }
   }
 
+  /** The other transfer of an endgame pair, if any. */
+  const partner = (f: Flow) => (f.second ? f.to.first : f.to.second).get(f.piece);
+
+  /** Forgets `f` as one of its node's transfers of its piece; the piece stays in flight while its partner runs. */
+  function settle(f: Flow): Flow | undefined {
+    const n = f.to;
+    const map = f.second ? n.second : n.first;
+    if (map.get(f.piece) === f) map.delete(f.piece);
+    const other = partner(f);
+    if (!other) n.inflight.delete(f.piece);
+    return other;
+  }
+
   /** A transfer to `n` ended without the piece: as the real peer reports it, the supernode finds another source. */
-  function lost(n: Node, piece: number): void {
-    n.inflight.delete(piece);
-    if (!n.left) demands.failed(TASK, n.id, piece);
+  function lost(f: Flow): void {
+    const other = settle(f);
+    // One of an endgame pair failed: the other one decides the piece.
+    if (other) {
+      // The second becomes the piece's only transfer.
+      if (!f.second) {
+        other.to.second.delete(other.piece);
+        other.second = false;
+        other.to.first.set(other.piece, other);
+      }
+      return;
+    }
+    if (!f.to.left) demands.failed(TASK, f.to.id, f.piece);
+  }
+
+  /** Endgame, by the real peer's rule: second sources for its slow last pieces (see @damselfly/peer endgame). */
+  function endgame(n: Node): void {
+    if (n.left || n.doneAt >= 0 || sc.noEndgame) return;
+    const eg = endgamePieces({
+      unrequested: wantedMissing(n) - n.inflight.size,
+      inflight: [...n.first.values()].map((f) => ({ piece: f.piece, startedAt: f.assignedAt, asked: n.asked.has(f.piece) })),
+      room: sc.parallel - n.first.size - n.second.size,
+      durations: n.durations,
+      now,
+    });
+    if (eg.nextAt < n.endgameAt) {
+      n.endgameAt = eg.nextAt;
+      heap.push(eg.nextAt, Ev.Endgame, n.idx);
+    }
+    if (!eg.pieces.length) return;
+    for (const p of eg.pieces) n.asked.add(p);
+    // A request and its reply: the second transfer starts a round trip and a request later.
+    begin(n, sched.endgame(TASK, n.id, eg.pieces, now), 2 * sc.latencyMs, true);
   }
 
   /** Forgets a flow, started or not: no longer pending, no longer a source to relay from, no longer relaying. */
@@ -282,8 +351,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       if (r.live) endFlow(r);
       else unlink(r);
       // The relay's downloader gives up on it (a stalled relay times out): its booked slot is freed.
-      sched.release(TASK, r.to.id, r.piece);
-      lost(r.to, r.piece);
+      sched.pieceResult(TASK, r.to.id, r.piece, r.from.id, false, 'timeout');
+      lost(r);
     }
     f.relays = undefined;
   }
@@ -313,7 +382,10 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         sched.peerJoined(n.id, true, n.labels);
         sched.taskJoined(n.id, TASK);
         // Pushed assignments reach the peer one latency after the supernode made them, and its source one more.
-        demands.connect(n.id, (_task, choices) => begin(n, choices, 2 * sc.latencyMs));
+        demands.connect(n.id, (_task, choices) => {
+          begin(n, choices, 2 * sc.latencyMs);
+          endgame(n);
+        });
         begin(n, demands.want(TASK, n.id, wantOf(n), sc.parallel, now), sc.latencyMs);
         break;
       }
@@ -324,8 +396,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         if (f.to.left || f.from.left) {
           unlink(f);
           releaseRelays(f, false);
-          sched.release(TASK, f.to.id, f.piece);
-          lost(f.to, f.piece);
+          if (!f.to.left) sched.pieceResult(TASK, f.to.id, f.piece, f.from.id, false, 'error');
+          lost(f);
           break;
         }
         f.live = true;
@@ -344,7 +416,6 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         endFlow(f);
         // Blocks from a corrupt source fail their check: its relays pass nothing on either.
         releaseRelays(f, !f.from.corrupt);
-        n.inflight.delete(f.piece);
         f.from.uploaded += len;
         if (f.from === source) {
           supernodeBytes += len;
@@ -356,8 +427,20 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         if (f.from.corrupt) {
           corruptDetected++;
           sched.pieceResult(TASK, n.id, f.piece, f.from.id, false, 'corrupt');
-          demands.failed(TASK, n.id, f.piece);
+          lost(f);
         } else {
+          const other = partner(f);
+          settle(f);
+          if (other) {
+            // The endgame race is over: the other transfer is cancelled; relays of it go on from this node's copy.
+            if (other.live) endFlow(other);
+            else unlink(other);
+            releaseRelays(other, true);
+            settle(other);
+            sched.pieceResult(TASK, n.id, other.piece, other.from.id, false, 'cancelled');
+            if (f.second) endgameWins++;
+          }
+          if (!f.second) n.durations.push(now - f.assignedAt);
           n.have[f.piece] = 1;
           n.haveCount++;
           if (n.wanted?.[f.piece]) n.wantedHave = (n.wantedHave ?? 0) + 1;
@@ -373,6 +456,13 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
             demands.want(TASK, n.id, [], 0);
           }
         }
+        endgame(n);
+        break;
+      }
+      case Ev.Endgame: {
+        const n = nodes[e.ref]!;
+        if (e.at >= n.endgameAt) n.endgameAt = Infinity;
+        endgame(n);
         break;
       }
       case Ev.Tune: {
@@ -391,7 +481,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         for (const f of [...n.ups]) {
           endFlow(f);
           releaseRelays(f, false);
-          lost(f.to, f.piece);
+          lost(f);
         }
         for (const f of [...n.downs]) {
           endFlow(f);
@@ -441,6 +531,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     supernodeBytes,
     peerBytes,
     corruptDetected,
+    endgameWins,
     uploadUtilisation: util.reduce((s, x) => s + x, 0) / Math.max(1, util.length),
     capacityBytesPerSecond: Math.min(
       nodes.reduce((s, n) => s + n.down * 1000, 0),

@@ -26,6 +26,8 @@ export interface Scenario {
   noRelay?: boolean;
   /** Rate each supernode upload stream should get (uploadStreamRate; its slots are tuned to it); 0 = fixed slots. */
   supernodeStreamRate?: number;
+  /** No endgame (peers never ask a second source for a slow last piece), for comparison. */
+  noEndgame?: boolean;
   /** Topology: peers get one of this many zone labels (0 = none). */
   zones: number;
   /** Fraction of peers that leave half-way through their own download. */

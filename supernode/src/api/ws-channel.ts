@@ -218,6 +218,14 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         send({ id: msg.id, ok: true, result });
         return;
       }
+      case 'pieces:endgame': {
+        if (!tasks.has(msg.taskId) || !c.scheduler.inTask(peerId!, msg.taskId)) throw snError('SN_TASK_NOT_JOINED', msg.taskId);
+        const choices = c.scheduler.endgame(msg.taskId, peerId!, msg.pieces);
+        c.metrics.assignments.inc({ how: 'endgame' }, choices.length);
+        const result: WantResult = { assignments: assignments(msg.taskId, choices) };
+        send({ id: msg.id, ok: true, result });
+        return;
+      }
       case 'piece:result': {
         // A peer can only become a source for pieces whose hash the supernode recorded: those are the ones it can
         // have fetched and verified, and the only ones a downloader can check.
@@ -229,7 +237,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         c.metrics.reports.inc({ verdict });
         // A failed piece is still wanted: the supernode finds it another source (the peer does not ask again). Also
         // when the assignment was already released (its source left, it timed out): the peer still needs the piece.
-        if (!msg.ok && msg.reason !== 'cancelled' && tasks.has(msg.taskId)) c.demands.failed(msg.taskId, peerId!, msg.piece);
+        if (!msg.ok && msg.reason !== 'cancelled' && tasks.has(msg.taskId) && !c.scheduler.fetching(msg.taskId, peerId!, msg.piece)) c.demands.failed(msg.taskId, peerId!, msg.piece);
+        else if (msg.ok) c.demands.got(msg.taskId, peerId!, msg.piece);
         if (verdict === 'accepted' && msg.ok && msg.from !== undefined && c.traffic) {
           const meta = c.store.get(msg.taskId);
           if (meta) {

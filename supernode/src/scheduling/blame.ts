@@ -33,8 +33,8 @@ export class BlameLedger {
   /** requester → vouched-for sources it blamed anyway. */
   readonly #contested = new Map<string, Set<string>>();
   readonly #discredited = new Set<string>();
-  /** `requester\0source` pairs that are never matched again. */
-  readonly #pairs = new Set<string>();
+  /** requester → sources it is never matched with again (by requester: `allowed` runs per candidate, no key strings). */
+  readonly #pairs = new Map<string, Set<string>>();
   /** Sources blacklisted for the task, with why. */
   readonly blacklist = new Map<string, string>();
 
@@ -44,7 +44,7 @@ export class BlameLedger {
 
   /** Whether `requester` may be sent to `source`. */
   allowed(requester: string, source: string): boolean {
-    return !this.blacklist.has(source) && !this.#pairs.has(`${requester}\0${source}`);
+    return !this.blacklist.has(source) && !this.#pairs.get(requester)?.has(source);
   }
 
   /** `requester` verified a piece from `source`. */
@@ -62,7 +62,11 @@ export class BlameLedger {
     if (!tally) byReq.set(requester, (tally = { corrupt: 0, failures: 0 }));
     if (corrupt) tally.corrupt++;
     else tally.failures++;
-    if (corrupt || tally.failures >= PAIR_FAILURES) this.#pairs.add(`${requester}\0${source}`);
+    if (corrupt || tally.failures >= PAIR_FAILURES) {
+      let set = this.#pairs.get(requester);
+      if (!set) this.#pairs.set(requester, (set = new Set()));
+      set.add(source);
+    }
     if (this.#discredited.has(requester)) return [];
     if (this.#vouchedByOthers(source, requester)) {
       let contested = this.#contested.get(requester);

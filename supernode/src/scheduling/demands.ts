@@ -45,7 +45,7 @@ export class Demands {
 
   constructor(sched: Scheduler, opts: DemandsOptions = {}) {
     this.#sched = sched;
-    this.#misses = opts.misses ?? 16;
+    this.#misses = opts.misses ?? 4;
     this.#onMarked = opts.onMarked ?? (() => {});
     sched.on('sources:changed', (taskId) => this.#mark(taskId));
     sched.on('assignment:ended', (taskId, peerId) => {
@@ -95,6 +95,11 @@ export class Demands {
     d.want.add(piece);
     if (this.#fits(taskId, peerId, d)) t.ready.add(peerId);
     this.#mark(taskId);
+  }
+
+  /** `peerId` got `piece` (from whichever of its transfers finished first): it is not wanted any more. */
+  got(taskId: string, peerId: string, piece: number): void {
+    this.#tasks.get(taskId)?.all.get(peerId)?.want.delete(piece);
   }
 
   /** The peer left the task. */

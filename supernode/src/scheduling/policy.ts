@@ -107,7 +107,7 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
   const extraLoad = new Map<string, number>();
   // The requester's share of the supernode's streams; pieces only the supernode may serve now are not held to it.
   const snShare = Math.max(1, Math.ceil(view.slots(SUPERNODE) / Math.max(1, downloaders)));
-  let fromSn = view.fromSupernode?.() ?? 0;
+  let fromSn: number | undefined;
   const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
   const myLabels = view.labels(requester);
   const maxAffinity = myLabels ? Object.keys(myLabels).length : 0;
@@ -168,6 +168,7 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
       // sent again by a busy supernode (its bandwidth split over duplicates slows every first copy, and first copies
       // are what only it can send). An idle supernode still sends duplicates: they cost it nothing.
       const duplicate = !peersTried && (holders.size > 0 || view.inflight(piece) > 0);
+      fromSn ??= view.fromSupernode?.() ?? 0;
       const overShare = !peersTried && fromSn >= snShare;
       if (snLoad < view.slots(SUPERNODE) && !overShare && !(duplicate && snLoad >= SOURCE_DUPLICATE_LOAD)) {
         best = SUPERNODE;

@@ -54,6 +54,8 @@ interface Pending {
   at: number;
   /** The source was still fetching the piece: this requester does not relay it on (no chains of relays). */
   relay?: boolean;
+  /** A second source for a piece the requester is already fetching (endgame): the first to finish wins. */
+  endgame?: boolean;
 }
 
 export interface PeerView {
@@ -103,6 +105,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #pending = new Map<string, Pending>();
   /** Pieces in flight per (task, requester), so a schedule call never scans every pending assignment. */
   readonly #byRequester = new Map<string, Set<number>>();
+  /** Of those, how many come from the supernode (its streams are shared among a task's downloaders). */
+  readonly #fromSupernode = new Map<string, number>();
 
   constructor(opts: SchedulerOptions) {
     super();
@@ -197,10 +201,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#tasks.delete(taskId);
   }
 
-  /** Chooses sources for up to `max` of the pieces `requester` wants, and books their upload slots. */
   /**
-   * `downloaders`: peers downloading in the task now, the requester included (the supernode's streams are shared
-   * among them); absent, every peer in the task counts.
+   * Chooses sources for up to `max` of the pieces `requester` wants, and books their upload slots. `downloaders`:
+   * peers downloading in the task now, the requester included (the supernode's streams are shared among them);
+   * absent, every peer in the task counts.
    */
   schedule(taskId: string, requester: string, want: readonly number[], max: number, now = Date.now(), downloaders?: number): Choice[] {
     const swarm = this.#swarm(taskId);
@@ -208,7 +212,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const pendingHere = this.#byRequester.get(rk);
     let supernodeOnly: Set<number> | undefined;
     let tried: Map<number, Set<string>> | undefined;
-    for (const n of want) {
+    // Failures are rare: no key strings per wanted piece unless there are any.
+    for (const n of swarm.peerFailures.size ? want : []) {
       const failed = swarm.peerFailures.get(`${requester}\0${n}`);
       if (!failed) continue;
       (tried ??= new Map()).set(n, failed);
@@ -222,21 +227,48 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       tried,
       downloaders: downloaders ?? swarm.peers.size,
     });
-    for (const c of choices) {
-      const p: Pending = { taskId, requester, piece: c.piece, from: c.from, at: now, relay: c.relay };
-      this.#pending.set(pendingKey(p), p);
-      if (!c.relay) {
-        let f = swarm.fetching.get(c.piece);
-        if (!f) swarm.fetching.set(c.piece, (f = new Set()));
-        f.add(requester);
+    for (const c of choices) this.#book(swarm, { taskId, requester, piece: c.piece, from: c.from, at: now, relay: c.relay });
+    return choices;
+  }
+
+  /**
+   * Endgame: a second source for pieces `requester` is already fetching (its last ones, from a source that is slow);
+   * the first transfer to finish wins and the other is cancelled. Never the source it already has, at most one second
+   * source per piece, and only for pieces it has in flight. The pieces do not count against its in-flight limit.
+   */
+  endgame(taskId: string, requester: string, pieces: readonly number[], now = Date.now()): Choice[] {
+    const swarm = this.#tasks.get(taskId);
+    if (!swarm) return [];
+    const tried = new Map<number, Set<string>>();
+    for (const piece of pieces) {
+      const p = this.#pending.get(pendingKey({ taskId, requester, piece }));
+      if (!p || this.#pending.has(endgameKey(p))) continue;
+      tried.set(piece, new Set([...(swarm.peerFailures.get(`${requester}\0${piece}`) ?? []), p.from]));
+    }
+    if (!tried.size) return [];
+    const choices = this.#opts.policy(this.#view(swarm, taskId, requester), { requester, want: [...tried.keys()], max: tried.size, tried, downloaders: swarm.peers.size })
+      // The policy keeps failed peers out, not the supernode: the source already at work is never asked twice.
+      .filter((c) => !tried.get(c.piece)?.has(c.from));
+    for (const c of choices) this.#book(swarm, { taskId, requester, piece: c.piece, from: c.from, at: now, relay: c.relay, endgame: true });
+    return choices;
+  }
+
+  #book(swarm: TaskSwarm, p: Pending): void {
+    this.#pending.set(p.endgame ? endgameKey(p) : pendingKey(p), p);
+    if (!p.endgame) {
+      if (!p.relay) {
+        let f = swarm.fetching.get(p.piece);
+        if (!f) swarm.fetching.set(p.piece, (f = new Set()));
+        f.add(p.requester);
       }
+      const rk = `${p.taskId}\0${p.requester}`;
       let set = this.#byRequester.get(rk);
       if (!set) this.#byRequester.set(rk, (set = new Set()));
-      set.add(c.piece);
-      this.#load.set(c.from, (this.#load.get(c.from) ?? 0) + 1);
-      swarm.inflight.set(c.piece, (swarm.inflight.get(c.piece) ?? 0) + 1);
+      set.add(p.piece);
+      if (p.from === SUPERNODE) this.#fromSupernode.set(rk, (this.#fromSupernode.get(rk) ?? 0) + 1);
     }
-    return choices;
+    this.#load.set(p.from, (this.#load.get(p.from) ?? 0) + 1);
+    swarm.inflight.set(p.piece, (swarm.inflight.get(p.piece) ?? 0) + 1);
   }
 
   /** Something outside the scheduler made new sources possible in a task (the supernode recorded a piece). */
@@ -247,6 +279,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Pieces `requester` has in flight in `taskId` (assigned, not yet reported). */
   inflightOf(taskId: string, requester: string): number {
     return this.#byRequester.get(`${taskId}\0${requester}`)?.size ?? 0;
+  }
+
+  /** Whether `requester` still has a transfer of `piece` assigned (after one of an endgame pair failed, the other). */
+  fetching(taskId: string, requester: string, piece: number): boolean {
+    return (this.#byRequester.get(`${taskId}\0${requester}`)?.has(piece) ?? false) || this.#pending.has(endgameKey({ taskId, requester, piece }));
   }
 
   /** Frees the slot booked for an assignment without learning anything from it. */
@@ -261,8 +298,14 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * it, and only about the source it was assigned (`from`, when given, must match it).
    */
   pieceResult(taskId: string, requester: string, piece: number, from: string | undefined, ok: boolean, reason?: string): ReportVerdict {
-    const key = pendingKey({ taskId, requester, piece });
-    const p = this.#pending.get(key);
+    let key = pendingKey({ taskId, requester, piece });
+    let p = this.#pending.get(key);
+    // With an endgame second source, `from` says which of the two transfers the report is about.
+    const second = this.#pending.get(endgameKey({ taskId, requester, piece }));
+    if (second && (!p || (from !== undefined && from !== p.from))) {
+      key = endgameKey(second);
+      p = second;
+    }
     if (!p) return 'no_assignment';
     if (from !== undefined && from !== p.from) return 'source_mismatch';
     this.#release(key, p);
@@ -343,11 +386,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       uploads: (id) => this.#peers.get(id)?.uploads ?? false,
       blacklisted: (id) => !swarm.blame.allowed(requester, id),
       labels: (id) => this.#peers.get(id)?.labels,
-      fromSupernode: () => {
-        let n = 0;
-        for (const piece of this.#byRequester.get(`${taskId}\0${requester}`) ?? []) if (this.#pending.get(pendingKey({ taskId, requester, piece }))?.from === SUPERNODE) n++;
-        return n;
-      },
+      fromSupernode: () => this.#fromSupernode.get(`${taskId}\0${requester}`) ?? 0,
     };
   }
 
@@ -381,9 +420,14 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   #release(key: string, p: Pending): void {
     this.#pending.delete(key);
     const rk = `${p.taskId}\0${p.requester}`;
-    const set = this.#byRequester.get(rk);
+    const set = p.endgame ? undefined : this.#byRequester.get(rk);
     set?.delete(p.piece);
     if (set?.size === 0) this.#byRequester.delete(rk);
+    if (set && p.from === SUPERNODE) {
+      const sn = (this.#fromSupernode.get(rk) ?? 1) - 1;
+      if (sn > 0) this.#fromSupernode.set(rk, sn);
+      else this.#fromSupernode.delete(rk);
+    }
     const load = (this.#load.get(p.from) ?? 1) - 1;
     if (load > 0) this.#load.set(p.from, load);
     else this.#load.delete(p.from);
@@ -393,7 +437,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (n > 0) swarm.inflight.set(p.piece, n);
       else swarm.inflight.delete(p.piece);
       const f = swarm.fetching.get(p.piece);
-      if (f && !p.relay) {
+      if (f && !p.relay && !p.endgame) {
         f.delete(p.requester);
         if (f.size === 0) swarm.fetching.delete(p.piece);
       }
@@ -405,4 +449,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
 function pendingKey(p: { taskId: string; requester: string; piece: number }): string {
   return `${p.taskId}\0${p.requester}\0${p.piece}`;
+}
+
+function endgameKey(p: { taskId: string; requester: string; piece: number }): string {
+  return `${pendingKey(p)}\0e`;
 }
