@@ -349,3 +349,36 @@ t.test('endgame rule: only when everything needed is in flight, for pieces slowe
   t.same(endgamePieces({ unrequested: 0, inflight, room: 4, durations, now: 7000 }), { pieces: [7, 8], nextAt: 8000 }, 'slow ones, oldest first; piece 9 turns slow at 8 s');
   t.same(endgamePieces({ unrequested: 0, inflight, room: 1, durations, now: 9000 }).pieces, [7], 'at most the room');
 });
+
+t.test('in-flight limit: one more while every transfer is busy, kept only if the rate grew, else back and hold', async (t) => {
+  const { tuneInflight, startInflight, inflightBounds, SaturationClock, INFLIGHT_HOLD } = await import('@damselfly/peer');
+  const b = inflightBounds(8);
+  t.same(b, { min: 4, max: 32 });
+  t.same(inflightBounds(1), { min: 1, max: 4 });
+  t.same(inflightBounds(40), { min: 20, max: 64 });
+  let s = startInflight(8);
+  s = tuneInflight(s, { rate: 100, saturated: false }, b);
+  t.equal(s.limit, 8, 'sources held it back: unchanged');
+  s = tuneInflight(s, { rate: 100, saturated: true }, b);
+  t.ok(s.limit === 9 && s.probing, 'every transfer busy: one more, on probation');
+  s = tuneInflight(s, { rate: 120, saturated: true }, b);
+  t.ok(s.limit === 9 && !s.probing, 'the rate grew: kept');
+  s = tuneInflight(s, { rate: 120, saturated: true }, b);
+  t.equal(s.limit, 10);
+  s = tuneInflight(s, { rate: 121, saturated: true }, b);
+  t.ok(s.limit === 9 && s.hold === INFLIGHT_HOLD, 'it did not pay: back, and hold');
+  for (let i = 0; i < INFLIGHT_HOLD; i++) s = tuneInflight(s, { rate: 121, saturated: true }, b);
+  t.equal(s.limit, 9, 'held');
+  s = tuneInflight(s, { rate: 121, saturated: true }, b);
+  t.equal(s.limit, 10, 'then probes again');
+  let top = { ...startInflight(8), limit: 32 };
+  top = tuneInflight(top, { rate: 1, saturated: true }, b);
+  t.equal(top.limit, 32, 'never above the bound');
+  const c = new SaturationClock();
+  c.update(0, true);
+  c.update(1500, false);
+  t.notOk(c.take(2000, 2000), '1.5 s of 2 s at the limit: not saturated');
+  c.update(2000, true);
+  t.ok(c.take(4000, 2000), 'the whole window: saturated');
+  t.ok(c.take(6000, 2000), 'still at the limit into the next window');
+});

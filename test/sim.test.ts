@@ -119,6 +119,22 @@ t.test('sharing the supernode among downloaders ranks as the emulation does: fir
   }
 });
 
+t.test('in-flight limits adapt: a node whose downlink outruns its sources takes more at once; symmetric swarms are unchanged', async (t) => {
+  // 40 nodes joining over two minutes, 8 GiB, 1 Gbit/s up and 10 Gbit/s down: late joiners pull from many holders at
+  // once, and a fixed 8 in flight leaves their downlinks idle.
+  const MB = 1e6;
+  const asym = { ...scenarios['swarm-bench']!(40), fileBytes: 8 * 1024 ** 3, peerUp: 125 * MB, peerDown: 1250 * MB, sourceUp: 1250 * MB, latencyMs: 1, joinSpreadMs: 120_000 };
+  const fixed = simulate({ ...asym, fixedParallel: true });
+  const adaptive = simulate(asym);
+  t.ok(adaptive.p50 < fixed.p50 * 0.95, `p50 ${adaptive.p50.toFixed(1)} s adaptive, ${fixed.p50.toFixed(1)} s fixed`);
+  t.equal(adaptive.unfinished, 0);
+  for (const n of [4, 8]) {
+    const a = simulate(scenarios['swarm-bench']!(n));
+    const f = simulate({ ...scenarios['swarm-bench']!(n), fixedParallel: true });
+    t.ok(Math.abs(a.ratioMax - f.ratioMax) < 0.05, `swarm-bench N=${n}: ${a.ratioMax.toFixed(2)} adaptive, ${f.ratioMax.toFixed(2)} fixed`);
+  }
+});
+
 t.test('relays whose source leaves, fails or sends corrupt blocks are dropped and their downloaders ask again', async (t) => {
   // scale-10k has peers leaving half-way and corrupt peers: a relay fed by them must not hang its downloader (an
   // earlier version left such relays at rate 0 forever and the run never ended).

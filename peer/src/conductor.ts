@@ -41,6 +41,7 @@ import { fetchPiece } from './piece-fetcher.js';
 import { backToSource } from './back-to-source.js';
 import { Nudge } from './nudge.js';
 import { endgamePieces } from './endgame.js';
+import { INFLIGHT_WINDOW_MS, SaturationClock, inflightBounds, startInflight, tuneInflight } from './inflight.js';
 import { peerError } from './errors.js';
 
 export interface DownloadRequest {
@@ -367,6 +368,22 @@ export class Conductor {
     /** How long this run's pieces took (their first transfer), for telling a slow one. */
     const durations: number[] = [];
     let endgameTimer: NodeJS.Timeout | undefined;
+    // The in-flight limit, adapted to what this download measures (see inflight.ts).
+    const bounds = inflightBounds(this.#opts.parallelPieces);
+    let limit = startInflight(this.#opts.parallelPieces);
+    const saturation = new SaturationClock();
+    const fullness = () => saturation.update(performance.now(), inflight.size >= limit.limit);
+    let received = 0;
+    let windowStart = received;
+    const tuner = setInterval(() => {
+      const was = limit.limit;
+      limit = tuneInflight(limit, { rate: ((received - windowStart) * 1000) / INFLIGHT_WINDOW_MS, saturated: saturation.take(performance.now(), INFLIGHT_WINDOW_MS) }, bounds);
+      windowStart = received;
+      if (limit.limit !== was) {
+        fullness();
+        news.poke();
+      }
+    }, INFLIGHT_WINDOW_MS);
     const attempts = new Map<number, number>();
     const peerAttempts = new Map<number, number>();
     let reregister = false;
@@ -396,7 +413,11 @@ export class Conductor {
         minBytesPerSecond: a.relay ? 0 : this.#opts.downloadRate > 0 ? Math.min(this.#opts.pieceMinRate, this.#opts.downloadRate / 4) : this.#opts.pieceMinRate,
         pace,
         // Keyed by address: the supernode is one source whatever the task.
-        ...(sources ? { sourceRate: () => sources.rate(a.base), onBytes: (n: number) => sources.add(a.base, n) } : {}),
+        ...(sources ? { sourceRate: () => sources.rate(a.base) } : {}),
+        onBytes: (n: number) => {
+          received += n;
+          sources?.add(a.base, n);
+        },
         signal: own,
         firstBlock: this.#firstBlock(task, a.piece),
       })
@@ -450,10 +471,12 @@ export class Conductor {
         .finally(() => {
           const map = second ? seconds : inflight;
           if (map.get(a.piece) === record) map.delete(a.piece);
+          fullness();
           news.poke();
         });
       const record: Transfer = { ac, startedAt: t0, promise: p };
       (second ? seconds : inflight).set(a.piece, record);
+      fullness();
     };
     const take = (list: Assignment[]) => {
       for (const a of list) {
@@ -493,7 +516,7 @@ export class Conductor {
           await client.request<TaskInfo>({ type: 'task:register', url: this.#req.url.href, digest: task.info.digest, headers: this.#req.headers, ...haveOf(task) }, { signal });
           announced = new Set();
         }
-        const max = this.#opts.parallelPieces;
+        const max = limit.limit;
         if (want.length && (max !== announcedMax || want.some((n) => !announced.has(n)))) {
           announced = new Set(want);
           announcedMax = max;
@@ -520,6 +543,7 @@ export class Conductor {
         await news.next(signal);
       }
     } finally {
+      clearInterval(tuner);
       clearTimeout(endgameTimer);
       untake();
       client.off('close', onClose);

@@ -10,3 +10,4 @@ export * from './local-store.js';
 export * from './local-task.js';
 export * from './stream-task.js';
 export * from './endgame.js';
+export * from './inflight.js';

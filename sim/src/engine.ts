@@ -7,7 +7,7 @@
  * after the change that made it possible), report every result, and stay in the swarm as seeds once done.
  */
 import { Demands, Scheduler, SUPERNODE, SlotTuner, type Choice, type SchedulePolicy } from '@damselfly/supernode';
-import { endgamePieces } from '@damselfly/peer';
+import { INFLIGHT_WINDOW_MS, SaturationClock, endgamePieces, inflightBounds, startInflight, tuneInflight, type InflightState } from '@damselfly/peer';
 import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
 import { EventHeap } from './heap.js';
 import { rng } from './rng.js';
@@ -22,6 +22,8 @@ const enum Ev {
   Leave,
   /** A node's piece in flight may have turned slow: look at the endgame again. */
   Endgame,
+  /** A node's in-flight limit is re-tuned to what it measured over the last window. */
+  Inflight,
   /** The supernode re-tunes its upload slots to its uplink (as the real one does twice a second). */
   Tune,
 }
@@ -54,6 +56,11 @@ interface Node {
   durations: number[];
   /** When an Endgame event is due for this node (Infinity: none). */
   endgameAt: number;
+  inflightLimit: InflightState;
+  saturation: SaturationClock;
+  /** Bytes of pieces finished (for its measured rate), and what had arrived at the last window. */
+  finishedBytes: number;
+  windowBytes: number;
   /** Downloads of a piece from a whole copy, by piece: this node relays them on while they arrive. */
   fetching: Map<number, Flow>;
   ups: Set<Flow>;
@@ -192,6 +199,10 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       asked: new Set(),
       durations: [],
       endgameAt: Infinity,
+      inflightLimit: startInflight(sc.parallel),
+      saturation: new SaturationClock(),
+      finishedBytes: 0,
+      windowBytes: 0,
       fetching: new Map(),
       ups: new Set(),
       downs: new Set(),
@@ -265,6 +276,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       flows.set(f.id, f);
       heap.push(now + delay, Ev.Start, f.id);
     }
+    fullness(n);
   }
 
   /** The other transfer of an endgame pair, if any. */
@@ -277,6 +289,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     if (map.get(f.piece) === f) map.delete(f.piece);
     const other = partner(f);
     if (!other) n.inflight.delete(f.piece);
+    fullness(n);
     return other;
   }
 
@@ -296,13 +309,26 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     if (!f.to.left) demands.failed(TASK, f.to.id, f.piece);
   }
 
+  /** The node's in-flight limit (the real peer's rule), and what it measures it by. */
+  const limitOf = (n: Node) => (sc.fixedParallel ? sc.parallel : n.inflightLimit.limit);
+  const bounds = inflightBounds(sc.parallel);
+  function fullness(n: Node): void {
+    n.saturation.update(now, n.first.size >= limitOf(n));
+  }
+  /** Bytes that reached `n`: finished pieces plus what its live transfers moved so far. */
+  function receivedBy(n: Node): number {
+    let b = n.finishedBytes;
+    for (const f of n.downs) b += pieceLen(f.piece) - Math.max(0, f.remaining - f.rate * (now - f.last));
+    return b;
+  }
+
   /** Endgame, by the real peer's rule: second sources for its slow last pieces (see @damselfly/peer endgame). */
   function endgame(n: Node): void {
     if (n.left || n.doneAt >= 0 || sc.noEndgame) return;
     const eg = endgamePieces({
       unrequested: wantedMissing(n) - n.inflight.size,
       inflight: [...n.first.values()].map((f) => ({ piece: f.piece, startedAt: f.assignedAt, asked: n.asked.has(f.piece) })),
-      room: sc.parallel - n.first.size - n.second.size,
+      room: limitOf(n) - n.first.size - n.second.size,
       durations: n.durations,
       now,
     });
@@ -386,7 +412,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
           begin(n, choices, 2 * sc.latencyMs);
           endgame(n);
         });
-        begin(n, demands.want(TASK, n.id, wantOf(n), sc.parallel, now), sc.latencyMs);
+        begin(n, demands.want(TASK, n.id, wantOf(n), limitOf(n), now), sc.latencyMs);
+        if (!sc.fixedParallel) heap.push(now + INFLIGHT_WINDOW_MS, Ev.Inflight, n.idx);
         break;
       }
       case Ev.Start: {
@@ -441,6 +468,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
             if (f.second) endgameWins++;
           }
           if (!f.second) n.durations.push(now - f.assignedAt);
+          n.finishedBytes += len;
           n.have[f.piece] = 1;
           n.haveCount++;
           if (n.wanted?.[f.piece]) n.wantedHave = (n.wantedHave ?? 0) + 1;
@@ -457,6 +485,22 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
           }
         }
         endgame(n);
+        break;
+      }
+      case Ev.Inflight: {
+        const n = nodes[e.ref]!;
+        if (n.left || n.doneAt >= 0) break;
+        const got = receivedBy(n);
+        const before = n.inflightLimit.limit;
+        n.inflightLimit = tuneInflight(n.inflightLimit, { rate: ((got - n.windowBytes) / INFLIGHT_WINDOW_MS) * 1000, saturated: n.saturation.take(now, INFLIGHT_WINDOW_MS) }, bounds);
+        n.windowBytes = got;
+        // A new limit is announced the way the real peer does: its wants again, with the new in-flight limit.
+        if (n.inflightLimit.limit !== before) {
+          fullness(n);
+          begin(n, demands.want(TASK, n.id, wantOf(n), n.inflightLimit.limit, now), sc.latencyMs);
+        }
+        // Only while something can still change: a stuck run ends (with the node unfinished) instead of ticking on.
+        if (n.inflight.size > 0 || activeFlows > 0) heap.push(now + INFLIGHT_WINDOW_MS, Ev.Inflight, n.idx);
         break;
       }
       case Ev.Endgame: {

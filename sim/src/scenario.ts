@@ -26,6 +26,8 @@ export interface Scenario {
   noRelay?: boolean;
   /** Rate each supernode upload stream should get (uploadStreamRate; its slots are tuned to it); 0 = fixed slots. */
   supernodeStreamRate?: number;
+  /** Peers keep `parallel` pieces in flight instead of adapting it to what they measure, for comparison. */
+  fixedParallel?: boolean;
   /** No endgame (peers never ask a second source for a slow last piece), for comparison. */
   noEndgame?: boolean;
   /** Topology: peers get one of this many zone labels (0 = none). */

@@ -29,7 +29,7 @@ interface TaskDemands {
 }
 
 export interface DemandsOptions {
-  /** Peers in a row that may get nothing from one change before the rest wait for the next (default 16). */
+  /** Peers in a row that may get nothing from one change before the rest wait for the next (default 4). */
   misses?: number;
   /** Called when a task is marked and no flush is due yet (the supernode defers one; the simulator flushes itself). */
   onMarked?: () => void;
