@@ -382,3 +382,31 @@ t.test('in-flight limit: one more while every transfer is busy, kept only if the
   t.ok(c.take(4000, 2000), 'the whole window: saturated');
   t.ok(c.take(6000, 2000), 'still at the limit into the next window');
 });
+
+t.test('bandwidth-aware: the scheduler learns each source\'s capacity from reported rates and prefers spare capacity', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 8, peerSlots: 8, failuresBeforeBlacklist: 3 });
+  for (const p of ['fast', 'slow', 'r1', 'r2', 'r3']) {
+    s.peerJoined(p, true);
+    s.taskJoined(p, 'T', p === 'fast' || p === 'slow' ? [0, 1, 2, 3] : []);
+  }
+  t.equal(s.capacity('fast'), undefined, 'nothing measured yet');
+  const [a] = s.schedule('T', 'r1', [0], 1);
+  const other = a!.from === 'fast' ? 'slow' : 'fast';
+  const [b] = s.schedule('T', 'r2', [0], 1);
+  t.equal(b!.from, other, 'unmeasured: the least loaded holder');
+  // Two transfers each shared their source with nobody: their rates are the sources' capacities.
+  s.pieceResult('T', 'r1', 0, a!.from, true, undefined, a!.from === 'fast' ? 50e6 : 5e6);
+  s.pieceResult('T', 'r2', 0, b!.from, true, undefined, b!.from === 'fast' ? 50e6 : 5e6);
+  t.equal(s.capacity('fast'), 50e6);
+  t.equal(s.capacity('slow'), 5e6);
+  t.equal(s.capacity('r3'), 27.5e6, 'a peer not measured yet counts as the mean');
+  const picks = ['r1', 'r2', 'r3'].map((r) => s.schedule('T', r, [1], 1)[0]!.from);
+  t.same(picks, ['fast', 'fast', 'fast'], 'three new streams: 50/1, 50/2, 50/3 MB/s from fast beat 5 MB/s from slow');
+  t.equal(s.schedule('T', 'r1', [2], 1)[0]!.from, 'fast', 'still 12.5 MB/s for a fourth stream against 5');
+  s.peerJoined('r4', true);
+  s.taskJoined('r4', 'T');
+  // fast now has 4 uploads: 50/5 = 10 MB/s against slow's 5/1.
+  t.equal(s.schedule('T', 'r4', [3], 1)[0]!.from, 'fast');
+  s.peerLeft('fast');
+  t.equal(s.capacity('fast'), 5e6, 'a peer that left is forgotten (the mean of who is left)');
+});

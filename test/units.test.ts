@@ -76,6 +76,7 @@ t.test('peer messages: junk is a typed error, never a crash', async (t) => {
     max: 4,
   });
   t.same(parsePeerMessage(JSON.stringify({ type: 'pieces:want', id: 2, taskId: id, want: [], max: 0 })).type, 'pieces:want', 'wanting nothing (a stop) is valid');
+  t.equal((parsePeerMessage(JSON.stringify({ type: 'piece:result', taskId: id, piece: 3, ok: true, rate: 52_000_000 })) as { rate?: number }).rate, 52_000_000);
   const junk = [
     'not json',
     '[]',
@@ -86,6 +87,9 @@ t.test('peer messages: junk is a typed error, never a crash', async (t) => {
     JSON.stringify({ type: 'pieces:want', id: 1, taskId: id, want: [0], max: 0 }),
     JSON.stringify({ type: 'pieces:want', id: 1, taskId: id, want: [0], max: 300 }),
     JSON.stringify({ type: 'piece:result', taskId: id, piece: 0, from: 'x', ok: 'yes' }),
+    JSON.stringify({ type: 'piece:result', taskId: id, piece: 0, from: 'x', ok: true, rate: -5 }),
+    JSON.stringify({ type: 'piece:result', taskId: id, piece: 0, from: 'x', ok: true, rate: 1e15 }),
+    JSON.stringify({ type: 'pieces:endgame', id: 1, taskId: id, pieces: Array.from({ length: 65 }, (_, i) => i) }),
     JSON.stringify({ type: 'task:register', id: 1, url: 5 }),
     JSON.stringify({ type: 'peer:hello', id: 1, peerId: 'p', version: 1, labels: { a: 1 } }),
   ];

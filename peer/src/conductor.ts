@@ -424,7 +424,8 @@ export class Conductor {
         .then((bytes) => {
           const ms = performance.now() - t0;
           this.#log.debug({ piece: a.piece, from: a.from, ms: Math.round(ms), second: second || undefined }, 'piece:verified');
-          client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: true });
+          // The rate it achieved: the supernode learns each source's capacity from these.
+          client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: true, rate: Math.round((bytes * 1000) / Math.max(1, ms)) });
           this.#c.metrics.downloadBytes.inc({ source: a.from === 'supernode' ? 'supernode' : 'peer' }, bytes);
           if (!second) durations.push(ms);
           else this.#c.metrics.endgameWins.inc();

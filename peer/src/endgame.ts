@@ -44,7 +44,8 @@ export function endgamePieces(i: EndgameInput): { pieces: number[]; nextAt: numb
   const pieces: number[] = [];
   let nextAt = Infinity;
   for (const f of open) {
-    if (i.now - f.startedAt >= slow) {
+    // The same sum both ways: a piece due at `nextAt` is slow when `now` reaches it (no rounding gap to loop in).
+    if (f.startedAt + slow <= i.now) {
       if (pieces.length < i.room) pieces.push(f.piece);
     } else nextAt = Math.min(nextAt, f.startedAt + slow);
   }

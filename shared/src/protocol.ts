@@ -85,6 +85,8 @@ export interface PieceResult {
   ok: boolean;
   /** `cancelled`: the downloader gave up on its own (shutdown, task failed elsewhere); no fault of the source. */
   reason?: 'corrupt' | 'timeout' | 'error' | 'cancelled';
+  /** With `ok`: bytes/s the transfer achieved (the scheduler learns each source's capacity from these). */
+  rate?: number;
 }
 
 export interface LeaveTask {
@@ -316,7 +318,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
       const reason = m.reason;
       if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error' && reason !== 'cancelled') bad('bad reason');
       if (typeof m.ok !== 'boolean') bad('ok must be a boolean');
-      return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: optStr(m, 'from'), ok: m.ok, reason };
+      return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: optStr(m, 'from'), ok: m.ok, reason, rate: m.rate === undefined ? undefined : int(m, 'rate', 0, 1e11) };
     }
     case 'task:leave':
       return { type: 'task:leave', taskId: taskId(m) };

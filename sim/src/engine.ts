@@ -85,8 +85,9 @@ interface Flow {
   upstream?: Flow;
   /** Relays fed by this flow. */
   relays?: Set<Flow>;
-  /** When the downloader was assigned it, ms. */
+  /** When the downloader was assigned it, and when bytes started to move, ms. */
   assignedAt: number;
+  liveAt?: number;
   /** An endgame second source. */
   second?: boolean;
 }
@@ -428,6 +429,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
           break;
         }
         f.live = true;
+        f.liveAt = now;
         activeFlows++;
         f.last = now;
         f.from.ups.add(f);
@@ -472,7 +474,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
           n.have[f.piece] = 1;
           n.haveCount++;
           if (n.wanted?.[f.piece]) n.wantedHave = (n.wantedHave ?? 0) + 1;
-          sched.pieceResult(TASK, n.id, f.piece, f.from.id, true);
+          // As the real peer reports it: the rate the transfer achieved (the scheduler learns capacities from it).
+          sched.pieceResult(TASK, n.id, f.piece, f.from.id, true, undefined, (len * 1000) / Math.max(1, now - (f.liveAt ?? f.assignedAt)));
           if (n.leaveAt === -1 && countHaveWanted(n) * 2 >= n.wantCount) {
             n.leaveAt = now;
             heap.push(now, Ev.Leave, n.idx);

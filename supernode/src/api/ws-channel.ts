@@ -233,7 +233,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           c.scheduler.release(msg.taskId, peerId!, msg.piece);
           return;
         }
-        const verdict = c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason);
+        const verdict = c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason, msg.rate);
         c.metrics.reports.inc({ verdict });
         // A failed piece is still wanted: the supernode finds it another source (the peer does not ask again). Also
         // when the assignment was already released (its source left, it timed out): the peer still needs the piece.

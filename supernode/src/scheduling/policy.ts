@@ -28,6 +28,11 @@ export interface SwarmView {
   fetching?(n: number): ReadonlySet<string>;
   /** Pieces the requester is fetching from the supernode now (in this task). */
   fromSupernode?(): number;
+  /**
+   * A peer's upload capacity in bytes/s, as learned from reports (the swarm's mean for a peer not measured yet).
+   * Absent while nothing is known: holders are then weighed by load alone.
+   */
+  capacity?(peerId: string): number;
 }
 
 export interface ScheduleInput {
@@ -67,6 +72,9 @@ function affinity(a: Readonly<Record<string, string>> | undefined, b: Readonly<R
 /** From this many uploads in flight on, the supernode sends only first copies (pieces no peer holds or fetches). */
 const SOURCE_DUPLICATE_LOAD = 4;
 
+/** Expected rates within this factor of each other are taken as equal (then the lower load wins). */
+const RATE_MARGIN = 1.5;
+
 /** Most eligible holders examined per piece per decision. */
 const CANDIDATES = 16;
 
@@ -99,7 +107,8 @@ function mix(s: string, n: number): number {
 /**
  * Rarest first, load-limited, skipping blacklisted peers, nearest by topology: pieces held (or being fetched) by the
  * fewest peers go first, ties kept in the requester's order; each goes to the holder with free slots that shares the
- * most labels with the requester and has the least load; else to the supernode while it has free slots (and, when
+ * most labels with the requester and would give a new stream the most (its learned capacity over its uploads under
+ * way; the least load while nothing is measured); else to the supernode while it has free slots (and, when
  * it is busy, only for pieces not already on their way to some peer). With no whole holder free, a peer still
  * fetching the piece from a whole copy relays it before the supernode is asked again.
  */
@@ -124,6 +133,9 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     let best: string | undefined;
     let bestAffinity = -1;
     let bestLoad = Infinity;
+    // What a new stream would get from a holder: its capacity shared with what it already uploads (by load alone
+    // while no capacity is known).
+    let bestRate = -1;
     // In a swarm of thousands, a piece can have thousands of holders: weigh at most CANDIDATES eligible ones (and look
     // at no more than 4x that), starting at a position that differs per requester and piece, so equal candidates are
     // spread over all holders without a tie-break hash. Holder sets are indexable: this is bounded work.
@@ -141,11 +153,16 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
       const load = loadOf(h);
       if (load >= view.slots(h)) continue;
       const aff = affinity(myLabels, view.labels(h));
-      if (aff > bestAffinity || (aff === bestAffinity && load < bestLoad)) {
+      const rate = view.capacity ? view.capacity(h) / (load + 1) : 1 / (load + 1);
+      // Measured rates are noisy: within a margin of each other two holders count as equal and the less loaded wins
+      // (in a swarm of equal uplinks, noise alone would otherwise pile streams on whoever measured fastest).
+      const better = rate > bestRate * RATE_MARGIN || (rate * RATE_MARGIN >= bestRate && load < bestLoad);
+      if (aff > bestAffinity || (aff === bestAffinity && better)) {
         best = h;
         bestAffinity = aff;
         bestLoad = load;
-        if (load === 0 && aff === maxAffinity) break; // cannot do better
+        bestRate = rate;
+        if (load === 0 && aff === maxAffinity && !view.capacity) break; // cannot do better
       }
     }
     let relay = false;

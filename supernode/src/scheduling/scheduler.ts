@@ -56,6 +56,8 @@ interface Pending {
   relay?: boolean;
   /** A second source for a piece the requester is already fetching (endgame): the first to finish wins. */
   endgame?: boolean;
+  /** Uploads the source had under way with this one: the report's rate times this estimates its capacity. */
+  sharing?: number;
 }
 
 export interface PeerView {
@@ -79,6 +81,9 @@ export interface TaskView {
 
 /** Failed attempts at one piece from peers before a requester gets it from the supernode (which seeds from origin). */
 export const PEER_TRIES_PER_PIECE = 2;
+
+/** Weight of a new report in a source's learned capacity. */
+const CAPACITY_ALPHA = 0.3;
 
 /** What became of a report. */
 export type ReportVerdict = 'accepted' | 'no_assignment' | 'source_mismatch';
@@ -105,6 +110,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #pending = new Map<string, Pending>();
   /** Pieces in flight per (task, requester), so a schedule call never scans every pending assignment. */
   readonly #byRequester = new Map<string, Set<number>>();
+  /**
+   * What each peer source can upload, bytes/s, learned from reports: a transfer's achieved rate times the uploads its
+   * source had under way then (they shared its uplink), smoothed. The supernode's own is measured, not reported.
+   */
+  readonly #capacity = new Map<string, number>();
+  #capacitySum = 0;
   /** Of those, how many come from the supernode (its streams are shared among a task's downloaders). */
   readonly #fromSupernode = new Map<string, number>();
 
@@ -128,6 +139,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#peers.delete(peerId);
     this.#load.delete(peerId);
     this.#slots.delete(peerId);
+    const cap = this.#capacity.get(peerId);
+    if (cap !== undefined) {
+      this.#capacity.delete(peerId);
+      this.#capacitySum -= cap;
+    }
   }
 
   taskJoined(peerId: string, taskId: string, have: readonly number[] = []): void {
@@ -253,6 +269,18 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return choices;
   }
 
+  #learn(source: string, sample: number): void {
+    const before = this.#capacity.get(source);
+    const now = before === undefined ? sample : before + CAPACITY_ALPHA * (sample - before);
+    this.#capacity.set(source, now);
+    this.#capacitySum += now - (before ?? 0);
+  }
+
+  /** A peer's learned upload capacity, or the swarm's mean where it has none yet (undefined when nothing is known). */
+  capacity(id: string): number | undefined {
+    return this.#capacity.get(id) ?? (this.#capacity.size ? this.#capacitySum / this.#capacity.size : undefined);
+  }
+
   #book(swarm: TaskSwarm, p: Pending): void {
     this.#pending.set(p.endgame ? endgameKey(p) : pendingKey(p), p);
     if (!p.endgame) {
@@ -267,7 +295,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       set.add(p.piece);
       if (p.from === SUPERNODE) this.#fromSupernode.set(rk, (this.#fromSupernode.get(rk) ?? 0) + 1);
     }
-    this.#load.set(p.from, (this.#load.get(p.from) ?? 0) + 1);
+    const load = (this.#load.get(p.from) ?? 0) + 1;
+    this.#load.set(p.from, load);
+    p.sharing = load;
     swarm.inflight.set(p.piece, (swarm.inflight.get(p.piece) ?? 0) + 1);
   }
 
@@ -297,7 +327,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * `requester` reports how its assignment of `piece` went. Only the requester of a pending assignment can report on
    * it, and only about the source it was assigned (`from`, when given, must match it).
    */
-  pieceResult(taskId: string, requester: string, piece: number, from: string | undefined, ok: boolean, reason?: string): ReportVerdict {
+  pieceResult(taskId: string, requester: string, piece: number, from: string | undefined, ok: boolean, reason?: string, rate?: number): ReportVerdict {
     let key = pendingKey({ taskId, requester, piece });
     let p = this.#pending.get(key);
     // With an endgame second source, `from` says which of the two transfers the report is about.
@@ -315,6 +345,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (ok) {
       swarm.peerFailures.delete(pk);
       if (p.from !== SUPERNODE) swarm.blame.vouch(requester, p.from);
+      // A relay goes at its own source's pace: its rate says nothing of its uplink.
+      if (p.from !== SUPERNODE && !p.relay && rate && rate > 0 && this.#peers.has(p.from)) this.#learn(p.from, rate * (p.sharing ?? 1));
       if (swarm.peers.has(requester)) this.#addHolder(swarm, piece, requester);
       return 'accepted';
     }
@@ -386,6 +418,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       uploads: (id) => this.#peers.get(id)?.uploads ?? false,
       blacklisted: (id) => !swarm.blame.allowed(requester, id),
       labels: (id) => this.#peers.get(id)?.labels,
+      capacity: this.#capacity.size ? (id) => this.capacity(id)! : undefined,
       fromSupernode: () => this.#fromSupernode.get(`${taskId}\0${requester}`) ?? 0,
     };
   }
