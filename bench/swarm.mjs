@@ -2,11 +2,12 @@
 // Swarm benchmark: N hosts pull one blob at once over an emulated network, Damselfly against the baselines a user
 // would reach for, on the same links in the same run.
 //   sudo node bench/swarm.mjs [--nodes 4,8] [--size-mib 200] [--origin-mbit 50] [--node-mbit 50]
-//                             [--scenarios damselfly,bittorrent,curl] [--json out.json]
+//                             [--scenarios damselfly,bittorrent,curl,mirror] [--json out.json]
 // Every host is a network namespace on one bridge with its egress capped by `tc tbf` (downlinks uncapped). Host 0 is
 // the origin: a real Debian `docker-registry`, and next to it the supernode (Damselfly) or the seeding aria2c and
 // opentracker (BitTorrent, 1 MiB pieces). Hosts 1..N each run a dfdaemon and pull through its proxy with curl, or run
-// an aria2c leecher, or curl the registry directly. Every output is digest-checked. Per scenario it prints p50, max,
+// an aria2c leecher, or curl the registry directly, or curl a pull-through registry mirror (docker-registry in proxy
+// mode on host N+1, with a node's uplink). Every output is digest-checked. Per scenario it prints p50, max,
 // max/T* with T* = max(F/u_origin, N·F/(u_origin + Σu_node)) (downlinks are uncapped), origin bytes / F, the origin
 // host's uplink bytes / F, mean upload utilisation of all uplinks until the last host finished, and the CPU the
 // daemons used. Needs root, iproute2, docker-registry, curl, aria2c, mktorrent, opentracker (scripts/install.sh
@@ -28,7 +29,7 @@ const { values } = parseArgs({
     'size-mib': { type: 'string', default: '200' },
     'origin-mbit': { type: 'string', default: '50' },
     'node-mbit': { type: 'string', default: '50' },
-    scenarios: { type: 'string', default: 'damselfly,bittorrent,curl' },
+    scenarios: { type: 'string', default: 'damselfly,bittorrent,curl,mirror' },
     json: { type: 'string' },
     prefix: { type: 'string', default: 'dfsw' },
     subnet: { type: 'string', default: '10.213.77' },
@@ -40,6 +41,7 @@ const F = Math.round(Number(values['size-mib']) * MiB);
 const originMbit = Number(values['origin-mbit']);
 const nodeMbit = Number(values['node-mbit']);
 const scenarios = values.scenarios.split(',');
+for (const s of scenarios) if (!['damselfly', 'bittorrent', 'curl', 'mirror'].includes(s)) throw new Error(`unknown scenario ${s} (damselfly, bittorrent, curl, mirror)`);
 const ORIGIN = `${values.subnet}.1`;
 const secret = randomBytes(24).toString('base64url');
 
@@ -88,7 +90,8 @@ async function curlIn(net, i, args, t0) {
   let err = '';
   c.stdout.on('data', (d) => (out += d));
   c.stderr.on('data', (d) => (err += d));
-  const [code] = await once(c, 'exit');
+  // 'close', not 'exit': a quick curl can exit before its output (the status) has been read.
+  const [code] = await once(c, 'close');
   const at = performance.now() - t0;
   if (code !== 0 || out.trim() !== '200') throw new Error(`curl on host ${i}: exit ${code}, status ${out.trim()} ${err.trim()}`);
   return at;
@@ -183,6 +186,26 @@ async function direct(net, ctx) {
 }
 
 /**
+ * A pull-through registry mirror (Debian's docker-registry in proxy mode, as a cluster-local cache would be) on a host
+ * of its own with a node's uplink: every node pulls through it; it fetches from the origin what it lacks.
+ */
+async function mirror(net, ctx) {
+  const { n, dir, blobUrl } = ctx;
+  const host = net.hosts[n + 1];
+  await mkdir(join(dir, 'mirror'), { recursive: true });
+  const cache = await startRegistry({ netns: host.ns, host: host.addr, port: 5000, dir: join(dir, 'mirror'), proxy: `http://${ORIGIN}:5000` });
+  try {
+    const url = blobUrl.replace(`http://${ORIGIN}:5000`, `http://${host.addr}:5000`);
+    const measured = await race(ctx, [], (t0) =>
+      Promise.all(Array.from({ length: n }, (_, k) => curlIn(net, k + 1, ['-o', join(dir, `mirror${k + 1}`), url], t0))),
+    );
+    return { ...measured, outputs: Array.from({ length: n }, (_, k) => join(dir, `mirror${k + 1}`)) };
+  } finally {
+    await cache.stop();
+  }
+}
+
+/**
  * Times one run of a scenario from a common start: per-host finish times, origin and uplink bytes, CPU of the given
  * processes. A run taking far longer than its bound is stopped with an error rather than left hanging.
  */
@@ -207,11 +230,13 @@ async function race(ctx, pids, body) {
   return { times: times.map((t) => t / 1000), tx, originBytes: ctx.reg.blobBytesServed(ctx.digest) - origin0, cpu };
 }
 
-const RUNNERS = { damselfly, bittorrent, curl: direct };
+const RUNNERS = { damselfly, bittorrent, curl: direct, mirror };
+const NAMES = { damselfly: 'Damselfly', bittorrent: 'BitTorrent (aria2c)', curl: 'direct curl', mirror: 'pull-through mirror' };
 const results = [];
 const prefix = values.prefix;
 for (const n of values.nodes.split(',').map(Number)) {
-  const caps = [originMbit, ...Array(n).fill(nodeMbit)];
+  // The mirror, when it runs, is one more host with a node's uplink.
+  const caps = [originMbit, ...Array(n).fill(nodeMbit), ...(scenarios.includes('mirror') ? [nodeMbit] : [])];
   const net = createNetwork(prefix, caps, values.subnet);
   const dir = await mkdtemp(join(tmpdir(), `damselfly-swarm-${prefix}-`));
   net.onDestroy(() => rmSync(dir, { recursive: true, force: true }));
@@ -240,9 +265,11 @@ for (const n of values.nodes.split(',').map(Number)) {
         if ((await stat(out)).size !== F) throw new Error(`${s}: ${out} has the wrong size`);
       }
       const max = Math.max(...r.times);
-      const capsBps = caps.map(bps);
+      // Utilisation over the hosts the scenario uses (the mirror's host only for the mirror).
+      const used = s === 'mirror' ? caps.length : n + 1;
+      const capsBps = caps.slice(0, used).map(bps);
       const row = {
-        scenario: s === 'curl' ? 'direct curl' : s === 'bittorrent' ? 'BitTorrent (aria2c)' : 'Damselfly',
+        scenario: NAMES[s],
         n,
         sizeMiB: F / MiB,
         bound,
@@ -251,9 +278,9 @@ for (const n of values.nodes.split(',').map(Number)) {
         maxOverBound: max / bound,
         originBytesOverF: (s === 'bittorrent' ? r.tx[0] : r.originBytes) / F,
         originUplinkOverF: r.tx[0] / F,
-        uploadUtilisation: r.tx.reduce((a, b) => a + b, 0) / (capsBps.reduce((a, b) => a + b, 0) * max),
-        cpuSeconds: s === 'curl' ? undefined : r.cpu,
-        cpuSecondsPerGB: s === 'curl' ? undefined : r.cpu / ((n * F) / 1e9),
+        uploadUtilisation: r.tx.slice(0, used).reduce((a, b) => a + b, 0) / (capsBps.reduce((a, b) => a + b, 0) * max),
+        cpuSeconds: s === 'curl' || s === 'mirror' ? undefined : r.cpu,
+        cpuSecondsPerGB: s === 'curl' || s === 'mirror' ? undefined : r.cpu / ((n * F) / 1e9),
       };
       results.push(row);
       console.log(JSON.stringify(row));

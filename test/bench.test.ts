@@ -53,15 +53,16 @@ function swarmLeftovers(prefix: string): { namespaces: string[]; processes: stri
 
 const root = process.getuid?.() === 0;
 
-t.test('bench/swarm.mjs: Damselfly, BitTorrent and direct curl over capped network namespaces', { skip: root ? false : 'needs root (network namespaces)' }, async (t) => {
+t.test('bench/swarm.mjs: Damselfly, BitTorrent, direct curl and a pull-through mirror over capped network namespaces', { skip: root ? false : 'needs root (network namespaces)' }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'swarm-test-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const json = join(dir, 'out.json');
   const r = await bench('swarm.mjs', ['--nodes', '2', '--size-mib', '8', '--origin-mbit', '200', '--node-mbit', '200', '--prefix', 'dfswt', '--subnet', '10.213.78', '--json', json]);
   t.equal(r.code, 0, r.stderr.slice(-800));
   const out = JSON.parse(await readFile(json, 'utf8')) as { results: { scenario: string; n: number; max: number; bound: number; maxOverBound: number; originBytesOverF: number; uploadUtilisation: number }[] };
-  t.same(out.results.map((x) => x.scenario), ['Damselfly', 'BitTorrent (aria2c)', 'direct curl'], 'every scenario ran (each output digest-checked by the script)');
-  const [df, , direct] = out.results;
+  t.same(out.results.map((x) => x.scenario), ['Damselfly', 'BitTorrent (aria2c)', 'direct curl', 'pull-through mirror'], 'every scenario ran (each output digest-checked by the script)');
+  const [df, , direct, mirror] = out.results;
+  t.ok(mirror!.originBytesOverF >= 0.99, `the mirror fetched the blob from the origin (${mirror!.originBytesOverF.toFixed(2)}×)`);
   // The caps are real: nobody beats the bound by more than the tbf burst allows, and two direct pulls share the
   // origin's uplink.
   for (const x of out.results) t.ok(x.maxOverBound > 0.8, `${x.scenario}: ${x.max.toFixed(2)} s against a bound of ${x.bound.toFixed(2)} s`);

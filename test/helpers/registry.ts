@@ -54,6 +54,8 @@ export interface RegistryOptions {
   tls?: { cert: string; key: string; ca: Buffer };
   /** Token authentication (the Bearer dance): tokens from `realm`, signed by a key whose certificate is `rootcertbundle`. */
   token?: { realm: string; service: string; issuer: string; rootcertbundle: string };
+  /** A pull-through mirror of this registry URL (docker-registry's proxy mode): fetches what it lacks, keeps it. */
+  proxy?: string;
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<Registry> {
@@ -69,7 +71,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   if (opts.htpasswd) await writeFile(join(dir, 'htpasswd'), opts.htpasswd);
   await writeFile(
     join(dir, 'config.yml'),
-    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}:${port}\n${tls}${auth}`,
+    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}:${port}\n${tls}${auth}${opts.proxy ? `proxy:\n  remoteurl: ${opts.proxy}\n` : ''}`,
   );
   const argv = ['docker-registry', 'serve', join(dir, 'config.yml')];
   if (opts.netns) argv.unshift('ip', 'netns', 'exec', opts.netns);
