@@ -356,8 +356,9 @@ export class Conductor {
   /**
    * The task's loop with the supernode: says once what it wants and how much it can take (`pieces:want`), starts every
    * assignment the reply and later pushes bring, reports each result, and says more only when its wants grow (a new
-   * Range read), its in-flight limit changes or it stops. Nothing here runs on a timer: the loop wakes on events only
-   * (an assignment, a piece done, a new want, the supernode gone).
+   * Range read), its in-flight limit changes or it stops. Nothing is asked on a timer: the loop wakes on events (an
+   * assignment, a piece done, a new want, the supernode gone); local timers only re-tune the in-flight limit (every
+   * 2 s) and notice a piece in flight turning slow (endgame).
    */
   async #p2p(task: LocalTask, client: SupernodeClient, signal: AbortSignal): Promise<void> {
     type Transfer = { ac: AbortController; startedAt: number; promise: Promise<void> };
@@ -505,7 +506,7 @@ export class Conductor {
         signal.throwIfAborted();
         if (lost) throw peerError('DF_SUPERNODE_UNAVAILABLE', `${client.url}: connection closed`);
         const want = this.#missingWanted(task).filter((n) => !inflight.has(n) && !seconds.has(n));
-        if (want.length === 0 && inflight.size === 0) {
+        if (want.length === 0 && inflight.size === 0 && seconds.size === 0) {
           if (!task.missing().length || !(await this.#idle(LINGER_MS, signal))) return;
           this.#wake = () => news.poke();
           continue;
@@ -538,8 +539,11 @@ export class Conductor {
         if (eg.pieces.length) {
           for (const n of eg.pieces) asked.add(n);
           const res = await client.request<WantResult>({ type: 'pieces:endgame', taskId, pieces: eg.pieces }, { signal });
-          for (const a of res.assignments) if (inflight.has(a.piece) && !seconds.has(a.piece) && !task.has(a.piece)) start(a, true);
-          else client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+          for (const a of res.assignments) {
+            // The piece may have landed while the request was out: its second source is let go at once.
+            if (inflight.has(a.piece) && !seconds.has(a.piece) && !task.has(a.piece)) start(a, true);
+            else client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+          }
         }
         await news.next(signal);
       }

@@ -237,7 +237,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         c.metrics.reports.inc({ verdict });
         // A failed piece is still wanted: the supernode finds it another source (the peer does not ask again). Also
         // when the assignment was already released (its source left, it timed out): the peer still needs the piece.
-        if (!msg.ok && msg.reason !== 'cancelled' && tasks.has(msg.taskId) && !c.scheduler.fetching(msg.taskId, peerId!, msg.piece)) c.demands.failed(msg.taskId, peerId!, msg.piece);
+        const inRange = msg.piece < (c.store.get(msg.taskId)?.pieceCount ?? 0);
+        if (!msg.ok && msg.reason !== 'cancelled' && inRange && tasks.has(msg.taskId) && !c.scheduler.fetching(msg.taskId, peerId!, msg.piece)) c.demands.failed(msg.taskId, peerId!, msg.piece);
         else if (msg.ok) c.demands.got(msg.taskId, peerId!, msg.piece);
         if (verdict === 'accepted' && msg.ok && msg.from !== undefined && c.traffic) {
           const meta = c.store.get(msg.taskId);
