@@ -109,7 +109,7 @@ t.test('the whole-blob check is skipped only for pieces fetched against the supe
   // A peer announcing pieces is listed as a holder only of those whose hash is the supernode's record.
   const liar = await rawPeer(sn.url, 'announcer', TEST_SECRET);
   t.teardown(() => liar.close());
-  t.ok((await liar.call({ type: 'peer:hello', peerId: 'announcer', uploadUrl: 'http://127.0.0.1:9', version: 1 })).ok);
+  t.ok((await liar.call({ type: 'peer:hello', peerId: 'announcer', uploadUrl: 'http://127.0.0.1:9', version: 2 })).ok);
   const right = pieceRoot(blockList(blob.subarray(0, 4 * MiB)).map((b) => createHash('sha256').update(b).digest('hex')));
   t.ok((await liar.call({ type: 'task:register', url, have: [0, 1], haveSha: [right, 'f'.repeat(64)] })).ok);
   t.ok(sn.scheduler.holders(taskId, 0).has('announcer'), 'a piece with the recorded hash is accepted');

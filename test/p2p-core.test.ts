@@ -193,7 +193,7 @@ t.test('supernode survives malformed control messages and keeps serving', async 
   ws.send(JSON.stringify({ id: 7, type: 'pieces:want', taskId: 'x', want: [], max: 1 }));
   ws.send(JSON.stringify({ id: 8, type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }));
   ws.send(Buffer.from([0, 1, 2]));
-  ws.send(JSON.stringify({ id: 9, type: 'peer:hello', peerId: 'p', version: 1 }));
+  ws.send(JSON.stringify({ id: 9, type: 'peer:hello', peerId: 'p', version: 2 }));
   ws.send(JSON.stringify({ id: 10, type: 'task:register', url: 'file:///etc/passwd' }));
   ws.send(JSON.stringify({ id: 11, type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }));
   await new Promise((r) => setTimeout(r, 300));
@@ -210,6 +210,37 @@ t.test('supernode survives malformed control messages and keeps serving', async 
   const bad = await request(`${sn.url}/api/v1/tasks/${'f'.repeat(64)}/pieces/abc`);
   t.equal(bad.statusCode, 400);
   await bad.body.dump();
+});
+
+t.test('control protocol versions: a v1 peer is turned away by name; a peer meeting a v1 supernode goes back to the origin', async (t) => {
+  const sn = await startSupernode(t);
+  const ws = new WebSocket(sn.url.replace('http', 'ws') + WS_PATH, { headers: { [AUTH_HEADER]: sessionProof(Buffer.from(TEST_SECRET), 'old') } });
+  await new Promise((r) => ws.once('open', r));
+  const reply = new Promise<{ ok: boolean; error?: { code: string; status: number; message: string } }>((r) => ws.once('message', (d) => r(JSON.parse(d.toString()))));
+  ws.send(JSON.stringify({ id: 1, type: 'peer:hello', peerId: 'old', version: 1 }));
+  const r = await reply;
+  t.equal(r.error?.code, 'SN_PROTOCOL_VERSION');
+  t.equal(r.error?.status, 426);
+  t.match(r.error?.message, /v1, this supernode v2 .*upgrade dfdaemons and supernodes together/);
+  ws.terminate();
+  t.equal(sn.scheduler.peerCount, 0, 'it did not join');
+
+  // The other way round: a supernode that answers hello as protocol v1 (a stand-in: the old version is not shipped).
+  const { WebSocketServer } = await import('ws');
+  const old = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => old.close());
+  old.on('connection', (s) => s.on('message', (d) => s.send(JSON.stringify({ id: (JSON.parse(d.toString()) as { id: number }).id, ok: true, result: { version: 1 } }))));
+  await new Promise((r) => old.once('listening', r));
+  const oldUrl = `http://127.0.0.1:${(old.address() as { port: number }).port}`;
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(3 * 1024 * 1024, 44);
+  const { url, digest } = await pushBlob(reg.url, 'team/oldsn', blob);
+  const d = await startDaemon(t, [oldUrl]);
+  const got = await getViaProxy(d.proxyUrl, url);
+  t.equal(got.status, 200);
+  t.equal(sha(got.body), digest, 'the blob came whole from the origin');
+  t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total', { why: 'supernode_unavailable' })) >= 1, 'counted as back-to-source: supernode unavailable');
 });
 
 t.test('dfdaemon restart finds its cache: served with the registry and supernode gone', async (t) => {
@@ -245,7 +276,7 @@ t.test('push, not poll: a peer that got nothing is pushed its assignment when a 
     if (m.type === 'pieces:assigned') pushes.push(m as (typeof pushes)[number]);
   });
   for (const [p, id] of [[x, 'x'], [w, 'w']] as const) {
-    t.ok((await p.call({ type: 'peer:hello', peerId: id, version: 1 })).ok);
+    t.ok((await p.call({ type: 'peer:hello', peerId: id, version: 2 })).ok);
     t.ok((await p.call({ type: 'task:register', url })).ok);
   }
   const info = (await x.call<{ taskId: string }>({ type: 'task:register', url })) as { ok: true; result: { taskId: string } };

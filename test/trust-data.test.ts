@@ -112,7 +112,7 @@ t.test('origin credentials serve only their owner: another member registering wi
 
   const insider = await rawPeer(sn.url, 'insider', TEST_SECRET);
   t.teardown(() => insider.close());
-  t.ok((await insider.call({ type: 'peer:hello', peerId: 'insider', version: 1 })).ok);
+  t.ok((await insider.call({ type: 'peer:hello', peerId: 'insider', version: 2 })).ok);
   const reply = (await insider.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: basic('alice', 'guess') } })) as { ok: true; result: TaskInfo };
   t.equal(reply.result.taskId, taskId);
   const sched = (await insider.call<WantResult>({ type: 'pieces:want', taskId, want: [2], max: 1 })) as { ok: true; result: WantResult };

@@ -396,6 +396,9 @@ export class Conductor {
     let fatal: unknown;
     const news = new Nudge();
     const taskId = task.info.taskId;
+    /** Pieces the supernode was told this run wants, and the in-flight limit it was told. */
+    let announced = new Set<number>();
+    let announcedMax = 0;
 
     const sources = this.#c.sources;
     const pace = paceAll([this.#c.limits?.download]);
@@ -452,6 +455,9 @@ export class Conductor {
           this.#log.warn({ piece: a.piece, from: a.from, reason, second: second || undefined, err: describeError(err) }, 'piece:failed');
           // One of an endgame pair failed while the other goes on: that one decides the piece.
           if (other()) return;
+          // Wanted again, and said so (the supernode also re-adds it on the report): the answer to that says whether
+          // the task still exists there, so a run never waits for a push that will not come.
+          announced.delete(a.piece);
           const status = (err as { status?: number }).status;
           const remoteCode = (err as { remoteCode?: string }).remoteCode ?? '';
           const fromSupernode = a.from === 'supernode';
@@ -496,9 +502,6 @@ export class Conductor {
     };
     client.on('close', onClose);
     this.#wake = () => news.poke();
-    /** Pieces the supernode was told this run wants, and the in-flight limit it was told. */
-    let announced = new Set<number>();
-    let announcedMax = 0;
 
     try {
       for (;;) {

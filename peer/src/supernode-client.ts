@@ -84,7 +84,17 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     ws.on('message', (data) => this.#onMessage(data.toString()));
     ws.on('close', () => this.#onClose());
     ws.on('error', () => {});
-    await this.request({ type: 'peer:hello', ...this.#hello, version: PROTOCOL_VERSION }, { signal, timeoutMs });
+    // A supernode of another protocol version is no supernode for this peer: unavailable, so the download goes back to
+    // the origin (when allowed) instead of failing on messages neither side understands.
+    const reply = await this.request<{ version?: number }>({ type: 'peer:hello', ...this.#hello, version: PROTOCOL_VERSION }, { signal, timeoutMs }).catch((err: unknown) => {
+      if ((err as { remoteCode?: string }).remoteCode !== 'SN_PROTOCOL_VERSION') throw err;
+      ws.terminate();
+      throw peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${describeError(err)}`, err);
+    });
+    if (reply.version !== PROTOCOL_VERSION) {
+      ws.terminate();
+      throw peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url} speaks control protocol v${reply.version ?? '?'}, this peer v${PROTOCOL_VERSION} (upgrade dfdaemons and supernodes together)`);
+    }
   }
 
   /** Sends a request and waits for its reply. */

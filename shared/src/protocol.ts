@@ -8,7 +8,8 @@ import { sharedError } from './errors.js';
 import { TASK_ID_RE } from './task-id.js';
 
 export const WS_PATH = '/api/v1/peers/ws';
-export const PROTOCOL_VERSION = 1;
+/** 2: assignments are pushed (`pieces:want`, `pieces:assigned`, `pieces:endgame`); 1 asked for them (`pieces:schedule`). */
+export const PROTOCOL_VERSION = 2;
 
 export interface HelloRequest {
   type: 'peer:hello';

@@ -154,6 +154,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
 
   async function hello(msg: Extract<PeerMessage, { type: 'peer:hello' }>): Promise<void> {
     if (peerId) throw snError('SN_ALREADY_HELLO', peerId);
+    // A peer of another protocol would misread every assignment: it is turned away at once, and says so.
+    if (msg.version !== PROTOCOL_VERSION) throw snError('SN_PROTOCOL_VERSION', `v${msg.version}, this supernode v${PROTOCOL_VERSION}`);
     if (session.authPeer !== undefined && msg.peerId !== session.authPeer) throw snError('SN_PEER_MISMATCH', JSON.stringify(msg.peerId));
     if (msg.peerId === SUPERNODE || c.sessions.has(msg.peerId)) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
     const base = msg.uploadUrl ? await checkAdvertisedBase(msg.uploadUrl, session.remoteAddress, c.advertiseCidrs) : '';
