@@ -162,7 +162,9 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
         bestAffinity = aff;
         bestLoad = load;
         bestRate = rate;
-        if (load === 0 && aff === maxAffinity && !view.capacity) break; // cannot do better
+        // Cannot do better (by load alone), or good enough: an idle, nearest holder after a few were weighed. In a
+        // swarm of thousands this keeps a decision to a few holders instead of every candidate.
+        if (load === 0 && aff === maxAffinity && (!view.capacity || seen >= 4)) break;
       }
     }
     let relay = false;
