@@ -45,9 +45,10 @@ interface Node {
   wanted: Uint8Array | null;
   wantCount: number;
   wantedHave?: number;
-  /** Pieces in flight (by any transfer). */
-  inflight: Set<number>;
-  /** Each piece's first transfer, and its endgame second one. */
+  /**
+   * Each piece in flight's first transfer (its keys are the pieces in flight: a second never runs without a first,
+   * and takes its place when the first fails), and its endgame second one.
+   */
   first: Map<number, Flow>;
   second: Map<number, Flow>;
   /** Pieces that had their one chance of a second source. */
@@ -194,7 +195,6 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       haveCount: 0,
       wanted: null,
       wantCount: pieces,
-      inflight: new Set(),
       first: new Map(),
       second: new Map(),
       asked: new Set(),
@@ -254,7 +254,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   /** What a node tells the supernode it wants: missing, not in flight, wanted. */
   function wantOf(n: Node): number[] {
     const want: number[] = [];
-    for (let p = 0; p < pieces; p++) if (!n.have[p] && !n.inflight.has(p) && (!n.wanted || n.wanted[p])) want.push(p);
+    for (let p = 0; p < pieces; p++) if (!n.have[p] && !n.first.has(p) && (!n.wanted || n.wanted[p])) want.push(p);
     return want;
   }
 
@@ -266,7 +266,6 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
     }
     for (const c of choices) {
       const from = c.from === SUPERNODE ? source : byId.get(c.from)!;
-      n.inflight.add(c.piece);
       const f: Flow = { id: flowIds++, from, to: n, piece: c.piece, remaining: pieceLen(c.piece), rate: 0, last: now, version: 0, live: false, assignedAt: now, second };
       const upstream = c.relay ? from.fetching.get(c.piece) : undefined;
       if (upstream) {
@@ -283,15 +282,13 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   /** The other transfer of an endgame pair, if any. */
   const partner = (f: Flow) => (f.second ? f.to.first : f.to.second).get(f.piece);
 
-  /** Forgets `f` as one of its node's transfers of its piece; the piece stays in flight while its partner runs. */
+  /** Forgets `f` as one of its node's transfers of its piece; returns its partner, if one still runs. */
   function settle(f: Flow): Flow | undefined {
     const n = f.to;
     const map = f.second ? n.second : n.first;
     if (map.get(f.piece) === f) map.delete(f.piece);
-    const other = partner(f);
-    if (!other) n.inflight.delete(f.piece);
     fullness(n);
-    return other;
+    return partner(f);
   }
 
   /** A transfer to `n` ended without the piece: as the real peer reports it, the supernode finds another source. */
@@ -327,7 +324,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   function endgame(n: Node): void {
     if (n.left || n.doneAt >= 0 || sc.noEndgame) return;
     const eg = endgamePieces({
-      unrequested: wantedMissing(n) - n.inflight.size,
+      unrequested: wantedMissing(n) - n.first.size,
       inflight: [...n.first.values()].map((f) => ({ piece: f.piece, startedAt: f.assignedAt, asked: n.asked.has(f.piece) })),
       room: limitOf(n) - n.first.size - n.second.size,
       durations: n.durations,
@@ -503,7 +500,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
           begin(n, demands.want(TASK, n.id, wantOf(n), n.inflightLimit.limit, now), sc.latencyMs);
         }
         // Only while something can still change: a stuck run ends (with the node unfinished) instead of ticking on.
-        if (n.inflight.size > 0 || activeFlows > 0) heap.push(now + INFLIGHT_WINDOW_MS, Ev.Inflight, n.idx);
+        if (n.first.size > 0 || activeFlows > 0) heap.push(now + INFLIGHT_WINDOW_MS, Ev.Inflight, n.idx);
         break;
       }
       case Ev.Endgame: {
