@@ -237,17 +237,16 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         }
         const verdict = c.scheduler.pieceResult(msg.taskId, peerId!, msg.piece, msg.from, msg.ok, msg.reason, msg.rate);
         c.metrics.reports.inc({ verdict });
-        // A failed piece is still wanted: the supernode finds it another source (the peer does not ask again). Also
-        // when the assignment was already released (its source left, it timed out): the peer still needs the piece.
-        const inRange = msg.piece < (c.store.get(msg.taskId)?.pieceCount ?? 0);
+        // A failed piece is still wanted: the supernode looks for another source at once (the peer's own re-announce
+        // comes a round trip later, and mainly tells it whether the task still exists). Also when the assignment was
+        // already released (its source left, it timed out): the peer still needs the piece.
+        const meta = c.store.get(msg.taskId);
+        const inRange = msg.piece < (meta?.pieceCount ?? 0);
         if (!msg.ok && msg.reason !== 'cancelled' && inRange && tasks.has(msg.taskId) && !c.scheduler.fetching(msg.taskId, peerId!, msg.piece)) c.demands.failed(msg.taskId, peerId!, msg.piece);
         else if (msg.ok) c.demands.got(msg.taskId, peerId!, msg.piece);
-        if (verdict === 'accepted' && msg.ok && msg.from !== undefined && c.traffic) {
-          const meta = c.store.get(msg.taskId);
-          if (meta) {
-            const { start, end } = pieceRange(msg.piece, meta.pieceSize, meta.contentLength);
-            c.traffic.delivered(msg.taskId, msg.from, peerId!, end - start + 1);
-          }
+        if (verdict === 'accepted' && msg.ok && msg.from !== undefined && c.traffic && meta) {
+          const { start, end } = pieceRange(msg.piece, meta.pieceSize, meta.contentLength);
+          c.traffic.delivered(msg.taskId, msg.from, peerId!, end - start + 1);
         }
         if (verdict !== 'accepted') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, verdict }, 'piece:report-ignored');
         else if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, reason: msg.reason }, 'piece:failed');
