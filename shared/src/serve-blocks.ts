@@ -51,9 +51,16 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
   }
 }
 
-/** Writes bytes [from, to] (inclusive, offsets in the block) of a block held as chunks, waiting for each to be taken. */
+/**
+ * Writes bytes [from, to] (inclusive, offsets in the block) of a block held as chunks. The chunks are already in
+ * memory (they are not pool buffers that must come back), so all go to the socket at once and only the last write
+ * is waited for: one hand-off per block instead of one event-loop round trip per network chunk, which on a busy
+ * process added milliseconds to every hop of a Range read's first block.
+ */
 async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, to: number, o: ServeOptions): Promise<void> {
   let pos = 0;
+  let last: Buffer | undefined;
+  let lastLen = 0;
   for (const c of chunks) {
     const a = Math.max(from, pos);
     const z = Math.min(to + 1, pos + c.length);
@@ -62,7 +69,15 @@ async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, 
     o.signal?.throwIfAborted();
     const paced = o.pace?.(z - a, o.signal);
     if (paced) await paced;
-    await put(out, c.subarray(a - (pos - c.length), z - (pos - c.length)), o.stallMs ?? 10_000);
-    o.onBytes?.(z - a);
+    if (last) {
+      if (out.destroyed) throw new Error('the reader went away');
+      out.write(last);
+      o.onBytes?.(lastLen);
+    }
+    last = c.subarray(a - (pos - c.length), z - (pos - c.length));
+    lastLen = z - a;
   }
+  if (!last) return;
+  await put(out, last, o.stallMs ?? 10_000);
+  o.onBytes?.(lastLen);
 }

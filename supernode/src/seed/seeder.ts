@@ -392,13 +392,22 @@ export class Seeder {
       };
       try {
         const todo = parts.filter(([from, to]) => progress.blocks.slice(from, to).some((b) => b === undefined));
+        // The part holding the reader's block goes first; the rest of the piece is asked for once that block is in
+        // (or its part ended): asked together, the origin answered the other part first about half the time, and the
+        // reader waited for it.
+        const head = todo[0] && todo.length > 1 ? fetchPart(todo[0]) : undefined;
+        const headIn = head && Promise.race([progress.waitBlock(todo[0]![0], { signal }).then(() => {}, () => {}), head.then(() => {}, () => {})]);
         const settled = await Promise.allSettled(
-          todo.map((part) =>
-            fetchPart(part).catch((err: unknown) => {
+          todo.map(async (part, i) => {
+            try {
+              if (i === 0 && head) return await head;
+              if (headIn) await headIn;
+              return await fetchPart(part);
+            } catch (err) {
               sibling.abort(err);
               throw err;
-            }),
-          ),
+            }
+          }),
         );
         const failed = settled.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
