@@ -63,6 +63,7 @@ for (const off of offsets) {
   warm.push(await curl(['-x', b.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
 }
 const p2pOrigin = served() - before;
+if (process.env.RANGE_ALL) console.log("cold", cold.map((r) => r.ttfb.toFixed(1)).join(" "), "\nwarm", warm.map((r) => r.ttfb.toFixed(1)).join(" "), "\ndirect", direct.map((r) => r.ttfb.toFixed(1)).join(" "));
 await Promise.all([a.stop(), b.stop()]);
 await sn.stop();
 await Promise.all([rm(a.dir, { recursive: true }), rm(b.dir, { recursive: true }), rm(sn.dir, { recursive: true })]);

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { request } from 'undici';
-import { BLOCK_SIZE, GRANT_HEADER, issueGrant, pieceRoot } from '@damselfly/shared';
+import { BLOCK_SIZE, PROTOCOL_VERSION, GRANT_HEADER, issueGrant, pieceRoot } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy } from './helpers/cluster.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
@@ -109,7 +109,7 @@ t.test('the whole-blob check is skipped only for pieces fetched against the supe
   // A peer announcing pieces is listed as a holder only of those whose hash is the supernode's record.
   const liar = await rawPeer(sn.url, 'announcer', TEST_SECRET);
   t.teardown(() => liar.close());
-  t.ok((await liar.call({ type: 'peer:hello', peerId: 'announcer', uploadUrl: 'http://127.0.0.1:9', version: 2 })).ok);
+  t.ok((await liar.call({ type: 'peer:hello', peerId: 'announcer', uploadUrl: 'http://127.0.0.1:9', version: PROTOCOL_VERSION })).ok);
   const right = pieceRoot(blockList(blob.subarray(0, 4 * MiB)).map((b) => createHash('sha256').update(b).digest('hex')));
   t.ok((await liar.call({ type: 'task:register', url, have: [0, 1], haveSha: [right, 'f'.repeat(64)] })).ok);
   t.ok(sn.scheduler.holders(taskId, 0).has('announcer'), 'a piece with the recorded hash is accepted');

@@ -7,7 +7,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import WebSocket from 'ws';
-import { AUTH_HEADER, WS_PATH, sessionProof } from '@damselfly/shared';
+import { AUTH_HEADER, BLOCK_SIZE, PROTOCOL_VERSION, WS_PATH, sessionProof } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, spawnSupernode, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { dfget } from './helpers/dfget.js';
@@ -193,7 +193,7 @@ t.test('supernode survives malformed control messages and keeps serving', async 
   ws.send(JSON.stringify({ id: 7, type: 'pieces:want', taskId: 'x', want: [], max: 1 }));
   ws.send(JSON.stringify({ id: 8, type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }));
   ws.send(Buffer.from([0, 1, 2]));
-  ws.send(JSON.stringify({ id: 9, type: 'peer:hello', peerId: 'p', version: 2 }));
+  ws.send(JSON.stringify({ id: 9, type: 'peer:hello', peerId: 'p', version: PROTOCOL_VERSION }));
   ws.send(JSON.stringify({ id: 10, type: 'task:register', url: 'file:///etc/passwd' }));
   ws.send(JSON.stringify({ id: 11, type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }));
   await new Promise((r) => setTimeout(r, 300));
@@ -221,7 +221,7 @@ t.test('control protocol versions: a v1 peer is turned away by name; a peer meet
   const r = await reply;
   t.equal(r.error?.code, 'SN_PROTOCOL_VERSION');
   t.equal(r.error?.status, 426);
-  t.match(r.error?.message, /v1, this supernode v2 .*upgrade dfdaemons and supernodes together/);
+  t.match(r.error?.message, new RegExp(`v1, this supernode v${PROTOCOL_VERSION} .*upgrade dfdaemons and supernodes together`));
   ws.terminate();
   t.equal(sn.scheduler.peerCount, 0, 'it did not join');
 
@@ -276,7 +276,7 @@ t.test('push, not poll: a peer that got nothing is pushed its assignment when a 
     if (m.type === 'pieces:assigned') pushes.push(m as (typeof pushes)[number]);
   });
   for (const [p, id] of [[x, 'x'], [w, 'w']] as const) {
-    t.ok((await p.call({ type: 'peer:hello', peerId: id, version: 2 })).ok);
+    t.ok((await p.call({ type: 'peer:hello', peerId: id, version: PROTOCOL_VERSION })).ok);
     t.ok((await p.call({ type: 'task:register', url })).ok);
   }
   const info = (await x.call<{ taskId: string }>({ type: 'task:register', url })) as { ok: true; result: { taskId: string } };
@@ -298,4 +298,35 @@ t.test('push, not poll: a peer that got nothing is pushed its assignment when a 
   );
   t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'pushed' }), 1);
   t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'reply' }), 1);
+});
+
+t.test('a want naming a reader starts the origin fetch at the reader’s block before the piece is asked for', async (t) => {
+  const { rawPeer } = await import('./helpers/ws-peer.js');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const { url, digest } = await pushBlob(reg.url, 'team/reader', makeBlob(8 * MiB, 22));
+  const sn = await startSupernode(t);
+  const p = await rawPeer(sn.url, 'r', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.ok((await p.call({ type: 'peer:hello', peerId: 'r', version: PROTOCOL_VERSION })).ok);
+  const info = (await p.call<{ taskId: string }>({ type: 'task:register', url })) as { ok: true; result: { taskId: string } };
+  const id = info.result.taskId;
+  // Both pieces come from the supernode; a reader waits in piece 1, at block 3. No piece is ever requested over HTTP.
+  const got = (await p.call<{ assignments: { piece: number; from: string }[] }>({ type: 'pieces:want', taskId: id, want: [0, 1], max: 2, readers: [{ piece: 1, block: 3 }] })) as {
+    ok: true;
+    result: { assignments: { piece: number; from: string }[] };
+  };
+  t.same(got.result.assignments.map((a) => [a.piece, a.from]), [[0, 'supernode'], [1, 'supernode']]);
+  for (let i = 0; i < 500 && !sn.store.pieceSha(id, 1); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(sn.store.pieceSha(id, 1), 'piece 1 was seeded on the want alone');
+  t.notOk(sn.store.pieceSha(id, 0), 'piece 0 (no reader) waits for its piece request');
+  const getsOf = () => reg.access.filter((l) => l.method === 'GET' && l.path.includes(`/blobs/${digest}`) && l.bytes > 1).map((l) => l.bytes);
+  for (let i = 0; i < 200 && getsOf().length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  const perPiece = (4 * MiB) / BLOCK_SIZE;
+  t.same(getsOf().sort((x, y) => x - y), [3 * BLOCK_SIZE, (perPiece - 3) * BLOCK_SIZE].sort((x, y) => x - y), 'from the reader’s block, then the rest of its piece');
+  t.same(
+    (await p.call({ type: 'pieces:want', taskId: id, want: [0], max: 1, readers: [{ piece: 0, block: -1 }] })).ok,
+    false,
+    'a malformed reader is refused',
+  );
 });

@@ -9,7 +9,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { request } from 'undici';
-import { GRANT_HEADER, taskIdFor, type WantResult, type TaskInfo } from '@damselfly/shared';
+import { GRANT_HEADER, PROTOCOL_VERSION, taskIdFor, type WantResult, type TaskInfo } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { metricValue } from './helpers/metrics.js';
@@ -112,7 +112,7 @@ t.test('origin credentials serve only their owner: another member registering wi
 
   const insider = await rawPeer(sn.url, 'insider', TEST_SECRET);
   t.teardown(() => insider.close());
-  t.ok((await insider.call({ type: 'peer:hello', peerId: 'insider', version: 2 })).ok);
+  t.ok((await insider.call({ type: 'peer:hello', peerId: 'insider', version: PROTOCOL_VERSION })).ok);
   const reply = (await insider.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: basic('alice', 'guess') } })) as { ok: true; result: TaskInfo };
   t.equal(reply.result.taskId, taskId);
   const sched = (await insider.call<WantResult>({ type: 'pieces:want', taskId, want: [2], max: 1 })) as { ok: true; result: WantResult };

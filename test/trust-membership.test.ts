@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
-import { GRANT_HEADER, issueGrant, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
+import { GRANT_HEADER, PROTOCOL_VERSION, issueGrant, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
 import { pieceUrl } from '@damselfly/peer';
 
 /** The upgrade status a refused session got (0 if it was let in). */
@@ -47,23 +47,23 @@ t.test('a session is one peer: its authenticated id only, one hello, no taking o
   const sn = await startSupernode(t);
   const honest = await rawPeer(sn.url, 'honest', TEST_SECRET);
   t.teardown(() => honest.close());
-  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'honest', version: 2 })), 'OK');
-  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'honest', version: 2 })), 'SN_ALREADY_HELLO', 'a second hello on the socket');
-  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'other', version: 2 })), 'SN_ALREADY_HELLO', 'one socket is one peer');
+  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'honest', version: PROTOCOL_VERSION })), 'OK');
+  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'honest', version: PROTOCOL_VERSION })), 'SN_ALREADY_HELLO', 'a second hello on the socket');
+  t.equal(await errorCode(honest.call({ type: 'peer:hello', peerId: 'other', version: PROTOCOL_VERSION })), 'SN_ALREADY_HELLO', 'one socket is one peer');
 
   const evil = await rawPeer(sn.url, 'evil', TEST_SECRET);
-  t.equal(await errorCode(evil.call({ type: 'peer:hello', peerId: 'honest', version: 2 })), 'SN_PEER_MISMATCH', 'hello must name the authenticated id');
+  t.equal(await errorCode(evil.call({ type: 'peer:hello', peerId: 'honest', version: PROTOCOL_VERSION })), 'SN_PEER_MISMATCH', 'hello must name the authenticated id');
   // An insider holding the secret can authenticate as any id, but not one a live session holds.
   const thief = await rawPeer(sn.url, 'honest', TEST_SECRET);
-  t.equal(await errorCode(thief.call({ type: 'peer:hello', peerId: 'honest', version: 2 })), 'SN_PEER_ID_TAKEN', 'a live id cannot be taken over');
+  t.equal(await errorCode(thief.call({ type: 'peer:hello', peerId: 'honest', version: PROTOCOL_VERSION })), 'SN_PEER_ID_TAKEN', 'a live id cannot be taken over');
   thief.close();
   await new Promise((r) => setTimeout(r, 100));
   t.equal(sn.scheduler.peerCount, 1, "the thief's disconnect did not erase the honest peer");
 
   // 20,000 hellos on one socket (the old ghost-peer attack) leave one peer.
   const spam = await rawPeer(sn.url, 'spammer', TEST_SECRET);
-  t.equal(await errorCode(spam.call({ type: 'peer:hello', peerId: 'spammer', version: 2 })), 'OK');
-  for (let i = 0; i < 20_000; i++) spam.send({ type: 'peer:hello', id: 1000 + i, peerId: `ghost-${i}`, version: 2 });
+  t.equal(await errorCode(spam.call({ type: 'peer:hello', peerId: 'spammer', version: PROTOCOL_VERSION })), 'OK');
+  for (let i = 0; i < 20_000; i++) spam.send({ type: 'peer:hello', id: 1000 + i, peerId: `ghost-${i}`, version: PROTOCOL_VERSION });
   await spam.call({ type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 });
   await new Promise((r) => setTimeout(r, 300));
   t.equal(sn.scheduler.peerCount, 2, 'no ghost peers');
@@ -82,17 +82,17 @@ t.test('an advertised upload address is scheme://host:port of the session itself
   ];
   for (const [uploadUrl, why] of cases) {
     const p = await rawPeer(sn.url, `adv-${why.length}`, TEST_SECRET);
-    t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: `adv-${why.length}`, uploadUrl, version: 2 })), 'SN_BAD_ADVERTISE', `${uploadUrl}: refused (${why})`);
+    t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: `adv-${why.length}`, uploadUrl, version: PROTOCOL_VERSION })), 'SN_BAD_ADVERTISE', `${uploadUrl}: refused (${why})`);
     p.close();
   }
   const ok = await rawPeer(sn.url, 'adv-ok', TEST_SECRET);
   t.teardown(() => ok.close());
-  t.equal(await errorCode(ok.call({ type: 'peer:hello', peerId: 'adv-ok', uploadUrl: 'http://127.0.0.1:9000', version: 2 })), 'OK', 'its own address is fine');
+  t.equal(await errorCode(ok.call({ type: 'peer:hello', peerId: 'adv-ok', uploadUrl: 'http://127.0.0.1:9000', version: PROTOCOL_VERSION })), 'OK', 'its own address is fine');
   // A session over loopback is on the supernode's own host: that host's interface addresses are its own too.
   const hostIp = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
   if (hostIp) {
     const local = await rawPeer(sn.url, 'adv-host', TEST_SECRET);
-    t.equal(await errorCode(local.call({ type: 'peer:hello', peerId: 'adv-host', uploadUrl: `http://${hostIp}:9000`, version: 2 })), 'OK', `this host's ${hostIp} from a loopback session`);
+    t.equal(await errorCode(local.call({ type: 'peer:hello', peerId: 'adv-host', uploadUrl: `http://${hostIp}:9000`, version: PROTOCOL_VERSION })), 'OK', `this host's ${hostIp} from a loopback session`);
     local.close();
   }
   // Downloaders build piece URLs themselves: a hostile base never becomes a request.
@@ -115,7 +115,7 @@ t.test('reports are evidence only about real assignments: forged blame, forged s
 
   const liar = await rawPeer(sn.url, 'liar', TEST_SECRET);
   t.teardown(() => liar.close());
-  t.equal(await errorCode(liar.call({ type: 'peer:hello', peerId: 'liar', version: 2 })), 'OK');
+  t.equal(await errorCode(liar.call({ type: 'peer:hello', peerId: 'liar', version: PROTOCOL_VERSION })), 'OK');
   t.equal(await errorCode(liar.call({ type: 'pieces:want', taskId, want: [0], max: 1 })), 'SN_TASK_NOT_JOINED', 'no scheduling in a task it did not join');
   t.equal(await errorCode(liar.call({ type: 'task:register', url })), 'OK');
   // Blame with no assignment behind it: ignored.
@@ -138,7 +138,7 @@ t.test('one session cannot flood the supernode: requests past its rate get SN_RA
   const sn = await startSupernode(t, { sessionRate: 50 });
   const p = await rawPeer(sn.url, 'flood', TEST_SECRET);
   t.teardown(() => p.close());
-  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'flood', version: 2 })), 'OK');
+  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'flood', version: PROTOCOL_VERSION })), 'OK');
   const replies = await Promise.all(Array.from({ length: 400 }, () => errorCode(p.call({ type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }))));
   const limited = replies.filter((c) => c === 'SN_RATE_LIMITED').length;
   t.ok(limited >= 250, `${limited} of 400 requests refused beyond the burst of 100`);
@@ -323,7 +323,7 @@ t.test('per-session task limit', async (t) => {
   const files = await Promise.all([0, 1, 2].map((i) => serveFile(t, blob, `/f${i}`)));
   const p: RawPeer = await rawPeer(sn.url, 'greedy', TEST_SECRET);
   t.teardown(() => p.close());
-  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'greedy', version: 2 })), 'OK');
+  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'greedy', version: PROTOCOL_VERSION })), 'OK');
   t.equal(await errorCode(p.call<TaskInfo>({ type: 'task:register', url: files[0] })), 'OK');
   t.equal(await errorCode(p.call<TaskInfo>({ type: 'task:register', url: files[1] })), 'OK');
   t.equal(await errorCode(p.call<TaskInfo>({ type: 'task:register', url: files[2] })), 'SN_TOO_MANY_TASKS');

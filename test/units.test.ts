@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   DamselflyError,
+  PROTOCOL_VERSION,
   canonicalUrl,
   parseDigest,
   parsePeerMessage,
@@ -91,7 +92,7 @@ t.test('peer messages: junk is a typed error, never a crash', async (t) => {
     JSON.stringify({ type: 'piece:result', taskId: id, piece: 0, from: 'x', ok: true, rate: 1e15 }),
     JSON.stringify({ type: 'pieces:endgame', id: 1, taskId: id, pieces: Array.from({ length: 65 }, (_, i) => i) }),
     JSON.stringify({ type: 'task:register', id: 1, url: 5 }),
-    JSON.stringify({ type: 'peer:hello', id: 1, peerId: 'p', version: 2, labels: { a: 1 } }),
+    JSON.stringify({ type: 'peer:hello', id: 1, peerId: 'p', version: PROTOCOL_VERSION, labels: { a: 1 } }),
   ];
   for (const raw of junk) t.throws(() => parsePeerMessage(raw), { code: 'BAD_MESSAGE' }, raw);
 });

@@ -176,6 +176,18 @@ export class Conductor {
     return at === undefined ? 0 : Math.floor((at - n * pieceSize) / BLOCK_SIZE);
   }
 
+  /** The wanted pieces Range readers wait on, with the block each needs first (the supernode seeds from there). */
+  #readers(task: LocalTask, want: readonly number[]): { piece: number; block: number }[] {
+    const { pieceSize } = task.info;
+    const wanted = new Set(want);
+    const out = new Map<number, number>();
+    for (const pos of this.#startAt) {
+      const piece = Math.floor(pos / pieceSize);
+      if (wanted.has(piece)) out.set(piece, this.#firstBlock(task, piece));
+    }
+    return [...out].slice(-64).map(([piece, block]) => ({ piece, block }));
+  }
+
   #missingWanted(task: LocalTask): number[] {
     const missing = task.missing();
     return this.#wantAll ? missing : missing.filter((n) => this.#wanted.has(n));
@@ -525,7 +537,8 @@ export class Conductor {
         if (want.length && (max !== announcedMax || want.some((n) => !announced.has(n)))) {
           announced = new Set(want);
           announcedMax = max;
-          const res = await client.request<WantResult>({ type: 'pieces:want', taskId, want, max }, { signal });
+          const readers = this.#readers(task, want);
+          const res = await client.request<WantResult>({ type: 'pieces:want', taskId, want, max, ...(readers.length ? { readers } : {}) }, { signal });
           take(res.assignments);
         }
         // Everything needed is in flight: a piece coming slowly gets a second source (see endgame.ts).

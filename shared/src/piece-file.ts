@@ -1,5 +1,5 @@
 /**
- * Piece I/O on a task's data file, block by block: a piece arriving from a stream is hashed per 1 MiB block, each
+ * Piece I/O on a task's data file, block by block: a piece arriving from a stream is hashed per block (BLOCK_SIZE), each
  * block is checked against the supernode's record (from the assignment, or framed in the supernode's own body) before
  * it is written, and reported verified once it is on disk; a piece read back from disk is checked block by block too.
  */

@@ -8,8 +8,11 @@ import { sharedError } from './errors.js';
 import { TASK_ID_RE } from './task-id.js';
 
 export const WS_PATH = '/api/v1/peers/ws';
-/** 2: assignments are pushed (`pieces:want`, `pieces:assigned`, `pieces:endgame`); 1 asked for them (`pieces:schedule`). */
-export const PROTOCOL_VERSION = 2;
+/**
+ * 3: 256 KiB blocks (block hashes and framed bodies of version 2 were per MiB); 2: assignments are pushed
+ * (`pieces:want`, `pieces:assigned`, `pieces:endgame`); 1 asked for them (`pieces:schedule`).
+ */
+export const PROTOCOL_VERSION = 3;
 
 export interface HelloRequest {
   type: 'peer:hello';
@@ -60,6 +63,13 @@ export interface WantRequest {
   want: number[];
   /** Most pieces the peer wants in flight at once in this task (its measured capacity); 0 with an empty `want`. */
   max: number;
+  /**
+   * Wanted pieces a reader (a Range client) is waiting on, and the block it needs first. When the supernode answers
+   * with itself as the source of one it has not seeded, it starts the origin fetch there at once instead of when the
+   * peer's piece request arrives: a Range read's first block then costs the origin's round trip, not that plus this
+   * one.
+   */
+  readers?: { piece: number; block: number }[];
 }
 
 /**
@@ -144,7 +154,7 @@ export interface Assignment {
   /** The piece's identity (sha256 over its block hashes) when the supernode has seeded it. */
   sha256?: string;
   /**
-   * The supernode's sha256 (hex) of each 1 MiB block of the piece, in order: always present when the source is a
+   * The supernode's sha256 (hex) of each block (BLOCK_SIZE) of the piece, in order: always present when the source is a
    * peer (a peer can only be a source of pieces the supernode recorded). From the supernode itself the hashes come
    * framed in its body instead, block by block, so it can stream a piece it is still seeding.
    */
@@ -257,6 +267,15 @@ function intList(o: Obj, k: string, maxLen = 1 << 16): number[] {
   }
   return v as number[];
 }
+function readerList(o: Obj): { piece: number; block: number }[] | undefined {
+  const v = o.readers;
+  if (v === undefined) return undefined;
+  const isInt = (x: unknown) => Number.isInteger(x) && (x as number) >= 0;
+  if (!Array.isArray(v) || v.length > 64 || !v.every((r) => typeof r === 'object' && r !== null && isInt((r as Obj).piece) && isInt((r as Obj).block))) {
+    bad('readers must be a list of { piece, block }');
+  }
+  return (v as Obj[]).map((r) => ({ piece: r.piece as number, block: r.block as number }));
+}
 function shaList(o: Obj, k: string): string[] {
   const v = o[k];
   if (!Array.isArray(v) || v.length > 1 << 16 || !v.every((x) => typeof x === 'string' && /^[a-f0-9]{64}$/.test(x))) bad(`${k} must be a list of sha256 hex`);
@@ -311,7 +330,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
       };
     case 'pieces:want': {
       const want = intList(m, 'want');
-      return { type: 'pieces:want', id: int(m, 'id'), taskId: taskId(m), want, max: int(m, 'max', want.length ? 1 : 0, 256) };
+      return { type: 'pieces:want', id: int(m, 'id'), taskId: taskId(m), want, max: int(m, 'max', want.length ? 1 : 0, 256), readers: readerList(m) };
     }
     case 'pieces:endgame':
       return { type: 'pieces:endgame', id: int(m, 'id'), taskId: taskId(m), pieces: intList(m, 'pieces', 64) };

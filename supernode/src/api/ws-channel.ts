@@ -215,6 +215,13 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         const want = msg.want.filter((n) => n < meta.pieceCount);
         const choices = c.demands.want(msg.taskId, peerId!, want, msg.max);
         c.metrics.assignments.inc({ how: 'reply' }, choices.length);
+        for (const r of msg.readers ?? []) {
+          // A reader waits on this piece and the supernode is its source: the origin fetch starts now, from the
+          // reader's block, and the peer's piece request (about to come) joins it. A failure reaches that request.
+          if (choices.some((ch) => ch.piece === r.piece && ch.from === SUPERNODE) && c.store.pieceSha(msg.taskId, r.piece) === undefined) {
+            c.seeder.ensurePiece(msg.taskId, r.piece, { requester: peerId!, first: r.block }).catch(() => {});
+          }
+        }
         const result: WantResult = { assignments: assignments(msg.taskId, choices) };
         end();
         send({ id: msg.id, ok: true, result });
