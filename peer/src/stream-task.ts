@@ -54,6 +54,9 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
       pool,
       signal,
       onBytes,
+      // A present piece is verified as a whole by its first block's wait: the rest is read in big reads, except the
+      // blob's last block while the digest check holds it.
+      onDisk: (b) => task.has(n) && !(whole && n === last && b === lastBlock),
       block: async (b) => {
         if (head) {
           const data = head;

@@ -25,6 +25,12 @@ export interface ServeBlocksOptions extends ServeOptions {
   to?: number;
   /** Whole piece only: start at this block and wrap around (what a reader needing that block first asked for). */
   firstBlock?: number;
+  /**
+   * Unframed only: whether block `b` is verified on disk now and `block(b)` would add nothing (no wait, no check the
+   * first block's did not already do). Such blocks following one read from disk go out in the same read loop, in
+   * reads of the pool's buffer size instead of one read per block.
+   */
+  onDisk?(b: number): boolean;
 }
 
 export async function serveBlocks(path: string, pieceStart: number, pieceLength: number, out: Writable, o: ServeBlocksOptions): Promise<void> {
@@ -38,12 +44,16 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
   // Opened at the first block read from disk and kept for the rest of the piece (not once per block).
   let fh: FileHandle | undefined;
   try {
-    for (const b of order) {
+    for (let i = 0; i < order.length; i++) {
+      const b = order[i]!;
       const ready = await o.block(b);
       const start = Math.max(from, b * BLOCK_SIZE);
-      const end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+      let end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
       if (ready.data) await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o);
-      else await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) });
+      else {
+        while (!o.framed && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+        await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) });
+      }
       if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);
     }
   } finally {
