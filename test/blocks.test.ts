@@ -112,6 +112,23 @@ t.test('the piece store: blocks left by an earlier attempt are built on only if 
   t.notOk(t2.hasBlock(0, 0), 'the disagreeing attempt’s blocks are gone');
   t.same(await t2.writePiece(0, chunked(framed), { framed: true }), shas, 'and the next attempt succeeds');
 
+  // A seeding supernode hands a block out from memory before writing it: a reader waiting gets its bytes and hash at
+  // once, and any later attempt must bring those same bytes, until every attempt failed and the piece starts afresh.
+  const t4 = await store.create({ g: { taskId: 'd'.repeat(64), contentLength: piece.length, pieceSize: 4 * MiB, pieceCount: 1 } });
+  const waiting = t4.waitBlock(0, 2);
+  t4.hashed(0, 2, shas[2]!, [piece.subarray(2 * BLOCK_SIZE, 3 * BLOCK_SIZE)]);
+  t.ok(Buffer.concat(((await waiting) ?? []) as Buffer[]).equals(piece.subarray(2 * BLOCK_SIZE, 3 * BLOCK_SIZE)), 'the waiting reader got the block from memory');
+  t.equal(t4.blockSha(0, 2), shas[2], 'with its hash');
+  t.notOk(t4.hasBlock(0, 2), 'not counted as on disk');
+  t.same(t4.expectedBlocks(0).map((s, b) => (s === undefined ? null : b)).filter((b) => b !== null), [2], 'the next attempt must match the handed-out block');
+  const changed = Buffer.from(piece);
+  changed[2 * BLOCK_SIZE + 1] ^= 1;
+  const fh4 = await open(store.dataPath('d'.repeat(64)), 'r+');
+  t.teardown(() => fh4.close());
+  await t.rejects(writePiece(fh4, 0, piece.length, chunked(changed), { expected: t4.expectedBlocks(0) }), { code: 'PIECE_CORRUPT' }, 'other bytes for it are refused');
+  t4.forgetAttempts(0);
+  t.same(t4.expectedBlocks(0).filter((s) => s !== undefined), [], 'after every attempt failed, nothing is expected any more');
+
   // Waiting with a signal that already fired rejects at once (no listener left behind, no hang).
   const t3 = await store.create({ g: { taskId: 'c'.repeat(64), contentLength: piece.length, pieceSize: 4 * MiB, pieceCount: 1 } });
   const gone = new AbortController();

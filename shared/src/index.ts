@@ -27,7 +27,6 @@ export * from './eviction.js';
 export * from './buffer-pool.js';
 export * from './serve-range.js';
 export * from './blocks.js';
-export * from './piece-progress.js';
 export * from './serve-blocks.js';
 export * from './digest-check.js';
 export * from './piece-store.js';

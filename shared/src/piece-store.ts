@@ -58,6 +58,11 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
   readonly #pieces: Map<number, { blocks: string[]; root: string }>;
   /** Verified blocks of pieces not yet present (kept across attempts: a retry never rewrites them). */
   readonly #partial = new Map<number, (string | undefined)[]>();
+  /**
+   * Hashes of blocks handed to readers from memory before they were written (`hashed`): an attempt after a failed
+   * write must bring these same bytes, since readers may already hold them.
+   */
+  readonly #promised = new Map<number, (string | undefined)[]>();
   /** Pieces whose bytes this process hashed (on write or on a checked read); others are re-hashed when read. */
   readonly #checked = new Set<number>();
   readonly #meta: Meta;
@@ -230,6 +235,39 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     }
   }
 
+  /**
+   * Block `b` of piece `n` matched `sha` and is about to be written (the supernode seeding it): readers waiting for
+   * it get its bytes now, and every later attempt at the piece must match `sha` (see `expectedBlocks`).
+   */
+  hashed(n: number, b: number, sha: string, data: readonly Buffer[]): void {
+    if (this.#pieces.has(n) || this.#partial.get(n)?.[b] !== undefined) return;
+    let promised = this.#promised.get(n);
+    if (!promised) this.#promised.set(n, (promised = []));
+    promised[b] = sha;
+    this.emit('block:hashed', n, b, data);
+  }
+
+  /** What each block of piece `n` must hash to in the next attempt: verified on disk, or handed out from memory. */
+  expectedBlocks(n: number): (string | undefined)[] {
+    const partial = this.#partial.get(n);
+    const promised = this.#promised.get(n);
+    return Array.from({ length: blockCountFor(this.range(n).length) }, (_, b) => partial?.[b] ?? promised?.[b]);
+  }
+
+  /** Block `b` of piece `n`'s hash, once known: recorded, verified in flight, or handed out from memory. */
+  blockSha(n: number, b: number): string | undefined {
+    return this.#pieces.get(n)?.blocks[b] ?? this.#partial.get(n)?.[b] ?? this.#promised.get(n)?.[b];
+  }
+
+  /**
+   * Every attempt at piece `n` failed: what they verified is forgotten, so a later one starts afresh (the origin's
+   * object may have changed in between; readers of those blocks were cut with the failure).
+   */
+  forgetAttempts(n: number): void {
+    this.#partial.delete(n);
+    this.#promised.delete(n);
+  }
+
   /** Block `b` of piece `n` was hashed and written by a whole-stream read: readers may have it now. */
   landed(n: number, b: number, sha: string, data?: readonly Buffer[]): void {
     if (this.#pieces.has(n)) return;
@@ -251,6 +289,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     if (raced) return raced.root;
     this.#pieces.set(n, { blocks, root });
     this.#partial.delete(n);
+    this.#promised.delete(n);
     this.#checked.add(n);
     this.emit('piece:verified', n);
     return root;
@@ -306,6 +345,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     const had = this.#pieces.has(n);
     this.#pieces.delete(n);
     this.#partial.delete(n);
+    this.#promised.delete(n);
     this.#checked.delete(n);
     await this.#index.deletePiece(this.geometry.taskId, n);
     if (had) this.emit('piece:dropped', n);

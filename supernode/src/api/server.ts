@@ -163,14 +163,19 @@ export function buildServer(c: ServerComponents): FastifyInstance {
       // the first block is in, so an origin refusal still reaches the downloader as a status, not a cut body.
       // The last block's hash goes out only once the piece is recorded (and the digest check has taken it), so a
       // downloader never completes a piece the supernode then fails to record or finds foreign.
-      const { progress, recorded } = source;
-      let head: BlockReady | undefined = await progress.waitBlock(first, { signal: ac.signal });
+      const { recorded } = source;
+      // Readers wait in the store until the seeding fails or they leave.
+      const failed = new AbortController();
+      recorded.catch((err: unknown) => failed.abort(err));
+      const waiting = AbortSignal.any([ac.signal, failed.signal]);
+      let head: BlockReady | undefined = await c.store.waitBlock(taskId, n, first, waiting);
       piece = { ...at, done: c.store.hold(taskId) };
       // The last block sent: the one before `first`, wrapping around.
-      const last = (first + progress.blocks.length - 1) % progress.blocks.length;
+      const count = blockCountFor(at.end - at.start + 1);
+      const last = (first + count - 1) % count;
       block = async (b) => {
         // The first block goes out from the bytes that just landed, if it landed while this request waited.
-        const ready = b === first && head ? head : await progress.waitBlock(b, { signal: ac.signal });
+        const ready = b === first && head ? head : await c.store.waitBlock(taskId, n, b, waiting);
         head = undefined;
         if (b === last) await recorded;
         return ready;

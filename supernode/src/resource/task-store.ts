@@ -4,7 +4,7 @@
  * piece n seeded? its hashes?) are in memory and never await level.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { PieceStore, StoredTask, canonicalUrl, pieceRange } from '@damselfly/shared';
+import { PieceStore, StoredTask, canonicalUrl, pieceRange, type BlockReady } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { TaskMeta } from './task-meta.js';
 
@@ -82,6 +82,28 @@ export class TaskStore {
       const taskId = t.geometry.taskId;
       yield { taskId, bytes, lastAccess: this.#lastAccess.get(taskId) ?? 0, reading: t.inUse };
     }
+  }
+
+  /**
+   * The task's pieces in the shared store: where seeding reports each block (`hashed`, `landed`), and where readers
+   * wait for one (`waitBlock`) while its piece is still arriving.
+   */
+  pieces(taskId: string): StoredTask<TaskMeta> {
+    const t = this.#store.get(taskId);
+    if (!t) throw snError('SN_TASK_NOT_FOUND', taskId);
+    return t;
+  }
+
+  /**
+   * Resolves when block `b` of piece `n` may be sent, with its hash and, when it landed during the wait, its bytes;
+   * rejects when `signal` aborts (the seeding failed, or the reader left).
+   */
+  async waitBlock(taskId: string, n: number, b: number, signal: AbortSignal): Promise<BlockReady> {
+    const t = this.pieces(taskId);
+    const data = await t.waitBlock(n, b, { signal });
+    const sha = t.blockSha(n, b);
+    if (sha === undefined) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n} block ${b}`);
+    return { sha, data };
   }
 
   /** The piece's identity (root of its block hashes), once seeded. */

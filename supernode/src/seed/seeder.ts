@@ -37,7 +37,6 @@ import {
   type Pace,
   TransferGuard,
   DigestCheck,
-  PieceProgress,
   blockCountFor,
   BLOCK_SIZE,
   type Logger,
@@ -105,8 +104,6 @@ export class Seeder {
   readonly #sources = new Map<string, Map<string, Source>>();
   readonly #registering = new Map<string, Promise<TaskMeta>>();
   readonly #inflight = new Map<string, Promise<string>>();
-  /** Verified blocks of pieces being seeded: readers stream them while the rest of the piece is still arriving. */
-  readonly #progress = new Map<string, PieceProgress>();
   readonly #whole = new Map<string, Promise<void>>();
   readonly #checks = new Map<string, DigestCheck>();
   readonly #refused = new Map<string, number>();
@@ -269,58 +266,34 @@ export class Seeder {
       const source = requester ? this.#sources.get(taskId)?.get(requester) : undefined;
       if (!source) throw snError('SN_NOT_REGISTERED', `${taskId} (register the task on the control channel first)`);
       source.usedAt = Date.now();
-      const progress = this.#progressFor(meta, n);
-      p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source, progress, first) : this.#waitWhole(meta, n, source))
-        .then((root) => {
-          // A whole-object read may have passed this piece before its progress existed: readers get the record.
-          this.#c.store.pieceBlocks(taskId, n)?.forEach((sha, b) => progress.verified(b, sha));
-          return root;
-        })
+      // Blocks land in the shared store as they are verified (`hashed`, `landed`): readers wait for them there.
+      p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source, first) : this.#waitWhole(meta, n, source))
         .catch((err: unknown) => {
-          progress.fail(err as Error);
+          // Every attempt failed: a later one starts afresh (readers of what these verified are cut with the error).
+          if (this.#c.store.get(taskId)) this.#c.store.pieces(taskId).forgetAttempts(n);
           throw err;
         })
-        .finally(() => {
-          this.#inflight.delete(key);
-          this.#progress.delete(key);
-        });
+        .finally(() => this.#inflight.delete(key));
       this.#inflight.set(key, p);
     }
     return signal ? abortable(p, signal) : p;
   }
 
   /**
-   * Where to read piece `n` from: its recorded block hashes if it is seeded, or the progress of its seeding (started
-   * here with `requester`'s access if needed), whose blocks can be streamed as each one lands.
+   * Where to read piece `n` from: its recorded block hashes if it is seeded, or the seeding under way (started here
+   * with `requester`'s access if needed), whose blocks readers wait for in the store as each one lands; `recorded`
+   * settles when the seeding does.
    */
   async openPiece(
     taskId: string,
     n: number,
     opts: { signal?: AbortSignal; requester?: string; first?: number } = {},
-  ): Promise<{ blocks: string[] } | { progress: PieceProgress; recorded: Promise<string> }> {
+  ): Promise<{ blocks: string[] } | { recorded: Promise<string> }> {
     const blocks = this.#c.store.pieceBlocks(taskId, n);
     if (blocks) return { blocks };
-    const done = this.ensurePiece(taskId, n, opts);
-    const progress = this.#progress.get(`${taskId}:${n}`);
-    if (progress) {
-      done.catch(() => {});
-      return { progress, recorded: done };
-    }
-    // Seeded between the two looks, or recorded by a whole-object read without a progress of its own.
-    await done;
-    const now = this.#c.store.pieceBlocks(taskId, n);
-    if (!now) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n}`);
-    return { blocks: now };
-  }
-
-  #progressFor(meta: TaskMeta, n: number): PieceProgress {
-    const key = `${meta.taskId}:${n}`;
-    let p = this.#progress.get(key);
-    if (!p) {
-      const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
-      this.#progress.set(key, (p = new PieceProgress(blockCountFor(end - start + 1))));
-    }
-    return p;
+    const recorded = this.ensurePiece(taskId, n, opts);
+    recorded.catch(() => {});
+    return { recorded };
   }
 
   /** A slot for one origin request: the host's first (so one host never queues the others), then the global one. */
@@ -342,12 +315,14 @@ export class Seeder {
 
   /**
    * Seeds piece `n` from the origin. With `first` > 0 (a reader needs that block first), blocks [first, end) and
-   * [0, first) come in two Range requests at once, so the reader's block is among the first to land.
+   * [0, first) come in two Range requests, the second once the reader's block is in. Each block is reported to the
+   * shared store as it is hashed and as it is written; readers wait for it there.
    */
-  async #seedPiece(meta: TaskMeta, n: number, source: Source, progress: PieceProgress, first: number): Promise<string> {
+  async #seedPiece(meta: TaskMeta, n: number, source: Source, first: number): Promise<string> {
     const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
     const length = end - start + 1;
-    const count = progress.blocks.length;
+    const count = blockCountFor(length);
+    const task = this.#c.store.pieces(meta.taskId);
     const parts: [number, number][] = first > 0 && first < count ? [[first, count], [0, first]] : [[0, count]];
     let lastErr: unknown;
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
@@ -379,9 +354,9 @@ export class Seeder {
               pace: this.#pace,
               blockBase: from,
               blockEnd: to,
-              expected: progress.expected(),
-              have: (b) => progress.has(b),
-              onHashed: (b, sha, data) => progress.hashed(b, sha, data),
+              expected: task.expectedBlocks(n),
+              have: (b) => task.hasBlock(n, b),
+              onHashed: (b, sha, data) => task.hashed(n, b, sha, data),
               onBlock: (b, sha, data) => this.#landed(meta, n, b, sha, data),
             }),
           )
@@ -391,12 +366,13 @@ export class Seeder {
           });
       };
       try {
-        const todo = parts.filter(([from, to]) => progress.blocks.slice(from, to).some((b) => b === undefined));
+        const missing = (from: number, to: number) => { for (let b = from; b < to; b++) if (!task.hasBlock(n, b)) return true; return false; };
+        const todo = parts.filter(([from, to]) => missing(from, to));
         // The part holding the reader's block goes first; the rest of the piece is asked for once that block is in
         // (or its part ended): asked together, the origin answered the other part first about half the time, and the
         // reader waited for it.
         const head = todo[0] && todo.length > 1 ? fetchPart(todo[0]) : undefined;
-        const headIn = head && Promise.race([progress.waitBlock(todo[0]![0], { signal }).then(() => {}, () => {}), head.then(() => {}, () => {})]);
+        const headIn = head && Promise.race([task.waitBlock(n, todo[0]![0], { signal }).then(() => {}, () => {}), head.then(() => {}, () => {})]);
         const settled = await Promise.allSettled(
           todo.map(async (part, i) => {
             try {
@@ -411,14 +387,16 @@ export class Seeder {
         );
         const failed = settled.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
-        const root = await this.#recorded(meta, n, progress.blocks as string[]);
+        const blocks = task.expectedBlocks(n);
+        if (blocks.some((b) => b === undefined)) throw snError('SN_SEED_FAILED', `${meta.taskId}#${n}: blocks missing after every part was read`);
+        const root = await this.#recorded(meta, n, blocks as string[]);
         this.#c.log.debug({ taskId: meta.taskId, piece: n }, 'piece:seeded');
         return root;
       } catch (err) {
         lastErr = err;
         // Auth, not-found and forbidden answers will not change on retry; the client must see them as they are.
         if (this.#stop.signal.aborted || isDamselflyError(err, 'ORIGIN_AUTH') || isDamselflyError(err, 'ORIGIN_NOT_FOUND') || isDamselflyError(err, 'ADDRESS_FORBIDDEN') || isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
-        if (isDamselflyError(err, 'ORIGIN_NO_RANGE') && !progress.blocks.some((b) => b !== undefined)) {
+        if (isDamselflyError(err, 'ORIGIN_NO_RANGE') && !task.expectedBlocks(n).some((b) => b !== undefined)) {
           // The origin stopped honouring Range (e.g. a pull-through cache): fall back to one sequential read.
           meta.acceptsRanges = false;
           release();
@@ -478,7 +456,7 @@ export class Seeder {
 
   /** Block `b` of piece `n` was verified into the data file: readers may stream it, the digest check may take it. */
   #landed(meta: TaskMeta, n: number, b: number, sha: string, data: readonly Buffer[]): void {
-    this.#progress.get(`${meta.taskId}:${n}`)?.verified(b, sha, data);
+    if (this.#c.store.get(meta.taskId)) this.#c.store.pieces(meta.taskId).landed(n, b, sha, data);
     if (meta.digest && !meta.verified) this.#checkOf(meta).offer(n, b, data);
   }
 
