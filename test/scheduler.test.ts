@@ -410,3 +410,30 @@ t.test('bandwidth-aware: the scheduler learns each source\'s capacity from repor
   s.peerLeft('fast');
   t.equal(s.capacity('fast'), 5e6, 'a peer that left is forgotten (the mean of who is left)');
 });
+
+t.test('a big saturated swarm: the one free holder among hundreds of busy ones is found through the free set', async (t) => {
+  const holders = Array.from({ length: 300 }, (_, i) => `h${i}`);
+  const busy = (id: string) => id !== 'h277';
+  const free = new Set(['h277', 'x1', 'x2']);
+  // Walking the holders would give up after 64 busy ones (a bounded decision); the free set names the free one.
+  const v = view({ holders: { 0: holders }, load: (id) => (id === SUPERNODE ? 100 : busy(id) ? 2 : 0), free: () => free });
+  t.same(rarestFirst(v, { requester: 'r', want: [0], max: 1 }), [{ piece: 0, from: 'h277' }]);
+  const blind = view({ holders: { 0: holders }, load: (id) => (id === SUPERNODE ? 100 : busy(id) ? 2 : 0) });
+  t.same(rarestFirst(blind, { requester: 'r', want: [0], max: 1 }), [], 'without it the decision stays bounded and finds none');
+  // The same for relays: a free peer among hundreds fetching the piece.
+  const fetching = new Set(holders);
+  const relays = view({ holders: {}, load: (id) => (id === SUPERNODE ? 100 : busy(id) ? 2 : 0), free: () => free, fetching: () => fetching });
+  t.same(rarestFirst(relays, { requester: 'r', want: [0], max: 1 }), [{ piece: 0, from: 'h277', relay: true }]);
+
+  // The scheduler keeps its free set as loads, slots and peers change.
+  const s = new Scheduler({ supernodeSlots: 1, peerSlots: 1, failuresBeforeBlacklist: 2 });
+  const task = 'e'.repeat(64);
+  for (const p of ['a', 'b', 'c']) (s.peerJoined(p, p !== 'c'), s.taskJoined(p, task));
+  t.same(s.schedule(task, 'a', [0], 1), [{ piece: 0, from: SUPERNODE }]);
+  s.pieceResult(task, 'a', 0, SUPERNODE, true);
+  s.setSlots(SUPERNODE, 0);
+  t.same(s.schedule(task, 'b', [0], 1), [{ piece: 0, from: 'a' }]);
+  t.same(s.schedule(task, 'c', [0], 1), [], 'a is busy now');
+  s.pieceResult(task, 'b', 0, 'a', false, 'cancelled');
+  t.same(s.schedule(task, 'c', [0], 1), [{ piece: 0, from: 'a' }], 'and free again once its upload ended');
+});

@@ -29,6 +29,11 @@ export interface SwarmView {
   /** Pieces the requester is fetching from the supernode now (in this task). */
   fromSupernode?(): number;
   /**
+   * Uploading peers with a spare slot now (across tasks; the supernode is not among them). When there are fewer of
+   * them than a piece has holders, the policy looks for free holders through this set instead.
+   */
+  free?(): ReadonlySet<string>;
+  /**
    * A peer's upload capacity in bytes/s, as learned from reports (the swarm's mean for a peer not measured yet).
    * Absent while nothing is known: holders are then weighed by load alone.
    */
@@ -143,11 +148,16 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     const skip = holders.size > CANDIDATES ? mix(requester, piece) % holders.size : 0;
     const peersTried = supernodeOnly?.has(piece) ?? false;
     const failedHere = tried?.get(piece);
+    // A big saturated swarm has few free uploaders: a piece's free holders are found among them instead of behind
+    // hundreds of busy holders (small swarms keep the spread start below, which places streams better there).
+    const free = view.free?.();
+    const viaFree = free !== undefined && holders.size > 4 * CANDIDATES && free.size < 4 * CANDIDATES;
     let seen = 0;
     let looked = 0;
-    for (const h of peersTried ? [] : cycle(holders, skip)) {
+    for (const h of peersTried ? [] : viaFree ? free : cycle(holders, skip)) {
       if (seen >= CANDIDATES || looked++ >= 4 * CANDIDATES) break;
       budget--;
+      if (viaFree && !holders.has(h)) continue;
       if (h === requester || view.blacklisted(h) || !view.uploads(h) || failedHere?.has(h)) continue;
       seen++;
       const load = loadOf(h);
@@ -171,7 +181,10 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     if (!best && !peersTried) {
       // Nobody holds it whole with a free slot: a peer still fetching it relays its blocks as they land, so the
       // supernode sends a piece's first copy once and steps back while peers spread it.
-      for (const h of view.fetching?.(piece) ?? []) {
+      const fetching = view.fetching?.(piece) ?? new Set<string>();
+      const relayViaFree = free !== undefined && fetching.size > 4 * CANDIDATES && free.size < fetching.size;
+      for (const h of relayViaFree ? free : fetching) {
+        if (relayViaFree && !fetching.has(h)) continue;
         if (h === requester || view.blacklisted(h) || !view.uploads(h) || failedHere?.has(h)) continue;
         const load = loadOf(h);
         if (load >= view.slots(h) || load >= bestLoad) continue;
