@@ -123,6 +123,13 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
   const snShare = Math.max(1, Math.ceil(view.slots(SUPERNODE) / Math.max(1, downloaders)));
   let fromSn: number | undefined;
   const loadOf = (p: string) => view.load(p) + (extraLoad.get(p) ?? 0);
+  // No uploader has a spare slot and the supernode cannot take this requester: nothing is possible, and in a big
+  // saturated swarm most decisions are this one (each freed slot is offered to several waiting peers).
+  const free = view.free?.();
+  if (free?.size === 0) {
+    const snFull = loadOf(SUPERNODE) >= view.slots(SUPERNODE);
+    if (snFull || (!supernodeOnly?.size && (view.fromSupernode?.() ?? 0) >= snShare)) return [];
+  }
   const myLabels = view.labels(requester);
   const maxAffinity = myLabels ? Object.keys(myLabels).length : 0;
   // Rarity is the holder count as the swarm sees it (O(1) per piece, whatever the swarm size).
@@ -150,8 +157,7 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     const failedHere = tried?.get(piece);
     // A big saturated swarm has few free uploaders: a piece's free holders are found among them instead of behind
     // hundreds of busy holders (small swarms keep the spread start below, which places streams better there).
-    const free = view.free?.();
-    const viaFree = free !== undefined && holders.size > 4 * CANDIDATES && free.size < 4 * CANDIDATES;
+    const viaFree = free !== undefined && holders.size > CANDIDATES && free.size < Math.min(holders.size, 4 * CANDIDATES);
     let seen = 0;
     let looked = 0;
     for (const h of peersTried ? [] : viaFree ? free : cycle(holders, skip)) {

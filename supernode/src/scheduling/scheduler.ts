@@ -42,8 +42,11 @@ interface TaskSwarm {
   /** Peers that joined the task; the swarm is dropped when the last one leaves. */
   peers: Set<string>;
   blame: BlameLedger;
-  /** Peers that failed a transfer, per `requester\0piece`: never tried again for it; after a few, the supernode serves it. */
-  peerFailures: Map<string, Set<string>>;
+  /**
+   * Peers that failed a transfer, per requester and piece: never tried again for it; after a few, the supernode
+   * serves it. By requester first, so a decision finds its requester's failures without a key per wanted piece.
+   */
+  peerFailures: Map<string, Map<number, Set<string>>>;
 }
 
 interface Pending {
@@ -242,9 +245,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     let supernodeOnly: Set<number> | undefined;
     let tried: Map<number, Set<string>> | undefined;
     // Failures are rare: no key strings per wanted piece unless there are any.
-    for (const n of swarm.peerFailures.size ? want : []) {
-      const failed = swarm.peerFailures.get(`${requester}\0${n}`);
-      if (!failed) continue;
+    for (const [n, failed] of swarm.peerFailures.get(requester) ?? []) {
       (tried ??= new Map()).set(n, failed);
       if (failed.size >= PEER_TRIES_PER_PIECE) (supernodeOnly ??= new Set()).add(n);
     }
@@ -272,7 +273,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     for (const piece of pieces) {
       const p = this.#pending.get(pendingKey({ taskId, requester, piece }));
       if (!p || this.#pending.has(endgameKey(p))) continue;
-      tried.set(piece, new Set([...(swarm.peerFailures.get(`${requester}\0${piece}`) ?? []), p.from]));
+      tried.set(piece, new Set([...(swarm.peerFailures.get(requester)?.get(piece) ?? []), p.from]));
     }
     if (!tried.size) return [];
     const choices = this.#opts.policy(this.#view(swarm, taskId, requester), { requester, want: [...tried.keys()], max: tried.size, tried, downloaders: swarm.peers.size })
@@ -355,9 +356,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#release(key, p);
     const swarm = this.#tasks.get(taskId);
     if (!swarm) return 'accepted';
-    const pk = `${requester}\0${piece}`;
+    const mine = swarm.peerFailures.get(requester);
     if (ok) {
-      swarm.peerFailures.delete(pk);
+      mine?.delete(piece);
+      if (mine?.size === 0) swarm.peerFailures.delete(requester);
       if (p.from !== SUPERNODE) swarm.blame.vouch(requester, p.from);
       // A relay goes at its own source's pace: its rate says nothing of its uplink.
       if (p.from !== SUPERNODE && !p.relay && rate && rate > 0 && this.#peers.has(p.from)) this.#learn(p.from, rate * (p.sharing ?? 1));
@@ -365,8 +367,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       return 'accepted';
     }
     if (p.from === SUPERNODE || reason === 'cancelled') return 'accepted';
-    let failed = swarm.peerFailures.get(pk);
-    if (!failed) swarm.peerFailures.set(pk, (failed = new Set()));
+    let byPiece = mine;
+    if (!byPiece) swarm.peerFailures.set(requester, (byPiece = new Map()));
+    let failed = byPiece.get(piece);
+    if (!failed) byPiece.set(piece, (failed = new Set()));
     failed.add(p.from);
     // A relay that stalls or gives up may only be waiting on its own source: that is not held against it (bad bytes
     // are, wherever they come from).
@@ -461,7 +465,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     for (const set of swarm.holders.values()) set.delete(peerId);
     swarm.peers.delete(peerId);
     swarm.blame.forgetSource(peerId);
-    for (const key of swarm.peerFailures.keys()) if (key.startsWith(`${peerId}\0`)) swarm.peerFailures.delete(key);
+    swarm.peerFailures.delete(peerId);
     // State lives as long as somebody is in the task: a task nobody is in costs nothing.
     if (swarm.peers.size === 0) this.#tasks.delete(taskId);
   }
