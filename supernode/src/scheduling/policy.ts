@@ -80,6 +80,8 @@ const SOURCE_DUPLICATE_LOAD = 4;
 /** Expected rates within this factor of each other are taken as equal (then the lower load wins). */
 const RATE_MARGIN = 1.5;
 
+const NONE: ReadonlySet<string> = new Set();
+
 /** Most eligible holders examined per piece per decision. */
 const CANDIDATES = 16;
 
@@ -187,7 +189,7 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
     if (!best && !peersTried) {
       // Nobody holds it whole with a free slot: a peer still fetching it relays its blocks as they land, so the
       // supernode sends a piece's first copy once and steps back while peers spread it.
-      const fetching = view.fetching?.(piece) ?? new Set<string>();
+      const fetching = view.fetching?.(piece) ?? NONE;
       const relayViaFree = free !== undefined && fetching.size > 4 * CANDIDATES && free.size < fetching.size;
       for (const h of relayViaFree ? free : fetching) {
         if (relayViaFree && !fetching.has(h)) continue;
