@@ -173,19 +173,22 @@ export class Conductor {
   #firstBlock(task: LocalTask, n: number): number {
     const { pieceSize } = task.info;
     const at = this.#startAt.find((pos) => Math.floor(pos / pieceSize) === n);
-    return at === undefined ? 0 : Math.floor((at - n * pieceSize) / BLOCK_SIZE);
+    return at === undefined ? 0 : blockAt(at, pieceSize);
   }
 
-  /** The wanted pieces Range readers wait on, with the block each needs first (the supernode seeds from there). */
+  /**
+   * The wanted pieces Range readers wait on, with the block each needs first (the supernode seeds from there): the
+   * oldest ask in a piece, as `#firstBlock` picks. At most 64, as `#startAt` holds (the protocol's limit too).
+   */
   #readers(task: LocalTask, want: readonly number[]): { piece: number; block: number }[] {
     const { pieceSize } = task.info;
     const wanted = new Set(want);
     const out = new Map<number, number>();
     for (const pos of this.#startAt) {
       const piece = Math.floor(pos / pieceSize);
-      if (wanted.has(piece)) out.set(piece, this.#firstBlock(task, piece));
+      if (wanted.has(piece) && !out.has(piece)) out.set(piece, blockAt(pos, pieceSize));
     }
-    return [...out].slice(-64).map(([piece, block]) => ({ piece, block }));
+    return [...out].map(([piece, block]) => ({ piece, block }));
   }
 
   #missingWanted(task: LocalTask): number[] {
@@ -624,4 +627,9 @@ export class Conductor {
     }
     return err;
   }
+}
+
+/** The block of its piece that byte `pos` of a task lies in. */
+function blockAt(pos: number, pieceSize: number): number {
+  return Math.floor((pos % pieceSize) / BLOCK_SIZE);
 }

@@ -46,6 +46,8 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
     const base = n * pieceSize;
     const { length } = task.range(n);
     const lastBlock = blockCountFor(length) - 1;
+    // The blob's last block, held back until the whole blob matched its digest.
+    const held = (b: number) => whole && n === last && b === lastBlock;
     // Only the requested part of the piece is read, through the pooled buffers, as fast as the client takes it.
     await serveBlocks(task.dataPath, base, length, out, {
       framed: false,
@@ -56,7 +58,7 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
       onBytes,
       // A present piece is verified as a whole by its first block's wait: the rest is read in big reads, except the
       // blob's last block while the digest check holds it.
-      onDisk: (b) => task.has(n) && !(whole && n === last && b === lastBlock),
+      onDisk: (b) => task.has(n) && !held(b),
       block: async (b) => {
         if (head) {
           const data = head;
@@ -64,7 +66,7 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
           return { sha: '', data };
         }
         const data = await task.waitBlock(n, b, { signal });
-        if (whole && n === last && b === lastBlock) await dl.done;
+        if (held(b)) await dl.done;
         return { sha: '', data };
       },
     });

@@ -70,7 +70,6 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
 async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, to: number, o: ServeOptions): Promise<void> {
   let pos = 0;
   let last: Buffer | undefined;
-  let lastLen = 0;
   for (const c of chunks) {
     const a = Math.max(from, pos);
     const z = Math.min(to + 1, pos + c.length);
@@ -82,12 +81,11 @@ async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, 
     if (last) {
       if (out.destroyed) throw new Error('the reader went away');
       out.write(last);
-      o.onBytes?.(lastLen);
+      o.onBytes?.(last.length);
     }
     last = c.subarray(a - (pos - c.length), z - (pos - c.length));
-    lastLen = z - a;
   }
   if (!last) return;
   await put(out, last, o.stallMs ?? 10_000);
-  o.onBytes?.(lastLen);
+  o.onBytes?.(last.length);
 }

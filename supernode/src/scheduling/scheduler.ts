@@ -311,7 +311,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     }
     const load = (this.#load.get(p.from) ?? 0) + 1;
     this.#load.set(p.from, load);
-    if (load >= this.slots(p.from)) this.#free.delete(p.from);
+    this.#refree(p.from);
     p.sharing = load;
     swarm.inflight.set(p.piece, (swarm.inflight.get(p.piece) ?? 0) + 1);
   }
