@@ -34,6 +34,21 @@ t.test('tuneSlots: as few streams as fill the uplink at the target rate each', a
   t.ok(slots >= 5 && slots <= 7, `a 50 Mbit/s uplink settles at ${slots} streams (about 1 MiB/s each)`);
 });
 
+t.test('tuneSlots: a stream aims at what transfers between peers get, so relay trees of first copies keep up', async (t) => {
+  const tuning = { min: 4, max: 64, streamRate: MiB };
+  // A 300 MB/s uplink, peers' transfers at 37.5 MB/s (a 300 MB/s downlink shared by 8).
+  const flowRate = 37.5e6;
+  t.equal(tuneSlots({ slots: 8, active: 8, rate: 300e6, flowRate, sinceIncreaseMs: 2_000 }, tuning), 9, 'streams as fast as peers’ transfers: one more');
+  t.equal(tuneSlots({ slots: 16, active: 16, rate: 300e6, flowRate, sinceIncreaseMs: 2_000 }, tuning), 16, 'streams at half of that: no more (without flowRate it would double)');
+  t.equal(tuneSlots({ slots: 16, active: 16, rate: 300e6, sinceIncreaseMs: 2_000 }, tuning), 32, '(the same with nothing reported yet)');
+  t.equal(tuneSlots({ slots: 32, active: 32, rate: 300e6, flowRate, sinceIncreaseMs: 2_000 }, tuning), 11, 'streams under half of it: down to what the uplink carries at that rate');
+  t.equal(tuneSlots({ slots: 8, active: 8, rate: 8 * MiB, flowRate: 0.5 * MiB, sinceIncreaseMs: 2_000 }, tuning), 9, 'slow peer transfers never bring the target under streamRate');
+  // The settled count on a 300 MB/s uplink: between what fills it at flowRate and at half of it.
+  let slots = 4;
+  for (let i = 0; i < 20; i++) slots = tuneSlots({ slots, active: slots, rate: 300e6, flowRate, sinceIncreaseMs: 2_000 }, tuning);
+  t.ok(slots >= 8 && slots <= 16, `a 300 MB/s uplink settles at ${slots} streams, not 64`);
+});
+
 t.test('RateMeter: bytes per second over the last two seconds', async (t) => {
   const m = new RateMeter();
   for (let ms = 0; ms < 2000; ms += 100) m.add(100_000, 10_000 + ms);

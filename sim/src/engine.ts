@@ -8,7 +8,7 @@
  */
 import { Demands, Scheduler, SUPERNODE, SlotTuner, type Choice, type SchedulePolicy } from '@damselfly/supernode';
 import { INFLIGHT_WINDOW_MS, SaturationClock, endgamePieces, inflightBounds, startInflight, tuneInflight, type InflightState } from '@damselfly/peer';
-import { pieceCountFor, pieceSizeFor } from '@damselfly/shared';
+import { BLOCK_SIZE, pieceCountFor, pieceSizeFor } from '@damselfly/shared';
 import { EventHeap } from './heap.js';
 import { rng } from './rng.js';
 import { p2pBound, directBound, lazyBound } from './bound.js';
@@ -271,7 +271,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       if (upstream) {
         f.upstream = upstream;
         (upstream.relays ??= new Set()).add(f);
-      } else if (!second) n.fetching.set(c.piece, f);
+      }
+      // Whatever it comes from, a piece in flight can be relayed on (the scheduler decides whether it is offered).
+      if (!second) n.fetching.set(c.piece, f);
       (second ? n.second : n.first).set(c.piece, f);
       flows.set(f.id, f);
       heap.push(now + delay, Ev.Start, f.id);
@@ -374,6 +376,8 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       }
       if (r.live) endFlow(r);
       else unlink(r);
+      // Relays of that relay starve too.
+      releaseRelays(r, false);
       // The relay's downloader gives up on it (a stalled relay times out): its booked slot is freed.
       sched.pieceResult(TASK, r.to.id, r.piece, r.from.id, false, 'timeout');
       lost(r);
@@ -418,6 +422,17 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         const f = flows.get(e.ref);
         // A relay dropped before it started (its source's own download failed) is gone already.
         if (!f) break;
+        if (f.upstream && !f.to.left && !f.from.left) {
+          // A relay passes on verified blocks: bytes start to move once its source has a whole block, so each hop adds
+          // a block's time at its source's rate (waiting holds the booked slots, as in the real swarm).
+          const up = f.upstream;
+          const got = up.live ? pieceLen(up.piece) - Math.max(0, up.remaining - up.rate * (now - up.last)) : 0;
+          const need = Math.min(BLOCK_SIZE, pieceLen(f.piece));
+          if (got < need) {
+            heap.push(now + (up.live && up.rate > 0 ? Math.max(0.01, (need - got) / up.rate) : Math.max(0.1, sc.latencyMs)), Ev.Start, f.id);
+            break;
+          }
+        }
         if (f.to.left || f.from.left) {
           unlink(f);
           releaseRelays(f, false);
@@ -512,7 +527,7 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
       case Ev.Tune: {
         let rate = 0;
         for (const f of source.ups) rate += f.rate * 1000;
-        sched.setSlots(SUPERNODE, tuner.next(sched.load(SUPERNODE), rate, now));
+        sched.setSlots(SUPERNODE, tuner.next(sched.load(SUPERNODE), rate, now, sched.flowRate()));
         // Only while anything else may still happen: the tick alone does not keep a finished run going.
         if (heap.size > 0) heap.push(now + TUNE_MS, Ev.Tune, 0);
         break;

@@ -137,7 +137,7 @@ export class Supernode {
       const now = performance.now();
       let waiting = 0;
       for (const s of this.#streams) if (s.last === -Infinity) waiting++;
-      const tuned = tuner.next(this.#streams.size - waiting, this.#served.rate(now), now);
+      const tuned = tuner.next(this.#streams.size - waiting, this.#served.rate(now), now, this.scheduler.flowRate());
       const slots = Math.min(this.config.uploadSlots, tuned + waiting);
       if (slots !== this.scheduler.slots(SUPERNODE)) this.scheduler.setSlots(SUPERNODE, slots);
       this.metrics.uploadSlots.set(tuned);

@@ -21,9 +21,10 @@ export interface SwarmView {
   blacklisted(peerId: string): boolean;
   labels(peerId: string): Readonly<Record<string, string>> | undefined;
   /**
-   * Peers fetching piece `n` right now from a whole copy (the supernode or a holder): they relay its blocks as they
-   * land, so they are sources before they finish. Absent (or empty) where in-flight relaying is not possible, e.g.
-   * while the supernode has not recorded the piece's block hashes, which a downloader needs up front.
+   * Peers fetching piece `n` right now close enough to a whole copy (the supernode or a holder, directly or through
+   * fewer than MAX_RELAY_DEPTH relays): they relay its blocks as they land, so they are sources before they finish.
+   * Absent (or empty) where in-flight relaying is not possible, e.g. while the supernode has not recorded the piece's
+   * block hashes, which a downloader needs up front.
    */
   fetching?(n: number): ReadonlySet<string>;
   /** Pieces the requester is fetching from the supernode now (in this task). */
@@ -117,7 +118,7 @@ function mix(s: string, n: number): number {
  * most labels with the requester and would give a new stream the most (its learned capacity over its uploads under
  * way; the least load while nothing is measured); else to the supernode while it has free slots (and, when
  * it is busy, only for pieces not already on their way to some peer). With no whole holder free, a peer still
- * fetching the piece from a whole copy relays it before the supernode is asked again.
+ * fetching the piece (close enough to a whole copy) relays it before the supernode is asked again.
  */
 export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly, tried, downloaders = 1 }) => {
   const extraLoad = new Map<string, number>();

@@ -37,7 +37,10 @@ interface TaskSwarm {
   taskId: string;
   holders: Map<number, IndexedSet<string>>;
   inflight: Map<number, number>;
-  /** Requesters fetching a piece from a whole copy (not through a relay): they can relay it on. */
+  /**
+   * Requesters fetching a piece within MAX_RELAY_DEPTH hops of a whole copy (from the supernode, a holder, or a relay
+   * close enough to one): they can relay it on.
+   */
   fetching: Map<number, Set<string>>;
   /** Peers that joined the task; the swarm is dropped when the last one leaves. */
   peers: Set<string>;
@@ -55,10 +58,14 @@ interface Pending {
   piece: number;
   from: string;
   at: number;
-  /** The source was still fetching the piece: this requester does not relay it on (no chains of relays). */
+  /** The source was still fetching the piece: it relays the piece's blocks as they land. */
   relay?: boolean;
   /** A second source for a piece the requester is already fetching (endgame): the first to finish wins. */
   endgame?: boolean;
+  /** Relays between this transfer and a whole copy (0: from the supernode or a holder). */
+  depth?: number;
+  /** The requester was counted among the piece's `fetching` (a relay source) for this transfer. */
+  relaySource?: boolean;
   /** Uploads the source had under way with this one: the report's rate times this estimates its capacity. */
   sharing?: number;
 }
@@ -87,6 +94,16 @@ export const PEER_TRIES_PER_PIECE = 2;
 
 /** Weight of a new report in a source's learned capacity. */
 const CAPACITY_ALPHA = 0.3;
+
+/**
+ * Most relays between a whole copy and a peer relaying on. Chains let a first copy fan out at once (a relay's
+ * downloaders relay it too), but each hop holds a whole block before passing it on, and a deeper tree moves at its
+ * slowest link: in the simulator 3 beat both 1 (no chains) and unlimited depth.
+ */
+export const MAX_RELAY_DEPTH = 3;
+
+/** Weight of a new report in the typical transfer rate (many reports arrive: a slow average is steady). */
+const FLOW_ALPHA = 0.05;
 
 /** What became of a report. */
 export type ReportVerdict = 'accepted' | 'no_assignment' | 'source_mismatch';
@@ -124,6 +141,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    */
   readonly #capacity = new Map<string, number>();
   #capacitySum = 0;
+  /**
+   * What a transfer from a peer holding the whole piece typically achieves, bytes/s, smoothed over reports (undefined
+   * before the first): the rate the supernode's streams should not fall below (see slot-tuner).
+   */
+  #flowRate: number | undefined;
   /** Of those, how many come from the supernode (its streams are shared among a task's downloaders). */
   readonly #fromSupernode = new Map<string, number>();
 
@@ -290,6 +312,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#capacitySum += now - (before ?? 0);
   }
 
+  /** What a transfer from a whole holder typically achieves in this supernode's swarms, bytes/s (undefined: not known). */
+  flowRate(): number | undefined {
+    return this.#flowRate;
+  }
+
   /** A peer's learned upload capacity, or the swarm's mean where it has none yet (undefined when nothing is known). */
   capacity(id: string): number | undefined {
     return this.#capacity.get(id) ?? (this.#capacity.size ? this.#capacitySum / this.#capacity.size : undefined);
@@ -298,10 +325,14 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   #book(swarm: TaskSwarm, p: Pending): void {
     this.#pending.set(p.endgame ? endgameKey(p) : pendingKey(p), p);
     if (!p.endgame) {
-      if (!p.relay) {
+      p.depth = p.relay ? (this.#pending.get(pendingKey({ taskId: p.taskId, requester: p.from, piece: p.piece }))?.depth ?? 0) + 1 : 0;
+      if (p.depth < MAX_RELAY_DEPTH) {
+        p.relaySource = true;
         let f = swarm.fetching.get(p.piece);
         if (!f) swarm.fetching.set(p.piece, (f = new Set()));
         f.add(p.requester);
+        // A new relay source: peers waiting for one are offered it now, not when some transfer next ends.
+        if (this.#opts.hashed(p.taskId, p.piece)) this.emit('sources:changed', p.taskId);
       }
       const rk = `${p.taskId}\0${p.requester}`;
       let set = this.#byRequester.get(rk);
@@ -362,7 +393,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (mine?.size === 0) swarm.peerFailures.delete(requester);
       if (p.from !== SUPERNODE) swarm.blame.vouch(requester, p.from);
       // A relay goes at its own source's pace: its rate says nothing of its uplink.
-      if (p.from !== SUPERNODE && !p.relay && rate && rate > 0 && this.#peers.has(p.from)) this.#learn(p.from, rate * (p.sharing ?? 1));
+      if (p.from !== SUPERNODE && !p.relay && rate && rate > 0 && this.#peers.has(p.from)) {
+        this.#learn(p.from, rate * (p.sharing ?? 1));
+        this.#flowRate = this.#flowRate === undefined ? rate : this.#flowRate + FLOW_ALPHA * (rate - this.#flowRate);
+      }
       if (swarm.peers.has(requester)) this.#addHolder(swarm, piece, requester);
       return 'accepted';
     }
@@ -491,7 +525,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (n > 0) swarm.inflight.set(p.piece, n);
       else swarm.inflight.delete(p.piece);
       const f = swarm.fetching.get(p.piece);
-      if (f && !p.relay && !p.endgame) {
+      if (f && p.relaySource) {
         f.delete(p.requester);
         if (f.size === 0) swarm.fetching.delete(p.piece);
       }
