@@ -295,6 +295,45 @@ t.test('a peer still fetching a piece relays its blocks to others as they land',
   t.equal(await metricValue(b.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'without a failed piece');
 });
 
+t.test('a peer getting a piece through a relay relays it on (a chain of relays), every byte checked', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(16 * MiB, 81);
+  const { digest, url } = await pushBlob(reg.url, 'team/chain', blob);
+  const taskId = taskIdFor(new URL(url));
+  // One supernode stream and one upload slot per peer, through an 8 MB/s link: a takes the supernode's only stream,
+  // b can only relay from a, and c can only relay from b (or wait).
+  const port = await freePort();
+  const slow = await throttledRelay({ host: '127.0.0.1', port }, 8e6);
+  t.teardown(() => slow.close());
+  const sn = await startSupernode(t, { port, advertiseUrl: slow.url, uploadSlots: 1, uploadStreamRate: 0, peerUploadSlots: 1 });
+  // What the real scheduler decides, recorded as it hands it out (the scheduler itself is untouched).
+  const decided: { requester: string; piece: number; from: string; relay?: boolean }[] = [];
+  const schedule = sn.scheduler.schedule.bind(sn.scheduler);
+  sn.scheduler.schedule = (task, requester, ...rest) => {
+    const out = schedule(task, requester, ...rest);
+    for (const c of out) decided.push({ requester, ...c });
+    return out;
+  };
+  const opts = { parallelPieces: 1 };
+  const [a, b, c] = [await startDaemon(t, [sn.url], opts), await startDaemon(t, [sn.url], opts), await startDaemon(t, [sn.url], opts)];
+  const pa = getViaProxy(a.proxyUrl, url);
+  for (let i = 0; i < 500 && sn.store.pieceSha(taskId, 0) === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+  t.notOk(a.store.get(taskId)?.has(0), 'a is still fetching piece 0');
+  const pb = getViaProxy(b.proxyUrl, url);
+  for (let i = 0; i < 500 && !decided.some((d) => d.requester === b.config.peerId && d.relay); i++) await new Promise((r) => setTimeout(r, 10));
+  const pc = getViaProxy(c.proxyUrl, url);
+  for (const [name, p] of [['a', pa], ['b', pb], ['c', pc]] as const) t.equal(`sha256:${sha((await p).body)}`, digest, `${name} got the blob`);
+  const viaRelay = decided.filter((d) => d.requester === b.config.peerId && d.from === a.config.peerId && d.relay);
+  t.ok(viaRelay.length >= 1, `b relayed piece(s) ${viaRelay.map((d) => d.piece)} from a while a fetched them`);
+  const chained = decided.filter((d) => d.requester === c.config.peerId && d.from === b.config.peerId && d.relay && viaRelay.some((v) => v.piece === d.piece));
+  t.ok(chained.length >= 1, `c relayed piece(s) ${chained.map((d) => d.piece)} from b while b got them through a relay`);
+  t.ok((await metricValue(b.metrics.registry, 'damselfly_dfdaemon_relayed_pieces_total')) >= 1, 'b served a piece it did not have yet');
+  t.ok((await metricValue(c.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'peer' })) > 0, 'c fetched from peers');
+  for (const d of [b, c]) t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'without a failed piece');
+  t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
+});
+
 t.test('the origin dies mid-piece while the supernode streams it: the client sees an error, never a whole-looking body', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
