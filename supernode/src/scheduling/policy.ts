@@ -193,7 +193,9 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
       const fetching = view.fetching?.(piece) ?? NONE;
       const relayViaFree = free !== undefined && fetching.size > 4 * CANDIDATES && free.size < fetching.size;
       for (const h of relayViaFree ? free : fetching) {
-        if (relayViaFree && !fetching.has(h)) continue;
+        // Most fetchers of a piece in a busy swarm have no spare slot: one set lookup says so (the checks below
+        // would skip them too, at four lookups each).
+        if (relayViaFree ? !fetching.has(h) : free !== undefined && !free.has(h)) continue;
         if (h === requester || view.blacklisted(h) || !view.uploads(h) || failedHere?.has(h)) continue;
         const load = loadOf(h);
         if (load >= view.slots(h) || load >= bestLoad) continue;
