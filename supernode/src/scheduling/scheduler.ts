@@ -99,9 +99,9 @@ const CAPACITY_ALPHA = 0.3;
  * How many relays a piece may pass through from a whole copy: 2 lets a peer relay a piece it gets through a relay
  * (one level of chaining), so a first copy fans out at once. Each hop holds a whole block before passing it on, and
  * one stalled link drops the whole tree under it. Measured: the simulator's Dragonfly scenario (200 peers) ends at
- * 1.31× its bound with 1, 1.27 with 2, 1.23 with 3; the emulated 12-node swarm at 1.22 with 1 or 2, but at 2.1–2.4
- * with 3, where a supernode stream cut as too slow took a tree of 8–70 relays with it and sent their pieces back to the
- * supernode.
+ * 1.31× its bound with 1, 1.26 with 2, 1.23 with 3, 1.47 unlimited; the emulated 12-node swarm at 1.22 with 1 or 2,
+ * but at 2.1–2.4 with 3, where a supernode stream cut as too slow took a tree of relays with it and sent their pieces
+ * back to the supernode.
  */
 export const MAX_RELAY_DEPTH = 2;
 
