@@ -243,6 +243,33 @@ t.test('scheduler: relays only pieces whose block hashes the supernode has, and 
   t.same(s.schedule('T', 'f', [0], 1), [{ piece: 0, from: 'd', relay: true }], 'a and b are busy; d (fetching from the supernode) relays to f');
 });
 
+t.test('scheduler: the typical transfer rate is the median over reporting peers, so one inflated reporter moves nothing', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 10, peerSlots: 8, failuresBeforeBlacklist: 3 });
+  for (const p of ['h', 'r1', 'r2', 'r3', 'evil']) {
+    s.peerJoined(p, true);
+    s.taskJoined(p, 'T');
+  }
+  t.equal(s.flowRate(), undefined, 'nothing reported yet');
+  const pieces = [0, 1, 2, 3];
+  for (const n of pieces) {
+    t.same(s.schedule('T', 'h', [n], 1), [{ piece: n, from: SUPERNODE }]);
+    s.pieceResult('T', 'h', n, SUPERNODE, true, undefined, 1e9);
+  }
+  t.equal(s.flowRate(), undefined, 'transfers from the supernode say nothing of peers’ transfers');
+  for (const r of ['r1', 'r2', 'r3']) {
+    t.same(s.schedule('T', r, [0], 1), [{ piece: 0, from: 'h' }]);
+    s.pieceResult('T', r, 0, 'h', true, undefined, 10e6);
+  }
+  for (const n of pieces) {
+    t.same(s.schedule('T', 'evil', [n], 1), [{ piece: n, from: 'h' }]);
+    s.pieceResult('T', 'evil', n, 'h', true, undefined, 1e12);
+  }
+  t.equal(s.flowRate(), 10e6, 'three peers saw 10 MB/s; the fourth’s 1 TB/s reports do not move it');
+  s.peerLeft('r1');
+  s.peerLeft('r2');
+  t.equal(s.flowRate(), 1e12, 'a reporter that leaves is forgotten (here: half the reporters now claim 1 TB/s)');
+});
+
 t.test('scheduler: a relay that stalls is not blamed for it (its own source may be slow); bad bytes are', async (t) => {
   const s = new Scheduler({ supernodeSlots: 10, peerSlots: 8, failuresBeforeBlacklist: 2, hashed: () => true });
   for (const p of ['a', 'r1', 'r2', 'r3', 'r4']) {

@@ -105,8 +105,8 @@ const CAPACITY_ALPHA = 0.3;
  */
 export const MAX_RELAY_DEPTH = 2;
 
-/** Weight of a new report in the typical transfer rate (many reports arrive: a slow average is steady). */
-const FLOW_ALPHA = 0.05;
+/** Weight of a new report in a reporting peer's typical transfer rate. */
+const FLOW_ALPHA = 0.2;
 
 /** What became of a report. */
 export type ReportVerdict = 'accepted' | 'no_assignment' | 'source_mismatch';
@@ -145,10 +145,14 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #capacity = new Map<string, number>();
   #capacitySum = 0;
   /**
-   * What a transfer from a peer holding the whole piece typically achieves, bytes/s, smoothed over reports (undefined
-   * before the first): the rate the supernode's streams should not fall below (see slot-tuner).
+   * What transfers from peers holding the whole piece achieved, bytes/s, smoothed per reporting peer: their median is
+   * the rate the supernode's streams should not fall below (see slot-tuner). Per reporter, so one member reporting
+   * inflated rates moves only its own entry, not the supernode's stream count.
    */
-  #flowRate: number | undefined;
+  readonly #flowByReporter = new Map<string, number>();
+  /** The median of `#flowByReporter`, recomputed when asked after a change. */
+  #flowMedian: number | undefined;
+  #flowDirty = false;
   /** Of those, how many come from the supernode (its streams are shared among a task's downloaders). */
   readonly #fromSupernode = new Map<string, number>();
 
@@ -180,6 +184,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#load.delete(peerId);
     this.#slots.delete(peerId);
     this.#free.delete(peerId);
+    if (this.#flowByReporter.delete(peerId)) this.#flowDirty = true;
     const cap = this.#capacity.get(peerId);
     if (cap !== undefined) {
       this.#capacity.delete(peerId);
@@ -315,9 +320,17 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#capacitySum += now - (before ?? 0);
   }
 
-  /** What a transfer from a whole holder typically achieves in this supernode's swarms, bytes/s (undefined: not known). */
+  /**
+   * What a transfer from a whole holder typically achieves in this supernode's swarms, bytes/s: the median over the
+   * peers that reported one (undefined: none has). Asked twice a second by the slot tuner.
+   */
   flowRate(): number | undefined {
-    return this.#flowRate;
+    if (this.#flowDirty) {
+      this.#flowDirty = false;
+      const rates = [...this.#flowByReporter.values()].sort((a, b) => a - b);
+      this.#flowMedian = rates.length ? rates[rates.length >> 1] : undefined;
+    }
+    return this.#flowMedian;
   }
 
   /** A peer's learned upload capacity, or the swarm's mean where it has none yet (undefined when nothing is known). */
@@ -396,7 +409,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       // A relay goes at its own source's pace: its rate says nothing of its uplink.
       if (p.from !== SUPERNODE && !p.relay && rate && rate > 0 && this.#peers.has(p.from)) {
         this.#learn(p.from, rate * (p.sharing ?? 1));
-        this.#flowRate = this.#flowRate === undefined ? rate : this.#flowRate + FLOW_ALPHA * (rate - this.#flowRate);
+        const mine = this.#flowByReporter.get(requester);
+        this.#flowByReporter.set(requester, mine === undefined ? rate : mine + FLOW_ALPHA * (rate - mine));
+        this.#flowDirty = true;
       }
       if (swarm.peers.has(requester)) this.#addHolder(swarm, piece, requester);
       return 'accepted';
