@@ -86,12 +86,10 @@ export class TaskStore {
 
   /**
    * The task's pieces in the shared store: where seeding reports each block (`hashed`, `landed`), and where readers
-   * wait for one (`waitBlock`) while its piece is still arriving.
+   * wait for one (`waitBlock`) while its piece is still arriving. Undefined once the task is gone.
    */
-  pieces(taskId: string): StoredTask<TaskMeta> {
-    const t = this.#store.get(taskId);
-    if (!t) throw snError('SN_TASK_NOT_FOUND', taskId);
-    return t;
+  pieces(taskId: string): StoredTask<TaskMeta> | undefined {
+    return this.#store.get(taskId);
   }
 
   /**
@@ -100,6 +98,7 @@ export class TaskStore {
    */
   async waitBlock(taskId: string, n: number, b: number, signal: AbortSignal): Promise<BlockReady> {
     const t = this.pieces(taskId);
+    if (!t) throw snError('SN_TASK_NOT_FOUND', taskId);
     const data = await t.waitBlock(n, b, { signal });
     const sha = t.blockSha(n, b);
     if (sha === undefined) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n} block ${b}`);

@@ -270,7 +270,7 @@ export class Seeder {
       p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source, first) : this.#waitWhole(meta, n, source))
         .catch((err: unknown) => {
           // Every attempt failed: a later one starts afresh (readers of what these verified are cut with the error).
-          if (this.#c.store.get(taskId)) this.#c.store.pieces(taskId).forgetAttempts(n);
+          this.#c.store.pieces(taskId)?.forgetAttempts(n);
           throw err;
         })
         .finally(() => this.#inflight.delete(key));
@@ -323,6 +323,7 @@ export class Seeder {
     const length = end - start + 1;
     const count = blockCountFor(length);
     const task = this.#c.store.pieces(meta.taskId);
+    if (!task) throw snError('SN_TASK_NOT_FOUND', meta.taskId);
     const parts: [number, number][] = first > 0 && first < count ? [[first, count], [0, first]] : [[0, count]];
     let lastErr: unknown;
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
@@ -456,7 +457,7 @@ export class Seeder {
 
   /** Block `b` of piece `n` was verified into the data file: readers may stream it, the digest check may take it. */
   #landed(meta: TaskMeta, n: number, b: number, sha: string, data: readonly Buffer[]): void {
-    if (this.#c.store.get(meta.taskId)) this.#c.store.pieces(meta.taskId).landed(n, b, sha, data);
+    this.#c.store.pieces(meta.taskId)?.landed(n, b, sha, data);
     if (meta.digest && !meta.verified) this.#checkOf(meta).offer(n, b, data);
   }
 
