@@ -19,6 +19,7 @@ import {
   type TaskGeometry,
   TaskIndex,
   blockCountFor,
+  pieceSizeFor,
   pieceRoot,
   splitBlocks,
   taskIdFor,
@@ -219,8 +220,8 @@ t.test('a Range read gets its bytes while the rest of its piece is still coming 
   t.teardown(() => reg.stop());
   const blob = makeBlob(8 * MiB, 74);
   const { digest } = await pushBlob(reg.url, 'team/cut', blob);
-  // 1.5 MiB of response bytes pass, then the origin stalls: piece 0 (4 MiB) cannot complete until released.
-  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 1.5 * MiB, 'hold');
+  // Half of piece 0 passes, then the origin stalls: piece 0 cannot complete until released.
+  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, pieceSizeFor(blob.length) / 2, 'hold');
   t.teardown(() => gate.close());
   const url = `${gate.url}/v2/team/cut/blobs/${digest}`;
   const sn = await startSupernode(t);
@@ -251,21 +252,24 @@ t.test('a Range read in the middle of a piece: its block is fetched first, from 
   const sn = await startSupernode(t);
   const a = await startDaemon(t, [sn.url]);
   const b = await startDaemon(t, [sn.url]);
-  const at = 4 * MiB + 3 * BLOCK_SIZE + 77; // piece 1, block 3
+  const P = pieceSizeFor(blob.length);
+  const perPiece = P / BLOCK_SIZE;
+  const at = P + 2 * BLOCK_SIZE + 77; // piece 1, block 2
   const ra = await getViaProxy(a.proxyUrl, url, { range: `bytes=${at}-${at + 4095}` });
   t.ok(ra.body.equals(blob.subarray(at, at + 4096)), 'first node: right bytes');
   const rb = await getViaProxy(b.proxyUrl, url, { range: `bytes=${at}-${at + 4095}` });
   t.ok(rb.body.equals(blob.subarray(at, at + 4096)), 'second node: right bytes');
   const whole = await getViaProxy(b.proxyUrl, url);
   t.equal(`sha256:${sha(whole.body)}`, digest);
-  // Once everything is in (a Range answer may finish before the rest of its piece): piece 0 in one GET, piece 1 as
-  // block 3 and blocks 0–2 apart. (The size probe is a 1-byte GET.)
+  // Once everything is in (a Range answer may finish before the rest of its piece): every other piece in one GET,
+  // piece 1 as blocks 2… and blocks 0–1 apart. (The size probe is a 1-byte GET.)
+  const pieces = blob.length / P;
   const getsOf = () => reg.access.filter((l) => l.method === 'GET' && l.path.includes(`/blobs/${digest}`) && l.bytes > 1).map((l) => l.bytes);
   // (The registry's access log arrives through a pipe: give its last line a moment.)
-  for (let i = 0; i < 200 && getsOf().length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 200 && getsOf().length < pieces + 1; i++) await new Promise((r) => setTimeout(r, 10));
   const gets = getsOf();
-  const perPiece = (4 * MiB) / BLOCK_SIZE;
-  t.same(gets.sort((x, y) => x - y), [3 * BLOCK_SIZE, (perPiece - 3) * BLOCK_SIZE, 4 * MiB].sort((x, y) => x - y), 'the supernode asked the origin for block 3 and the rest of its piece apart');
+  const expected = [2 * BLOCK_SIZE, (perPiece - 2) * BLOCK_SIZE, ...Array<number>(pieces - 1).fill(P)];
+  t.same(gets.sort((x, y) => x - y), expected.sort((x, y) => x - y), 'the supernode asked the origin for block 2 and the rest of its piece apart');
   t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
 });
 
@@ -389,22 +393,26 @@ t.test('a peer whose first block is right and the rest garbage: caught at the fi
 t.test('kill -9 mid-piece: everything recorded is on disk and matches; the rest is fetched again', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
-  const blob = makeBlob(8 * MiB, 77);
+  // Two pieces, so whatever passes the gate after piece 0 is piece 1's (with more, the supernode would fetch several
+  // at once and share those bytes among them).
+  const blob = makeBlob(2 * MiB, 77);
   const { digest } = await pushBlob(reg.url, 'team/kill9', blob);
-  // Piece 0 (4 MiB) passes whole, then 2.5 MiB of piece 1, then the origin stalls.
-  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 6.5 * MiB, 'hold');
+  // Piece 0 passes whole, then 5/8 of piece 1, then the origin stalls.
+  const P = pieceSizeFor(blob.length);
+  t.equal(blob.length / P, 2);
+  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, P + (5 / 8) * P, 'hold');
   t.teardown(() => gate.close());
   const url = `${gate.url}/v2/team/kill9/blobs/${digest}`;
   const sn = await spawnSupernodeProc(t);
   const d = await spawnDaemonProc(t, [sn.url]);
-  const head = await getViaProxy(d.proxyUrl, url, { range: `bytes=0-${4 * MiB - 1}` });
-  t.ok(head.body.equals(blob.subarray(0, 4 * MiB)), 'piece 0 is in');
+  const head = await getViaProxy(d.proxyUrl, url, { range: `bytes=0-${P - 1}` });
+  t.ok(head.body.equals(blob.subarray(0, P)), 'piece 0 is in');
   // Then the whole blob, until two blocks of piece 1 have reached the client: verified, while piece 1 is in flight.
   const res = await viaProxy(t, d.proxyUrl, url);
   let seen = 0;
   for await (const c of res.body) {
     seen += (c as Buffer).length;
-    if (seen >= 6 * MiB) break;
+    if (seen >= P + 2 * BLOCK_SIZE) break;
   }
   t.ok(gate.closed, 'the origin is held mid-piece');
   d.child.kill('SIGKILL');

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { request } from 'undici';
-import { BLOCK_SIZE, PROTOCOL_VERSION, GRANT_HEADER, issueGrant, pieceRoot } from '@damselfly/shared';
+import { BLOCK_SIZE, PROTOCOL_VERSION, GRANT_HEADER, issueGrant, pieceRoot, pieceSizeFor } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy } from './helpers/cluster.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
@@ -50,7 +50,9 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
   t.teardown(() => reg.stop());
   const blob = makeBlob(64 * MiB, 901);
   const { url } = await pushBlob(reg.url, 'team/stall', blob);
-  const sn = await spawnSupernodeProc(t);
+  // 4 MiB pieces: more than the kernel's socket buffers take in for a reader that does not read, so a stalled reader
+  // holds its slot (a 1 MiB piece would be written whole into them and its slot freed).
+  const sn = await spawnSupernodeProc(t, ['--min-piece-size', '4MiB']);
   const d = await spawnDaemonProc(t, [sn.url]);
   const r = await getViaProxy(d.proxyUrl, url);
   t.equal(r.body.length, blob.length);
@@ -77,8 +79,8 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
     const honest = await request(`${base}${path.replace(/\/0$/, '/1')}`, { headers: { [GRANT_HEADER]: grant(1) } });
     const body = Buffer.from(await honest.body.arrayBuffer());
     t.equal(honest.statusCode, 200, `${name}: an honest reader is served once the stalled ones were cut`);
-    // The supernode frames its pieces: every 1 MiB block followed by its sha256.
-    const piece1 = blob.subarray(4 * MiB, 8 * MiB);
+    // The supernode frames its pieces: every block followed by its sha256.
+    const piece1 = blob.subarray(4 * MiB, 8 * MiB); // 4 MiB pieces, as asked
     const want = name === 'upload server' ? piece1 : Buffer.concat(blockList(piece1).flatMap((b) => [b, createHash('sha256').update(b).digest()]));
     t.ok(body.equals(want), `${name}: the right bytes`);
     for (const s of sockets) s.destroy();
@@ -110,7 +112,7 @@ t.test('the whole-blob check is skipped only for pieces fetched against the supe
   const liar = await rawPeer(sn.url, 'announcer', TEST_SECRET);
   t.teardown(() => liar.close());
   t.ok((await liar.call({ type: 'peer:hello', peerId: 'announcer', uploadUrl: 'http://127.0.0.1:9', version: PROTOCOL_VERSION })).ok);
-  const right = pieceRoot(blockList(blob.subarray(0, 4 * MiB)).map((b) => createHash('sha256').update(b).digest('hex')));
+  const right = pieceRoot(blockList(blob.subarray(0, pieceSizeFor(blob.length))).map((b) => createHash('sha256').update(b).digest('hex')));
   t.ok((await liar.call({ type: 'task:register', url, have: [0, 1], haveSha: [right, 'f'.repeat(64)] })).ok);
   t.ok(sn.scheduler.holders(taskId, 0).has('announcer'), 'a piece with the recorded hash is accepted');
   t.notOk(sn.scheduler.holders(taskId, 1).has('announcer'), 'a piece with another hash is not');

@@ -7,7 +7,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import WebSocket from 'ws';
-import { AUTH_HEADER, BLOCK_SIZE, PROTOCOL_VERSION, WS_PATH, sessionProof } from '@damselfly/shared';
+import { AUTH_HEADER, BLOCK_SIZE, PROTOCOL_VERSION, WS_PATH, pieceSizeFor, sessionProof } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, spawnSupernode, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { dfget } from './helpers/dfget.js';
@@ -311,8 +311,8 @@ t.test('a want naming a reader starts the origin fetch at the reader’s block b
   t.ok((await p.call({ type: 'peer:hello', peerId: 'r', version: PROTOCOL_VERSION })).ok);
   const info = (await p.call<{ taskId: string }>({ type: 'task:register', url })) as { ok: true; result: { taskId: string } };
   const id = info.result.taskId;
-  // Both pieces come from the supernode; a reader waits in piece 1, at block 3. No piece is ever requested over HTTP.
-  const got = (await p.call<{ assignments: { piece: number; from: string }[] }>({ type: 'pieces:want', taskId: id, want: [0, 1], max: 2, readers: [{ piece: 1, block: 3 }] })) as {
+  // Both pieces come from the supernode; a reader waits in piece 1, at block 2. No piece is ever requested over HTTP.
+  const got = (await p.call<{ assignments: { piece: number; from: string }[] }>({ type: 'pieces:want', taskId: id, want: [0, 1], max: 2, readers: [{ piece: 1, block: 2 }] })) as {
     ok: true;
     result: { assignments: { piece: number; from: string }[] };
   };
@@ -322,8 +322,8 @@ t.test('a want naming a reader starts the origin fetch at the reader’s block b
   t.notOk(sn.store.pieceSha(id, 0), 'piece 0 (no reader) waits for its piece request');
   const getsOf = () => reg.access.filter((l) => l.method === 'GET' && l.path.includes(`/blobs/${digest}`) && l.bytes > 1).map((l) => l.bytes);
   for (let i = 0; i < 200 && getsOf().length < 2; i++) await new Promise((r) => setTimeout(r, 10));
-  const perPiece = (4 * MiB) / BLOCK_SIZE;
-  t.same(getsOf().sort((x, y) => x - y), [3 * BLOCK_SIZE, (perPiece - 3) * BLOCK_SIZE].sort((x, y) => x - y), 'from the reader’s block, then the rest of its piece');
+  const perPiece = pieceSizeFor(8 * MiB) / BLOCK_SIZE;
+  t.same(getsOf().sort((x, y) => x - y), [2 * BLOCK_SIZE, (perPiece - 2) * BLOCK_SIZE].sort((x, y) => x - y), 'from the reader’s block, then the rest of its piece');
   t.same(
     (await p.call({ type: 'pieces:want', taskId: id, want: [0], max: 1, readers: [{ piece: 0, block: -1 }] })).ok,
     false,

@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
-import { GRANT_HEADER, PROTOCOL_VERSION, issueGrant, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
+import { GRANT_HEADER, PROTOCOL_VERSION, issueGrant, pieceSizeFor, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
 import { pieceUrl } from '@damselfly/peer';
 
 /** The upgrade status a refused session got (0 if it was let in). */
@@ -173,7 +173,7 @@ t.test('pieces only with a grant: upload servers and the supernode piece API ref
   t.equal((await get(up, { [GRANT_HEADER]: forged })).status, 403, 'a grant not signed with the cluster secret is refused');
   const good = await get(up, { [GRANT_HEADER]: issueGrant(Buffer.from(TEST_SECRET), { taskId, piece: 0, requester: 'x' }) });
   t.equal(good.status, 200);
-  t.ok(good.body.equals(blob.subarray(0, 4 * MiB)), 'a valid grant gets the piece');
+  t.ok(good.body.equals(blob.subarray(0, pieceSizeFor(blob.length))), 'a valid grant gets the piece');
   t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_upload_refused_total')) >= 4, 'refusals counted on the dfdaemon');
   // The operator REST API wants the cluster secret too, and never shows a stored URL.
   const anon = await request(`${sn.url}/api/v1/tasks/${taskId}`);

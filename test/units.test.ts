@@ -3,6 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  BLOCK_SIZE,
   DamselflyError,
   PROTOCOL_VERSION,
   canonicalUrl,
@@ -36,12 +37,20 @@ t.test('task id: digest + registry; repositories, signatures and ns do not split
   t.equal(canonicalUrl(new URL('http://h/p?b=1&a=2#frag')), 'http://h/p?a=2&b=1');
 });
 
-t.test('piece size: 4 MiB to 200 MiB, then grows, capped at 64 MiB', async (t) => {
-  t.equal(pieceSizeFor(0), 4 * MiB);
-  t.equal(pieceSizeFor(200 * MiB), 4 * MiB);
-  t.equal(pieceSizeFor(256 * MiB), 4 * MiB);
-  t.equal(pieceSizeFor(1024 * MiB), 12 * MiB);
-  t.equal(pieceSizeFor(100 * 1024 * MiB), 64 * MiB);
+t.test('piece size: about 100 whole-MiB pieces per blob, between 1 and 64 MiB', async (t) => {
+  t.equal(pieceSizeFor(0), 1 * MiB);
+  t.equal(pieceSizeFor(5 * MiB), 1 * MiB, 'small blobs: 1 MiB pieces, not single blocks');
+  t.equal(pieceSizeFor(200 * MiB), 2 * MiB);
+  t.equal(pieceSizeFor(200e6), 2 * MiB, '96 pieces');
+  t.equal(pieceSizeFor(200 * MiB + 1), 3 * MiB);
+  t.equal(pieceSizeFor(256 * MiB), 3 * MiB);
+  t.equal(pieceSizeFor(1024 * MiB), 11 * MiB);
+  t.equal(pieceSizeFor(100 * 1024 * MiB), 64 * MiB, 'capped');
+  for (const mib of [1, 7, 64, 333, 1024, 4096]) {
+    const size = pieceSizeFor(mib * MiB);
+    t.equal(size % BLOCK_SIZE, 0, `${mib} MiB: pieces are whole blocks`);
+    t.ok(Math.ceil((mib * MiB) / size) <= 100, `${mib} MiB: at most 100 pieces`);
+  }
   t.equal(pieceCountFor(0, 4 * MiB), 0);
   t.equal(pieceCountFor(4 * MiB + 1, 4 * MiB), 2);
   t.same(pieceRange(1, 4 * MiB, 4 * MiB + 1), { start: 4 * MiB, end: 4 * MiB });
@@ -113,6 +122,11 @@ t.test('config: every error is reported at once; layers apply in order', async (
   t.equal(cfg.port, 9100, 'env beats file');
   t.equal(cfg.dataDir, '/from/flag', 'flag beats file');
   t.ok(Object.isFrozen(cfg), 'frozen');
+  t.equal(cfg.minPieceSize, 1024 * 1024, 'pieces of 1 MiB at least by default');
+  const secret = { DAMSELFLY_CLUSTER_SECRET: 's'.repeat(20) };
+  t.equal(loadSupernodeConfig({ env: { ...secret, SUPERNODE_MIN_PIECE_SIZE: '4MiB' } }).minPieceSize, 4 * 1024 * 1024);
+  t.throws(() => loadSupernodeConfig({ env: secret, flags: { minPieceSize: '300KiB' } }), /minPieceSize: must be a multiple of 256KiB/, 'pieces are whole blocks');
+  t.throws(() => loadSupernodeConfig({ env: secret, flags: { minPieceSize: '128MiB' } }), /--min-piece-size: must be <= 67108864/, 'at most the largest piece');
 
   const d = loadDaemonConfig({ flags: { supernodes: 'http://a:8002,http://b:8002/', labels: 'zone=z1,rack=r2', clusterSecret: 's'.repeat(20) } });
   t.same(d.supernodes, ['http://a:8002', 'http://b:8002']);

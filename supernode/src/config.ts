@@ -1,4 +1,7 @@
 import {
+  BLOCK_SIZE,
+  MAX_PIECE_SIZE,
+  MIN_PIECE_SIZE,
   badCidrs,
   badOriginPatterns,
   cacheSchema,
@@ -43,6 +46,8 @@ export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig 
   uploadStreamRate: number;
   /** How many pieces one peer may upload at once (the scheduler's per-peer load limit). */
   peerUploadSlots: number;
+  /** Smallest piece a blob is cut into (about 100 pieces per blob otherwise; see pieceSizeFor). */
+  minPieceSize: number;
   /** Piece download failures (timeouts, errors) from one peer before it is blacklisted for the task. */
   failuresBeforeBlacklist: number;
   /** Base URL peers use to reach this supernode's piece API; defaults to http://<host>:<port>. */
@@ -77,6 +82,7 @@ export const supernodeSchema: Schema = {
   originTimeoutSeconds: { type: 'int', default: 300, min: 1, max: 86_400, env: 'SUPERNODE_ORIGIN_TIMEOUT_SECONDS', doc: 'longest one piece may take from the origin' },
   uploadSlots: { type: 'int', default: 64, min: 1, max: 4096, env: 'SUPERNODE_UPLOAD_SLOTS', doc: 'most pieces served at once by the supernode' },
   uploadStreamRate: { type: 'size', default: 1024 * 1024, min: 0, env: 'SUPERNODE_UPLOAD_STREAM_RATE', doc: 'rate each upload stream should get, e.g. 1MiB: serve as few pieces at once as fill the uplink (0 = always uploadSlots)' },
+  minPieceSize: { type: 'size', default: MIN_PIECE_SIZE, min: BLOCK_SIZE, max: MAX_PIECE_SIZE, env: 'SUPERNODE_MIN_PIECE_SIZE', doc: 'smallest piece, e.g. 4MiB: blobs are cut into about 100 pieces of whole MiB, none smaller than this (a multiple of 256KiB)' },
   peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
   failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },
   advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL peers use to reach this supernode' },
@@ -95,6 +101,8 @@ export const supernodeSchema: Schema = {
 export function loadSupernodeConfig(sources: ConfigSources): Readonly<SupernodeConfig> {
   return loadConfig<SupernodeConfig>(supernodeSchema, sources, (v, errors) => {
     checkCacheConfig(v, errors);
+    // Pieces are verified and relayed per block: a piece must be whole blocks.
+    if (typeof v.minPieceSize === 'number' && v.minPieceSize % BLOCK_SIZE !== 0) errors.push(`minPieceSize: must be a multiple of 256KiB, got ${v.minPieceSize}`);
     for (const p of badOriginPatterns((v.allowedOrigins as string[] | undefined) ?? [])) errors.push(`allowedOrigins: not an origin pattern: ${JSON.stringify(p)}`);
     for (const key of ['originAllowCidrs', 'advertiseCidrs'] as const) {
       for (const c of badCidrs((v[key] as string[] | undefined) ?? [])) errors.push(`${key}: not a CIDR: ${JSON.stringify(c)}`);

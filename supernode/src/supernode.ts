@@ -88,6 +88,7 @@ export class Supernode {
         originMinRate: config.originMinRate,
         originTimeoutMs: config.originTimeoutSeconds * 1000,
         maxBlobSize: config.maxBlobSize,
+        minPieceSize: config.minPieceSize,
         originRate: config.originRate,
       },
       {

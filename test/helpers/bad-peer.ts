@@ -6,7 +6,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import WebSocket from 'ws';
-import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, sessionProof, type Assignment, type TaskInfo, type WantResult } from '@damselfly/shared';
+import { AUTH_HEADER, BLOCK_SIZE, PROTOCOL_VERSION, WS_PATH, pieceSizeFor, sessionProof, type Assignment, type TaskInfo, type WantResult } from '@damselfly/shared';
 
 export interface BadPeer {
   peerId: string;
@@ -41,11 +41,12 @@ export async function startBadPeer(
       res.on('close', () => (clearInterval(timer), drips.delete(timer)));
       return;
     }
-    const body = Buffer.alloc(4 * 1024 * 1024, 0x42);
+    const size = blob ? pieceSizeFor(blob.length) : 4 * 1024 * 1024;
+    const body = Buffer.alloc(size, 0x42);
     if (mode === 'tail') {
-      // Pieces are 4 MiB for blobs up to 200 MiB: the first block of piece n is honest, the rest is not.
+      // The first block of piece n is honest, the rest is not.
       const n = Number(req.url!.split('/').pop());
-      blob!.copy(body, 0, n * 4 * 1024 * 1024, n * 4 * 1024 * 1024 + 1024 * 1024);
+      blob!.copy(body, 0, n * size, n * size + BLOCK_SIZE);
     }
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     res.end(body);

@@ -62,6 +62,8 @@ export interface SeederOptions {
   credentialTtlMs?: number;
   /** Largest origin object a task may have. */
   maxBlobSize?: number;
+  /** Smallest piece a blob is cut into (pieceSizeFor's floor). */
+  minPieceSize?: number;
   /** Most bytes/s fetched from all origins together (0 or absent = no limit). */
   originRate?: number;
 }
@@ -101,6 +103,7 @@ export class Seeder {
   readonly #refuseMs: number;
   readonly #credentialTtlMs: number;
   readonly #maxBlobSize: number | undefined;
+  readonly #minPieceSize: number | undefined;
   readonly #sources = new Map<string, Map<string, Source>>();
   readonly #registering = new Map<string, Promise<TaskMeta>>();
   readonly #inflight = new Map<string, Promise<string>>();
@@ -125,6 +128,7 @@ export class Seeder {
     this.#refuseMs = opts.refuseMs ?? 10 * 60_000;
     this.#credentialTtlMs = opts.credentialTtlMs ?? 15 * 60_000;
     this.#maxBlobSize = opts.maxBlobSize;
+    this.#minPieceSize = opts.minPieceSize;
   }
 
   stop(): void {
@@ -214,7 +218,7 @@ export class Seeder {
 
   async #create(taskId: string, url: URL, digest: string | undefined, headers: Record<string, string>, signal?: AbortSignal): Promise<TaskMeta> {
     const probe = await probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#maxBlobSize });
-    const pieceSize = pieceSizeFor(probe.contentLength);
+    const pieceSize = pieceSizeFor(probe.contentLength, this.#minPieceSize);
     const meta: TaskMeta = {
       taskId,
       origin: canonicalUrl(url),
