@@ -1,7 +1,7 @@
 // Process helpers for benchmarks: real supernode/dfdaemon/dfget processes, as deployed.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -65,6 +65,9 @@ export async function sha256File(path) {
 async function spawnComponent(bin, args, startedMsg) {
   const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), join(ROOT, bin), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(child);
+  // BENCH_LOGS=<dir>: every component's log lines (JSON, with ms timestamps) go to a file there as well, for tracing a
+  // run afterwards (DAMSELFLY_LOG_LEVEL=debug for per-piece events).
+  if (process.env.BENCH_LOGS) child.stdout.pipe(createWriteStream(join(process.env.BENCH_LOGS, `${bin.split('/')[0]}-${child.pid}.log`)));
   const info = await logLine(child, startedMsg, bin);
   child.stdout.resume();
   return { child, info, stop: () => new Promise((r) => (child.exitCode !== null ? r() : (child.once('exit', r), child.kill('SIGINT')))) };

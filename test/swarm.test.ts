@@ -86,7 +86,7 @@ t.test('peers sharing a slow supernode uplink: no transfer cut as too slow, the 
   const port = await freePort();
   const slow = await throttledRelay({ host: '127.0.0.1', port }, 8e6);
   t.teardown(() => slow.close());
-  const sn = await startSupernode(t, { port, advertiseUrl: slow.url, uploadStreamRate: 2 * MiB });
+  const sn = await startSupernode(t, { port, advertiseUrl: slow.url, uploadStreamRate: 2 * MiB, minPieceSize: 4 * MiB });
   const opts = { parallelPieces: 8, pieceMinRate: 640 * 1024 };
   const daemons = [await startDaemon(t, [sn.url], opts), await startDaemon(t, [sn.url], opts)];
   let maxLoad = 0;
@@ -146,7 +146,7 @@ t.test('endgame: the last piece crawling from a slow holder gets a second source
   t.teardown(() => reg.stop());
   const blob = makeBlob(24 * MiB, 31);
   const { url, digest } = await pushBlob(reg.url, 'team/endgame', blob);
-  const sn = await startSupernode(t);
+  const sn = await startSupernode(t, { minPieceSize: 4 * MiB });
   // The only other holder uploads at 400 KiB/s in all: above the too-slow cut, so its transfer is not cut, but a
   // 4 MiB piece from it takes 10 s where the supernode's take a fraction of one.
   const slow = await startDaemon(t, [sn.url], { uploadRate: 400 * 1024 });
