@@ -148,3 +148,56 @@ t.test('relays whose source leaves, fails or sends corrupt blocks are dropped an
   t.ok(r.corruptDetected > 0, 'corrupt pieces were sent and caught');
   t.ok(r.ratioMax < 2, `in reasonable time (${r.ratioMax.toFixed(2)}× the bound)`);
 });
+
+t.test('the report draws a swarm benchmark run beside the simulation of the same swarm (real CLI, real browser)', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { existsSync } = await import('node:fs');
+  const { writeFile } = await import('node:fs/promises');
+  const { tempDir } = await import('./helpers/cluster.js');
+  const dir = await tempDir(t, 'damselfly-simrep-');
+  // As bench/swarm.mjs --json writes it (the README's run, N=8): one row per scenario and node count.
+  const row = (scenario: string, n: number, p50: number, max: number) => ({ scenario, n, sizeMiB: 200, bound: 33.554432, p50, max, maxOverBound: max / 33.554432 });
+  const measured = join(dir, 'swarm.json');
+  await writeFile(measured, JSON.stringify({ sizeMiB: 200, originMbit: 50, nodeMbit: 50, results: [row('Damselfly', 4, 35.6, 35.8), row('Damselfly', 8, 37.2, 37.6), row('BitTorrent (aria2c)', 8, 43.8, 44.2)] }));
+  const cli = join(ROOT, 'sim/dist/cli.js');
+  const run = promisify(execFile);
+  await run(process.execPath, [cli, 'run', 'swarm-bench', '--peers', '8', '--measured', measured, '--out', join(dir, 'out')]);
+  const html = await readFile(join(dir, 'out', 'report.html'), 'utf8');
+  t.ok(html.includes('measured: Damselfly, p50 37.2 s, max 37.6 s'), 'the N=8 Damselfly run is in the legend');
+  t.ok(html.includes('measured: BitTorrent (aria2c)'), 'and the BitTorrent run');
+  t.notOk(html.includes('max 35.8 s'), 'not the N=4 run: another swarm');
+  t.ok(html.includes('Damselfly p50 37.2 s, max 37.6 s (1.12 × this bound)'), 'the note says where the measured run ends against the bound');
+
+  // The points sit where the numbers say: the measured max on the x axis of the completion chart, at "all peers done".
+  const skip = existsSync('/usr/bin/chromium') ? false : 'needs /usr/bin/chromium (scripts/install.sh --test)';
+  await t.test('in a browser', { skip }, async (t) => {
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+    t.teardown(() => browser.close());
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`file://${join(dir, 'out', 'report.html')}`);
+    const svgs = page.locator('svg');
+    t.equal(await svgs.count(), 3, 'completion, peers done, throughput');
+    // Two runs, each its p50 and max point and a legend key, on each of the first two charts.
+    t.equal(await svgs.nth(0).locator('circle').count(), 6);
+    t.equal(await svgs.nth(1).locator('circle').count(), 6);
+    const xOf = async (label: string) => Number(await svgs.nth(0).locator('text', { hasText: new RegExp(`^${label}$`) }).first().getAttribute('x'));
+    // Axis ticks are at 0, 10, 20, 30, 40 s: the measured max (37.6 s) lies between the 30 and 40 s ticks, nearer 40.
+    const [x30, x40] = [await xOf('30'), await xOf('40')];
+    const maxDot = svgs.nth(0).locator('circle').nth(1);
+    const cx = Number(await maxDot.getAttribute('cx'));
+    t.ok(Math.abs(cx - (x30 + ((37.6 - 30) / 10) * (x40 - x30))) < 1, `the max point is at 37.6 s on the axis (cx ${cx})`);
+    t.same(errors, [], 'no script errors');
+  });
+
+  // A run of another swarm (another blob size) is refused before any simulation, with the reason.
+  await writeFile(measured, JSON.stringify({ sizeMiB: 100, results: [row('Damselfly', 8, 20, 21)] }));
+  const err = await run(process.execPath, [cli, 'run', 'swarm-bench', '--peers', '8', '--measured', measured, '--out', join(dir, 'out2')]).catch((e: { code: number; stderr: string }) => e);
+  t.match(err, { code: 2, stderr: /the measured runs are of 100 MiB, the scenario swarm-bench-8 is of 200\.0 MiB/ });
+  await writeFile(measured, '{"results": "nope"}');
+  const junk = await run(process.execPath, [cli, 'sweep', 'swarm-bench', '--peers', '4,8', '--measured', measured]).catch((e: { code: number; stderr: string }) => e);
+  t.match(junk, { code: 2, stderr: /not a swarm benchmark result/ });
+});

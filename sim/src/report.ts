@@ -1,5 +1,6 @@
 /** Reports: JSON for machines, a self-contained HTML page with SVG charts (completion CDF, swarm timeline) for people. */
 import type { SimResult } from './engine.js';
+import type { MeasuredPoint } from './measured.js';
 
 const W = 640;
 const H = 260;
@@ -20,9 +21,23 @@ function frame(xLabel: string, yLabel: string, xMax: number, yMax: number, fmtY:
       `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`,
     vmark: (x: number, label: string, color: string) =>
       `<line x1="${sx(x)}" y1="${PAD}" x2="${sx(x)}" y2="${H - PAD}" stroke="${color}" stroke-dasharray="4"/><text x="${sx(x) + 4}" y="${PAD + 12}" font-size="11" fill="${color}">${label}</text>`,
+    /** A measured run as points (its median and its last node), named in the legend's `row` (top left). */
+    run: (pts: [number, number][], label: string, color: string, row: number) =>
+      pts.map(([x, y]) => `<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="4" fill="${color}"/>`).join('') + legend(row, label, color, 'dot'),
+    /** Names the simulated curve in the legend's first row. */
+    simulated: (color: string) => legend(0, 'simulated', color, 'line'),
     hmark: (y: number, label: string, color: string) =>
-      `<line x1="${PAD}" y1="${sy(y)}" x2="${W - PAD}" y2="${sy(y)}" stroke="${color}" stroke-dasharray="4"/><text x="${W - PAD}" y="${sy(y) - 4}" font-size="11" text-anchor="end" fill="${color}">${label}</text>`,
+      // Labelled under its line at the right end, clear of a vertical mark's label at the top.
+      `<line x1="${PAD}" y1="${sy(y)}" x2="${W - PAD}" y2="${sy(y)}" stroke="${color}" stroke-dasharray="4"/><text x="${W - PAD}" y="${sy(y) + 13}" font-size="11" text-anchor="end" fill="${color}">${label}</text>`,
   };
+}
+
+/** One legend row, top left inside the plot (where completion curves, which rise late, leave room). */
+function legend(row: number, label: string, color: string, kind: 'dot' | 'line'): string {
+  const y = PAD + 10 + row * 15;
+  const x = PAD + 10;
+  const key = kind === 'dot' ? `<circle cx="${x + 6}" cy="${y - 4}" r="4" fill="${color}"/>` : `<line x1="${x}" y1="${y - 4}" x2="${x + 12}" y2="${y - 4}" stroke="${color}" stroke-width="2"/>`;
+  return `${key}<text x="${x + 18}" y="${y}" font-size="11" fill="${color}">${escapeXml(label)}</text>`;
 }
 
 /** About five round tick values from 0 to max. */
@@ -40,26 +55,38 @@ function niceNum(v: number): string {
   return Math.abs(v) >= 100 || Number.isInteger(v) ? String(Math.round(v)) : v.toFixed(Math.abs(v) >= 10 ? 1 : 2);
 }
 
-/** Completion-time CDF with the lower bound marked. */
-export function cdfSvg(r: SimResult): string {
-  const xMax = Math.max(r.max, r.boundSeconds) * 1.05;
+const RUN_COLORS = ['#8250df', '#bf8700', '#57606a', '#cf222e'];
+
+function escapeXml(s: string): string {
+  return s.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Completion-time CDF with the lower bound marked, and measured runs of the same swarm as points (p50, max). */
+export function cdfSvg(r: SimResult, measured: readonly MeasuredPoint[] = []): string {
+  const xMax = Math.max(r.max, r.boundSeconds, ...measured.map((m) => m.max)) * 1.05;
   const pts: [number, number][] = r.completion.map((t, i) => [t, (i + 1) / r.completion.length]);
   const f = frame('completion time (s)', 'fraction of peers done', xMax, 1);
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${f.out}${f.vmark(r.boundSeconds, `bound ${r.boundSeconds.toFixed(1)} s`, '#c33')}${f.line(pts, '#1f6feb')}</svg>`;
+  const runs = measured.map((m, i) => f.run([[m.p50, 0.5], [m.max, 1]], `measured: ${m.label}, p50 ${m.p50.toFixed(1)} s, max ${m.max.toFixed(1)} s`, RUN_COLORS[i % RUN_COLORS.length]!, i + 1)).join('');
+  const key = measured.length ? f.simulated('#1f6feb') : '';
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${f.out}${f.vmark(r.boundSeconds, `bound ${r.boundSeconds.toFixed(1)} s`, '#c33')}${f.line(pts, '#1f6feb')}${runs}${key}</svg>`;
 }
 
 /**
  * Swarm timeline: peers done over time, and the aggregate download throughput as bytes flow (GB/s) against the most
  * the swarm could move (the sum of downlinks, or the source's and peers' uplinks together, whichever is less).
  */
-export function timelineSvg(r: SimResult): string {
+export function timelineSvg(r: SimResult, measured: readonly MeasuredPoint[] = []): string {
   const tl = r.timeline;
-  const xMax = Math.max(tl.length ? tl[tl.length - 1]!.t : 1, r.boundSeconds * 1.05);
+  const xMax = Math.max(tl.length ? tl[tl.length - 1]!.t : 1, r.boundSeconds * 1.05, ...measured.map((m) => m.max * 1.05));
   const done = frame('time (s)', 'peers done', xMax, r.scenario.peers);
+  const n = r.scenario.peers;
+  const runs =
+    measured.map((m, i) => done.run([[m.p50, n / 2], [m.max, n]], `measured: ${m.label}`, RUN_COLORS[i % RUN_COLORS.length]!, i + 1)).join('') +
+    (measured.length ? done.simulated('#1f6feb') : '');
   const doneSvg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${done.out}${done.vmark(r.boundSeconds, `bound ${r.boundSeconds.toFixed(1)} s`, '#c33')}${done.line(
     tl.map((p) => [p.t, p.done]),
     '#1f6feb',
-  )}</svg>`;
+  )}${runs}</svg>`;
   const cap = r.capacityBytesPerSecond / 1e9;
   const peak = Math.max(0, ...tl.map((p) => p.throughput)) / 1e9;
   const yMax = Math.max(cap, peak) * 1.1 || 1;
@@ -126,10 +153,17 @@ const HEADINGS: Record<string, string> = {
   wallSeconds: 'simulated in (s)',
 };
 
-export function toHtml(results: SimResult[]): string {
+/** `measured(r)`: runs of r's swarm measured on a network (bench/swarm.mjs), drawn on its charts. */
+export function toHtml(results: SimResult[], measured: (r: SimResult) => readonly MeasuredPoint[] = () => []): string {
   const rows = results.map((r) => summary(r));
   const keys = Object.keys(rows[0] ?? {});
   const table = `<table><tr>${keys.map((k) => `<th>${HEADINGS[k] ?? k}</th>`).join('')}</tr>${rows.map((row) => `<tr>${keys.map((k) => `<td>${row[k]}</td>`).join('')}</tr>`).join('')}</table>`;
-  const charts = results.map((r) => `<h2>${r.scenario.name}</h2><div>${cdfSvg(r)}${timelineSvg(r)}</div>`).join('');
+  const charts = results
+    .map((r) => {
+      const m = measured(r);
+      const note = m.length ? `<p>Points: the same swarm measured on an emulated network (bench/swarm.mjs), its median and last node: ${m.map((x) => `${escapeXml(x.label)} p50 ${x.p50.toFixed(1)} s, max ${x.max.toFixed(1)} s (${(x.max / r.boundSeconds).toFixed(2)} × this bound)`).join('; ')}.</p>` : '';
+      return `<h2>${escapeXml(r.scenario.name)}</h2>${note}<div>${cdfSvg(r, m)}${timelineSvg(r, m)}</div>`;
+    })
+    .join('');
   return `<!doctype html><meta charset="utf-8"><title>Damselfly simulation</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style><h1>Damselfly swarm simulation</h1>${table}${charts}`;
 }
