@@ -201,3 +201,38 @@ t.test('the report draws a swarm benchmark run beside the simulation of the same
   const junk = await run(process.execPath, [cli, 'sweep', 'swarm-bench', '--peers', '4,8', '--measured', measured]).catch((e: { code: number; stderr: string }) => e);
   t.match(junk, { code: 2, stderr: /not a swarm benchmark result/ });
 });
+
+t.test('per-connection ramp-up: a transfer starts at one initial window per round trip and doubles it (slow start)', async (t) => {
+  const { INITIAL_WINDOW } = await import('@damselfly/sim');
+  const one = (latencyMs: number, initialWindow?: number): Scenario => ({
+    ...defaults,
+    name: 'ramp',
+    fileBytes: 1024 * 1024,
+    peers: 1,
+    peerUp: 100 * MB,
+    peerDown: 100 * MB,
+    sourceUp: 100 * MB,
+    latencyMs,
+    joinSpreadMs: 0,
+    ...(initialWindow === undefined ? {} : { initialWindow }),
+  });
+  // 50 ms each way: the piece is asked for (one latency), then round k (100 ms each) carries 14,480 × 2^k bytes,
+  // so 1 MiB takes six whole rounds and part of a seventh; at 100 MB/s without slow start it would take 10 ms.
+  const bytes = 1024 * 1024;
+  let sent = 0;
+  let ms = 50;
+  for (let k = 0; ; k++) {
+    const round = INITIAL_WINDOW * 2 ** k;
+    if (sent + round >= bytes) {
+      ms += ((bytes - sent) / round) * 100;
+      break;
+    }
+    sent += round;
+    ms += 100;
+  }
+  const slow = simulate(one(50));
+  t.ok(Math.abs(slow.max * 1000 - ms) < 1, `across 50 ms: ${(slow.max * 1000).toFixed(1)} ms, slow start says ${ms.toFixed(1)} ms`);
+  t.ok(Math.abs(simulate(one(50, 0)).max * 1000 - (50 + bytes / 100e3)) < 1, 'without ramp-up: one latency and the link rate');
+  // Inside a data centre the window outgrows the link within a few round trips of 0.1 ms: nothing changes.
+  t.ok(Math.abs(simulate(one(0.05)).max - simulate(one(0.05, 0)).max) < 0.0005, 'at 0.05 ms it costs under half a millisecond');
+});

@@ -26,7 +26,12 @@ const enum Ev {
   Inflight,
   /** The supernode re-tunes its upload slots to its uplink (as the real one does twice a second). */
   Tune,
+  /** A transfer in slow start doubles its window: its rate cap moves. */
+  Ramp,
 }
+
+/** Linux's initial congestion window: 10 segments of 1448 bytes. */
+export const INITIAL_WINDOW = 10 * 1448;
 
 const TUNE_MS = 500;
 
@@ -89,6 +94,8 @@ interface Flow {
   /** When the downloader was assigned it, and when bytes started to move, ms. */
   assignedAt: number;
   liveAt?: number;
+  /** When its next slow-start round begins (a Ramp event is due then), ms. */
+  rampAt?: number;
   /** An endgame second source. */
   second?: boolean;
 }
@@ -232,8 +239,28 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
   let totalRate = 0;
   let moved = 0;
   let movedAt = 0;
+  const rtt = 2 * sc.latencyMs;
+  const initialWindow = sc.initialWindow ?? INITIAL_WINDOW;
+  /**
+   * Slow start: in its k-th round trip a transfer may carry initialWindow × 2^k bytes. While that is below its share
+   * of the links it is its rate, and the next round's event raises it. (Its unused share is not handed to others:
+   * the equal-split model's approximation, as for a flow held back at its other end.)
+   */
+  function rampCap(f: Flow, rate: number): number {
+    if (initialWindow <= 0 || rtt <= 0 || f.liveAt === undefined) return rate;
+    const rounds = Math.floor((now - f.liveAt) / rtt);
+    if (rounds >= 40) return rate;
+    const cap = (initialWindow * 2 ** rounds) / rtt;
+    if (cap >= rate) return rate;
+    const next = f.liveAt + (rounds + 1) * rtt;
+    if (f.rampAt !== next) {
+      f.rampAt = next;
+      heap.push(next, Ev.Ramp, f.id);
+    }
+    return cap;
+  }
   function reschedule(f: Flow): void {
-    let rate = Math.min(f.from.up / f.from.ups.size, f.to.down / f.to.downs.size);
+    let rate = rampCap(f, Math.min(f.from.up / f.from.ups.size, f.to.down / f.to.downs.size));
     // A relay passes on blocks as they arrive: never faster than its source's own download (nothing before it starts).
     if (f.upstream) rate = Math.min(rate, f.upstream.live ? f.upstream.rate : 0);
     // A flow limited by its other end keeps its rate: no new event needed (most updates in a big swarm).
@@ -447,6 +474,11 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
         f.from.ups.add(f);
         f.to.downs.add(f);
         touch(f.from, f.to);
+        break;
+      }
+      case Ev.Ramp: {
+        const f = flows.get(e.ref);
+        if (f?.live && f.rampAt === now) reschedule(f);
         break;
       }
       case Ev.Finish: {
