@@ -106,6 +106,35 @@ t.test('killing the supernode mid-download: the download completes from the orig
   t.ok(b2s > 0 && b2s < blob.length, `only the missing part came from the origin directly (${b2s} bytes)`);
 });
 
+t.test('a partial cache cut into other pieces (another supernode, another rule) is replaced; the pull stays P2P', async (t) => {
+  const { freePort } = await import('./helpers/registry.js');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(16 * MiB, 23);
+  const { digest, url } = await pushBlob(reg.url, 'team/regeom', blob);
+  const port = await freePort();
+  const first = await startSupernode(t, { port, minPieceSize: 4 * MiB });
+  const d = await startDaemon(t, [`http://127.0.0.1:${port}`]);
+  const head = await getViaProxy(d.proxyUrl, url, { range: 'bytes=0-99' });
+  t.equal(head.status, 206);
+  const taskId = head.headers['x-damselfly-task-id'] as string;
+  for (let i = 0; i < 500 && !d.store.get(taskId)?.has(0); i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(d.store.get(taskId)?.info.pieceSize, 4 * MiB, 'piece 0 of 4 MiB is cached');
+  await new Promise((res) => setTimeout(res, 2_500)); // the Range run lingers 2 s for more readers, then ends
+  // The supernode is replaced by one that cuts the blob by the default rule and knows nothing of the old cut.
+  await first.stop();
+  await startSupernode(t, { port });
+  const whole = await getViaProxy(d.proxyUrl, url);
+  t.equal(sha(whole.body), digest, 'the blob, whole');
+  t.equal(d.store.get(taskId)?.info.pieceSize, pieceSizeFor(blob.length), 'the cache entry now has the supernode’s pieces');
+  // (Counted once the answer has ended, which the client may see first.)
+  const p2p = () => metricValue(d.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'p2p', status: '200' });
+  for (let i = 0; i < 100 && (await p2p()) === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(await p2p(), 1, 'through P2P');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_tasks_total', { result: 'failed' }), 0, 'no download failed (none went around P2P)');
+  t.equal(reg.blobBytesServed(digest), 4 * MiB + blob.length + 2, 'the origin: the old piece, then the blob once (and two 1-byte size probes)');
+});
+
 async function listTasks(d: Daemon) {
   return d.store.tasks();
 }

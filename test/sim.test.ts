@@ -196,7 +196,11 @@ t.test('the report draws a swarm benchmark run beside the simulation of the same
   // A run of another swarm (another blob size) is refused before any simulation, with the reason.
   await writeFile(measured, JSON.stringify({ sizeMiB: 100, results: [row('Damselfly', 8, 20, 21)] }));
   const err = await run(process.execPath, [cli, 'run', 'swarm-bench', '--peers', '8', '--measured', measured, '--out', join(dir, 'out2')]).catch((e: { code: number; stderr: string }) => e);
-  t.match(err, { code: 2, stderr: /the measured runs are of 100 MiB, the scenario swarm-bench-8 is of 200\.0 MiB/ });
+  t.match(err, { code: 2, stderr: /the measured runs are of another swarm: they are of 100 MiB, the scenario swarm-bench-8 is of 200\.0 MiB/ });
+  // So is a run on other links (its ratio to this bound would mean nothing).
+  await writeFile(measured, JSON.stringify({ sizeMiB: 200, originMbit: 50, nodeMbit: 100, results: [row('Damselfly', 8, 20, 21)] }));
+  const links = await run(process.execPath, [cli, 'run', 'swarm-bench', '--peers', '8', '--measured', measured, '--out', join(dir, 'out3')]).catch((e: { code: number; stderr: string }) => e);
+  t.match(links, { code: 2, stderr: /their nodeMbit is 100, the scenario swarm-bench-8's is 50/ });
   await writeFile(measured, '{"results": "nope"}');
   const junk = await run(process.execPath, [cli, 'sweep', 'swarm-bench', '--peers', '4,8', '--measured', measured]).catch((e: { code: number; stderr: string }) => e);
   t.match(junk, { code: 2, stderr: /not a swarm benchmark result/ });
@@ -219,19 +223,24 @@ t.test('per-connection ramp-up: a transfer starts at one initial window per roun
   // 50 ms each way: the piece is asked for (one latency), then round k (100 ms each) carries 14,480 × 2^k bytes,
   // so 1 MiB takes six whole rounds and part of a seventh; at 100 MB/s without slow start it would take 10 ms.
   const bytes = 1024 * 1024;
-  let sent = 0;
-  let ms = 50;
-  for (let k = 0; ; k++) {
-    const round = INITIAL_WINDOW * 2 ** k;
-    if (sent + round >= bytes) {
-      ms += ((bytes - sent) / round) * 100;
-      break;
+  // Round k moves min(window × 2^k, what the 100 MB/s link carries in a round trip).
+  const slowStart = (latency: number) => {
+    const rtt = 2 * latency;
+    let sent = 0;
+    let ms = latency;
+    for (let k = 0; ; k++) {
+      const round = Math.min(INITIAL_WINDOW * 2 ** k, 100e3 * rtt);
+      if (sent + round >= bytes) return ms + ((bytes - sent) / round) * rtt;
+      sent += round;
+      ms += rtt;
     }
-    sent += round;
-    ms += 100;
+  };
+  // Latencies whose round-trip multiples are not exact in floating point too (a round counted short once froze a
+  // transfer's cap: 13.7 ms took 1998 ms instead of 182).
+  for (const latency of [50, 13.7, 21.9, 0.35]) {
+    const got = simulate(one(latency)).max * 1000;
+    t.ok(Math.abs(got - slowStart(latency)) < 0.5, `${latency} ms each way: ${got.toFixed(2)} ms, slow start says ${slowStart(latency).toFixed(2)} ms`);
   }
-  const slow = simulate(one(50));
-  t.ok(Math.abs(slow.max * 1000 - ms) < 1, `across 50 ms: ${(slow.max * 1000).toFixed(1)} ms, slow start says ${ms.toFixed(1)} ms`);
   t.ok(Math.abs(simulate(one(50, 0)).max * 1000 - (50 + bytes / 100e3)) < 1, 'without ramp-up: one latency and the link rate');
   // Inside a data centre the window outgrows the link within a few round trips of 0.1 ms: nothing changes.
   t.ok(Math.abs(simulate(one(0.05)).max - simulate(one(0.05, 0)).max) < 0.0005, 'at 0.05 ms it costs under half a millisecond');

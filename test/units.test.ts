@@ -125,7 +125,8 @@ t.test('config: every error is reported at once; layers apply in order', async (
   t.equal(cfg.minPieceSize, 1024 * 1024, 'pieces of 1 MiB at least by default');
   const secret = { DAMSELFLY_CLUSTER_SECRET: 's'.repeat(20) };
   t.equal(loadSupernodeConfig({ env: { ...secret, SUPERNODE_MIN_PIECE_SIZE: '4MiB' } }).minPieceSize, 4 * 1024 * 1024);
-  t.throws(() => loadSupernodeConfig({ env: secret, flags: { minPieceSize: '300KiB' } }), /minPieceSize: must be a multiple of 256KiB/, 'pieces are whole blocks');
+  t.throws(() => loadSupernodeConfig({ env: secret, flags: { minPieceSize: '1.5MiB' } }), /minPieceSize: must be a whole number of MiB, e.g. 4MiB, got 1572864 bytes/, 'pieces are whole MiB');
+  t.throws(() => loadSupernodeConfig({ env: secret, flags: { minPieceSize: '512KiB' } }), /--min-piece-size: must be >= 1048576/, 'no smaller than the rule’s own floor');
   t.throws(() => loadSupernodeConfig({ env: secret, flags: { minPieceSize: '128MiB' } }), /--min-piece-size: must be <= 67108864/, 'at most the largest piece');
 
   const d = loadDaemonConfig({ flags: { supernodes: 'http://a:8002,http://b:8002/', labels: 'zone=z1,rack=r2', clusterSecret: 's'.repeat(20) } });

@@ -24,7 +24,10 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
   async open(info: TaskInfo, url: string): Promise<LocalTask> {
     const existing = this.get(info.taskId);
     if (existing && existing.info.contentLength === info.contentLength && existing.info.pieceSize === info.pieceSize) return existing;
-    if (existing) await this.remove(info.taskId);
+    // Cut another way (pieces cached by a supernode with another piece-size rule, or fetched from the origin while no
+    // supernode answered): those pieces cannot be matched against this geometry's hashes, so they are dropped. The
+    // node stays in the task (it has just registered for it), so the supernode is not told it left.
+    if (existing) await this.remove(info.taskId, { replacing: true });
     try {
       return await this.create({ info, url, complete: false, lastAccess: Date.now() });
     } catch (err) {

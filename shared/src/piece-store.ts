@@ -508,13 +508,17 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
   }
 
   /** Deletes a task: record, piece records and data file. */
-  async remove(taskId: string): Promise<void> {
+  /**
+   * Drops a task and its bytes. `replacing`: a new entry for the same task follows at once (its geometry changed), so
+   * the node is not leaving the task's swarm and `task:evicted` is not emitted.
+   */
+  async remove(taskId: string, { replacing = false }: { replacing?: boolean } = {}): Promise<void> {
     const t = this.#tasks.get(taskId);
     this.#tasks.delete(taskId);
     if (t) await t.close();
     await this.#index.deleteTask(taskId);
     await rm(this.dataPath(taskId), { force: true });
-    if (t) this.emit('task:evicted', taskId);
+    if (t && !replacing) this.emit('task:evicted', taskId);
   }
 
   dataPath(taskId: string): string {

@@ -248,7 +248,9 @@ export function simulate(sc: Scenario, opts: { policy?: SchedulePolicy; timeline
    */
   function rampCap(f: Flow, rate: number): number {
     if (initialWindow <= 0 || rtt <= 0 || f.liveAt === undefined) return rate;
-    const rounds = Math.floor((now - f.liveAt) / rtt);
+    // At a round's own event, (now - liveAt) / rtt can come out a hair under the whole number it is (floating point):
+    // counted one round short, the event would re-arm itself and the cap would never rise again.
+    const rounds = Math.floor((now - f.liveAt) / rtt + 1e-9);
     if (rounds >= 40) return rate;
     const cap = (initialWindow * 2 ** rounds) / rtt;
     if (cap >= rate) return rate;

@@ -3,6 +3,7 @@
  * `bench/swarm.mjs --json` writes, one row per scenario (Damselfly, BitTorrent, …) and node count.
  */
 import type { Scenario } from './scenario.js';
+import { simError } from './errors.js';
 
 export interface MeasuredPoint {
   /** What ran: "Damselfly", "BitTorrent (aria2c)", … */
@@ -10,10 +11,6 @@ export interface MeasuredPoint {
   /** Completion times of that run, s. */
   p50: number;
   max: number;
-}
-
-export class MeasuredFileError extends Error {
-  override name = 'MeasuredFileError';
 }
 
 interface Row {
@@ -37,20 +34,32 @@ function isRow(x: unknown): x is Row {
   );
 }
 
+const Mbit = 1e6 / 8;
+
 /**
  * The measured runs of `scenario`'s swarm in a swarm benchmark's JSON: its rows for the scenario's node count. The
- * file must be of the same blob size (a run of another size is another swarm); every problem is one clear error.
+ * file must be of the same blob size and the same uplinks (a run on other links is another swarm, and its ratio to
+ * this bound would mean nothing); every problem is one clear error (SIM_MEASURED_*).
  */
 export function measuredFor(json: unknown, scenario: Scenario): MeasuredPoint[] {
-  const doc = json as { sizeMiB?: unknown; results?: unknown } | null;
+  const doc = json as { sizeMiB?: unknown; originMbit?: unknown; nodeMbit?: unknown; results?: unknown } | null;
   if (typeof doc !== 'object' || doc === null || !Array.isArray(doc.results) || typeof doc.sizeMiB !== 'number') {
-    throw new MeasuredFileError('not a swarm benchmark result: expected {"sizeMiB": …, "results": [ … ]} as bench/swarm.mjs --json writes it');
+    throw simError('SIM_MEASURED_INVALID', 'expected {"sizeMiB": …, "results": [ … ]} as bench/swarm.mjs --json writes it');
   }
   const bad = doc.results.findIndex((r) => !isRow(r));
-  if (bad >= 0) throw new MeasuredFileError(`results[${bad}] is not a row with scenario, n, p50 and max`);
+  if (bad >= 0) throw simError('SIM_MEASURED_INVALID', `results[${bad}] is not a row with scenario, n, p50 and max`);
   const size = doc.sizeMiB * 2 ** 20;
   if (Math.abs(size - scenario.fileBytes) > 1) {
-    throw new MeasuredFileError(`the measured runs are of ${doc.sizeMiB} MiB, the scenario ${scenario.name} is of ${(scenario.fileBytes / 2 ** 20).toFixed(1)} MiB`);
+    throw simError('SIM_MEASURED_OTHER_SWARM', `they are of ${doc.sizeMiB} MiB, the scenario ${scenario.name} is of ${(scenario.fileBytes / 2 ** 20).toFixed(1)} MiB`);
+  }
+  for (const [key, field, want] of [
+    ['originMbit', doc.originMbit, scenario.sourceUp],
+    ['nodeMbit', doc.nodeMbit, scenario.peerUp],
+  ] as const) {
+    if (field === undefined) continue;
+    if (typeof field !== 'number' || Math.abs(field * Mbit - want) > 1) {
+      throw simError('SIM_MEASURED_OTHER_SWARM', `their ${key} is ${JSON.stringify(field)}, the scenario ${scenario.name}'s is ${want / Mbit}`);
+    }
   }
   return (doc.results as Row[]).filter((r) => r.n === scenario.peers).map((r) => ({ label: r.scenario, p50: r.p50, max: r.max }));
 }

@@ -1,5 +1,4 @@
 import {
-  BLOCK_SIZE,
   MAX_PIECE_SIZE,
   MIN_PIECE_SIZE,
   badCidrs,
@@ -20,6 +19,8 @@ import {
   type Trust,
   type TrustConfig,
 } from '@damselfly/shared';
+
+const MIB = 1024 * 1024;
 
 /** Supernode settings. Every field can come from the YAML file, an environment variable or a flag. */
 export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig {
@@ -82,7 +83,7 @@ export const supernodeSchema: Schema = {
   originTimeoutSeconds: { type: 'int', default: 300, min: 1, max: 86_400, env: 'SUPERNODE_ORIGIN_TIMEOUT_SECONDS', doc: 'longest one piece may take from the origin' },
   uploadSlots: { type: 'int', default: 64, min: 1, max: 4096, env: 'SUPERNODE_UPLOAD_SLOTS', doc: 'most pieces served at once by the supernode' },
   uploadStreamRate: { type: 'size', default: 1024 * 1024, min: 0, env: 'SUPERNODE_UPLOAD_STREAM_RATE', doc: 'rate each upload stream should get, e.g. 1MiB: serve as few pieces at once as fill the uplink (0 = always uploadSlots)' },
-  minPieceSize: { type: 'size', default: MIN_PIECE_SIZE, min: BLOCK_SIZE, max: MAX_PIECE_SIZE, env: 'SUPERNODE_MIN_PIECE_SIZE', doc: 'smallest piece, e.g. 4MiB: blobs are cut into about 100 pieces of whole MiB, none smaller than this (a multiple of 256KiB)' },
+  minPieceSize: { type: 'size', default: MIN_PIECE_SIZE, min: MIN_PIECE_SIZE, max: MAX_PIECE_SIZE, env: 'SUPERNODE_MIN_PIECE_SIZE', doc: 'smallest piece, e.g. 4MiB: blobs are cut into about 100 pieces of whole MiB, none smaller than this (whole MiB)' },
   peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
   failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },
   advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL peers use to reach this supernode' },
@@ -101,8 +102,8 @@ export const supernodeSchema: Schema = {
 export function loadSupernodeConfig(sources: ConfigSources): Readonly<SupernodeConfig> {
   return loadConfig<SupernodeConfig>(supernodeSchema, sources, (v, errors) => {
     checkCacheConfig(v, errors);
-    // Pieces are verified and relayed per block: a piece must be whole blocks.
-    if (typeof v.minPieceSize === 'number' && v.minPieceSize % BLOCK_SIZE !== 0) errors.push(`minPieceSize: must be a multiple of 256KiB, got ${v.minPieceSize}`);
+    // Pieces are whole MiB (so whole 256 KiB blocks, the unit of verification and relaying).
+    if (typeof v.minPieceSize === 'number' && v.minPieceSize % MIB !== 0) errors.push(`minPieceSize: must be a whole number of MiB, e.g. 4MiB, got ${v.minPieceSize} bytes`);
     for (const p of badOriginPatterns((v.allowedOrigins as string[] | undefined) ?? [])) errors.push(`allowedOrigins: not an origin pattern: ${JSON.stringify(p)}`);
     for (const key of ['originAllowCidrs', 'advertiseCidrs'] as const) {
       for (const c of badCidrs((v[key] as string[] | undefined) ?? [])) errors.push(`${key}: not a CIDR: ${JSON.stringify(c)}`);
