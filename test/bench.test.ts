@@ -25,6 +25,14 @@ t.test('bench/core.mjs: N dfgets vs N curls, origin bytes', async (t) => {
   t.match(r.stdout, /N=2 8 MiB loopback: direct [\d.]+ s, origin 2\.00x blob \| P2P [\d.]+ s, origin 1\.00x blob/, 'P2P costs the origin the blob once');
 });
 
+t.test('bench/serve.mjs: a cached blob through the mirror and a second node, vs curl from the registry', async (t) => {
+  const r = await bench('serve.mjs', ['--size-mib', '8', '--runs', '1']);
+  t.equal(r.code, 0, r.stderr.slice(-500));
+  t.match(r.stdout, /warm: cached on the node \(mirror\)\s+\d+ MB\/s \(ratio [\d.]+\)/);
+  t.match(r.stdout, /second node \(first node \+ supernode\) \d+ MB\/s/);
+  t.match(r.stdout, /origin bytes for the cold pull and 1 second node\(s\): 1\.00x the blob/, 'the second node cost the origin nothing');
+});
+
 t.test('bench/range.mjs: Range TTFB through dfdaemon vs direct', async (t) => {
   const r = await bench('range.mjs', ['--size-mib', '32', '--reads', '2']);
   t.equal(r.code, 0, r.stderr.slice(-500));

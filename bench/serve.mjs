@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// Serving benchmark (issue #10): how fast a blob leaves a node once the swarm has it, against curl straight from the
+// registry in the same run:
+//   - warm: a blob cached on the node, pulled again through its mirror (what every later pull on that node is);
+//   - second node: a fresh dfdaemon pulling a blob the first node and the supernode hold (the swarm's common case).
+//   node bench/serve.mjs [--size-mib 1024] [--runs 3]
+// Timed pulls go to /dev/null (a consumer that hashes or writes would be the bottleneck on this machine); each path's
+// bytes are digest-checked by one more, untimed pull, and a second node's cache by serving it back.
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT, cpuSeconds, spawnDaemon, spawnSupernode } from './procs.mjs';
+
+const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } } });
+const { startRegistry, pushBlobStream } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
+const size = Number(values['size-mib']) * 2 ** 20;
+const runs = Number(values.runs);
+if (!(size > 0) || !Number.isInteger(runs) || runs < 1) throw new Error('--size-mib and --runs must be positive');
+
+const reg = await startRegistry();
+const { digest } = await pushBlobStream(reg.url, 'bench/serve', size, 7);
+const url = `${reg.url}/v2/bench/serve/blobs/${digest}`;
+const served = () => reg.blobBytesServed(digest);
+
+/** One curl: its own transfer timer (from request to last byte) and byte count; the body goes to /dev/null. */
+function timed(args) {
+  return new Promise((resolve, reject) => {
+    const c = spawn('curl', ['-sSf', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', ...args]);
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (err += d));
+    c.on('close', (code) => {
+      const [bytes, secs] = out.trim().split(' ').map(Number);
+      if (code !== 0 || bytes !== size) return reject(new Error(`curl ${args.join(' ')}: exit ${code}, ${bytes} bytes: ${err}`));
+      resolve(bytes / secs / 1e6);
+    });
+  });
+}
+
+/** One more pull of the same path, hashed as it streams: a wrong or short body fails the benchmark. */
+function verified(args) {
+  return new Promise((resolve, reject) => {
+    const c = spawn('curl', ['-sSf', ...args]);
+    const h = createHash('sha256');
+    let err = '';
+    c.stdout.on('data', (d) => h.update(d));
+    c.stderr.on('data', (d) => (err += d));
+    c.on('close', (code) => {
+      const got = `sha256:${h.digest('hex')}`;
+      if (code !== 0 || got !== digest) return reject(new Error(`curl ${args.join(' ')}: exit ${code}, ${got} is not ${digest}: ${err}`));
+      resolve();
+    });
+  });
+}
+
+const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const direct = [];
+for (let i = 0; i < runs; i++) direct.push(await timed([url]));
+await verified([url]);
+
+const sn = await spawnSupernode();
+const first = await spawnDaemon(sn.url, 0, ['--registries', reg.url]);
+const before = served();
+// Cold, once: the node and the supernode now hold the blob.
+await verified(['-x', first.proxyUrl, url]);
+const warm = [];
+for (let i = 0; i < runs; i++) warm.push(await timed(['-x', first.proxyUrl, url]));
+await verified(['-x', first.proxyUrl, url]);
+
+const second = [];
+const others = [];
+// CPU seconds per GB of the timed second-node pulls, per process: where a second node's time goes on this machine.
+const cpu = { newNode: 0, firstNode: 0, supernode: 0 };
+for (let i = 0; i < runs; i++) {
+  const d = await spawnDaemon(sn.url, i + 1, ['--registries', reg.url]);
+  others.push(d);
+  const c0 = [cpuSeconds(d.child.pid), cpuSeconds(first.child.pid), cpuSeconds(sn.child.pid)];
+  second.push(await timed(['-x', d.proxyUrl, url]));
+  cpu.newNode += cpuSeconds(d.child.pid) - c0[0];
+  cpu.firstNode += cpuSeconds(first.child.pid) - c0[1];
+  cpu.supernode += cpuSeconds(sn.child.pid) - c0[2];
+  // What the new node received is what it cached: served back from its cache, it must be the blob.
+  await verified(['-x', d.proxyUrl, url]);
+}
+const originP2P = served() - before;
+
+await Promise.all([first, ...others].map((d) => d.stop()));
+await sn.stop();
+await Promise.all([first, ...others, sn].map((p) => rm(p.dir, { recursive: true, force: true })));
+await reg.stop();
+
+const fmt = (x) => `${x.toFixed(0)} MB/s`;
+const d = median(direct);
+console.log(`${values['size-mib']} MiB blob, median of ${runs} pull(s) to /dev/null, every path digest-checked:`);
+console.log(`  direct from registry (curl)          ${fmt(d)}`);
+console.log(`  warm: cached on the node (mirror)    ${fmt(median(warm))} (ratio ${(median(warm) / d).toFixed(2)})`);
+console.log(`  second node (first node + supernode) ${fmt(median(second))} (ratio ${(median(second) / d).toFixed(2)})`);
+const perGB = (s) => (s / runs / (size / 1e9)).toFixed(2);
+console.log(`    CPU per GB moved to a second node: that node ${perGB(cpu.newNode)} s, first node ${perGB(cpu.firstNode)} s, supernode ${perGB(cpu.supernode)} s`);
+console.log(`  origin bytes for the cold pull and ${runs} second node(s): ${(originP2P / size).toFixed(2)}x the blob`);
+console.log(JSON.stringify({ sizeMiB: Number(values['size-mib']), runs, direct, warm, second, cpu, originOverBlob: originP2P / size }));
+process.exit(0);
