@@ -25,6 +25,7 @@ import {
   taskIdFor,
   verifyStoredPiece,
   writePiece,
+  writeFully,
   writeWholeStream,
   type TaskInfo,
 } from '@damselfly/shared';
@@ -52,6 +53,36 @@ function viaProxy(t: { teardown(fn: () => unknown): void }, proxyUrl: string, ur
 t.test('the benchmark’s streamed blobs are the tests’ blobs', async (t) => {
   const size = 3 * MiB + 5;
   t.ok(Buffer.concat([...blobChunks(size, 9)]).equals(makeBlob(size, 9)));
+});
+
+t.test('writes to one data file go one at a time; a failed one fails only its caller', async (t) => {
+  const dir = await tempDir(t);
+  const fh = await open(join(dir, 'data'), 'w+');
+  t.teardown(() => fh.close());
+  // Count writes under way on this handle (the real FileHandle, its write wrapped to watch it).
+  const real = fh.write.bind(fh) as (b: Buffer, o: number, l: number, p: number) => Promise<{ bytesWritten: number; buffer: Buffer }>;
+  let now = 0;
+  let most = 0;
+  let failOnce = true;
+  (fh as unknown as { write: typeof real }).write = async (b, o, l, p) => {
+    most = Math.max(most, ++now);
+    try {
+      await new Promise((r) => setTimeout(r, 2));
+      if (p === 3 * BLOCK_SIZE && failOnce) {
+        failOnce = false;
+        throw Object.assign(new Error('EIO (injected)'), { code: 'EIO' });
+      }
+      return await real(b, o, l, p);
+    } finally {
+      now--;
+    }
+  };
+  const blocks = Array.from({ length: 8 }, (_, i) => makeBlob(BLOCK_SIZE, 300 + i));
+  const results = await Promise.allSettled(blocks.map((b, i) => writeFully(fh, b, i * BLOCK_SIZE)));
+  t.equal(most, 1, 'never two writes on the file at once');
+  t.same(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'], 'the failed write rejects its own caller, the ones after it still run');
+  await writeFully(fh, blocks[3]!, 3 * BLOCK_SIZE);
+  t.ok((await readFile(join(dir, 'data'))).equals(Buffer.concat(blocks)), 'every block where it belongs');
 });
 
 t.test('a block that does not match is refused before a byte of it is written; the blocks before it are reported', async (t) => {
