@@ -507,9 +507,8 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
     return this.#adopt(meta, new Map());
   }
 
-  /** Deletes a task: record, piece records and data file. */
   /**
-   * Drops a task and its bytes. `replacing`: a new entry for the same task follows at once (its geometry changed), so
+   * Deletes a task: record, piece records and data file. `replacing`: a new entry for the same task follows at once (its geometry changed), so
    * the node is not leaving the task's swarm and `task:evicted` is not emitted.
    */
   async remove(taskId: string, { replacing = false }: { replacing?: boolean } = {}): Promise<void> {
