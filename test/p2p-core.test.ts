@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import WebSocket from 'ws';
 import { AUTH_HEADER, BLOCK_SIZE, PROTOCOL_VERSION, WS_PATH, pieceSizeFor, sessionProof } from '@damselfly/shared';
-import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, spawnSupernode, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { dfget } from './helpers/dfget.js';
 import { metricValue } from './helpers/metrics.js';
@@ -107,7 +107,6 @@ t.test('killing the supernode mid-download: the download completes from the orig
 });
 
 t.test('a partial cache cut into other pieces (another supernode, another rule) is replaced; the pull stays P2P', async (t) => {
-  const { freePort } = await import('./helpers/registry.js');
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
   const blob = makeBlob(16 * MiB, 23);

@@ -58,11 +58,12 @@ function measuredOf(json: unknown, sc: Scenario): MeasuredPoint[] {
   }
 }
 
-function write(out: string, results: SimResult[], measured: unknown): void {
+/** `measured[i]`: the measured runs drawn beside `results[i]`. */
+function write(out: string, results: SimResult[], measured: MeasuredPoint[][]): void {
   const dir = resolve(out);
   mkdirSync(dir, { recursive: true });
   for (const r of results) writeFileSync(join(dir, `${r.scenario.name}.json`), toJson(r));
-  writeFileSync(join(dir, 'report.html'), toHtml(results, (r) => measuredOf(measured, r.scenario)));
+  writeFileSync(join(dir, 'report.html'), toHtml(results, (r) => measured[results.indexOf(r)] ?? []));
   process.stderr.write(`wrote ${join(dir, 'report.html')} and ${results.length} JSON file(s)\n`);
 }
 
@@ -81,12 +82,11 @@ program
   .option('--measured <file>', 'swarm benchmark results (bench/swarm.mjs --json) to draw beside the simulation')
   .action((name: string, o: { peers?: string; seed: string; out: string; measured?: string }) => {
     const sc = { ...pick(name)(o.peers ? positiveInt(o.peers, '--peers') : undefined), seed: positiveInt(o.seed, '--seed') };
-    const measured = loadMeasured(o.measured);
-    // A file of another swarm is refused before minutes of simulation, not after.
-    measuredOf(measured, sc);
+    // Picked out before the simulation: a file of another swarm is refused before minutes of it, not after.
+    const measured = measuredOf(loadMeasured(o.measured), sc);
     const r = simulate(sc);
     process.stdout.write(JSON.stringify(summary(r)) + '\n');
-    write(o.out, [r], measured);
+    write(o.out, [r], [measured]);
   });
 
 program
@@ -96,9 +96,9 @@ program
   .option('--measured <file>', 'swarm benchmark results (bench/swarm.mjs --json) to draw beside the simulation')
   .action((name: string, o: { peers: string; out: string; measured?: string }) => {
     const make = pick(name);
-    const measured = loadMeasured(o.measured);
+    const json = loadMeasured(o.measured);
     const counts = o.peers.split(',').map((x) => positiveInt(x, '--peers'));
-    for (const n of counts) measuredOf(measured, make(n));
+    const measured = counts.map((n) => measuredOf(json, make(n)));
     const results: SimResult[] = [];
     for (const n of counts) {
       const r = simulate(make(n));

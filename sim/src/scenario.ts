@@ -17,7 +17,8 @@ export interface Scenario {
   /**
    * TCP's initial congestion window, bytes (Linux: 10 segments): a transfer starts at this much per round trip
    * (2 × latencyMs) and doubles it every round trip until its share of the links is the limit (slow start). 0 = no
-   * ramp-up. At data-centre latencies it never binds; across 50 ms it takes a transfer ~0.5 s to reach 3 MB/s.
+   * ramp-up. At data-centre latencies it binds for a few round trips of a transfer alone on its links; across 50 ms it
+   * takes a transfer ~0.5 s to reach 3 MB/s.
    */
   initialWindow?: number;
   /** Peers join uniformly over [0, joinSpreadMs]. */
