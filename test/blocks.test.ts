@@ -27,6 +27,8 @@ import {
   writePiece,
   writeFully,
   writeWholeStream,
+  holdBlock,
+  type HeldBlock,
   type TaskInfo,
 } from '@damselfly/shared';
 import { blobChunks, freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
@@ -83,6 +85,31 @@ t.test('writes to one data file go one at a time; a failed one fails only its ca
   t.same(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'], 'the failed write rejects its own caller, the ones after it still run');
   await writeFully(fh, blocks[3]!, 3 * BLOCK_SIZE);
   t.ok((await readFile(join(dir, 'data'))).equals(Buffer.concat(blocks)), 'every block where it belongs');
+});
+
+t.test('block bytes handed out from memory are held: their pooled buffer is not reused until the reader lets go', async (t) => {
+  const dir = await tempDir(t);
+  const length = 4 * BLOCK_SIZE;
+  const fh = await open(join(dir, 'data'), 'w+');
+  t.teardown(() => fh.close());
+  await fh.truncate(3 * length);
+  const pieces = [0, 1, 2].map((i) => makeBlob(length, 90 + i));
+  // A reader waiting for block 1 of piece 0 takes a hold on its bytes as they are handed out.
+  let held: HeldBlock | undefined;
+  await writePiece(fh, 0, length, chunked(pieces[0]!), { onHashed: (b, _sha, data) => void (b === 1 && (held = holdBlock(data))) });
+  const original = pieces[0]!.subarray(BLOCK_SIZE, 2 * BLOCK_SIZE);
+  // Other pieces go through the pool meanwhile: the held bytes stay what they were.
+  const seen = new Set<ArrayBufferLike>();
+  await writePiece(fh, length, length, chunked(pieces[1]!), { onBlock: (_b, _sha, data) => void seen.add(data[0]!.buffer) });
+  t.ok(Buffer.concat(held!.data as Buffer[]).equals(original), 'the held block is intact after more blocks went through the pool');
+  t.notOk(seen.has(held!.data[0]!.buffer), 'its buffer was not handed to anyone else');
+  held!.release();
+  held!.release();
+  // Let go: the buffer is the pool's again, and the next block uses it.
+  const reused: ArrayBufferLike[] = [];
+  await writePiece(fh, 2 * length, length, chunked(pieces[2]!), { onBlock: (_b, _sha, data) => void reused.push(data[0]!.buffer) });
+  t.ok(reused.includes(held!.data[0]!.buffer), 'released, the buffer is reused');
+  t.ok((await readFile(join(dir, 'data'))).equals(Buffer.concat(pieces)), 'every piece is on disk as sent');
 });
 
 t.test('a block that does not match is refused before a byte of it is written; the blocks before it are reported', async (t) => {
@@ -149,7 +176,7 @@ t.test('the piece store: blocks left by an earlier attempt are built on only if 
   const t4 = await store.create({ g: { taskId: 'd'.repeat(64), contentLength: piece.length, pieceSize: 4 * MiB, pieceCount: 1 } });
   const waiting = t4.waitBlock(0, 2);
   t4.hashed(0, 2, shas[2]!, [piece.subarray(2 * BLOCK_SIZE, 3 * BLOCK_SIZE)]);
-  t.ok(Buffer.concat(((await waiting) ?? []) as Buffer[]).equals(piece.subarray(2 * BLOCK_SIZE, 3 * BLOCK_SIZE)), 'the waiting reader got the block from memory');
+  t.ok(Buffer.concat(((await waiting)?.data ?? []) as Buffer[]).equals(piece.subarray(2 * BLOCK_SIZE, 3 * BLOCK_SIZE)), 'the waiting reader got the block from memory');
   t.equal(t4.blockSha(0, 2), shas[2], 'with its hash');
   t.notOk(t4.hasBlock(0, 2), 'not counted as on disk');
   t.same(t4.expectedBlocks(0).map((s, b) => (s === undefined ? null : b)).filter((b) => b !== null), [2], 'the next attempt must match the handed-out block');

@@ -6,7 +6,7 @@
  * wrong body.
  */
 import type { Writable } from 'node:stream';
-import { blockCountFor, serveBlocks, type BufferPool } from '@damselfly/shared';
+import { blockCountFor, serveBlocks, type BufferPool, type HeldBlock } from '@damselfly/shared';
 import type { Download } from './peer.js';
 
 export interface StreamOptions {
@@ -18,7 +18,7 @@ export interface StreamOptions {
   signal?: AbortSignal;
   onBytes?: (n: number) => void;
   /** The bytes of the range's first block, if the caller already has them in memory (it just landed). */
-  head?: readonly Buffer[];
+  head?: HeldBlock;
 }
 
 export async function streamTask(dl: Download, out: Writable, opts: StreamOptions): Promise<void> {
@@ -61,13 +61,13 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
       onDisk: (b) => task.has(n) && !held(b),
       block: async (b) => {
         if (head) {
-          const data = head;
+          const got = head;
           head = undefined;
-          return { sha: '', data };
+          return { sha: '', ...got };
         }
-        const data = await task.waitBlock(n, b, { signal });
+        const got = await task.waitBlock(n, b, { signal });
         if (held(b)) await dl.done;
-        return { sha: '', data };
+        return { sha: '', ...got };
       },
     });
   }

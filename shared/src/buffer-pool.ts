@@ -16,7 +16,7 @@ export class BufferPool {
     this.#max = max;
   }
 
-  /** Buffers allocated so far (never more than `max`). */
+  /** Buffers allocated so far (never more than `max` through `acquire`). */
   get allocated(): number {
     return this.#created;
   }
@@ -44,9 +44,21 @@ export class BufferPool {
     });
   }
 
+  /**
+   * A buffer now, never waiting: a free one, or a new one when none is free (for callers whose own limits bound how
+   * many they hold). Beyond `max`, the extra buffers are dropped when they come back rather than kept.
+   */
+  take(): Buffer {
+    const b = this.#free.pop();
+    if (b) return b;
+    this.#created++;
+    return Buffer.allocUnsafeSlow(this.size);
+  }
+
   release(b: Buffer): void {
     const next = this.#waiters.shift();
     if (next) next(b);
-    else this.#free.push(b);
+    else if (this.#free.length < this.#max) this.#free.push(b);
+    else this.#created--;
   }
 }

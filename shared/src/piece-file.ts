@@ -3,7 +3,7 @@
  * block is checked against the supernode's record (from the assignment, or framed in the supernode's own body) before
  * it is written, and reported verified once it is on disk; a piece read back from disk is checked block by block too.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -22,25 +22,45 @@ export const PieceErrors = {
 export const pieceError = errorFactory(PieceErrors);
 
 /**
- * Where a block's network chunks are gathered for its one write. The kernel's buffered-write path costs per segment,
- * not per byte: on this project's test machine 1 GiB written as 64 KiB segments (one `writev` of a block's chunks)
- * took 0.9–1.5 s of CPU, as 256 KiB writes 0.4 s, so a copy into one buffer (about 0.1 ms per MiB) pays for itself
- * several times over. Buffers go back as soon as their write returns; a few exist at once (one per block being
- * written), and none is garbage.
+ * Where each block is gathered as it arrives, for its hash and its one write. The kernel's buffered-write path costs
+ * per segment, not per byte: on this project's test machine 1 GiB written as 64 KiB segments took 0.9–1.5 s of CPU,
+ * as 256 KiB writes 0.4 s, so a copy into one buffer (about 0.1 ms per MiB) pays for itself several times over; and
+ * a block that owns its bytes lets the network buffer they came in be reused at once (see BulkClient). Buffers go
+ * back as soon as their block is written and reported; a few exist at once, and none is garbage.
  */
 const gather = new BufferPool(BLOCK_SIZE, 64);
 
-/** Writes `bufs` (`size` bytes, at most one block) at `pos` in one contiguous write, continuing after short writes. */
-async function writeAll(fh: FileHandle, bufs: Buffer[], size: number, pos: number): Promise<void> {
-  if (bufs.length === 1) return writeFully(fh, bufs[0]!.subarray(0, size), pos);
-  const buf = await gather.acquire();
-  try {
-    let at = 0;
-    for (const b of bufs) at += b.copy(buf, at);
-    await writeFully(fh, buf.subarray(0, size), pos);
-  } finally {
-    gather.release(buf);
-  }
+/** Blocks a sink may have hashed and not yet written before it stops taking bytes: the disk's backpressure. */
+const WRITES_AHEAD = 2;
+
+/**
+ * Block bytes handed to `onHashed` / `onBlock` are a pooled buffer, valid during the call. A reader that sends them
+ * on later (the bytes of a block it was waiting for) takes a hold with `holdBlock` and lets go once its socket has
+ * taken them; the buffer goes back to the pool when its last holder lets go. A holder that fails (its reader cut)
+ * never lets go: that buffer is left to the collector instead of being reused under a write that may still read it.
+ */
+const holders = new WeakMap<readonly Buffer[], { buf: Buffer; count: number }>();
+
+/** The bytes of a block in memory, held until `release` (which may be called more than once). */
+export interface HeldBlock {
+  data: readonly Buffer[];
+  release(): void;
+}
+
+/** Holds bytes handed out by a PieceSink beyond the call that handed them out (anything else needs no hold). */
+export function holdBlock(data: readonly Buffer[]): HeldBlock {
+  const h = holders.get(data);
+  if (!h) return { data, release: () => {} };
+  h.count++;
+  let held = true;
+  return {
+    data,
+    release: () => {
+      if (!held) return;
+      held = false;
+      if (--h.count === 0) gather.release(h.buf);
+    },
+  };
 }
 
 /** The last write queued on each open data file. */
@@ -89,10 +109,11 @@ export interface PieceSinkOptions {
 }
 
 /**
- * One piece being written: takes the piece's bytes (and, framed, its block hashes) in whatever chunks the network
- * gives, hashes each block, refuses a block whose hash is not the expected one before writing any byte of it, writes
- * the block in one `writev` (network chunks are 16–64 KiB; a write per chunk would cost a thread-pool round trip
- * each), then reports it. Memory is at most one block of chunk views.
+ * One piece being written: takes the piece's bytes (and, framed, its block hashes) in whatever runs the network
+ * gives, copying them into a pooled block buffer; hashes each block once it is whole, refuses a block whose hash is
+ * not the expected one before writing any byte of it, writes the block in one write, then reports it. Taking bytes is
+ * synchronous (the bytes may be a view of a network buffer that is reused right after); writes go on in the
+ * background, at most WRITES_AHEAD at once, beyond which `feed` takes nothing more until `ready()`.
  */
 export class PieceSink {
   readonly #fh: FileHandle;
@@ -104,11 +125,14 @@ export class PieceSink {
   /** Hashes of the blocks taken so far, from `blockBase` on. */
   readonly blocks: string[] = [];
   #inBlock = 0;
-  #hash: Hash = createHash('sha256');
-  #bufs: Buffer[] = [];
-  /** Framed: the hash of the current block is being read. */
-  #theirs?: Buffer;
+  #buf?: Buffer;
+  /** Framed: the current block is whole and its hash is being read (#theirsGot bytes of it so far). */
+  #readingHash = false;
+  readonly #theirs: Buffer;
   #theirsGot = 0;
+  #writes = 0;
+  #error?: unknown;
+  readonly #waiting: (() => void)[] = [];
 
   constructor(fh: FileHandle, offset: number, length: number, o: PieceSinkOptions = {}) {
     this.#fh = fh;
@@ -117,8 +141,10 @@ export class PieceSink {
     this.#o = o;
     this.#base = o.blockBase ?? 0;
     this.#end = o.blockEnd ?? blockCountFor(length);
+    this.#theirs = Buffer.alloc(o.framed ? BLOCK_HASH_BYTES : 0);
   }
 
+  /** Every byte of its blocks was taken and checked (some may still be being written: see `finish`). */
   get done(): boolean {
     return this.blocks.length === this.#end - this.#base;
   }
@@ -137,57 +163,142 @@ export class PieceSink {
     return Math.min(BLOCK_SIZE, this.#length - b * BLOCK_SIZE);
   }
 
-  /** Consumes what of `chunk` belongs to this piece; returns how many bytes that was (less only once done). */
-  async feed(chunk: Buffer): Promise<number> {
-    let off = 0;
+  /**
+   * Takes what of `chunk[from..]` belongs to this piece, synchronously; returns how many bytes that was: less than
+   * offered once done, or while WRITES_AHEAD blocks are being written (then wait for `ready()`). Throws
+   * PIECE_CORRUPT for a block that does not match, or the error of an earlier block's write.
+   */
+  feed(chunk: Buffer, from = 0): number {
+    let off = from;
     while (off < chunk.length && !this.done) {
+      if (this.#error) throw this.#error;
       const b = this.#base + this.blocks.length;
-      if (this.#theirs) {
+      if (this.#readingHash) {
         const take = Math.min(BLOCK_HASH_BYTES - this.#theirsGot, chunk.length - off);
         chunk.copy(this.#theirs, this.#theirsGot, off, off + take);
         this.#theirsGot += take;
         off += take;
-        if (this.#theirsGot === BLOCK_HASH_BYTES) await this.#complete(b, this.#theirs.toString('hex'));
+        if (this.#theirsGot === BLOCK_HASH_BYTES) this.#complete(b, this.#theirs.toString('hex'));
         continue;
       }
+      if (!this.#buf) {
+        if (this.#writes >= WRITES_AHEAD) break;
+        this.#buf = gather.take();
+      }
       const take = Math.min(this.#blockLen(b) - this.#inBlock, chunk.length - off);
-      const part = chunk.subarray(off, off + take);
-      this.#hash.update(part);
-      this.#bufs.push(part);
+      chunk.copy(this.#buf, this.#inBlock, off, off + take);
       this.#inBlock += take;
       off += take;
       if (this.#inBlock === this.#blockLen(b)) {
         if (this.#o.framed) {
-          this.#theirs = Buffer.allocUnsafe(BLOCK_HASH_BYTES);
+          this.#readingHash = true;
           this.#theirsGot = 0;
-        } else await this.#complete(b, undefined);
+        } else this.#complete(b, undefined);
       }
     }
-    return off;
+    return off - from;
   }
 
-  async #complete(b: number, framedSha: string | undefined): Promise<void> {
-    const sha = this.#hash.digest('hex');
+  /** Resolves once `feed` takes bytes again (a write finished); rejects with a failed write's error. */
+  ready(): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#writes < WRITES_AHEAD) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() => this.ready());
+  }
+
+  /** Resolves once every block taken is written and reported; rejects with a failed write's error. */
+  async finish(): Promise<void> {
+    while (this.#writes > 0) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    if (this.#error) throw this.#error;
+  }
+
+  /** Gives back the block buffer being filled (the piece was abandoned). */
+  drop(): void {
+    if (this.#buf) gather.release(this.#buf);
+    this.#buf = undefined;
+  }
+
+  #complete(b: number, framedSha: string | undefined): void {
+    const buf = this.#buf!;
+    const size = this.#inBlock;
+    const bytes = buf.subarray(0, size);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    this.#buf = undefined;
+    this.#inBlock = 0;
+    this.#readingHash = false;
     const label = this.#o.label ?? `@${this.#offset}`;
     const want = this.#o.expected?.[b];
-    if (framedSha !== undefined && sha !== framedSha) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${framedSha} (framed)`);
-    if (want !== undefined && sha !== want) {
+    const stored = this.#o.have?.(b) ?? false;
+    if ((framedSha !== undefined && sha !== framedSha) || (want !== undefined && sha !== want)) {
+      gather.release(buf);
+      if (framedSha !== undefined && sha !== framedSha) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${framedSha} (framed)`);
       // Against a block already on disk: the stored copy and the source disagree, so the stored copy is suspect too.
-      const e = pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}${this.#o.have?.(b) ? ' (stored)' : ''}`);
-      if (this.#o.have?.(b)) Object.assign(e, { storedBlock: b });
+      const e = pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}${stored ? ' (stored)' : ''}`);
+      if (stored) Object.assign(e, { storedBlock: b });
       throw e;
     }
-    const bufs = this.#bufs;
-    const size = this.#inBlock;
-    if (!this.#o.have?.(b)) this.#o.onHashed?.(b, sha, bufs);
-    if (!this.#o.have?.(b)) await writeAll(this.#fh, bufs, size, this.#offset + b * BLOCK_SIZE);
     this.blocks.push(sha);
-    this.#bufs = [];
-    this.#inBlock = 0;
-    this.#theirs = undefined;
-    this.#hash = createHash('sha256');
-    // Reported only when its bytes are in the file: a reader told "verified" finds them there.
-    if (!this.#o.have?.(b)) this.#o.onBlock?.(b, sha, bufs);
+    if (stored) {
+      gather.release(buf);
+      return;
+    }
+    const data = [bytes];
+    // The sink's own hold, let go once the block is written and reported.
+    const own = holdBlock((holders.set(data, { buf, count: 0 }), data));
+    this.#o.onHashed?.(b, sha, data);
+    this.#writes++;
+    writeFully(this.#fh, bytes, this.#offset + b * BLOCK_SIZE).then(
+      // Reported only when its bytes are in the file: a reader told "verified" finds them there.
+      () => {
+        try {
+          this.#o.onBlock?.(b, sha, data);
+        } catch (err) {
+          this.#error ??= err;
+        }
+      },
+      (err: unknown) => void (this.#error ??= err),
+    ).finally(() => {
+      own.release();
+      this.#writes--;
+      for (const wake of this.#waiting.splice(0)) wake();
+    });
+  }
+}
+
+/** Anything a piece body can come as: a stream, or a BulkClient body (whose chunks are valid during the call only). */
+export type PieceBody = Readable | ChunkSource;
+
+type ChunkSource = { forEach(fn: (chunk: Buffer) => Promise<void> | void): Promise<void>; discard(): void };
+
+/** (A Readable has a `forEach` too, an iterator helper: what tells them apart is that a stream is async-iterable.) */
+function isChunkSource(body: PieceBody): body is ChunkSource {
+  return !(Symbol.asyncIterator in body);
+}
+
+async function eachChunk(body: PieceBody, fn: (chunk: Buffer) => Promise<void> | void): Promise<void> {
+  if (isChunkSource(body)) return body.forEach(fn);
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    const r = fn(chunk);
+    if (r) await r;
+  }
+}
+
+function giveUp(body: PieceBody): void {
+  if (isChunkSource(body)) body.discard();
+  else discard(body);
+}
+
+/** Feeds `chunk[off..]` to the sinks in turn: synchronously while they take it, else once they are ready. */
+function feedSinks(sinks: PieceSink[], at: { i: number }, chunk: Buffer, off: number, label: string, length: number): Promise<void> | void {
+  while (off < chunk.length) {
+    const sink = sinks[at.i];
+    if (!sink) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
+    off += sink.feed(chunk, off);
+    if (sink.done) at.i++;
+    else if (off < chunk.length) {
+      const resume = off;
+      return sink.ready().then(() => feedSinks(sinks, at, chunk, resume, label, length));
+    }
   }
 }
 
@@ -217,7 +328,7 @@ export interface WritePieceOptions extends PieceSinkOptions {
  * first use, and blocks of unfinished pieces are not recorded at all), so a power loss can cost a refetch but never a
  * wrong byte. Syncing every piece cost a disk flush per 4–64 MiB on the hot path.
  */
-export async function writePiece(fh: FileHandle, offset: number, length: number, body: Readable, opts: WritePieceOptions = {}): Promise<string[]> {
+export async function writePiece(fh: FileHandle, offset: number, length: number, body: PieceBody, opts: WritePieceOptions = {}): Promise<string[]> {
   const label = opts.label ?? `@${offset}`;
   const count = blockCountFor(length);
   const first = opts.firstBlock ?? 0;
@@ -226,23 +337,22 @@ export async function writePiece(fh: FileHandle, offset: number, length: number,
     first > 0
       ? [new PieceSink(fh, offset, length, { ...opts, label, blockBase: first, blockEnd: count }), new PieceSink(fh, offset, length, { ...opts, label, blockBase: 0, blockEnd: first })]
       : [new PieceSink(fh, offset, length, { ...opts, label })];
-  let i = 0;
+  const at = { i: 0 };
+  const take = (chunk: Buffer): Promise<void> | void => {
+    opts.signal?.throwIfAborted();
+    const paced = opts.pace?.(chunk.length, opts.signal);
+    if (paced) return paced.then(() => (opts.onBytes?.(chunk.length), feedSinks(sinks, at, chunk, 0, label, length)));
+    opts.onBytes?.(chunk.length);
+    return feedSinks(sinks, at, chunk, 0, label, length);
+  };
   try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      opts.signal?.throwIfAborted();
-      const paced = opts.pace?.(chunk.length, opts.signal);
-      if (paced) await paced;
-      opts.onBytes?.(chunk.length);
-      let off = 0;
-      while (off < chunk.length) {
-        const sink = sinks[i];
-        if (!sink) throw pieceError('PIECE_SHORT', `${label}: more than ${length} bytes`);
-        off += await sink.feed(off === 0 ? chunk : chunk.subarray(off));
-        if (sink.done) i++;
-      }
-    }
+    await eachChunk(body, take);
+    for (const s of sinks) await s.finish();
   } catch (err) {
-    discard(body);
+    giveUp(body);
+    // Blocks already checked finish their writes (and are reported) before this attempt is over.
+    for (const s of sinks) s.drop();
+    await Promise.allSettled(sinks.map((s) => s.finish()));
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', label, err);
     throw err;
   }
@@ -329,12 +439,16 @@ export async function writeWholeStream(
         } else {
           const piece = n;
           sink ??= new PieceSink(fh, n * pieceSize, pieceEnd - n * pieceSize, { label: `@${n * pieceSize}`, onBlock: (b, sha, data) => opts.onBlock?.(piece, b, sha, data) });
-          const took = await sink.feed(chunk.subarray(off));
+          const took = sink.feed(chunk, off);
           pos += took;
           off += took;
+          if (off < chunk.length && !sink.done) await sink.ready();
         }
         if (pos === pieceEnd) {
-          if (sink) await opts.onPiece(n, sink.blocks);
+          if (sink) {
+            await sink.finish();
+            await opts.onPiece(n, sink.blocks);
+          }
           sink = undefined;
           n++;
         }
@@ -342,6 +456,10 @@ export async function writeWholeStream(
     }
   } catch (err) {
     discard(body);
+    if (sink) {
+      sink.drop();
+      await sink.finish().catch(() => {});
+    }
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', `@${pos}`, err);
     throw err;
   }

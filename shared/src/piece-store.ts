@@ -14,7 +14,7 @@ import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
 import { blockCountFor, joinBlocks, pieceRoot, splitBlocks } from './blocks.js';
 import { pieceRange } from './piece-size.js';
-import { pieceError, verifyStoredPiece, writePiece, type Pace } from './piece-file.js';
+import { holdBlock, pieceError, verifyStoredPiece, writePiece, type HeldBlock, type Pace, type PieceBody } from './piece-file.js';
 import { isDigestMismatch } from './errors.js';
 
 /** What the store needs to know of a task to place its pieces and blocks. */
@@ -179,7 +179,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
    */
   async writePiece(
     n: number,
-    body: Readable,
+    body: PieceBody,
     opts: {
       expected?: readonly string[];
       framed?: boolean;
@@ -388,13 +388,13 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
    * did not write it), or the block was verified while the piece is in flight (then with its bytes, when it landed
    * during the wait). Rejects if the task fails.
    */
-  async waitBlock(n: number, b: number, { signal }: { signal?: AbortSignal } = {}): Promise<readonly Buffer[] | undefined> {
+  async waitBlock(n: number, b: number, { signal }: { signal?: AbortSignal } = {}): Promise<HeldBlock | undefined> {
     if (this.#failure && isDigestMismatch(this.#failure)) throw this.#failure;
-    let data: readonly Buffer[] | undefined;
+    let data: HeldBlock | undefined;
     if (!this.hasBlock(n, b)) {
       if (this.#failure) throw this.#failure;
       signal?.throwIfAborted();
-      data = await new Promise<readonly Buffer[] | undefined>((resolve, reject) => {
+      data = await new Promise<HeldBlock | undefined>((resolve, reject) => {
         const cleanup = () => {
           this.off('block:verified', onBlock);
           this.off('block:hashed', onBlock);
@@ -402,7 +402,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
           this.off('task:failed', onFail);
           signal?.removeEventListener('abort', onAbort);
         };
-        const onBlock = (m: number, c: number, bytes: (readonly Buffer[]) | undefined) => void (m === n && c === b && (cleanup(), resolve(bytes)));
+        // The bytes are a pooled buffer, valid during the event only: held here, let go by the reader once sent.
+        const onBlock = (m: number, c: number, bytes: (readonly Buffer[]) | undefined) => void (m === n && c === b && (cleanup(), resolve(bytes && holdBlock(bytes))));
         const onPiece = (m: number) => void (m === n && (cleanup(), resolve(undefined)));
         const onFail = (err: Error) => (cleanup(), reject(err));
         const onAbort = () => (cleanup(), reject(signal!.reason));

@@ -11,8 +11,13 @@ import { put, serveFileRange, type ServeOptions } from './serve-range.js';
 /** A block ready to send: its hash, and its bytes when the caller has them in memory (it just landed). */
 export interface BlockReady {
   sha: string;
-  /** The block's bytes as they arrived (chunk views, in order): sent as they are, never read back from disk. */
+  /** The block's bytes as they arrived (in order): sent as they are, never read back from disk. */
   data?: readonly Buffer[];
+  /**
+   * Lets go of `data` (a pooled buffer, see holdBlock): called once the socket has taken all of it. Not called if
+   * sending failed: a cut socket may still be reading it, so it is left to the collector rather than reused.
+   */
+  release?: () => void;
 }
 
 export interface ServeBlocksOptions extends ServeOptions {
@@ -49,7 +54,10 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
       const ready = await o.block(b);
       const start = Math.max(from, b * BLOCK_SIZE);
       let end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
-      if (ready.data) await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o);
+      if (ready.data) {
+        await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o);
+        ready.release?.();
+      }
       else {
         while (!o.framed && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
         await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) });
@@ -62,9 +70,8 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
 }
 
 /**
- * Writes bytes [from, to] (inclusive, offsets in the block) of a block held as chunks. The chunks are already in
- * memory (they are not pool buffers that must come back), so all go to the socket at once and only the last write
- * is waited for: one hand-off per block instead of one event-loop round trip per network chunk, which on a busy
+ * Writes bytes [from, to] (inclusive, offsets in the block) of a block held in memory. All of it goes to the socket
+ * at once and only the last write is waited for (writes complete in order, so then the socket has taken every part): one hand-off per block instead of one event-loop round trip per network chunk, which on a busy
  * process added milliseconds to every hop of a Range read's first block.
  */
 async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, to: number, o: ServeOptions): Promise<void> {

@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { BLOCK_SIZE, SLOW_CLIENT, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type Logger } from '@damselfly/shared';
+import { BLOCK_SIZE, SLOW_CLIENT, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger } from '@damselfly/shared';
 import { streamTask, type Download, type LocalTask, type Peer } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import type { AccessGuard } from './access-guard.js';
@@ -134,7 +134,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   const end = range?.end ?? length - 1;
   // The answer starts once its first block is verified, so a P2P failure before that still falls back to the upstream
   // (a cut connection is only for failures after bytes went out).
-  let head: readonly Buffer[] | undefined;
+  let head: HeldBlock | undefined;
   try {
     head = await firstBlockReady(dl, start, end, ac.signal);
   } catch (err) {
@@ -151,7 +151,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
  * Resolves when the first block of [start, end] may be sent (for a whole blob of one block: once it is verified),
  * with its bytes when it landed during the wait.
  */
-async function firstBlockReady(dl: Download, start: number, end: number, signal: AbortSignal): Promise<readonly Buffer[] | undefined> {
+async function firstBlockReady(dl: Download, start: number, end: number, signal: AbortSignal): Promise<HeldBlock | undefined> {
   const { pieceSize, contentLength } = dl.task.info;
   if (contentLength === 0 || end < start) return undefined;
   const n = Math.floor(start / pieceSize);

@@ -80,7 +80,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       task.on('fetch:ended', ended);
       try {
         if (!task.has(n) && !task.writing(n)) ended(n);
-        return { sha: '', data: await task.waitBlock(n, b, { signal: AbortSignal.any([gone.signal, stall.signal]) }) };
+        return { sha: '', ...(await task.waitBlock(n, b, { signal: AbortSignal.any([gone.signal, stall.signal]) })) };
       } finally {
         clearTimeout(timer);
         task.off('fetch:ended', ended);

@@ -99,10 +99,10 @@ export class TaskStore {
   async waitBlock(taskId: string, n: number, b: number, signal: AbortSignal): Promise<BlockReady> {
     const t = this.pieces(taskId);
     if (!t) throw snError('SN_TASK_NOT_FOUND', taskId);
-    const data = await t.waitBlock(n, b, { signal });
+    const got = await t.waitBlock(n, b, { signal });
     const sha = t.blockSha(n, b);
     if (sha === undefined) throw snError('SN_TASK_NOT_FOUND', `${taskId}#${n} block ${b}`);
-    return { sha, data };
+    return { sha, ...got };
   }
 
   /** The piece's identity (root of its block hashes), once seeded. */
