@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { createLogger, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, TokenBucket, type Logger } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, BulkClient, TokenBucket, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
 import { LocalStore, Peer, SupernodePool, clusterTls, engineOptions } from '@damselfly/peer';
@@ -25,7 +25,7 @@ export class Daemon {
   /** Pass-through requests: redirects go back to the client untouched. */
   readonly #direct: Agent;
   /** Pieces from other cluster members (peers, supernodes): the cluster's TLS material, no redirects. */
-  readonly #cluster: Agent;
+  readonly #cluster: BulkClient;
   /** Every byte this node serves (to its clients and to peers) is read into one of these: memory stays flat. */
   readonly #buffers = new BufferPool(1 << 20, 48);
   #pool?: SupernodePool;
@@ -42,7 +42,7 @@ export class Daemon {
     this.log = components.log ?? createLogger('dfdaemon', config.logLevel);
     this.metrics = createDaemonMetrics();
     this.store = new LocalStore(config.dataDir);
-    this.#cluster = new Agent({ connections: 32, keepAliveTimeout: 10_000, connectTimeout: 10_000, connect: clusterTls(config.trust) });
+    this.#cluster = new BulkClient({ keepAliveMs: 10_000, connectTimeoutMs: 10_000, tls: clusterTls(config.trust) });
     // Origins with their own CA (or, loudly, none checked) get their TLS settings on every origin connection: the
     // node's own origin fetches and the requests it passes straight through.
     const originConnect = config.originTls.connector((extra) => buildConnector(extra));

@@ -7,7 +7,7 @@ import { DamselflyError, isDigestMismatch } from '@damselfly/shared';
 import { DfgetErrors, QUIET_CODES, dfgetError, type DfgetErrorCode } from './errors.js';
 
 /** Network-level failures: the socket, DNS, or undici's own transport errors. */
-const NETWORK_CODE = /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|EHOSTUNREACH|ENETUNREACH|ENETDOWN|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EPROTO|UND_ERR_\w+)$/;
+const NETWORK_CODE = /^(BULK_\w+|ECONNREFUSED|ECONNRESET|ECONNABORTED|EHOSTUNREACH|ENETUNREACH|ENETDOWN|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EPROTO|UND_ERR_\w+)$/;
 
 export function isDfgetError(err: unknown): err is DamselflyError & { code: DfgetErrorCode } {
   return err instanceof DamselflyError && Object.hasOwn(DfgetErrors, err.code);

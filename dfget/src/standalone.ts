@@ -7,8 +7,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { Agent } from 'undici';
-import { createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool } from '@damselfly/shared';
+import { createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool, BulkClient } from '@damselfly/shared';
 import { LocalStore, Peer, SupernodePool, clusterTls, createPeerMetrics, engineOptions, streamTask } from '@damselfly/peer';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
@@ -23,7 +22,7 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
   const log = createLogger('dfget', process.env.DAMSELFLY_LOG_LEVEL ?? 'silent');
   const store = new LocalStore(dir);
   const dispatcher = createOriginDispatcher();
-  const cluster = new Agent({ connect: clusterTls(o.trust) });
+  const cluster = new BulkClient({ tls: clusterTls(o.trust) });
   const pool = new SupernodePool(o.supernodes, { peerId: `dfget-${hostname()}-${process.pid}` }, log, o.trust);
   // The engine's defaults, as a node has them: a one-shot peer routes around slow sources and refuses absurd sizes the
   // same way (an absurd size is not a sparse file here either).

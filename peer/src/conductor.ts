@@ -31,6 +31,7 @@ import {
   type WantResult,
   type TaskInfo,
   type TaskStatus,
+  type BulkClient,
 } from '@damselfly/shared';
 import type { LocalStore } from './local-store.js';
 import type { LocalTask } from './local-task.js';
@@ -76,7 +77,7 @@ export interface ConductorComponents {
   /** Origin requests (back-to-source). */
   dispatcher: Dispatcher;
   /** Piece requests to other cluster members. */
-  cluster: Dispatcher;
+  cluster: BulkClient;
   /** A download ran out of disk (its task is already dropped): make room. */
   onDiskFull?: () => void;
   metrics: PeerMetrics;
@@ -425,7 +426,7 @@ export class Conductor {
       const own = AbortSignal.any([stop, ac.signal]);
       const other = () => (second ? inflight : seconds).get(a.piece);
       const p = fetchPiece(task, a, {
-        dispatcher: this.#c.cluster,
+        client: this.#c.cluster,
         timeoutMs: this.#opts.pieceTimeoutMs,
         // Under a download limit every source looks slow: judge them against a share of the limit, not beyond it. A
         // relay goes at its own source's pace: cutting it would only send the piece's next copy to the supernode.
@@ -458,11 +459,12 @@ export class Conductor {
             return;
           }
           const code = (err as { code?: string }).code;
-          // A wrong hash or a wrong length from a source that knows the piece's size are both bad data.
+          // A wrong hash, a wrong length from a source that knows the piece's size, and an answer that is not HTTP as
+          // cluster members speak it are all bad data.
           const reason =
-            code === 'PIECE_CORRUPT' || code === 'PIECE_SHORT'
+            code === 'PIECE_CORRUPT' || code === 'PIECE_SHORT' || code === 'BULK_PROTOCOL'
               ? 'corrupt'
-              : isTransferTimeout(err) || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
+              : isTransferTimeout(err) || code === 'BULK_HEADERS_TIMEOUT' || code === 'BULK_BODY_TIMEOUT'
                 ? 'timeout'
                 : 'error';
           client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason });

@@ -3,8 +3,7 @@
  * built here from the source's `scheme://host:port` and the fixed piece path: whatever a peer advertised, nothing
  * else of it is ever requested.
  */
-import { request, type Dispatcher } from 'undici';
-import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, discard, peerPiecePath, supernodePiecePath, uploadBase, type Assignment, type Pace } from '@damselfly/shared';
+import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, peerPiecePath, type BulkClient, supernodePiecePath, uploadBase, type Assignment, type Pace } from '@damselfly/shared';
 import type { LocalTask } from './local-task.js';
 import { peerError } from './errors.js';
 
@@ -22,7 +21,8 @@ export function pieceUrl(taskId: string, a: Assignment, firstBlock = 0): string 
 const PEER_HEADERS_MS = 5_000;
 
 export interface FetchPieceOptions {
-  dispatcher: Dispatcher;
+  /** Connections to cluster members (pieces are read into its per-connection buffers, not fresh ones per read). */
+  client: BulkClient;
   /** Whole-piece deadline. */
   timeoutMs: number;
   /** Slowest acceptable source, averaged since the start after a short grace (0 = any). */
@@ -54,16 +54,15 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
   const signal = guard.signal;
   const count = opts.onBytes;
   const onBytes = count ? (n: number) => (guard.onBytes(n), count(n)) : guard.onBytes;
-  const res = await request(pieceUrl(task.info.taskId, a, opts.firstBlock), {
-    dispatcher: opts.dispatcher,
+  const res = await opts.client.get(pieceUrl(task.info.taskId, a, opts.firstBlock), {
     signal,
     headers: a.grant ? { [GRANT_HEADER]: a.grant } : {},
-    headersTimeout: a.from === 'supernode' ? opts.timeoutMs : Math.min(PEER_HEADERS_MS, opts.timeoutMs),
-    bodyTimeout: opts.timeoutMs,
+    headersTimeoutMs: a.from === 'supernode' ? opts.timeoutMs : Math.min(PEER_HEADERS_MS, opts.timeoutMs),
+    bodyTimeoutMs: opts.timeoutMs,
   });
   guard.startRate();
   if (res.statusCode !== 200) {
-    const text = (await res.body.text().catch(() => '')).slice(0, 300);
+    const text = (await res.body.text(300).catch(() => '')).slice(0, 300);
     let remoteCode: string | undefined;
     try {
       const code = (JSON.parse(text) as { code?: unknown }).code;
@@ -77,13 +76,13 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
   // Where the body starts (it wraps around to block 0): what was asked for, or 0 from a source that ignored it.
   const first = Number(res.headers[FIRST_BLOCK_HEADER] ?? 0);
   if (!Number.isInteger(first) || first < 0 || first >= Math.max(1, blockCountFor(length))) {
-    discard(res.body);
+    res.body.discard();
     throw peerError('DF_PIECE_FAILED', `${a.from} answered piece ${a.piece} starting at block ${String(res.headers[FIRST_BLOCK_HEADER])}`);
   }
   if (a.from === 'supernode') {
     // The supernode's body carries its own hash after every block (it may still be seeding the piece).
     if (res.headers['content-type'] !== FRAMED_CONTENT_TYPE || res.headers[BLOCK_SIZE_HEADER] !== String(BLOCK_SIZE)) {
-      discard(res.body);
+      res.body.discard();
       throw peerError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
     }
     await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes, pace: opts.pace });
@@ -91,7 +90,7 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
   }
   // A peer's bytes are checked against the supernode's hashes only: a peer's own claims are never used.
   if (!a.blocks || a.blocks.length !== blockCountFor(length)) {
-    discard(res.body);
+    res.body.discard();
     throw peerError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
   }
   await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes, pace: opts.pace });

@@ -25,6 +25,7 @@ export * from './server-options.js';
 export * from './handle-cache.js';
 export * from './eviction.js';
 export * from './buffer-pool.js';
+export * from './bulk-client.js';
 export * from './serve-range.js';
 export * from './blocks.js';
 export * from './serve-blocks.js';

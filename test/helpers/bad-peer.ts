@@ -48,7 +48,9 @@ export async function startBadPeer(
       const n = Number(req.url!.split('/').pop());
       blob!.copy(body, 0, n * size, n * size + BLOCK_SIZE);
     }
-    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    // Framed as a real upload server frames it, so what is tested is the bytes, not the framing (an unframed answer
+    // is refused before any byte is read: see the bulk client's tests).
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
     res.end(body);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
