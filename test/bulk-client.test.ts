@@ -8,8 +8,13 @@ import t, { type Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
+import { createServer as createHttpsServer } from 'node:https';
+import { execFileSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BulkClient } from '@damselfly/shared';
+import { tempDir } from './helpers/cluster.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -100,6 +105,33 @@ t.test('a consumer that holds the body back gets every byte intact (the read buf
   // The connection is reusable afterwards.
   t.equal(sha((await collect(client, `${srv.url}/next`)).body), sha(blob));
   t.equal(srv.connections(), 1);
+});
+
+t.test('over TLS too: bytes decrypted after a pause never land in a buffer the consumer still holds', async (t) => {
+  const dir = await tempDir(t, 'damselfly-bulk-tls-');
+  const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1');
+  const cert = await readFile(join(dir, 'cert.pem'));
+  const blob = randomBytes(24 * MiB + 3);
+  const server = createHttpsServer({ cert, key: await readFile(join(dir, 'key.pem')) }, (req, res) => {
+    res.writeHead(200, { 'content-length': blob.length });
+    res.end(blob);
+  });
+  const url = (await listen(server)).replace('http:', 'https:');
+  t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+  for (const how of ['tls option', 'dial'] as const) {
+    const client = how === 'dial' ? new BulkClient({ readBufferSize: 16 * 1024, dial: () => ({ tls: { ca: cert } }) }) : new BulkClient({ readBufferSize: 16 * 1024, tls: { ca: cert } });
+    t.teardown(() => client.close());
+    const res = await client.get(`${url}/tls`);
+    const h = createHash('sha256');
+    let n = 0;
+    await res.body.forEach((chunk) => (++n % 20 !== 0 ? void h.update(chunk) : delay(2).then(() => void h.update(chunk))));
+    t.equal(h.digest('hex'), sha(blob), `${how}: exactly the body, with the consumer holding it back ${Math.floor(n / 20)} times`);
+  }
+  // A server certificate nobody vouched for is refused.
+  const stranger = new BulkClient();
+  t.teardown(() => stranger.close());
+  await t.rejects(stranger.get(`${url}/tls`), { code: 'BULK_CONNECT' }, 'an unknown CA is refused');
 });
 
 t.test('answers that are not framed as cluster members frame them are refused before any body byte is taken', async (t) => {

@@ -31,9 +31,20 @@ export const bulkError = errorFactory(BulkErrors);
 /** A response head larger than this is refused (ours are a few hundred bytes). */
 const MAX_HEAD = 16 * 1024;
 
+/** How to reach one host: extra TLS settings and a guarded name lookup. */
+export interface DialOptions {
+  tls?: ConnectionOptions;
+  lookup?: net.LookupFunction;
+}
+
 export interface BulkClientOptions {
   /** TLS settings for `https:` URLs (the cluster's CA, client certificate). */
   tls?: ConnectionOptions;
+  /**
+   * Asked before each new connection (hostname without brackets): settings for it, or a throw to refuse it (an
+   * address the operator did not allow). The supernode's origin fetches go through its address policy here.
+   */
+  dial?: (hostname: string, port: number, secure: boolean) => DialOptions | undefined;
   /** Bytes each connection reads at once (one such buffer per open connection). */
   readBufferSize?: number;
   /** Idle connections kept per host. */
@@ -78,10 +89,19 @@ interface Pending {
   reject(err: Error): void;
 }
 
-/** One kept-alive connection and its read buffer; serves one request at a time. */
+/**
+ * One kept-alive connection and its read buffers; serves one request at a time. Each read lands in a buffer that is
+ * not held by a consumer: normally the same one again, but a TLS socket may deliver more decrypted bytes after it was
+ * paused, so a read never goes into a buffer whose bytes a consumer still holds (`next` picks the buffer for the read
+ * after each one; held ones come back through `giveBack`).
+ */
 class Conn {
-  readonly socket: net.Socket;
+  socket!: net.Socket;
   readonly key: string;
+  readonly #size: number;
+  readonly #spare: Buffer[] = [];
+  /** Buffers the socket reads into next: called by the socket after every read. */
+  readonly next = (): Buffer => this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#size);
   /** Set while a request is using it: where read bytes go. */
   #onData?: (buf: Buffer, n: number) => boolean | void;
   #onEnd?: (err: Error) => void;
@@ -92,8 +112,17 @@ class Conn {
   closed = false;
   idleTimer?: NodeJS.Timeout;
 
-  constructor(key: string, socket: net.Socket) {
+  constructor(key: string, readBufferSize: number) {
     this.key = key;
+    this.#size = readBufferSize;
+  }
+
+  /** A buffer a read landed in is free again (its bytes were consumed). A couple are kept; more are garbage. */
+  giveBack(buf: Buffer): void {
+    if (this.#spare.length < 2) this.#spare.push(buf);
+  }
+
+  bind(socket: net.Socket): void {
     this.socket = socket;
     socket.setNoDelay(true);
     const lost = (err?: Error) => {
@@ -115,6 +144,7 @@ class Conn {
     // Bytes nobody asked for (after a response, on an idle connection): the stream is out of step, never reuse it.
     this.reusable = false;
     this.socket.destroy();
+    this.giveBack(buf);
     return false;
   }
 
@@ -130,7 +160,7 @@ class Conn {
 }
 
 export class BulkClient {
-  readonly #o: Required<Omit<BulkClientOptions, 'tls'>> & { tls?: ConnectionOptions };
+  readonly #o: Required<Omit<BulkClientOptions, 'tls' | 'dial'>> & Pick<BulkClientOptions, 'tls' | 'dial'>;
   readonly #idle = new Map<string, Conn[]>();
   readonly #open = new Set<Conn>();
   #closed = false;
@@ -142,6 +172,7 @@ export class BulkClient {
       keepAliveMs: o.keepAliveMs ?? 10_000,
       connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
       ...(o.tls ? { tls: o.tls } : {}),
+      ...(o.dial ? { dial: o.dial } : {}),
     };
   }
 
@@ -206,18 +237,23 @@ export class BulkClient {
     if (this.#closed) return Promise.reject(bulkError('BULK_CONNECT', 'the client is closed'));
     const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
     const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
-    // One read buffer per connection, reused for its every read: nothing per read for the collector.
-    const buffer = Buffer.allocUnsafeSlow(this.#o.readBufferSize);
-    let conn: Conn | undefined;
-    const onread = { buffer, callback: (n: number, buf: Buffer) => conn!.data(buf, n) !== false };
+    let how: DialOptions | undefined;
+    try {
+      how = this.#o.dial?.(host, port, u.protocol === 'https:');
+    } catch (err) {
+      return Promise.reject(bulkError('BULK_CONNECT', `${key}: ${(err as Error).message}`, err));
+    }
+    // Read buffers of the connection's own, reused for its every read: nothing per read for the collector.
+    const conn = new Conn(key, this.#o.readBufferSize);
+    const onread = { buffer: conn.next, callback: (n: number, buf: Buffer) => conn.data(buf, n) !== false };
     return new Promise<Conn>((resolve, reject) => {
       const socket =
         u.protocol === 'https:'
-          ? tls.connect({ ...this.#o.tls, host, port, ...(net.isIP(host) ? {} : { servername: host }), onread } as tls.ConnectionOptions)
-          : net.connect({ host, port, onread });
-      conn = new Conn(key, socket);
+          ? tls.connect({ ...this.#o.tls, ...how?.tls, host, port, ...(net.isIP(host) ? {} : { servername: host }), ...(how?.lookup ? { lookup: how.lookup } : {}), onread } as tls.ConnectionOptions)
+          : net.connect({ host, port, ...(how?.lookup ? { lookup: how.lookup } : {}), onread });
+      conn.bind(socket);
       this.#open.add(conn);
-      socket.once('close', () => this.#open.delete(conn!));
+      socket.once('close', () => this.#open.delete(conn));
       const done = (err?: Error) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -228,7 +264,7 @@ export class BulkClient {
           reject(bulkError('BULK_CONNECT', `${key}: ${err.message}`, err));
         }
       };
-      const ok = () => (done(), resolve(conn!));
+      const ok = () => (done(), resolve(conn));
       const onAbort = () => {
         socket.destroy();
         clearTimeout(timer);
@@ -272,9 +308,12 @@ class Exchange {
   /** Body bytes still to come; -1 until the head is parsed. */
   #left = -1;
   #length = 0;
-  /** The body's consumer, once there is one; body bytes that arrived before it are kept in #early. */
+  /** The body's consumer, once there is one. */
   #fn?: (chunk: Buffer) => Promise<void> | void;
-  #early?: Buffer;
+  /** Body bytes read and not yet handed to the consumer (it is busy, or not there yet), each in a buffer of its own. */
+  readonly #queue: { buf: Buffer; from: number; to: number }[] = [];
+  /** The consumer is working on a chunk it was handed (it returned a promise). */
+  #busy = false;
   #bodyDone?: { resolve(): void; reject(err: Error): void };
   #failed?: Error;
   /** The connection went back to the client: nothing here may touch it any more. */
@@ -305,6 +344,7 @@ class Exchange {
     this.#conn.socket.write(head);
   }
 
+  /** A read of `n` bytes into `buf`: `false` stops reading until the consumer catches up. */
   #data(buf: Buffer, n: number): boolean | void {
     if (this.#left === -1) {
       // The head is ASCII; latin1 keeps one character per byte, so offsets in the text are offsets in the buffer.
@@ -312,12 +352,14 @@ class Exchange {
       this.#head += buf.toString('latin1', 0, n);
       const end = this.#head.indexOf('\r\n\r\n');
       if (end < 0) {
+        this.#conn.giveBack(buf);
         if (this.#head.length > MAX_HEAD) this.#fail(bulkError('BULK_PROTOCOL', `response head over ${MAX_HEAD} bytes`));
         return;
       }
       const bodyAt = end + 4 - before;
-      if (!this.#parseHead(this.#head.slice(0, end))) return false;
+      if (!this.#parseHead(this.#head.slice(0, end))) return (this.#conn.giveBack(buf), false);
       if (bodyAt < n) return this.#body(buf, bodyAt, n);
+      this.#conn.giveBack(buf);
       if (this.#length === 0) this.#finishBody();
       return;
     }
@@ -378,8 +420,8 @@ class Exchange {
       discard: () => {
         if (!this.#finished) this.#fail(bulkError('BULK_CLOSED', 'body discarded'));
         else if (!this.#fn) {
-          // All of it came with the head and nobody wants it: the connection is free.
-          this.#early = undefined;
+          // All of it arrived and nobody wants it: the connection is free.
+          for (const q of this.#queue.splice(0)) this.#conn.giveBack(q.buf);
           this.#fn = () => {};
           this.#giveBack();
         }
@@ -392,20 +434,11 @@ class Exchange {
     if (this.#failed) return Promise.reject(this.#failed);
     this.#fn = fn;
     const done = new Promise<void>((resolve, reject) => (this.#bodyDone = { resolve, reject }));
-    if (this.#finished && !this.#early) {
-      this.#bodyDone!.resolve();
-      return done;
-    }
-    const early = this.#early;
-    this.#early = undefined;
-    if (early) {
-      // Bytes that came with the head, copied then (the read buffer has moved on): handed over before reading resumes.
-      this.#deliver(early, 0, early.length, true);
-    } else this.#resume();
+    this.#pump();
     return done;
   }
 
-  /** Body bytes [from, to) of `buf`; returns false to pause reading. */
+  /** Body bytes [from, to) of `buf` were read: queued for the consumer; `false` stops reading meanwhile. */
   #body(buf: Buffer, from: number, to: number): boolean | void {
     this.#lastRead = performance.now();
     let end = to;
@@ -414,37 +447,46 @@ class Exchange {
       this.#keep = false;
       end = from + this.#left;
     }
-    if (!this.#fn) {
-      // The consumer has not asked yet (the head resolved the promise a moment ago): keep these, stop reading.
-      this.#early = Buffer.from(buf.subarray(from, end));
-      this.#left -= end - from;
-      if (this.#left === 0) this.#finishBody();
+    this.#left -= end - from;
+    this.#queue.push({ buf, from, to: end });
+    if (this.#left === 0) this.#finishBody();
+    this.#pump();
+    if (this.#queue.length || this.#busy) {
       this.#pause();
       return false;
     }
-    return this.#deliver(buf, from, end, false);
   }
 
-  #deliver(buf: Buffer, from: number, to: number, early: boolean): boolean | void {
-    if (!early) this.#left -= to - from;
-    let r: Promise<void> | void;
-    try {
-      r = this.#fn!(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
-    } catch (err) {
-      this.#fail(err as Error);
-      return false;
+  /** Hands queued bytes to the consumer in order, one chunk at a time while it works on one. */
+  #pump(): void {
+    while (this.#fn && !this.#busy && !this.#failed && this.#queue.length) {
+      const { buf, from, to } = this.#queue.shift()!;
+      let r: Promise<void> | void;
+      try {
+        r = this.#fn(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+      } catch (err) {
+        this.#conn.giveBack(buf);
+        this.#fail(err as Error);
+        return;
+      }
+      if (r) {
+        // The chunk stays valid until the consumer is done with it: its buffer is not read into meanwhile.
+        this.#busy = true;
+        r.then(
+          () => {
+            this.#busy = false;
+            this.#conn.giveBack(buf);
+            this.#pump();
+          },
+          (err: unknown) => this.#fail(err as Error),
+        );
+        return;
+      }
+      this.#conn.giveBack(buf);
     }
-    if (this.#left === 0 && !this.#finished) this.#finishBody();
-    if (r) {
-      this.#pause();
-      r.then(
-        () => (this.#finished ? this.#settle() : this.#resume()),
-        (err: unknown) => this.#fail(err as Error),
-      );
-      return false;
-    }
+    if (!this.#fn || this.#busy || this.#failed || this.#queue.length) return;
     if (this.#finished) this.#settle();
-    else if (early) this.#resume();
+    else this.#resume();
   }
 
   #pause(): void {
@@ -453,14 +495,13 @@ class Exchange {
     this.#conn.socket.pause();
   }
 
+  /** Reading goes on after a pause (time spent waiting for the consumer does not count against the body timeout). */
   #resume(): void {
-    if (this.#failed) return;
+    if (this.#failed || !this.#paused) return;
+    this.#paused = false;
     this.#lastRead = performance.now();
     this.#armBodyTimer();
-    if (this.#paused || this.#conn.socket.isPaused()) {
-      this.#paused = false;
-      this.#conn.socket.resume();
-    }
+    this.#conn.socket.resume();
   }
 
   #armBodyTimer(): void {
