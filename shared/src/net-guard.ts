@@ -100,12 +100,9 @@ export class AddressPolicy {
   }
 }
 
-/**
- * An undici `connect` function that dials only addresses `policy` permits: IP-literal hosts are checked directly,
- * names are resolved here and every answer is checked before the socket is opened to a permitted one.
- */
-export function guardedConnector(policy: AddressPolicy, opts: buildConnector.BuildOptions = {}): buildConnector.connector {
-  const lookup = (hostname: string, options: object, cb: (err: Error | null, address: string | LookupAddress[], family?: number) => void) => {
+/** A `dns.lookup` for sockets that answers only with addresses `policy` permits (ADDRESS_FORBIDDEN if none). */
+export function guardedLookup(policy: AddressPolicy) {
+  return (hostname: string, options: object, cb: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void => {
     dnsLookup(hostname, { all: true }, (err, addresses) => {
       if (err) return cb(err, []);
       const ok = addresses.filter((a) => policy.permits(a.address));
@@ -114,11 +111,25 @@ export function guardedConnector(policy: AddressPolicy, opts: buildConnector.Bui
       else cb(null, ok[0]!.address, ok[0]!.family);
     });
   };
-  const connect = buildConnector({ ...opts, lookup } as buildConnector.BuildOptions);
+}
+
+/** Throws ADDRESS_FORBIDDEN for an IP-literal host `policy` does not permit (names are checked by guardedLookup). */
+export function refuseForbiddenLiteral(policy: AddressPolicy, hostname: string): void {
+  const host = hostname.replace(/^\[|\]$/g, '');
+  if (isIP(unmapAddress(host)) && !policy.permits(host)) throw netGuardError('ADDRESS_FORBIDDEN', host);
+}
+
+/**
+ * An undici `connect` function that dials only addresses `policy` permits: IP-literal hosts are checked directly,
+ * names are resolved here and every answer is checked before the socket is opened to a permitted one.
+ */
+export function guardedConnector(policy: AddressPolicy, opts: buildConnector.BuildOptions = {}): buildConnector.connector {
+  const connect = buildConnector({ ...opts, lookup: guardedLookup(policy) } as buildConnector.BuildOptions);
   return (options, callback) => {
-    const host = options.hostname.replace(/^\[|\]$/g, '');
-    if (isIP(unmapAddress(host)) && !policy.permits(host)) {
-      callback(netGuardError('ADDRESS_FORBIDDEN', host), null);
+    try {
+      refuseForbiddenLiteral(policy, options.hostname);
+    } catch (err) {
+      callback(err as Error, null);
       return;
     }
     return connect(options, callback);

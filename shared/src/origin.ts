@@ -7,6 +7,9 @@ import type { Readable } from 'node:stream';
 import { DamselflyError, errorFactory, type ErrorTable } from './errors.js';
 import { discard } from './abort.js';
 import { isCertificateError } from './origin-tls.js';
+import { BulkClient, type BulkBody } from './bulk-client.js';
+import { guardedLookup, refuseForbiddenLiteral, type AddressPolicy } from './net-guard.js';
+import type { OriginTls } from './origin-tls.js';
 
 export const OriginErrors = {
   ORIGIN_UNREACHABLE: { message: 'origin unreachable: %s', status: 502 },
@@ -145,4 +148,65 @@ export async function fetchOrigin(req: OriginRequest, start: number, end: number
   discard(res.body);
   if (res.statusCode === 200) throw originError('ORIGIN_NO_RANGE', redactUrl(req.url));
   throw statusError(res.statusCode, req.url, firstHeader(res.headers, 'www-authenticate'));
+}
+
+/**
+ * The supernode's fast path for piece bytes from an origin: a BulkClient (socket reads into one reused buffer per
+ * connection, not a fresh ArrayBuffer each; see bulk-client.ts), whose connections go through the same address
+ * policy and TLS settings as the dispatcher's. It takes only the plain case, a 206 with exactly the range and a
+ * Content-Length; anything else (a redirect to object storage, an error status, no Range support, a chunked body, a
+ * connection it could not make) is asked again through `fetchOrigin`, which follows redirects and maps statuses to
+ * their errors. An origin that answered so once is not tried this way again.
+ */
+export interface OriginFastPath {
+  client: BulkClient;
+  /** Origins (`scheme://host:port`) that answered other than plainly: they get the full client only. */
+  skip: Set<string>;
+}
+
+/** The supernode's fast path: connections only to addresses `policy` permits, with each origin's TLS settings. */
+export function originFastPath(policy: AddressPolicy, tls?: OriginTls): OriginFastPath {
+  const lookup = guardedLookup(policy);
+  return {
+    skip: new Set(),
+    client: new BulkClient({
+      maxIdlePerHost: 16,
+      dial: (host, port, secure) => {
+        refuseForbiddenLiteral(policy, host);
+        const extra = secure ? tls?.optionsFor(host, port) : undefined;
+        return { lookup, ...(extra ? { tls: extra } : {}) };
+      },
+    }),
+  };
+}
+
+/** Headers the fast path sets itself, or that must not travel on a kept-alive connection. */
+const OWN_HEADERS = new Set(['host', 'connection', 'keep-alive', 'range', 'accept-encoding', 'content-length', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection']);
+
+/** GETs bytes [start, end] (inclusive) like `fetchOrigin`, through `fast` when the origin answers plainly. */
+export async function fetchOriginRange(req: OriginRequest, start: number, end: number, fast?: OriginFastPath): Promise<Readable | BulkBody> {
+  const origin = new URL(req.url).origin;
+  if (fast && !fast.skip.has(origin)) {
+    const headers: Record<string, string> = { 'accept-encoding': 'identity', range: `bytes=${start}-${end}` };
+    for (const [k, v] of Object.entries(req.headers ?? {})) if (!OWN_HEADERS.has(k.toLowerCase())) headers[k] = v;
+    try {
+      const res = await fast.client.get(req.url, { headers, signal: req.signal, headersTimeoutMs: 30_000, bodyTimeoutMs: 60_000 });
+      const m = /^bytes (\d+)-(\d+)\/\d+$/.exec(res.headers['content-range'] ?? '');
+      if (res.statusCode === 206 && m && Number(m[1]) === start && Number(m[2]) === end && res.body.length === end - start + 1) return res.body;
+      res.body.discard();
+      // A status the full client maps to an error is asked again there; only a different way of answering (a
+      // redirect, no Range) sends this origin to the full client for good.
+      if ((res.statusCode >= 300 && res.statusCode < 400) || res.statusCode === 200) remember(fast, origin);
+    } catch (err) {
+      if (req.signal?.aborted) throw err;
+      if ((err as { code?: string }).code === 'BULK_PROTOCOL') remember(fast, origin);
+    }
+  }
+  return fetchOrigin(req, start, end);
+}
+
+function remember(fast: OriginFastPath, origin: string): void {
+  // Bounded: a supernode fed endless distinct origins forgets them all rather than grow.
+  if (fast.skip.size >= 10_000) fast.skip.clear();
+  fast.skip.add(origin);
 }

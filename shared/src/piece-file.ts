@@ -283,7 +283,8 @@ async function eachChunk(body: PieceBody, fn: (chunk: Buffer) => Promise<void> |
   }
 }
 
-function giveUp(body: PieceBody): void {
+/** Gives up a piece body that will not be read (or not to its end): its connection or stream is closed. */
+export function discardPieceBody(body: PieceBody): void {
   if (isChunkSource(body)) body.discard();
   else discard(body);
 }
@@ -349,7 +350,7 @@ export async function writePiece(fh: FileHandle, offset: number, length: number,
     await eachChunk(body, take);
     for (const s of sinks) await s.finish();
   } catch (err) {
-    giveUp(body);
+    discardPieceBody(body);
     // Blocks already checked finish their writes (and are reported) before this attempt is over.
     for (const s of sinks) s.drop();
     await Promise.allSettled(sinks.map((s) => s.finish()));

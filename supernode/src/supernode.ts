@@ -1,6 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, BufferPool, RateMeter, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
+import { AddressPolicy, BufferPool, RateMeter, originFastPath, type OriginFastPath, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -29,6 +29,7 @@ export class Supernode {
   readonly scheduler: Scheduler;
   readonly seeder: Seeder;
   readonly #dispatcher;
+  readonly #originFast: OriginFastPath;
   /** What each peer wants in each task: sources are pushed to it as they become possible. */
   readonly demands: Demands;
   #flushDue = false;
@@ -61,6 +62,8 @@ export class Supernode {
     // and each gets its origin's TLS settings (a registry's own CA, or no verification where the operator said so).
     const policy = new AddressPolicy(config.originAllowCidrs);
     this.#dispatcher = createOriginDispatcher({ connect: config.originTls.connector((extra) => guardedConnector(policy, extra)) });
+    // Piece bytes from origins that answer plainly: the same policy and TLS settings, socket reads into reused buffers.
+    this.#originFast = originFastPath(policy, config.originTls);
     this.scheduler = new Scheduler({
       supernodeSlots: config.uploadSlots,
       peerSlots: config.peerUploadSlots,
@@ -94,6 +97,7 @@ export class Supernode {
       {
       store: this.store,
       dispatcher: this.#dispatcher,
+      originFast: this.#originFast,
       origins,
       log: this.log,
       originBytes: this.metrics.originBytes,
@@ -266,6 +270,7 @@ export class Supernode {
     }
     await this.store.stop();
     await this.#dispatcher.close();
+    await this.#originFast.client.close();
     this.log.info('supernode:stopped');
   }
 }

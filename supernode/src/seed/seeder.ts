@@ -22,6 +22,9 @@ import {
   describeError,
   discard,
   fetchOrigin,
+  fetchOriginRange,
+  discardPieceBody,
+  type OriginFastPath,
   isDamselflyError,
   pieceCountFor,
   pieceRange,
@@ -72,6 +75,8 @@ export interface SeederComponents {
   store: TaskStore;
   /** Follows redirects, and connects only to permitted addresses. */
   dispatcher: Dispatcher;
+  /** Piece ranges from origins that answer plainly (same address policy; see fetchOriginRange). */
+  originFast?: OriginFastPath;
   origins: OriginAllowList;
   log: Logger;
   originBytes: Counter<string>;
@@ -342,10 +347,11 @@ export class Seeder {
         this.#c.originBytes.inc(b);
       };
       const fetchPart = async ([from, to]: [number, number]) => {
-        const body = await fetchOrigin(
+        const body = await fetchOriginRange(
           { url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal },
           start + from * BLOCK_SIZE,
           Math.min(end, start + to * BLOCK_SIZE - 1),
+          this.#c.originFast,
         );
         guard.startRate();
         // A retry keeps the blocks an earlier attempt verified (readers may be streaming them): the origin's bytes
@@ -366,7 +372,7 @@ export class Seeder {
             }),
           )
           .catch((err: unknown) => {
-            discard(body);
+            discardPieceBody(body);
             throw err;
           });
       };
@@ -377,7 +383,7 @@ export class Seeder {
         // (or its part ended): asked together, the origin answered the other part first about half the time, and the
         // reader waited for it.
         const head = todo[0] && todo.length > 1 ? fetchPart(todo[0]) : undefined;
-        const headIn = head && Promise.race([task.waitBlock(n, todo[0]![0], { signal }).then(() => {}, () => {}), head.then(() => {}, () => {})]);
+        const headIn = head && Promise.race([task.waitBlock(n, todo[0]![0], { signal }).then((held) => held?.release(), () => {}), head.then(() => {}, () => {})]);
         const settled = await Promise.allSettled(
           todo.map(async (part, i) => {
             try {
