@@ -38,9 +38,9 @@ RUN ln -s /app/dfget/dist/cli.js /usr/local/bin/dfget && chmod +x /app/dfget/dis
 FROM runtime AS supernode
 EXPOSE 8002
 VOLUME /var/lib/damselfly/supernode
-ENTRYPOINT ["node", "/app/supernode/dist/cli.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/supernode/dist/cli.js"]
 
 FROM runtime AS dfdaemon
 EXPOSE 65001 65002 40901
 VOLUME /var/lib/damselfly/dfdaemon
-ENTRYPOINT ["node", "/app/dfdaemon/dist/cli.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/dfdaemon/dist/cli.js"]

@@ -5,6 +5,7 @@ import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { DAEMON_NODE_FLAGS } from '@damselfly/shared';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 // Benchmarks run the cluster as deployed: authenticated (a fresh secret per run, inherited by every child) and with
@@ -63,7 +64,7 @@ export async function sha256File(path) {
 
 /** Spawns a component and resolves with the URLs its "started" log line announces. */
 async function spawnComponent(bin, args, startedMsg) {
-  const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), join(ROOT, bin), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), join(ROOT, bin), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(child);
   // BENCH_LOGS=<dir>: every component's log lines (JSON, with ms timestamps) go to a file there as well, for tracing a
   // run afterwards (DAMSELFLY_LOG_LEVEL=debug for per-piece events).

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
+import { DAEMON_NODE_FLAGS } from '@damselfly/shared';
 import { ROOT, cpuSeconds, logLine, sha256File } from './procs.mjs';
 import { createNetwork } from './swarm/netns.mjs';
 
@@ -102,7 +103,7 @@ async function damselfly(net, ctx) {
   const { n, dir, blobUrl } = ctx;
   const env = { ...process.env, DAMSELFLY_CLUSTER_SECRET: secret };
   const sn = net.spawn(0, process.execPath, [
-    join(ROOT, 'supernode/dist/cli.js'), '--host', ORIGIN, '--port', '8002', '--data-dir', join(dir, 'sn'),
+    ...DAEMON_NODE_FLAGS, join(ROOT, 'supernode/dist/cli.js'), '--host', ORIGIN, '--port', '8002', '--data-dir', join(dir, 'sn'),
     '--allowed-origins', `${ORIGIN}:5000`, '--origin-allow-cidrs', `${ORIGIN}/32`, '--log-level', 'info',
   ], { env });
   await started(sn, 'supernode:started', 'supernode');
@@ -110,7 +111,7 @@ async function damselfly(net, ctx) {
   for (let i = 1; i <= n; i++) {
     const addr = net.hosts[i].addr;
     const d = net.spawn(i, process.execPath, [
-      join(ROOT, 'dfdaemon/dist/cli.js'), '--supernodes', `http://${ORIGIN}:8002`, '--data-dir', join(dir, `df${i}`),
+      ...DAEMON_NODE_FLAGS, join(ROOT, 'dfdaemon/dist/cli.js'), '--supernodes', `http://${ORIGIN}:8002`, '--data-dir', join(dir, `df${i}`),
       '--proxy-port', '65001', '--upload-host', addr, '--upload-port', '65002', '--advertise-url', `http://${addr}:65002`,
       '--health-port', '40901', '--peer-id', `node-${i}`, '--registries', `http://${ORIGIN}:5000`, '--log-level', 'info',
     ], { env });

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec node scripts/all-in-one.mjs "$@"
+# The daemons' Node flags (see shared/src/node-flags.ts): a small young generation, as their own launchers use.
+exec node --max-semi-space-size=2 scripts/all-in-one.mjs "$@"

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 import { runCli } from '@damselfly/shared';
 import { daemonSchema, loadDaemonConfig } from './config.js';
 import { Daemon } from './daemon.js';

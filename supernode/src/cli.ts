@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 import { runCli } from '@damselfly/shared';
 import { loadSupernodeConfig, supernodeSchema } from './config.js';
 import { Supernode } from './supernode.js';

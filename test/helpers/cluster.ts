@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { Supernode, loadSupernodeConfig, type SupernodeConfig } from '@damselfly/supernode';
 import { Daemon, loadDaemonConfig, type DaemonConfig } from '@damselfly/dfdaemon';
+import { DAEMON_NODE_FLAGS } from '@damselfly/shared';
 import { freePort } from './registry.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -67,7 +68,7 @@ export async function startDaemon(t: Teardown, supernodes: string[], overrides: 
 export async function spawnSupernode(t: Teardown): Promise<{ url: string; child: ChildProcess }> {
   const dataDir = await tempDir(t, 'damselfly-sn-');
   const port = await freePort();
-  const child = spawn(process.execPath, [join(ROOT, 'supernode/dist/cli.js'), '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn', '--allowed-origins', '*', '--origin-allow-cidrs', '127.0.0.0/8'], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, join(ROOT, 'supernode/dist/cli.js'), '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn', '--allowed-origins', '*', '--origin-allow-cidrs', '127.0.0.0/8'], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   t.teardown(() => {

@@ -1,6 +1,7 @@
 /** The real daemon binaries as child processes, for tests that kill, signal or starve them. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { DAEMON_NODE_FLAGS } from '@damselfly/shared';
 import { ROOT, tempDir } from './cluster.js';
 
 interface Teardown {
@@ -25,7 +26,7 @@ export interface ProcOptions {
 }
 
 function start(t: Teardown, bin: string, args: string[], startedMsg: string, dataDir: string, o: ProcOptions = {}): Promise<Proc> {
-  const argv = [...(o.wrap ?? []), process.execPath, join(ROOT, bin), ...args];
+  const argv = [...(o.wrap ?? []), process.execPath, ...DAEMON_NODE_FLAGS, join(ROOT, bin), ...args];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
