@@ -3,7 +3,7 @@
  * built here from the source's `scheme://host:port` and the fixed piece path: whatever a peer advertised, nothing
  * else of it is ever requested.
  */
-import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, peerPiecePath, type BulkClient, supernodePiecePath, uploadBase, type Assignment, type Pace } from '@damselfly/shared';
+import { BLOCK_SIZE, BLOCK_SIZE_HEADER, FIRST_BLOCK_HEADER, FRAMED_CONTENT_TYPE, GRANT_HEADER, TransferGuard, blockCountFor, peerPiecePath, type BulkBody, type BulkClient, supernodePiecePath, uploadBase, type Assignment, type Pace } from '@damselfly/shared';
 import type { LocalTask } from './local-task.js';
 import { peerError } from './errors.js';
 
@@ -85,7 +85,8 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
       res.body.discard();
       throw peerError('DF_PIECE_FAILED', `the supernode answered piece ${a.piece} in an unexpected format (${String(res.headers['content-type'])})`);
     }
-    await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes, pace: opts.pace });
+    // A body the write never got to read (the data file would not open) is given up, not left holding its connection.
+    await task.writePiece(a.piece, res.body, { framed: true, firstBlock: first, signal, onBytes, pace: opts.pace }).catch(giveUp(res.body));
     return length;
   }
   // A peer's bytes are checked against the supernode's hashes only: a peer's own claims are never used.
@@ -93,6 +94,14 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
     res.body.discard();
     throw peerError('DF_PIECE_FAILED', `no trusted block hashes for piece ${a.piece} from ${a.from}`);
   }
-  await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes, pace: opts.pace });
+  await task.writePiece(a.piece, res.body, { expected: a.blocks, firstBlock: first, signal, onBytes, pace: opts.pace }).catch(giveUp(res.body));
   return length;
+}
+
+/** Rethrows after giving the body up (a no-op for a body that was read to its end or already failed). */
+function giveUp(body: BulkBody): (err: unknown) => never {
+  return (err) => {
+    body.discard();
+    throw err;
+  };
 }
