@@ -1,5 +1,4 @@
 /** Wires dfdaemon's parts and runs them in order: store, upload server, supernode pool, peer, proxy, health. */
-import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';

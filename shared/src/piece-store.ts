@@ -9,7 +9,6 @@
 import { EventEmitter } from 'node:events';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
 import { blockCountFor, joinBlocks, pieceRoot, splitBlocks } from './blocks.js';

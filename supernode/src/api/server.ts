@@ -21,7 +21,6 @@ import {
   sharedError,
   fastifyServerOptions,
   type BlockReady,
-  type BufferPool,
   verifyGrant,
   verifyOperatorToken,
   verifySessionProof,

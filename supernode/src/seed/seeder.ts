@@ -20,7 +20,6 @@ import {
   checkDigest,
   checkOriginAccess,
   describeError,
-  discard,
   fetchOrigin,
   fetchOriginRange,
   discardPieceBody,
