@@ -1,16 +1,17 @@
 /**
  * A small HTTP/1.1 GET client for piece transfers between cluster members (a dfdaemon fetching from the supernode's
- * piece API and from other peers' upload servers). Each connection reads into one buffer of its own (`net`'s
- * `onread`), and a body is handed to its consumer as views of that buffer, valid until the consumer is done with
- * them: no socket read leaves an ArrayBuffer behind for the collector.
+ * piece API and from other peers' upload servers). Each connection reads into buffers of its own (`net`'s `onread`),
+ * and a body is handed to its consumer as views of them, valid until the consumer is done with each: no socket read
+ * leaves an ArrayBuffer behind for the collector.
  *
  * Why not undici here: its socket reads are fresh 64 KiB ArrayBuffers, so a node receiving 1 GB churns 1 GB of
  * external memory. Measured on this project's 2-core test machine, receiving 1 GiB over loopback, copying it into
  * 256 KiB blocks and hashing each: undici 1.5–1.6 s of CPU and 92–112 MiB RSS, this way 0.78 s and 66 MiB.
  *
  * It accepts what Damselfly's own servers send and nothing more: a status line, headers, and a body framed by
- * Content-Length (a chunked or unframed answer is refused as a protocol error). Origins are never fetched with it
- * (they need redirects, chunked bodies, proxies: undici does that). Connections are kept alive per host and reused;
+ * Content-Length (a chunked or unframed answer is refused as a protocol error), and it never follows a redirect.
+ * Origins go through it only on the supernode's fast path (`fetchOriginRange`), which hands everything but a plain
+ * 206 to undici (redirects, chunked bodies, error statuses). Connections are kept alive per host and reused;
  * a request on a reused connection that the server closed meanwhile is retried once on a new one (GET is idempotent
  * and nothing of the answer was seen).
  */

@@ -151,7 +151,7 @@ export async function fetchOrigin(req: OriginRequest, start: number, end: number
 }
 
 /**
- * The supernode's fast path for piece bytes from an origin: a BulkClient (socket reads into one reused buffer per
+ * The supernode's fast path for piece bytes from an origin: a BulkClient (socket reads into a few reused buffers per
  * connection, not a fresh ArrayBuffer each; see bulk-client.ts), whose connections go through the same address
  * policy and TLS settings as the dispatcher's. It takes only the plain case, a 206 with exactly the range and a
  * Content-Length; anything else (a redirect to object storage, an error status, no Range support, a chunked body, a
