@@ -320,6 +320,8 @@ class Exchange {
   /** The connection went back to the client: nothing here may touch it any more. */
   #released = false;
   #finished = false;
+  /** The connection may serve another request after this one (HTTP/1.1, no `connection: close`, nothing extra). */
+  #keep = false;
   #headersTimer?: NodeJS.Timeout;
   #bodyTimer?: NodeJS.Timeout;
   #lastRead = 0;
@@ -386,8 +388,7 @@ class Exchange {
     }
     this.#length = this.#left = Number(length);
     // A server that says it will close, or speaks HTTP/1.0, does not get a second request on this connection.
-    const keep = m[1] === '1' && !/\bclose\b/i.test(headers.connection ?? '');
-    this.#keep = keep;
+    this.#keep = m[1] === '1' && !/\bclose\b/i.test(headers.connection ?? '');
     const statusCode = Number(m[2]);
     const pending = this.#pending!;
     this.#pending = undefined;
@@ -396,8 +397,6 @@ class Exchange {
     pending.resolve({ statusCode, headers, body: this.#bodyApi() });
     return true;
   }
-
-  #keep = false;
 
   #bodyApi(): BulkBody {
     return {
@@ -424,7 +423,7 @@ class Exchange {
           // All of it arrived and nobody wants it: the connection is free.
           for (const q of this.#queue.splice(0)) this.#conn.giveBack(q.buf);
           this.#fn = () => {};
-          this.#giveBack();
+          this.#releaseConn();
         }
       },
     };
@@ -533,11 +532,11 @@ class Exchange {
     const d = this.#bodyDone;
     this.#bodyDone = undefined;
     if (!d) return;
-    this.#giveBack();
+    this.#releaseConn();
     d.resolve();
   }
 
-  #giveBack(): void {
+  #releaseConn(): void {
     if (this.#released) return;
     this.#released = true;
     this.#release();

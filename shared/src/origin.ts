@@ -128,6 +128,12 @@ export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
   }
 }
 
+/** Whether a Content-Range header says exactly bytes [start, end]. */
+function isRange(contentRange: string | undefined, start: number, end: number): boolean {
+  const m = /^bytes (\d+)-(\d+)\/\d+$/.exec(contentRange ?? '');
+  return !!m && Number(m[1]) === start && Number(m[2]) === end;
+}
+
 /**
  * GETs bytes [start, end] (inclusive). Resolves once the origin has answered with exactly that range; the caller
  * consumes (or destroys) the returned body. With `whole`, asks for the entire object (origins without Range).
@@ -137,8 +143,7 @@ export async function fetchOrigin(req: OriginRequest, start: number, end: number
   if (whole ? res.statusCode === 200 : res.statusCode === 206) {
     if (!whole) {
       const cr = firstHeader(res.headers, 'content-range');
-      const m = /^bytes (\d+)-(\d+)\/\d+$/.exec(cr ?? '');
-      if (!m || Number(m[1]) !== start || Number(m[2]) !== end) {
+      if (!isRange(cr, start, end)) {
         discard(res.body);
         throw originError('ORIGIN_BAD_RANGE', `asked ${start}-${end}, got ${JSON.stringify(cr)}`);
       }
@@ -191,8 +196,7 @@ export async function fetchOriginRange(req: OriginRequest, start: number, end: n
     for (const [k, v] of Object.entries(req.headers ?? {})) if (!OWN_HEADERS.has(k.toLowerCase())) headers[k] = v;
     try {
       const res = await fast.client.get(req.url, { headers, signal: req.signal, headersTimeoutMs: 30_000, bodyTimeoutMs: 60_000 });
-      const m = /^bytes (\d+)-(\d+)\/\d+$/.exec(res.headers['content-range'] ?? '');
-      if (res.statusCode === 206 && m && Number(m[1]) === start && Number(m[2]) === end && res.body.length === end - start + 1) return res.body;
+      if (res.statusCode === 206 && isRange(res.headers['content-range'], start, end) && res.body.length === end - start + 1) return res.body;
       res.body.discard();
       // A status the full client maps to an error is asked again there; only a different way of answering (a
       // redirect, no Range) sends this origin to the full client for good.

@@ -229,22 +229,22 @@ export class PieceSink {
     const label = this.#o.label ?? `@${this.#offset}`;
     const want = this.#o.expected?.[b];
     const stored = this.#o.have?.(b) ?? false;
-    if ((framedSha !== undefined && sha !== framedSha) || (want !== undefined && sha !== want)) {
-      gather.release(buf);
-      if (framedSha !== undefined && sha !== framedSha) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${framedSha} (framed)`);
+    let bad: Error | undefined;
+    if (framedSha !== undefined && sha !== framedSha) bad = pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${framedSha} (framed)`);
+    else if (want !== undefined && sha !== want) {
       // Against a block already on disk: the stored copy and the source disagree, so the stored copy is suspect too.
-      const e = pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}${stored ? ' (stored)' : ''}`);
-      if (stored) Object.assign(e, { storedBlock: b });
-      throw e;
+      bad = pieceError('PIECE_CORRUPT', `${label} block ${b}: sha256 ${sha} != ${want}${stored ? ' (stored)' : ''}`);
+      if (stored) Object.assign(bad, { storedBlock: b });
     }
+    // Nothing to write (refused, or already on disk): the buffer goes straight back.
+    if (bad || stored) gather.release(buf);
+    if (bad) throw bad;
     this.blocks.push(sha);
-    if (stored) {
-      gather.release(buf);
-      return;
-    }
+    if (stored) return;
     const data = [bytes];
+    holders.set(data, { buf, count: 0 });
     // The sink's own hold, let go once the block is written and reported.
-    const own = holdBlock((holders.set(data, { buf, count: 0 }), data));
+    const own = holdBlock(data);
     this.#o.onHashed?.(b, sha, data);
     this.#writes++;
     writeFully(this.#fh, bytes, this.#offset + b * BLOCK_SIZE).then(
