@@ -12,6 +12,11 @@ rc=${PIPESTATUS[0]}
 summary=$(grep -E '^# \{ total' "$log" | tail -n 1)
 pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
 fail=$(sed -nE 's/.*fail: ([0-9]+).*/\1/p' <<<"$summary")
+# Repeat each failure (with its diagnostics) at the end, where a CI log cut to its tail still shows it.
+if grep -qE '^\s*not ok' "$log"; then
+  echo "# failures:"
+  awk '/^[[:space:]]*not ok/ { show = 40 } show > 0 { print; show-- }' "$log" | grep -v '"level":' | head -n 200
+fi
 rm -f "$log"
 pass=${pass:-0}
 fail=${fail:-0}
