@@ -4,6 +4,8 @@
 //   node bench/range.mjs [--size-mib 1024] [--reads 5] [--latency-ms 10]
 // --latency-ms puts a relay adding that much each way in front of the registry (direct reads go through it too).
 // RANGE_GAP_MS=<ms> waits between reads (each read also leaves the rest of its piece to arrive in the background).
+// Each range is read by a first node (uncached), a second node right after it (while the rest of the covering piece
+// is still arriving at the first), and a third node once that has settled (RANGE_SETTLE_MS, default 500 ms).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { rm } from 'node:fs/promises';
@@ -51,31 +53,38 @@ const warmUp = { url: warmPushed.url.replace(reg.url, base) };
 const sn = await spawnSupernode();
 const a = await spawnDaemon(sn.url, 0, ['--registries', base]);
 const b = await spawnDaemon(sn.url, 1, ['--registries', base]);
-await curl(['-x', a.proxyUrl, '-r', '0-99', warmUp.url]);
-await curl(['-x', b.proxyUrl, '-r', '0-99', warmUp.url]);
+const c = await spawnDaemon(sn.url, 2, ['--registries', base]);
+for (const d of [a, b, c]) await curl(['-x', d.proxyUrl, '-r', '0-99', warmUp.url]);
+const settle = Number(process.env.RANGE_SETTLE_MS ?? 500);
 const cold = [];
 const warm = [];
+const settled = [];
 before = served();
 for (const off of offsets) {
   await new Promise((r) => setTimeout(r, Number(process.env.RANGE_GAP_MS ?? 0)));
   cold.push(await curl(['-x', a.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
   // A second node reading the same range: the piece is in the swarm now.
   warm.push(await curl(['-x', b.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
+  // A third node once the swarm is quiet: the same hops, without the first node's piece still streaming beside it.
+  await new Promise((r) => setTimeout(r, settle));
+  settled.push(await curl(['-x', c.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
 }
 const p2pOrigin = served() - before;
-if (process.env.RANGE_ALL) console.log("cold", cold.map((r) => r.ttfb.toFixed(1)).join(" "), "\nwarm", warm.map((r) => r.ttfb.toFixed(1)).join(" "), "\ndirect", direct.map((r) => r.ttfb.toFixed(1)).join(" "));
-await Promise.all([a.stop(), b.stop()]);
+if (process.env.RANGE_ALL) console.log("cold", cold.map((r) => r.ttfb.toFixed(1)).join(" "), "\nwarm", warm.map((r) => r.ttfb.toFixed(1)).join(" "), "\nsettled", settled.map((r) => r.ttfb.toFixed(1)).join(" "), "\ndirect", direct.map((r) => r.ttfb.toFixed(1)).join(" "));
+await Promise.all([a.stop(), b.stop(), c.stop()]);
 await sn.stop();
-await Promise.all([rm(a.dir, { recursive: true }), rm(b.dir, { recursive: true }), rm(sn.dir, { recursive: true })]);
+await Promise.all([a, b, c, sn].map((p) => rm(p.dir, { recursive: true })));
 const fmt = (x) => x.toFixed(1);
 console.log(`${values['size-mib']} MiB blob, ${reads} reads of 1 MiB at spread offsets (median)${latency ? `, registry ${latency} ms away each way` : ', loopback'}:`);
 console.log(`  direct from registry      TTFB ${fmt(median(direct.map((r) => r.ttfb)))} ms, total ${fmt(median(direct.map((r) => r.total)))} ms; origin ${(directOrigin / reads / MiB).toFixed(2)} MiB per read`);
 console.log(`  first read of the blob    TTFB ${fmt(cold[0].ttfb)} ms (registers the task: size probe + first piece)`);
 cold.shift();
 console.log(`  dfdaemon, uncached piece  TTFB ${fmt(median(cold.map((r) => r.ttfb)))} ms, total ${fmt(median(cold.map((r) => r.total)))} ms (ratio ${(median(cold.map((r) => r.ttfb)) / median(direct.map((r) => r.ttfb))).toFixed(2)})`);
-console.log(`  dfdaemon, 2nd node        TTFB ${fmt(median(warm.map((r) => r.ttfb)))} ms, total ${fmt(median(warm.map((r) => r.total)))} ms (ratio ${(median(warm.map((r) => r.ttfb)) / median(direct.map((r) => r.ttfb))).toFixed(2)})`);
+const line = (name, xs) => console.log(`  ${name.padEnd(24)} TTFB ${fmt(median(xs.map((r) => r.ttfb)))} ms, total ${fmt(median(xs.map((r) => r.total)))} ms (ratio ${(median(xs.map((r) => r.ttfb)) / median(direct.map((r) => r.ttfb))).toFixed(2)})`);
+line('dfdaemon, 2nd node', warm);
+line(`3rd node, ${settle} ms later`, settled);
 const { pieceSizeFor } = await import('@damselfly/shared');
-console.log(`  origin bytes per read via P2P (2 nodes read it): ${(p2pOrigin / reads / MiB).toFixed(2)} MiB = the ${pieceSizeFor(size) / MiB} MiB piece(s) covering it, once; not ${values['size-mib']} MiB, not once per node`);
+console.log(`  origin bytes per read via P2P (3 nodes read it): ${(p2pOrigin / reads / MiB).toFixed(2)} MiB = the ${pieceSizeFor(size) / MiB} MiB piece(s) covering it, once; not ${values['size-mib']} MiB, not once per node`);
 await relay?.close();
 await reg.stop();
 process.exit(0);
