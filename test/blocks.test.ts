@@ -137,6 +137,13 @@ t.test('a block that does not match is refused before a byte of it is written; t
   const flipped = [...expected];
   flipped[3] = sha(Buffer.from('x'));
   await t.rejects(verifyStoredPiece(join(dir, 'data'), 0, piece.length, flipped), { code: 'PIECE_CORRUPT' }, 'a stored piece is checked block by block');
+  // Through a few reused buffers: more checks at once than buffers all finish, and a file cut short says so.
+  await Promise.all(Array.from({ length: 9 }, () => verifyStoredPiece(join(dir, 'data'), 0, piece.length, expected)));
+  // A piece that starts mid-file and ends in a short block.
+  const at = 1005;
+  const part = piece.subarray(at);
+  await verifyStoredPiece(join(dir, 'data'), at, part.length, [0, 1, 2].map((b) => sha(part.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE))));
+  await t.rejects(verifyStoredPiece(join(dir, 'data'), BLOCK_SIZE, piece.length, expected.slice(1)), { code: 'PIECE_SHORT' }, 'past the end of the file: short, not corrupt');
   t.equal(splitBlocks(blocks.join(''), piece.length)?.length, 4);
   t.equal(splitBlocks(blocks.join(''), 5 * BLOCK_SIZE), undefined, 'a record of the wrong shape is not a piece');
 });

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { sharedError } from './errors.js';
 
 const DIGEST_RE = /^sha256:([a-f0-9]{64})$/;
@@ -22,20 +21,4 @@ export function formatDigest(d: Digest): string {
 
 export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-/** Hashes a byte range of a file without loading it into memory. */
-export async function sha256File(
-  path: string,
-  opts: { start?: number; end?: number; signal?: AbortSignal } = {},
-): Promise<string> {
-  const h = createHash('sha256');
-  const stream = createReadStream(path, {
-    start: opts.start,
-    end: opts.end,
-    highWaterMark: 1 << 20,
-    signal: opts.signal,
-  });
-  for await (const chunk of stream) h.update(chunk as Buffer);
-  return h.digest('hex');
 }

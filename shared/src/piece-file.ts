@@ -4,8 +4,7 @@
  * it is written, and reported verified once it is on disk; a piece read back from disk is checked block by block too.
  */
 import { createHash } from 'node:crypto';
-import type { FileHandle } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { errorFactory, type ErrorTable } from './errors.js';
 import { discard } from './abort.js';
@@ -363,38 +362,34 @@ export async function writePiece(fh: FileHandle, offset: number, length: number,
   return first > 0 ? [...sinks[1]!.blocks, ...sinks[0]!.blocks] : sinks[0]!.blocks;
 }
 
+/** Buffers stored pieces are read back into for their check (a few blocks at a time, whatever the piece size). */
+const verifyBuffers = new BufferPool(BLOCK_SIZE, 4);
+
 /**
- * Checks a stored piece against its block hashes by reading it back one block at a time (never the piece in one
- * Buffer). For pieces this process did not write and hash itself (found on disk at start-up): a torn write or a bad
- * disk is found here, before any byte of the piece is served.
+ * Checks a stored piece against its block hashes by reading it back one block at a time into a reused buffer (never
+ * the piece in one Buffer, no fresh buffer per read). For pieces this process did not write and hash itself (found on
+ * disk at start-up): a torn write or a bad disk is found here, before any byte of the piece is served.
  */
 export async function verifyStoredPiece(path: string, offset: number, length: number, blocks: readonly string[], label = `@${offset}`): Promise<void> {
-  let b = 0;
-  let inBlock = 0;
-  let h = createHash('sha256');
-  let got = 0;
-  const blockLen = (i: number) => Math.min(BLOCK_SIZE, length - i * BLOCK_SIZE);
-  if (length > 0) {
-    for await (const chunk of createReadStream(path, { start: offset, end: offset + length - 1, highWaterMark: BLOCK_SIZE })) {
-      const c = chunk as Buffer;
-      got += c.length;
-      let off = 0;
-      while (off < c.length) {
-        const take = Math.min(blockLen(b) - inBlock, c.length - off);
-        h.update(c.subarray(off, off + take));
-        inBlock += take;
-        off += take;
-        if (inBlock === blockLen(b)) {
-          const actual = h.digest('hex');
-          if (actual !== blocks[b]) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: on-disk sha256 ${actual} != ${blocks[b]}`);
-          b++;
-          inBlock = 0;
-          h = createHash('sha256');
-        }
+  if (length === 0) return;
+  const buf = await verifyBuffers.acquire();
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, 'r');
+    for (let b = 0, start = 0; start < length; b++, start += BLOCK_SIZE) {
+      const want = Math.min(BLOCK_SIZE, length - start);
+      for (let got = 0; got < want; ) {
+        const { bytesRead } = await fh.read(buf, got, want - got, offset + start + got);
+        if (bytesRead === 0) throw pieceError('PIECE_SHORT', `${label}: data file has ${start + got} of ${length} bytes`);
+        got += bytesRead;
       }
+      const actual = createHash('sha256').update(buf.subarray(0, want)).digest('hex');
+      if (actual !== blocks[b]) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: on-disk sha256 ${actual} != ${blocks[b]}`);
     }
+  } finally {
+    await fh?.close();
+    verifyBuffers.release(buf);
   }
-  if (got !== length) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of ${length} bytes`);
 }
 
 /**
