@@ -13,6 +13,7 @@ import { Client } from 'undici';
 import {
   BLOCK_SIZE,
   DigestCheck,
+  PieceSink,
   PieceStore,
   firstBlockParam,
   StoredTask,
@@ -137,6 +138,12 @@ t.test('a block that does not match is refused before a byte of it is written; t
   const flipped = [...expected];
   flipped[3] = sha(Buffer.from('x'));
   await t.rejects(verifyStoredPiece(join(dir, 'data'), 0, piece.length, flipped), { code: 'PIECE_CORRUPT' }, 'a stored piece is checked block by block');
+  // An abandoned attempt takes nothing more: a consumer still holding one of its chunks cannot write or report it.
+  const sink = new PieceSink(fh, 0, piece.length, { expected, onBlock: (b) => t.fail(`block ${b} of an abandoned attempt was reported`) });
+  t.equal(sink.feed(piece.subarray(0, 1000)), 1000);
+  sink.drop();
+  t.throws(() => sink.feed(piece, 1000), { code: 'PIECE_SHORT', message: /abandoned/ }, 'a feed after drop() throws');
+  await t.rejects(sink.ready(), { code: 'PIECE_SHORT' });
   // Through a few reused buffers: more checks at once than buffers all finish, and a file cut short says so.
   await Promise.all(Array.from({ length: 9 }, () => verifyStoredPiece(join(dir, 'data'), 0, piece.length, expected)));
   // A piece that starts mid-file and ends in a short block.

@@ -81,6 +81,12 @@ t.test('kept-alive connections are reused; one the server closed meanwhile is re
   const again = await collect(client, `${srv.url}/p/again`);
   t.equal(sha(again.body), sha(blob), 'answered after the retry');
   t.equal(srv.connections(), 2, 'on a second connection');
+  // A connection the server closes while it sits idle leaves the pool at once (and its read buffers with it).
+  t.equal(client.idle, 1, 'kept for reuse');
+  for (const s of srv.sockets) s.destroy();
+  await delay(50);
+  t.equal(client.idle, 0, 'gone from the pool when the server closed it, not when the host is next asked');
+  t.equal(client.connections, 0);
 });
 
 t.test('a consumer that holds the body back gets every byte intact (the read buffer waits for it)', async (t) => {
@@ -143,6 +149,11 @@ t.test('answers that are not framed as cluster members frame them are refused be
   await t.rejects(client.get(`${unframed}/x`), { code: 'BULK_PROTOCOL', message: /Content-Length/ }, 'no length');
   const garbage = await rawServer(t, (s) => s.end('SSH-2.0-OpenSSH_9.2\r\n\r\n'));
   await t.rejects(client.get(`${garbage}/x`), { code: 'BULK_PROTOCOL', message: /status line/ }, 'not HTTP');
+  const spaced = await rawServer(t, (s) => s.end('HTTP/1.1 200 OK\r\ncontent-length : 5\r\n\r\nhello'));
+  await t.rejects(client.get(`${spaced}/x`), { code: 'BULK_PROTOCOL', message: /header line/ }, 'a space before the colon is refused, not trimmed');
+  // One read holding a whole head far over the limit (the terminator is there, the size is still refused).
+  const big = await rawServer(t, (s) => s.end(`HTTP/1.1 200 OK\r\nx: ${'a'.repeat(40 * 1024)}\r\ncontent-length: 5\r\n\r\nhello`));
+  await t.rejects(client.get(`${big}/x`), { code: 'BULK_PROTOCOL', message: /head over/ }, 'an over-long head with its end in sight');
   const huge = await rawServer(t, (s) => s.write(`HTTP/1.1 200 OK\r\nx: ${'a'.repeat(64 * 1024)}`));
   await t.rejects(client.get(`${huge}/x`), { code: 'BULK_PROTOCOL', message: /head over/ }, 'endless head');
   await t.rejects(client.get(`${huge}/x`, { headers: { 'x-bad': 'a\r\nhost: evil' } }), { code: 'BULK_PROTOCOL', message: /refusing to send header/ }, 'header injection is not sent');
@@ -181,4 +192,38 @@ t.test('stalls, short bodies, aborts and over-long bodies end in errors, never a
 
   const refused = `http://127.0.0.1:${(await new Promise<number>((r) => { const s = createNetServer(); s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); }))}`;
   await t.rejects(client.get(`${refused}/x`), { code: 'BULK_CONNECT' }, 'nobody listening');
+});
+
+t.test('an interim 1xx answer (103 Early Hints) is skipped for the answer that follows it', async (t) => {
+  const client = new BulkClient();
+  t.teardown(() => client.close());
+  const hints = await rawServer(t, (s) => s.end('HTTP/1.1 103 Early Hints\r\nlink: </a>; rel=preload\r\n\r\nHTTP/1.1 206 Partial Content\r\ncontent-length: 5\r\n__proto__: x\r\n\r\nhello'));
+  const r = await collect(client, `${hints}/x`);
+  t.equal(r.status, 206);
+  t.equal(r.body.toString(), 'hello');
+  t.equal(r.headers['__proto__'], 'x', 'a header named __proto__ is just a header');
+  // Split across reads: the interim head in one write, the real one later.
+  const split = await rawServer(t, (s) => {
+    s.write('HTTP/1.1 100 Continue\r\n\r\n');
+    setTimeout(() => s.end('HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc'), 30);
+  });
+  t.equal((await collect(client, `${split}/x`)).body.toString(), 'abc');
+});
+
+t.test('a body that fails while its consumer is busy with a chunk is reported only once the consumer is done with it', async (t) => {
+  const client = new BulkClient();
+  t.teardown(() => client.close());
+  const stalls = await rawServer(t, (s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n' + 'a'.repeat(100)));
+  const ac = new AbortController();
+  const res = await client.get(`${stalls}/x`, { signal: ac.signal });
+  const events: string[] = [];
+  const body = res.body.forEach(async () => {
+    events.push('chunk');
+    ac.abort(new Error('caller gave up'));
+    await delay(100);
+    events.push('consumer done');
+  });
+  await t.rejects(body, /caller gave up/);
+  events.push('rejected');
+  t.same(events, ['chunk', 'consumer done', 'rejected'], 'the caller hears of the failure after its consumer let go of the chunk');
 });

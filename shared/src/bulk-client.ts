@@ -31,6 +31,8 @@ export const bulkError = errorFactory(BulkErrors);
 
 /** A response head larger than this is refused (ours are a few hundred bytes). */
 const MAX_HEAD = 16 * 1024;
+/** An HTTP header name (RFC 9110 token). */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** How to reach one host: extra TLS settings and a guarded name lookup. */
 export interface DialOptions {
@@ -182,6 +184,13 @@ export class BulkClient {
     return this.#open.size;
   }
 
+  /** Idle connections kept for reuse, across hosts. */
+  get idle(): number {
+    let n = 0;
+    for (const list of this.#idle.values()) n += list.length;
+    return n;
+  }
+
   async get(url: string, req: BulkRequest = {}): Promise<BulkResponse> {
     const u = new URL(url);
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw bulkError('BULK_CONNECT', `unsupported scheme ${u.protocol}`);
@@ -189,7 +198,8 @@ export class BulkClient {
     const head = requestHead(u, req.headers ?? {});
     for (let attempt = 0; ; attempt++) {
       req.signal?.throwIfAborted();
-      const conn = this.#takeIdle(key) ?? (await this.#connect(u, key, req.signal));
+      // The retry goes on a new connection: the server may have closed every idle one at once.
+      const conn = (attempt === 0 ? this.#takeIdle(key) : undefined) ?? (await this.#connect(u, key, req.signal));
       try {
         return await this.#exchange(conn, head, req);
       } catch (err) {
@@ -210,12 +220,23 @@ export class BulkClient {
 
   #takeIdle(key: string): Conn | undefined {
     const list = this.#idle.get(key);
-    while (list?.length) {
+    let found: Conn | undefined;
+    while (!found && list?.length) {
       const c = list.pop()!;
       clearTimeout(c.idleTimer);
-      if (!c.closed && c.reusable) return c;
+      if (!c.closed && c.reusable) found = c;
     }
-    return undefined;
+    if (list?.length === 0) this.#idle.delete(key);
+    return found;
+  }
+
+  #forget(c: Conn): void {
+    clearTimeout(c.idleTimer);
+    const list = this.#idle.get(c.key);
+    const i = list?.indexOf(c) ?? -1;
+    if (i < 0) return;
+    list!.splice(i, 1);
+    if (list!.length === 0) this.#idle.delete(c.key);
   }
 
   #release(c: Conn): void {
@@ -254,7 +275,9 @@ export class BulkClient {
           : net.connect({ host, port, ...(how?.lookup ? { lookup: how.lookup } : {}), onread });
       conn.bind(socket);
       this.#open.add(conn);
-      socket.once('close', () => this.#open.delete(conn));
+      // A connection that closed while idle (the server's keep-alive ran out, our idle timer) leaves the pool at once,
+      // and with it its read buffers: a peer that went away leaves nothing behind.
+      socket.once('close', () => (this.#open.delete(conn), this.#forget(conn)));
       const done = (err?: Error) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -293,7 +316,7 @@ function requestHead(u: URL, headers: Record<string, string>): string {
   let head = `GET ${u.pathname}${u.search} HTTP/1.1\r\nhost: ${u.host}\r\nconnection: keep-alive\r\n`;
   for (const [k, v] of Object.entries(headers)) {
     // Header injection through a value or a name is refused, not sent.
-    if (/[\r\n]/.test(k + v) || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k)) throw bulkError('BULK_PROTOCOL', `refusing to send header ${JSON.stringify(k)}`);
+    if (/[\r\n]/.test(k + v) || !TOKEN.test(k)) throw bulkError('BULK_PROTOCOL', `refusing to send header ${JSON.stringify(k)}`);
     head += `${k}: ${v}\r\n`;
   }
   return head + '\r\n';
@@ -338,6 +361,8 @@ class Exchange {
   start(head: string): void {
     const { signal } = this.#req;
     if (signal?.aborted) return this.#fail(signal.reason as Error);
+    // Closed between its connect (or its time in the pool) and now: its close event has come and gone.
+    if (this.#conn.closed) return this.#fail(Object.assign(bulkError('BULK_CLOSED', 'before any answer'), { unanswered: true }));
     signal?.addEventListener('abort', this.#onAbort, { once: true });
     this.#conn.attach(
       (buf, n) => this.#data(buf, n),
@@ -351,10 +376,16 @@ class Exchange {
   #data(buf: Buffer, n: number): boolean | void {
     if (this.#left === -1) {
       // The head is ASCII; latin1 keeps one character per byte, so offsets in the text are offsets in the buffer.
-      const before = this.#head.length;
+      let before = this.#head.length;
       this.#head += buf.toString('latin1', 0, n);
-      const end = this.#head.indexOf('\r\n\r\n');
-      if (end < 0) {
+      let end = this.#head.indexOf('\r\n\r\n');
+      // An interim answer (103 Early Hints from a CDN, 100 Continue) has no body: the real one follows it.
+      while (end >= 0 && end <= MAX_HEAD && /^HTTP\/1\.[01] 1(?!01)\d\d/.test(this.#head)) {
+        this.#head = this.#head.slice(end + 4);
+        before -= end + 4;
+        end = this.#head.indexOf('\r\n\r\n');
+      }
+      if (end < 0 || end > MAX_HEAD) {
         this.#conn.giveBack(buf);
         if (this.#head.length > MAX_HEAD) this.#fail(bulkError('BULK_PROTOCOL', `response head over ${MAX_HEAD} bytes`));
         return;
@@ -374,11 +405,13 @@ class Exchange {
     const lines = text.split('\r\n');
     const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0] ?? '');
     if (!m) return this.#fail(bulkError('BULK_PROTOCOL', `status line ${JSON.stringify((lines[0] ?? '').slice(0, 80))}`)), false;
-    const headers: Record<string, string> = {};
+    // No prototype: a header named `__proto__` or `constructor` is just a header.
+    const headers: Record<string, string> = Object.create(null) as Record<string, string>;
     for (const line of lines.slice(1)) {
       const i = line.indexOf(':');
-      if (i <= 0) return this.#fail(bulkError('BULK_PROTOCOL', `header line ${JSON.stringify(line.slice(0, 80))}`)), false;
-      const k = line.slice(0, i).trim().toLowerCase();
+      // A name is a token, with no space before the colon (RFC 9112 5.1: such a line is refused, not trimmed).
+      if (i <= 0 || !TOKEN.test(line.slice(0, i))) return this.#fail(bulkError('BULK_PROTOCOL', `header line ${JSON.stringify(line.slice(0, 80))}`)), false;
+      const k = line.slice(0, i).toLowerCase();
       const v = line.slice(i + 1).trim();
       headers[k] = headers[k] === undefined ? v : `${headers[k]}, ${v}`;
     }
@@ -462,29 +495,39 @@ class Exchange {
     while (this.#fn && !this.#busy && !this.#failed && this.#queue.length) {
       const { buf, from, to } = this.#queue.shift()!;
       let r: Promise<void> | void;
+      // Busy from the call on: a failure the consumer causes from inside it (an abort) waits for it too.
+      this.#busy = true;
       try {
         r = this.#fn(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
       } catch (err) {
+        this.#busy = false;
         this.#conn.giveBack(buf);
         this.#fail(err as Error);
+        this.#rejectBody();
         return;
       }
       if (r) {
         // The chunk stays valid until the consumer is done with it: its buffer is not read into meanwhile.
-        this.#busy = true;
         r.then(
           () => {
             this.#busy = false;
             this.#conn.giveBack(buf);
-            this.#pump();
+            if (this.#failed) this.#rejectBody();
+            else this.#pump();
           },
-          (err: unknown) => this.#fail(err as Error),
+          (err: unknown) => {
+            this.#busy = false;
+            this.#fail(err as Error);
+            this.#rejectBody();
+          },
         );
         return;
       }
+      this.#busy = false;
       this.#conn.giveBack(buf);
     }
-    if (!this.#fn || this.#busy || this.#failed || this.#queue.length) return;
+    if (this.#failed) return void (this.#busy || this.#rejectBody());
+    if (!this.#fn || this.#busy || this.#queue.length) return;
     if (this.#finished) this.#settle();
     else this.#resume();
   }
@@ -556,8 +599,14 @@ class Exchange {
       this.#pending = undefined;
       p.reject(err);
     }
+    // A consumer still working on a chunk hears of it when it is done with that chunk (see #pump), never while it may
+    // still be acting on it: whoever awaits the body can then trust that nothing of it is still being processed.
+    if (!this.#busy) this.#rejectBody();
+  }
+
+  #rejectBody(): void {
     const d = this.#bodyDone;
     this.#bodyDone = undefined;
-    d?.reject(err);
+    d?.reject(this.#failed!);
   }
 }

@@ -211,10 +211,14 @@ export class PieceSink {
     if (this.#error) throw this.#error;
   }
 
-  /** Gives back the block buffer being filled (the piece was abandoned). */
+  /**
+   * Gives back the block buffer being filled (the piece was abandoned). A consumer still holding a chunk of this
+   * attempt may call `feed` later: it then throws, so nothing of an abandoned attempt is hashed, written or reported.
+   */
   drop(): void {
     if (this.#buf) gather.release(this.#buf);
     this.#buf = undefined;
+    this.#error ??= pieceError('PIECE_SHORT', `${this.#o.label ?? `@${this.#offset}`}: the attempt was abandoned`);
   }
 
   #complete(b: number, framedSha: string | undefined): void {
