@@ -227,3 +227,14 @@ t.test('a body that fails while its consumer is busy with a chunk is reported on
   events.push('rejected');
   t.same(events, ['chunk', 'consumer done', 'rejected'], 'the caller hears of the failure after its consumer let go of the chunk');
 });
+
+t.test('close() ends the connects under way at once, not at their timeout', async (t) => {
+  // A TCP peer that never answers the TLS handshake: the connect would otherwise wait out its 30 s.
+  const mute = await rawServer(t, () => {});
+  const client = new BulkClient({ connectTimeoutMs: 30_000 });
+  const pending = client.get(`${mute.replace('http:', 'https:')}/x`);
+  await delay(100);
+  await client.close();
+  await t.rejects(pending, { code: 'BULK_CONNECT', message: /the client is closed/ });
+  t.equal(client.connections, 0);
+});

@@ -166,6 +166,8 @@ export class BulkClient {
   readonly #o: Required<Omit<BulkClientOptions, 'tls' | 'dial'>> & Pick<BulkClientOptions, 'tls' | 'dial'>;
   readonly #idle = new Map<string, Conn[]>();
   readonly #open = new Set<Conn>();
+  /** Connects under way: `close()` ends them at once rather than leaving them to their timeout. */
+  readonly #connecting = new Set<(err: Error) => void>();
   #closed = false;
 
   constructor(o: BulkClientOptions = {}) {
@@ -213,6 +215,7 @@ export class BulkClient {
   /** Closes every connection; requests in flight fail. */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const fail of [...this.#connecting]) fail(new Error('the client is closed'));
     for (const c of this.#open) c.socket.destroy();
     this.#open.clear();
     this.#idle.clear();
@@ -279,6 +282,7 @@ export class BulkClient {
       // and with it its read buffers: a peer that went away leaves nothing behind.
       socket.once('close', () => (this.#open.delete(conn), this.#forget(conn)));
       const done = (err?: Error) => {
+        this.#connecting.delete(done);
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         socket.off('error', done);
@@ -290,11 +294,13 @@ export class BulkClient {
       };
       const ok = () => (done(), resolve(conn));
       const onAbort = () => {
+        this.#connecting.delete(done);
         socket.destroy();
         clearTimeout(timer);
         socket.off('error', done);
         reject(signal!.reason);
       };
+      this.#connecting.add(done);
       const timer = setTimeout(() => done(new Error(`no connection after ${this.#o.connectTimeoutMs} ms`)), this.#o.connectTimeoutMs);
       socket.once(u.protocol === 'https:' ? 'secureConnect' : 'connect', ok);
       socket.once('error', done);
