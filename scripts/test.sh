@@ -12,10 +12,13 @@ rc=${PIPESTATUS[0]}
 summary=$(grep -E '^# \{ total' "$log" | tail -n 1)
 pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
 fail=$(sed -nE 's/.*fail: ([0-9]+).*/\1/p' <<<"$summary")
-# Repeat each failure (with its diagnostics) at the end, where a CI log cut to its tail still shows it.
+# Repeat the failures at the end, where a CI log cut to its tail still shows them: the first failing assertion with
+# its diagnostics, then every failing line (assertion, subtest, file).
 if grep -qE '^\s*not ok' "$log"; then
-  echo "# failures:"
-  awk '/^[[:space:]]*not ok/ { show = 40 } show > 0 { print; show-- }' "$log" | grep -v '"level":' | head -n 200
+  echo "# first failure:"
+  awk '/^[[:space:]]*not ok/ && !started { started = 1; show = 30 } show > 0 { print; if (--show == 0) exit }' "$log" | grep -v '"level":'
+  echo "# every failure:"
+  grep -E '^[[:space:]]*not ok' "$log" | head -n 40
 fi
 rm -f "$log"
 pass=${pass:-0}

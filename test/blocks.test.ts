@@ -342,7 +342,7 @@ t.test('a Range read in the middle of a piece: its block is fetched first, from 
   const gets = getsOf();
   const expected = [2 * BLOCK_SIZE, (perPiece - 2) * BLOCK_SIZE, ...Array<number>(pieces - 1).fill(P)];
   t.same(gets.sort((x, y) => x - y), expected.sort((x, y) => x - y), 'the supernode asked the origin for block 2 and the rest of its piece apart');
-  t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
+  t.equal(await reg.settledBytesServed(digest, blob.length + 1), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
 });
 
 t.test('a peer still fetching a piece relays its blocks to others as they land', async (t) => {
@@ -407,7 +407,7 @@ t.test('a peer getting a piece through a relay relays it on (a chain of relays),
   t.ok((await metricValue(b.metrics.registry, 'damselfly_dfdaemon_relayed_pieces_total')) >= 1, 'b served a piece it did not have yet');
   t.ok((await metricValue(c.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'peer' })) > 0, 'c fetched from peers');
   for (const d of [b, c]) t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'without a failed piece');
-  t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
+  t.equal(await reg.settledBytesServed(digest, blob.length + 1), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
 });
 
 t.test('the origin dies mid-piece while the supernode streams it: the client sees an error, never a whole-looking body', async (t) => {

@@ -50,7 +50,7 @@ t.test('a restarted supernode keeps its tasks and seeded pieces (level + data fi
   t.equal((await getViaProxy(d1.proxyUrl, url)).status, 200);
   await d1.stop();
   await sn1.stop();
-  const before = reg.blobBytesServed(digest);
+  const before = await reg.settledBytesServed(digest);
 
   const sn2 = new Supernode(cfg());
   await sn2.start();
@@ -58,6 +58,6 @@ t.test('a restarted supernode keeps its tasks and seeded pieces (level + data fi
   const d2 = await startDaemon(t, [sn2.url]);
   const r = await getViaProxy(d2.proxyUrl, url);
   t.equal(`sha256:${createHash('sha256').update(r.body).digest('hex')}`, digest);
-  t.equal(reg.blobBytesServed(digest), before, 'nothing fetched from the origin again');
+  t.equal(await reg.settledBytesServed(digest), before, 'nothing fetched from the origin again');
   t.equal(await metricValue(d2.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' }), blob.length, 'all from the restarted supernode');
 });

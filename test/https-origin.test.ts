@@ -51,7 +51,7 @@ t.test('https origins with their own CA', async (t) => {
     t.equal(r.status, 200);
     t.equal(`sha256:${sha(r.body)}`, digest);
     t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' })) > 0, 'through the supernode');
-    t.equal(reg.blobBytesServed(digest), blob.length + 1, 'the registry served the blob once (and 1 byte for the size probe)');
+    t.equal(await reg.settledBytesServed(digest, blob.length + 1), blob.length + 1, 'the registry served the blob once (and 1 byte for the size probe)');
   });
 
   await t.test('the CA on the dfdaemon only: the client is told the supernode cannot verify the origin, nothing goes direct', async (t) => {
@@ -62,7 +62,7 @@ t.test('https origins with their own CA', async (t) => {
     const r = await getViaProxy(d.proxyUrl, url);
     t.equal(r.status, 502, 'an error, not the blob the direct way');
     t.match(r.body.toString(), /cannot verify the origin's TLS certificate[\s\S]*originCaFiles/, `the error says why and what to set: ${r.body.toString().slice(0, 300)}`);
-    t.equal(reg.blobBytesServed(digest), 0, 'the registry served no blob bytes');
+    t.equal(await reg.settledBytesServed(digest), 0, 'the registry served no blob bytes');
   });
 
   await t.test('nydusd with use_http: an http:// request for a registry configured as https is upgraded', async (t) => {

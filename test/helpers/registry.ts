@@ -23,8 +23,13 @@ export interface Registry {
   host: string;
   /** Parsed access-log lines so far. */
   access: AccessLine[];
-  /** Body bytes the registry sent for GETs of this blob digest. */
+  /** Body bytes the registry sent for GETs of this blob digest, as far as its access log has arrived. */
   blobBytesServed(digest: string): number;
+  /**
+   * The same for one or more digests, once the log has caught up: the registry logs each answer a moment after
+   * sending it, so this waits (up to 5 s) for at least `atLeast` bytes, then until no line has arrived for 100 ms.
+   */
+  settledBytesServed(digests: string | string[], atLeast?: number): Promise<number>;
   stop(): Promise<void>;
   kill(): void;
 }
@@ -104,12 +109,26 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     await new Promise((r) => setTimeout(r, 100));
   }
   await check?.close();
+  const served = (digest: string) =>
+    access.filter((a) => a.method === 'GET' && a.path.includes(`/blobs/${digest}`) && a.status < 300).reduce((s, a) => s + a.bytes, 0);
   return {
     url,
     host: `${host}:${port}`,
     access,
-    blobBytesServed: (digest) =>
-      access.filter((a) => a.method === 'GET' && a.path.includes(`/blobs/${digest}`) && a.status < 300).reduce((s, a) => s + a.bytes, 0),
+    blobBytesServed: served,
+    async settledBytesServed(digests, atLeast = 0) {
+      const list = typeof digests === 'string' ? [digests] : digests;
+      const total = () => list.reduce((s, d) => s + served(d), 0);
+      const deadline = Date.now() + 5_000;
+      const tick = () => new Promise((r) => setTimeout(r, 20));
+      while (total() < atLeast && Date.now() < deadline) await tick();
+      let last = total();
+      for (let quietSince = Date.now(); Date.now() - quietSince < 100 && Date.now() < deadline; ) {
+        await tick();
+        if (total() !== last) (last = total()), (quietSince = Date.now());
+      }
+      return last;
+    },
     kill: () => child.kill('SIGKILL'),
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
