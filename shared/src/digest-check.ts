@@ -9,10 +9,10 @@
  * parallel) are read back from the data file when the prefix reaches them, from the page cache in the common case.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import { BLOCK_SIZE, blockCountFor } from './blocks.js';
 import { pieceRange } from './piece-size.js';
 import { BufferPool } from './buffer-pool.js';
+import { readFileChunks } from './file-chunks.js';
 
 /** Read-back goes through a few reused buffers: a fresh one per read was a GiB of garbage per GiB read back. */
 const readBack = new BufferPool(1 << 20, 4);
@@ -88,22 +88,11 @@ export class DigestCheck {
 
   /** Feeds bytes [from, end] of the data file into the digest. */
   async #readBack(from: number, end: number): Promise<void> {
-    const buf = await readBack.acquire(this.#deps.signal);
-    const fh = await open(this.#deps.dataPath, 'r').catch((err: unknown) => (readBack.release(buf), Promise.reject(err)));
-    try {
-      for (let pos = from; pos <= end; ) {
-        this.#deps.signal.throwIfAborted();
-        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos + 1), pos);
-        // A file cut short feeds fewer bytes: the digest then does not match, which is the answer for it.
-        if (bytesRead === 0) break;
-        this.#hash.update(buf.subarray(0, bytesRead));
-        this.readBackBytes += bytesRead;
-        pos += bytesRead;
-      }
-    } finally {
-      await fh.close();
-      readBack.release(buf);
-    }
+    // A file cut short feeds fewer bytes: the digest then does not match, which is the answer for it.
+    await readFileChunks(this.#deps.dataPath, from, end - from + 1, readBack, (chunk) => {
+      this.#hash.update(chunk);
+      this.readBackBytes += chunk.length;
+    }, this.#deps.signal);
   }
 
   async #advance(): Promise<DigestOutcome> {

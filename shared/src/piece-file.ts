@@ -4,12 +4,13 @@
  * it is written, and reported verified once it is on disk; a piece read back from disk is checked block by block too.
  */
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { errorFactory, type ErrorTable } from './errors.js';
 import { discard } from './abort.js';
 import { BLOCK_HASH_BYTES, BLOCK_SIZE, blockCountFor } from './blocks.js';
 import { BufferPool } from './buffer-pool.js';
+import { readFileChunks } from './file-chunks.js';
 
 export const PieceErrors = {
   PIECE_SHORT: { message: 'piece body has the wrong length: %s', status: 502 },
@@ -375,25 +376,14 @@ const verifyBuffers = new BufferPool(BLOCK_SIZE, 4);
  * disk at start-up): a torn write or a bad disk is found here, before any byte of the piece is served.
  */
 export async function verifyStoredPiece(path: string, offset: number, length: number, blocks: readonly string[], label = `@${offset}`): Promise<void> {
-  if (length === 0) return;
-  const buf = await verifyBuffers.acquire();
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(path, 'r');
-    for (let b = 0, start = 0; start < length; b++, start += BLOCK_SIZE) {
-      const want = Math.min(BLOCK_SIZE, length - start);
-      for (let got = 0; got < want; ) {
-        const { bytesRead } = await fh.read(buf, got, want - got, offset + start + got);
-        if (bytesRead === 0) throw pieceError('PIECE_SHORT', `${label}: data file has ${start + got} of ${length} bytes`);
-        got += bytesRead;
-      }
-      const actual = createHash('sha256').update(buf.subarray(0, want)).digest('hex');
-      if (actual !== blocks[b]) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: on-disk sha256 ${actual} != ${blocks[b]}`);
-    }
-  } finally {
-    await fh?.close();
-    verifyBuffers.release(buf);
-  }
+  let b = 0;
+  // Block-sized buffers from the piece's start: each chunk is one block.
+  const got = await readFileChunks(path, offset, length, verifyBuffers, (block) => {
+    const actual = createHash('sha256').update(block).digest('hex');
+    if (actual !== blocks[b]) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: on-disk sha256 ${actual} != ${blocks[b]}`);
+    b++;
+  });
+  if (got < length) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of ${length} bytes`);
 }
 
 /**
