@@ -243,6 +243,27 @@ t.test('scheduler: relays only pieces whose block hashes the supernode has, and 
   t.same(s.schedule('T', 'f', [0], 1), [{ piece: 0, from: 'd', relay: true }], 'a and b are busy; d (fetching from the supernode) relays to f');
 });
 
+t.test('a relay never feeds on its own requester: a peer whose fetch failed is not sent to the relays it was feeding', async (t) => {
+  const fetching = (n: number) => new Set(n === 0 ? ['b'] : []);
+  const v = view({ holders: {}, fetching, relaysFrom: (n, peer, source) => n === 0 && peer === 'b' && source === 'a' });
+  t.same(rarestFirst(v, { requester: 'a', want: [0], max: 1 }), [{ piece: 0, from: SUPERNODE }], 'b gets its blocks from a');
+  t.same(rarestFirst(v, { requester: 'c', want: [0], max: 1 }), [{ piece: 0, from: 'b', relay: true }], 'b relays to anyone else');
+
+  // The swarm emulation's case: a's stream from the supernode is cut as too slow while b and c relay it (c through
+  // b). b and c keep waiting for a's blocks, since a asks again at once; a must not get the piece from either. Two
+  // slots each, so b still has a free one when a asks.
+  const s = new Scheduler({ supernodeSlots: 10, peerSlots: 2, failuresBeforeBlacklist: 3, hashed: () => true });
+  for (const p of ['a', 'b', 'c', 'd']) {
+    s.peerJoined(p, true);
+    s.taskJoined(p, 'T');
+  }
+  t.same(s.schedule('T', 'a', [0], 1), [{ piece: 0, from: SUPERNODE }]);
+  t.same(s.schedule('T', 'b', [0], 1), [{ piece: 0, from: 'a', relay: true }]);
+  t.same(s.schedule('T', 'c', [0], 1), [{ piece: 0, from: 'b', relay: true }]);
+  t.equal(s.pieceResult('T', 'a', 0, SUPERNODE, false, 'timeout'), 'accepted');
+  t.same(s.schedule('T', 'a', [0], 1), [{ piece: 0, from: SUPERNODE }], 'neither b (from a) nor c (from b, from a)');
+});
+
 t.test('scheduler: the typical transfer rate is the median over reporting peers, so one inflated reporter moves nothing', async (t) => {
   const s = new Scheduler({ supernodeSlots: 10, peerSlots: 8, failuresBeforeBlacklist: 3 });
   for (const p of ['h', 'r1', 'r2', 'r3', 'evil']) {

@@ -27,6 +27,12 @@ export interface SwarmView {
    * block hashes, which a downloader needs up front.
    */
   fetching?(n: number): ReadonlySet<string>;
+  /**
+   * Whether `peer`'s copy of piece `n` is arriving from `source`, directly or through relays. Such a peer is no relay
+   * source for `source`: each would wait on the other's blocks until the piece's deadline (a peer whose fetch failed
+   * asks again while peers relaying it are still waiting for its blocks).
+   */
+  relaysFrom?(n: number, peer: string, source: string): boolean;
   /** Pieces the requester is fetching from the supernode now (in this task). */
   fromSupernode?(): number;
   /**
@@ -118,7 +124,8 @@ function mix(s: string, n: number): number {
  * most labels with the requester and would give a new stream the most (its learned capacity over its uploads under
  * way; the least load while nothing is measured); else to the supernode while it has free slots (and, when
  * it is busy, only for pieces not already on their way to some peer). With no whole holder free, a peer still
- * fetching the piece (close enough to a whole copy) relays it before the supernode is asked again.
+ * fetching the piece (close enough to a whole copy) relays it before the supernode is asked again, unless its copy
+ * comes from the requester itself.
  */
 export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supernodeOnly, tried, downloaders = 1 }) => {
   const extraLoad = new Map<string, number>();
@@ -199,6 +206,7 @@ export const rarestFirst: SchedulePolicy = (view, { requester, want, max, supern
         if (h === requester || view.blacklisted(h) || !view.uploads(h) || failedHere?.has(h)) continue;
         const load = loadOf(h);
         if (load >= view.slots(h) || load >= bestLoad) continue;
+        if (view.relaysFrom?.(piece, h, requester)) continue;
         best = h;
         bestLoad = load;
         relay = true;

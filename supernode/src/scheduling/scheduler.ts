@@ -105,6 +105,9 @@ const CAPACITY_ALPHA = 0.3;
  */
 export const MAX_RELAY_DEPTH = 2;
 
+/** Most hops followed up a relay chain when checking that a relay does not feed on the requester. */
+const RELAY_WALK_LIMIT = 8;
+
 /** Weight of a new report in a reporting peer's typical transfer rate. */
 const FLOW_ALPHA = 0.2;
 
@@ -490,7 +493,30 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       labels: (id) => this.#peers.get(id)?.labels,
       capacity: this.#capacity.size ? (id) => this.capacity(id)! : undefined,
       fromSupernode: () => this.#fromSupernode.get(`${taskId}\0${requester}`) ?? 0,
+      relaysFrom: (n, peer, source) => this.#relaysFrom(taskId, n, peer, source),
     };
+  }
+
+  /**
+   * Follows `peer`'s transfers of piece `n` (its first and any endgame second) up through relays. The walk is short:
+   * chains are at most MAX_RELAY_DEPTH deep when booked, and a bound keeps a stale longer one (a relay's source that
+   * restarted its fetch elsewhere) from costing more.
+   */
+  #relaysFrom(taskId: string, n: number, peer: string, source: string): boolean {
+    let level = [peer];
+    for (let hop = 0; hop < RELAY_WALK_LIMIT && level.length; hop++) {
+      const next: string[] = [];
+      for (const id of level) {
+        const key = { taskId, requester: id, piece: n };
+        for (const p of [this.#pending.get(pendingKey(key)), this.#pending.get(endgameKey(key))]) {
+          if (!p?.relay) continue;
+          if (p.from === source) return true;
+          next.push(p.from);
+        }
+      }
+      level = next;
+    }
+    return false;
   }
 
   #swarm(taskId: string): TaskSwarm {
