@@ -19,6 +19,7 @@ import { makeBlob, pushBlob, startRegistry, freePort } from './helpers/registry.
 import { ROOT, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer, type RawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
+import { TAKEOVER_PROBE_MS } from '@damselfly/supernode';
 import { serveFile } from './helpers/file-server.js';
 
 const MiB = 1024 * 1024;
@@ -69,6 +70,37 @@ t.test('a session is one peer: its authenticated id only, one hello, no taking o
   t.equal(sn.scheduler.peerCount, 2, 'no ghost peers');
   spam.close();
   evil.close();
+});
+
+t.test('a peer id held by a socket that no longer answers is taken by the peer saying hello again, at once', async (t) => {
+  const sn = await startSupernode(t);
+  // Its host lost the network: the socket is still open here, but nothing answers on it.
+  const gone = await rawPeer(sn.url, 'node-a', TEST_SECRET, undefined, { deaf: true });
+  t.teardown(() => gone.close());
+  t.equal(await errorCode(gone.call({ type: 'peer:hello', peerId: 'node-a', version: PROTOCOL_VERSION })), 'OK');
+  const ended = new Promise<void>((r) => gone.ws.once('close', () => r()));
+  const back = await rawPeer(sn.url, 'node-a', TEST_SECRET);
+  t.teardown(() => back.close());
+  const t0 = performance.now();
+  t.equal(await errorCode(back.call({ type: 'peer:hello', peerId: 'node-a', version: PROTOCOL_VERSION })), 'OK', 'the same peer, back: let in');
+  t.ok(performance.now() - t0 >= TAKEOVER_PROBE_MS - 50, 'the holder had its time to answer a ping first');
+  await ended;
+  t.pass('the silent session was ended');
+  t.equal(sn.scheduler.peerCount, 1, 'one peer, not two');
+
+  // The same with a real dfdaemon coming back as node-b: it pulls through the supernode, not back to the origin.
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(3 * MiB, 77);
+  const { digest, url } = await pushBlob(reg.url, 'team/back', blob);
+  const stale = await rawPeer(sn.url, 'node-b', TEST_SECRET, undefined, { deaf: true });
+  t.teardown(() => stale.close());
+  t.equal(await errorCode(stale.call({ type: 'peer:hello', peerId: 'node-b', version: PROTOCOL_VERSION })), 'OK');
+  const d = await startDaemon(t, [sn.url], { peerId: 'node-b' });
+  const r = await getViaProxy(d.proxyUrl, url);
+  t.equal(sha(r.body), digest, 'the blob, whole');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' }), blob.length, 'every byte through the supernode');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'back_to_source' }), 0, 'none from the origin behind its back');
 });
 
 t.test('an advertised upload address is scheme://host:port of the session itself, nothing more', async (t) => {

@@ -181,6 +181,7 @@ export class Supernode {
       trust,
       selfBase: () => new URL(this.#url).origin,
       sessions: new Map(),
+      probes: new Map(),
       // Without a cluster secret the supernode still signs its own piece grants, with a key nobody else knows.
       grantKey: trust.secret ?? randomBytes(32),
       advertiseCidrs: cidrList(this.config.advertiseCidrs),

@@ -18,10 +18,13 @@ export interface Rejected {
   status: number;
 }
 
-/** Opens a session as `peerId`, with a proof made from `secret` (none if undefined). Rejects with the upgrade status. */
-export function rawPeer(supernodeUrl: string, peerId: string, secret: string | undefined, proof?: string): Promise<RawPeer> {
+/**
+ * Opens a session as `peerId`, with a proof made from `secret` (none if undefined). Rejects with the upgrade status.
+ * `deaf`: the socket never answers pings, as one whose host lost the network without closing it.
+ */
+export function rawPeer(supernodeUrl: string, peerId: string, secret: string | undefined, proof?: string, { deaf = false } = {}): Promise<RawPeer> {
   const headers = proof !== undefined ? { [AUTH_HEADER]: proof } : secret ? { [AUTH_HEADER]: sessionProof(Buffer.from(secret), peerId) } : {};
-  const ws = new WebSocket(supernodeUrl.replace(/^http/, 'ws') + WS_PATH, { headers });
+  const ws = new WebSocket(supernodeUrl.replace(/^http/, 'ws') + WS_PATH, { headers, autoPong: !deaf });
   let id = 0;
   const waiting = new Map<number, (r: Reply) => void>();
   ws.on('message', (d) => {

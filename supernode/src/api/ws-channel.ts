@@ -60,6 +60,11 @@ export interface ChannelComponents {
   traffic?: Traffic;
   /** Live sessions that upload (dfdaemons): peer id → a push of a message to it (preheat). */
   pushers?: Map<string, (msg: object) => void>;
+  /**
+   * Live sessions: peer id → a liveness check of its socket (a ping; no pong in time ends that session). A hello for an
+   * id a session holds asks it first: the holder may be a socket whose host went away without a FIN.
+   */
+  probes?: Map<string, (ms: number) => Promise<boolean>>;
 }
 
 export interface SessionInfo {
@@ -70,6 +75,13 @@ export interface SessionInfo {
 
 /** Silence on the socket for this long (two missed pings) ends the session: its peer's pieces stop being offered. */
 const PING_MS = 15_000;
+
+/**
+ * How long a session holding a peer id has to answer a ping when a new session says hello with that id. Under the
+ * peer's own hello timeout (3 s), so a peer reconnecting after its host lost the network (its old socket still open
+ * here, up to two ping periods) is let in at once instead of being refused for up to 30 s.
+ */
+export const TAKEOVER_PROBE_MS = 1_500;
 
 export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: ChannelComponents): void {
   let peerId: string | undefined;
@@ -84,6 +96,29 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   }, PING_MS);
   ping.unref();
   ws.on('pong', () => (alive = true));
+  /** Whether this socket answers a ping within `ms`; if not, it is ended (and cleaned up) before this resolves. */
+  const probe = (ms: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      if (ws.readyState === ws.CLOSED) return resolve(false);
+      const onPong = () => {
+        clearTimeout(timer);
+        ws.off('close', onClose);
+        resolve(true);
+      };
+      // Registered after the session's own close handler: by the time this runs, the id is free.
+      const onClose = () => {
+        clearTimeout(timer);
+        ws.off('pong', onPong);
+        resolve(false);
+      };
+      const timer = setTimeout(() => {
+        c.log.warn({ peerId }, 'peer:unresponsive');
+        ws.terminate();
+      }, ms);
+      ws.once('pong', onPong);
+      ws.once('close', onClose);
+      if (ws.readyState === ws.OPEN) ws.ping();
+    });
 
   const send = (reply: Reply) => {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(reply));
@@ -146,6 +181,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     c.scheduler.peerLeft(peerId);
     for (const taskId of tasks) c.seeder.forget(taskId, peerId);
     c.pushers?.delete(peerId);
+    c.probes?.delete(peerId);
     c.sessions.delete(peerId);
     c.metrics.peers.set(c.scheduler.peerCount);
     c.log.info({ peerId }, 'peer:left');
@@ -157,7 +193,11 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     // A peer of another protocol would misread every assignment: it is turned away at once, and says so.
     if (msg.version !== PROTOCOL_VERSION) throw snError('SN_PROTOCOL_VERSION', `v${msg.version}, this supernode v${PROTOCOL_VERSION}`);
     if (session.authPeer !== undefined && msg.peerId !== session.authPeer) throw snError('SN_PEER_MISMATCH', JSON.stringify(msg.peerId));
-    if (msg.peerId === SUPERNODE || c.sessions.has(msg.peerId)) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
+    if (msg.peerId === SUPERNODE) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
+    // The id is held: by a live session (refused), or by one whose host went away unnoticed (it is ended, and this
+    // session takes the id). Only a holder that answers keeps it.
+    const holder = c.sessions.has(msg.peerId) ? c.probes?.get(msg.peerId) : undefined;
+    if (c.sessions.has(msg.peerId) && (!holder || (await holder(TAKEOVER_PROBE_MS)))) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
     const base = msg.uploadUrl ? await checkAdvertisedBase(msg.uploadUrl, session.remoteAddress, c.advertiseCidrs) : '';
     // Re-checked after the await: two hellos racing for one id must not both win.
     if (peerId) throw snError('SN_ALREADY_HELLO', peerId);
@@ -165,6 +205,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     if (ws.readyState !== ws.OPEN) return;
     peerId = msg.peerId;
     c.sessions.set(peerId, base);
+    c.probes?.set(peerId, probe);
     if (base) c.pushers?.set(peerId, (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)));
     c.demands.connect(peerId, push);
     c.scheduler.peerJoined(peerId, base !== '', msg.labels, msg.uploadRate);
