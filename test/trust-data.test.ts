@@ -7,6 +7,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import bcrypt from 'bcryptjs';
 import { request } from 'undici';
 import { GRANT_HEADER, PROTOCOL_VERSION, taskIdFor, type WantResult, type TaskInfo } from '@damselfly/shared';
@@ -139,6 +140,46 @@ t.test('origin credentials serve only their owner: another member registering wi
   const r2 = await getViaProxy(d.proxyUrl, second.url, { ...alice, range: `bytes=${9 * MiB}-${9 * MiB + 9}` });
   t.equal(r2.status, 206);
   t.ok(r2.body.equals(blob2.subarray(9 * MiB, 9 * MiB + 10)), 'the next piece is seeded after the peer re-registered');
+});
+
+t.test('a private blob’s first registration asks the origin for its size and whether it is public at once, not one after the other', async (t) => {
+  // An HTTP origin with basic auth that answers nothing until two requests are in flight (or 3 s have passed, so the
+  // old one-after-the-other order shows as a failure, not a hang).
+  const body = makeBlob(64 * 1024, 31);
+  const held: (() => void)[] = [];
+  let inFlight = 0;
+  let most = 0;
+  const seen: string[] = [];
+  const origin = createServer((req, res) => {
+    const authed = req.headers.authorization === `Basic ${Buffer.from('bob:pw').toString('base64')}`;
+    seen.push(`${req.method} ${authed ? 'with' : 'without'} credentials`);
+    inFlight++;
+    most = Math.max(most, inFlight);
+    const answer = () => {
+      inFlight--;
+      if (!authed) return void res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end();
+      const m = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '');
+      const [a, b] = m ? [Number(m[1]), Math.min(Number(m[2]), body.length - 1)] : [0, body.length - 1];
+      res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}), 'accept-ranges': 'bytes' });
+      res.end(req.method === 'HEAD' ? undefined : body.subarray(a, b + 1));
+    };
+    held.push(answer);
+    if (held.length >= 2) for (const f of held.splice(0)) f();
+    else setTimeout(() => held.includes(answer) && held.splice(held.indexOf(answer), 1) && answer(), 3000);
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => origin.close(() => r())));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/private/blob.bin`;
+  const sn = await startSupernode(t);
+  const p = await rawPeer(sn.url, 'bob-node', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.ok((await p.call({ type: 'peer:hello', peerId: 'bob-node', version: PROTOCOL_VERSION })).ok);
+  const r = (await p.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: `Basic ${Buffer.from('bob:pw').toString('base64')}` } })) as { ok: boolean; result?: TaskInfo };
+  t.ok(r.ok, 'registered');
+  t.equal(r.result?.contentLength, body.length, 'the size, from the probe');
+  t.equal(r.result?.public, false, 'private: the anonymous request was refused');
+  t.equal(seen.length, 2, 'two origin requests: the probe with her credentials, the check without');
+  t.equal(most, 2, 'both were in flight at once');
 });
 
 t.test('tasks cannot be poisoned: a digest claimed for foreign bytes never serves them as the blob, and is refused once found out', async (t) => {

@@ -10,8 +10,14 @@ export function latencyRelay(target: { host: string; port: number }, delayMs: nu
     from.on('data', (chunk: Buffer) => setTimeout(() => to.destroyed || to.write(chunk), delayMs));
     from.on('end', () => setTimeout(() => to.end(), delayMs));
   };
-  return tcpRelay(target, (client, upstream) => {
-    delayed(client, upstream);
-    delayed(upstream, client);
-  });
+  return tcpRelay(
+    target,
+    (client, upstream) => {
+      delayed(client, upstream);
+      delayed(upstream, client);
+    },
+    undefined,
+    // Data and the end of a side still on their way are delivered before the other side is torn down.
+    delayMs + 5,
+  );
 }

@@ -16,6 +16,11 @@ export async function tcpRelay(
   wire: (client: Socket, upstream: Socket) => void,
   /** Whether a new connection is let through at all (refused ones are destroyed at once). */
   accept: () => boolean = () => true,
+  /**
+   * How long after one side closes the other is torn down: a relay that delays data must let what it still holds go
+   * first (a server answering and closing at once, as Go's does for a HEAD with `connection: close`, lost its answer).
+   */
+  lingerMs = 0,
 ): Promise<Relay> {
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
@@ -29,8 +34,9 @@ export async function tcpRelay(
       sockets.delete(client);
       sockets.delete(upstream);
     };
-    client.on('error', done).on('close', done);
-    upstream.on('error', done).on('close', done);
+    const later = () => (lingerMs > 0 ? void setTimeout(done, lingerMs) : done());
+    client.on('error', done).on('close', later);
+    upstream.on('error', done).on('close', later);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {

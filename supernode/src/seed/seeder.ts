@@ -221,7 +221,12 @@ export class Seeder {
   }
 
   async #create(taskId: string, url: URL, digest: string | undefined, headers: Record<string, string>, signal?: AbortSignal): Promise<TaskMeta> {
-    const probe = await probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#maxBlobSize });
+    // The anonymous check (for a request with credentials: a request and a token dance of its own) runs beside the
+    // size probe rather than after it: a private blob's first registration waits for the slower of the two, not both.
+    const [probe, isPublic] = await Promise.all([
+      probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#maxBlobSize }),
+      this.#isPublic(url, headers, signal),
+    ]);
     const pieceSize = pieceSizeFor(probe.contentLength, this.#minPieceSize);
     const meta: TaskMeta = {
       taskId,
@@ -230,7 +235,7 @@ export class Seeder {
       contentLength: probe.contentLength,
       pieceSize,
       pieceCount: pieceCountFor(probe.contentLength, pieceSize),
-      public: await this.#isPublic(url, headers, signal),
+      public: isPublic,
       acceptsRanges: probe.acceptsRanges,
       createdAt: Date.now(),
     };
