@@ -44,6 +44,7 @@ t.test('private blobs stay private: every client proves its own access at the re
   const taskId = first.headers['x-damselfly-task-id'] as string;
   const info = (await (await request(`${sn.url}/api/v1/tasks/${taskId}`, { headers: bearer })).body.json()) as { public: boolean };
   t.equal(info.public, false, 'the supernode found the blob is not anonymous-readable');
+  t.equal(a!.store.get(taskId)?.info.accessChecked, undefined, "the probe's word on alice's headers is not kept with the task");
   const headsAfterFirst = heads();
 
   const t1 = performance.now();
@@ -86,7 +87,9 @@ t.test('private blobs stay private: every client proves its own access at the re
     `authorisation cost: ${headsAfterFirst} HEAD at the registry for alice's first pull (${firstMs.toFixed(0)} ms), 0 for her repeat (${againMs.toFixed(0)} ms); ` +
       `${originRequests} origin requests for all ${checks + (await metricValue(b!.metrics.registry, 'damselfly_dfdaemon_access_checks_total'))} checks on both nodes`,
   );
-  t.ok(headsAfterFirst <= 2, 'one access check (a HEAD) per client per blob');
+  // The HEAD is the supernode's anonymous check (is the blob public?). Alice's own access was shown by the supernode's
+  // size probe, made with her headers when her pull created the task: her node asks nothing more for her.
+  t.equal(headsAfterFirst, 1, "alice's first pull: one HEAD, the supernode's anonymous check");
 
   // Nothing of either password on disk.
   for (const dir of dirs) {
@@ -180,6 +183,44 @@ t.test('a private blob’s first registration asks the origin for its size and w
   t.equal(r.result?.public, false, 'private: the anonymous request was refused');
   t.equal(seen.length, 2, 'two origin requests: the probe with her credentials, the check without');
   t.equal(most, 2, 'both were in flight at once');
+  t.equal(r.result?.accessChecked, true, 'the reply says the origin gave the blob to these very headers');
+  const again = (await p.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: `Basic ${Buffer.from('eve:guess').toString('base64')}` } })) as { ok: boolean; result?: TaskInfo };
+  t.ok(again.ok, 'a known task registers without the origin');
+  t.equal(again.result?.accessChecked, undefined, 'and says nothing of headers the origin never saw');
+  t.equal(seen.length, 2, 'no origin request for it');
+});
+
+t.test('a registration that joins one under way is not told its headers were checked: the probe was made with the other’s', async (t) => {
+  const body = makeBlob(64 * 1024, 32);
+  const held: (() => void)[] = [];
+  const seen: string[] = [];
+  const origin = createServer((req, res) => {
+    const auth = req.headers.authorization ?? 'none';
+    seen.push(auth);
+    held.push(() => {
+      if (auth === 'none') return void res.writeHead(401).end();
+      res.writeHead(206, { 'content-length': 1, 'content-range': `bytes 0-0/${body.length}`, 'accept-ranges': 'bytes' });
+      res.end(body.subarray(0, 1));
+    });
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => origin.close(() => r())));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/private/shared.bin`;
+  const sn = await startSupernode(t);
+  const [p1, p2] = await Promise.all([rawPeer(sn.url, 'n1', TEST_SECRET), rawPeer(sn.url, 'n2', TEST_SECRET)]);
+  t.teardown(() => (p1.close(), p2.close()));
+  for (const [p, id] of [[p1, 'n1'], [p2, 'n2']] as const) t.ok((await p.call({ type: 'peer:hello', peerId: id, version: PROTOCOL_VERSION })).ok);
+  const first = p1.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: 'Bearer first' } });
+  for (let i = 0; i < 200 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(seen.sort(), ['Bearer first', 'none'], 'the first registration is at the origin: its probe and the anonymous check');
+  const second = p2.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: 'Bearer second' } });
+  await new Promise((r) => setTimeout(r, 100));
+  for (const f of held.splice(0)) f();
+  const [a, b] = (await Promise.all([first, second])) as { ok: boolean; result?: TaskInfo }[];
+  t.ok(a!.ok && b!.ok, 'both registered, one task');
+  t.equal(a!.result?.accessChecked, true, 'the first: its headers were the probe’s');
+  t.equal(b!.result?.accessChecked, undefined, 'the second: its headers never reached the origin');
+  t.equal(seen.length, 2, 'the second registration cost the origin nothing');
 });
 
 t.test('tasks cannot be poisoned: a digest claimed for foreign bytes never serves them as the blob, and is refused once found out', async (t) => {

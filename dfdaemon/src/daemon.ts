@@ -112,6 +112,7 @@ export class Daemon {
     const pool = this.#pool;
     this.store.on('task:evicted', (taskId) => pool.notify(taskId, { type: 'task:leave', taskId }));
     this.store.on('piece:dropped', (taskId, piece) => pool.notify(taskId, { type: 'piece:dropped', taskId, piece }));
+    const access = new AccessGuard({ ttlMs: c.accessCacheSeconds * 1000 }, { dispatcher: this.#direct, metrics: this.metrics, log: this.log });
     this.#peer = new Peer(
       engineOptions(c, c.maxBlobSize),
       {
@@ -122,6 +123,8 @@ export class Daemon {
         metrics: this.metrics,
         log: this.log,
         onDiskFull: () => void this.relieveDiskPressure().catch((err) => this.log.warn({ err: String(err) }, 'gc:failed')),
+        // The supernode's first probe of a blob was made with this client's own headers: no second check for it.
+        onAccessChecked: (url, headers) => access.remember(url, headers),
       },
     );
     // Connected to every supernode from the start, so an operator's all-peers preheat reaches this node too.
@@ -140,7 +143,7 @@ export class Daemon {
       direct: this.#direct,
       cached: (taskId) => this.store.get(taskId),
       pool: this.#buffers,
-      access: new AccessGuard({ ttlMs: c.accessCacheSeconds * 1000 }, { dispatcher: this.#direct, metrics: this.metrics, log: this.log }),
+      access,
     });
     const proxy = this.#proxy;
     await listenAs('proxyPort', c.proxyHost, c.proxyPort, () => listenServer(proxy, c.proxyPort, c.proxyHost));

@@ -80,6 +80,11 @@ export interface ConductorComponents {
   cluster: BulkClient;
   /** A download ran out of disk (its task is already dropped): make room. */
   onDiskFull?: () => void;
+  /**
+   * The supernode's size probe of `url`, made with exactly these headers, was answered with the object when it
+   * created the task: the origin gives it to whoever holds them (a node's access check can count it as its own).
+   */
+  onAccessChecked?: (url: URL, headers: Record<string, string>) => void;
   metrics: PeerMetrics;
   log: Logger;
   /** What each source delivers to this node in all (its transfers for every task), bytes/s. */
@@ -262,10 +267,15 @@ export class Conductor {
     if (this.#c.pool.size > 0) {
       try {
         client = await this.#c.pool.clientFor(this.taskId, { signal });
-        info = await client.request<TaskInfo>(
+        const reply = await client.request<TaskInfo>(
           { type: 'task:register', url: this.#req.url.href, digest, headers: this.#req.headers, ...haveOf(cached) },
           { signal },
         );
+        // About this request's headers, not the task: said before anyone can ask for the client's access, and never
+        // stored with the task.
+        const { accessChecked, ...rest } = reply;
+        if (accessChecked === true) this.#c.onAccessChecked?.(this.#req.url, this.#req.headers);
+        info = rest;
       } catch (err) {
         signal.throwIfAborted();
         const refused = NOT_FOR_CLUSTER.has((err as { remoteCode?: string }).remoteCode ?? '');

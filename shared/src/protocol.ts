@@ -138,6 +138,12 @@ export interface TaskInfo {
    * created). When false, every client must prove its own access to the origin before it gets a byte.
    */
   public?: boolean;
+  /**
+   * In the reply to the registration that created the task only: the supernode's size probe, made with the headers of
+   * that very request, was answered with the object, so the origin gives it to those headers and the peer need not
+   * ask again for its client. Never stored with the task: it is about one client's headers, not the task.
+   */
+  accessChecked?: boolean;
 }
 
 export interface Assignment {

@@ -33,25 +33,36 @@ export class AccessGuard {
     this.#log = c.log;
   }
 
+  /**
+   * The origin just gave `url` to `headers` (the supernode's size probe, made with them): their access is known for
+   * as long as a check of our own would be remembered (nothing when answers are not remembered).
+   */
+  remember(url: URL, headers: Record<string, string>): void {
+    if (this.#ttlMs <= 0) return;
+    this.#put(keyOf(url, headers), { until: Date.now() + this.#ttlMs });
+  }
+
   /** Resolves if `headers` may read `url` (task `info`); throws DF_ACCESS_DENIED with the origin's status otherwise. */
   async authorize(url: URL, headers: Record<string, string>, info: TaskInfo, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
     if (info.public) return;
-    // The key never holds a credential: only a hash of everything that could be one (headers, userinfo, query).
-    const material = JSON.stringify([url.href, headers.authorization ?? '', headers.cookie ?? '']);
-    const key = `${createHash('sha256').update(material).digest('hex')} ${canonicalUrl(url)}`;
+    const key = keyOf(url, headers);
     const now = Date.now();
     let entry = this.#cache.get(key);
     if (!entry || entry.until <= now) {
       entry = await this.#ask(url, headers, signal);
-      this.#cache.delete(key);
-      this.#cache.set(key, entry);
-      if (this.#cache.size > MAX_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
+      this.#put(key, entry);
     } else this.#metrics.accessChecks.inc({ result: entry.denied ? 'cached_denied' : 'cached_ok' });
     if (entry.denied) {
       const e = dfError('DF_ACCESS_DENIED', `${entry.denied.status} from ${redactUrl(url.href)}`);
       Object.assign(e, { status: entry.denied.status, headers: entry.denied.wwwAuthenticate ? { 'www-authenticate': entry.denied.wwwAuthenticate } : {} });
       throw e;
     }
+  }
+
+  #put(key: string, entry: Entry): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, entry);
+    if (this.#cache.size > MAX_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
   }
 
   async #ask(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<Entry> {
@@ -70,4 +81,10 @@ export class AccessGuard {
       throw dfError('DF_ACCESS_UNVERIFIED', `${redactUrl(url.href)}: ${describeError(err)}`, err);
     }
   }
+}
+
+/** The cache key: never a credential, only a hash of everything that could be one (headers, userinfo, query). */
+function keyOf(url: URL, headers: Record<string, string>): string {
+  const material = JSON.stringify([url.href, headers.authorization ?? '', headers.cookie ?? '']);
+  return `${createHash('sha256').update(material).digest('hex')} ${canonicalUrl(url)}`;
 }

@@ -221,7 +221,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
       case 'task:register': {
         if (tasks.size >= c.limits.maxTasks) throw snError('SN_TOO_MANY_TASKS', `${tasks.size} (leave some first)`);
         const me = peerId!;
-        const meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal, requester: me });
+        let probed = false;
+        const meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal, requester: me, onProbed: () => (probed = true) });
         if (peerId !== me || ws.readyState !== ws.OPEN) {
           c.seeder.forget(meta.taskId, me);
           return;
@@ -241,6 +242,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           pieceCount: meta.pieceCount,
           digest: meta.digest,
           public: meta.public,
+          // The origin just answered this peer's own headers with the object: its client is known to have access.
+          ...(probed && !meta.public ? { accessChecked: true } : {}),
         };
         send({ id: msg.id, ok: true, result: info });
         return;

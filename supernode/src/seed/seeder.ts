@@ -141,13 +141,14 @@ export class Seeder {
 
   /**
    * Finds or creates the task for `url`, probing the origin for its size on first sight. With a `requester`, its
-   * URL and headers are kept (in memory) to seed the pieces it asks for.
+   * URL and headers are kept (in memory) to seed the pieces it asks for. `onProbed` is called when this very call's
+   * headers were the ones the origin answered the size probe for (it created the task): they can read the object.
    */
   async register(
     url: URL,
     digest: string | undefined,
     headers: Record<string, string>,
-    { signal, requester }: { signal?: AbortSignal; requester?: string } = {},
+    { signal, requester, onProbed }: { signal?: AbortSignal; requester?: string; onProbed?: () => void } = {},
   ): Promise<TaskMeta> {
     if (!this.#c.origins.allows(url)) throw snError('SN_ORIGIN_FORBIDDEN', `${url.protocol}//${url.host}`);
     const blobDigest = checkDigest(url, digest);
@@ -160,11 +161,13 @@ export class Seeder {
       return known;
     }
     let p = this.#registering.get(taskId);
-    if (!p) {
-      p = this.#create(taskId, url, blobDigest, headers, signal).finally(() => this.#registering.delete(taskId));
-      this.#registering.set(taskId, p);
-    }
-    return p;
+    if (p) return p;
+    // A registration that joins one under way learns nothing of its own headers from that one's probe.
+    p = this.#create(taskId, url, blobDigest, headers, signal).finally(() => this.#registering.delete(taskId));
+    this.#registering.set(taskId, p);
+    const meta = await p;
+    onProbed?.();
+    return meta;
   }
 
   /**
