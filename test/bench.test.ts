@@ -41,6 +41,7 @@ t.test('bench/range.mjs: Range TTFB through dfdaemon vs direct', async (t) => {
   t.match(r.stdout, /3rd node, 500 ms later\s+TTFB [\d.]+ ms, total [\d.]+ ms \(ratio [\d.]+\)/, 'a node reading the range once the swarm is quiet');
   const perRead = /origin bytes per read via P2P \(3 nodes read it\): ([\d.]+) MiB = the 1 MiB piece/.exec(r.stdout);
   t.ok(perRead && Number(perRead[1]) <= 2, `the origin sent the covering piece(s) once for three nodes (${perRead?.[1]} MiB per read)`);
+  t.match(r.stdout, /and once for the blob: its first 256 KiB, which came with its size/);
   // With the registry behind a relay adding 5 ms each way, direct reads included.
   const far = await bench('range.mjs', ['--size-mib', '32', '--reads', '2', '--latency-ms', '5']);
   t.equal(far.code, 0, far.stderr.slice(-500));

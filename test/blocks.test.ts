@@ -287,28 +287,56 @@ t.test('the whole-blob digest takes in-order blocks as they land and reads back 
   t.equal(roots.length, 3);
 });
 
+t.test('the size probe brings the first block: a blob of one block costs the origin one GET, a bigger one no byte twice', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const small = makeBlob(100 * 1024 + 3, 81);
+  const big = makeBlob(MiB + 5, 82);
+  const [s, b] = [await pushBlob(reg.url, 'team/small', small), await pushBlob(reg.url, 'team/two', big)];
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const gets = (digest: string) => reg.access.filter((l) => l.method === 'GET' && l.path.includes(`/blobs/${digest}`)).map((l) => l.bytes);
+
+  const r = await getViaProxy(d.proxyUrl, s.url);
+  t.equal(`sha256:${sha(r.body)}`, s.digest, 'the small blob, whole');
+  t.equal(await reg.settledBytesServed(s.digest, small.length), small.length, 'its bytes once');
+  t.same(gets(s.digest), [small.length], 'in one GET: the size probe, whose answer was the whole blob');
+  const taskId = r.headers['x-damselfly-task-id'] as string;
+  t.ok(sn.store.pieceSha(taskId, 0), 'recorded with the probe, before any piece was asked for');
+  t.equal(sn.store.get(taskId)?.verified, true, 'and checked against its digest');
+
+  const r2 = await getViaProxy(d.proxyUrl, b.url);
+  t.equal(`sha256:${sha(r2.body)}`, b.digest, 'the two-piece blob, whole');
+  t.equal(await reg.settledBytesServed(b.digest, big.length), big.length, 'its bytes once: piece 0 was asked from its second block');
+  t.same(gets(b.digest).sort((x, y) => x - y), [5, BLOCK_SIZE, MiB - BLOCK_SIZE], 'the probe (block 0), the rest of piece 0, piece 1');
+});
+
 t.test('a Range read gets its bytes while the rest of its piece is still coming from the origin', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
   const blob = makeBlob(8 * MiB, 74);
   const { digest } = await pushBlob(reg.url, 'team/cut', blob);
-  // Half of piece 0 passes, then the origin stalls: piece 0 cannot complete until released.
-  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, pieceSizeFor(blob.length) / 2, 'hold');
+  // The first three blocks of piece 0 pass (the size probe brings block 0, the piece's fetch blocks 1 and 2; a few
+  // KiB for the answers' heads), then the origin stalls: piece 0 cannot complete until released.
+  t.ok(pieceSizeFor(blob.length) >= 4 * BLOCK_SIZE, 'piece 0 has a fourth block to hold back');
+  const gate = await gatedRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, 3 * BLOCK_SIZE + 4096, 'hold');
   t.teardown(() => gate.close());
   const url = `${gate.url}/v2/team/cut/blobs/${digest}`;
   const sn = await startSupernode(t);
   const d = await startDaemon(t, [sn.url]);
-  const r = await getViaProxy(d.proxyUrl, url, { range: 'bytes=1000-66535' });
+  // A range in block 1: what the piece's own fetch brings, not the size probe.
+  const at = BLOCK_SIZE + 1000;
+  const r = await getViaProxy(d.proxyUrl, url, { range: `bytes=${at}-${at + 65535}` });
   t.equal(r.status, 206);
-  t.ok(r.body.equals(blob.subarray(1000, 66536)), 'the range is right');
+  t.ok(r.body.equals(blob.subarray(at, at + 65536)), 'the range is right');
   const taskId = r.headers['x-damselfly-task-id'] as string;
   // The order of events, not a time: the answer is complete while the origin is held mid-piece.
   t.ok(gate.closed, 'the origin is still held mid-piece');
   t.equal(sn.store.pieceSha(taskId, 0), undefined, 'the supernode has not finished piece 0');
   t.notOk(d.store.get(taskId)?.has(0), 'nor has the dfdaemon');
   // (Its bytes went to the client as soon as they matched; being on disk follows a moment later.)
-  for (let i = 0; i < 100 && !d.store.get(taskId)?.hasBlock(0, 0); i++) await new Promise((r) => setTimeout(r, 10));
-  t.ok(d.store.get(taskId)?.hasBlock(0, 0), 'the dfdaemon holds block 0 verified');
+  for (let i = 0; i < 100 && !d.store.get(taskId)?.hasBlock(0, 1); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(d.store.get(taskId)?.hasBlock(0, 1), 'the dfdaemon holds block 1 verified');
 
   gate.release();
   const whole = await getViaProxy(d.proxyUrl, url);
@@ -334,15 +362,16 @@ t.test('a Range read in the middle of a piece: its block is fetched first, from 
   const whole = await getViaProxy(b.proxyUrl, url);
   t.equal(`sha256:${sha(whole.body)}`, digest);
   // Once everything is in (a Range answer may finish before the rest of its piece): every other piece in one GET,
-  // piece 1 as blocks 2… and blocks 0–1 apart. (The size probe is a 1-byte GET.)
+  // piece 1 as blocks 2… and blocks 0–1 apart; the size probe brought the first block, so piece 0 is asked from its
+  // second.
   const pieces = blob.length / P;
   const getsOf = () => reg.access.filter((l) => l.method === 'GET' && l.path.includes(`/blobs/${digest}`) && l.bytes > 1).map((l) => l.bytes);
   // (The registry's access log arrives through a pipe: give its last line a moment.)
-  for (let i = 0; i < 200 && getsOf().length < pieces + 1; i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 200 && getsOf().length < pieces + 2; i++) await new Promise((r) => setTimeout(r, 10));
   const gets = getsOf();
-  const expected = [2 * BLOCK_SIZE, (perPiece - 2) * BLOCK_SIZE, ...Array<number>(pieces - 1).fill(P)];
+  const expected = [BLOCK_SIZE, P - BLOCK_SIZE, 2 * BLOCK_SIZE, (perPiece - 2) * BLOCK_SIZE, ...Array<number>(pieces - 2).fill(P)];
   t.same(gets.sort((x, y) => x - y), expected.sort((x, y) => x - y), 'the supernode asked the origin for block 2 and the rest of its piece apart');
-  t.equal(await reg.settledBytesServed(digest, blob.length + 1), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
+  t.equal(await reg.settledBytesServed(digest, blob.length), blob.length, 'the origin served each byte once');
 });
 
 t.test('a peer still fetching a piece relays its blocks to others as they land', async (t) => {
@@ -407,7 +436,7 @@ t.test('a peer getting a piece through a relay relays it on (a chain of relays),
   t.ok((await metricValue(b.metrics.registry, 'damselfly_dfdaemon_relayed_pieces_total')) >= 1, 'b served a piece it did not have yet');
   t.ok((await metricValue(c.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'peer' })) > 0, 'c fetched from peers');
   for (const d of [b, c]) t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'without a failed piece');
-  t.equal(await reg.settledBytesServed(digest, blob.length + 1), blob.length + 1, 'the origin served each byte once (and 1 for the size probe)');
+  t.equal(await reg.settledBytesServed(digest, blob.length), blob.length, 'the origin served each byte once (the size probe’s answer is the first block)');
 });
 
 t.test('the origin dies mid-piece while the supernode streams it: the client sees an error, never a whole-looking body', async (t) => {

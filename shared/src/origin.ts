@@ -37,6 +37,11 @@ export function createOriginDispatcher(opts: { connections?: number; connect?: A
 export interface ProbeResult {
   contentLength: number;
   acceptsRanges: boolean;
+  /**
+   * With `head` asked for and a Range answer: the object's first min(head, size) bytes, still to be read. The caller
+   * consumes or destroys it.
+   */
+  head?: Readable;
 }
 
 export interface OriginRequest {
@@ -104,15 +109,23 @@ function checkedLength(raw: string | undefined, req: OriginRequest): number {
   return n;
 }
 
-/** Learns the size of the object and whether the origin honours Range, by asking for its first byte. */
-export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
-  const res = await send(req, 'bytes=0-0');
+/**
+ * Learns the size of the object and whether the origin honours Range, by asking for its first byte; or, with `head`,
+ * for its first `head` bytes, which then come back unread (`ProbeResult.head`): one round trip for the size and the
+ * start of the object.
+ */
+export async function probeOrigin(req: OriginRequest, { head = 0 }: { head?: number } = {}): Promise<ProbeResult> {
+  const res = await send(req, `bytes=0-${Math.max(0, head - 1)}`);
   const cr = firstHeader(res.headers, 'content-range');
+  let kept = false;
   try {
     if (res.statusCode === 206) {
-      const m = /^bytes \d+-\d+\/(\d+)$/.exec(cr ?? '');
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(cr ?? '');
       if (!m) throw originError('ORIGIN_BAD_RANGE', `Content-Range ${JSON.stringify(cr)}`);
-      return { contentLength: checkedLength(m[1], req), acceptsRanges: true };
+      const contentLength = checkedLength(m[3], req);
+      // Exactly the bytes asked for (or all of a smaller object), or the head is not used: the size still is.
+      kept = head > 0 && Number(m[1]) === 0 && Number(m[2]) === Math.min(head, contentLength) - 1;
+      return { contentLength, acceptsRanges: true, ...(kept ? { head: res.body } : {}) };
     }
     if (res.statusCode === 416) {
       // An empty object: nothing is satisfiable, the total is still reported.
@@ -124,7 +137,7 @@ export async function probeOrigin(req: OriginRequest): Promise<ProbeResult> {
     }
     throw statusError(res.statusCode, req.url, firstHeader(res.headers, 'www-authenticate'));
   } finally {
-    discard(res.body);
+    if (!kept) discard(res.body);
   }
 }
 

@@ -12,6 +12,7 @@
  *   refused for a while.
  */
 import { setMaxListeners } from 'node:events';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Counter } from 'prom-client';
 import {
@@ -226,10 +227,19 @@ export class Seeder {
   async #create(taskId: string, url: URL, digest: string | undefined, headers: Record<string, string>, signal?: AbortSignal): Promise<TaskMeta> {
     // The anonymous check (for a request with credentials: a request and a token dance of its own) runs beside the
     // size probe rather than after it: a private blob's first registration waits for the slower of the two, not both.
-    const [probe, isPublic] = await Promise.all([
-      probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#maxBlobSize }),
+    // The probe asks for the object's first block, not just its first byte: the same round trip then seeds it, and a
+    // blob of one block (a config, a small layer) is whole before anyone asks for a piece.
+    const [probed, publicity] = await Promise.allSettled([
+      probeOrigin({ url: url.href, headers, dispatcher: this.#c.dispatcher, signal, maxLength: this.#maxBlobSize }, { head: BLOCK_SIZE }),
       this.#isPublic(url, headers, signal),
     ]);
+    if (probed.status === 'rejected') throw probed.reason;
+    const probe = probed.value;
+    if (publicity.status === 'rejected') {
+      if (probe.head) discardPieceBody(probe.head);
+      throw publicity.reason;
+    }
+    const isPublic = publicity.value;
     const pieceSize = pieceSizeFor(probe.contentLength, this.#minPieceSize);
     const meta: TaskMeta = {
       taskId,
@@ -242,9 +252,55 @@ export class Seeder {
       acceptsRanges: probe.acceptsRanges,
       createdAt: Date.now(),
     };
-    await this.#c.store.create(meta);
+    try {
+      await this.#c.store.create(meta);
+    } catch (err) {
+      if (probe.head) discardPieceBody(probe.head);
+      throw err;
+    }
     this.#c.log.info({ taskId, origin: redactUrl(url.href), length: meta.contentLength, pieces: meta.pieceCount, ranges: meta.acceptsRanges, public: meta.public }, 'task:created');
+    if (probe.head) await this.#keepHead(meta, probe.head);
     return meta;
+  }
+
+  /**
+   * Seeds piece 0's first block from the probe's answer (nobody can ask for the task before this returns), and
+   * records the piece if that block is all of it. A failure costs only the block, fetched again when wanted; a digest
+   * mismatch (a blob of one block) drops the task and is the registration's answer.
+   */
+  async #keepHead(meta: TaskMeta, body: Readable): Promise<void> {
+    const task = this.#c.store.pieces(meta.taskId);
+    if (!task) return void discardPieceBody(body);
+    const { start, end } = pieceRange(0, meta.pieceSize, meta.contentLength);
+    const length = end - start + 1;
+    const guard = new TransferGuard({ signal: this.#stop.signal, ...this.#guard });
+    guard.startRate();
+    try {
+      await this.#c.store.withHandle(meta.taskId, (fh) =>
+        writePiece(fh, start, length, body, {
+          label: `${meta.taskId}#0`,
+          signal: guard.signal,
+          onBytes: (b) => {
+            guard.onBytes(b);
+            this.#c.originBytes.inc(b);
+          },
+          pace: this.#pace,
+          blockBase: 0,
+          blockEnd: 1,
+          expected: task.expectedBlocks(0),
+          have: (b) => task.hasBlock(0, b),
+          onHashed: (b, sha, data) => task.hashed(0, b, sha, data),
+          onBlock: (b, sha, data) => this.#landed(meta, 0, b, sha, data),
+        }),
+      );
+      if (blockCountFor(length) === 1) await this.#recorded(meta, 0, task.expectedBlocks(0) as string[]);
+    } catch (err) {
+      discardPieceBody(body);
+      if (isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
+      this.#c.log.warn({ taskId: meta.taskId, err: describeError(err) }, 'task:head-not-kept');
+    } finally {
+      guard.done();
+    }
   }
 
   /**
@@ -385,7 +441,13 @@ export class Seeder {
       };
       try {
         const missing = (from: number, to: number) => { for (let b = from; b < to; b++) if (!task.hasBlock(n, b)) return true; return false; };
-        const todo = parts.filter(([from, to]) => missing(from, to));
+        // Blocks already here at either end of a part (piece 0's first, seeded with the size probe) are not asked for.
+        const trim = ([from, to]: [number, number]): [number, number] => {
+          while (from < to && task.hasBlock(n, from)) from++;
+          while (to > from && task.hasBlock(n, to - 1)) to--;
+          return [from, to];
+        };
+        const todo = parts.map(trim).filter(([from, to]) => missing(from, to));
         // The part holding the reader's block goes first; the rest of the piece is asked for once that block is in
         // (or its part ended): asked together, the origin answered the other part first about half the time, and the
         // reader waited for it.
