@@ -10,8 +10,10 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Client } from 'undici';
+import { createServer, type ServerResponse } from 'node:http';
 import {
   BLOCK_SIZE,
+  PROTOCOL_VERSION,
   DigestCheck,
   PieceSink,
   PieceStore,
@@ -34,7 +36,8 @@ import {
 } from '@damselfly/shared';
 import { blobChunks, freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { throttledRelay } from './helpers/throttle.js';
-import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { rawPeer } from './helpers/ws-peer.js';
 import { gatedRelay } from './helpers/gate.js';
 import { startBadPeer } from './helpers/bad-peer.js';
 import { metricValue } from './helpers/metrics.js';
@@ -309,6 +312,104 @@ t.test('the size probe brings the first block: a blob of one block costs the ori
   t.equal(`sha256:${sha(r2.body)}`, b.digest, 'the two-piece blob, whole');
   t.equal(await reg.settledBytesServed(b.digest, big.length), big.length, 'its bytes once: piece 0 was asked from its second block');
   t.same(gets(b.digest).sort((x, y) => x - y), [5, BLOCK_SIZE, MiB - BLOCK_SIZE], 'the probe (block 0), the rest of piece 0, piece 1');
+});
+
+/** A plain HTTP origin serving `data` with Range, whose answers a test can shape per request (`answer`). */
+async function shapedOrigin(
+  t: { teardown(fn: () => unknown): void },
+  data: Buffer,
+  answer: (i: number, range: { start: number; end: number } | undefined, res: ServerResponse) => boolean | void,
+): Promise<{ url: string; ranges: string[] }> {
+  const ranges: string[] = [];
+  const server = createServer((req, res) => {
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    const range = m ? { start: Number(m[1]), end: Math.min(Number(m[2]), data.length - 1) } : undefined;
+    ranges.push(req.headers.range ?? 'none');
+    if (answer(ranges.length - 1, range, res)) return;
+    if (!range) return void res.writeHead(200, { 'content-length': data.length }).end(data);
+    res.writeHead(206, { 'content-length': range.end - range.start + 1, 'content-range': `bytes ${range.start}-${range.end}/${data.length}` });
+    res.end(data.subarray(range.start, range.end + 1));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/files/blob.bin`, ranges };
+}
+
+t.test('a registration arriving while the probe’s first block is still coming waits for it: block 0 is asked for once', async (t) => {
+  const blob = makeBlob(2 * MiB + 9, 83);
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let probing!: () => void;
+  const probeAt = new Promise<void>((r) => (probing = r));
+  const origin = await shapedOrigin(t, blob, (i, range, res) => {
+    if (i !== 0 || !range) return;
+    // The size probe: its head and part of its block now, the rest once released.
+    res.writeHead(206, { 'content-length': range.end - range.start + 1, 'content-range': `bytes ${range.start}-${range.end}/${blob.length}` });
+    res.write(blob.subarray(0, 100 * 1024));
+    probing();
+    void released.then(() => res.end(blob.subarray(100 * 1024, range.end + 1)));
+    return true;
+  });
+  const sn = await startSupernode(t);
+  const [p1, p2] = await Promise.all([rawPeer(sn.url, 'n1', TEST_SECRET), rawPeer(sn.url, 'n2', TEST_SECRET)]);
+  t.teardown(() => (p1.close(), p2.close()));
+  for (const [p, id] of [[p1, 'n1'], [p2, 'n2']] as const) t.ok((await p.call({ type: 'peer:hello', peerId: id, version: PROTOCOL_VERSION })).ok);
+  const events: string[] = [];
+  const first = p1.call<TaskInfo>({ type: 'task:register', url: origin.url }).then((r) => (events.push('first registered'), r));
+  await probeAt;
+  // The task is in the store (its size known) while its first block is still coming.
+  for (let i = 0; i < 500 && !sn.store.get(taskIdFor(new URL(origin.url))); i++) await new Promise((r) => setTimeout(r, 5));
+  t.ok(sn.store.get(taskIdFor(new URL(origin.url))), 'the task exists, its first block not yet');
+  const second = p2.call<TaskInfo>({ type: 'task:register', url: origin.url }).then((r) => (events.push('second registered'), r));
+  // Long enough for the second registration to be answered if it did not wait.
+  await new Promise((r) => setTimeout(r, 300));
+  events.push('first block released');
+  release();
+  const [a, b] = (await Promise.all([first, second])) as { ok: boolean; result?: TaskInfo }[];
+  t.ok(a!.ok && b!.ok, 'both registered');
+  t.equal(events[0], 'first block released', 'neither registration was answered while the probe’s first block was still coming');
+  const id = b!.result!.taskId;
+  t.ok(sn.store.pieces(id)?.hasBlock(0, 0), 'the first block is in');
+  // The second peer reads from the start of piece 0: its seeding asks the origin for the rest of the piece only.
+  const want = (await p2.call({ type: 'pieces:want', taskId: id, want: [0], max: 1, readers: [{ piece: 0, block: 0 }] })) as { ok: boolean };
+  t.ok(want.ok);
+  for (let i = 0; i < 500 && !sn.store.pieceSha(id, 0); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(sn.store.pieceSha(id, 0), 'piece 0 seeded');
+  t.same(origin.ranges, [`bytes=0-${BLOCK_SIZE - 1}`, `bytes=${BLOCK_SIZE}-${MiB - 1}`], 'block 0 once (the probe), then the rest of piece 0');
+});
+
+t.test('an origin that stops honouring Range after the probe: piece 0 falls back to one sequential read at once', async (t) => {
+  const blob = makeBlob(MiB + 3 * BLOCK_SIZE, 84);
+  // Range for the probe only; then the whole object, as a pull-through cache might answer.
+  const good = await shapedOrigin(t, blob, (i, _range, res) => {
+    if (i === 0) return;
+    res.writeHead(200, { 'content-length': blob.length }).end(blob);
+    return true;
+  });
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const r = await getViaProxy(d.proxyUrl, good.url);
+  t.ok(r.body.equals(blob), 'the blob, whole, through the fallback to one sequential read');
+  t.equal(good.ranges[0], `bytes=0-${BLOCK_SIZE - 1}`, 'the probe brought the first block');
+  t.ok(good.ranges.includes(`bytes=${BLOCK_SIZE}-${MiB - 1}`), 'piece 0 was asked for from its second block, and refused Range');
+  t.equal(good.ranges.filter((r) => r === 'none').length, 1, 'one sequential read for the whole blob');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'and no piece failed on the way');
+});
+
+t.test('a blob of one block whose bytes are not its digest is refused at registration, and stays refused', async (t) => {
+  const data = makeBlob(40 * 1024, 85);
+  const o = await shapedOrigin(t, data, () => {});
+  const sn = await startSupernode(t);
+  const p = await rawPeer(sn.url, 'reg', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.ok((await p.call({ type: 'peer:hello', peerId: 'reg', version: PROTOCOL_VERSION })).ok);
+  const wrong = `sha256:${'a'.repeat(64)}`;
+  const first = (await p.call({ type: 'task:register', url: o.url, digest: wrong })) as { ok: boolean; error?: { code: string } };
+  t.equal(first.error?.code, 'SN_DIGEST_MISMATCH', 'the probe brought the whole blob, and it is not the digest');
+  const again = (await p.call({ type: 'task:register', url: o.url, digest: wrong })) as { ok: boolean; error?: { code: string } };
+  t.equal(again.error?.code, 'SN_DIGEST_MISMATCH', 'refused again, without asking the origin');
+  t.equal(o.ranges.length, 1, 'one origin request in all');
+  t.equal(sn.store.get(taskIdFor(new URL(o.url), wrong)), undefined, 'nothing of it kept');
 });
 
 t.test('a Range read gets its bytes while the rest of its piece is still coming from the origin', async (t) => {

@@ -19,7 +19,7 @@ import { makeBlob, pushBlob, startRegistry, freePort } from './helpers/registry.
 import { ROOT, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer, type RawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
-import { TAKEOVER_PROBE_MS } from '@damselfly/supernode';
+import { RECENTLY_HEARD_MS, TAKEOVER_PROBE_MS } from '@damselfly/supernode';
 import { serveFile } from './helpers/file-server.js';
 
 const MiB = 1024 * 1024;
@@ -81,6 +81,9 @@ t.test('a peer id held by a socket that no longer answers is taken by the peer s
   const ended = new Promise<void>((r) => gone.ws.once('close', () => r()));
   const back = await rawPeer(sn.url, 'node-a', TEST_SECRET);
   t.teardown(() => back.close());
+  // Heard from a moment ago, a holder keeps its id without being asked (a live, busy peer is not pushed out).
+  t.equal(await errorCode(back.call({ type: 'peer:hello', peerId: 'node-a', version: PROTOCOL_VERSION })), 'SN_PEER_ID_TAKEN', 'a holder heard from just now keeps the id');
+  await new Promise((r) => setTimeout(r, RECENTLY_HEARD_MS + 100));
   const t0 = performance.now();
   t.equal(await errorCode(back.call({ type: 'peer:hello', peerId: 'node-a', version: PROTOCOL_VERSION })), 'OK', 'the same peer, back: let in');
   t.ok(performance.now() - t0 >= TAKEOVER_PROBE_MS - 50, 'the holder had its time to answer a ping first');
@@ -96,6 +99,7 @@ t.test('a peer id held by a socket that no longer answers is taken by the peer s
   const stale = await rawPeer(sn.url, 'node-b', TEST_SECRET, undefined, { deaf: true });
   t.teardown(() => stale.close());
   t.equal(await errorCode(stale.call({ type: 'peer:hello', peerId: 'node-b', version: PROTOCOL_VERSION })), 'OK');
+  await new Promise((r) => setTimeout(r, RECENTLY_HEARD_MS + 100));
   const d = await startDaemon(t, [sn.url], { peerId: 'node-b' });
   const r = await getViaProxy(d.proxyUrl, url);
   t.equal(sha(r.body), digest, 'the blob, whole');

@@ -400,6 +400,10 @@ export async function writeWholeStream(
     onPiece: (n: number, blocks: string[]) => Promise<void>;
     onBlock?: (n: number, b: number, sha: string, data: readonly Buffer[]) => void;
     skip?: (n: number) => boolean;
+    /** Block hashes piece `n`'s bytes must match (blocks verified before, e.g. by a Range fetch), as in writePiece. */
+    expected?: (n: number) => readonly (string | undefined)[];
+    /** Blocks of piece `n` already verified on disk: checked again, never rewritten. */
+    have?: (n: number, b: number) => boolean;
     onBytes?: (n: number) => void;
     pace?: Pace;
     signal?: AbortSignal;
@@ -428,7 +432,12 @@ export async function writeWholeStream(
           off += take;
         } else {
           const piece = n;
-          sink ??= new PieceSink(fh, n * pieceSize, pieceEnd - n * pieceSize, { label: `@${n * pieceSize}`, onBlock: (b, sha, data) => opts.onBlock?.(piece, b, sha, data) });
+          sink ??= new PieceSink(fh, n * pieceSize, pieceEnd - n * pieceSize, {
+            label: `@${n * pieceSize}`,
+            onBlock: (b, sha, data) => opts.onBlock?.(piece, b, sha, data),
+            ...(opts.expected ? { expected: opts.expected(piece) } : {}),
+            ...(opts.have ? { have: (b: number) => opts.have!(piece, b) } : {}),
+          });
           const took = sink.feed(chunk, off);
           pos += took;
           off += took;

@@ -9,4 +9,4 @@ export * from './scheduling/slot-tuner.js';
 export * from './metrics.js';
 export * from './preheat/jobs.js';
 export * from './preheat/image-ref.js';
-export { TAKEOVER_PROBE_MS } from './api/ws-channel.js';
+export { RECENTLY_HEARD_MS, TAKEOVER_PROBE_MS } from './api/ws-channel.js';

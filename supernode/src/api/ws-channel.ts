@@ -83,21 +83,41 @@ const PING_MS = 15_000;
  */
 export const TAKEOVER_PROBE_MS = 1_500;
 
+/**
+ * A holder heard from (a frame, a pong) within this long keeps its id without being asked: a member holding the
+ * cluster secret cannot push a busy, live peer out by catching it slow to answer one ping.
+ */
+export const RECENTLY_HEARD_MS = 5_000;
+
 export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: ChannelComponents): void {
   let peerId: string | undefined;
   const tasks = new Set<string>();
   const bucket = new RequestBudget(c.limits.rate);
   const ac = new AbortController();
   let alive = true;
+  /** When the socket last showed it is there (a frame or a pong). */
+  let heardAt = performance.now();
   const ping = setInterval(() => {
     if (!alive) return ws.terminate();
     alive = false;
     ws.ping();
   }, PING_MS);
   ping.unref();
-  ws.on('pong', () => (alive = true));
-  /** Whether this socket answers a ping within `ms`; if not, it is ended (and cleaned up) before this resolves. */
-  const probe = (ms: number): Promise<boolean> =>
+  ws.on('pong', () => {
+    alive = true;
+    heardAt = performance.now();
+  });
+  /**
+   * Whether this socket answers a ping within `ms`; if not, it is ended (and cleaned up) before this resolves. A socket
+   * heard from lately is there without asking; hellos arriving together share one ping.
+   */
+  let probing: Promise<boolean> | undefined;
+  const probe = (ms: number): Promise<boolean> => {
+    if (ws.readyState === ws.OPEN && performance.now() - heardAt < RECENTLY_HEARD_MS) return Promise.resolve(true);
+    probing ??= ping1(ms).finally(() => (probing = undefined));
+    return probing;
+  };
+  const ping1 = (ms: number): Promise<boolean> =>
     new Promise((resolve) => {
       if (ws.readyState === ws.CLOSED) return resolve(false);
       const onPong = () => {
@@ -148,6 +168,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
 
   ws.on('message', (data, isBinary) => {
     alive = true;
+    heardAt = performance.now();
     let msg: PeerMessage;
     try {
       if (isBinary) throw snError('SN_NOT_HELLO', 'a binary frame');
@@ -224,7 +245,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         let probed = false;
         const meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal, requester: me, onProbed: () => (probed = true) });
         if (peerId !== me || ws.readyState !== ws.OPEN) {
-          c.seeder.forget(meta.taskId, me);
+          // This session ended meanwhile. If a new session holds the id now (it took over a silent socket), the
+          // credentials kept under it are that session's: they stay.
+          if (!c.sessions.has(me)) c.seeder.forget(meta.taskId, me);
           return;
         }
         tasks.add(meta.taskId);

@@ -95,6 +95,12 @@ interface Source {
   usedAt: number;
 }
 
+/**
+ * Longest wait for the first block the size probe brings: the registration (and every peer joining it) waits for it.
+ * Past this the block is left to piece 0's own fetch.
+ */
+const HEAD_DEADLINE_MS = 5_000;
+
 export class Seeder {
   readonly #c: SeederComponents;
   readonly #sem: Semaphore;
@@ -156,13 +162,15 @@ export class Seeder {
     const taskId = taskIdFor(url, blobDigest);
     this.assertNotRefused(taskId, `${blobDigest} at ${redactUrl(url.href)}`);
     if (requester) this.#sourcesOf(taskId).set(requester, { url, headers, usedAt: Date.now() });
+    // A registration under way is joined even once its task is in the store: the probe's first block is still being
+    // written, and a piece request for it now would fetch it a second time beside that write.
+    let p = this.#registering.get(taskId);
+    if (p) return p;
     const known = this.#c.store.get(taskId);
     if (known) {
       await this.#c.store.touch(taskId);
       return known;
     }
-    let p = this.#registering.get(taskId);
-    if (p) return p;
     // A registration that joins one under way learns nothing of its own headers from that one's probe.
     p = this.#create(taskId, url, blobDigest, headers, signal).finally(() => this.#registering.delete(taskId));
     this.#registering.set(taskId, p);
@@ -264,7 +272,7 @@ export class Seeder {
   }
 
   /**
-   * Seeds piece 0's first block from the probe's answer (nobody can ask for the task before this returns), and
+   * Seeds piece 0's first block from the probe's answer (registrations of the task wait for this), and
    * records the piece if that block is all of it. A failure costs only the block, fetched again when wanted; a digest
    * mismatch (a blob of one block) drops the task and is the registration's answer.
    */
@@ -273,8 +281,8 @@ export class Seeder {
     if (!task) return void discardPieceBody(body);
     const { start, end } = pieceRange(0, meta.pieceSize, meta.contentLength);
     const length = end - start + 1;
-    const guard = new TransferGuard({ signal: this.#stop.signal, ...this.#guard });
-    guard.startRate();
+    // The registration waits for this block: a slow one is given up (and fetched with piece 0) rather than waited for.
+    const guard = new TransferGuard({ signal: this.#stop.signal, deadlineMs: Math.min(HEAD_DEADLINE_MS, this.#guard.deadlineMs) });
     try {
       await this.#c.store.withHandle(meta.taskId, (fh) =>
         writePiece(fh, start, length, body, {
@@ -476,8 +484,9 @@ export class Seeder {
         lastErr = err;
         // Auth, not-found and forbidden answers will not change on retry; the client must see them as they are.
         if (this.#stop.signal.aborted || isDamselflyError(err, 'ORIGIN_AUTH') || isDamselflyError(err, 'ORIGIN_NOT_FOUND') || isDamselflyError(err, 'ADDRESS_FORBIDDEN') || isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
-        if (isDamselflyError(err, 'ORIGIN_NO_RANGE') && !task.expectedBlocks(n).some((b) => b !== undefined)) {
-          // The origin stopped honouring Range (e.g. a pull-through cache): fall back to one sequential read.
+        if (isDamselflyError(err, 'ORIGIN_NO_RANGE')) {
+          // The origin stopped honouring Range (e.g. a pull-through cache): fall back to one sequential read, which
+          // checks blocks verified before (piece 0's first, from the size probe) against their hashes.
           meta.acceptsRanges = false;
           release();
           return this.#waitWhole(meta, n, source);
@@ -522,6 +531,10 @@ export class Seeder {
           pieceSize: meta.pieceSize,
           length: meta.contentLength,
           skip: (n) => this.#c.store.pieceSha(meta.taskId, n) !== undefined,
+          // Blocks verified before this read (the size probe's, a Range fetch's before the origin stopped honouring
+          // Range) must come again the same: readers may hold them.
+          expected: (n) => this.#c.store.pieces(meta.taskId)?.expectedBlocks(n) ?? [],
+          have: (n, b) => this.#c.store.pieces(meta.taskId)?.hasBlock(n, b) ?? false,
           onPiece: async (n, blocks) => void (await this.#recorded(meta, n, blocks)),
           onBlock: (n, b, sha, data) => this.#landed(meta, n, b, sha, data),
           onBytes: (n) => this.#c.originBytes.inc(n),
