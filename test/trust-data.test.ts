@@ -199,8 +199,9 @@ t.test('a registration that joins one under way is not told its headers were che
     seen.push(auth);
     held.push(() => {
       if (auth === 'none') return void res.writeHead(401).end();
-      res.writeHead(206, { 'content-length': 1, 'content-range': `bytes 0-0/${body.length}`, 'accept-ranges': 'bytes' });
-      res.end(body.subarray(0, 1));
+      const end = Math.min(Number(/bytes=0-(\d+)/.exec(req.headers.range ?? '')?.[1] ?? 0), body.length - 1);
+      res.writeHead(206, { 'content-length': end + 1, 'content-range': `bytes 0-${end}/${body.length}`, 'accept-ranges': 'bytes' });
+      res.end(body.subarray(0, end + 1));
     });
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
