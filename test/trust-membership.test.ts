@@ -107,6 +107,47 @@ t.test('a peer id held by a socket that no longer answers is taken by the peer s
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'back_to_source' }), 0, 'none from the origin behind its back');
 });
 
+t.test('a registration the silent session still had under way does not take the new session’s credentials with it', async (t) => {
+  // An origin whose first answer (the registration's size probe) waits until the test lets it go.
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let asked!: () => void;
+  const probeAsked = new Promise<void>((r) => (asked = r));
+  const body = Buffer.alloc(4096, 7);
+  const origin = createServer((req, res) => {
+    asked();
+    void released.then(() => {
+      res.writeHead(206, { 'content-length': 1, 'content-range': `bytes 0-0/${body.length}` });
+      res.end(body.subarray(0, 1));
+    });
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/blob.bin`;
+  const sn = await startSupernode(t);
+  // Another peer's registration creates the task; the old session's joins it (and so outlives that session).
+  const other = await rawPeer(sn.url, 'node-x', TEST_SECRET);
+  t.teardown(() => other.close());
+  t.equal(await errorCode(other.call({ type: 'peer:hello', peerId: 'node-x', version: PROTOCOL_VERSION })), 'OK');
+  const created = other.call({ type: 'task:register', url, headers: { authorization: 'Bearer x' } });
+  await probeAsked;
+  const old = await rawPeer(sn.url, 'node-c', TEST_SECRET, undefined, { deaf: true });
+  t.teardown(() => old.close());
+  t.equal(await errorCode(old.call({ type: 'peer:hello', peerId: 'node-c', version: PROTOCOL_VERSION })), 'OK');
+  void old.call({ type: 'task:register', url, headers: { authorization: 'Bearer old' } });
+  await new Promise((r) => setTimeout(r, RECENTLY_HEARD_MS + 100));
+  const back = await rawPeer(sn.url, 'node-c', TEST_SECRET);
+  t.teardown(() => back.close());
+  t.equal(await errorCode(back.call({ type: 'peer:hello', peerId: 'node-c', version: PROTOCOL_VERSION })), 'OK', 'the id changed hands');
+  const registered = back.call({ type: 'task:register', url, headers: { authorization: 'Bearer new' } });
+  await new Promise((r) => setTimeout(r, 100));
+  release();
+  t.equal(await errorCode(registered), 'OK', 'the new session registered (joining the registration under way)');
+  t.equal(await errorCode(created), 'OK');
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(sn.seeder.heldCredentials, 2, 'node-x’s and the new node-c’s: the old session’s late registration did not forget node-c’s');
+});
+
 t.test('an advertised upload address is scheme://host:port of the session itself, nothing more', async (t) => {
   const sn = await startSupernode(t);
   const cases: [string, string][] = [

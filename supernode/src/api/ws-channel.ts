@@ -95,6 +95,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   const bucket = new RequestBudget(c.limits.rate);
   const ac = new AbortController();
   let alive = true;
+  /** The socket has closed and its session was cleaned up. */
+  let ended = false;
   /** When the socket last showed it is there (a frame or a pong). */
   let heardAt = performance.now();
   const ping = setInterval(() => {
@@ -195,6 +197,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   });
 
   ws.on('close', () => {
+    ended = true;
     clearInterval(ping);
     ac.abort();
     if (!peerId) return;
@@ -245,9 +248,11 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         let probed = false;
         const meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal, requester: me, onProbed: () => (probed = true) });
         if (peerId !== me || ws.readyState !== ws.OPEN) {
-          // This session ended meanwhile. If a new session holds the id now (it took over a silent socket), the
-          // credentials kept under it are that session's: they stay.
-          if (!c.sessions.has(me)) c.seeder.forget(meta.taskId, me);
+          // This session is ending: its close handler forgets the credentials kept for it. Once it has ended, they
+          // are forgotten here, unless a new session holds the id now (it took over a silent socket): then they are
+          // that session's.
+          if (!ended) tasks.add(meta.taskId);
+          else if (!c.sessions.has(me)) c.seeder.forget(meta.taskId, me);
           return;
         }
         tasks.add(meta.taskId);
