@@ -378,6 +378,25 @@ t.test('a registration arriving while the probe’s first block is still coming 
   t.same(origin.ranges, [`bytes=0-${BLOCK_SIZE - 1}`, `bytes=${BLOCK_SIZE}-${MiB - 1}`], 'block 0 once (the probe), then the rest of piece 0');
 });
 
+t.test('a probe whose first block stalls: the registration goes on without it, and piece 0’s own fetch brings it', async (t) => {
+  const blob = makeBlob(MiB + 7, 86);
+  // The probe's answer sends its head and 100 KiB, then nothing more, ever; later requests are answered normally.
+  const origin = await shapedOrigin(t, blob, (i, range, res) => {
+    if (i !== 0 || !range) return;
+    res.writeHead(206, { 'content-length': range.end - range.start + 1, 'content-range': `bytes ${range.start}-${range.end}/${blob.length}` });
+    res.write(blob.subarray(0, 100 * 1024));
+    return true;
+  });
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const r = await getViaProxy(d.proxyUrl, origin.url);
+  t.ok(r.body.equals(blob), 'the blob, whole');
+  t.equal(origin.ranges[0], `bytes=0-${BLOCK_SIZE - 1}`, 'the probe, left stalled');
+  t.ok(origin.ranges.includes(`bytes=0-${MiB - 1}`), 'piece 0 asked for whole, its first block included');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' }), blob.length, 'all of it through the supernode: the registration did not time out');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'back_to_source' }), 0, 'nothing fetched around it');
+});
+
 t.test('an origin that stops honouring Range after the probe: piece 0 falls back to one sequential read at once', async (t) => {
   const blob = makeBlob(MiB + 3 * BLOCK_SIZE, 84);
   // Range for the probe only; then the whole object, as a pull-through cache might answer.

@@ -283,6 +283,9 @@ export class Seeder {
     const length = end - start + 1;
     // The registration waits for this block: a slow one is given up (and fetched with piece 0) rather than waited for.
     const guard = new TransferGuard({ signal: this.#stop.signal, deadlineMs: Math.min(HEAD_DEADLINE_MS, this.#guard.deadlineMs) });
+    // A stalled body yields no chunk to notice the deadline on: ending the body ends the wait.
+    const cut = () => discardPieceBody(body);
+    guard.signal.addEventListener('abort', cut, { once: true });
     try {
       await this.#c.store.withHandle(meta.taskId, (fh) =>
         writePiece(fh, start, length, body, {
@@ -307,6 +310,7 @@ export class Seeder {
       if (isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
       this.#c.log.warn({ taskId: meta.taskId, err: describeError(err) }, 'task:head-not-kept');
     } finally {
+      guard.signal.removeEventListener('abort', cut);
       guard.done();
     }
   }
