@@ -107,6 +107,23 @@ t.test('a peer id held by a socket that no longer answers is taken by the peer s
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'back_to_source' }), 0, 'none from the origin behind its back');
 });
 
+t.test('hellos arriving together for a silent holder’s id share one ping, and one of them gets the id', async (t) => {
+  const sn = await startSupernode(t);
+  const gone = await rawPeer(sn.url, 'node-d', TEST_SECRET, undefined, { deaf: true });
+  t.teardown(() => gone.close());
+  t.equal(await errorCode(gone.call({ type: 'peer:hello', peerId: 'node-d', version: PROTOCOL_VERSION })), 'OK');
+  let pings = 0;
+  gone.ws.on('ping', () => pings++);
+  await new Promise((r) => setTimeout(r, RECENTLY_HEARD_MS + 100));
+  const claimants = await Promise.all([1, 2, 3].map(() => rawPeer(sn.url, 'node-d', TEST_SECRET)));
+  t.teardown(() => claimants.forEach((c) => c.close()));
+  const answers = await Promise.all(claimants.map((c) => errorCode(c.call({ type: 'peer:hello', peerId: 'node-d', version: PROTOCOL_VERSION }))));
+  t.equal(pings, 1, 'the silent holder was pinged once for three hellos');
+  t.same(answers.filter((a) => a === 'OK').length, 1, 'one of them got the id');
+  t.same(answers.filter((a) => a === 'SN_PEER_ID_TAKEN').length, 2, 'the others were refused, as for any live holder');
+  t.equal(sn.scheduler.peerCount, 1, 'one peer');
+});
+
 t.test('a registration the silent session still had under way does not take the new session’s credentials with it', async (t) => {
   // An origin whose first answer (the registration's size probe) waits until the test lets it go.
   let release!: () => void;
