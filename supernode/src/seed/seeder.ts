@@ -287,23 +287,10 @@ export class Seeder {
     const cut = () => discardPieceBody(body);
     guard.signal.addEventListener('abort', cut, { once: true });
     try {
-      await this.#c.store.withHandle(meta.taskId, (fh) =>
-        writePiece(fh, start, length, body, {
-          label: `${meta.taskId}#0`,
-          signal: guard.signal,
-          onBytes: (b) => {
-            guard.onBytes(b);
-            this.#c.originBytes.inc(b);
-          },
-          pace: this.#pace,
-          blockBase: 0,
-          blockEnd: 1,
-          expected: task.expectedBlocks(0),
-          have: (b) => task.hasBlock(0, b),
-          onHashed: (b, sha, data) => task.hashed(0, b, sha, data),
-          onBlock: (b, sha, data) => this.#landed(meta, 0, b, sha, data),
-        }),
-      );
+      await this.#writeBlocks(meta, 0, body, [0, 1], guard.signal, (b) => {
+        guard.onBytes(b);
+        this.#c.originBytes.inc(b);
+      });
       if (blockCountFor(length) === 1) await this.#recorded(meta, 0, task.expectedBlocks(0) as string[]);
     } catch (err) {
       discardPieceBody(body);
@@ -429,37 +416,20 @@ export class Seeder {
           this.#c.originFast,
         );
         guard.startRate();
-        // A retry keeps the blocks an earlier attempt verified (readers may be streaming them): the origin's bytes
-        // must match them again, and they are not rewritten.
-        await this.#c.store
-          .withHandle(meta.taskId, (fh) =>
-            writePiece(fh, start, length, body, {
-              label: `${meta.taskId}#${n}`,
-              signal,
-              onBytes,
-              pace: this.#pace,
-              blockBase: from,
-              blockEnd: to,
-              expected: task.expectedBlocks(n),
-              have: (b) => task.hasBlock(n, b),
-              onHashed: (b, sha, data) => task.hashed(n, b, sha, data),
-              onBlock: (b, sha, data) => this.#landed(meta, n, b, sha, data),
-            }),
-          )
-          .catch((err: unknown) => {
-            discardPieceBody(body);
-            throw err;
-          });
+        await this.#writeBlocks(meta, n, body, [from, to], signal, onBytes).catch((err: unknown) => {
+          discardPieceBody(body);
+          throw err;
+        });
       };
       try {
-        const missing = (from: number, to: number) => { for (let b = from; b < to; b++) if (!task.hasBlock(n, b)) return true; return false; };
-        // Blocks already here at either end of a part (piece 0's first, seeded with the size probe) are not asked for.
+        // Blocks already here at either end of a part (piece 0's first, seeded with the size probe) are not asked for;
+        // a part left with anything in it starts at a block still missing.
         const trim = ([from, to]: [number, number]): [number, number] => {
           while (from < to && task.hasBlock(n, from)) from++;
           while (to > from && task.hasBlock(n, to - 1)) to--;
           return [from, to];
         };
-        const todo = parts.map(trim).filter(([from, to]) => missing(from, to));
+        const todo = parts.map(trim).filter(([from, to]) => from < to);
         // The part holding the reader's block goes first; the rest of the piece is asked for once that block is in
         // (or its part ended): asked together, the origin answered the other part first about half the time, and the
         // reader waited for it.
@@ -503,6 +473,31 @@ export class Seeder {
       }
     }
     throw snError('SN_SEED_FAILED', `${meta.taskId}#${n}: ${describeError(lastErr)}`, lastErr);
+  }
+
+  /**
+   * Writes blocks [from, to) of piece `n` from an origin body holding just those. Blocks an earlier attempt verified
+   * (readers may be streaming them) must match again and are not rewritten; each block goes to readers as it is
+   * hashed and to the digest check as it lands.
+   */
+  #writeBlocks(meta: TaskMeta, n: number, body: Awaited<ReturnType<typeof fetchOriginRange>>, [from, to]: [number, number], signal: AbortSignal, onBytes: (b: number) => void): Promise<string[]> {
+    const task = this.#c.store.pieces(meta.taskId);
+    if (!task) return Promise.reject(snError('SN_TASK_NOT_FOUND', meta.taskId));
+    const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
+    return this.#c.store.withHandle(meta.taskId, (fh) =>
+      writePiece(fh, start, end - start + 1, body, {
+        label: `${meta.taskId}#${n}`,
+        signal,
+        onBytes,
+        pace: this.#pace,
+        blockBase: from,
+        blockEnd: to,
+        expected: task.expectedBlocks(n),
+        have: (b) => task.hasBlock(n, b),
+        onHashed: (b, sha, data) => task.hashed(n, b, sha, data),
+        onBlock: (b, sha, data) => this.#landed(meta, n, b, sha, data),
+      }),
+    );
   }
 
   /** Waits for piece `n` of a task whose origin ignores Range, starting the one sequential read if needed. */
