@@ -10,7 +10,6 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Client } from 'undici';
-import { createServer, type ServerResponse } from 'node:http';
 import {
   BLOCK_SIZE,
   PROTOCOL_VERSION,
@@ -38,6 +37,7 @@ import { blobChunks, freePort, makeBlob, pushBlob, startRegistry } from './helpe
 import { throttledRelay } from './helpers/throttle.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer } from './helpers/ws-peer.js';
+import { shapedOrigin } from './helpers/file-server.js';
 import { gatedRelay } from './helpers/gate.js';
 import { startBadPeer } from './helpers/bad-peer.js';
 import { metricValue } from './helpers/metrics.js';
@@ -313,27 +313,6 @@ t.test('the size probe brings the first block: a blob of one block costs the ori
   t.equal(await reg.settledBytesServed(b.digest, big.length), big.length, 'its bytes once: piece 0 was asked from its second block');
   t.same(gets(b.digest).sort((x, y) => x - y), [5, BLOCK_SIZE, MiB - BLOCK_SIZE], 'the probe (block 0), the rest of piece 0, piece 1');
 });
-
-/** A plain HTTP origin serving `data` with Range, whose answers a test can shape per request (`answer`). */
-async function shapedOrigin(
-  t: { teardown(fn: () => unknown): void },
-  data: Buffer,
-  answer: (i: number, range: { start: number; end: number } | undefined, res: ServerResponse) => boolean | void,
-): Promise<{ url: string; ranges: string[] }> {
-  const ranges: string[] = [];
-  const server = createServer((req, res) => {
-    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
-    const range = m ? { start: Number(m[1]), end: Math.min(Number(m[2]), data.length - 1) } : undefined;
-    ranges.push(req.headers.range ?? 'none');
-    if (answer(ranges.length - 1, range, res)) return;
-    if (!range) return void res.writeHead(200, { 'content-length': data.length }).end(data);
-    res.writeHead(206, { 'content-length': range.end - range.start + 1, 'content-range': `bytes ${range.start}-${range.end}/${data.length}` });
-    res.end(data.subarray(range.start, range.end + 1));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/files/blob.bin`, ranges };
-}
 
 t.test('a registration arriving while the probe’s first block is still coming waits for it: block 0 is asked for once', async (t) => {
   const blob = makeBlob(2 * MiB + 9, 83);
