@@ -8,10 +8,11 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { Client } from 'undici';
 import {
   BLOCK_SIZE,
+  BufferPool,
   PROTOCOL_VERSION,
   DigestCheck,
   PieceSink,
@@ -33,6 +34,7 @@ import {
   type HeldBlock,
   type TaskInfo,
 } from '@damselfly/shared';
+import { LocalStore, streamTask } from '@damselfly/peer';
 import { blobChunks, freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
@@ -215,6 +217,46 @@ t.test('the piece store: blocks left by an earlier attempt are built on only if 
   t3.on('fetch:ended', (n) => endedC.push(n));
   t3.beginFetch(0)();
   t.same(endedC, [0], 'a fetch that ends without the piece says so (relays stop waiting)');
+});
+
+t.test('a read is not held behind the cache record; a removed task is not reopened or written back', async (t) => {
+  const dir = await tempDir(t);
+  const store = new LocalStore(dir);
+  await store.start();
+  t.teardown(() => store.stop());
+  const blob = makeBlob(2 * MiB, 83);
+  const shas = blockShas(blob);
+  const info: TaskInfo = { taskId: 'e'.repeat(64), contentLength: blob.length, pieceSize: 2 * MiB, pieceCount: 1, public: true };
+  const task = await store.open(info, 'http://origin.test/blob');
+  await task.writePiece(0, chunked(blob), { expected: shas });
+  // A record write that never finishes (a stuck database) must not keep the bytes from the reader: the task is marked
+  // used once the read is done, and the write is not waited for.
+  const marks: unknown[] = [];
+  const persist = task.updateMeta.bind(task);
+  task.updateMeta = (patch) => (marks.push(patch), new Promise<void>(() => {}));
+  const got: Buffer[] = [];
+  const out = new Writable({ write: (c: Buffer, _e, cb) => (got.push(Buffer.from(c)), cb()) });
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the read waited for the record write')), 5_000)));
+  await Promise.race([streamTask({ task, done: Promise.resolve(task), want: () => true }, out, { start: 1000, end: 300_000, pool: new BufferPool(MiB, 2) }), stuck]);
+  clearTimeout(timer);
+  t.ok(Buffer.concat(got).equals(blob.subarray(1000, 300_001)), 'the range was served');
+  t.equal(marks.length, 1, 'and the task marked used');
+  task.updateMeta = persist;
+
+  // Removed (GC, a digest mismatch) while a reader still holds the object: nothing reopens its data file (a handle on
+  // the unlinked file would be cached under the path a new entry of the same id gets), nor writes its record back.
+  await store.remove(info.taskId);
+  await t.rejects(task.withFile(async () => 0), { code: 'PIECE_MISSING' }, 'its file is not reopened for a read');
+  await t.rejects(task.writePiece(0, chunked(blob), { expected: shas }), { code: 'PIECE_MISSING' }, 'nor for a write');
+  t.equal(store.openFiles, 0, 'no handle was cached for it');
+  task.touch();
+  await task.updateMeta({ lastAccess: Date.now() });
+  await store.stop();
+  const again = new LocalStore(dir);
+  await again.start();
+  t.teardown(() => again.stop());
+  t.equal(again.get(info.taskId), undefined, 'after a restart the task is still gone');
 });
 
 t.test('framed bodies: each block is checked against the hash that follows it', async (t) => {

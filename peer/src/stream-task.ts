@@ -5,6 +5,7 @@
  * sent, its last block is held back until the blob matched its digest, so a client never receives a complete-looking
  * wrong body.
  */
+import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { blockCountFor, serveBlocks, type BufferPool, type HeldBlock } from '@damselfly/shared';
 import type { Download } from './peer.js';
@@ -26,17 +27,18 @@ export async function streamTask(dl: Download, out: Writable, opts: StreamOption
     await dl.done;
     return;
   }
-  // A task being read is in use: GC leaves it alone, and it counts as recently used.
+  // A task being read is in use: GC leaves it alone; once read, it counts as recently used (marked after the bytes
+  // went out, not before the first one).
   const lease = dl.task.lease();
   try {
-    await dl.task.touch();
-    await writeRange(dl, out, opts);
+    await dl.task.withFile((fh) => writeRange(dl, out, fh, opts));
   } finally {
     lease();
+    dl.task.touch();
   }
 }
 
-async function writeRange(dl: Download, out: Writable, { start, end, signal, onBytes, pool, head }: StreamOptions): Promise<void> {
+async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, end, signal, onBytes, pool, head }: StreamOptions): Promise<void> {
   const { task } = dl;
   const { pieceSize, contentLength } = task.info;
   const whole = start === 0 && end === contentLength - 1;
@@ -54,6 +56,7 @@ async function writeRange(dl: Download, out: Writable, { start, end, signal, onB
       from: Math.max(start, base) - base,
       to: Math.min(end, base + length - 1) - base,
       pool,
+      fh,
       signal,
       onBytes,
       // A present piece is verified as a whole by its first block's wait: the rest is read in big reads, except the

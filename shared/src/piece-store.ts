@@ -7,7 +7,7 @@
  * recorded; nothing of a piece in flight is persisted, so a crash never leaves a block marked verified.
  */
 import { EventEmitter } from 'node:events';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
@@ -69,6 +69,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
   #failure?: Error;
   /** Leases held by readers, uploads and downloads; GC never evicts a task in use. */
   #leases = 0;
+  /** Removed from its store: nothing may reopen its data file or write its record back. */
+  #closed = false;
 
   /** Takes a lease on the task (GC leaves it alone) until the returned function is called; calling it twice is harmless. */
   lease(): () => void {
@@ -109,7 +111,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
   /** Changes and persists part of the task's record, in place (holders of `meta` see the change). */
   async updateMeta(patch: Partial<Meta>): Promise<void> {
     Object.assign(this.#meta, patch);
-    await this.#index.putTask(this.geometry.taskId, this.#meta);
+    // A removed task's record stays removed (a reader that outlived the removal still marks it used).
+    if (!this.#closed) await this.#index.putTask(this.geometry.taskId, this.#meta);
   }
 
   get failure(): Error | undefined {
@@ -202,7 +205,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     const expected = opts.expected ?? landed;
     const end = this.beginFetch(n);
     try {
-      const blocks = await this.#handles.use(this.dataPath, (fh) =>
+      const blocks = await this.withFile((fh) =>
         writePiece(fh, start, length, body, {
           expected,
           framed: opts.framed,
@@ -292,6 +295,18 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     this.#checked.add(n);
     this.emit('piece:verified', n);
     return root;
+  }
+
+  /**
+   * Runs `fn` with the data file open, from the store's bounded cache of open files: a piece served to a reader is read
+   * through the handle its writes already opened, instead of an open and a close per answer (two thread-pool round
+   * trips before a Range read's first byte).
+   */
+  async withFile<R>(fn: (fh: FileHandle) => Promise<R>): Promise<R> {
+    // Reopened after the removal, the cache would keep a handle on the unlinked file under the path a new task of
+    // the same id then gets.
+    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
+    return this.#handles.use(this.dataPath, fn);
   }
 
   /**
@@ -431,6 +446,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#handles.close(this.dataPath);
   }
 }

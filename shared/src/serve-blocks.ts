@@ -46,8 +46,9 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
   for (let b = Math.floor(from / BLOCK_SIZE); b < count && b * BLOCK_SIZE <= to; b++) order.push(b);
   const k = o.firstBlock ?? 0;
   if (k > 0 && k < order.length && order[0] === 0) order.push(...order.splice(0, k));
-  // Opened at the first block read from disk and kept for the rest of the piece (not once per block).
-  let fh: FileHandle | undefined;
+  // The caller's handle, or one opened at the first block read from disk and kept for the rest of the piece (not once
+  // per block).
+  let fh: FileHandle | undefined = o.fh;
   try {
     for (let i = 0; i < order.length; i++) {
       const b = order[i]!;
@@ -65,7 +66,7 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
       if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);
     }
   } finally {
-    await fh?.close();
+    if (fh !== o.fh) await fh?.close();
   }
 }
 

@@ -94,7 +94,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       void reply.hijack();
       reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, [FIRST_BLOCK_HEADER]: first });
       if (relaying) c.metrics.relayedPieces.inc();
-      await serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, onDisk: () => !relaying, pool: c.pool, pace, onBytes: (b) => c.metrics.uploadBytes.inc(b) }).then(
+      await task.withFile((fh) => serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, onDisk: () => !relaying, pool: c.pool, fh, pace, onBytes: (b) => c.metrics.uploadBytes.inc(b) })).then(
         () => reply.raw.end(),
         () => reply.raw.destroy(),
       );

@@ -185,7 +185,8 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     void reply.hijack();
     try {
       reply.raw.writeHead(200, { 'content-type': FRAMED_CONTENT_TYPE, 'content-length': framedLength(length), [BLOCK_SIZE_HEADER]: BLOCK_SIZE, [FIRST_BLOCK_HEADER]: first });
-      await serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, firstBlock: first, block, pool: c.pool, signal: ac.signal, onBytes: (b) => (c.metrics.servedBytes.inc(b), c.served?.add(b), (stream.last = performance.now())) });
+      // Read through the data file's cached handle (the seeder's writes keep it open), not an open per answer.
+      await c.store.withHandle(taskId, (fh) => serveBlocks(piece.path, piece.start, length, reply.raw, { framed: true, firstBlock: first, block, pool: c.pool, fh, signal: ac.signal, onBytes: (b) => (c.metrics.servedBytes.inc(b), c.served?.add(b), (stream.last = performance.now())) }));
       reply.raw.end();
       c.metrics.servedPieces.inc();
     } catch {
