@@ -190,6 +190,48 @@ t.test('a private blob’s first registration asks the origin for its size and w
   t.equal(seen.length, 2, 'no origin request for it');
 });
 
+t.test('an API key in a header of the origin’s own is a credential: the blob is private, and each client shows its own', async (t) => {
+  // An origin that takes an API key header (as GitLab's Private-Token or Artifactory's X-JFrog-Art-Api), not
+  // Authorization: only the key `k-alice` reads the object.
+  const body = makeBlob(3 * MiB + 11, 33);
+  const seen: string[] = [];
+  const origin = createServer((req, res) => {
+    const key = req.headers['x-api-key'];
+    seen.push(`${req.method} ${key ?? 'no key'}`);
+    if (key !== 'k-alice') return void res.writeHead(401, { 'content-type': 'text/plain' }).end('key required\n');
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    const a = m ? Number(m[1]) : 0;
+    const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
+    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}), 'accept-ranges': 'bytes' });
+    res.end(req.method === 'HEAD' ? undefined : body.subarray(a, b + 1));
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => origin.close(() => r())));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/app.tar`;
+  const sn = await startSupernode(t);
+  const [a, b] = await Promise.all([startDaemon(t, [sn.url]), startDaemon(t, [sn.url])]);
+
+  const first = await getViaProxy(a!.proxyUrl, url, { 'x-api-key': 'k-alice' });
+  t.equal(first.status, 200);
+  t.ok(first.body.equals(body), 'alice gets the file with her key');
+  const taskId = first.headers['x-damselfly-task-id'] as string;
+  const info = (await (await request(`${sn.url}/api/v1/tasks/${taskId}`, { headers: bearer })).body.json()) as { public: boolean };
+  t.equal(info.public, false, 'the supernode asked the origin without the key, and it said no');
+  for (const [name, proxy, headers] of [
+    ['no key, cached node', a!.proxyUrl, {}],
+    ['wrong key, cached node', a!.proxyUrl, { 'x-api-key': 'k-mallory' }],
+    ['no key, other node', b!.proxyUrl, {}],
+    ['Range, wrong key, other node', b!.proxyUrl, { 'x-api-key': 'k-mallory', range: 'bytes=1000-2023' }],
+  ] as const) {
+    const r = await getViaProxy(proxy, url, headers);
+    t.equal(r.status, 401, `${name}: the origin's own refusal`);
+    t.notOk(r.body.includes(body.subarray(0, 64)), `${name}: not a byte of the file`);
+  }
+  const other = await getViaProxy(b!.proxyUrl, url, { 'x-api-key': 'k-alice' });
+  t.ok(other.body.equals(body), 'the key holder on another node gets it');
+  t.ok(seen.some((l) => l.endsWith('no key')), 'the origin was asked anonymously');
+});
+
 t.test('a registration that joins one under way is not told its headers were checked: the probe was made with the other’s', async (t) => {
   const body = makeBlob(64 * 1024, 32);
   const held: (() => void)[] = [];

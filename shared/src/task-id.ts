@@ -39,11 +39,41 @@ export function canonicalUrl(url: URL): string {
   return u.href;
 }
 
-/** True when a request carries credentials of its own: userinfo, signature params, or an Authorization header. */
+/**
+ * Request headers that cannot authenticate anybody. Any other header a client sends may be a credential: origins take
+ * API keys in headers of their own (`X-Api-Key`, GitLab's `Private-Token`, Artifactory's `X-JFrog-Art-Api`, a
+ * gateway's `X-Auth-Token`), so a header not named here counts as one rather than as harmless.
+ */
+const PLAIN_HEADERS = new Set([
+  'accept',
+  'accept-language',
+  'user-agent',
+  'cache-control',
+  'pragma',
+  'docker-distribution-api-version',
+  'traceparent',
+  'tracestate',
+]);
+
+/**
+ * The headers of a request that may carry credentials (every one not known to be plain), sorted by name: what the
+ * origin may decide a client's access on.
+ */
+export function credentialHeaders(headers: Record<string, string> = {}): [string, string][] {
+  return Object.entries(headers)
+    .map(([k, v]): [string, string] => [k.toLowerCase(), v])
+    .filter(([k]) => !PLAIN_HEADERS.has(k))
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * True when a request may carry credentials of its own: userinfo, signature params, or any header that is not known
+ * to be plain (Authorization and Cookie, and an API key in a header of the origin's own).
+ */
 export function carriesCredentials(url: URL, headers: Record<string, string> = {}): boolean {
   if (url.username || url.password) return true;
   for (const key of url.searchParams.keys()) if (VOLATILE_PARAM.test(key) && key.toLowerCase() !== 'ns') return true;
-  return Object.keys(headers).some((k) => k.toLowerCase() === 'authorization' || k.toLowerCase() === 'cookie');
+  return credentialHeaders(headers).length > 0;
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Dispatcher } from 'undici';
-import { canonicalUrl, checkOriginAccess, describeError, redactUrl, type Logger, type TaskInfo } from '@damselfly/shared';
+import { canonicalUrl, checkOriginAccess, credentialHeaders, describeError, redactUrl, type Logger, type TaskInfo } from '@damselfly/shared';
 import type { DaemonMetrics } from '../metrics.js';
 import { dfError } from '../errors.js';
 
@@ -85,6 +85,8 @@ export class AccessGuard {
 
 /** The cache key: never a credential, only a hash of everything that could be one (headers, userinfo, query). */
 function keyOf(url: URL, headers: Record<string, string>): string {
-  const material = JSON.stringify([url.href, headers.authorization ?? '', headers.cookie ?? '']);
+  // Every header that may be a credential, not only Authorization and Cookie: two clients differing only in an API
+  // key header of the origin's own are two clients.
+  const material = JSON.stringify([url.href, credentialHeaders(headers)]);
   return `${createHash('sha256').update(material).digest('hex')} ${canonicalUrl(url)}`;
 }
