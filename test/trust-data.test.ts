@@ -16,6 +16,7 @@ import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from '
 import { metricValue } from './helpers/metrics.js';
 import { rawPeer } from './helpers/ws-peer.js';
 import { serveFile } from './helpers/file-server.js';
+import { dfget } from './helpers/dfget.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -264,6 +265,39 @@ t.test('a registration that joins one under way is not told its headers were che
   t.equal(a!.result?.accessChecked, true, 'the first: its headers were the probe’s');
   t.equal(b!.result?.accessChecked, undefined, 'the second: its headers never reached the origin');
   t.equal(seen.length, 2, 'the second registration cost the origin nothing');
+});
+
+t.test('dfget takes only its dfdaemon’s own word for a digest: a resumed transfer and an upstream’s header are hashed', async (t) => {
+  // An origin whose bytes are not the digest asked for (one byte changed near the end).
+  const blob = makeBlob(3 * MiB + 5, 35);
+  const digest = sha(blob);
+  const tampered = Buffer.from(blob);
+  tampered[tampered.length - 100] ^= 1;
+  const seen: string[] = [];
+  const origin = createServer((req, res) => {
+    seen.push(req.headers.range ?? 'none');
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    const a = m ? Number(m[1]) : 0;
+    const b = m && m[2] ? Math.min(Number(m[2]), tampered.length - 1) : tampered.length - 1;
+    // It also asserts the digest, as a registry's Docker-Content-Digest does, and forges the dfdaemon's own header.
+    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${tampered.length}` } : {}), 'accept-ranges': 'bytes', 'docker-content-digest': digest, 'x-damselfly-verified': digest });
+    res.end(tampered.subarray(a, b + 1));
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => origin.close(() => r())));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/tool.tar`;
+  // No supernode: the dfdaemon reads the origin itself, checks the whole blob, and cuts the body when it does not
+  // match; dfget then asks for the rest as a Range, which a new run serves without the whole-blob check.
+  const d = await startDaemon(t, []);
+  const dir = await tempDir(t);
+  const resumed = await dfget([url, '--digest', digest, '-O', join(dir, 'out'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(resumed.code, 4, `a digest mismatch (${resumed.stderr.trim()})`);
+  t.match(resumed.stderr, /digest mismatch/);
+  t.ok(seen.some((r) => r !== 'none' && !r.startsWith('bytes=0-')), 'the transfer was resumed from the middle');
+  // Straight through the proxy (no P2P): the upstream's own headers assert the digest; dfget hashes anyway.
+  const direct = await dfget([url, '--digest', digest, '-O', join(dir, 'out'), '--daemon', d.proxyUrl, '--no-progress', '-H', 'X-Dragonfly-Use-P2P: false']);
+  t.equal(direct.code, 4, `a digest mismatch straight through too (${direct.stderr.trim()})`);
+  t.same(await readdir(dir), [], 'no output file, no temporary file left');
 });
 
 t.test('tasks cannot be poisoned: a digest claimed for foreign bytes never serves them as the blob, and is refused once found out', async (t) => {

@@ -1,6 +1,7 @@
 /**
  * -O <file>: a temporary file beside the output, renamed into place only after the digest (when known) matched, so
- * the output is either the whole verified blob or untouched. The temporary file is opened before anything is
+ * the output is either the whole verified blob or untouched (opened for reading too: a resumed transfer reads back
+ * what it has, to hash it). The temporary file is opened before anything is
  * fetched: a read-only or missing destination fails at once (exit 5), not after the download.
  */
 import { open, rename, type FileHandle } from 'node:fs/promises';
@@ -32,7 +33,7 @@ export class FileSink extends Sink {
     const tmp = FileSink.tmpPathFor(output);
     scratch.add(tmp);
     try {
-      return new FileSink(output, tmp, await scratch.during(open(tmp, 'w')), scratch);
+      return new FileSink(output, tmp, await scratch.during(open(tmp, 'w+')), scratch);
     } catch (err) {
       throw outputError(output, err);
     }
@@ -41,6 +42,16 @@ export class FileSink extends Sink {
   protected async put(chunk: Buffer): Promise<void> {
     // A short write is how a filling disk first shows; the rest then fails with ENOSPC.
     for (let off = 0; off < chunk.length; ) off += (await this.#fh.write(chunk, off, chunk.length - off)).bytesWritten;
+  }
+
+  protected async readBack(length: number, take: (chunk: Buffer) => void): Promise<void> {
+    const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20));
+    for (let pos = 0; pos < length; ) {
+      const { bytesRead } = await this.#fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
+      if (bytesRead === 0) throw new Error(`${this.tmp} ended at ${pos} of ${length} bytes`);
+      take(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
   }
 
   protected async finish(): Promise<void> {

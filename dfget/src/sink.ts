@@ -28,6 +28,21 @@ export abstract class Sink {
     return this.#vouched !== undefined;
   }
 
+  /**
+   * The sender's word no longer covers what follows (a transfer resumed with another answer): the bytes so far are
+   * read back into the hash, and every later one is hashed as it comes.
+   */
+  async unvouch(): Promise<void> {
+    if (!this.#vouched) return;
+    this.#vouched = undefined;
+    try {
+      await this.readBack(this.bytes, (chunk) => this.#hash.update(chunk));
+    } catch (err) {
+      this.failure ??= this.failed(err);
+      throw this.failure;
+    }
+  }
+
   /** Resolves once `chunk` is written (so awaiting it is the backpressure); rejects with the typed failure. */
   async write(chunk: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
@@ -66,6 +81,8 @@ export abstract class Sink {
   }
 
   protected abstract put(chunk: Buffer): Promise<void>;
+  /** Feeds bytes [0, length) written so far to `take`, in order (only a sink that accepts a vouch needs to). */
+  protected abstract readBack(length: number, take: (chunk: Buffer) => void): Promise<void>;
   protected abstract finish(): Promise<void>;
   protected abstract close(): Promise<void>;
   /** The typed error a write failure stands for. */

@@ -24,6 +24,14 @@ export class StdoutSink extends Sink {
     return new Promise((resolve, reject) => this.#out.write(chunk, (err) => (err ? reject(err) : resolve())));
   }
 
+  /**
+   * Bytes sent to stdout cannot be read back to check after a resumed transfer, so this sink takes nobody's word for
+   * the digest: it hashes everything (about 1 ms of CPU per MiB).
+   */
+  override vouch(): void {}
+
+  protected async readBack(): Promise<void> {}
+
   protected async finish(): Promise<void> {}
 
   protected async close(): Promise<void> {}

@@ -214,6 +214,14 @@ export const BLOCK_SIZE_HEADER = 'x-damselfly-block-size';
 export const FIRST_BLOCK_HEADER = 'x-damselfly-first-block';
 
 /**
+ * On a dfdaemon's whole-blob answer: the digest the dfdaemon itself checked the body against before its last block
+ * went out (a mismatch cuts the body instead). Set by the dfdaemon only, never relayed from an upstream: unlike the
+ * registry's own `Docker-Content-Digest`, which an origin (or whoever answers in its place) can simply assert, a
+ * client may take this as the digest check done.
+ */
+export const VERIFIED_HEADER = 'x-damselfly-verified';
+
+/**
  * The `?from=<block>` of a piece request, for a piece of `blockCount` blocks: the block to start at, 0 when absent or
  * past the piece's end, `'bad'` when it is not a block number at all (the server decides whether that is an error).
  */

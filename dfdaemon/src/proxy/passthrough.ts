@@ -10,9 +10,16 @@ import { dfError } from '../errors.js';
 
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
 
+/**
+ * Hop-by-hop headers and Damselfly's own go neither way: an upstream must not be able to answer with a header the
+ * dfdaemon sets itself (x-damselfly-verified: "this body matched its digest here").
+ */
 function clean(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !HOP.has(k.toLowerCase()) && !k.toLowerCase().startsWith('x-dragonfly-')) out[k] = v;
+  for (const [k, v] of Object.entries(headers)) {
+    const key = k.toLowerCase();
+    if (v !== undefined && !HOP.has(key) && !key.startsWith('x-dragonfly-') && !key.startsWith('x-damselfly-')) out[k] = v;
+  }
   return out;
 }
 

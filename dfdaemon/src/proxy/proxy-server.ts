@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { BLOCK_SIZE, SLOW_CLIENT, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger } from '@damselfly/shared';
+import { BLOCK_SIZE, SLOW_CLIENT, VERIFIED_HEADER, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger } from '@damselfly/shared';
 import { streamTask, type Download, type LocalTask, type Peer } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import type { AccessGuard } from './access-guard.js';
@@ -177,6 +177,8 @@ function writeHead(res: ServerResponse, task: LocalTask, range: ByteRange | unde
     'x-damselfly-task-id': task.info.taskId,
   };
   if (task.info.digest) headers['docker-content-digest'] = task.info.digest;
+  // The whole blob goes out with its last block held until it matched the digest (see streamTask).
+  if (task.info.digest && !range) headers[VERIFIED_HEADER] = task.info.digest;
   if (range) headers['content-range'] = `bytes ${start}-${end}/${length}`;
   res.writeHead(range ? 206 : 200, headers);
 }
