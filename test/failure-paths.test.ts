@@ -3,13 +3,15 @@
  * slow-loris sockets are dropped, and SIGTERM mid-pull on a loaded swarm exits within the grace.
  */
 import t from 'tap';
+import { getEventListeners } from 'node:events';
+import { SupernodeClient } from '@damselfly/peer';
 import { execFile } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { tempDir } from './helpers/cluster.js';
+import { TEST_SECRET, tempDir } from './helpers/cluster.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { dfget } from './helpers/dfget.js';
@@ -87,6 +89,40 @@ t.test('no request, however malformed, takes a daemon down: CONNECT storm, TRACE
   t.equal(await healthy(d.uploadUrl), 200, 'upload server answers');
   t.equal(await healthy(sn.url), 200, 'supernode answers');
   t.notMatch(d.output() + sn.output(), /uncaught|unhandled/i, 'nothing uncaught in the logs');
+});
+
+t.test('a frozen supernode (SIGSTOP) is noticed by its peers; a refused hello and a timed-out request leave nothing behind', async (t) => {
+  const sn = await spawnSupernodeProc(t);
+  const trust = { secret: Buffer.from(TEST_SECRET), tls: undefined, insecure: false };
+  const a = new SupernodeClient(sn.url, { peerId: 'node-a' }, trust, { heartbeatMs: 300 });
+  t.teardown(() => a.close());
+  await a.connect();
+  // A second connection for an id a live peer holds is refused; its socket must not stay open (a late answer to its
+  // hello would bind the id to a socket nobody uses, which would keep the peer out of this supernode).
+  const b = new SupernodeClient(sn.url, { peerId: 'node-a' }, trust);
+  t.teardown(() => b.close());
+  const refused = await b.connect().then(() => undefined, (err: { remoteCode?: string }) => err);
+  t.equal(refused?.remoteCode, 'SN_PEER_ID_TAKEN', 'the id is a live peer’s');
+  t.notOk(b.connected, 'the refused connection is let go');
+
+  sn.child.kill('SIGSTOP');
+  t.teardown(() => void sn.child.kill('SIGCONT'));
+  // Bounded, so a peer that never notices fails here rather than hanging the file.
+  let giveUp: NodeJS.Timeout | undefined;
+  const closed = new Promise<number>((resolve) => {
+    const t0 = performance.now();
+    a.once('close', () => resolve(performance.now() - t0));
+    giveUp = setTimeout(() => resolve(Infinity), 5_000);
+  }).finally(() => clearTimeout(giveUp));
+  // A request the frozen supernode never answers times out and takes its listener off the caller's signal.
+  const caller = new AbortController();
+  await t.rejects(a.request({ type: 'task:status', taskId: 'f'.repeat(64) }, { signal: caller.signal, timeoutMs: 100 }), { code: 'DF_SUPERNODE_UNAVAILABLE' });
+  t.equal(getEventListeners(caller.signal, 'abort').length, 0, 'no listener left on the caller’s signal');
+  // The socket stays open (the process holds it), but the supernode answers no ping: the peer lets it go, so its
+  // downloads go back to the origin instead of waiting for assignments forever.
+  const ms = await closed;
+  t.ok(ms < 2_000, `the peer gave the frozen supernode up after ${Math.round(ms)} ms (heartbeat 300 ms)`);
+  t.notOk(a.connected, 'and says it is not connected');
 });
 
 t.test('slow-loris: a socket dribbling its headers is dropped within seconds on every server', async (t) => {

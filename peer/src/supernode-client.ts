@@ -25,21 +25,36 @@ export interface SupernodeClientEvents {
   'task:preheat': [{ url: string; digest: string }[]];
 }
 
+/**
+ * How often the peer pings its supernode; a supernode that has sent nothing (no pong, no message) for a whole period
+ * after a ping is gone. The socket alone does not say so: a supernode frozen (SIGSTOP, a hung host) or cut off
+ * without a FIN keeps it open, and a download waiting for assignments would wait forever instead of going back to
+ * the origin. Matches the supernode's own ping period for its peers.
+ */
+export const HEARTBEAT_MS = 15_000;
+
+export interface SupernodeClientOptions {
+  /** Ping period, and how long a ping may go unanswered (tests shorten it). */
+  heartbeatMs?: number;
+}
+
 export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
   readonly url: string;
   readonly #hello: HelloInfo;
   readonly #trust: Trust | undefined;
+  readonly #heartbeatMs: number;
   #ws?: WebSocket;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
   /** Who takes the assignments pushed for each task (the task's running download). */
   readonly #assignees = new Map<string, (a: Assignment[]) => void>();
 
-  constructor(url: string, hello: HelloInfo, trust?: Trust) {
+  constructor(url: string, hello: HelloInfo, trust?: Trust, opts: SupernodeClientOptions = {}) {
     super();
     this.url = url;
     this.#hello = hello;
     this.#trust = trust;
+    this.#heartbeatMs = opts.heartbeatMs ?? HEARTBEAT_MS;
   }
 
   get connected(): boolean {
@@ -81,16 +96,36 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
         reject(e);
       });
     });
-    ws.on('message', (data) => this.#onMessage(data.toString()));
-    ws.on('close', () => this.#onClose());
-    ws.on('error', () => {});
-    // A supernode of another protocol version is no supernode for this peer: unavailable, so the download goes back to
-    // the origin (when allowed) instead of failing on messages neither side understands.
-    const reply = await this.request<{ version?: number }>({ type: 'peer:hello', ...this.#hello, version: PROTOCOL_VERSION }, { signal, timeoutMs }).catch((err: unknown) => {
-      if ((err as { remoteCode?: string }).remoteCode !== 'SN_PROTOCOL_VERSION') throw err;
-      ws.terminate();
-      throw peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${describeError(err)}`, err);
+    let heard = true;
+    const heartbeat = setInterval(() => {
+      if (!heard) return void ws.terminate();
+      heard = false;
+      ws.ping();
+    }, this.#heartbeatMs);
+    heartbeat.unref();
+    ws.on('pong', () => (heard = true));
+    ws.on('message', (data) => {
+      heard = true;
+      this.#onMessage(data.toString());
     });
+    ws.on('close', () => {
+      clearInterval(heartbeat);
+      this.#onClose();
+    });
+    ws.on('error', () => {});
+    let reply: { version?: number };
+    try {
+      reply = await this.request<{ version?: number }>({ type: 'peer:hello', ...this.#hello, version: PROTOCOL_VERSION }, { signal, timeoutMs });
+    } catch (err) {
+      // A socket whose hello failed (refused, timed out, cancelled) is let go at once. Left open, a late answer would
+      // bind this peer's id to it on the supernode, where it answers pings by itself and keeps the id from every
+      // later connection of this peer.
+      ws.terminate();
+      // A supernode of another protocol version is no supernode for this peer: unavailable, so the download goes back
+      // to the origin (when allowed) instead of failing on messages neither side understands.
+      if ((err as { remoteCode?: string }).remoteCode === 'SN_PROTOCOL_VERSION') throw peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: ${describeError(err)}`, err);
+      throw err;
+    }
     if (reply.version !== PROTOCOL_VERSION) {
       ws.terminate();
       throw peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url} speaks control protocol v${reply.version ?? '?'}, this peer v${PROTOCOL_VERSION} (upgrade dfdaemons and supernodes together)`);
@@ -106,6 +141,7 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
+        cleanup();
         this.#pending.delete(id);
         reject(peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: no answer to ${body.type} in ${timeoutMs} ms`));
       }, timeoutMs);
