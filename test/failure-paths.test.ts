@@ -11,7 +11,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { TEST_SECRET, tempDir } from './helpers/cluster.js';
+import { TEST_SECRET, getViaProxy, startDaemon, tempDir } from './helpers/cluster.js';
+import { shapedOrigin } from './helpers/file-server.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { dfget } from './helpers/dfget.js';
@@ -123,6 +124,35 @@ t.test('a frozen supernode (SIGSTOP) is noticed by its peers; a refused hello an
   const ms = await closed;
   t.ok(ms < 2_000, `the peer gave the frozen supernode up after ${Math.round(ms)} ms (heartbeat 300 ms)`);
   t.notOk(a.connected, 'and says it is not connected');
+});
+
+t.test('back-to-source: the first piece the origin refuses stops the others; nothing more is fetched for a failed run', async (t) => {
+  const MiB = 1024 * 1024;
+  const blob = makeBlob(24 * MiB, 61);
+  let refused = false;
+  // Piece 0 (1 MiB pieces) is refused; every other piece is answered 100 ms late, so the workers are mid-way when it is.
+  const origin = await shapedOrigin(t, blob, (_i, r, res) => {
+    if (r?.start === 0 && r.end === MiB - 1) {
+      refused = true;
+      res.writeHead(500).end();
+      return true;
+    }
+    if (!r || r.end - r.start + 1 !== MiB) return;
+    setTimeout(() => {
+      if (res.destroyed) return;
+      res.writeHead(206, { 'content-length': MiB, 'content-range': `bytes ${r.start}-${r.end}/${blob.length}` });
+      res.end(blob.subarray(r.start, r.end + 1));
+    }, 100);
+    return true;
+  });
+  const d = await startDaemon(t, []);
+  const r = await getViaProxy(d.proxyUrl, origin.url);
+  t.ok(r.body.equals(blob), `the client still gets the file, straight from the origin (status ${r.status})`);
+  t.ok(refused, 'piece 0 was refused');
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  // Four workers start pieces 0-3 together; the three beside the refused one are cut, and no piece after them starts.
+  const others = origin.ranges.filter((x) => /^bytes=\d+-\d+$/.test(x) && x !== 'bytes=0-0' && x !== `bytes=0-${MiB - 1}`);
+  t.ok(others.length <= 3, `only the pieces already asked for beside it: ${others.length} of the other 23`);
 });
 
 t.test('slow-loris: a socket dribbling its headers is dropped within seconds on every server', async (t) => {

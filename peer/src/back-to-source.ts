@@ -54,13 +54,18 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
     return;
   }
   let next = 0;
+  // The first piece that fails ends the call: the other workers stop too (their transfers are cut, no new piece
+  // starts), and the call returns only once they have, so nothing writes into the task after its run let it go.
+  const stop = new AbortController();
+  const signal = AbortSignal.any([req.signal, stop.signal]);
+  let failure: { err: unknown } | undefined;
   const worker = async () => {
-    while (next < missing.length) {
+    while (next < missing.length && !signal.aborted) {
       const n = missing[next++]!;
       if (task.has(n)) continue;
       const { start, end } = task.range(n);
       // A limited node holds its origin reads back itself: their rate says nothing about the origin then.
-      const guard = new TransferGuard({ signal: req.signal, ...ORIGIN_GUARD, ...(req.pace ? { minBytesPerSecond: 0 } : {}) });
+      const guard = new TransferGuard({ signal, ...ORIGIN_GUARD, ...(req.pace ? { minBytesPerSecond: 0 } : {}) });
       try {
         const body = await fetchOrigin({ ...origin, signal: guard.signal }, start, end);
         guard.startRate();
@@ -78,5 +83,12 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(req.parallel, missing.length) }, worker));
+  const workers = Array.from({ length: Math.min(req.parallel, missing.length) }, () =>
+    worker().catch((err: unknown) => {
+      failure ??= { err };
+      stop.abort(err);
+    }),
+  );
+  await Promise.all(workers);
+  if (failure) throw failure.err;
 }
