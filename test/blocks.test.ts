@@ -259,6 +259,38 @@ t.test('a read is not held behind the cache record; a removed task is not reopen
   t.equal(again.get(info.taskId), undefined, 'after a restart the task is still gone');
 });
 
+t.test('a piece another reader found bad and dropped: a reader of a finished download gets an error, not a wait for good', async (t) => {
+  const dir = await tempDir(t);
+  const blob = makeBlob(2 * MiB, 84);
+  const info: TaskInfo = { taskId: 'f'.repeat(64), contentLength: blob.length, pieceSize: MiB, pieceCount: 2, public: true };
+  const first = new LocalStore(dir);
+  await first.start();
+  const written = await first.open(info, 'http://origin.test/blob');
+  for (const n of [0, 1]) await written.writePiece(n, chunked(blob.subarray(n * MiB, (n + 1) * MiB)), { expected: blockShas(blob.subarray(n * MiB, (n + 1) * MiB)) });
+  await written.markComplete();
+  await first.stop();
+  // Piece 1 goes bad on disk while the daemon is down; after the restart nothing has read it back yet.
+  const fh = await open(join(dir, 'tasks', `${info.taskId}.data`), 'r+');
+  await fh.write(Buffer.from([0xff]), 0, 1, MiB + 5);
+  await fh.close();
+  const store = new LocalStore(dir);
+  await store.start();
+  t.teardown(() => store.stop());
+  const task = store.get(info.taskId)!;
+  t.ok(task.complete, 'the cache entry is complete');
+  const pool = new BufferPool(MiB, 4);
+  const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
+  // A finished download takes no new wants (its run is over).
+  const ended = { task, done: Promise.resolve(task), want: () => false };
+  await t.rejects(streamTask(ended, sink(), { start: 0, end: blob.length - 1, pool }), { code: 'PIECE_CORRUPT' }, 'the first reader finds piece 1 bad');
+  t.notOk(task.has(1), 'and it is dropped');
+  let timer: NodeJS.Timeout | undefined;
+  const hang = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the second reader waits for a piece nobody fetches')), 3_000)));
+  await t.rejects(Promise.race([streamTask(ended, sink(), { start: MiB, end: blob.length - 1, pool }), hang]), { code: 'DF_PIECE_FAILED' }, 'the next reader is told, at once');
+  clearTimeout(timer);
+  t.notOk(task.inUse, 'and lets go of the task');
+});
+
 t.test('framed bodies: each block is checked against the hash that follows it', async (t) => {
   const dir = await tempDir(t);
   const piece = makeBlob(2 * MiB + 7, 72);

@@ -9,6 +9,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { blockCountFor, serveBlocks, type BufferPool, type HeldBlock } from '@damselfly/shared';
 import type { Download } from './peer.js';
+import { peerError } from './errors.js';
 
 export interface StreamOptions {
   /** Buffers chunks are read into (shared by every reader of this process). */
@@ -68,6 +69,9 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
           head = undefined;
           return { sha: '', ...got };
         }
+        // A piece not here and not coming (another reader found it bad on disk and dropped it) is asked of the
+        // download; a download that has ended will not fetch it, and waiting would hang this reader for good.
+        if (!task.has(n) && !task.writing(n) && !dl.want([n])) throw peerError('DF_PIECE_FAILED', `piece ${n} of ${task.info.taskId} is gone (dropped from the cache) and its download has ended: ask again`);
         const got = await task.waitBlock(n, b, { signal });
         if (held(b)) await dl.done;
         return { sha: '', ...got };
