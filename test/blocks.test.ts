@@ -9,11 +9,13 @@ import { createHash } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { Client } from 'undici';
+import { Client, request } from 'undici';
 import {
   BLOCK_SIZE,
   BufferPool,
+  GRANT_HEADER,
   PROTOCOL_VERSION,
+  issueGrant,
   DigestCheck,
   PieceSink,
   PieceStore,
@@ -482,6 +484,52 @@ t.test('a blob of one block whose bytes are not its digest is refused at registr
   t.equal(again.error?.code, 'SN_DIGEST_MISMATCH', 'refused again, without asking the origin');
   t.equal(o.ranges.length, 1, 'one origin request in all');
   t.equal(sn.store.get(taskIdFor(new URL(o.url), wrong)), undefined, 'nothing of it kept');
+});
+
+t.test('a piece whose every attempt failed starts afresh for the digest check too: other bytes for a block it had hashed are caught', async (t) => {
+  // One piece of two blocks. The size probe brings the right block 0 (the digest check takes it as it lands); block 1
+  // fails until the piece's attempts are spent and its blocks forgotten; then the origin sends other bytes for
+  // block 0 and the right block 1.
+  const blob = makeBlob(2 * BLOCK_SIZE, 87);
+  const digest = `sha256:${sha(blob)}`;
+  const other = Buffer.from(blob);
+  other[100] ^= 0xff;
+  let mode: 'right' | 'failing' | 'other' = 'right';
+  const o = await shapedOrigin(t, blob, (_i, range, res) => {
+    if (mode === 'right' || !range) return;
+    if (mode === 'failing') return (res.writeHead(503).end(), true);
+    res.writeHead(206, { 'content-length': range.end - range.start + 1, 'content-range': `bytes ${range.start}-${range.end}/${blob.length}` });
+    res.end(other.subarray(range.start, range.end + 1));
+    return true;
+  });
+  const sn = await startSupernode(t);
+  const p = await rawPeer(sn.url, 'seeder-peer', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.ok((await p.call({ type: 'peer:hello', peerId: 'seeder-peer', version: PROTOCOL_VERSION })).ok);
+  const reg = (await p.call<TaskInfo>({ type: 'task:register', url: o.url, digest })) as { ok: boolean; result?: TaskInfo };
+  t.ok(reg.ok, 'registered');
+  const { taskId, pieceCount } = reg.result!;
+  t.equal(pieceCount, 1, 'one piece');
+  t.ok(sn.store.pieces(taskId)?.hasBlock(0, 0), 'the probe brought block 0');
+  const grant = issueGrant(Buffer.from(TEST_SECRET), { taskId, piece: 0, requester: 'seeder-peer' });
+  /** The supernode's framed answer for piece 0: whole, or cut (an error while reading it). */
+  const getPiece = async () => {
+    const res = await request(`${sn.url}/api/v1/tasks/${taskId}/pieces/0`, { headers: { [GRANT_HEADER]: grant } });
+    return res.body.arrayBuffer().then((b) => ({ status: res.statusCode, bytes: b.byteLength, cut: false }), () => ({ status: res.statusCode, bytes: -1, cut: true }));
+  };
+  mode = 'failing';
+  const failed = await getPiece();
+  t.ok(failed.cut || failed.status !== 200, `every attempt failed: no piece (${failed.status}${failed.cut ? ', cut' : ''})`);
+  t.notOk(sn.store.pieces(taskId)?.hasBlock(0, 0), 'and its blocks are forgotten');
+
+  mode = 'other';
+  const second = await getPiece();
+  t.equal(o.ranges.at(-1), `bytes=0-${blob.length - 1}`, 'the next attempt asked for block 0 again');
+  t.ok(second.cut, `the piece with other bytes for block 0 is cut, never complete-looking (${second.status}, ${second.bytes} bytes)`);
+  const status = (await p.call({ type: 'task:status', taskId })) as { ok: boolean; result?: { verified: boolean }; error?: { code: string } };
+  t.equal(status.error?.code, 'SN_DIGEST_MISMATCH', `the task is not reported verified (${JSON.stringify(status.result ?? status.error)})`);
+  t.equal(sn.store.get(taskId), undefined, 'it was dropped');
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_digest_mismatches_total'), 1, 'as a digest mismatch');
 });
 
 t.test('a Range read gets its bytes while the rest of its piece is still coming from the origin', async (t) => {

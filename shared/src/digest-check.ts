@@ -80,6 +80,14 @@ export class DigestCheck {
     this.#step();
   }
 
+  /**
+   * Whether any byte of piece `n` is in the hash (the prefix ends past the piece's start). Such a check cannot take
+   * other bytes for those blocks: if they are forgotten, the check must be dropped and a new one started.
+   */
+  hasFed(n: number): boolean {
+    return this.#piece > n || (this.#piece === n && this.#block > 0);
+  }
+
   /** Feeds whatever seeded pieces the prefix can now cover from disk; serialised, so reads never interleave. */
   advance(): Promise<DigestOutcome> {
     this.#running = this.#running.then(() => this.#advance());

@@ -342,6 +342,7 @@ export class Seeder {
         .catch((err: unknown) => {
           // Every attempt failed: a later one starts afresh (readers of what these verified are cut with the error).
           this.#c.store.pieces(taskId)?.forgetAttempts(n);
+          this.#forgetFed(taskId, n);
           throw err;
         })
         .finally(() => this.#inflight.delete(key));
@@ -560,6 +561,15 @@ export class Seeder {
       this.#checks.set(meta.taskId, check);
     }
     return check;
+  }
+
+  /**
+   * Piece `n`'s blocks were forgotten: a digest check that already hashed some of them is dropped. The next attempt
+   * may bring other bytes for those blocks, which a check past them would never see (the task would end verified
+   * while the data file holds the other bytes); a new check starts from 0 and reads back what is recorded.
+   */
+  #forgetFed(taskId: string, n: number): void {
+    if (this.#checks.get(taskId)?.hasFed(n)) this.#checks.delete(taskId);
   }
 
   /** Records a seeded piece and advances the task's digest check; a mismatch drops the task and throws. */
