@@ -165,6 +165,34 @@ t.test('a registration the silent session still had under way does not take the 
   t.equal(sn.seeder.heldCredentials, 2, 'node-x’s and the new node-c’s: the old session’s late registration did not forget node-c’s');
 });
 
+t.test('a registration that fails or is cut by its session’s close holds no credentials; those under way count toward the task cap', async (t) => {
+  // Nothing at /missing; under /stall/ the origin never answers (the size probe and the anonymous check wait).
+  const stalled: string[] = [];
+  const origin = createServer((req, res) => {
+    if (req.url?.startsWith('/stall/')) return void stalled.push(req.url);
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const base = `http://127.0.0.1:${(origin.address() as { port: number }).port}`;
+  const sn = await startSupernode(t, { sessionMaxTasks: 2 });
+  const p = await rawPeer(sn.url, 'node-f', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'node-f', version: PROTOCOL_VERSION })), 'OK');
+  const headers = { authorization: `Bearer ${'s'.repeat(8000)}` };
+  t.equal(await errorCode(p.call({ type: 'task:register', url: `${base}/missing`, headers })), 'ORIGIN_NOT_FOUND');
+  t.equal(sn.seeder.heldCredentials, 0, 'a registration the origin refused holds no credentials');
+
+  for (const i of [0, 1]) void p.call({ type: 'task:register', url: `${base}/stall/${i}`, headers });
+  for (let i = 0; i < 200 && new Set(stalled).size < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(sn.seeder.heldCredentials, 2, 'two registrations under way hold theirs');
+  const third = await Promise.race([errorCode(p.call({ type: 'task:register', url: `${base}/stall/2`, headers })), new Promise((r) => setTimeout(() => r('no answer in 2 s'), 2_000))]);
+  t.equal(third, 'SN_TOO_MANY_TASKS', 'registrations under way count toward the session’s task cap');
+  p.close();
+  for (let i = 0; i < 200 && sn.seeder.heldCredentials > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(sn.seeder.heldCredentials, 0, 'the closed session’s unfinished registrations left nothing');
+});
+
 t.test('an advertised upload address is scheme://host:port of the session itself, nothing more', async (t) => {
   const sn = await startSupernode(t);
   const cases: [string, string][] = [

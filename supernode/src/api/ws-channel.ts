@@ -28,6 +28,7 @@ import type { Scheduler } from '../scheduling/scheduler.js';
 import { SUPERNODE } from '../scheduling/policy.js';
 import type { Seeder } from '../seed/seeder.js';
 import type { TaskStore } from '../resource/task-store.js';
+import type { TaskMeta } from '../resource/task-meta.js';
 import type { SupernodeMetrics } from '../metrics.js';
 import { snError } from '../errors.js';
 import { RequestBudget } from './session-limits.js';
@@ -92,6 +93,8 @@ export const RECENTLY_HEARD_MS = 5_000;
 export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: ChannelComponents): void {
   let peerId: string | undefined;
   const tasks = new Set<string>();
+  /** Registrations under way: each holds its headers until it ends, so they count toward the session's task cap. */
+  let registering = 0;
   const bucket = new RequestBudget(c.limits.rate);
   const ac = new AbortController();
   let alive = true;
@@ -243,10 +246,16 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
       case 'peer:hello':
         return hello(msg);
       case 'task:register': {
-        if (tasks.size >= c.limits.maxTasks) throw snError('SN_TOO_MANY_TASKS', `${tasks.size} (leave some first)`);
+        if (tasks.size + registering >= c.limits.maxTasks) throw snError('SN_TOO_MANY_TASKS', `${tasks.size} joined, ${registering} registering (leave some first)`);
         const me = peerId!;
         let probed = false;
-        const meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal, requester: me, onProbed: () => (probed = true) });
+        registering++;
+        let meta: TaskMeta;
+        try {
+          meta = await c.seeder.register(parseHttpUrl(msg.url), msg.digest, msg.headers ?? {}, { signal: ac.signal, requester: me, onProbed: () => (probed = true) });
+        } finally {
+          registering--;
+        }
         if (peerId !== me || ws.readyState !== ws.OPEN) {
           // This session is ending: its close handler forgets the credentials kept for it. Once it has ended, they
           // are forgotten here, unless a new session holds the id now (it took over a silent socket): then they are

@@ -161,7 +161,21 @@ export class Seeder {
     const blobDigest = checkDigest(url, digest);
     const taskId = taskIdFor(url, blobDigest);
     this.assertNotRefused(taskId, `${blobDigest} at ${redactUrl(url.href)}`);
-    if (requester) this.#sourcesOf(taskId).set(requester, { url, headers, usedAt: Date.now() });
+    // Kept from the start, in call order: a later registration of the same requester (a new session that took over
+    // its id) replaces them, and an earlier one finishing late does not put its own back.
+    const source: Source | undefined = requester ? { url, headers, usedAt: Date.now() } : undefined;
+    if (requester) this.#sourcesOf(taskId).set(requester, source!);
+    try {
+      return await this.#join(taskId, url, blobDigest, headers, signal, onProbed);
+    } catch (err) {
+      // A failed registration keeps nothing: its requester joined no task that its leave or close would forget them
+      // with, and a member failing registrations on purpose must not make the supernode hold their bytes.
+      if (requester && this.#sources.get(taskId)?.get(requester) === source) this.forget(taskId, requester);
+      throw err;
+    }
+  }
+
+  async #join(taskId: string, url: URL, digest: string | undefined, headers: Record<string, string>, signal: AbortSignal | undefined, onProbed: (() => void) | undefined): Promise<TaskMeta> {
     // A registration under way is joined even once its task is in the store: the probe's first block is still being
     // written, and a piece request for it now would fetch it a second time beside that write.
     let p = this.#registering.get(taskId);
@@ -172,7 +186,7 @@ export class Seeder {
       return known;
     }
     // A registration that joins one under way learns nothing of its own headers from that one's probe.
-    p = this.#create(taskId, url, blobDigest, headers, signal).finally(() => this.#registering.delete(taskId));
+    p = this.#create(taskId, url, digest, headers, signal).finally(() => this.#registering.delete(taskId));
     this.#registering.set(taskId, p);
     const meta = await p;
     onProbed?.();
