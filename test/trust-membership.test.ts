@@ -9,8 +9,8 @@ import { readFile, readdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
-import { request } from 'undici';
-import { GRANT_HEADER, PROTOCOL_VERSION, issueGrant, pieceSizeFor, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
+import { Agent, request } from 'undici';
+import { BLOCK_SIZE, GRANT_HEADER, PROTOCOL_VERSION, checkOriginAccess, issueGrant, pieceSizeFor, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
 import { pieceUrl } from '@damselfly/peer';
 
 /** The upgrade status a refused session got (0 if it was let in). */
@@ -406,6 +406,50 @@ t.test('SSRF: only allowed origins, never loopback/private/metadata addresses in
   const d = await startDaemon(t, [sn2.url]);
   t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest);
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total', { why: 'origin_not_allowed' }), 1, 'counted as origin_not_allowed');
+});
+
+t.test('a requester’s headers cannot steer the origin request: no foreign Host, Range or conditionals on any path', async (t) => {
+  // The origin records what each request carried. /plain honours Range; /norange honours it for the size probe only,
+  // then answers whole (the fast path, then the full client, then the sequential fallback all ask it).
+  const blob = makeBlob(MiB + 7, 407);
+  const heard: { path: string; host?: string; ranges: string[]; conditional: boolean; client?: string }[] = [];
+  const origin = createServer((req, res) => {
+    const ranges = req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'range');
+    heard.push({ path: req.url ?? '', host: req.headers.host, ranges, conditional: req.headers['if-none-match'] !== undefined, client: req.headers['x-client'] as string | undefined });
+    const m = ranges.length === 1 ? /^bytes=(\d+)-(\d+)$/.exec(ranges[0]!) : null;
+    const partial = m && (req.url === '/plain' || ranges[0] === `bytes=0-${BLOCK_SIZE - 1}`);
+    if (!partial) return void res.writeHead(200, { 'content-length': blob.length }).end(blob);
+    const [start, end] = [Number(m[1]), Math.min(Number(m[2]), blob.length - 1)];
+    res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${blob.length}` }).end(blob.subarray(start, end + 1));
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const host = `127.0.0.1:${(origin.address() as { port: number }).port}`;
+  const headers = { Host: 'internal.vhost', Range: 'bytes=5-9', 'If-None-Match': '*', 'X-Client': 'kept' };
+
+  const sn = await startSupernode(t);
+  const p = await rawPeer(sn.url, 'node-h', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.equal(await errorCode(p.call({ type: 'peer:hello', peerId: 'node-h', version: PROTOCOL_VERSION })), 'OK');
+  for (const path of ['/plain', '/norange']) {
+    const r = (await p.call<TaskInfo>({ type: 'task:register', url: `http://${host}${path}`, headers })) as { ok: boolean; result?: TaskInfo };
+    t.ok(r.ok, `${path}: registered`);
+    if (!r.ok) continue;
+    const { taskId } = r.result!;
+    t.equal(await errorCode(p.call({ type: 'pieces:want', taskId, want: [0, 1], max: 2, readers: [{ piece: 0, block: 0 }, { piece: 1, block: 0 }] })), 'OK');
+    for (let i = 0; i < 300 && !(sn.store.pieceSha(taskId, 0) && sn.store.pieceSha(taskId, 1)); i++) await new Promise((r) => setTimeout(r, 10));
+    t.ok(sn.store.pieceSha(taskId, 0) && sn.store.pieceSha(taskId, 1), `${path}: both pieces seeded`);
+  }
+  // The access check a dfdaemon makes with its client's headers.
+  const agent = new Agent();
+  t.teardown(() => agent.close());
+  t.equal((await checkOriginAccess({ url: new URL(`http://${host}/plain`), headers, dispatcher: agent })).ok, true, 'the access check got its answer');
+
+  t.ok(heard.some((h) => h.path === '/norange' && h.ranges.length === 0), 'the sequential fallback was asked too');
+  t.same(heard.filter((h) => h.host !== host).map((h) => `${h.path}: ${h.host}`), [], 'every request named the URL’s own host');
+  t.same(heard.filter((h) => h.ranges.length > 1 || h.ranges.includes('bytes=5-9')).map((h) => `${h.path}: ${h.ranges.join(' | ')}`), [], 'no request carried the requester’s Range');
+  t.equal(heard.filter((h) => h.conditional).length, 0, 'nor its If-None-Match');
+  t.equal(heard.filter((h) => h.client !== 'kept').length, 0, `its own end-to-end header went with every one of the ${heard.length} requests`);
 });
 
 t.test('no secrets at rest: userinfo and signature parameters never reach either store, nor any answer', async (t) => {

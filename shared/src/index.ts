@@ -7,6 +7,7 @@ export * from './config.js';
 export * from './logger.js';
 export * from './abort.js';
 export * from './origin.js';
+export * from './origin-headers.js';
 export * from './task-index.js';
 export * from './piece-file.js';
 export * from './metrics.js';

@@ -8,6 +8,7 @@ import { request, type Dispatcher } from 'undici';
 import { blobDigestOf } from './task-id.js';
 import { discard } from './abort.js';
 import { firstHeader, originError, redactUrl } from './origin.js';
+import { originRequestHeaders } from './origin-headers.js';
 
 export type AccessAnswer = { ok: true; requests: number } | { ok: false; status: number; wwwAuthenticate?: string; requests: number };
 
@@ -54,8 +55,8 @@ function send(req: TokenRequest, url: URL, method: 'GET' | 'HEAD', headers: Reco
 
 async function ask(req: AccessRequest, authorization: string | undefined) {
   const blob = blobDigestOf(req.url) !== undefined;
-  const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.headers)) if (k.toLowerCase() !== 'authorization') headers[k.toLowerCase()] = v;
+  const headers = originRequestHeaders(req.headers);
+  delete headers.authorization;
   if (authorization) headers.authorization = authorization;
   if (!blob) headers.range = 'bytes=0-0';
   try {

@@ -10,6 +10,7 @@ import { isCertificateError } from './origin-tls.js';
 import { BulkClient, type BulkBody } from './bulk-client.js';
 import { guardedLookup, refuseForbiddenLiteral, type AddressPolicy } from './net-guard.js';
 import type { OriginTls } from './origin-tls.js';
+import { originRequestHeaders } from './origin-headers.js';
 
 export const OriginErrors = {
   ORIGIN_UNREACHABLE: { message: 'origin unreachable: %s', status: 502 },
@@ -79,7 +80,7 @@ async function send(req: OriginRequest, range?: string) {
   try {
     return await request(req.url, {
       method: 'GET',
-      headers: { ...req.headers, ...(range ? { range } : {}), 'accept-encoding': 'identity' },
+      headers: { ...originRequestHeaders(req.headers), ...(range ? { range } : {}), 'accept-encoding': 'identity' },
       dispatcher: req.dispatcher,
       signal: req.signal,
       headersTimeout: 30_000,
@@ -198,15 +199,11 @@ export function originFastPath(policy: AddressPolicy, tls?: OriginTls): OriginFa
   };
 }
 
-/** Headers the fast path sets itself, or that must not travel on a kept-alive connection. */
-const OWN_HEADERS = new Set(['host', 'connection', 'keep-alive', 'range', 'accept-encoding', 'content-length', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection']);
-
 /** GETs bytes [start, end] (inclusive) like `fetchOrigin`, through `fast` when the origin answers plainly. */
 export async function fetchOriginRange(req: OriginRequest, start: number, end: number, fast?: OriginFastPath): Promise<Readable | BulkBody> {
   const origin = new URL(req.url).origin;
   if (fast && !fast.skip.has(origin)) {
-    const headers: Record<string, string> = { 'accept-encoding': 'identity', range: `bytes=${start}-${end}` };
-    for (const [k, v] of Object.entries(req.headers ?? {})) if (!OWN_HEADERS.has(k.toLowerCase())) headers[k] = v;
+    const headers: Record<string, string> = { ...originRequestHeaders(req.headers), 'accept-encoding': 'identity', range: `bytes=${start}-${end}` };
     try {
       const res = await fast.client.get(req.url, { headers, signal: req.signal, headersTimeoutMs: 30_000, bodyTimeoutMs: 60_000 });
       if (res.statusCode === 206 && isRange(res.headers['content-range'], start, end) && res.body.length === end - start + 1) return res.body;

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
-import { describeError, fetchRegistryToken, parseBearerChallenge, redactUrl } from '@damselfly/shared';
+import { describeError, fetchRegistryToken, originRequestHeaders, parseBearerChallenge, redactUrl } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { ImageRef } from './image-ref.js';
 
@@ -53,7 +53,7 @@ export async function resolveImage(
   ref: ImageRef,
   opts: { platforms?: readonly string[]; headers: Record<string, string>; dispatcher: Dispatcher; signal?: AbortSignal },
 ): Promise<ResolvedImage> {
-  let headers = { ...opts.headers };
+  let headers = originRequestHeaders(opts.headers);
   const get = async (reference: string): Promise<{ body: Buffer; type: string; digest: string }> => {
     const url = `${ref.registry}/v2/${ref.repository}/manifests/${reference}`;
     for (let attempt = 0; attempt < 2; attempt++) {
