@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
+import { BlockList } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { Agent, request } from 'undici';
 import { BLOCK_SIZE, GRANT_HEADER, PROTOCOL_VERSION, checkOriginAccess, issueGrant, pieceSizeFor, sessionProof, type Assignment, type WantResult, type TaskInfo } from '@damselfly/shared';
@@ -19,7 +20,7 @@ import { makeBlob, pushBlob, startRegistry, freePort } from './helpers/registry.
 import { ROOT, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer, type RawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
-import { RECENTLY_HEARD_MS, TAKEOVER_PROBE_MS } from '@damselfly/supernode';
+import { RECENTLY_HEARD_MS, TAKEOVER_PROBE_MS, checkAdvertisedBase } from '@damselfly/supernode';
 import { serveFile } from './helpers/file-server.js';
 
 const MiB = 1024 * 1024;
@@ -124,6 +125,26 @@ t.test('hellos arriving together for a silent holder’s id share one ping, and 
   t.equal(sn.scheduler.peerCount, 1, 'one peer');
 });
 
+t.test('hellos sent together on one socket: one is answered, the others are refused at once while it is', async (t) => {
+  const sn = await startSupernode(t);
+  // The id's holder is silent, so the first hello waits on its ping (then looks up the advertised name).
+  const gone = await rawPeer(sn.url, 'node-g', TEST_SECRET, undefined, { deaf: true });
+  t.teardown(() => gone.close());
+  t.equal(await errorCode(gone.call({ type: 'peer:hello', peerId: 'node-g', version: PROTOCOL_VERSION })), 'OK');
+  await new Promise((r) => setTimeout(r, RECENTLY_HEARD_MS + 100));
+  const p = await rawPeer(sn.url, 'node-g', TEST_SECRET);
+  t.teardown(() => p.close());
+  const hello = { type: 'peer:hello', peerId: 'node-g', uploadUrl: 'http://localhost:65002', version: PROTOCOL_VERSION };
+  const t0 = performance.now();
+  const answers = await Promise.all(Array.from({ length: 8 }, () => errorCode(p.call(hello)).then((code) => ({ code, ms: performance.now() - t0 }))));
+  t.equal(answers.filter((a) => a.code === 'OK').length, 1, 'one hello was answered (the holder did not answer its ping)');
+  const refused = answers.filter((a) => a.code !== 'OK');
+  t.same(refused.map((a) => a.code), Array(7).fill('SN_HELLO_PENDING'), 'the others were refused as sent while it was being answered');
+  t.ok(refused.every((a) => a.ms < TAKEOVER_PROBE_MS / 2), `at once (${Math.max(...refused.map((a) => Math.round(a.ms)))} ms), not each after a ping and a lookup of its own`);
+  t.equal(await errorCode(p.call(hello)), 'SN_ALREADY_HELLO', 'once answered, a hello is a second hello');
+  t.equal(sn.scheduler.peerCount, 1, 'one peer');
+});
+
 t.test('a registration the silent session still had under way does not take the new session’s credentials with it', async (t) => {
   // An origin whose first answer (the registration's size probe) waits until the test lets it go.
   let release!: () => void;
@@ -221,6 +242,16 @@ t.test('an advertised upload address is scheme://host:port of the session itself
   const a: Assignment = { piece: 3, from: 'x', base: 'http://internal/admin?x=' };
   t.throws(() => pieceUrl('a'.repeat(64), a), { code: 'DF_PIECE_FAILED' });
   t.equal(pieceUrl('a'.repeat(64), { ...a, base: 'https://10.0.0.5:65002' }), `https://10.0.0.5:65002/pieces/${'a'.repeat(64)}/3`);
+});
+
+t.test('an advertised name that does not resolve in time refuses the hello rather than holding it', async (t) => {
+  const never = () => new Promise<string[]>(() => {});
+  const within = <T>(p: Promise<T>) => Promise.race([p.then(() => 'resolved', (err: Error & { code?: string }) => `${err.code ?? 'error'}: ${err.message}`), new Promise<string>((r) => setTimeout(() => r('still waiting after 2 s'), 2_000))]);
+  t.match(await within(checkAdvertisedBase('http://stuck.example:65002', '127.0.0.1', new BlockList(), { deadlineMs: 200, resolve: never })), /^SN_BAD_ADVERTISE: .*stuck\.example did not resolve within 200 ms/, 'past its deadline: refused');
+  const closing = new AbortController();
+  setTimeout(() => closing.abort(new Error('session closed')), 50);
+  t.equal(await within(checkAdvertisedBase('http://stuck.example:65002', '127.0.0.1', new BlockList(), { signal: closing.signal, resolve: never })), 'error: session closed', 'its session closing ends the wait');
+  t.equal(await checkAdvertisedBase('http://localhost:65002', '127.0.0.1', new BlockList()), 'http://localhost:65002', 'a name that resolves is checked as before');
 });
 
 t.test('reports are evidence only about real assignments: forged blame, forged sources and random tasks change nothing', async (t) => {

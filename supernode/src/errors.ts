@@ -14,6 +14,7 @@ export const SupernodeErrors = {
   SN_TASK_NOT_JOINED: { message: 'register task %s before scheduling in it', status: 409 },
   SN_PROTOCOL_VERSION: { message: 'the peer speaks control protocol %s (upgrade dfdaemons and supernodes together)', status: 426 },
   SN_ALREADY_HELLO: { message: 'this session already said hello as %s (one socket is one peer)', status: 409 },
+  SN_HELLO_PENDING: { message: 'another hello is still being answered on this session (one at a time): %s', status: 409 },
   SN_PEER_ID_TAKEN: { message: 'peer id %s belongs to another live session', status: 409 },
   SN_PEER_MISMATCH: { message: 'hello names %s, but the session authenticated another peer', status: 403 },
   SN_BAD_ADVERTISE: { message: 'upload address refused: %s', status: 403 },

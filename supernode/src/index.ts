@@ -10,3 +10,4 @@ export * from './metrics.js';
 export * from './preheat/jobs.js';
 export * from './preheat/image-ref.js';
 export { RECENTLY_HEARD_MS, TAKEOVER_PROBE_MS } from './api/ws-channel.js';
+export { ADVERTISE_LOOKUP_MS, checkAdvertisedBase } from './api/advertise-check.js';

@@ -6,28 +6,65 @@
 import { lookup } from 'node:dns/promises';
 import { isIP, type BlockList } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { inList, isLoopbackHost, unmapAddress, uploadBase } from '@damselfly/shared';
+import { inList, isDamselflyError, isLoopbackHost, unmapAddress, uploadBase } from '@damselfly/shared';
 import { snError } from '../errors.js';
 
-export async function checkAdvertisedBase(raw: string, remoteAddress: string | undefined, allowed: BlockList): Promise<string> {
+/**
+ * Longest a hello waits for its advertised name to resolve. The name is the peer's choice and the system resolver
+ * has no deadline of its own a caller can set: without one, a name that never answers holds the hello for as long as
+ * the resolver retries.
+ */
+export const ADVERTISE_LOOKUP_MS = 3_000;
+
+/** Every address `host` resolves to (the system resolver, as connections to it would use). */
+async function lookupAll(host: string): Promise<string[]> {
+  return (await lookup(host, { all: true })).map((a) => a.address);
+}
+
+export async function checkAdvertisedBase(
+  raw: string,
+  remoteAddress: string | undefined,
+  allowed: BlockList,
+  { signal, deadlineMs = ADVERTISE_LOOKUP_MS, resolve = lookupAll }: { signal?: AbortSignal; deadlineMs?: number; resolve?: (host: string) => Promise<string[]> } = {},
+): Promise<string> {
   const base = uploadBase(raw);
   if (!base) throw snError('SN_BAD_ADVERTISE', `${JSON.stringify(raw.slice(0, 200))} (want scheme://host:port and nothing else)`);
   const host = new URL(base).hostname.replace(/^\[|\]$/g, '');
   const remote = remoteAddress ? unmapAddress(remoteAddress) : undefined;
   let addresses: string[];
   if (isIP(unmapAddress(host))) addresses = [unmapAddress(host)];
-  else {
-    try {
-      addresses = (await lookup(host, { all: true })).map((a) => unmapAddress(a.address));
-    } catch {
-      throw snError('SN_BAD_ADVERTISE', `${host} does not resolve`);
-    }
-  }
+  else addresses = (await resolveWithin(host, resolve, deadlineMs, signal)).map(unmapAddress);
   if (addresses.some((a) => a === remote || inList(allowed, a))) return base;
   // A session over loopback comes from this very host: any address of this host's is its own (an all-in-one node
   // talks to its supernode over 127.0.0.1 but advertises its interface address to other nodes).
   if (remote && isLoopbackHost(remote) && addresses.some((a) => ownAddresses().has(a))) return base;
   throw snError('SN_BAD_ADVERTISE', `${host} is not this session's address (${remote ?? 'unknown'}); allow it with advertiseCidrs`);
+}
+
+/**
+ * `resolve(host)`, given up on past `ms` or when `signal` aborts. A lookup cannot be cancelled (it keeps its
+ * thread until the resolver is done), but the hello waiting on it is answered. The timer is held here and cleared
+ * when either side wins; not AbortSignal.timeout inside AbortSignal.any, whose timer can be collected before it fires
+ * (nodejs/node#57736).
+ */
+async function resolveWithin(host: string, resolve: (host: string) => Promise<string[]>, ms: number, signal?: AbortSignal): Promise<string[]> {
+  signal?.throwIfAborted();
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const given = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(snError('SN_BAD_ADVERTISE', `${host} did not resolve within ${ms} ms`)), ms);
+    onAbort = () => reject(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([resolve(host), given]);
+  } catch (err) {
+    if (isDamselflyError(err, 'SN_BAD_ADVERTISE') || signal?.aborted) throw err;
+    throw snError('SN_BAD_ADVERTISE', `${host} does not resolve`);
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 function ownAddresses(): Set<string> {

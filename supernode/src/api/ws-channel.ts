@@ -92,6 +92,12 @@ export const RECENTLY_HEARD_MS = 5_000;
 
 export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: ChannelComponents): void {
   let peerId: string | undefined;
+  /**
+   * A hello is being answered: it may wait on a ping of the id's holder and a lookup of the advertised name, and a
+   * socket sending hellos by the thousand before its first is answered would have as many waiting (each lookup holding
+   * one of libuv's few threads). One at a time; a refused hello may be followed by another.
+   */
+  let greeting = false;
   const tasks = new Set<string>();
   /** Registrations under way: each holds its headers until it ends, so they count toward the session's task cap. */
   let registering = 0;
@@ -217,6 +223,16 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
 
   async function hello(msg: Extract<PeerMessage, { type: 'peer:hello' }>): Promise<void> {
     if (peerId) throw snError('SN_ALREADY_HELLO', peerId);
+    if (greeting) throw snError('SN_HELLO_PENDING', `peer:hello for ${JSON.stringify(msg.peerId)}`);
+    greeting = true;
+    try {
+      await greet(msg);
+    } finally {
+      greeting = false;
+    }
+  }
+
+  async function greet(msg: Extract<PeerMessage, { type: 'peer:hello' }>): Promise<void> {
     // A peer of another protocol would misread every assignment: it is turned away at once, and says so.
     if (msg.version !== PROTOCOL_VERSION) throw snError('SN_PROTOCOL_VERSION', `v${msg.version}, this supernode v${PROTOCOL_VERSION}`);
     if (session.authPeer !== undefined && msg.peerId !== session.authPeer) throw snError('SN_PEER_MISMATCH', JSON.stringify(msg.peerId));
@@ -225,9 +241,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
     // session takes the id). Only a holder that answers keeps it.
     const holder = c.sessions.has(msg.peerId) ? c.probes?.get(msg.peerId) : undefined;
     if (c.sessions.has(msg.peerId) && (!holder || (await holder(TAKEOVER_PROBE_MS)))) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
-    const base = msg.uploadUrl ? await checkAdvertisedBase(msg.uploadUrl, session.remoteAddress, c.advertiseCidrs) : '';
-    // Re-checked after the await: two hellos racing for one id must not both win.
-    if (peerId) throw snError('SN_ALREADY_HELLO', peerId);
+    const base = msg.uploadUrl ? await checkAdvertisedBase(msg.uploadUrl, session.remoteAddress, c.advertiseCidrs, { signal: ac.signal }) : '';
+    // Re-checked after the awaits: a hello on another socket racing for this id must not win too.
     if (c.sessions.has(msg.peerId)) throw snError('SN_PEER_ID_TAKEN', JSON.stringify(msg.peerId));
     if (ws.readyState !== ws.OPEN) return;
     peerId = msg.peerId;
