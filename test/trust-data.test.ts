@@ -300,6 +300,47 @@ t.test('dfget takes only its dfdaemon’s own word for a digest: a resumed trans
   t.same(await readdir(dir), [], 'no output file, no temporary file left');
 });
 
+t.test('a registration joined by others is not lost with the session that started it: the others register themselves', async (t) => {
+  const body = makeBlob(64 * 1024, 36);
+  // The origin holds its first answers until the test lets go, then answers everything at once.
+  let hold = true;
+  const held: (() => void)[] = [];
+  const seen: string[] = [];
+  const origin = createServer((req, res) => {
+    const auth = req.headers.authorization ?? 'none';
+    seen.push(auth);
+    const answer = () => {
+      if (res.destroyed) return;
+      if (auth === 'none') return void res.writeHead(401).end();
+      const end = Math.min(Number(/bytes=0-(\d+)/.exec(req.headers.range ?? '')?.[1] ?? 0), body.length - 1);
+      res.writeHead(206, { 'content-length': end + 1, 'content-range': `bytes 0-${end}/${body.length}`, 'accept-ranges': 'bytes' });
+      res.end(body.subarray(0, end + 1));
+    };
+    if (hold) held.push(answer);
+    else answer();
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/private/joined.bin`;
+  const sn = await startSupernode(t);
+  const [p1, p2] = await Promise.all([rawPeer(sn.url, 'j1', TEST_SECRET), rawPeer(sn.url, 'j2', TEST_SECRET)]);
+  t.teardown(() => (p1.close(), p2.close()));
+  for (const [p, id] of [[p1, 'j1'], [p2, 'j2']] as const) t.ok((await p.call({ type: 'peer:hello', peerId: id, version: PROTOCOL_VERSION })).ok);
+  void p1.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: 'Bearer first' } }).catch(() => {});
+  for (let i = 0; i < 200 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  const second = p2.call<TaskInfo>({ type: 'task:register', url, headers: { authorization: 'Bearer second' } });
+  await new Promise((r) => setTimeout(r, 100));
+  // The first node goes away while its probe is at the origin; the second waits on that registration.
+  p1.close();
+  await new Promise((r) => setTimeout(r, 200));
+  hold = false;
+  for (const f of held.splice(0)) f();
+  const b = (await second) as { ok: boolean; result?: TaskInfo; error?: { code: string } };
+  t.ok(b.ok, `the second registration succeeds (${b.error?.code ?? 'ok'})`);
+  t.equal(b.result?.contentLength, body.length);
+  t.ok(seen.includes('Bearer second'), 'with a probe of its own, its own headers');
+});
+
 t.test('tasks cannot be poisoned: a digest claimed for foreign bytes never serves them as the blob, and is refused once found out', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());

@@ -116,7 +116,8 @@ export class Seeder {
   readonly #maxBlobSize: number | undefined;
   readonly #minPieceSize: number | undefined;
   readonly #sources = new Map<string, Map<string, Source>>();
-  readonly #registering = new Map<string, Promise<TaskMeta>>();
+  /** Registrations under way, with the signal of the session whose probe it is (the one that created it). */
+  readonly #registering = new Map<string, { p: Promise<TaskMeta>; signal?: AbortSignal }>();
   readonly #inflight = new Map<string, Promise<string>>();
   readonly #whole = new Map<string, Promise<void>>();
   readonly #checks = new Map<string, DigestCheck>();
@@ -178,16 +179,25 @@ export class Seeder {
   async #join(taskId: string, url: URL, digest: string | undefined, headers: Record<string, string>, signal: AbortSignal | undefined, onProbed: (() => void) | undefined): Promise<TaskMeta> {
     // A registration under way is joined even once its task is in the store: the probe's first block is still being
     // written, and a piece request for it now would fetch it a second time beside that write.
-    let p = this.#registering.get(taskId);
-    if (p) return p;
+    const under = this.#registering.get(taskId);
+    if (under) {
+      try {
+        return await under.p;
+      } catch (err) {
+        // Cut because the session that created it left (its probe went with that session's signal), not by the
+        // origin: this registration, still wanted, goes to the origin itself rather than failing with the other's abort.
+        if (under.signal?.aborted && !signal?.aborted) return this.#join(taskId, url, digest, headers, signal, onProbed);
+        throw err;
+      }
+    }
     const known = this.#c.store.get(taskId);
     if (known) {
       await this.#c.store.touch(taskId);
       return known;
     }
     // A registration that joins one under way learns nothing of its own headers from that one's probe.
-    p = this.#create(taskId, url, digest, headers, signal).finally(() => this.#registering.delete(taskId));
-    this.#registering.set(taskId, p);
+    const p = this.#create(taskId, url, digest, headers, signal).finally(() => this.#registering.delete(taskId));
+    this.#registering.set(taskId, { p, signal });
     const meta = await p;
     onProbed?.();
     return meta;
