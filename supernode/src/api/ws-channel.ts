@@ -102,6 +102,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   /** Registrations under way: each holds its headers until it ends, so they count toward the session's task cap. */
   let registering = 0;
   const bucket = new RequestBudget(c.limits.rate);
+  /** Malformed frames this session sent (logged sparingly, see the message handler). */
+  let badFrames = 0;
+  let logBadAt = 1;
   const ac = new AbortController();
   let alive = true;
   /** The socket has closed and its session was cleaned up. */
@@ -180,19 +183,29 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   ws.on('message', (data, isBinary) => {
     alive = true;
     heardAt = performance.now();
-    let msg: PeerMessage;
-    try {
-      if (isBinary) throw snError('SN_NOT_HELLO', 'a binary frame');
-      msg = parsePeerMessage(data.toString());
-    } catch (err) {
-      c.log.warn({ peerId, err: describeError(err) }, 'peer:bad-message');
-      const id = tryId(data.toString());
-      if (id !== undefined) fail(id, err);
-      return;
-    }
+    const raw = isBinary ? undefined : data.toString();
+    // Every frame is charged before it is validated or logged: a flood of malformed frames is held to the session's
+    // rate like any other flood, instead of costing a validation and a log line each.
     if (!bucket.take()) {
       c.metrics.rejected.inc({ why: 'rate_limited' });
-      if ('id' in msg) fail(msg.id, snError('SN_RATE_LIMITED', ` (over ${c.limits.rate}/s)`));
+      const id = raw === undefined ? undefined : tryId(raw);
+      if (id !== undefined) fail(id, snError('SN_RATE_LIMITED', ` (over ${c.limits.rate}/s)`));
+      return;
+    }
+    let msg: PeerMessage;
+    try {
+      if (raw === undefined) throw snError('SN_NOT_HELLO', 'a binary frame');
+      msg = parsePeerMessage(raw);
+    } catch (err) {
+      c.metrics.rejected.inc({ why: 'bad_message' });
+      // The 1st, 10th, 100th… of a session are logged, with the count: a member sending garbage by the thousand
+      // says so in the log without filling it.
+      if (++badFrames === logBadAt) {
+        logBadAt *= 10;
+        c.log.warn({ peerId, badFrames, err: describeError(err) }, 'peer:bad-message');
+      }
+      const id = raw === undefined ? undefined : tryId(raw);
+      if (id !== undefined) fail(id, err);
       return;
     }
     if (!peerId && msg.type !== 'peer:hello') {
