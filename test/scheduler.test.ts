@@ -309,6 +309,24 @@ t.test('scheduler: a relay that stalls is not blamed for it (its own source may 
   t.ok(s.isBlacklisted('T', 'a'), 'corrupt bytes from a relay count like any');
 });
 
+t.test('a task dropped from the scheduler is forgotten by the demands too: no flush brings an empty swarm of it back', async (t) => {
+  const { Demands } = await import('@damselfly/supernode');
+  const s = new Scheduler({ supernodeSlots: 1, peerSlots: 2, failuresBeforeBlacklist: 3, policy: rarestFirst });
+  const d = new Demands(s, { onMarked: () => {} });
+  s.peerJoined('a', true);
+  s.taskJoined('a', 'T');
+  d.connect('a', () => {});
+  t.same(d.want('T', 'a', [0, 1], 2), [{ piece: 0, from: SUPERNODE }]);
+  t.equal(d.waiting('T'), 1, 'piece 1 waits for a source');
+  // Its bytes turned out not to be its digest's (or GC evicted it): the supernode drops it everywhere.
+  s.dropTask('T');
+  d.forget('T');
+  d.markAll();
+  d.flush();
+  t.equal(s.taskCount, 0, 'the scheduler holds nothing of it');
+  t.equal(d.size, 0, 'nor do the demands');
+});
+
 t.test('demands: sources are pushed as they free up, to peers with room, round-robin; a failed piece is wanted again', async (t) => {
   const { Demands } = await import('@damselfly/supernode');
   let decisions = 0;

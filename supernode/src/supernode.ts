@@ -105,6 +105,7 @@ export class Supernode {
       onPoisoned: (taskId) => {
         this.metrics.digestMismatches.inc();
         this.scheduler.dropTask(taskId);
+        this.demands.forget(taskId);
         this.traffic.forgetTask(taskId);
       },
       onRecorded: (taskId) => this.scheduler.wake(taskId),
@@ -235,6 +236,7 @@ export class Supernode {
       (taskId) => {
         this.seeder.forgetTask(taskId);
         this.scheduler.dropTask(taskId);
+        this.demands.forget(taskId);
         this.traffic.forgetTask(taskId);
       },
       { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000 },

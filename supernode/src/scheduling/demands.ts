@@ -108,6 +108,15 @@ export class Demands {
     if (t) this.#drop(taskId, t, peerId);
   }
 
+  /**
+   * Forgets every demand in a task that is gone (its bytes were not its digest's, GC evicted it): a flush must not
+   * schedule in it again, which would bring an empty swarm for it back into the scheduler for good.
+   */
+  forget(taskId: string): void {
+    this.#tasks.delete(taskId);
+    this.#dirty.delete(taskId);
+  }
+
   /** Marks every task with waiting peers (a safety net run now and then: a change nobody reported is not lost). */
   markAll(): void {
     for (const [taskId, t] of this.#tasks) if (t.ready.size) this.#mark(taskId);
