@@ -102,9 +102,13 @@ t.test('a frozen supernode (SIGSTOP) is noticed by its peers; a refused hello an
   // hello would bind the id to a socket nobody uses, which would keep the peer out of this supernode).
   const b = new SupernodeClient(sn.url, { peerId: 'node-a' }, trust);
   t.teardown(() => b.close());
+  let bClosed = false;
+  b.on('close', () => (bClosed = true));
   const refused = await b.connect().then(() => undefined, (err: { remoteCode?: string }) => err);
   t.equal(refused?.remoteCode, 'SN_PEER_ID_TAKEN', 'the id is a live peer’s');
   t.notOk(b.connected, 'the refused connection is let go');
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(bClosed, 'a connect that failed says so by throwing, not also as a lost connection');
 
   sn.child.kill('SIGSTOP');
   t.teardown(() => void sn.child.kill('SIGCONT'));

@@ -7,6 +7,8 @@ import {
   DamselflyError,
   PROTOCOL_VERSION,
   canonicalUrl,
+  carriesCredentials,
+  credentialHeaders,
   parseDigest,
   parsePeerMessage,
   parseRange,
@@ -35,6 +37,16 @@ t.test('task id: digest + registry; repositories, signatures and ns do not split
   t.equal(taskIdFor(s1), taskIdFor(s2), 'signed URLs of one object share a task');
   t.not(taskIdFor(new URL('https://bucket.s3/obj?v=2')), taskIdFor(s1), 'real query params still matter');
   t.equal(canonicalUrl(new URL('http://h/p?b=1&a=2#frag')), 'http://h/p?a=2&b=1');
+});
+
+t.test('credentials: any header not known to be plain counts; what registry clients and Node send does not', async (t) => {
+  const u = new URL('http://h/v2/x/blobs/sha256:' + 'a'.repeat(64));
+  // What containerd, skopeo and curl send once the proxy dropped hop-by-hop headers, and what Node's fetch adds.
+  t.notOk(carriesCredentials(u, { accept: '*/*', 'user-agent': 'containerd/2', 'docker-distribution-api-version': 'registry/2.0' }));
+  t.notOk(carriesCredentials(u, { accept: '*/*', 'accept-language': '*', 'sec-fetch-mode': 'cors', 'user-agent': 'node' }));
+  t.notOk(carriesCredentials(u, { 'X-Forwarded-For': '10.0.0.1', traceparent: '00-1-2-01' }), 'proxies and tracing');
+  for (const h of ['authorization', 'Cookie', 'x-api-key', 'Private-Token', 'x-jfrog-art-api', 'x-auth-token']) t.ok(carriesCredentials(u, { [h]: 'k' }), `${h} is a credential`);
+  t.same(credentialHeaders({ 'X-Api-Key': 'k', accept: '*/*', authorization: 'b' }), [['authorization', 'b'], ['x-api-key', 'k']], 'the ones that may be, named lowercase, sorted');
 });
 
 t.test('piece size: about 100 whole-MiB pieces per blob, between 1 and 64 MiB', async (t) => {

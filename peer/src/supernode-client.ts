@@ -44,6 +44,8 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
   readonly #trust: Trust | undefined;
   readonly #heartbeatMs: number;
   #ws?: WebSocket;
+  /** The hello was answered: only a connection that was up says `close` when it goes (a failed connect just throws). */
+  #up = false;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
   /** Who takes the assignments pushed for each task (the task's running download). */
@@ -130,6 +132,9 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
       ws.terminate();
       throw peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url} speaks control protocol v${reply.version ?? '?'}, this peer v${PROTOCOL_VERSION} (upgrade dfdaemons and supernodes together)`);
     }
+    // Closed right after its answer: this connect failed (the close, which came first, said nothing).
+    if (ws.readyState !== WebSocket.OPEN) throw peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: connection closed`);
+    this.#up = true;
   }
 
   /** Sends a request and waits for its reply. */
@@ -230,6 +235,8 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
       p.reject(err);
     }
     this.#pending.clear();
+    if (!this.#up) return;
+    this.#up = false;
     this.emit('close');
   }
 }

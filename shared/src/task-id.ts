@@ -51,8 +51,20 @@ const PLAIN_HEADERS = new Set([
   'cache-control',
   'pragma',
   'docker-distribution-api-version',
+  // Fetch metadata (Node's fetch sends sec-fetch-mode), proxies' and tracing's own.
+  'sec-fetch-mode',
+  'sec-fetch-site',
+  'sec-fetch-dest',
+  'sec-fetch-user',
+  'via',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-request-id',
   'traceparent',
   'tracestate',
+  'baggage',
 ]);
 
 /**

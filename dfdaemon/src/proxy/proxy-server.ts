@@ -100,7 +100,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
       await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
       if ((await local.recheck(covering)).length === 0) {
         writeHead(res, local, range);
-        await streamTask({ task: local, done: Promise.resolve(local), want: () => true }, res, { ...range, signal: ac.signal, pool: c.pool });
+        // No download behind this answer: a piece dropped meanwhile (another reader found it bad) ends it with an
+        // error rather than a wait for a fetch nobody makes.
+        await streamTask({ task: local, done: Promise.resolve(local), want: () => false }, res, { ...range, signal: ac.signal, pool: c.pool });
         res.end();
         c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
         return;

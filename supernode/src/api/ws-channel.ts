@@ -90,6 +90,9 @@ export const TAKEOVER_PROBE_MS = 1_500;
  */
 export const RECENTLY_HEARD_MS = 5_000;
 
+/** A frame up to this size over the session's rate still gets its refusal (a request is a few hundred bytes). */
+const SMALL_FRAME = 4096;
+
 export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: ChannelComponents): void {
   let peerId: string | undefined;
   /**
@@ -183,18 +186,19 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   ws.on('message', (data, isBinary) => {
     alive = true;
     heardAt = performance.now();
-    const raw = isBinary ? undefined : data.toString();
+    const raw = data.toString();
     // Every frame is charged before it is validated or logged: a flood of malformed frames is held to the session's
-    // rate like any other flood, instead of costing a validation and a log line each.
+    // rate like any other flood, instead of costing a validation and a log line each. A frame over the rate is told so
+    // only if it is small (a request's size): a big one is dropped unread, not parsed just to find its id.
     if (!bucket.take()) {
       c.metrics.rejected.inc({ why: 'rate_limited' });
-      const id = raw === undefined ? undefined : tryId(raw);
+      const id = raw.length <= SMALL_FRAME ? tryId(raw) : undefined;
       if (id !== undefined) fail(id, snError('SN_RATE_LIMITED', ` (over ${c.limits.rate}/s)`));
       return;
     }
     let msg: PeerMessage;
     try {
-      if (raw === undefined) throw snError('SN_NOT_HELLO', 'a binary frame');
+      if (isBinary) throw snError('SN_NOT_HELLO', 'a binary frame');
       msg = parsePeerMessage(raw);
     } catch (err) {
       c.metrics.rejected.inc({ why: 'bad_message' });
@@ -204,7 +208,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         logBadAt *= 10;
         c.log.warn({ peerId, badFrames, err: describeError(err) }, 'peer:bad-message');
       }
-      const id = raw === undefined ? undefined : tryId(raw);
+      const id = tryId(raw);
       if (id !== undefined) fail(id, err);
       return;
     }

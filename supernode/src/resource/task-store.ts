@@ -123,7 +123,7 @@ export class TaskStore {
     return this.#store.dataPath(taskId);
   }
 
-  /** Runs `fn` with the task's data file open for writing (kept open while busy, from a bounded cache). */
+  /** Runs `fn` with the task's data file open for reading and writing (kept open while busy, from a bounded cache). */
   async withHandle<T>(taskId: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
     if (!this.#store.get(taskId)) throw snError('SN_TASK_NOT_FOUND', taskId);
     return this.#store.withHandle(taskId, fn);

@@ -186,8 +186,10 @@ export class Seeder {
       } catch (err) {
         // Cut because the session that created it left (its probe went with that session's signal), not by the
         // origin: this registration, still wanted, goes to the origin itself rather than failing with the other's abort.
-        if (under.signal?.aborted && !signal?.aborted) return this.#join(taskId, url, digest, headers, signal, onProbed);
-        throw err;
+        if (!under.signal?.aborted || signal?.aborted) throw err;
+        // Its probe may have found the blob not to be its digest's before the session left: that stands.
+        this.assertNotRefused(taskId);
+        return this.#join(taskId, url, digest, headers, signal, onProbed);
       }
     }
     const known = this.#c.store.get(taskId);
