@@ -503,10 +503,11 @@ t.test('a requester’s headers cannot steer the origin request: no foreign Host
   t.same(heard.filter((h) => h.client !== 'kept').map((h) => h.ranges.join()), ['bytes=0-0', 'bytes=0-0'], `its own end-to-end header went with every one of the ${heard.length} requests but each task's anonymous check`);
 });
 
-t.test('no secrets at rest: userinfo and signature parameters never reach either store, nor any answer', async (t) => {
+t.test('no secrets at rest: userinfo, signature and token parameters never reach either store, nor any answer', async (t) => {
   const blob = makeBlob(3 * MiB, 405);
   const file = await serveFile(t, blob);
-  const signed = file.replace('http://', 'http://alice:pa55w0rd-at-rest@') + '?X-Amz-Credential=CREDSECRET&X-Amz-Signature=SIGSECRET&v=1';
+  const signed = file.replace('http://', 'http://alice:pa55w0rd-at-rest@') + '?X-Amz-Credential=CREDSECRET&X-Amz-Signature=SIGSECRET&sig=AZSASSECRET&private_token=glpat-TOKENSECRET&v=1';
+  const secrets = ['pa55w0rd', 'SIGSECRET', 'CREDSECRET', 'AZSASSECRET', 'TOKENSECRET'];
   const snDir = await tempDir(t);
   const dfDir = await tempDir(t);
   const sn = await startSupernode(t, { dataDir: snDir });
@@ -517,7 +518,10 @@ t.test('no secrets at rest: userinfo and signature parameters never reach either
   const got = await getViaProxy(d.proxyUrl, signed);
   t.equal(got.status, 200);
   t.equal(sha(got.body), sha(blob));
-  for (const s of ['pa55w0rd', 'SIGSECRET', 'CREDSECRET']) t.notOk(text.includes(s), `REST answer has no ${s}`);
+  for (const s of secrets) t.notOk(text.includes(s), `REST answer has no ${s}`);
+  const dash = await (await request(`${sn.url}/api/v1/dashboard`, { headers: bearer })).body.text();
+  t.ok(dash.includes('private_token=redacted'), 'the dashboard shows which credential the URL carried');
+  for (const s of secrets) t.notOk(dash.includes(s), `the dashboard has no ${s}`);
   await d.stop();
   await sn.stop();
   const scan = async (dir: string): Promise<string[]> => {
@@ -526,7 +530,7 @@ t.test('no secrets at rest: userinfo and signature parameters never reach either
       if (!e.isFile()) continue;
       const path = join(e.parentPath, e.name);
       const data = await readFile(path);
-      for (const s of ['pa55w0rd', 'SIGSECRET', 'CREDSECRET', Buffer.from('alice:pa55w0rd-at-rest').toString('base64')]) if (data.includes(s)) hits.push(`${path}: ${s}`);
+      for (const s of [...secrets, Buffer.from('alice:pa55w0rd-at-rest').toString('base64')]) if (data.includes(s)) hits.push(`${path}: ${s}`);
     }
     return hits;
   };

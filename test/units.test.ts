@@ -7,8 +7,10 @@ import {
   DamselflyError,
   PROTOCOL_VERSION,
   canonicalUrl,
+  anonymousUrl,
   carriesCredentials,
   credentialHeaders,
+  displayUrl,
   parseDigest,
   parsePeerMessage,
   parseRange,
@@ -47,6 +49,13 @@ t.test('credentials: any header not known to be plain counts; what registry clie
   t.notOk(carriesCredentials(u, { 'X-Forwarded-For': '10.0.0.1', traceparent: '00-1-2-01' }), 'proxies and tracing');
   for (const h of ['authorization', 'Cookie', 'x-api-key', 'Private-Token', 'x-jfrog-art-api', 'x-auth-token']) t.ok(carriesCredentials(u, { [h]: 'k' }), `${h} is a credential`);
   t.same(credentialHeaders({ 'X-Api-Key': 'k', accept: '*/*', authorization: 'b' }), [['authorization', 'b'], ['x-api-key', 'k']], 'the ones that may be, named lowercase, sorted');
+  // A token in the query: a credential too; kept in the identity, redacted where stored or shown, left out when asking anonymously.
+  const gl = new URL('https://gitlab.example/api/v4/projects/1/packages/generic/p/1/f.tar?private_token=glpat-S3CRET&v=2');
+  t.ok(carriesCredentials(gl), 'private_token is a credential');
+  t.not(taskIdFor(gl), taskIdFor(new URL('https://gitlab.example/api/v4/projects/1/packages/generic/p/1/f.tar?private_token=other&v=2')), 'another token is another task');
+  t.equal(displayUrl(gl), 'https://gitlab.example/api/v4/projects/1/packages/generic/p/1/f.tar?private_token=redacted&v=2');
+  t.equal(anonymousUrl(gl).href, 'https://gitlab.example/api/v4/projects/1/packages/generic/p/1/f.tar?v=2');
+  t.notOk(carriesCredentials(new URL('https://h/f?v=2&tag=x')), 'other parameters are not');
 });
 
 t.test('piece size: about 100 whole-MiB pieces per blob, between 1 and 64 MiB', async (t) => {

@@ -7,7 +7,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
 import {
-  canonicalUrl,
+  displayUrl,
   carriesCredentials,
   checkDigest,
   BLOCK_SIZE,
@@ -300,7 +300,7 @@ export class Conductor {
         public: !carriesCredentials(this.#req.url, this.#req.headers),
       };
     }
-    const task = await this.#c.store.open(info, canonicalUrl(this.#req.url));
+    const task = await this.#c.store.open(info, displayUrl(this.#req.url));
     const lease = task.lease();
     try {
       this.#resolveOpened(task);

@@ -3,7 +3,7 @@
  * verified pieces) holding `LocalTask`s. On start it reloads the index, so a restart finds every verified piece again;
  * pieces are re-checked whenever they are read.
  */
-import { PieceStore, canonicalUrl, type TaskInfo } from '@damselfly/shared';
+import { PieceStore, displayUrl, type TaskInfo } from '@damselfly/shared';
 import { LocalTask, type LocalTaskMeta } from './local-task.js';
 import { peerError } from './errors.js';
 
@@ -15,7 +15,7 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
   override async start(): Promise<void> {
     // Records written before URLs were stored canonically may hold credentials: rewrite them without.
     await super.start((meta) => {
-      const url = canonicalUrl(new URL(meta.url));
+      const url = displayUrl(new URL(meta.url));
       return url === meta.url ? undefined : { ...meta, url };
     });
   }

@@ -4,6 +4,12 @@ import { parseDigest } from './digest.js';
 
 /** Query parameters that sign or scope a URL but do not change the bytes behind it. */
 const VOLATILE_PARAM = /^(x-amz-.*|x-goog-.*|expires|signature|ossaccesskeyid|ns)$/i;
+/**
+ * Query parameters whose value is a secret (a token, a key, an Azure SAS signature). They stay part of a URL's
+ * identity (a `key` may select the object on some origin, so two values are two tasks), but their values are never
+ * stored, shown or logged, and an anonymous request goes without them.
+ */
+const SECRET_PARAM = /^(sig|token|access_token|private_token|job_token|api_key|apikey|api-key|key|password|secret|auth)$/i;
 const BLOB_RE = /\/blobs\/(sha256:[a-f0-9]{64})(?:$|[/?#])/;
 
 /** Parses an http(s) URL or throws BAD_URL with the reason. */
@@ -68,6 +74,23 @@ const PLAIN_HEADERS = new Set([
 ]);
 
 /**
+ * The form of a URL that is stored, shown and logged: the canonical one, with the value of every secret-bearing
+ * parameter replaced (its name stays, so an operator sees which credential the URL carried).
+ */
+export function displayUrl(url: URL): string {
+  const u = new URL(canonicalUrl(url));
+  for (const key of [...u.searchParams.keys()]) if (SECRET_PARAM.test(key)) u.searchParams.set(key, 'redacted');
+  return u.href;
+}
+
+/** The URL an anonymous request goes to: the canonical one without its secret-bearing parameters. */
+export function anonymousUrl(url: URL): URL {
+  const u = new URL(canonicalUrl(url));
+  for (const key of [...u.searchParams.keys()]) if (SECRET_PARAM.test(key)) u.searchParams.delete(key);
+  return u;
+}
+
+/**
  * The headers of a request that may carry credentials (every one not known to be plain), sorted by name: what the
  * origin may decide a client's access on.
  */
@@ -79,12 +102,12 @@ export function credentialHeaders(headers: Record<string, string> = {}): [string
 }
 
 /**
- * True when a request may carry credentials of its own: userinfo, signature params, or any header that is not known
+ * True when a request may carry credentials of its own: userinfo, signature or secret params, or any header that is not known
  * to be plain (Authorization and Cookie, and an API key in a header of the origin's own).
  */
 export function carriesCredentials(url: URL, headers: Record<string, string> = {}): boolean {
   if (url.username || url.password) return true;
-  for (const key of url.searchParams.keys()) if (VOLATILE_PARAM.test(key) && key.toLowerCase() !== 'ns') return true;
+  for (const key of url.searchParams.keys()) if ((VOLATILE_PARAM.test(key) && key.toLowerCase() !== 'ns') || SECRET_PARAM.test(key)) return true;
   return credentialHeaders(headers).length > 0;
 }
 

@@ -4,7 +4,7 @@
  * piece n seeded? its hashes?) are in memory and never await level.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { PieceStore, StoredTask, canonicalUrl, pieceRange, type BlockReady } from '@damselfly/shared';
+import { PieceStore, StoredTask, displayUrl, pieceRange, type BlockReady } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { TaskMeta } from './task-meta.js';
 
@@ -23,7 +23,7 @@ export class TaskStore {
       const legacy = meta as TaskMeta & { url?: string };
       if (legacy.url === undefined && legacy.origin !== undefined) return undefined;
       const { url, ...rest } = legacy;
-      return { ...rest, origin: url ? canonicalUrl(new URL(url)) : '' } as TaskMeta;
+      return { ...rest, origin: url ? displayUrl(new URL(url)) : '' } as TaskMeta;
     });
     for (const t of this.#store.tasks()) this.#lastAccess.set(t.geometry.taskId, t.meta.lastAccess ?? t.meta.createdAt);
   }

@@ -16,7 +16,8 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Counter } from 'prom-client';
 import {
-  canonicalUrl,
+  anonymousUrl,
+  displayUrl,
   carriesCredentials,
   checkDigest,
   checkOriginAccess,
@@ -277,7 +278,7 @@ export class Seeder {
     const pieceSize = pieceSizeFor(probe.contentLength, this.#minPieceSize);
     const meta: TaskMeta = {
       taskId,
-      origin: canonicalUrl(url),
+      origin: displayUrl(url),
       digest,
       contentLength: probe.contentLength,
       pieceSize,
@@ -335,7 +336,7 @@ export class Seeder {
   async #isPublic(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<boolean> {
     if (!carriesCredentials(url, headers)) return true;
     try {
-      const r = await checkOriginAccess({ url: new URL(canonicalUrl(url)), headers: {}, dispatcher: this.#c.dispatcher, signal });
+      const r = await checkOriginAccess({ url: anonymousUrl(url), headers: {}, dispatcher: this.#c.dispatcher, signal });
       return r.ok;
     } catch (err) {
       signal?.throwIfAborted();
