@@ -8,10 +8,11 @@ import t from 'tap';
 import bcrypt from 'bcryptjs';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { taskIdFor } from '@damselfly/shared';
-import { startRegistry } from './helpers/registry.js';
+import { parseRange, taskIdFor } from '@damselfly/shared';
+import { makeBlob, startRegistry } from './helpers/registry.js';
 import { ROOT, TEST_SECRET, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { buildAndPushMultiArchImage, mirrorConf, skopeo } from './helpers/image.js';
 import { metricValue } from './helpers/metrics.js';
@@ -152,4 +153,61 @@ t.test('preheat through the registry\'s token auth (the Bearer dance a client do
   t.ok(tokens.issued.filter((u) => u === 'alice').length > before, 'the supernode got a token for alice from the token service');
   const blobs = image.platforms['linux/amd64']!;
   t.equal(await reg.settledBytesServed(blobs.map((b) => b.digest), blobs.reduce((s, b) => s + b.size, 0)), blobs.reduce((s, b) => s + b.size, 0), 'and seeded the blobs with it (each once, the size probe bringing the first block)');
+});
+
+t.test('a preheat outlasting the registry’s token renews it: pieces refused with an expired token are asked for again', async (t) => {
+  // A registry with its own token service, as Docker Hub's (whose tokens last 5 minutes): here a token is good for
+  // 8 answers, so a job of 14 pieces (4 at a time) must renew it. Only alice's tokens grant anything.
+  const MiB = 1024 * 1024;
+  const layer = makeBlob(12 * MiB, 91);
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+  const blobs = new Map([[sha(layer), layer], [sha(config), config]]);
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(layer), size: layer.length }],
+  }));
+  const uses = new Map<string, number>();
+  let issued = 0;
+  const refused: string[] = [];
+  const server = createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.pathname === '/token') {
+      const alice = req.headers.authorization === `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
+      const token = alice ? `alice-${++issued}` : 'anonymous';
+      if (alice) uses.set(token, 0);
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token }));
+    }
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    const used = token === undefined ? undefined : uses.get(token);
+    if (used === undefined || used >= 8) {
+      if (used !== undefined) refused.push(token!);
+      const realm = `http://${req.headers.host}/token`;
+      return void res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm}",service="fake",scope="repository:team/app:pull"` }).end();
+    }
+    uses.set(token!, used + 1);
+    if (u.pathname === '/v2/team/app/manifests/v1') {
+      return void res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': manifest.length }).end(req.method === 'HEAD' ? undefined : manifest);
+    }
+    const body = blobs.get(/\/v2\/team\/app\/blobs\/(sha256:[a-f0-9]{64})$/.exec(u.pathname)?.[1] ?? '');
+    if (!body) return void res.writeHead(404).end();
+    const r = parseRange(req.headers.range, body.length);
+    if (!r) return void res.writeHead(200, { 'content-length': body.length }).end(req.method === 'HEAD' ? undefined : body);
+    res.writeHead(206, { 'content-length': r.end - r.start + 1, 'content-range': `bytes ${r.start}-${r.end}/${body.length}` });
+    res.end(req.method === 'HEAD' ? undefined : body.subarray(r.start, r.end + 1));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+  const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  const sn = await startSupernode(t);
+  const basic = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
+  const r = await dfctl(['preheat', `http://${host}/team/app:v1`, '-H', `Authorization: ${basic}`, '--supernode', sn.url, '--wait']);
+  t.equal(r.code, 0, `${r.stdout} ${r.stderr}`);
+  t.match(r.stdout, /succeeded: 2\/2 blobs/);
+  t.ok(refused.length >= 1, `tokens ran out during the job (${refused.length} refusals) and were renewed (${issued} issued)`);
+  for (const [digest, body] of blobs) {
+    const id = taskIdFor(new URL(`http://${host}/v2/team/app/blobs/${digest}`));
+    t.ok(sn.store.get(id) && Array.from({ length: sn.store.get(id)!.pieceCount }, (_, n) => sn.store.pieceSha(id, n)).every(Boolean), `${digest === sha(layer) ? 'the layer' : 'the config'} is seeded whole (${body.length} bytes)`);
+  }
 });

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
-import { describeError, pieceRange, redactUrl, type Logger, type OriginAllowList } from '@damselfly/shared';
+import { describeError, isDamselflyError, pieceRange, redactUrl, type Logger, type OriginAllowList } from '@damselfly/shared';
 import { snError } from '../errors.js';
 import type { Seeder } from '../seed/seeder.js';
 import type { TaskStore } from '../resource/task-store.js';
@@ -119,12 +119,24 @@ export class PreheatJobs {
     job.state = 'seeding';
     this.#c.log.info({ job: job.id, image: job.image, digest: image.digest, blobs: image.blobs.length, bytes: job.bytes.total }, 'preheat:resolved');
     const requester = `preheat:${job.id}`;
+    // The registry's token may run out during a long job (Docker Hub's last 5 minutes): a piece refused with the
+    // current headers gets them renewed from the operator's own credentials (one renewal at a time, shared by every
+    // worker) and is asked for once more.
+    let headers = image.headers;
+    let renewing: Promise<void> | undefined;
+    const renew = (failedWith: Record<string, string>): Promise<void> => {
+      if (headers !== failedWith) return Promise.resolve();
+      renewing ??= resolveImage(ref, { platforms: req.platforms, headers: req.headers ?? {}, dispatcher: this.#c.dispatcher, signal })
+        .then((fresh) => void (headers = fresh.headers))
+        .finally(() => (renewing = undefined));
+      return renewing;
+    };
     // Register every blob first (sizes, piece counts), then seed their pieces a few at a time across all of them.
-    const work: { layer: PreheatLayer; taskId: string; n: number; size: number }[] = [];
+    const work: { layer: PreheatLayer; url: URL; taskId: string; n: number; size: number }[] = [];
     for (const layer of job.layers) {
       const url = new URL(`${ref.registry}/v2/${ref.repository}/blobs/${layer.digest}`);
       try {
-        const meta = await this.#c.seeder.register(url, layer.digest, image.headers, { signal, requester });
+        const meta = await this.#c.seeder.register(url, layer.digest, headers, { signal, requester });
         layer.taskId = meta.taskId;
         layer.pieces.total = meta.pieceCount;
         for (let n = 0; n < meta.pieceCount; n++) {
@@ -133,7 +145,7 @@ export class PreheatJobs {
           if (this.#c.store.pieceSha(meta.taskId, n) !== undefined) {
             layer.pieces.seeded++;
             job.bytes.seeded += size;
-          } else work.push({ layer, taskId: meta.taskId, n, size });
+          } else work.push({ layer, url, taskId: meta.taskId, n, size });
         }
         layer.state = layer.pieces.seeded === layer.pieces.total ? 'seeded' : 'seeding';
       } catch (err) {
@@ -149,7 +161,19 @@ export class PreheatJobs {
         const w = work[next++]!;
         if (w.layer.state === 'failed') continue;
         try {
-          await this.#c.seeder.ensurePiece(w.taskId, w.n, { signal, requester });
+          for (let attempt = 0; ; attempt++) {
+            const used = headers;
+            // Said again before each piece: the seeder lets go of credentials unused for a while (a layer queued
+            // behind big ones would find them gone), and this is how renewed ones reach it.
+            await this.#c.seeder.register(w.url, w.layer.digest, used, { signal, requester });
+            try {
+              await this.#c.seeder.ensurePiece(w.taskId, w.n, { signal, requester });
+              break;
+            } catch (err) {
+              if (attempt > 0 || !isDamselflyError(err, 'ORIGIN_AUTH')) throw err;
+              await renew(used);
+            }
+          }
           w.layer.pieces.seeded++;
           job.bytes.seeded += w.size;
           if (w.layer.pieces.seeded === w.layer.pieces.total) w.layer.state = 'seeded';
