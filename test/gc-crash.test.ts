@@ -49,6 +49,20 @@ t.test('GC: LRU down to the low watermark above the high one, TTL, never a task 
   t.equal([...d.store.tasks()].length, 0);
   const again = await getViaProxy(d.proxyUrl, blobs[2]!.url);
   t.equal(sha(again.body), blobs[2]!.digest, 'an evicted blob is simply fetched again');
+
+  // A task taken up (leased by a reader) while GC is removing the ones planned before it is not removed under it.
+  t.equal((await getViaProxy(d.proxyUrl, blobs[3]!.url)).status, 200);
+  const remove = d.store.remove.bind(d.store);
+  let taken: (() => void) | undefined;
+  d.store.remove = async (id: string, o?: { replacing?: boolean }) => {
+    taken ??= d.store.get([ids[2]!, ids[3]!].find((x) => x !== id)!)!.lease();
+    return remove(id, o);
+  };
+  const racing = await d.gc(Date.now() + 2 * 3600_000);
+  d.store.remove = remove;
+  taken?.();
+  t.equal(racing.evicted.length, 1, 'one of the two idle tasks evicted; the one leased meanwhile stays');
+  t.equal([...d.store.tasks()].length, 1);
 });
 
 t.test('kill -9 mid-download: restart finds a consistent cache and never serves a corrupt piece', async (t) => {

@@ -47,6 +47,10 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions, log: Lo
   const evicted: GcResult['evicted'] = [];
   let freed = 0;
   for (const e of plan.evict) {
+    // Asked again at each removal: the ones before it took a while, and the task may have been taken up meanwhile (a
+    // download, a client or an upload leased it, or touched it). Such a task stays; the next pass sees it as it is.
+    const t = store.get(e.id);
+    if (!t || t.inUse || t.lastAccess > now) continue;
     await store.remove(e.id);
     const why = opts.pressure && e.why === 'quota' ? 'disk_full' : e.why;
     evicted.push({ taskId: e.id, why });

@@ -32,6 +32,10 @@ export async function collectSupernodeGarbage(
   const plan = planEvictions(entries, { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, now });
   const evicted: SupernodeGcResult['evicted'] = [];
   for (const e of plan.evict) {
+    // Asked again at each removal: the ones before it took a while, and the task may have been taken up meanwhile
+    // (a peer registered, a piece is being served or seeded). Such a task stays; the next pass sees it as it is then.
+    const entry = store.get(e.id);
+    if (!entry || store.pieces(e.id)?.inUse || busy(e.id) || store.lastAccess(e.id) > now) continue;
     forget(e.id);
     await store.remove(e.id);
     evicted.push({ taskId: e.id, bytes: e.bytes, why: e.why });
