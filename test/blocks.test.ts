@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { Client, request } from 'undici';
@@ -259,6 +259,24 @@ t.test('a read is not held behind the cache record; a removed task is not reopen
   await again.start();
   t.teardown(() => again.stop());
   t.equal(again.get(info.taskId), undefined, 'after a restart the task is still gone');
+});
+
+t.test('a data file with no record (a crash between the two) is removed at start; a task’s own file and others stay', async (t) => {
+  const dir = await tempDir(t);
+  const first = new LocalStore(dir);
+  await first.start();
+  const info: TaskInfo = { taskId: 'c'.repeat(64), contentLength: MiB, pieceSize: MiB, pieceCount: 1, public: true };
+  await first.open(info, 'http://origin.test/kept');
+  await first.stop();
+  const stray = join(dir, 'tasks', `${'d'.repeat(64)}.data`);
+  const other = join(dir, 'tasks', 'notes.txt');
+  for (const f of [stray, other]) await (await open(f, 'w')).close();
+  const store = new LocalStore(dir);
+  await store.start();
+  t.teardown(() => store.stop());
+  const names = (await readdir(join(dir, 'tasks'))).sort();
+  t.same(names, [`${'c'.repeat(64)}.data`, 'notes.txt'], 'the orphan is gone, the task’s file and a foreign file stay');
+  t.ok(store.get(info.taskId), 'and the task is there');
 });
 
 t.test('a piece another reader found bad and dropped: a reader of a finished download gets an error, not a wait for good', async (t) => {

@@ -7,7 +7,7 @@
  * recorded; nothing of a piece in flight is persisted, so a crash never leaves a block marked verified.
  */
 import { EventEmitter } from 'node:events';
-import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
@@ -492,6 +492,13 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
       if (rewritten) await this.#index.putTask(id, rewritten);
       const meta = rewritten ?? stored;
       this.#adopt(meta, await this.#index.pieces(id));
+    }
+    // A crash between a task's data file and its record (created: the file first; removed: the record first) leaves a
+    // data file nothing accounts for: GC never sees it, and the disk it takes is lost for good. Such files go now.
+    const dir = join(this.#o.dataDir, 'tasks');
+    for (const name of await readdir(dir)) {
+      const m = /^([a-f0-9]{64})\.data$/.exec(name);
+      if (m && !this.#tasks.has(m[1]!)) await rm(join(dir, name), { force: true });
     }
   }
 
