@@ -113,6 +113,13 @@ t.test('default render: supernode StatefulSet + Services + config, dfdaemon Daem
   t.equal(sn.logLevel, 'info');
   t.notOk(configOf(objs, 'supernode').tlsCert, 'no TLS by default');
   t.notOk(configOf(objs, 'dfdaemon').tlsCert, 'no TLS by default');
+
+  // Every container: no privilege escalation, no capabilities, the default seccomp profile, a read-only root.
+  for (const [name, c] of [['supernode', snPod.containers[0]], ['dfdaemon', pod.containers[0]], ['containerd-mirror', pod.initContainers[0]]] as const) {
+    t.same(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' } }, `${name}: locked down`);
+  }
+  for (const p of [snPod, pod]) t.ok(p.volumes.some((v: any) => v.name === 'tmp' && v.emptyDir), 'a writable /tmp beside the read-only root');
+  t.notOk(snPod.securityContext, 'no pod-level settings unless given');
 });
 
 t.test('values: replicas, registries, ServiceMonitor, mirror off', async (t) => {
@@ -124,10 +131,16 @@ t.test('values: replicas, registries, ServiceMonitor, mirror off', async (t) => 
     '--set', 'dfdaemon.uploadRate=50MiB',
     '--set', 'dfdaemon.downloadRate=100MiB',
     '--set', 'supernode.originRate=200MiB',
+    '--set', 'supernode.podSecurityContext.runAsUser=1000',
+    '--set', 'supernode.podSecurityContext.fsGroup=1000',
   ]);
   t.equal(findObject(objs, 'StatefulSet', SN).spec.replicas, 5);
+  t.same(podSpec(objs, 'StatefulSet').securityContext, { runAsUser: 1000, fsGroup: 1000 }, 'the supernode can run as another user');
   const sm = findObject(objs, 'ServiceMonitor', SN);
   t.notOk(sm.spec.endpoints[0].scheme, 'plain HTTP scrape without TLS');
+  // Each supernode pod scraped once: the selector matches one of the two Services only.
+  const selects = (svc: any) => Object.entries(sm.spec.selector.matchLabels).every(([k, v]) => svc.metadata.labels[k] === v);
+  t.same(objs.filter((o: any) => o.kind === 'Service' && selects(o)).map((o: any) => o.metadata.name), [SN], 'the ServiceMonitor selects one Service');
   const ds = findObject(objs, 'DaemonSet', DF);
   t.notOk(ds.spec.template.spec.initContainers, 'no init container when the mirror config is off');
   const cfg = loadDaemonConfig({ file: await localConfig(t, objs, 'dfdaemon') });

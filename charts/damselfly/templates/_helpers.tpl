@@ -131,7 +131,7 @@ key's name, instead of a daemon failing later on a missing file.
 - name: cluster-secret
   secret:
     secretName: {{ include "damselfly.clusterSecretName" . }}
-    defaultMode: 256  # 0400: owner (root) read-only
+    defaultMode: 288  # 0440: the owner and the pod's fsGroup (set one to run as another user) read-only
     items:
       - key: {{ .Values.clusterSecret.key }}
         path: cluster-secret
@@ -144,7 +144,7 @@ key's name, instead of a daemon failing later on a missing file.
 - name: tls
   secret:
     secretName: {{ include "damselfly.tlsSecretName" . }}
-    defaultMode: 256  # 0400: owner (root) read-only
+    defaultMode: 288  # 0440: the owner and the pod's fsGroup (set one to run as another user) read-only
     items:
       - { key: tls.crt, path: tls.crt }
       - { key: tls.key, path: tls.key }
