@@ -19,7 +19,7 @@ import {
   pieceSizeFor,
   taskIdFor,
 } from '@damselfly/shared';
-import { loadSupernodeConfig } from '@damselfly/supernode';
+import { loadSupernodeConfig, parseImageRef } from '@damselfly/supernode';
 import { loadDaemonConfig } from '@damselfly/dfdaemon';
 import { engineOptions } from '@damselfly/peer';
 
@@ -160,4 +160,14 @@ t.test('config: every error is reported at once; layers apply in order', async (
   t.same(engineOptions({}, node.maxBlobSize), engineOptions(node, node.maxBlobSize), 'standalone defaults = dfdaemon defaults');
   const tuned = loadDaemonConfig({ flags: { clusterSecret: 's'.repeat(20), parallelPieces: '3', pieceMinRate: '1MiB', backSource: 'false' } });
   t.match(engineOptions(tuned, tuned.maxBlobSize), { parallelPieces: 3, pieceMinRate: 1 << 20, backSource: false, maxBlobSize: tuned.maxBlobSize });
+});
+
+t.test('image references as operators write them', async (t) => {
+  const D = `sha256:${'b'.repeat(64)}`;
+  t.same(parseImageRef('alpine'), { registry: 'https://registry-1.docker.io', repository: 'library/alpine', reference: 'latest' });
+  t.same(parseImageRef('Docker.io/library/nginx:1.25'), { registry: 'https://registry-1.docker.io', repository: 'library/nginx', reference: '1.25' });
+  t.same(parseImageRef(`nginx:1.25@${D}`), { registry: 'https://registry-1.docker.io', repository: 'library/nginx', reference: D }, 'a tag pinned to its digest: the digest');
+  t.same(parseImageRef(`http://127.0.0.1:5000/team/app:1.0@${D}`), { registry: 'http://127.0.0.1:5000', repository: 'team/app', reference: D });
+  t.same(parseImageRef('ghcr.io/org/tool'), { registry: 'https://ghcr.io', repository: 'org/tool', reference: 'latest' });
+  for (const bad of ['Not An Image!', `nginx@sha256:short`, 'http://alpine', 'nginx:bad tag']) t.throws(() => parseImageRef(bad), { code: 'SN_BAD_IMAGE' }, bad);
 });

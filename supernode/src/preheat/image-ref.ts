@@ -1,5 +1,6 @@
 /**
- * An image reference as operators write it: `registry.example.com[:port]/repo/name[:tag][@sha256:…]`, optionally with
+ * An image reference as operators write it: `registry.example.com[:port]/repo/name[:tag][@sha256:…]` (with both, the
+ * digest is what is pulled), optionally with
  * the scheme in front (`http://127.0.0.1:5000/team/app:1.0` for a plain-HTTP registry; https otherwise). Docker Hub
  * shorthand (`alpine`, `library/alpine`, `docker.io/…`) maps to registry-1.docker.io.
  */
@@ -40,14 +41,14 @@ export function parseImageRef(input: string): ImageRef {
     host = rest.slice(0, slash);
     rest = rest.slice(slash + 1);
   } else if (m) throw bad();
-  if (host === 'docker.io') host = 'registry-1.docker.io';
-  if (at < 0) {
-    const colon = rest.lastIndexOf(':');
-    if (colon > 0) {
-      reference = rest.slice(colon + 1);
-      rest = rest.slice(0, colon);
-      if (!TAG.test(reference)) throw bad();
-    }
+  if (host.toLowerCase() === 'docker.io') host = 'registry-1.docker.io';
+  // `name:tag@sha256:…` (a tag pinned to its digest, as many manifests write it): the digest is what is pulled.
+  const colon = rest.lastIndexOf(':');
+  if (colon > 0) {
+    const tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!TAG.test(tag)) throw bad();
+    if (at < 0) reference = tag;
   }
   if (host === 'registry-1.docker.io' && !rest.includes('/')) rest = `library/${rest}`;
   if (!REPO.test(rest)) throw bad();
