@@ -167,7 +167,14 @@ t.test('bad arguments: exit 2 with every problem listed; --help and --version ex
   await failed(t, await runDfget(['http://x/f', '-O', join(dir, 'f'), '--bogus']), 2, /unknown option "--bogus"/, dir);
   await failed(t, await runDfget(['http://x/f', '-O']), 2, /-O, --output <file>' argument missing/);
   const many = await runDfget(['ht!tp://x', 'extra', '-O', join(dir, 'f'), '--timeout', 'soon', '-H', 'nocolon', '--digest', 'md5:x', '--frobnicate']);
-  await failed(t, many, 2, /unknown option "--frobnicate".*unexpected argument "extra".*malformed URL.*malformed digest.*--header must look like.*--timeout must be seconds/, dir);
+  await failed(t, many, 2, /unknown option "--frobnicate".*unexpected argument "extra".*malformed URL.*malformed digest.*--header #1 must look like.*--timeout must be seconds/, dir);
+  // A malformed header is often a credential missing its colon: never echoed. A bad name or a value with a newline is
+  // a usage error too (it used to reach the HTTP client and be blamed on the dfdaemon, exit 3).
+  const secretive = await runDfget(['http://x/f', '-O', join(dir, 'f'), '-H', 'Authorization Bearer SECRET-TOKEN', '-H', 'Bad Name: v', '-H', 'X-Ok: a\nb']);
+  await failed(t, secretive, 2, /--header #1 must look like.*--header #2 must look like.*--header X-Ok: its value holds a control character/, dir);
+  t.notOk(secretive.stderr.toString().includes('SECRET-TOKEN'), 'the malformed header is not printed');
+  // A --timeout longer than a timer holds would fire at once.
+  await failed(t, await runDfget(['http://x/f', '-O', join(dir, 'f'), '--timeout', '3000000']), 2, /--timeout must be at most 2147483 s/, dir);
   const help = await runDfget(['--help']);
   t.equal(help.code, 0);
   t.match(help.stdout.toString(), /Usage: dfget <url> -O <file\|->/);
@@ -176,7 +183,7 @@ t.test('bad arguments: exit 2 with every problem listed; --help and --version ex
   t.match(version.stdout.toString(), /^\d+\.\d+\.\d+\n$/);
 });
 
-t.test('SIGINT exits 130 and SIGTERM 143, "interrupted", with the temporary file and peer cache removed', async (t) => {
+t.test('SIGINT exits 130, SIGTERM 143 and SIGHUP 129, with the temporary file and peer cache removed', async (t) => {
   const before = await peerCaches();
   const interrupt = async (signal: NodeJS.Signals, viaDaemon: boolean) => {
     const dir = await tempDir(t);
@@ -189,10 +196,12 @@ t.test('SIGINT exits 130 and SIGTERM 143, "interrupted", with the temporary file
     child.kill(signal);
     return { r: await done, dir };
   };
-  const [int, term, intDaemon] = await Promise.all([interrupt('SIGINT', false), interrupt('SIGTERM', false), interrupt('SIGINT', true)]);
+  const [int, term, intDaemon, hup] = await Promise.all([interrupt('SIGINT', false), interrupt('SIGTERM', false), interrupt('SIGINT', true), interrupt('SIGHUP', false)]);
   await failed(t, int.r, 130, /interrupted \(SIGINT\)/, int.dir);
   await failed(t, term.r, 143, /interrupted \(SIGTERM\)/, term.dir);
   await failed(t, intDaemon.r, 130, /interrupted \(SIGINT\)/, intDaemon.dir);
+  // The terminal or the ssh session going away: the same clean end.
+  await failed(t, hup.r, 129, /hung up \(SIGHUP\)/, hup.dir);
   t.same(await peerCaches(), before, 'no one-shot peer cache left');
 });
 

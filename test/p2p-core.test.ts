@@ -191,7 +191,7 @@ t.test('dfget: bad input gets a clear error, non-zero exit, and no file', async 
 
   const badHeader = await dfget([url, '-O', out, '--header', 'no-colon', '--digest', 'md5:x']);
   t.equal(badHeader.code, 2);
-  t.match(badHeader.stderr, /--header must look like/);
+  t.match(badHeader.stderr, /--header #1 must look like/);
   t.match(badHeader.stderr, /malformed digest/, 'every problem is listed');
 
   const noDir = await dfget([url, '-O', join(dir, 'nope', 'f')]);

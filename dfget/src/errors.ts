@@ -16,6 +16,7 @@ export const DfgetErrors = {
   DFGET_PIPE_CLOSED: { message: 'stdout closed by its reader%s', status: 141 },
   DFGET_SIGINT: { message: 'interrupted (SIGINT)%s', status: 130 },
   DFGET_SIGTERM: { message: 'interrupted (SIGTERM)%s', status: 143 },
+  DFGET_SIGHUP: { message: 'hung up (SIGHUP)%s', status: 129 },
 } as const satisfies ErrorTable<string>;
 
 export type DfgetErrorCode = keyof typeof DfgetErrors;

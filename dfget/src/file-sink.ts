@@ -4,6 +4,7 @@
  * what it has, to hash it). The temporary file is opened before anything is
  * fetched: a read-only or missing destination fails at once (exit 5), not after the download.
  */
+import { randomBytes } from 'node:crypto';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { DamselflyError } from '@damselfly/shared';
@@ -26,14 +27,16 @@ export class FileSink extends Sink {
   }
 
   static tmpPathFor(output: string): string {
-    return join(dirname(output), `.${basename(output)}.dfget-${process.pid}.tmp`);
+    // Random, not the pid alone: two containers with the same small pid writing into one shared directory would
+    // truncate each other's file (each then renaming a file another run wrote into). Opened exclusively below.
+    return join(dirname(output), `.${basename(output)}.dfget-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
   }
 
   static async open(output: string, scratch: Scratch): Promise<FileSink> {
     const tmp = FileSink.tmpPathFor(output);
     scratch.add(tmp);
     try {
-      return new FileSink(output, tmp, await scratch.during(open(tmp, 'w+')), scratch);
+      return new FileSink(output, tmp, await scratch.during(open(tmp, 'wx+')), scratch);
     } catch (err) {
       throw outputError(output, err);
     }

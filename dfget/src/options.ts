@@ -3,6 +3,12 @@ import { statSync } from 'node:fs';
 import { blobDigestOf, parseDigest, parseHttpUrl, resolveTrust, type Trust } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 
+/** An HTTP header name (RFC 9110 token) and a value without control characters (tab allowed). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HEADER_VALUE = /^[^\x00-\x08\x0a-\x1f\x7f]*$/;
+/** The longest --timeout a timer can hold (2^31-1 ms, in whole seconds). */
+const MAX_TIMEOUT_S = 2_147_483;
+
 export const DEFAULT_DAEMON = 'http://127.0.0.1:65001';
 
 /** `-O -`: the verified body goes to stdout. */
@@ -70,10 +76,14 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
   }
   digest ??= url && blobDigestOf(url);
   const headers: Record<string, string> = {};
-  for (const h of raw.header ?? []) {
+  for (const [k, h] of (raw.header ?? []).entries()) {
+    // Never echoed: a header is often a credential, and a malformed one is no less secret.
     const i = h.indexOf(':');
-    if (i <= 0) errors.push(`--header must look like 'Name: value', got ${JSON.stringify(h)}`);
-    else headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
+    const name = i > 0 ? h.slice(0, i).trim() : '';
+    const value = i > 0 ? h.slice(i + 1).trim() : '';
+    if (!HEADER_NAME.test(name)) errors.push(`--header #${k + 1} must look like 'Name: value' (a name of letters, digits and -)`);
+    else if (!HEADER_VALUE.test(value)) errors.push(`--header ${name}: its value holds a control character (a newline?)`);
+    else headers[name.toLowerCase()] = value;
   }
   const supernodes: string[] = [];
   for (const s of raw.supernode ?? []) {
@@ -100,6 +110,8 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
   }
   const timeoutMs = raw.timeout === undefined ? 0 : Number(raw.timeout) * 1000;
   if (raw.timeout?.trim() === '' || !Number.isFinite(timeoutMs) || timeoutMs < 0) errors.push(`--timeout must be seconds, got ${JSON.stringify(raw.timeout)}`);
+  // Node's timers take at most 2^31-1 ms; a longer delay fires at once (it would time out in a millisecond).
+  else if (timeoutMs > MAX_TIMEOUT_S * 1000) errors.push(`--timeout must be at most ${MAX_TIMEOUT_S} s (0, the default, is no limit), got ${raw.timeout}`);
   // The same trust settings as the daemons', from the same environment variables; dfget listens on nothing.
   const trust = resolveTrust(
     {

@@ -1,5 +1,6 @@
 /**
- * Why a run may end early: the --timeout deadline, SIGINT or SIGTERM, or a crash somewhere below. Each aborts one
+ * Why a run may end early: the --timeout deadline, SIGINT, SIGTERM or SIGHUP (the terminal or ssh session went
+ * away), or a crash somewhere below. Each aborts one
  * controller with its reason, and the run races that signal, so it ends on time even when a library below ignores
  * the signal, and always through the path that removes the temporary files.
  */
@@ -21,11 +22,13 @@ export function stopConditions(timeoutMs: number): StopConditions {
   const timer = timeoutMs > 0 ? setTimeout(() => ac.abort(dfgetError('DFGET_TIMEOUT', String(timeoutMs / 1000))), Math.max(0, timeoutMs - performance.now())) : undefined;
   const onInt = () => ac.abort(dfgetError('DFGET_SIGINT'));
   const onTerm = () => ac.abort(dfgetError('DFGET_SIGTERM'));
+  const onHup = () => ac.abort(dfgetError('DFGET_SIGHUP'));
   // A throw in some library callback would otherwise kill the process at once, leaving the temporary file behind.
   const onCrash = (err: unknown) => ac.abort(err);
   // `once`: a second Ctrl-C kills the process the default way, for when the cleanup itself hangs.
   process.once('SIGINT', onInt);
   process.once('SIGTERM', onTerm);
+  process.once('SIGHUP', onHup);
   process.on('uncaughtException', onCrash);
   process.on('unhandledRejection', onCrash);
   const stopped = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true }));
@@ -37,6 +40,7 @@ export function stopConditions(timeoutMs: number): StopConditions {
       clearTimeout(timer);
       process.off('SIGINT', onInt);
       process.off('SIGTERM', onTerm);
+      process.off('SIGHUP', onHup);
       // The crash handlers stay: a transfer winding down in the background may still throw before the process exits,
       // and must not replace the run's exit code with node's 1 (aborting an ended run does nothing).
     },

@@ -12,14 +12,18 @@ import { dfgetError } from './errors.js';
 import { hasCode } from './classify.js';
 import { daemonAnswerError, proxyForbidden, type DaemonAnswer } from './daemon-answer.js';
 
+/** Longest wait for the dfdaemon's answer to begin. */
+const DAEMON_HEADERS_MS = 10 * 60_000;
+
 /** Connection failures that mean no daemon listens there (the caller then downloads standalone). */
 const ABSENT = ['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EADDRNOTAVAIL'];
 
 /** Returns false when no daemon listens, or it will not proxy this host; the caller then downloads standalone. */
 export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress, signal: AbortSignal): Promise<boolean> {
-  // No header timeout: a daemon answers once the first piece is verified, which may take a while for a big blob.
-  // The total deadline is --timeout's, enforced by the caller.
-  const client = new Client(o.daemon, { connectTimeout: 2000, headersTimeout: 0, bodyTimeout: 120_000 });
+  // A daemon answers once the first block is verified, which waits for the origin's first bytes (a slow registry, a
+  // token dance): a generous deadline, but one, so a daemon that takes the connection and never answers does not hold
+  // dfget for good when no --timeout was given.
+  const client = new Client(o.daemon, { connectTimeout: 2000, headersTimeout: DAEMON_HEADERS_MS, bodyTimeout: 120_000 });
   try {
     const res = await ask(client, o, signal);
     if (!res) return false;
@@ -43,7 +47,9 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
     const cutAt = what();
     const again = await ask(client, o, signal, sink.bytes);
     if (!again) throw dfgetError('DFGET_HTTP', `${cutAt}, and is gone`);
-    if (again.statusCode !== 206 || contentRangeStart(again) !== sink.bytes) {
+    // The rest of the same object: from where it stopped, and of the same total size (a different size is another
+    // version, which must not be spliced onto this one's start).
+    if (again.statusCode !== 206 || contentRangeStart(again) !== sink.bytes || contentRangeTotal(again) !== total) {
       const answer = await readAnswer(again, signal);
       if (again.statusCode >= 400) throw daemonAnswerError(answer, o.daemon, o.url, cutAt);
       throw dfgetError('DFGET_HTTP', `${cutAt}, then answered ${again.statusCode} to the request for the rest`);
@@ -118,6 +124,11 @@ function contentLength(res: Dispatcher.ResponseData): number | undefined {
   const v = res.headers['content-length'];
   const n = typeof v === 'string' ? Number(v) : NaN;
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+function contentRangeTotal(res: Dispatcher.ResponseData): number | undefined {
+  const m = /^bytes \d+-\d+\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
+  return m ? Number(m[1]) : undefined;
 }
 
 function contentRangeStart(res: Dispatcher.ResponseData): number | undefined {
