@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (npm packages, docker-registry, skopeo), builds, runs every test
-# file with tap, and ends with one line "N passed, N failed".
+# The test command: installs what the tests need (npm packages; with apt the registry, clients, BitTorrent baseline,
+# chromium: see install.sh --test), builds, runs every test file with tap, and ends with one line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .test-dist  # compiled tests of deleted sources must not linger
