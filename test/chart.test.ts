@@ -141,6 +141,13 @@ t.test('values: replicas, registries, ServiceMonitor, mirror off', async (t) => 
   // Each supernode pod scraped once: the selector matches one of the two Services only.
   const selects = (svc: any) => Object.entries(sm.spec.selector.matchLabels).every(([k, v]) => svc.metadata.labels[k] === v);
   t.same(objs.filter((o: any) => o.kind === 'Service' && selects(o)).map((o: any) => o.metadata.name), [SN], 'the ServiceMonitor selects one Service');
+  t.same(sm.spec.endpoints[0].authorization, { type: 'Bearer', credentials: { name: 'rel-damselfly-cluster-secret', key: 'secret' } }, 'and scrapes with the cluster secret as its token');
+  t.notOk(findObject(objs, 'StatefulSet', SN).spec.template.metadata.annotations['prometheus.io/scrape'], 'no scrape annotation for a scraper without the token');
+  t.equal(loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode') }).metricsOpen, false);
+  const open = await renderChart(['--set', 'serviceMonitor.enabled=true', '--set', 'supernode.metricsOpen=true']);
+  t.notOk(findObject(open, 'ServiceMonitor', SN).spec.endpoints[0].authorization, 'metricsOpen: no token needed');
+  t.equal(findObject(open, 'StatefulSet', SN).spec.template.metadata.annotations['prometheus.io/scrape'], 'true');
+  t.equal(loadSupernodeConfig({ file: await localConfig(t, open, 'supernode') }).metricsOpen, true, 'the supernode is told');
   const ds = findObject(objs, 'DaemonSet', DF);
   t.notOk(ds.spec.template.spec.initContainers, 'no init container when the mirror config is off');
   const cfg = loadDaemonConfig({ file: await localConfig(t, objs, 'dfdaemon') });

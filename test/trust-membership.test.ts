@@ -355,6 +355,19 @@ t.test('pieces only with a grant: upload servers and the supernode piece API ref
   t.equal(info.statusCode, 200);
   t.notOk('url' in body || 'origin' in body, 'no URL in the answer');
   t.equal(body.verified, true, 'the supernode checked the whole blob against its digest');
+  // Metrics (peer ids, task ids, rates) likewise, unless the operator opens them for a scraper without the token.
+  const scrape = async (base: string, headers: Record<string, string> = {}) => {
+    const r = await request(`${base}/metrics`, { headers });
+    const text = await r.body.text();
+    return { status: r.statusCode, text };
+  };
+  t.equal((await scrape(sn.url)).status, 401, '/metrics without the token: refused');
+  const scraped = await scrape(sn.url, bearer);
+  t.equal(scraped.status, 200);
+  t.match(scraped.text, /damselfly_supernode_origin_bytes_total/);
+  const open = await startSupernode(t, { metricsOpen: true });
+  t.equal((await scrape(open.url)).status, 200, 'metricsOpen: served to anyone');
+  t.equal((await request(`${open.url}/api/v1/dashboard`)).statusCode, 401, 'the rest of the API stays closed');
 });
 
 t.test('insiders serving garbage under many ids cannot fail an honest pull: after two bad peers a piece comes from the supernode', async (t) => {

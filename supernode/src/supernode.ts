@@ -196,6 +196,7 @@ export class Supernode {
       traffic: this.traffic,
       pushers: this.#pushers,
       preheat: this.preheat,
+      metricsOpen: this.config.metricsOpen,
     });
     const app = this.#app;
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));

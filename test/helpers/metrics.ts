@@ -10,8 +10,8 @@ export async function metricValue(registry: Registry, name: string, labels: Reco
 }
 
 /** Sum of a metric's samples (with at least `labels`) as a running process exposes them on `<base>/metrics`. */
-export async function scrapeMetric(base: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+export async function scrapeMetric(base: string, name: string, labels: Record<string, string> = {}, headers: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`, { headers })).text();
   let sum = 0;
   for (const line of text.split('\n')) {
     const m = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? (\S+)$/.exec(line);

@@ -44,6 +44,8 @@ export interface ServerComponents extends ChannelComponents {
   streams?: Set<{ last: number }>;
   /** Preheat jobs (absent: no preheat API). */
   preheat?: PreheatJobs;
+  /** Serve /metrics without the operator token. */
+  metricsOpen?: boolean;
 }
 
 /** Preheat by image reference: start a job, follow it. Operator API. */
@@ -102,7 +104,9 @@ export function buildServer(c: ServerComponents): FastifyInstance {
   app.get('/healthy', async () => ({ ok: true }));
   dashboardRoutes(app, c, operator);
   if (c.preheat) preheatRoutes(app, c.preheat, operator);
-  app.get('/metrics', async (_req, reply) => {
+  // Metrics name peers, tasks and rates: for cluster members and the operator's scraper (which sends the same token),
+  // unless the operator opens them.
+  app.get('/metrics', { preHandler: c.metricsOpen ? [] : operator }, async (_req, reply) => {
     void reply.type(c.metrics.registry.contentType);
     return c.metrics.registry.metrics();
   });
