@@ -267,6 +267,42 @@ t.test('a registration that joins one under way is not told its headers were che
   t.equal(seen.length, 2, 'the second registration cost the origin nothing');
 });
 
+t.test('a cached read waiting on its access check holds the task: GC running meanwhile does not take it', async (t) => {
+  const body = makeBlob(2 * MiB + 3, 37);
+  let slow = 0;
+  const origin = createServer((req, res) => {
+    if (req.headers['x-api-key'] !== 'k') return void res.writeHead(401).end();
+    const answer = () => {
+      const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+      const a = m ? Number(m[1]) : 0;
+      const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
+      res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
+      res.end(body.subarray(a, b + 1));
+    };
+    // A client whose access check the origin takes its time over.
+    if (req.headers['x-slow'] === '1') {
+      slow++;
+      setTimeout(answer, 600);
+    } else answer();
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/kept.bin`;
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url], { taskTtlSeconds: 60 });
+  t.ok((await getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k' })).body.equals(body), 'cached by a first pull');
+  // Its download run lingers 2 s for more readers (holding the task); once it has let go, only readers hold it.
+  await new Promise((r) => setTimeout(r, 2_500));
+  const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1', range: 'bytes=1000-2999' });
+  for (let i = 0; i < 100 && !slow; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(slow, 1, 'the read is at its access check');
+  const gc = await d.gc(Date.now() + 3_600_000);
+  t.same(gc.evicted, [], 'GC, past the TTL, leaves the task being read');
+  const r = await reading;
+  t.equal(r.status, 206);
+  t.ok(r.body.equals(body.subarray(1000, 3000)), 'and the read gets its bytes');
+});
+
 t.test('dfget takes only its dfdaemon’s own word for a digest: a resumed transfer and an upstream’s header are hashed', async (t) => {
   // An origin whose bytes are not the digest asked for (one byte changed near the end).
   const blob = makeBlob(3 * MiB + 5, 35);

@@ -96,16 +96,23 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     const range = parseRange(rangeHeader, local.info.contentLength);
     const covering = range ? piecesOf(range, local.info.pieceSize) : [];
     if (range && covering.every((n) => local.has(n))) {
-      // Access first: a client the origin refuses must not make this node read its disk, not even to re-check pieces.
-      await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
-      if ((await local.recheck(covering)).length === 0) {
-        writeHead(res, local, range);
-        // No download behind this answer: a piece dropped meanwhile (another reader found it bad) ends it with an
-        // error rather than a wait for a fetch nobody makes.
-        await streamTask({ task: local, done: Promise.resolve(local), want: () => false }, res, { ...range, signal: ac.signal, pool: c.pool });
-        res.end();
-        c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
-        return;
+      // Held from here: the access check below may wait on the origin, and GC must not take the task meanwhile (the
+      // answer would start and then be cut).
+      const lease = local.lease();
+      try {
+        // Access first: a client the origin refuses must not make this node read its disk, not even to re-check pieces.
+        await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
+        if ((await local.recheck(covering)).length === 0) {
+          writeHead(res, local, range);
+          // No download behind this answer: a piece dropped meanwhile (another reader found it bad) ends it with an
+          // error rather than a wait for a fetch nobody makes.
+          await streamTask({ task: local, done: Promise.resolve(local), want: () => false }, res, { ...range, signal: ac.signal, pool: c.pool });
+          res.end();
+          c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
+          return;
+        }
+      } finally {
+        lease();
       }
     }
   }
