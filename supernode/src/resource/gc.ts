@@ -28,14 +28,15 @@ export async function collectSupernodeGarbage(
   log: Logger,
   now = Date.now(),
 ): Promise<SupernodeGcResult> {
-  const entries = [...store.entries()].map((e) => ({ id: e.taskId, bytes: e.bytes, lastAccess: e.lastAccess, inUse: e.reading || busy(e.taskId) }));
+  // In use: read or written (a lease), or busy for the supernode (seeding, peers in it).
+  const inUse = (taskId: string) => store.pieces(taskId)?.inUse === true || busy(taskId);
+  const entries = [...store.entries()].map((e) => ({ id: e.taskId, bytes: e.bytes, lastAccess: e.lastAccess, inUse: inUse(e.taskId) }));
   const plan = planEvictions(entries, { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, now });
   const evicted: SupernodeGcResult['evicted'] = [];
   for (const e of plan.evict) {
     // Asked again at each removal: the ones before it took a while, and the task may have been taken up meanwhile
     // (a peer registered, a piece is being served or seeded). Such a task stays; the next pass sees it as it is then.
-    const entry = store.get(e.id);
-    if (!entry || store.pieces(e.id)?.inUse || busy(e.id) || store.lastAccess(e.id) > now) continue;
+    if (!store.get(e.id) || inUse(e.id) || store.lastAccess(e.id) > now) continue;
     forget(e.id);
     await store.remove(e.id);
     evicted.push({ taskId: e.id, bytes: e.bytes, why: e.why });

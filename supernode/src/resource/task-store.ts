@@ -74,13 +74,13 @@ export class TaskStore {
     if (now - (t.meta.lastAccess ?? 0) > 60_000) await this.update(taskId, { lastAccess: now });
   }
 
-  /** What GC weighs per task: seeded bytes, last use, whether a piece is being read now. */
-  *entries(): Generator<{ taskId: string; bytes: number; lastAccess: number; reading: boolean }> {
+  /** What GC weighs per task: seeded bytes and last use (whether it is in use, GC asks `pieces(taskId)`). */
+  *entries(): Generator<{ taskId: string; bytes: number; lastAccess: number }> {
     for (const t of this.#store.tasks()) {
       let bytes = 0;
       for (const n of t.present()) bytes += t.range(n).length;
       const taskId = t.geometry.taskId;
-      yield { taskId, bytes, lastAccess: this.#lastAccess.get(taskId) ?? 0, reading: t.inUse };
+      yield { taskId, bytes, lastAccess: this.#lastAccess.get(taskId) ?? 0 };
     }
   }
 
