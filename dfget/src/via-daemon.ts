@@ -49,7 +49,8 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
     if (!again) throw dfgetError('DFGET_HTTP', `${cutAt}, and is gone`);
     // The rest of the same object: from where it stopped, and of the same total size (a different size is another
     // version, which must not be spliced onto this one's start).
-    if (again.statusCode !== 206 || contentRangeStart(again) !== sink.bytes || contentRangeTotal(again) !== total) {
+    const rest = contentRange(again);
+    if (again.statusCode !== 206 || rest?.start !== sink.bytes || rest.total !== total) {
       const answer = await readAnswer(again, signal);
       if (again.statusCode >= 400) throw daemonAnswerError(answer, o.daemon, o.url, cutAt);
       throw dfgetError('DFGET_HTTP', `${cutAt}, then answered ${again.statusCode} to the request for the rest`);
@@ -126,12 +127,8 @@ function contentLength(res: Dispatcher.ResponseData): number | undefined {
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
-function contentRangeTotal(res: Dispatcher.ResponseData): number | undefined {
-  const m = /^bytes \d+-\d+\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
-  return m ? Number(m[1]) : undefined;
-}
-
-function contentRangeStart(res: Dispatcher.ResponseData): number | undefined {
-  const m = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
-  return m ? Number(m[1]) : undefined;
+/** `Content-Range: bytes <start>-<end>/<total>`, read: where the answer starts and the object's whole size. */
+function contentRange(res: Dispatcher.ResponseData): { start: number; total: number } | undefined {
+  const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
+  return m ? { start: Number(m[1]), total: Number(m[2]) } : undefined;
 }
