@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { open, readFile, readdir } from 'node:fs/promises';
+import { open, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { Client, request } from 'undici';
@@ -33,6 +33,7 @@ import {
   writeFully,
   writeWholeStream,
   holdBlock,
+  serveBlocks,
   type HeldBlock,
   type TaskInfo,
 } from '@damselfly/shared';
@@ -118,6 +119,27 @@ t.test('block bytes handed out from memory are held: their pooled buffer is not 
   await writePiece(fh, 2 * length, length, chunked(pieces[2]!), { onBlock: (_b, _sha, data) => void reused.push(data[0]!.buffer) });
   t.ok(reused.includes(held!.data[0]!.buffer), 'released, the buffer is reused');
   t.ok((await readFile(join(dir, 'data'))).equals(Buffer.concat(pieces)), 'every piece is on disk as sent');
+});
+
+t.test('a piece read from disk: its first block goes out alone, the rest in reads of the pool\'s buffer size', async (t) => {
+  const dir = await tempDir(t);
+  const piece = makeBlob(8 * BLOCK_SIZE, 41);
+  const path = join(dir, 'data');
+  await writeFile(path, piece);
+  const writes: number[] = [];
+  const got: Buffer[] = [];
+  const out = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      writes.push(chunk.length);
+      got.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  // The reader needs block 5 first: the body starts there and wraps around.
+  await serveBlocks(path, 0, piece.length, out, { framed: false, firstBlock: 5, pool: new BufferPool(MiB, 4), onDisk: () => true, block: async () => ({ sha: '' }) });
+  t.ok(Buffer.concat(got).equals(Buffer.concat([piece.subarray(5 * BLOCK_SIZE), piece.subarray(0, 5 * BLOCK_SIZE)])), 'every byte, from block 5 on and wrapping around');
+  t.equal(writes[0], BLOCK_SIZE, 'the block the reader waits on is written by itself, not behind a 1 MiB read');
+  t.same(writes.slice(1), [2 * BLOCK_SIZE, MiB, BLOCK_SIZE], 'then blocks 6-7, and blocks 0-4 in 1 MiB reads');
 });
 
 t.test('a block that does not match is refused before a byte of it is written; the blocks before it are reported', async (t) => {

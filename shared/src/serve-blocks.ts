@@ -32,8 +32,8 @@ export interface ServeBlocksOptions extends ServeOptions {
   firstBlock?: number;
   /**
    * Unframed only: whether block `b` is verified on disk now and `block(b)` would add nothing (no wait, no check the
-   * first block's did not already do). Such blocks following one read from disk go out in the same read loop, in
-   * reads of the pool's buffer size instead of one read per block.
+   * first block's did not already do). Such blocks following one read from disk (after the first block, which goes
+   * alone) go out in the same read loop, in reads of the pool's buffer size instead of one read per block.
    */
   onDisk?(b: number): boolean;
 }
@@ -60,7 +60,9 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
         ready.release?.();
       }
       else {
-        while (!o.framed && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+        // The first block goes out alone, the rest in big reads: whoever waits on it (a downloader that must hash it
+        // before its reader gets a byte, a client's first byte) does not wait for a 1 MiB read behind it.
+        while (!o.framed && i > 0 && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
         await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) });
       }
       if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);

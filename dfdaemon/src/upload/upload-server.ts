@@ -93,6 +93,8 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       // Past this point the answer is written by hand from pooled buffers; an error can only cut the connection.
       void reply.hijack();
       reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, [FIRST_BLOCK_HEADER]: first });
+      // The headers go now, not with the first read: the downloader sets up its side while this one reads the disk.
+      reply.raw.flushHeaders();
       if (relaying) c.metrics.relayedPieces.inc();
       await task.withFile((fh) => serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, onDisk: () => !relaying, pool: c.pool, fh, pace, onBytes: (b) => c.metrics.uploadBytes.inc(b) })).then(
         () => reply.raw.end(),
