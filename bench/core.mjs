@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Core benchmark (issue #2): N concurrent downloads of one blob through Damselfly P2P vs the same N straight from
+// Core benchmark: N concurrent downloads of one blob through Damselfly P2P vs the same N straight from
 // the registry (curl), in the same run. Prints wall-time and origin-bytes ratios side by side, plus the P2P bound.
 //   node bench/core.mjs [--size-mib 256] [--n 4,8] [--origin-mbps 0|200]
 // --origin-mbps caps the registry's egress (a TCP relay), like a real registry behind a shared uplink; 0 = loopback.

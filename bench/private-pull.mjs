@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Cost of the access check on private blobs (issue #8): the same blob pulled through a dfdaemon from a public registry
+// Cost of the access check on private blobs: the same blob pulled through a dfdaemon from a public registry
 // and from a private (htpasswd) one, in the same run. Private pulls are measured twice: with the access answer cached
 // (the default, 60 s per client credentials, repository and digest) and with every pull checked at the registry
 // (--access-cache-seconds 0). Reports TTFB and total time (median of --pulls warm pulls), origin requests per pull,

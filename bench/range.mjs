@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Range benchmark (issue #3): time to first byte of a 1 MiB Range read of an uncached blob through dfdaemon
+// Range benchmark: time to first byte of a 1 MiB Range read of an uncached blob through dfdaemon
 // (forward proxy, as nydusd reads) versus straight from the registry, and what the origin served for it.
 //   node bench/range.mjs [--size-mib 1024] [--reads 5] [--latency-ms 10]
 // --latency-ms puts a relay adding that much each way in front of the registry (direct reads go through it too).
@@ -9,7 +9,8 @@
 // is still arriving at the first), and a third node once that has settled (RANGE_SETTLE_MS, default 500 ms).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { ROOT, spawnDaemon, spawnSupernode } from './procs.mjs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -25,17 +26,23 @@ const reg = await startRegistry();
 const latency = Number(values['latency-ms']);
 const { latencyRelay } = await import(join(ROOT, '.test-dist/helpers/latency.js'));
 const relay = latency > 0 ? await latencyRelay({ host: '127.0.0.1', port: Number(new URL(reg.url).port) }, latency) : undefined;
-const pushed = await pushBlob(reg.url, 'bench/range', makeBlob(size, 5));
+const blob = makeBlob(size, 5);
+const pushed = await pushBlob(reg.url, 'bench/range', blob);
 const digest = pushed.digest;
 const base = relay?.url ?? reg.url;
 const url = pushed.url.replace(reg.url, base);
 const served = () => reg.blobBytesServed(digest);
 
-/** curl's own timers: TTFB and total, in ms. */
-async function curl(args) {
-  const { stdout } = await promisify(execFile)('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{time_starttransfer} %{time_total}', ...args]);
+/** Where each read's body goes, to be compared with the blob (tmpfs when there is one: no disk write in the timing). */
+const out = join(process.platform === 'linux' ? '/dev/shm' : tmpdir(), `range-bench-${process.pid}`);
+let checked = 0;
+/** curl's own timers: TTFB and total, in ms; the body must be `expected`, byte for byte. */
+async function curl(args, expected) {
+  const { stdout } = await promisify(execFile)('curl', ['-sS', '-o', out, '-w', '%{http_code} %{time_starttransfer} %{time_total}', ...args]);
   const [code, ttfb, total] = stdout.trim().split(' ');
   if (code !== '206') throw new Error(`status ${code}`);
+  if (!(await readFile(out)).equals(expected)) throw new Error(`curl ${args.join(' ')}: the body is not the blob's bytes`);
+  checked++;
   return { ttfb: Number(ttfb) * 1000, total: Number(total) * 1000 };
 }
 
@@ -46,19 +53,21 @@ const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2
 // below, interleaved with the P2P reads, so both see the machine in the same state (right after the push, writeback
 // of the pushed blob made some direct reads 5x slower than others).
 let before = served();
-for (const off of offsets) await curl(['-r', `${off}-${off + MiB - 1}`, url]);
+const slice = (off) => blob.subarray(off, off + MiB);
+for (const off of offsets) await curl(['-r', `${off}-${off + MiB - 1}`, url], slice(off));
 const directOrigin = served() - before;
 const direct = [];
 
 // Long-running supernode and dfdaemons, as in production, warmed up on another blob; every measured read then hits a
 // piece nobody has (offsets are in distinct pieces), so each one is seeded from the origin on demand.
-const warmPushed = await pushBlob(reg.url, 'bench/warm', makeBlob(8 * MiB, 6));
+const warmBlob = makeBlob(8 * MiB, 6);
+const warmPushed = await pushBlob(reg.url, 'bench/warm', warmBlob);
 const warmUp = { url: warmPushed.url.replace(reg.url, base) };
 const sn = await spawnSupernode();
 const a = await spawnDaemon(sn.url, 0, ['--registries', base]);
 const b = await spawnDaemon(sn.url, 1, ['--registries', base]);
 const c = await spawnDaemon(sn.url, 2, ['--registries', base]);
-for (const d of [a, b, c]) await curl(['-x', d.proxyUrl, '-r', '0-99', warmUp.url]);
+for (const d of [a, b, c]) await curl(['-x', d.proxyUrl, '-r', '0-99', warmUp.url], warmBlob.subarray(0, 100));
 const settle = Number(process.env.RANGE_SETTLE_MS ?? 500);
 const cold = [];
 const warm = [];
@@ -68,13 +77,13 @@ for (const off of offsets) {
   await new Promise((r) => setTimeout(r, Number(process.env.RANGE_GAP_MS ?? 0)));
   // The registry's own page cache already holds this range (the push wrote it): a direct read now is what it costs
   // just before the P2P one, in the same conditions.
-  direct.push(await curl(['-r', `${off}-${off + MiB - 1}`, url]));
-  cold.push(await curl(['-x', a.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
+  direct.push(await curl(['-r', `${off}-${off + MiB - 1}`, url], slice(off)));
+  cold.push(await curl(['-x', a.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url], slice(off)));
   // A second node reading the same range: the piece is in the swarm now.
-  warm.push(await curl(['-x', b.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
+  warm.push(await curl(['-x', b.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url], slice(off)));
   // A third node once the swarm is quiet: the same hops, without the first node's piece still streaming beside it.
   await new Promise((r) => setTimeout(r, settle));
-  settled.push(await curl(['-x', c.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url]));
+  settled.push(await curl(['-x', c.proxyUrl, '-r', `${off}-${off + MiB - 1}`, url], slice(off)));
 }
 // The interleaved direct reads cost the origin what the first pass measured; the task's registration, the blob's
 // first block (its size probe brings it), is counted apart: it is once per blob, not per read.
@@ -96,6 +105,8 @@ line('dfdaemon, 2nd node', warm);
 line(`3rd node, ${settle} ms later`, settled);
 console.log(`  origin bytes per read via P2P (3 nodes read it): ${(p2pOrigin / reads / MiB).toFixed(2)} MiB = the ${pieceSizeFor(size) / MiB} MiB piece(s) covering it, once; not ${values['size-mib']} MiB, not once per node`);
 console.log(`  and once for the blob: its first ${firstBlock / 1024} KiB, which came with its size`);
+console.log(`  every read's body (${checked} of them) was the blob's bytes for its range`);
+await rm(out, { force: true });
 await relay?.close();
 await reg.stop();
 process.exit(0);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Serving benchmark (issue #10): how fast a blob leaves a node once the swarm has it, against curl straight from the
+// Serving benchmark: how fast a blob leaves a node once the swarm has it, against curl straight from the
 // registry in the same run:
 //   - warm: a blob cached on the node, pulled again through its mirror (what every later pull on that node is);
 //   - second node: a fresh dfdaemon pulling a blob the first node and the supernode hold (the swarm's common case),

@@ -1,5 +1,5 @@
 /**
- * The supernode's swarm view (issue #12), in a real headless Chromium (Debian `chromium` driven by playwright-core):
+ * The supernode's swarm view, in a real headless Chromium (Debian `chromium` driven by playwright-core):
  * against a live swarm the page shows the task and the peers and follows them as they change; peer-supplied strings
  * are shown as text, never run; without the operator token it shows nothing but the token prompt. A screenshot is
  * kept in test-artifacts/.

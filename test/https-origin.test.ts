@@ -1,5 +1,5 @@
 /**
- * https origins with their own CA (issue #12): a real registry behind TLS with a self-signed CA made by openssl here.
+ * https origins with their own CA: a real registry behind TLS with a self-signed CA made by openssl here.
  * Both daemons take the CA per origin host (originCaFiles); a supernode without it says so in the client's error
  * instead of the dfdaemon silently going direct; nydusd-style http:// proxy requests for an https registry are
  * upgraded; originInsecureHosts skips verification for a host.

@@ -1,5 +1,5 @@
 /**
- * Preheat by image reference (issue #12): a real multi-arch image (built with umoci, pushed with skopeo --all) in the
+ * Preheat by image reference: a real multi-arch image (built with umoci, pushed with skopeo --all) in the
  * real registry; the operator CLI `dfctl` (the built binary) preheats one platform into the supernode, and after it a
  * skopeo pull through a dfdaemon costs the registry no blob bytes; scope all-peers puts the blobs on every connected
  * dfdaemon; private registries with the operator's credentials; and the errors an operator can make.

@@ -142,7 +142,7 @@ t.test('blame is weighed: a liar blaming peers others verified is discredited an
   s.on('peer:reinstated', ({ peerId }) => events.push(`reinstated ${peerId}`));
   s.on('peer:discredited', ({ peerId }) => events.push(`discredited ${peerId}`));
   const honest = ['h1', 'h2', 'h3', 'h4'];
-  for (const p of [...honest, 'good', 'liar', 'evil', 'victim']) s.peerJoined(p, true);
+  for (const p of [...honest, 'good', 'liar', 'evil', 'victim', 'u']) s.peerJoined(p, true);
   honest.forEach((h, i) => s.taskJoined(h, task, [i]));
   for (const p of ['good', 'liar', 'victim']) s.taskJoined(p, task);
   // 'good' verifies a piece from every honest peer: they are vouched for.
@@ -150,6 +150,11 @@ t.test('blame is weighed: a liar blaming peers others verified is discredited an
     t.same(s.schedule(task, 'good', [i], 1), [{ piece: i, from: honest[i] }]);
     t.equal(s.pieceResult(task, 'good', i, honest[i], true), 'accepted');
   }
+  // First the liar blames 'u', a holder nobody vouched for: its word alone condemns it, for now.
+  s.taskJoined('u', task, [5]);
+  t.same(s.schedule(task, 'liar', [5], 1), [{ piece: 5, from: 'u' }]);
+  s.pieceResult(task, 'liar', 5, 'u', false, 'corrupt');
+  t.ok(s.isBlacklisted(task, 'u'), 'an unvouched source goes on one corrupt report');
   // The liar blames them one by one, through real assignments.
   for (let i = 0; i < 3; i++) {
     const [c] = s.schedule(task, 'liar', [i], 1);
@@ -158,19 +163,19 @@ t.test('blame is weighed: a liar blaming peers others verified is discredited an
     t.notOk(s.isBlacklisted(task, honest[i]!), `${honest[i]} (vouched for) is not condemned on one word`);
   }
   t.ok(s.isBlacklisted(task, 'liar'), 'the third contested blame discredits the liar: it is blacklisted as a source');
-  t.match(events, ['discredited liar', 'blacklisted liar']);
+  t.notOk(s.isBlacklisted(task, 'u'), 'its blame is withdrawn: the source it alone condemned is reinstated');
+  t.same(events, ['blacklisted u', 'discredited liar', 'reinstated u', 'blacklisted liar']);
   t.same(s.schedule(task, 'victim', [2], 1), [{ piece: 2, from: 'h3' }], 'honest peers keep serving others');
 
-  // A garbage peer nobody vouched for goes on the first corrupt report; its accuser is not discredited.
-  s.peerJoined('evil', true);
-  s.taskJoined('evil', task, [3]);
+  // A garbage peer nobody vouched for (the only holder of its piece) goes on the first corrupt report; its accuser is
+  // not discredited.
+  s.taskJoined('evil', task, [6]);
   s.pieceResult(task, 'victim', 2, 'h3', true);
-  const [c] = s.schedule(task, 'victim', [3], 1, Date.now());
-  const from = c!.from;
-  s.pieceResult(task, 'victim', 3, from, false, 'corrupt');
-  if (from === 'evil') t.ok(s.isBlacklisted(task, 'evil'), 'an unvouched garbage peer is blacklisted at once');
-  else t.ok(true, 'the honest holder was chosen first');
+  t.same(s.schedule(task, 'victim', [6], 1, Date.now()), [{ piece: 6, from: 'evil' }]);
+  s.pieceResult(task, 'victim', 6, 'evil', false, 'corrupt');
+  t.ok(s.isBlacklisted(task, 'evil'), 'an unvouched garbage peer is blacklisted at once');
   t.notOk(s.isBlacklisted(task, 'victim'), 'blaming garbage costs the accuser nothing');
+  t.equal(events.at(-1), 'blacklisted evil');
 
   // Two requesters blaming a vouched-for source condemn it.
   const two = new Scheduler({ supernodeSlots: 64, peerSlots: 8, failuresBeforeBlacklist: 3 });

@@ -1,5 +1,5 @@
 /**
- * Swarm efficiency (issue #11): the supernode serves as few pieces at once as keep its uplink full, and a source whose
+ * Swarm efficiency: the supernode serves as few pieces at once as keep its uplink full, and a source whose
  * uplink is fairly shared among a peer's transfers is not cut as "too slow". The emulated-network benchmark
  * (bench/swarm.mjs, run small in bench.test.ts) measures the effect; these pin the mechanisms.
  */

@@ -14,7 +14,9 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { Supernode, loadSupernodeConfig } from '@damselfly/supernode';
 import { Daemon, loadDaemonConfig } from '@damselfly/dfdaemon';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import WebSocket from 'ws';
+import { AUTH_HEADER, WS_PATH, sessionProof } from '@damselfly/shared';
+import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
 import { findObject, renderChart } from './helpers/chart.js';
@@ -53,20 +55,31 @@ t.test('mutual TLS everywhere: the swarm works over https/wss, nobody without a 
   t.ok(peerBytes > 0, `pieces travelled peer to peer over TLS (${peerBytes} bytes)`);
 
   // No client certificate: the TLS handshake itself fails, on the supernode and on an upload server.
+  // Each client below trusts the cluster CA, so what refuses it is the server's demand for a certificate, not the
+  // client's doubt about the server's.
   const noCert = new Agent({ connect: { ca: await readFile(certs.ca) } });
   t.teardown(() => noCert.close());
-  await t.rejects(request(`${sn.url}/healthy`, { dispatcher: noCert }), 'supernode: no client certificate, no connection');
-  await t.rejects(request(`${daemons[0]!.uploadUrl}/healthy`, { dispatcher: noCert }), 'upload server: likewise');
-  // A certificate from another CA: refused too, and the supernode is not trusted by a client of another CA.
+  const noCertRefused = { code: /ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED|ECONNRESET|UND_ERR_SOCKET/ };
+  await t.rejects(request(`${sn.url}/healthy`, { dispatcher: noCert }), noCertRefused, 'supernode: no client certificate, no connection');
+  await t.rejects(request(`${daemons[0]!.uploadUrl}/healthy`, { dispatcher: noCert }), noCertRefused, 'upload server: likewise');
+  // A certificate from another CA: refused too.
   const stranger = new Agent({ connect: { ca: await readFile(certs.ca), cert: await readFile(certs.otherCa), key: await readFile(certs.otherCa.replace('.crt', '.key')) } });
   t.teardown(() => stranger.close());
-  await t.rejects(request(`${sn.url}/healthy`, { dispatcher: stranger }), 'a certificate the cluster CA did not sign is refused');
+  await t.rejects(request(`${sn.url}/healthy`, { dispatcher: stranger }), { code: /ERR_SSL_TLSV1_ALERT_UNKNOWN_CA|ECONNRESET|UND_ERR_SOCKET/ }, 'a certificate the cluster CA did not sign is refused');
   const member = new Agent({ connect: { ca: await readFile(certs.ca), cert: await readFile(certs.cert), key: await readFile(certs.key) } });
   t.teardown(() => member.close());
   const ok = await request(`${sn.url}/healthy`, { dispatcher: member });
   t.equal(ok.statusCode, 200, 'a cluster certificate gets in');
   await ok.body.dump();
-  await t.rejects(rawPeer(sn.url, 'plain', undefined), 'no wss session without a certificate');
+  // A member's session proof over wss, without a certificate: the handshake fails before the proof is looked at.
+  const ws = new WebSocket(sn.url.replace(/^http/, 'ws') + WS_PATH, { ca: await readFile(certs.ca), headers: { [AUTH_HEADER]: sessionProof(Buffer.from(TEST_SECRET), 'plain') } });
+  const outcome = await new Promise<string>((resolve) => {
+    ws.once('open', () => resolve('open'));
+    ws.once('unexpected-response', (_req, res) => resolve(`upgrade answered ${res.statusCode}`));
+    ws.once('error', (err: Error & { code?: string }) => resolve(`error ${err.code ?? err.message}`));
+  });
+  ws.terminate();
+  t.match(outcome, /^error (ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED|ECONNRESET)/, 'no wss session without a certificate, even with the cluster secret');
 });
 
 t.test("the chart's rendered config (cluster secret, allowed origins) runs a real cluster: ?ns= mirror and skopeo pulls", async (t) => {
@@ -127,5 +140,9 @@ t.test("the chart's rendered config (cluster secret, allowed origins) runs a rea
   const served = await reg.settledBytesServed(image.blobs.map((b) => b.digest));
   t.ok(served <= total + image.blobs.length, `each blob left the registry once (${served} bytes for ${total})`);
   // A peer with the wrong secret is kept out of this cluster.
-  await t.rejects(rawPeer(sn.url, 'outsider', 'a-different-secret-entirely-000'), 'the chart secret is the membership');
+  const outsider = await rawPeer(sn.url, 'outsider', 'a-different-secret-entirely-000').then((p) => (p.close(), 0), (err: { status?: number }) => err.status ?? -1);
+  t.equal(outsider, 401, 'the chart secret is the membership: another secret is refused at the upgrade');
+  const insider = await rawPeer(sn.url, 'insider', secret);
+  t.equal(insider.ws.readyState, WebSocket.OPEN, 'and a peer with the chart secret is let in');
+  insider.close();
 });
