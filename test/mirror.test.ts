@@ -60,7 +60,10 @@ t.test('private registry (htpasswd): the auth challenge passes through, credenti
   const sn = new Supernode(loadSupernodeConfig({ flags: { host: '127.0.0.1', port: 0, dataDir, logLevel: 'trace', clusterSecret: TEST_SECRET, ...TEST_ORIGINS } }), { log: createLogger('supernode', 'trace', sink) });
   await sn.start();
   t.teardown(() => sn.stop());
-  const d = await startDaemon(t, [sn.url], { registries: [reg.url], proxyHosts: [], logLevel: 'trace' });
+  // The dfdaemon, which has the client's Authorization header in hand, logs at trace level into a buffer too.
+  let loggedDf = '';
+  const dfSink = new Writable({ write: (c, _e, cb) => ((loggedDf += c), cb()) });
+  const d = await startDaemon(t, [sn.url], { registries: [reg.url], proxyHosts: [], logLevel: 'trace' }, { log: createLogger('dfdaemon', 'trace', dfSink) });
   const conf = await mirrorConf(dir, reg.host, hostOf(d.proxyUrl));
 
   // The challenge reaches the client unchanged through the mirror.
@@ -83,6 +86,8 @@ t.test('private registry (htpasswd): the auth challenge passes through, credenti
   t.ok(await metricValue(sn.metrics.registry, 'damselfly_supernode_origin_bytes_total') > 0, 'the supernode seeded with them');
   const b64 = Buffer.from('alice:s3cret-pass').toString('base64');
   t.notOk(logged.includes('s3cret') || logged.includes(b64), 'no credential in the supernode log');
+  t.ok(loggedDf.length > 0, 'the dfdaemon logged');
+  t.notOk(loggedDf.includes('s3cret') || loggedDf.includes(b64), 'no credential in the dfdaemon log');
 });
 
 t.test('Range: 206 + Content-Range, suffix and open ranges, 416 past the end, 400 for several ranges', async (t) => {
@@ -159,6 +164,10 @@ t.test('mirror upstream from ?ns= (containerd) and X-Dragonfly-Registry; one tas
   const viaHeader = await getViaProxy(d.proxyUrl, `/v2/team/ns/blobs/${digest}`, { 'x-dragonfly-registry': redirectUrl });
   t.equal(viaHeader.status, 200);
   t.equal(sha(viaHeader.body), digest);
+  // Both went P2P (only P2P answers name a task): the two tasks below are real ones, not two missing headers.
+  const TASK = /^[0-9a-f]{64}$/;
+  t.match(viaNs.headers['x-damselfly-task-id'], TASK);
+  t.match(viaHeader.headers['x-damselfly-task-id'], TASK);
   t.not(viaHeader.headers['x-damselfly-task-id'], viaNs.headers['x-damselfly-task-id'], 'another registry is another task: its bytes are never served as the first one\'s');
   const sameRegistry = await getViaProxy(d.proxyUrl, `/v2/other/repo/blobs/${digest}`, { 'x-dragonfly-registry': reg.url });
   t.equal(sameRegistry.status, 200);
@@ -170,7 +179,9 @@ t.test('mirror upstream from ?ns= (containerd) and X-Dragonfly-Registry; one tas
   t.ok(redirected.body.equals(blob.subarray(0, 1024)));
   const again = await getViaProxy(d2.proxyUrl, `/v2/team/ns/blobs/${digest}`, { range: `bytes=${5 * MiB}-${5 * MiB + 9}` });
   t.ok(again.body.equals(blob.subarray(5 * MiB, 5 * MiB + 10)));
+  t.match(again.headers['x-damselfly-task-id'], TASK);
   t.equal(again.headers['x-damselfly-task-id'], viaHeader.headers['x-damselfly-task-id'], 'every signed redirect of one blob is one task');
+  t.equal(await metricValue(d2.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'p2p' }), 2, 'both reads went P2P, none around it');
   const direct = await request(`${redirectUrl}/v2/`);
   await direct.body.dump();
   t.equal(direct.statusCode, 307, 'the redirector really redirects');

@@ -50,6 +50,7 @@ t.test('--help shows every default and environment variable', async (t) => {
   t.match(df.out, /--proxy-port <value>\s+mirror\/proxy port \[\$DFDAEMON_PROXY_PORT\]\s+\(default: 65001\)/);
   t.match(df.out, /--shutdown-grace-seconds <value>[^-]+\(default: 10\)/);
   const sn = await run(process.execPath, [join(ROOT, 'supernode/dist/cli.js'), '--help']);
+  t.equal(sn.code, 0);
   t.match(sn.out, /--port <value>\s+REST \+ ws \+ metrics port \[\$SUPERNODE_PORT\]\s+\(default: 8002\)/);
 });
 

@@ -39,7 +39,7 @@ export async function startSupernode(t: Teardown, overrides: Partial<Record<keyo
   return sn;
 }
 
-export async function startDaemon(t: Teardown, supernodes: string[], overrides: Partial<Record<keyof DaemonConfig, unknown>> = {}): Promise<Daemon> {
+export async function startDaemon(t: Teardown, supernodes: string[], overrides: Partial<Record<keyof DaemonConfig, unknown>> = {}, components: ConstructorParameters<typeof Daemon>[1] = {}): Promise<Daemon> {
   const dataDir = await tempDir(t, 'damselfly-df-');
   const d = new Daemon(
     loadDaemonConfig({
@@ -58,6 +58,7 @@ export async function startDaemon(t: Teardown, supernodes: string[], overrides: 
         ...overrides,
       },
     }),
+    components,
   );
   await d.start();
   t.teardown(() => d.stop());
