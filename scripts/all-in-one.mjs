@@ -2,9 +2,11 @@
 // All-in-one: a supernode and a dfdaemon in one process, for a single machine or a first try.
 // Data lives under $DAMSELFLY_HOME (default ./.damselfly). Extra settings come from the usual env variables.
 //
-// Secure by default: without DAMSELFLY_CLUSTER_SECRET(_FILE) a random secret is created once in
+// Secure by default: without a cluster secret (--cluster-secret(-file) or DAMSELFLY_CLUSTER_SECRET(_FILE)) a random
+// secret is created once in
 // $DAMSELFLY_HOME/cluster-secret (mode 0600); other nodes join by being given the same file. The supernode seeds only
-// from the dfdaemon's registries and proxy hosts (SUPERNODE_ALLOWED_ORIGINS to change that), and from their own
+// from the dfdaemon's registries and proxy hosts, flags or environment (--allowed-origins or SUPERNODE_ALLOWED_ORIGINS
+// to change that), and from their own
 // addresses even when those are loopback or private: the operator named them.
 import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
@@ -43,7 +45,9 @@ for (const [flag, value] of Object.entries(parsed.values)) {
 
 const home = resolve(process.env.DAMSELFLY_HOME ?? '.damselfly');
 const env = { ...process.env };
-if (!env.DAMSELFLY_CLUSTER_SECRET && !env.DAMSELFLY_CLUSTER_SECRET_FILE) {
+// A secret given as a flag counts too: creating one beside it would only leave an unused file behind.
+const secretFlag = parsed.values['cluster-secret-file'] ?? (parsed.values['cluster-secret'] ? '(from --cluster-secret)' : undefined);
+if (!secretFlag && !env.DAMSELFLY_CLUSTER_SECRET && !env.DAMSELFLY_CLUSTER_SECRET_FILE) {
   const file = join(home, 'cluster-secret');
   if (!existsSync(file)) {
     mkdirSync(home, { recursive: true });
@@ -52,8 +56,9 @@ if (!env.DAMSELFLY_CLUSTER_SECRET && !env.DAMSELFLY_CLUSTER_SECRET_FILE) {
   env.DAMSELFLY_CLUSTER_SECRET_FILE = file;
 }
 const split = (s) => (s ?? '').split(',').map((x) => x.trim()).filter(Boolean);
-const registries = split(env.DFDAEMON_REGISTRIES);
-const origins = [...registries, ...split(env.DFDAEMON_PROXY_HOSTS)];
+// What the dfdaemon serves, as it will read it: its flags win over the environment.
+const registries = split(dfFlags.registries ?? env.DFDAEMON_REGISTRIES);
+const origins = [...registries, ...split(dfFlags.proxyHosts ?? env.DFDAEMON_PROXY_HOSTS)];
 env.SUPERNODE_ALLOWED_ORIGINS ??= origins.join(',');
 if (env.SUPERNODE_ORIGIN_ALLOW_CIDRS === undefined) {
   const cidrs = new Set();
@@ -78,8 +83,8 @@ try {
 }
 process.stderr.write(
   `damselfly all-in-one is up\n  supernode      ${sn.url}\n  proxy/mirror   ${daemon.proxyUrl}\n  upload         ${daemon.uploadUrl}\n  health         ${daemon.healthUrl}/server/ping\n` +
-    `  cluster secret ${env.DAMSELFLY_CLUSTER_SECRET_FILE ?? '(from DAMSELFLY_CLUSTER_SECRET)'}\n` +
-    `  seeds from     ${env.SUPERNODE_ALLOWED_ORIGINS || '(nothing: set DFDAEMON_REGISTRIES)'}\n` +
+    `  cluster secret ${secretFlag ?? env.DAMSELFLY_CLUSTER_SECRET_FILE ?? '(from DAMSELFLY_CLUSTER_SECRET)'}\n` +
+    `  seeds from     ${snFlags.allowedOrigins ?? (env.SUPERNODE_ALLOWED_ORIGINS || '(nothing: set DFDAEMON_REGISTRIES or --registries)')}\n` +
     `try: node dfget/dist/cli.js <url> -O <file> --daemon ${daemon.proxyUrl}\n`,
 );
 let stopping = false;

@@ -5,6 +5,8 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort } from './helpers/registry.js';
@@ -60,12 +62,19 @@ t.test('run.sh passes its flags through (moved ports work, the hint names them) 
   t.match(bad.out, /Unknown option '--prot'/);
   const [port, proxy, upload, health] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
   const home = await tempDir(t);
+  // The registry and the secret as flags: the supernode seeds from that registry, and no second secret is made.
+  const secretFile = join(await tempDir(t), 'secret');
+  await writeFile(secretFile, 'a-cluster-secret-given-as-a-flag\n', { mode: 0o600 });
   const up = await run(
     'bash',
-    ['scripts/run.sh', '--port', String(port), '--proxy-port', String(proxy), '--upload-port', String(upload), '--health-port', String(health), '--log-level', 'warn'],
-    { env: { DAMSELFLY_HOME: home }, until: /try: .*/ },
+    ['scripts/run.sh', '--port', String(port), '--proxy-port', String(proxy), '--upload-port', String(upload), '--health-port', String(health), '--log-level', 'warn', '--registries', 'http://127.0.0.1:5999', '--cluster-secret-file', secretFile],
+    { env: { DAMSELFLY_HOME: home, DAMSELFLY_CLUSTER_SECRET: '' }, until: /try: .*/ },
   );
-  t.match(up.out, new RegExp(`supernode\\s+http://127\\.0\\.0\\.1:${port}`));
+  t.match(up.out, /seeds from\s+http:\/\/127\.0\.0\.1:5999\n/, 'the supernode may seed from the registry given as a flag');
+  t.match(up.out, new RegExp(`cluster secret ${secretFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n`));
+  t.notOk(existsSync(join(home, 'cluster-secret')), 'no secret file made beside the one given');
+  // Bound to every interface, the supernode is announced at this host's address, for other hosts to join.
+  t.match(up.out, new RegExp(`supernode\\s+http://[0-9.]+:${port}`));
   t.match(up.out, new RegExp(`proxy/mirror\\s+http://127\\.0\\.0\\.1:${proxy}`));
   t.match(up.out, new RegExp(`try: node dfget/dist/cli\\.js <url> -O <file> --daemon http://127\\.0\\.0\\.1:${proxy}`), 'the hint works with the moved port');
 });

@@ -5,6 +5,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
 import WebSocket from 'ws';
 import { AUTH_HEADER, BLOCK_SIZE, PROTOCOL_VERSION, WS_PATH, pieceSizeFor, sessionProof } from '@damselfly/shared';
@@ -46,6 +47,25 @@ t.test('4 dfdaemons fetch one blob concurrently: identical, verified, origin rea
   t.comment(`bytes fetched from other peers: ${peerBytes}`);
   t.ok(peerBytes > 0, 'some pieces travelled peer to peer');
   for (const d of daemons) t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'no back-to-source');
+});
+
+t.test('a supernode bound to every interface announces an address other hosts reach, not loopback; peers fetch from it', async (t) => {
+  const external = Object.values(networkInterfaces()).flat().find((a) => a?.family === 'IPv4' && !a.internal)?.address;
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(3 * MiB, 31);
+  const { digest, url } = await pushBlob(reg.url, 'team/wildcard', blob);
+  const sn = await startSupernode(t, { host: '0.0.0.0' });
+  const announced = new URL(sn.url).hostname;
+  if (external) t.equal(announced, external, `announced as ${announced}, this host's own address`);
+  else t.equal(announced, '127.0.0.1', 'a machine with no network: loopback is all there is');
+  // A dfdaemon given the announced URL (and, as on another host, announcing its own upload server at its address)
+  // gets its pieces from the supernode's piece API at that address.
+  const d = await startDaemon(t, [sn.url], { uploadHost: '0.0.0.0' });
+  const r = await getViaProxy(d.proxyUrl, url);
+  t.equal(sha(r.body), digest);
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode, not around it');
+  t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' })) >= blob.length, 'every piece from the supernode, at its announced address');
 });
 
 t.test('a peer serving corrupt pieces is caught, reported, blacklisted; nobody gets a corrupt byte', async (t) => {

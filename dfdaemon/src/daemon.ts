@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { createLogger, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, BulkClient, TokenBucket, type Logger } from '@damselfly/shared';
+import { advertiseHost, createLogger, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, BulkClient, TokenBucket, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
 import { LocalStore, Peer, SupernodePool, clusterTls, engineOptions } from '@damselfly/peer';
@@ -12,7 +12,6 @@ import { buildUploadServer } from './upload/upload-server.js';
 import { buildProxyServer } from './proxy/proxy-server.js';
 import { buildHealthServer } from './health-server.js';
 import { AccessGuard } from './proxy/access-guard.js';
-import { advertiseHost } from './advertise.js';
 import { allowedHosts } from './proxy/route.js';
 
 export class Daemon {

@@ -143,7 +143,8 @@ export function kebab(key: string): string {
 /** Markdown table of a schema, for the README. */
 export function describeSchema(schema: Schema): string {
   const rows = Object.entries(schema).map(
-    ([k, s]) => `| \`${k}\` | \`--${kebab(k)}\` | ${s.env ? `\`${s.env}\`` : ''} | ${JSON.stringify(s.default ?? '')} | ${s.doc} |`,
+    // A flag always takes a value, booleans too (`--insecure true`): a bare one would swallow the next argument.
+    ([k, s]) => `| \`${k}\` | \`--${kebab(k)}${s.type === 'bool' ? ' <bool>' : ''}\` | ${s.env ? `\`${s.env}\`` : ''} | ${JSON.stringify(s.default ?? '')} | ${s.doc} |`,
   );
   return ['| key | flag | env | default | meaning |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');
 }

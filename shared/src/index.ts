@@ -33,3 +33,4 @@ export * from './blocks.js';
 export * from './serve-blocks.js';
 export * from './digest-check.js';
 export * from './piece-store.js';
+export * from './advertise-host.js';

@@ -1,6 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, BufferPool, RateMeter, originFastPath, type OriginFastPath, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
+import { AddressPolicy, advertiseHost, BufferPool, RateMeter, originFastPath, type OriginFastPath, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -201,9 +201,9 @@ export class Supernode {
     const app = this.#app;
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));
     const addr = this.#app.server.address() as AddressInfo;
-    const host = this.config.host === '0.0.0.0' || this.config.host === '::' ? '127.0.0.1' : this.config.host;
     const scheme = trust.tls?.cert ? 'https' : 'http';
-    this.#url = this.config.advertiseUrl ?? `${scheme}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+    // The URL peers are given for the supernode's piece API: on a wildcard bind, an address other hosts can reach.
+    this.#url = this.config.advertiseUrl ?? `${scheme}://${advertiseHost(this.config.host)}:${addr.port}`;
     this.#tuneSlots();
     // The dashboard's history: origin, supernode and peer bytes per second.
     this.#sampler = setInterval(() => {
