@@ -53,6 +53,15 @@ t.test('bench/range.mjs: Range TTFB through dfdaemon vs direct', async (t) => {
   t.match(far.stdout, /every read's body \(13 of them\) was the blob's bytes for its range/);
 });
 
+t.test('bench/wake.mjs: a message between two processes, busy and after a pause', async (t) => {
+  const r = await bench('wake.mjs', ['--rounds', '20', '--gaps', '0,5']);
+  t.equal(r.code, 0, r.stderr.slice(-500));
+  const busy = /back to back\s+median ([\d.]+) ms, p90 ([\d.]+) ms/.exec(r.stdout);
+  const idle = /after 5 ms idle\s+median ([\d.]+) ms, p90 ([\d.]+) ms/.exec(r.stdout);
+  t.ok(busy && Number(busy[1]) > 0 && Number(busy[1]) <= Number(busy[2]), `back to back: ${busy?.[1]} ms`);
+  t.ok(idle && Number(idle[1]) > 0 && Number(idle[1]) <= Number(idle[2]), `after a pause: ${idle?.[1]} ms`);
+});
+
 t.test('bench/private-pull.mjs: access-check cost on private pulls vs a public one', async (t) => {
   const r = await bench('private-pull.mjs', ['--size-mib', '2', '--pulls', '2', '--cold', '2', '--latency-ms', '2']);
   t.equal(r.code, 0, r.stderr.slice(-500));
