@@ -5,6 +5,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
 import WebSocket from 'ws';
@@ -66,6 +67,29 @@ t.test('a supernode bound to every interface announces an address other hosts re
   t.equal(sha(r.body), digest);
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode, not around it');
   t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' })) >= blob.length, 'every piece from the supernode, at its announced address');
+});
+
+t.test('a supernode piece is fetched where the peer reached the supernode, never at the address an assignment names', async (t) => {
+  // Whoever answers at an announced address could frame any bytes with their own hashes: it must get no request.
+  let asked = 0;
+  const impostor = createServer((_req, res) => {
+    asked++;
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise((r) => impostor.close(r)));
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(3 * MiB, 32);
+  const { digest, url } = await pushBlob(reg.url, 'team/announced', blob);
+  const port = await freePort();
+  await startSupernode(t, { port, advertiseUrl: `http://127.0.0.1:${(impostor.address() as { port: number }).port}` });
+  const d = await startDaemon(t, [`http://127.0.0.1:${port}`]);
+  const r = await getViaProxy(d.proxyUrl, url);
+  t.equal(sha(r.body), digest);
+  t.equal(asked, 0, 'the announced address was never asked');
+  t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_download_bytes_total', { source: 'supernode' })) >= blob.length, 'every piece came from the supernode it is connected to');
+  t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0);
 });
 
 t.test('a peer serving corrupt pieces is caught, reported, blacklisted; nobody gets a corrupt byte', async (t) => {

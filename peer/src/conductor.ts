@@ -429,7 +429,12 @@ export class Conductor {
     const sources = this.#c.sources;
     const pace = paceAll([this.#c.limits?.download]);
     /** Starts a transfer; `second`: an endgame second source for a piece already in flight. */
-    const start = (a: Assignment, second = false) => {
+    const start = (assigned: Assignment, second = false) => {
+      // The supernode's pieces are fetched where this peer reached the supernode itself (the session it authenticated,
+      // over TLS the certificate it checked), never at the address an assignment names: its framed block hashes are
+      // trusted for what they are only because they come from the supernode, and an announced address is a guess
+      // (another host's on a machine with several interfaces, anyone's port on this one).
+      const a = assigned.from === 'supernode' ? { ...assigned, base: client.url } : assigned;
       const t0 = performance.now();
       const ac = new AbortController();
       // Held by the transfer record: the winner of an endgame pair cancels the other through it.
