@@ -39,7 +39,9 @@ const snFlags = {};
 const dfFlags = {};
 for (const [flag, value] of Object.entries(parsed.values)) {
   const { key } = keys.get(flag);
-  if (key in supernodeSchema) snFlags[key] = value;
+  // --advertise-url is the upload server's: peers fetch the supernode's pieces where they reached it, so its own
+  // advertiseUrl is only a name, and the same URL for both would send peers to the supernode for the node's pieces.
+  if (key in supernodeSchema && key !== 'advertiseUrl') snFlags[key] = value;
   if (key in daemonSchema) dfFlags[key] = value;
 }
 
@@ -47,6 +49,11 @@ const home = resolve(process.env.DAMSELFLY_HOME ?? '.damselfly');
 const env = { ...process.env };
 // A secret given as a flag counts too: creating one beside it would only leave an unused file behind.
 const secretFlag = parsed.values['cluster-secret-file'] ?? (parsed.values['cluster-secret'] ? '(from --cluster-secret)' : undefined);
+// A flag wins over the environment, as for every other setting (both would be refused as two secrets).
+if (secretFlag) {
+  delete env.DAMSELFLY_CLUSTER_SECRET;
+  delete env.DAMSELFLY_CLUSTER_SECRET_FILE;
+}
 if (!secretFlag && !env.DAMSELFLY_CLUSTER_SECRET && !env.DAMSELFLY_CLUSTER_SECRET_FILE) {
   const file = join(home, 'cluster-secret');
   if (!existsSync(file)) {
@@ -74,7 +81,8 @@ let sn, daemon;
 try {
   sn = new Supernode(loadSupernodeConfig({ env, flags: { ...snFlags, dataDir: join(home, 'supernode') } }));
   await sn.start();
-  daemon = new Daemon(loadDaemonConfig({ env, flags: { supernodes: env.DFDAEMON_SUPERNODES ?? sn.url, ...dfFlags, dataDir: join(home, 'dfdaemon') } }));
+  // The dfdaemon beside it connects over loopback: an interface address can change under a running laptop.
+  daemon = new Daemon(loadDaemonConfig({ env, flags: { supernodes: env.DFDAEMON_SUPERNODES ?? sn.localUrl, ...dfFlags, dataDir: join(home, 'dfdaemon') } }));
   await daemon.start();
 } catch (err) {
   process.stderr.write(`damselfly: ${err?.code ? `${err.code}: ` : ''}${err?.message ?? err}\n`);

@@ -8,6 +8,7 @@ import { createServer, type Server } from 'node:http';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
 import { freePort } from './helpers/registry.js';
 import { ROOT, TEST_SECRET, startSupernode, tempDir } from './helpers/cluster.js';
@@ -68,13 +69,15 @@ t.test('run.sh passes its flags through (moved ports work, the hint names them) 
   const up = await run(
     'bash',
     ['scripts/run.sh', '--port', String(port), '--proxy-port', String(proxy), '--upload-port', String(upload), '--health-port', String(health), '--log-level', 'warn', '--registries', 'http://127.0.0.1:5999', '--cluster-secret-file', secretFile],
-    { env: { DAMSELFLY_HOME: home, DAMSELFLY_CLUSTER_SECRET: '' }, until: /try: .*/ },
+    // The environment has a secret too (the tests' own): the flag wins, as every flag does.
+    { env: { DAMSELFLY_HOME: home, DAMSELFLY_CLUSTER_SECRET: TEST_SECRET }, until: /try: .*/ },
   );
   t.match(up.out, /seeds from\s+http:\/\/127\.0\.0\.1:5999\n/, 'the supernode may seed from the registry given as a flag');
   t.match(up.out, new RegExp(`cluster secret ${secretFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n`));
   t.notOk(existsSync(join(home, 'cluster-secret')), 'no secret file made beside the one given');
   // Bound to every interface, the supernode is announced at this host's address, for other hosts to join.
-  t.match(up.out, new RegExp(`supernode\\s+http://[0-9.]+:${port}`));
+  const external = Object.values(networkInterfaces()).flat().find((a) => a?.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
+  t.match(up.out, new RegExp(`supernode\\s+http://${external.replace(/\./g, '\\.')}:${port}`));
   t.match(up.out, new RegExp(`proxy/mirror\\s+http://127\\.0\\.0\\.1:${proxy}`));
   t.match(up.out, new RegExp(`try: node dfget/dist/cli\\.js <url> -O <file> --daemon http://127\\.0\\.0\\.1:${proxy}`), 'the hint works with the moved port');
 });

@@ -152,10 +152,16 @@ export class Supernode {
     this.#tuner = setInterval(apply, 500).unref();
   }
 
-  /** Base URL of this supernode (after `start()`). */
+  /** Base URL of this supernode (after `start()`): `advertiseUrl`, or where other hosts reach it. */
   get url(): string {
     return this.#url;
   }
+
+  /** Where a process on this host reaches it (after `start()`): loopback for a wildcard bind, whatever it announces. */
+  get localUrl(): string {
+    return this.#localUrl;
+  }
+  #localUrl = '';
 
   /** Starts every part in order; if one fails (the port in use), what started is stopped again. */
   start(): Promise<void> {
@@ -204,6 +210,8 @@ export class Supernode {
     const scheme = trust.tls?.cert ? 'https' : 'http';
     // The URL peers are given for the supernode's piece API: on a wildcard bind, an address other hosts can reach.
     this.#url = this.config.advertiseUrl ?? `${scheme}://${advertiseHost(this.config.host)}:${addr.port}`;
+    const wildcard = this.config.host === '0.0.0.0' || this.config.host === '::';
+    this.#localUrl = `${scheme}://${wildcard ? '127.0.0.1' : advertiseHost(this.config.host)}:${addr.port}`;
     this.#tuneSlots();
     // The dashboard's history: origin, supernode and peer bytes per second.
     this.#sampler = setInterval(() => {
