@@ -36,6 +36,15 @@ async function failed(t: Test, r: DfgetResult, code: number, message: RegExp, di
   if (cachesBefore) t.same(await peerCaches(), cachesBefore, 'no one-shot peer cache left');
 }
 
+t.test('standalone with its log on (DAMSELFLY_LOG_LEVEL): the log goes to stderr, -O - carries the blob and nothing else', async (t) => {
+  const blob = makeBlob(2 * MiB + 5, 91);
+  const origin = await serveFile(t, blob, '/logged');
+  const r = await runDfget([origin, '-O', '-', '--standalone', '--no-progress'], { env: { DAMSELFLY_LOG_LEVEL: 'debug' } });
+  t.equal(r.code, 0, r.stderr.slice(-300));
+  t.ok(r.stdout.equals(blob), `stdout is the blob, byte for byte (${r.stdout.length} of ${blob.length} bytes)`);
+  t.match(r.stderr, /"name":"dfget"/, 'the log lines went to stderr');
+});
+
 t.test('a read-only output directory: exit 5 with the cause, before anything is fetched', { skip: noTmpfs ?? false }, async (t) => {
   // Tests run as root, which ignores directory permissions: a read-only mount is what refuses root too.
   const dir = await mountTmpfs(t, 'size=1m,ro');

@@ -19,7 +19,8 @@ import { hasCode } from './classify.js';
 export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress, signal: AbortSignal, scratch: Scratch): Promise<void> {
   // Registered as it is made: a run that times out while the peer is stuck still removes it.
   const dir = await scratch.during(mkdtemp(join(tmpdir(), 'dfget-')).then((d) => (scratch.add(d), d)));
-  const log = createLogger('dfget', process.env.DAMSELFLY_LOG_LEVEL ?? 'silent');
+  // On stderr: stdout may be the blob itself (`-O -`), where a log line would be a corrupt byte.
+  const log = createLogger('dfget', process.env.DAMSELFLY_LOG_LEVEL ?? 'silent', process.stderr);
   const store = new LocalStore(dir);
   const dispatcher = createOriginDispatcher();
   const cluster = new BulkClient({ tls: clusterTls(o.trust) });
