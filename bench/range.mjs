@@ -9,6 +9,7 @@
 // is still arriving at the first), and a third node once that has settled (RANGE_SETTLE_MS, default 500 ms).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { existsSync, rmSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { ROOT, spawnDaemon, spawnSupernode } from './procs.mjs';
@@ -34,7 +35,8 @@ const url = pushed.url.replace(reg.url, base);
 const served = () => reg.blobBytesServed(digest);
 
 /** Where each read's body goes, to be compared with the blob (tmpfs when there is one: no disk write in the timing). */
-const out = join(process.platform === 'linux' ? '/dev/shm' : tmpdir(), `range-bench-${process.pid}`);
+const out = join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), `range-bench-${process.pid}`);
+process.on('exit', () => rmSync(out, { force: true }));
 let checked = 0;
 /** curl's own timers: TTFB and total, in ms; the body must be `expected`, byte for byte. */
 async function curl(args, expected) {
@@ -106,7 +108,6 @@ line(`3rd node, ${settle} ms later`, settled);
 console.log(`  origin bytes per read via P2P (3 nodes read it): ${(p2pOrigin / reads / MiB).toFixed(2)} MiB = the ${pieceSizeFor(size) / MiB} MiB piece(s) covering it, once; not ${values['size-mib']} MiB, not once per node`);
 console.log(`  and once for the blob: its first ${firstBlock / 1024} KiB, which came with its size`);
 console.log(`  every read's body (${checked} of them) was the blob's bytes for its range`);
-await rm(out, { force: true });
 await relay?.close();
 await reg.stop();
 process.exit(0);

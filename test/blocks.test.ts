@@ -140,6 +140,12 @@ t.test('a piece read from disk: its first block goes out alone, the rest in read
   t.ok(Buffer.concat(got).equals(Buffer.concat([piece.subarray(5 * BLOCK_SIZE), piece.subarray(0, 5 * BLOCK_SIZE)])), 'every byte, from block 5 on and wrapping around');
   t.equal(writes[0], BLOCK_SIZE, 'the block the reader waits on is written by itself, not behind a 1 MiB read');
   t.same(writes.slice(1), [2 * BLOCK_SIZE, MiB, BLOCK_SIZE], 'then blocks 6-7, and blocks 0-4 in 1 MiB reads');
+  // A later piece of one answer (nobody waits on its first block): 1 MiB reads from its start.
+  writes.length = 0;
+  got.length = 0;
+  await serveBlocks(path, 0, piece.length, out, { framed: false, firstAlone: false, pool: new BufferPool(MiB, 4), onDisk: () => true, block: async () => ({ sha: '' }) });
+  t.ok(Buffer.concat(got).equals(piece));
+  t.same(writes, [MiB, MiB], 'firstAlone: false: the whole piece in 1 MiB reads');
 });
 
 t.test('a block that does not match is refused before a byte of it is written; the blocks before it are reported', async (t) => {

@@ -2,7 +2,7 @@
  * The core promise, end to end with a real registry: many peers, one origin read, every byte verified.
  */
 import t from 'tap';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
@@ -56,13 +56,15 @@ t.test('a supernode bound to every interface announces an address other hosts re
   t.teardown(() => reg.stop());
   const blob = makeBlob(3 * MiB, 31);
   const { digest, url } = await pushBlob(reg.url, 'team/wildcard', blob);
-  const sn = await startSupernode(t, { host: '0.0.0.0' });
+  // Reachable from the network for the test's length: with a secret of its own, not the one in this repository.
+  const secret = randomBytes(24).toString('base64url');
+  const sn = await startSupernode(t, { host: '0.0.0.0', clusterSecret: secret });
   const announced = new URL(sn.url).hostname;
   if (external) t.equal(announced, external, `announced as ${announced}, this host's own address`);
   else t.equal(announced, '127.0.0.1', 'a machine with no network: loopback is all there is');
   // A dfdaemon given the announced URL (and, as on another host, announcing its own upload server at its address)
   // gets its pieces from the supernode's piece API at that address.
-  const d = await startDaemon(t, [sn.url], { uploadHost: '0.0.0.0' });
+  const d = await startDaemon(t, [sn.url], { uploadHost: '0.0.0.0', clusterSecret: secret });
   const r = await getViaProxy(d.proxyUrl, url);
   t.equal(sha(r.body), digest);
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode, not around it');

@@ -375,7 +375,10 @@ t.test('pieces only with a grant: upload servers and the supernode piece API ref
 t.test('insiders serving garbage under many ids cannot fail an honest pull: after two bad peers a piece comes from the supernode', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
-  const blob = makeBlob(16 * MiB, 403);
+  // Two pieces and twelve sybils: without the rule, a requester could be sent to many of them for one piece.
+  const blob = makeBlob(2 * MiB, 403);
+  const pieces = Math.ceil(blob.length / pieceSizeFor(blob.length));
+  t.equal(pieces, 2);
   const { digest, url } = await pushBlob(reg.url, 'team/sybil', blob);
   const sn = await startSupernode(t);
   const seed = await startDaemon(t, [sn.url]);
@@ -392,11 +395,14 @@ t.test('insiders serving garbage under many ids cannot fail an honest pull: afte
     t.equal(r.status, 200);
     t.equal(sha(r.body), digest, 'the honest pull completed with the right bytes');
   }
-  const served = bad.reduce((s, b) => s + b.served, 0);
-  t.ok(served > 0, `the bad peers were tried (${served} requests)`);
-  // Each piece costs an honest node at most two bad sources before the supernode serves it.
-  const pieces = Math.ceil(blob.length / pieceSizeFor(blob.length));
-  t.ok(served <= 2 * pieces * honest.length, `at most two bad sources per piece and node (${served} for ${pieces} pieces x ${honest.length})`);
+  const requests = bad.flatMap((b) => b.requests);
+  t.ok(requests.length > 0, `the bad peers were tried (${requests.length} requests)`);
+  // Per requester and piece: at most two bad sources as the piece's source, and one more as an endgame second source
+  // racing the supernode's transfer.
+  const perPair = new Map<string, number>();
+  for (const r of requests) perPair.set(`${r.requester} #${r.piece}`, (perPair.get(`${r.requester} #${r.piece}`) ?? 0) + 1);
+  const worst = Math.max(...perPair.values());
+  t.ok(worst <= 3, `at most two bad sources per piece and requester, plus an endgame race (worst: ${worst}; ${JSON.stringify(Object.fromEntries(perPair))})`);
   t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_served_pieces_total')) > before, 'the supernode stepped in for the honest pulls');
 });
 

@@ -63,6 +63,8 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
       // A present piece is verified as a whole by its first block's wait: the rest is read in big reads, except the
       // blob's last block while the digest check holds it.
       onDisk: (b) => task.has(n) && !held(b),
+      // Only the answer's first block is waited on by the client; later pieces go in big reads from their start.
+      firstAlone: n === first,
       block: async (b) => {
         if (head) {
           const got = head;

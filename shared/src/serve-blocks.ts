@@ -36,6 +36,11 @@ export interface ServeBlocksOptions extends ServeOptions {
    * alone) go out in the same read loop, in reads of the pool's buffer size instead of one read per block.
    */
   onDisk?(b: number): boolean;
+  /**
+   * Read the first block from disk by itself (default true): someone waits on it (a downloader that must hash it, a
+   * client's first byte). False for the later pieces of one answer, whose first block nobody waits on.
+   */
+  firstAlone?: boolean;
 }
 
 export async function serveBlocks(path: string, pieceStart: number, pieceLength: number, out: Writable, o: ServeBlocksOptions): Promise<void> {
@@ -60,9 +65,10 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
         ready.release?.();
       }
       else {
-        // The first block goes out alone, the rest in big reads: whoever waits on it (a downloader that must hash it
-        // before its reader gets a byte, a client's first byte) does not wait for a 1 MiB read behind it.
-        while (!o.framed && i > 0 && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+        // The first block goes out alone (unless `firstAlone` is false), the rest in big reads: whoever waits on it (a
+        // downloader that must hash it before its reader gets a byte, a client's first byte) does not wait for a 1 MiB
+        // read behind it.
+        while (!o.framed && (i > 0 || o.firstAlone === false) && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
         await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) });
       }
       if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);

@@ -6,12 +6,14 @@
  */
 import { createServer, type Server } from 'node:http';
 import WebSocket from 'ws';
-import { AUTH_HEADER, BLOCK_SIZE, PROTOCOL_VERSION, WS_PATH, pieceSizeFor, sessionProof, type Assignment, type TaskInfo, type WantResult } from '@damselfly/shared';
+import { AUTH_HEADER, BLOCK_SIZE, GRANT_HEADER, PROTOCOL_VERSION, WS_PATH, pieceSizeFor, sessionProof, type Assignment, type TaskInfo, type WantResult } from '@damselfly/shared';
 
 export interface BadPeer {
   peerId: string;
   /** Piece requests it answered (with garbage). */
   served: number;
+  /** Who asked it for which piece (the requester as the supernode's grant names it), one entry per request. */
+  requests: { piece: number; requester: string }[];
   close(): Promise<void>;
 }
 
@@ -29,10 +31,12 @@ export async function startBadPeer(
   mode: BadMode = 'garbage',
   blob?: Buffer,
 ): Promise<BadPeer> {
-  const state = { served: 0 };
+  const state = { served: 0, requests: [] as { piece: number; requester: string }[] };
   const drips = new Set<NodeJS.Timeout>();
   const server: Server = createServer((req, res) => {
     state.served++;
+    const grant = String(req.headers[GRANT_HEADER] ?? '');
+    state.requests.push({ piece: Number(new URL(req.url!, 'http://x').pathname.split('/').pop()), requester: Buffer.from(grant.split('.')[1] ?? '', 'base64url').toString() });
     if (mode === 'silent') return;
     if (mode === 'drip') {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 4 * 1024 * 1024 });
@@ -94,6 +98,7 @@ export async function startBadPeer(
     get served() {
       return state.served;
     },
+    requests: state.requests,
     close: async () => {
       for (const d of drips) clearInterval(d);
       ws.terminate();
