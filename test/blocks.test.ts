@@ -121,6 +121,34 @@ t.test('block bytes handed out from memory are held: their pooled buffer is not 
   t.ok((await readFile(join(dir, 'data'))).equals(Buffer.concat(pieces)), 'every piece is on disk as sent');
 });
 
+t.test('a block handed to its readers lets them run before the rest of the same network read is hashed', async (t) => {
+  const dir = await tempDir(t);
+  const length = 4 * BLOCK_SIZE;
+  const fh = await open(join(dir, 'data'), 'w+');
+  t.teardown(() => fh.close());
+  const piece = makeBlob(length, 95);
+  const events: string[] = [];
+  // The whole piece in one chunk, as one 1 MiB socket read delivers it; a reader waiting for block 0 sends it on
+  // through a few promise hops (as the supernode's piece API does).
+  const oneRead = { forEach: async (fn: (c: Buffer) => Promise<void> | void) => fn(piece), discard: () => {} };
+  const reader = async (ready: Promise<void>) => {
+    await ready;
+    await Promise.resolve();
+    events.push('reader sent block 0');
+  };
+  let handed!: () => void;
+  const sent = reader(new Promise<void>((r) => (handed = r)));
+  await writePiece(fh, 0, length, oneRead, {
+    onHashed: (b) => {
+      events.push(`hashed ${b}`);
+      if (b === 0) handed();
+    },
+  });
+  await sent;
+  t.same(events, ['hashed 0', 'reader sent block 0', 'hashed 1', 'hashed 2', 'hashed 3']);
+  t.ok((await readFile(join(dir, 'data'))).equals(piece), 'the piece is on disk as sent');
+});
+
 t.test('a piece read from disk: its first block goes out alone, the rest in reads of the pool\'s buffer size', async (t) => {
   const dir = await tempDir(t);
   const piece = makeBlob(8 * BLOCK_SIZE, 41);

@@ -133,6 +133,8 @@ export class PieceSink {
   #writes = 0;
   #error?: unknown;
   readonly #waiting: (() => void)[] = [];
+  /** The last `feed` stopped right after handing a block to its readers (see `handedOut`). */
+  #handedOut = false;
 
   constructor(fh: FileHandle, offset: number, length: number, o: PieceSinkOptions = {}) {
     this.#fh = fh;
@@ -170,7 +172,8 @@ export class PieceSink {
    */
   feed(chunk: Buffer, from = 0): number {
     let off = from;
-    while (off < chunk.length && !this.done) {
+    this.#handedOut = false;
+    while (off < chunk.length && !this.done && !this.#handedOut) {
       if (this.#error) throw this.#error;
       const b = this.#base + this.blocks.length;
       if (this.#readingHash) {
@@ -197,6 +200,16 @@ export class PieceSink {
       }
     }
     return off - from;
+  }
+
+  /**
+   * The last `feed` stopped after a block went to its readers (`onHashed`): the caller lets the event loop turn before
+   * it feeds the rest of the chunk. One socket read can hold 1 MiB, four blocks to copy and hash: without the turn, a
+   * reader handed the first of them (the supernode's piece API answering a Range read) could send it only after the
+   * other three were hashed (0.8 ms later, traced on the range benchmark; 0.14 ms with the turn).
+   */
+  get handedOut(): boolean {
+    return this.#handedOut;
   }
 
   /** Resolves once `feed` takes bytes again (a write finished); rejects with a failed write's error. */
@@ -249,7 +262,10 @@ export class PieceSink {
     holders.set(data, { buf, count: 0 });
     // The sink's own hold, let go once the block is written and reported.
     const own = holdBlock(data);
-    this.#o.onHashed?.(b, sha, data);
+    if (this.#o.onHashed) {
+      this.#o.onHashed(b, sha, data);
+      this.#handedOut = true;
+    }
     this.#writes++;
     writeFully(this.#fh, bytes, this.#offset + b * BLOCK_SIZE).then(
       // Reported only when its bytes are in the file: a reader told "verified" finds them there.
@@ -302,9 +318,16 @@ function feedSinks(sinks: PieceSink[], at: { i: number }, chunk: Buffer, off: nu
     if (sink.done) at.i++;
     else if (off < chunk.length) {
       const resume = off;
-      return sink.ready().then(() => feedSinks(sinks, at, chunk, resume, label, length));
+      // After a block went to its readers, a turn of the event loop first: their sends go out before more hashing.
+      const go = sink.handedOut ? nextTurn().then(() => sink.ready()) : sink.ready();
+      return go.then(() => feedSinks(sinks, at, chunk, resume, label, length));
     }
   }
+}
+
+/** Resolves after the event loop's pending callbacks and every queued promise job have run. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Waits until `n` more bytes may pass a bandwidth limit (undefined when they may at once); see TokenBucket. */
