@@ -208,7 +208,8 @@ export class Supernode {
     await listenAs('port', this.config.host, this.config.port, () => app.listen({ host: this.config.host, port: this.config.port }));
     const addr = this.#app.server.address() as AddressInfo;
     const scheme = trust.tls?.cert ? 'https' : 'http';
-    // The URL peers are given for the supernode's piece API: on a wildcard bind, an address other hosts can reach.
+    // The URL it names itself by (peers fetch its pieces where they connected to it): on a wildcard bind, an address
+    // other hosts can reach, for an operator to give them.
     this.#url = this.config.advertiseUrl ?? `${scheme}://${advertiseHost(this.config.host)}:${addr.port}`;
     const wildcard = this.config.host === '0.0.0.0' || this.config.host === '::';
     this.#localUrl = `${scheme}://${wildcard ? '127.0.0.1' : advertiseHost(this.config.host)}:${addr.port}`;

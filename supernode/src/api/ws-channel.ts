@@ -166,6 +166,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
       piece,
       from,
       ...(relay ? { relay } : {}),
+      // A peer fetches the supernode's own pieces where it connected to it (this base only names it).
       base: from === SUPERNODE ? c.selfBase() : (c.sessions.get(from) ?? ''),
       grant: issueGrant(c.grantKey, { taskId, piece, requester: peerId! }),
       sha256: c.store.pieceSha(taskId, piece),
