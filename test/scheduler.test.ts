@@ -409,6 +409,27 @@ t.test('endgame: a second source for a piece in flight, never the first one; the
   t.equal(s.pendingCount, 0);
 });
 
+t.test('endgame: a piece that already failed from two peers gets no third peer as its second source', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 4, peerSlots: 2, failuresBeforeBlacklist: 3 });
+  const holders = ['h1', 'h2', 'h3', 'h4'];
+  for (const p of [...holders, 'r']) s.peerJoined(p, true);
+  for (const h of holders) s.taskJoined(h, 'T', [0, 1]);
+  s.taskJoined('r', 'T');
+  // Two peers fail piece 0 for r (timeouts, not corruption: nobody is blacklisted for the task).
+  for (let i = 0; i < 2; i++) {
+    const [c] = s.schedule('T', 'r', [0], 1);
+    t.not(c?.from, SUPERNODE);
+    s.pieceResult('T', 'r', 0, c!.from, false, 'timeout');
+  }
+  t.same(s.schedule('T', 'r', [0], 1), [{ piece: 0, from: SUPERNODE }], 'after two peers, the supernode');
+  t.same(s.endgame('T', 'r', [0]), [], 'and no third peer races it');
+  // A piece with no failures still gets a peer as its second source.
+  const [c1] = s.schedule('T', 'r', [1], 1);
+  t.not(c1?.from, SUPERNODE);
+  const [second] = s.endgame('T', 'r', [1]);
+  t.ok(second && second.from !== c1!.from && second.piece === 1, `piece 1: a second source (${second?.from})`);
+});
+
 t.test('endgame rule: only when everything needed is in flight, for pieces slower than 1.5x this run\'s median, oldest first', async (t) => {
   const { endgamePieces, slowAfterMs } = await import('@damselfly/peer');
   t.equal(slowAfterMs([]), Infinity, 'nothing finished yet: nothing is slow');

@@ -297,19 +297,24 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /**
    * Endgame: a second source for pieces `requester` is already fetching (its last ones, from a source that is slow);
    * the first transfer to finish wins and the other is cancelled. Never the source it already has, at most one second
-   * source per piece, and only for pieces it has in flight. The pieces do not count against its in-flight limit.
+   * source per piece, and only for pieces it has in flight. The pieces do not count against its in-flight limit. A
+   * piece `requester` already got bad bytes or failures from PEER_TRIES_PER_PIECE peers for gets no peer as its
+   * second source either: it comes from the supernode, as `schedule` decided.
    */
   endgame(taskId: string, requester: string, pieces: readonly number[], now = Date.now()): Choice[] {
     const swarm = this.#tasks.get(taskId);
     if (!swarm) return [];
     const tried = new Map<number, Set<string>>();
+    let supernodeOnly: Set<number> | undefined;
     for (const piece of pieces) {
       const p = this.#pending.get(pendingKey({ taskId, requester, piece }));
       if (!p || this.#pending.has(endgameKey(p))) continue;
-      tried.set(piece, new Set([...(swarm.peerFailures.get(requester)?.get(piece) ?? []), p.from]));
+      const failed = swarm.peerFailures.get(requester)?.get(piece);
+      if ((failed?.size ?? 0) >= PEER_TRIES_PER_PIECE) (supernodeOnly ??= new Set()).add(piece);
+      tried.set(piece, new Set([...(failed ?? []), p.from]));
     }
     if (!tried.size) return [];
-    const choices = this.#opts.policy(this.#view(swarm, taskId, requester), { requester, want: [...tried.keys()], max: tried.size, tried, downloaders: swarm.peers.size })
+    const choices = this.#opts.policy(this.#view(swarm, taskId, requester), { requester, want: [...tried.keys()], max: tried.size, supernodeOnly, tried, downloaders: swarm.peers.size })
       // The policy keeps failed peers out, not the supernode: the source already at work is never asked twice.
       .filter((c) => !tried.get(c.piece)?.has(c.from));
     for (const c of choices) this.#book(swarm, { taskId, requester, piece: c.piece, from: c.from, at: now, relay: c.relay, endgame: true });
