@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   BLOCK_SIZE,
+  advertiseHost,
   DamselflyError,
   PROTOCOL_VERSION,
   canonicalUrl,
@@ -56,6 +57,17 @@ t.test('credentials: any header not known to be plain counts; what registry clie
   t.equal(displayUrl(gl), 'https://gitlab.example/api/v4/projects/1/packages/generic/p/1/f.tar?private_token=redacted&v=2');
   t.equal(anonymousUrl(gl).href, 'https://gitlab.example/api/v4/projects/1/packages/generic/p/1/f.tar?v=2');
   t.notOk(carriesCredentials(new URL('https://h/f?v=2&tag=x')), 'other parameters are not');
+});
+
+t.test('announced address of a wildcard bind: the first external IPv4, else a global IPv6, else loopback', async (t) => {
+  const nic = (address: string, family: 'IPv4' | 'IPv6', internal = false) =>
+    ({ address, family, internal, netmask: '', mac: '00:00:00:00:00:00', cidr: null, ...(family === 'IPv6' ? { scopeid: 0 } : {}) }) as import('node:os').NetworkInterfaceInfo;
+  const lo = [nic('127.0.0.1', 'IPv4', true), nic('::1', 'IPv6', true)];
+  t.equal(advertiseHost('10.1.2.3', {}), '10.1.2.3', 'a named host is itself');
+  t.equal(advertiseHost('fd00::7', {}), '[fd00::7]');
+  t.equal(advertiseHost('0.0.0.0', { lo, eth0: [nic('fe80::1', 'IPv6'), nic('192.0.2.9', 'IPv4')] }), '192.0.2.9', 'IPv4 first');
+  t.equal(advertiseHost('::', { lo, eth0: [nic('fe80::1', 'IPv6'), nic('2001:db8::5', 'IPv6')] }), '[2001:db8::5]', 'an IPv6-only host: its global address, not link-local');
+  t.equal(advertiseHost('::', { lo, eth0: [nic('fe80::1', 'IPv6')] }), '127.0.0.1', 'nothing reachable but loopback');
 });
 
 t.test('piece size: about 100 whole-MiB pieces per blob, between 1 and 64 MiB', async (t) => {

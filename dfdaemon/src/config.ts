@@ -57,7 +57,7 @@ export const daemonSchema: Schema = {
   proxyPort: { type: 'int', default: 65001, min: 0, max: 65535, env: 'DFDAEMON_PROXY_PORT', doc: 'mirror/proxy port' },
   uploadHost: { type: 'string', default: '0.0.0.0', env: 'DFDAEMON_UPLOAD_HOST', doc: 'upload server listen address' },
   uploadPort: { type: 'int', default: 65002, min: 0, max: 65535, env: 'DFDAEMON_UPLOAD_PORT', doc: 'upload server port' },
-  advertiseUrl: { type: 'url', env: 'DFDAEMON_ADVERTISE_URL', doc: 'URL other peers use for this upload server; unset: scheme://uploadHost:uploadPort, with this host\'s first non-internal IPv4 address for an uploadHost of 0.0.0.0 or ::' },
+  advertiseUrl: { type: 'url', env: 'DFDAEMON_ADVERTISE_URL', doc: 'URL other peers use for this upload server; unset: scheme://uploadHost:uploadPort, with this host\'s first non-internal IPv4 address (a global IPv6 one on a host without) for an uploadHost of 0.0.0.0 or ::' },
   healthHost: { type: 'string', default: '127.0.0.1', env: 'DFDAEMON_HEALTH_HOST', doc: 'health/metrics listen address' },
   healthPort: { type: 'int', default: 40901, min: 0, max: 65535, env: 'DFDAEMON_HEALTH_PORT', doc: '/server/ping and /metrics port' },
   peerId: { type: 'string', default: `${hostname()}-${process.pid}`, env: 'DFDAEMON_PEER_ID', doc: 'unique id of this peer' },

@@ -87,7 +87,7 @@ export const supernodeSchema: Schema = {
   minPieceSize: { type: 'size', default: MIN_PIECE_SIZE, min: MIN_PIECE_SIZE, max: MAX_PIECE_SIZE, env: 'SUPERNODE_MIN_PIECE_SIZE', doc: 'smallest piece, e.g. 4MiB: blobs are cut into about 100 pieces of whole MiB, none smaller than this (whole MiB)' },
   peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
   failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },
-  advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL this supernode names itself by (start-up log, run.sh); peers fetch its pieces where they connected to it. Unset: scheme://host:port, with this host\'s first non-internal IPv4 address for a host of 0.0.0.0 or ::' },
+  advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL this supernode names itself by (start-up log, run.sh); peers fetch its pieces where they connected to it. Unset: scheme://host:port, with this host\'s first non-internal IPv4 address (a global IPv6 one on a host without) for a host of 0.0.0.0 or ::' },
   allowedOrigins: { type: 'strings', default: [], env: 'SUPERNODE_ALLOWED_ORIGINS', doc: 'origins to seed from: https://host[:port], host[:port], *.domain or * (empty = none)' },
   originAllowCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ORIGIN_ALLOW_CIDRS', doc: 'origin address ranges allowed although loopback/private/link-local' },
   advertiseCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ADVERTISE_CIDRS', doc: 'upload addresses peers may advertise besides their own' },
