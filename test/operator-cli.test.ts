@@ -68,13 +68,15 @@ t.test('run.sh passes its flags through (moved ports work, the hint names them) 
   await writeFile(secretFile, 'a-cluster-secret-given-as-a-flag\n', { mode: 0o600 });
   const up = await run(
     'bash',
-    ['scripts/run.sh', '--port', String(port), '--proxy-port', String(proxy), '--upload-port', String(upload), '--health-port', String(health), '--log-level', 'warn', '--registries', 'http://127.0.0.1:5999', '--cluster-secret-file', secretFile],
+    ['scripts/run.sh', '--port', String(port), '--proxy-port', String(proxy), '--upload-port', String(upload), '--health-port', String(health), '--log-level', 'warn', '--registries', 'http://127.0.0.1:5999', '--cluster-secret-file', secretFile, '--advertise-url', `http://127.0.0.1:${upload}`],
     // The environment has a secret too (the tests' own): the flag wins, as every flag does.
     { env: { DAMSELFLY_HOME: home, DAMSELFLY_CLUSTER_SECRET: TEST_SECRET }, until: /try: .*/ },
   );
   t.match(up.out, /seeds from\s+http:\/\/127\.0\.0\.1:5999\n/, 'the supernode may seed from the registry given as a flag');
   t.match(up.out, new RegExp(`cluster secret ${secretFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n`));
   t.notOk(existsSync(join(home, 'cluster-secret')), 'no secret file made beside the one given');
+  // --advertise-url is the upload server's; the supernode keeps its own name.
+  t.match(up.out, new RegExp(`upload\\s+http://127\\.0\\.0\\.1:${upload}\\n`), 'the upload server announced at --advertise-url');
   // Bound to every interface, the supernode is announced at this host's address, for other hosts to join.
   const external = Object.values(networkInterfaces()).flat().find((a) => a?.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
   t.match(up.out, new RegExp(`supernode\\s+http://${external.replace(/\./g, '\\.')}:${port}`));
