@@ -104,9 +104,7 @@ export class Supernode {
       digestBytes: this.metrics.digestBytes,
       onPoisoned: (taskId) => {
         this.metrics.digestMismatches.inc();
-        this.scheduler.dropTask(taskId);
-        this.demands.forget(taskId);
-        this.traffic.forgetTask(taskId);
+        this.#leaveSwarm(taskId);
       },
       onRecorded: (taskId) => this.scheduler.wake(taskId),
     });
@@ -237,6 +235,16 @@ export class Supernode {
     return this.#gcRunning;
   }
 
+  /**
+   * A task left the store (its bytes were not its digest's, GC evicted it): its swarm, the demands in it and its
+   * traffic history go too, or a later flush would bring an empty swarm for it back into the scheduler.
+   */
+  #leaveSwarm(taskId: string): void {
+    this.scheduler.dropTask(taskId);
+    this.demands.forget(taskId);
+    this.traffic.forgetTask(taskId);
+  }
+
   async #gcPass(now: number): Promise<SupernodeGcResult> {
     const c = this.config;
     this.#quota ??= await effectiveQuota(c.dataDir, c.diskQuota);
@@ -245,9 +253,7 @@ export class Supernode {
       (taskId) => this.seeder.busy(taskId) || this.scheduler.taskPeers(taskId) > 0,
       (taskId) => {
         this.seeder.forgetTask(taskId);
-        this.scheduler.dropTask(taskId);
-        this.demands.forget(taskId);
-        this.traffic.forgetTask(taskId);
+        this.#leaveSwarm(taskId);
       },
       { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000 },
       this.log,
