@@ -547,11 +547,6 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
     return join(this.#o.dataDir, 'tasks', `${taskId}.data`);
   }
 
-  /** Runs `fn` with a task's data file open for reading and writing (kept open while busy, from the bounded cache). */
-  withHandle<R>(taskId: string, fn: (fh: import('node:fs/promises').FileHandle) => Promise<R>): Promise<R> {
-    return this.#handles.use(this.dataPath(taskId), fn);
-  }
-
   /** Data files open right now (bounded by the handle cache). */
   get openFiles(): number {
     return this.#handles.size;

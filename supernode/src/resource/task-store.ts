@@ -125,8 +125,9 @@ export class TaskStore {
 
   /** Runs `fn` with the task's data file open for reading and writing (kept open while busy, from a bounded cache). */
   async withHandle<T>(taskId: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
-    if (!this.#store.get(taskId)) throw snError('SN_TASK_NOT_FOUND', taskId);
-    return this.#store.withHandle(taskId, fn);
+    const t = this.#store.get(taskId);
+    if (!t) throw snError('SN_TASK_NOT_FOUND', taskId);
+    return t.withFile(fn);
   }
 
   /** Data files open right now (bounded by the handle cache). */
