@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { DamselflyError } from '@damselfly/shared';
+import { BufferPool, readFileChunks, type DamselflyError } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 import { Sink } from './sink.js';
 import type { Scratch } from './scratch.js';
@@ -48,13 +48,8 @@ export class FileSink extends Sink {
   }
 
   protected async readBack(length: number, take: (chunk: Buffer) => void): Promise<void> {
-    const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20));
-    for (let pos = 0; pos < length; ) {
-      const { bytesRead } = await this.#fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
-      if (bytesRead === 0) throw new Error(`${this.tmp} ended at ${pos} of ${length} bytes`);
-      take(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
+    const got = await readFileChunks(this.tmp, 0, length, new BufferPool(1 << 20, 1), take);
+    if (got < length) throw new Error(`${this.tmp} ended at ${got} of ${length} bytes`);
   }
 
   protected async finish(): Promise<void> {

@@ -26,6 +26,7 @@ export * from './server-options.js';
 export * from './handle-cache.js';
 export * from './eviction.js';
 export * from './buffer-pool.js';
+export * from './file-chunks.js';
 export * from './bulk-client.js';
 export * from './node-flags.js';
 export * from './serve-range.js';
