@@ -125,7 +125,7 @@ t.test('origin credentials serve only their owner: another member registering wi
   const sched = (await insider.call<WantResult>({ type: 'pieces:want', taskId, want: [2], max: 1 })) as { ok: true; result: WantResult };
   const a = sched.result.assignments[0]!;
   t.equal(a.from, 'supernode', 'piece 2 is not seeded yet: the supernode must fetch it');
-  const res = await request(`${a.base}/api/v1/tasks/${taskId}/pieces/2`, { headers: { [GRANT_HEADER]: a.grant! } });
+  const res = await request(`${sn.url}/api/v1/tasks/${taskId}/pieces/2`, { headers: { [GRANT_HEADER]: a.grant! } });
   const body = (await res.body.json()) as { code: string };
   t.equal(res.statusCode, 401, "the supernode fetched with the insider's own (wrong) credentials, not alice's");
   t.equal(body.code, 'ORIGIN_AUTH');

@@ -431,9 +431,8 @@ export class Conductor {
     /** Starts a transfer; `second`: an endgame second source for a piece already in flight. */
     const start = (assigned: Assignment, second = false) => {
       // The supernode's pieces are fetched where this peer reached the supernode itself (the session it authenticated,
-      // over TLS the certificate it checked), never at the address an assignment names: its framed block hashes are
-      // trusted for what they are only because they come from the supernode, and an announced address is a guess
-      // (another host's on a machine with several interfaces, anyone's port on this one).
+      // over TLS the certificate it checked), whatever an assignment says: its framed block hashes are trusted for
+      // what they are only because they come from the supernode.
       const a = assigned.from === 'supernode' ? { ...assigned, base: client.url } : assigned;
       const t0 = performance.now();
       const ac = new AbortController();

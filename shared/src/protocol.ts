@@ -151,8 +151,9 @@ export interface Assignment {
   /** `supernode` or the source peer's id. */
   from: string;
   /**
-   * `scheme://host:port` of the source. The downloader builds the piece URL itself from this and the piece path,
-   * so a peer can never make others fetch a URL of its choosing.
+   * `scheme://host:port` of the source peer's upload server. The downloader builds the piece URL itself from this and
+   * the piece path, so a peer can never make others fetch a URL of its choosing. Empty for the supernode: its pieces
+   * are fetched where the downloader connected to it (its framed block hashes are trusted for coming from there).
    */
   base: string;
   /** Grant for this piece (send as `x-damselfly-grant`); absent when the cluster has no secret. */

@@ -184,7 +184,6 @@ export class Supernode {
       metrics: this.metrics,
       log: this.log,
       trust,
-      selfBase: () => new URL(this.#url).origin,
       sessions: new Map(),
       probes: new Map(),
       // Without a cluster secret the supernode still signs its own piece grants, with a key nobody else knows.

@@ -43,8 +43,6 @@ export interface ChannelComponents {
   store: TaskStore;
   metrics: SupernodeMetrics;
   log: Logger;
-  /** `scheme://host:port` peers use for supernode pieces. */
-  selfBase: () => string;
   /** Live sessions: peer id → its upload base (empty for peers that do not upload). */
   sessions: Map<string, string>;
   /** Key the supernode signs piece grants with (the cluster secret, or a per-process key without one). */
@@ -166,8 +164,8 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
       piece,
       from,
       ...(relay ? { relay } : {}),
-      // A peer fetches the supernode's own pieces where it connected to it (this base only names it).
-      base: from === SUPERNODE ? c.selfBase() : (c.sessions.get(from) ?? ''),
+      // None for the supernode's own pieces: a peer fetches them where it connected to the supernode.
+      base: from === SUPERNODE ? '' : (c.sessions.get(from) ?? ''),
       grant: issueGrant(c.grantKey, { taskId, piece, requester: peerId! }),
       sha256: c.store.pieceSha(taskId, piece),
       // From a peer the downloader needs every block's hash up front; from the supernode they come framed.
