@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { open, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { Client, request } from 'undici';
+import { Agent, Client, request } from 'undici';
+import { createServer } from 'node:http';
 import {
   BLOCK_SIZE,
   BufferPool,
@@ -37,7 +38,7 @@ import {
   type HeldBlock,
   type TaskInfo,
 } from '@damselfly/shared';
-import { LocalStore, streamTask } from '@damselfly/peer';
+import { LocalStore, backToSource, streamTask } from '@damselfly/peer';
 import { blobChunks, freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
@@ -275,6 +276,25 @@ t.test('the piece store: blocks left by an earlier attempt are built on only if 
   t3.on('fetch:ended', (n) => endedC.push(n));
   t3.beginFetch(0)();
   t.same(endedC, [0], 'a fetch that ends without the piece says so (relays stop waiting)');
+});
+
+t.test('back to source, cancelled: the call rejects with the abort, never returns as if its pieces were fetched', async (t) => {
+  const dir = await tempDir(t);
+  const store = new LocalStore(dir);
+  await store.start();
+  t.teardown(() => store.stop());
+  const info: TaskInfo = { taskId: 'f'.repeat(64), contentLength: 4 * MiB, pieceSize: MiB, pieceCount: 4, public: true };
+  const task = await store.open(info, 'http://origin.test/blob');
+  const stopped = new AbortController();
+  stopped.abort(new Error('the run was stopped'));
+  let asked = 0;
+  const origin = createServer((_req, res) => (asked++, res.end()));
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise((r) => origin.close(r)));
+  const req = { url: `http://127.0.0.1:${(origin.address() as { port: number }).port}/blob`, headers: {}, dispatcher: new Agent(), parallel: 2, signal: stopped.signal, onBytes: () => {} };
+  await t.rejects(backToSource(task, req, { contentLength: info.contentLength, acceptsRanges: true }), { message: 'the run was stopped' });
+  t.equal(asked, 0, 'nothing was fetched');
+  t.equal(task.missing().length, 4);
 });
 
 t.test('a read is not held behind the cache record; a removed task is not reopened or written back', async (t) => {

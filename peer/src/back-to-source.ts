@@ -91,4 +91,8 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
   );
   await Promise.all(workers);
   if (failure) throw failure.err;
+  // Cancelled before every piece was fetched (the workers stopped at the abort, none of them failing): not a return as
+  // if done. Its caller, asked for the same pieces again, called again at once, with no await that waits: a dfget
+  // stopped mid-download spun there in promise jobs until its heap ran out.
+  req.signal.throwIfAborted();
 }

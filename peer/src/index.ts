@@ -6,6 +6,7 @@ export * from './conductor.js';
 export * from './supernode-pool.js';
 export * from './supernode-client.js';
 export * from './piece-fetcher.js';
+export * from './back-to-source.js';
 export * from './local-store.js';
 export * from './local-task.js';
 export * from './stream-task.js';
