@@ -22,7 +22,7 @@ import {
 } from '@damselfly/shared';
 import { loadSupernodeConfig, parseImageRef } from '@damselfly/supernode';
 import { loadDaemonConfig } from '@damselfly/dfdaemon';
-import { engineOptions } from '@damselfly/peer';
+import { PEER_FAILURE_CAP, Wants, engineOptions, failureReason, judgeFailure, type LocalTask } from '@damselfly/peer';
 
 const MiB = 1024 * 1024;
 const D = `sha256:${'a'.repeat(64)}`;
@@ -182,4 +182,48 @@ t.test('image references as operators write them', async (t) => {
   t.same(parseImageRef(`http://127.0.0.1:5000/team/app:1.0@${D}`), { registry: 'http://127.0.0.1:5000', repository: 'team/app', reference: D });
   t.same(parseImageRef('ghcr.io/org/tool'), { registry: 'https://ghcr.io', repository: 'org/tool', reference: 'latest' });
   for (const bad of ['Not An Image!', `nginx@sha256:short`, 'http://alpine', 'nginx:bad tag']) t.throws(() => parseImageRef(bad), { code: 'SN_BAD_IMAGE' }, bad);
+});
+
+t.test('a failed piece: what the supernode is told, and whether the download retries, registers again or ends', async (t) => {
+  const err = (fields: Record<string, unknown>) => Object.assign(new Error('x'), fields);
+  t.equal(failureReason(err({ code: 'PIECE_CORRUPT' })), 'corrupt', 'a wrong hash is bad data');
+  t.equal(failureReason(err({ code: 'PIECE_SHORT' })), 'corrupt', 'a wrong length is bad data');
+  t.equal(failureReason(err({ code: 'BULK_PROTOCOL' })), 'corrupt', 'an answer that is not HTTP as members speak it is bad data');
+  t.equal(failureReason(err({ code: 'BULK_BODY_TIMEOUT' })), 'timeout', 'a stalled body is a timeout');
+  t.equal(failureReason(err({ code: 'ECONNRESET' })), 'error', 'anything else is an error, not blame');
+  const at = (tries: number, fromSupernode = true) => ({ taskId: 'T', piece: 3, fromSupernode, tries, pieceAttempts: 5 });
+  const code = (v: ReturnType<typeof judgeFailure>) => (typeof v === 'string' ? v : (v.fatal as { code?: string }).code);
+  t.equal(judgeFailure(err({ code: 'ECONNRESET' }), at(1)), 'retry', 'a first failure from the supernode is retried');
+  t.equal(code(judgeFailure(err({ code: 'ECONNRESET' }), at(5))), 'DF_PIECE_FAILED', 'the fifth from the supernode ends the download');
+  t.equal(judgeFailure(err({ code: 'PIECE_CORRUPT' }), at(PEER_FAILURE_CAP - 1, false)), 'retry', 'peer failures do not count against the supernode\'s attempts');
+  t.equal(code(judgeFailure(err({ code: 'PIECE_CORRUPT' }), at(PEER_FAILURE_CAP, false))), 'DF_PIECE_FAILED', 'but a cap on them ends it');
+  t.equal(code(judgeFailure(err({ code: 'PIECE_DISK_FULL' }), at(1))), 'DF_DISK_FULL', 'a full disk ends it at once');
+  t.equal(code(judgeFailure(err({ remoteCode: 'SN_DIGEST_MISMATCH' }), at(1))), 'DIGEST_MISMATCH', 'the origin\'s bytes are not the digest\'s: no retry');
+  t.equal(code(judgeFailure(err({ remoteCode: 'SN_TASK_NOT_FOUND' }), at(1))), 'DF_TASK_FAILED', 'the supernode dropped the task');
+  t.equal(judgeFailure(err({ remoteCode: 'SN_NOT_REGISTERED' }), at(1)), 'reregister', 'credentials let go of: hand them over again');
+  t.equal(code(judgeFailure(err({ remoteCode: 'SN_NOT_REGISTERED' }), at(5))), 'DF_PIECE_FAILED', 'but not forever');
+  const refused = judgeFailure(err({ status: 403, remoteCode: 'ORIGIN_AUTH' }), at(1));
+  t.equal(code(refused), 'DF_TASK_FAILED', 'the origin\'s own refusal ends it');
+  t.equal(typeof refused === 'object' && (refused.fatal as { status?: number }).status, 403, 'carrying the origin\'s status for the client');
+  t.equal(judgeFailure(err({ status: 403, remoteCode: 'SN_PEER_MISMATCH' }), at(1)), 'retry', 'a refusal that is not the origin\'s is worth another try');
+  t.equal(judgeFailure(err({ status: 404, remoteCode: 'ORIGIN_NOT_FOUND' }), at(1, false)), 'retry', 'a peer cannot end a download with a status');
+});
+
+t.test('wants: Range readers\' pieces, and the block each is fetched from first', async (t) => {
+  const BS = BLOCK_SIZE;
+  const pieceSize = 4 * BS;
+  const task = { info: { pieceSize }, missing: () => [0, 1, 2, 3, 5] } as unknown as LocalTask;
+  const w = new Wants(false);
+  t.same(w.missing(task), [], 'nothing asked: nothing wanted');
+  w.add([1, 5, 7], pieceSize + 2 * BS + 10);
+  w.add([1], pieceSize + 3 * BS);
+  t.same(w.missing(task), [1, 5], 'the asked pieces still missing, in order');
+  t.equal(w.firstBlock(task, 1), 2, 'a piece starts at the block its oldest reader needs');
+  t.equal(w.firstBlock(task, 5), 0, 'a piece no reader starts in starts at its first block');
+  t.same(w.readers(task, [1, 5]), [{ piece: 1, block: 2 }], 'readers: pieces someone starts in, once each');
+  t.same(w.readers(task, [5]), [], 'only among the pieces asked for');
+  for (let i = 0; i < 64; i++) w.add([3], 3 * pieceSize + BS);
+  t.equal(w.firstBlock(task, 1), 0, 'only the latest 64 starts are kept');
+  w.add('all');
+  t.same(w.missing(task), [0, 1, 2, 3, 5], 'all: every missing piece');
 });

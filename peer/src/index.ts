@@ -12,3 +12,6 @@ export * from './local-task.js';
 export * from './stream-task.js';
 export * from './endgame.js';
 export * from './inflight.js';
+export * from './wants.js';
+export * from './piece-failure.js';
+export * from './p2p-run.js';
