@@ -135,7 +135,13 @@ t.test('peer messages: junk is a typed error, never a crash', async (t) => {
     JSON.stringify({ type: 'pieces:endgame', id: 1, taskId: id, pieces: Array.from({ length: 65 }, (_, i) => i) }),
     JSON.stringify({ type: 'task:register', id: 1, url: 5 }),
     JSON.stringify({ type: 'peer:hello', id: 1, peerId: 'p', version: PROTOCOL_VERSION, labels: { a: 1 } }),
+    // What a supernode keeps of a message stays small: 64 values of 8 KiB each are 512 KiB to hold per task.
+    JSON.stringify({ type: 'task:register', id: 1, url: 'http://r/x', headers: { a: 'x'.repeat(8192), b: 'x'.repeat(8192) } }),
+    JSON.stringify({ type: 'peer:hello', id: 1, peerId: 'p', version: PROTOCOL_VERSION, labels: { a: 'x'.repeat(4096) } }),
+    JSON.stringify({ type: 'piece:result', taskId: id, piece: 0, from: 'x'.repeat(257), ok: false }),
   ];
+  const headers = { authorization: `Bearer ${'t'.repeat(16 * 1024 - 30)}` };
+  t.same((parsePeerMessage(JSON.stringify({ type: 'task:register', id: 1, url: 'http://r/x', headers })) as { headers?: unknown }).headers, headers, 'a big token (16 KiB of headers in all) still registers');
   for (const raw of junk) t.throws(() => parsePeerMessage(raw), { code: 'BAD_MESSAGE' }, raw);
 });
 

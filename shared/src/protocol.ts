@@ -297,15 +297,29 @@ function shaList(o: Obj, k: string): string[] {
   return v as string[];
 }
 
-function strMap(o: Obj, k: string): Record<string, string> | undefined {
+/**
+ * An object of strings, at most `maxBytes` of names and values together: what a supernode keeps of it (a client's
+ * origin headers for as long as its task runs, a peer's labels for its session) stays small whatever a member sends.
+ */
+function strMap(o: Obj, k: string, maxBytes: number): Record<string, string> | undefined {
   const v = o[k];
   if (v === undefined) return undefined;
   if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`${k} must be an object of strings`);
   const entries = Object.entries(v);
   if (entries.length > 64) bad(`${k} has too many entries`);
-  for (const [key, x] of entries) if (typeof x !== 'string' || key.length > 256 || x.length > 8192) bad(`${k} must be an object of short strings`);
+  let total = 0;
+  for (const [key, x] of entries) {
+    if (typeof x !== 'string' || key.length > 256) bad(`${k} must be an object of strings with short names`);
+    total += key.length + x.length;
+  }
+  if (total > maxBytes) bad(`${k} are ${total} characters in all, more than ${maxBytes}`);
   return v as Record<string, string>;
 }
+
+/** Origin headers of one registration: as much as Node's HTTP server takes of a client's request headers in all. */
+export const MAX_HEADER_CHARS = 16 * 1024;
+/** Topology labels of one peer. */
+export const MAX_LABEL_CHARS = 4 * 1024;
 function taskId(o: Obj): string {
   const v = str(o, 'taskId', 64);
   if (!TASK_ID_RE.test(v)) bad('taskId must be 64 hex characters');
@@ -329,7 +343,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
         id: int(m, 'id'),
         peerId: str(m, 'peerId', 256),
         uploadUrl: optStr(m, 'uploadUrl'),
-        labels: strMap(m, 'labels'),
+        labels: strMap(m, 'labels', MAX_LABEL_CHARS),
         uploadRate: m.uploadRate === undefined ? undefined : int(m, 'uploadRate'),
         version: int(m, 'version'),
       };
@@ -339,7 +353,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
         id: int(m, 'id'),
         url: str(m, 'url'),
         digest: optStr(m, 'digest'),
-        headers: strMap(m, 'headers'),
+        headers: strMap(m, 'headers', MAX_HEADER_CHARS),
         have: m.have === undefined ? undefined : intList(m, 'have'),
         haveSha: m.haveSha === undefined ? undefined : shaList(m, 'haveSha'),
       };
@@ -353,7 +367,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
       const reason = m.reason;
       if (reason !== undefined && reason !== 'corrupt' && reason !== 'timeout' && reason !== 'error' && reason !== 'cancelled') bad('bad reason');
       if (typeof m.ok !== 'boolean') bad('ok must be a boolean');
-      return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: optStr(m, 'from'), ok: m.ok, reason, rate: m.rate === undefined ? undefined : int(m, 'rate', 0, 1e11) };
+      return { type: 'piece:result', taskId: taskId(m), piece: int(m, 'piece'), from: m.from === undefined ? undefined : str(m, 'from', 256), ok: m.ok, reason, rate: m.rate === undefined ? undefined : int(m, 'rate', 0, 1e11) };
     }
     case 'task:leave':
       return { type: 'task:leave', taskId: taskId(m) };

@@ -106,6 +106,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
   /** Malformed frames this session sent (logged sparingly, see the message handler). */
   let badFrames = 0;
   let logBadAt = 1;
+  /** Reports the scheduler ignored (about no assignment of this peer's), logged as sparingly. */
+  let ignoredReports = 0;
+  let logIgnoredAt = 1;
   const ac = new AbortController();
   let alive = true;
   /** The socket has closed and its session was cleaned up. */
@@ -367,7 +370,13 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           const { start, end } = pieceRange(msg.piece, meta.pieceSize, meta.contentLength);
           c.traffic.delivered(msg.taskId, msg.from, peerId!, end - start + 1);
         }
-        if (verdict !== 'accepted') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, verdict }, 'piece:report-ignored');
+        if (verdict !== 'accepted') {
+          // A member can send these by the thousand: the 1st, 10th, 100th… are logged, with the count.
+          if (++ignoredReports === logIgnoredAt) {
+            logIgnoredAt *= 10;
+            c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, from: msg.from, verdict, ignoredReports }, 'piece:report-ignored');
+          }
+        }
         else if (!msg.ok && msg.reason !== 'cancelled') c.log.warn({ peerId, taskId: msg.taskId, piece: msg.piece, reason: msg.reason }, 'piece:failed');
         return;
       }
