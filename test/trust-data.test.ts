@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { createServer } from 'node:http';
 import bcrypt from 'bcryptjs';
 import { request } from 'undici';
-import { GRANT_HEADER, PROTOCOL_VERSION, taskIdFor, type WantResult, type TaskInfo } from '@damselfly/shared';
+import { BLOCK_SIZE, GRANT_HEADER, PROTOCOL_VERSION, pieceSizeFor, taskIdFor, type WantResult, type TaskInfo } from '@damselfly/shared';
+import { LocalStore } from '@damselfly/peer';
+import { Readable } from 'node:stream';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { metricValue } from './helpers/metrics.js';
@@ -304,6 +306,68 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
   const r = await reading;
   t.equal(r.status, 206);
   t.ok(r.body.equals(body.subarray(1000, 3000)), 'and the read gets its bytes');
+});
+
+t.test('a rangeless read of a cached blob waiting on its access check holds the task too: GC does not take it', async (t) => {
+  const body = makeBlob(2 * MiB + 5, 38);
+  let slow = 0;
+  const origin = createServer((req, res) => {
+    if (req.headers['x-api-key'] !== 'k') return void res.writeHead(401).end();
+    const answer = () => {
+      const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+      const a = m ? Number(m[1]) : 0;
+      const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
+      res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
+      res.end(body.subarray(a, b + 1));
+    };
+    if (req.headers['x-slow'] === '1') {
+      slow++;
+      setTimeout(answer, 600);
+    } else answer();
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/kept-whole.bin`;
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url], { taskTtlSeconds: 60 });
+  t.ok((await getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k' })).body.equals(body), 'cached by a first pull');
+  await new Promise((r) => setTimeout(r, 2_500));
+  const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1' }).catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
+  for (let i = 0; i < 100 && !slow; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(slow, 1, 'the read is at its access check');
+  const gc = await d.gc(Date.now() + 3_600_000);
+  t.same(gc.evicted, [], 'GC, past the TTL, leaves the task being read');
+  const r = await reading;
+  t.equal(r.status, 200);
+  t.ok(r.body.equals(body), 'and the read gets the whole blob');
+});
+
+t.test('a cached blob whose blocks all matched but whose digest was never checked is not served whole from the cache', async (t) => {
+  // What a node holds after it stopped between a blob's last block and its digest check (or while the check runs),
+  // here with bytes that are not the digest's: every block matches the hash it was fetched against.
+  const wrong = makeBlob(600 * 1024, 72);
+  const digest = `sha256:${createHash('sha256').update('the real blob').digest('hex')}`;
+  const url = await serveFile(t, wrong, '/claimed.bin');
+  const taskId = taskIdFor(new URL(url), digest);
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const store = new LocalStore(dataDir);
+  await store.start();
+  const pieceSize = pieceSizeFor(wrong.length);
+  const task = await store.open({ taskId, contentLength: wrong.length, pieceSize, pieceCount: 1, digest, public: true }, url);
+  const blocks: string[] = [];
+  for (let o = 0; o < wrong.length; o += BLOCK_SIZE) blocks.push(createHash('sha256').update(wrong.subarray(o, o + BLOCK_SIZE)).digest('hex'));
+  await task.writePiece(0, Readable.from([wrong]), { expected: blocks });
+  t.same([task.missing().length, task.complete], [0, false], 'every piece here, the blob not checked');
+  await store.stop();
+
+  const d = await startDaemon(t, [], { dataDir });
+  for (const range of ['bytes=0-', `bytes=0-${wrong.length - 1}`]) {
+    const r = await getViaProxy(d.proxyUrl, url, { 'x-damselfly-digest': digest, range }).catch(() => ({ status: 0, body: Buffer.alloc(0), headers: {} }));
+    // An error status, or a transfer the client saw cut: never an answer that ends cleanly with the whole body.
+    t.ok(r.status === 0 || r.status >= 400, `${range}: no complete-looking body (status ${r.status}, ${r.body.length} bytes)`);
+  }
+  for (let i = 0; i < 100 && d.store.get(taskId); i++) await new Promise((r) => setTimeout(r, 20));
+  t.equal(d.store.get(taskId), undefined, 'once found out, the bytes are not kept');
 });
 
 t.test('dfget takes only its dfdaemon’s own word for a digest: a resumed transfer and an upstream’s header are hashed', async (t) => {

@@ -93,9 +93,14 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   // Never a task whose bytes were just found not to be its digest's: it is failed at once, removed a moment later.
   const local = c.cached(taskId);
   if (local && rangeHeader !== undefined && !isDigestMismatch(local.failure)) {
-    const range = parseRange(rangeHeader, local.info.contentLength);
+    // A Range header this path cannot serve (malformed, unsatisfiable) is answered below, after the access check: a
+    // client the origin refuses learns nothing from it, not even that the blob is here or its size.
+    const range = tryParseRange(rangeHeader, local.info.contentLength);
     const covering = range ? piecesOf(range, local.info.pieceSize) : [];
-    if (range && covering.every((n) => local.has(n))) {
+    // The whole blob as a Range read is served from here only once it matched its digest: no download is behind this
+    // answer to hold its last block back until then.
+    const whole = range !== undefined && range.start === 0 && range.end === local.info.contentLength - 1;
+    if (range && covering.every((n) => local.has(n)) && (!whole || local.complete)) {
       // Held from here: the access check below may wait on the origin, and GC must not take the task meanwhile (the
       // answer would start and then be cut).
       const lease = local.lease();
@@ -124,36 +129,57 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   } catch (err) {
     return fallback(err);
   }
-  // Cached, shared or fresh, a private blob reaches only a client the origin would give it to.
-  await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
-  const length = dl.task.info.contentLength;
-  const range = parseRange(rangeHeader, length);
-  const wanted = range ? piecesOf(range, dl.task.info.pieceSize) : 'all';
-  if (!dl.want(wanted, range?.start)) {
-    // That run was already finishing: start another for what this client wants.
+  // Held until the answer ends: the access check may wait on the origin, and GC must not take a cached task
+  // meanwhile (the answer would start and then be cut).
+  const leases = [dl.task.lease()];
+  try {
+    await serveDownload(dl);
+  } finally {
+    for (const release of leases) release();
+  }
+
+  async function serveDownload(dl: Download): Promise<void> {
+    // Cached, shared or fresh, a private blob reaches only a client the origin would give it to.
+    await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
+    const length = dl.task.info.contentLength;
+    const range = parseRange(rangeHeader, length);
+    const wanted = range ? piecesOf(range, dl.task.info.pieceSize) : 'all';
+    if (!dl.want(wanted, range?.start)) {
+      // That run was already finishing: start another for what this client wants.
+      try {
+        dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: wanted === 'all' });
+      } catch (err) {
+        return fallback(err);
+      }
+      leases.push(dl.task.lease());
+      dl.want(wanted, range?.start);
+    }
+    if (range && (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true')) dl.want('all');
+    const start = range?.start ?? 0;
+    const end = range?.end ?? length - 1;
+    // The answer starts once its first block is verified, so a P2P failure before that still falls back to the upstream
+    // (a cut connection is only for failures after bytes went out).
+    let head: HeldBlock | undefined;
     try {
-      dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: wanted === 'all' });
+      head = await firstBlockReady(dl, start, end, ac.signal);
     } catch (err) {
       return fallback(err);
     }
-    dl.want(wanted, range?.start);
+    writeHead(res, dl.task, range);
+    c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href), range }, 'proxy:serving');
+    await streamTask(dl, res, { start, end, signal: ac.signal, pool: c.pool, head });
+    res.end();
+    c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
   }
-  if (range && (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true')) dl.want('all');
-  const start = range?.start ?? 0;
-  const end = range?.end ?? length - 1;
-  // The answer starts once its first block is verified, so a P2P failure before that still falls back to the upstream
-  // (a cut connection is only for failures after bytes went out).
-  let head: HeldBlock | undefined;
+}
+
+/** The range asked for, or undefined when the header is malformed or cannot be satisfied. */
+function tryParseRange(header: string, length: number): ByteRange | undefined {
   try {
-    head = await firstBlockReady(dl, start, end, ac.signal);
-  } catch (err) {
-    return fallback(err);
+    return parseRange(header, length);
+  } catch {
+    return undefined;
   }
-  writeHead(res, dl.task, range);
-  c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href), range }, 'proxy:serving');
-  await streamTask(dl, res, { start, end, signal: ac.signal, pool: c.pool, head });
-  res.end();
-  c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
 }
 
 /**
