@@ -337,6 +337,34 @@ t.test('a read is not held behind the cache record; a removed task is not reopen
   t.equal(again.get(info.taskId), undefined, 'after a restart the task is still gone');
 });
 
+t.test('a task removed while a new download opens it again keeps the new one whole; a body its removed task never read is let go', async (t) => {
+  const dir = await tempDir(t);
+  const store = new LocalStore(dir);
+  await store.start();
+  const blob = makeBlob(2 * MiB, 84);
+  const info: TaskInfo = { taskId: 'd'.repeat(64), contentLength: blob.length, pieceSize: 2 * MiB, pieceCount: 1, public: true };
+  const old = await store.open(info, 'http://origin.test/blob');
+  // GC (or a digest mismatch) removes the task; a new download of the same blob opens it while that is under way.
+  const removal = store.remove(info.taskId);
+  await new Promise((r) => setImmediate(r));
+  const fresh = await store.open(info, 'http://origin.test/blob');
+  await removal;
+  t.equal(store.get(info.taskId), fresh, 'the new task is the one kept');
+  await fresh.writePiece(0, chunked(blob), { expected: blockShas(blob) });
+  t.ok((await readFile(fresh.dataPath)).equals(blob), 'its data file was not deleted under it: its piece is written');
+
+  // The removed object, asked to write: its file is not opened again, and the body handed to it (an origin or peer
+  // response) is destroyed rather than left holding its connection.
+  const body = chunked(blob);
+  await t.rejects(old.writePiece(0, body, { expected: blockShas(blob) }), { code: 'PIECE_MISSING' });
+  t.ok(body.destroyed, 'the unread body is let go');
+  await store.stop();
+  const again = new LocalStore(dir);
+  await again.start();
+  t.teardown(() => again.stop());
+  t.ok(again.get(info.taskId)?.has(0), 'after a restart the new task and its piece are there');
+});
+
 t.test('a data file with no record (a crash between the two) is removed at start; a task’s own file and others stay', async (t) => {
   const dir = await tempDir(t);
   const first = new LocalStore(dir);

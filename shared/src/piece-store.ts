@@ -13,7 +13,7 @@ import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
 import { blockCountFor, joinBlocks, pieceRoot, splitBlocks } from './blocks.js';
 import { pieceRange } from './piece-size.js';
-import { holdBlock, pieceError, verifyStoredPiece, writePiece, type HeldBlock, type Pace, type PieceBody } from './piece-file.js';
+import { discardPieceBody, holdBlock, pieceError, verifyStoredPiece, writePiece, type HeldBlock, type Pace, type PieceBody } from './piece-file.js';
 import { isDigestMismatch } from './errors.js';
 
 /** What the store needs to know of a task to place its pieces and blocks. */
@@ -204,9 +204,11 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     const landed = partial;
     const expected = opts.expected ?? landed;
     const end = this.beginFetch(n);
+    let taken = false;
     try {
-      const blocks = await this.withFile((fh) =>
-        writePiece(fh, start, length, body, {
+      const blocks = await this.withFile((fh) => {
+        taken = true;
+        return writePiece(fh, start, length, body, {
           expected,
           framed: opts.framed,
           firstBlock: opts.firstBlock,
@@ -222,9 +224,12 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
             opts.onBlock?.(b, sha, data);
             this.emit('block:verified', n, b, data);
           },
-        }),
-      )
+        });
+      })
         .catch((err: unknown) => {
+          // The file could not be opened (the task was removed meanwhile): the body was never read, and left alone it
+          // would hold its connection, and the client's shutdown, for good.
+          if (!taken) discardPieceBody(body);
           // A stored block the source disagrees with is dropped with the rest of the attempt: the next starts afresh.
           if ((err as { storedBlock?: number }).storedBlock !== undefined && this.#partial.get(n) === landed) this.#partial.delete(n);
           throw err;
@@ -519,6 +524,8 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
   /** Creates a task: its data file sized up front (throws the filesystem's error, ENOSPC included), its record. */
   async create(meta: Meta): Promise<T> {
     const geometry = this.#o.geometry(meta);
+    // A removal of the same task still under way would delete this one's file or record after they were made.
+    await this.#removing.get(geometry.taskId)?.catch(() => {});
     const path = this.dataPath(geometry.taskId);
     const fh = await open(path, 'w');
     try {
@@ -537,11 +544,24 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
   async remove(taskId: string, { replacing = false }: { replacing?: boolean } = {}): Promise<void> {
     const t = this.#tasks.get(taskId);
     this.#tasks.delete(taskId);
-    if (t) await t.close();
-    await this.#index.deleteTask(taskId);
-    await rm(this.dataPath(taskId), { force: true });
+    const before = this.#removing.get(taskId);
+    const removal = (async () => {
+      await before?.catch(() => {});
+      if (t) await t.close();
+      await this.#index.deleteTask(taskId);
+      await rm(this.dataPath(taskId), { force: true });
+    })();
+    this.#removing.set(taskId, removal);
+    try {
+      await removal;
+    } finally {
+      if (this.#removing.get(taskId) === removal) this.#removing.delete(taskId);
+    }
     if (t && !replacing) this.emit('task:evicted', taskId);
   }
+
+  /** Removals under way, by task: a new task of the same id is created only after. */
+  readonly #removing = new Map<string, Promise<void>>();
 
   dataPath(taskId: string): string {
     return join(this.#o.dataDir, 'tasks', `${taskId}.data`);
