@@ -370,6 +370,44 @@ t.test('a cached blob whose blocks all matched but whose digest was never checke
   t.equal(d.store.get(taskId), undefined, 'once found out, the bytes are not kept');
 });
 
+t.test('an origin redirecting to object storage: the client\'s credentials, API key headers included, stay with the origin', async (t) => {
+  const body = makeBlob(3 * MiB + 11, 39);
+  const storageSaw: Record<string, string | undefined>[] = [];
+  const originSaw: (string | undefined)[] = [];
+  // The object store: any request for the object gets it (a signed URL would carry its own authority).
+  const storage = createServer((req, res) => {
+    storageSaw.push({ authorization: req.headers.authorization, 'private-token': req.headers['private-token'] as string, 'x-api-key': req.headers['x-api-key'] as string, range: req.headers.range });
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    const a = m ? Number(m[1]) : 0;
+    const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
+    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
+    res.end(body.subarray(a, b + 1));
+  });
+  await new Promise<void>((r) => storage.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (storage.closeAllConnections(), storage.close(() => r()))));
+  // The origin checks the key and sends every read to the object store, at another origin (localhost, not 127.0.0.1).
+  const origin = createServer((req, res) => {
+    originSaw.push(req.headers['private-token'] as string | undefined);
+    if (req.headers['private-token'] !== 'glpat-secret') return void res.writeHead(401).end();
+    res.writeHead(307, { location: `http://localhost:${(storage.address() as { port: number }).port}/bucket/obj?X-Amz-Signature=s` });
+    res.end();
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/api/v4/projects/1/packages/generic/p/1/blob.bin`;
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const headers = { 'private-token': 'glpat-secret', 'x-api-key': 'k-secret', authorization: 'Bearer t-secret' };
+  const r = await getViaProxy(d.proxyUrl, url, headers);
+  t.equal(r.status, 200);
+  t.ok(r.body.equals(body), 'the blob, through the redirect');
+  // One request goes without it on purpose: the supernode asks whether the blob is public.
+  t.ok(originSaw.length > 1 && originSaw.filter((v) => v !== 'glpat-secret').length <= 1, `the origin got its key (${JSON.stringify(originSaw)})`);
+  t.ok(storageSaw.length > 0, `the object store served it (${storageSaw.length} requests)`);
+  t.same(storageSaw.filter((h) => h.authorization || h['private-token'] || h['x-api-key']), [], 'and never saw a credential');
+  t.ok(storageSaw.some((h) => h.range), 'while Damselfly\'s own Range still went there');
+});
+
 t.test('dfget takes only its dfdaemon’s own word for a digest: a resumed transfer and an upstream’s header are hashed', async (t) => {
   // An origin whose bytes are not the digest asked for (one byte changed near the end).
   const blob = makeBlob(3 * MiB + 5, 35);

@@ -11,6 +11,7 @@ import { BulkClient, type BulkBody } from './bulk-client.js';
 import { guardedLookup, refuseForbiddenLiteral, type AddressPolicy } from './net-guard.js';
 import type { OriginTls } from './origin-tls.js';
 import { originRequestHeaders } from './origin-headers.js';
+import { credentialsStayWithOrigin } from './redirect-credentials.js';
 
 export const OriginErrors = {
   ORIGIN_UNREACHABLE: { message: 'origin unreachable: %s', status: 502 },
@@ -26,11 +27,13 @@ export const OriginErrors = {
 export const originError = errorFactory(OriginErrors);
 
 /**
- * A keep-alive agent that follows redirects (registries 307 to object storage). undici drops Authorization on
- * cross-origin hops. With `connect` (see net-guard), every connection, redirect hops included, goes through it.
+ * A keep-alive agent that follows redirects (registries 307 to object storage). A hop to another origin goes without
+ * the requester's credentials (redirect-credentials.ts). With `connect` (see net-guard), every connection, redirect
+ * hops included, goes through it.
  */
 export function createOriginDispatcher(opts: { connections?: number; connect?: Agent.Options['connect'] } = {}): Dispatcher {
   return new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 10_000, connectTimeout: 10_000, ...(opts.connect ? { connect: opts.connect } : {}) }).compose(
+    credentialsStayWithOrigin(),
     interceptors.redirect({ maxRedirections: 5 }),
   );
 }

@@ -73,6 +73,11 @@ const PLAIN_HEADERS = new Set([
   'baggage',
 ]);
 
+/** Whether a request header (any capitalisation) cannot authenticate anybody. */
+export function isPlainHeader(name: string): boolean {
+  return PLAIN_HEADERS.has(name.toLowerCase());
+}
+
 /**
  * The form of a URL that is stored, shown and logged: the canonical one, with the value of every secret-bearing
  * parameter replaced (its name stays, so an operator sees which credential the URL carried).
