@@ -187,6 +187,34 @@ t.test('mirror upstream from ?ns= (containerd) and X-Dragonfly-Registry; one tas
   t.equal(direct.statusCode, 307, 'the redirector really redirects');
 });
 
+t.test('a push through the forward proxy: curl uploads a blob with Expect: 100-continue, the registry gets it whole', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url], { registries: [reg.url], proxyHosts: [] });
+  const dir = await tempDir(t);
+  const blob = makeBlob(2 * MiB + 7, 91);
+  const file = join(dir, 'layer');
+  await writeFile(file, blob);
+  const curl = async (args: string[]) => {
+    const { execFile } = await import('node:child_process');
+    return new Promise<{ code: number; out: string }>((resolve) =>
+      execFile('curl', ['-sS', '-x', d.proxyUrl, ...args], { encoding: 'utf8' }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, out: stdout + stderr })),
+    );
+  };
+  const started = await curl(['-X', 'POST', '-D', '-', '-o', '/dev/null', `${reg.url}/v2/team/pushed/blobs/uploads/`]);
+  const location = /^location:\s*(\S+)/im.exec(started.out)?.[1];
+  t.ok(location, `the registry opened an upload through the proxy (${started.out.slice(0, 200)})`);
+  const target = new URL(location!, reg.url);
+  target.searchParams.set('digest', sha(blob));
+  // curl sends Expect: 100-continue with a body this size; the proxy answers it and sends the body on without it.
+  const put = await curl(['-T', file, '-v', '-o', '/dev/null', target.href]);
+  t.match(put.out, /> Expect: 100-continue/i, 'curl asked to continue');
+  t.match(put.out, /< HTTP\/1\.1 201/, `the upload was accepted (${put.out.slice(-300)})`);
+  const back = await request(`${reg.url}/v2/team/pushed/blobs/${sha(blob)}`);
+  t.equal(sha(Buffer.from(await back.body.arrayBuffer())), sha(blob), 'and the registry holds the blob');
+});
+
 t.test('P2P unavailable (no supernode, back-to-source off): the blob still arrives the direct way, counted', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());

@@ -8,17 +8,29 @@ import { request, type Dispatcher } from 'undici';
 import { describeError, redactUrl } from '@damselfly/shared';
 import { dfError } from '../errors.js';
 
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
+/**
+ * Hop-by-hop headers. `expect` too: Node's server has already answered a client's `Expect: 100-continue` itself, and
+ * undici refuses to send one.
+ */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'expect']);
 
 /**
- * Hop-by-hop headers and Damselfly's own go neither way: an upstream must not be able to answer with a header the
- * dfdaemon sets itself (x-damselfly-verified: "this body matched its digest here").
+ * Hop-by-hop headers (the fixed ones, and any a `Connection` header names) and Damselfly's own go neither way: an
+ * upstream must not be able to answer with a header the dfdaemon sets itself (x-damselfly-verified: "this body
+ * matched its digest here").
  */
 function clean(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const named = new Set(
+    [headers.connection ?? []]
+      .flat()
+      .flatMap((v) => v.split(','))
+      .map((v) => v.trim().toLowerCase())
+      .filter(Boolean),
+  );
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(headers)) {
     const key = k.toLowerCase();
-    if (v !== undefined && !HOP.has(key) && !key.startsWith('x-dragonfly-') && !key.startsWith('x-damselfly-')) out[k] = v;
+    if (v !== undefined && !HOP.has(key) && !named.has(key) && !key.startsWith('x-dragonfly-') && !key.startsWith('x-damselfly-')) out[k] = v;
   }
   return out;
 }
