@@ -21,7 +21,8 @@ import {
   taskIdFor,
 } from '@damselfly/shared';
 import { loadSupernodeConfig, parseImageRef } from '@damselfly/supernode';
-import { loadDaemonConfig } from '@damselfly/dfdaemon';
+import { loadDaemonConfig, route } from '@damselfly/dfdaemon';
+import type { IncomingMessage } from 'node:http';
 import { PEER_FAILURE_CAP, Wants, engineOptions, failureReason, judgeFailure, type LocalTask } from '@damselfly/peer';
 
 const MiB = 1024 * 1024;
@@ -232,4 +233,14 @@ t.test('wants: Range readers\' pieces, and the block each is fetched from first'
   t.equal(w.firstBlock(task, 1), 0, 'only the latest 64 starts are kept');
   w.add('all');
   t.same(w.missing(task), [0, 1, 2, 3, 5], 'all: every missing piece');
+});
+
+t.test('proxy routing: a registry configured as https is never reached over plain http, however the client names it', async (t) => {
+  const policy = { registries: ['https://reg.example', 'http://plain.example:5000'], proxyHosts: [] };
+  const blob = `/v2/lib/x/blobs/${D}`;
+  const req = (url: string, headers: Record<string, string> = {}) => ({ url, method: 'GET', headers }) as unknown as IncomingMessage;
+  t.equal(route(req(blob, { 'x-dragonfly-registry': 'http://reg.example' }), policy).url.protocol, 'https:', 'mirror, X-Dragonfly-Registry with http://');
+  t.equal(route(req(`http://reg.example${blob}`), policy).url.protocol, 'https:', 'forward proxy, an http:// URL (nydusd with use_http)');
+  t.equal(route(req(blob, { 'x-dragonfly-registry': 'http://plain.example:5000' }), policy).url.href, `http://plain.example:5000${blob}`, 'a registry configured as http stays http');
+  t.throws(() => route(req(blob, { 'x-dragonfly-registry': 'http://other.example' }), policy), { code: 'DF_PROXY_FORBIDDEN' }, 'and one not configured is refused');
 });

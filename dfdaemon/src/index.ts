@@ -3,3 +3,4 @@ export * from './config.js';
 export * from './errors.js';
 export * from './metrics.js';
 export * from './proxy/access-guard.js';
+export * from './proxy/route.js';

@@ -36,9 +36,6 @@ export function route(req: IncomingMessage, policy: RoutePolicy, allowed = allow
   if (/^https?:\/\//i.test(raw)) {
     url = parseHttpUrl(raw);
     kind = 'proxy';
-    // A client that can only speak plain HTTP to its proxy (nydusd with use_http) asks for http:// URLs of registries
-    // that are https: a registry configured as https is reached as https, never downgraded.
-    if (url.protocol === 'http:' && policy.registries.some((r) => r.startsWith('https://') && new URL(r).host === url.host)) url.protocol = 'https:';
   } else if (raw.startsWith('/v2/') || raw === '/v2') {
     const local = new URL(raw, 'http://mirror.local');
     const ns = local.searchParams.get('ns');
@@ -58,6 +55,10 @@ export function route(req: IncomingMessage, policy: RoutePolicy, allowed = allow
   } else {
     throw dfError('DF_PROXY_UNSUPPORTED', `${req.method} ${raw.slice(0, 200)} (send /v2/... as a registry mirror, or an absolute URL as a forward proxy)`);
   }
+  // A client that can only speak plain HTTP to its proxy (nydusd with use_http) asks for http:// URLs of registries
+  // that are https, and a mirror client may name one as http:// in X-Dragonfly-Registry: a registry configured as
+  // https is reached as https, never downgraded (its client's credentials would cross the network in clear).
+  if (url.protocol === 'http:' && policy.registries.some((r) => r.startsWith('https://') && new URL(r).host === url.host)) url.protocol = 'https:';
   if (!allowed.any && !allowed.hosts.has(url.host)) throw dfError('DF_PROXY_FORBIDDEN', url.host);
   const useP2P = req.headers['x-dragonfly-use-p2p'] !== 'false';
   const isBlob = BLOB_PATH.test(url.pathname);
