@@ -254,8 +254,28 @@ t.test('an advertised name that does not resolve in time refuses the hello rathe
   const closing = new AbortController();
   setTimeout(() => closing.abort(new Error('session closed')), 50);
   t.equal(await within(checkAdvertisedBase('http://stuck.example:65002', '127.0.0.1', new BlockList(), { signal: closing.signal, resolve: never })), 'error: session closed', 'its session closing ends the wait');
-  t.equal(await checkAdvertisedBase('http://localhost:65002', '127.0.0.1', new BlockList()), 'http://localhost:65002', 'a name that resolves is checked as before');
+  t.match(await checkAdvertisedBase('http://localhost:65002', '127.0.0.1', new BlockList()), /^http:\/\/(127\.0\.0\.1|\[::1\]):65002$/, 'a name that resolves is checked as before');
 });
+
+t.test('an advertised name is handed on as the address it was checked at, never as the name', async (t) => {
+  const names: Record<string, string[]> = { 'multi.example': ['10.9.9.9', '192.0.2.7'], 'other.example': ['10.9.9.9'], 'six.example': ['2001:db8::7'] };
+  const resolve = async (host: string) => names[host] ?? [];
+  // One of the name's addresses is the session's, another anybody's (or the name rebinds after the hello): downloaders
+  // would send their piece requests, grants included, wherever the name points when they resolve it.
+  t.equal(await checkAdvertisedBase('http://multi.example:6379', '192.0.2.7', new BlockList(), { resolve }), 'http://192.0.2.7:6379', 'the session\'s own address');
+  t.equal(await checkAdvertisedBase('https://six.example:65002', '::ffff:10.0.0.1', cidrs('2001:db8::/32'), { resolve }), 'https://[2001:db8::7]:65002', 'an allowed one, IPv6 in brackets');
+  await t.rejects(checkAdvertisedBase('http://other.example:65002', '192.0.2.7', new BlockList(), { resolve }), { code: 'SN_BAD_ADVERTISE' }, 'a name with none of them is refused');
+  t.equal(await checkAdvertisedBase('http://192.0.2.7:65002', '192.0.2.7', new BlockList(), { resolve }), 'http://192.0.2.7:65002', 'an address stays as given');
+});
+
+function cidrs(...list: string[]): BlockList {
+  const b = new BlockList();
+  for (const c of list) {
+    const [net, bits] = c.split('/');
+    b.addSubnet(net!, Number(bits), net!.includes(':') ? 'ipv6' : 'ipv4');
+  }
+  return b;
+}
 
 t.test('reports are evidence only about real assignments: forged blame, forged sources and random tasks change nothing', async (t) => {
   const reg = await startRegistry();
