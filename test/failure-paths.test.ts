@@ -7,11 +7,12 @@ import { getEventListeners } from 'node:events';
 import { SupernodeClient } from '@damselfly/peer';
 import { execFile } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
+import { createServer } from 'node:http';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { TEST_SECRET, getViaProxy, startDaemon, tempDir } from './helpers/cluster.js';
+import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { shapedOrigin } from './helpers/file-server.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 import { throttledRelay } from './helpers/throttle.js';
@@ -157,6 +158,39 @@ t.test('back-to-source: the first piece the origin refuses stops the others; not
   // Four workers start pieces 0-3 together; the three beside the refused one are cut, and no piece after them starts.
   const others = origin.ranges.filter((x) => /^bytes=\d+-\d+$/.test(x) && x !== 'bytes=0-0' && x !== `bytes=0-${MiB - 1}`);
   t.ok(others.length <= 3, `only the pieces already asked for beside it: ${others.length} of the other 23`);
+});
+
+t.test('an origin without Range that drips its body: the one sequential read is cut, its readers get an error, the host\'s slot comes back', async (t) => {
+  const MiB = 2 ** 20;
+  const body = makeBlob(2 * MiB, 93);
+  const drips: NodeJS.Timeout[] = [];
+  t.teardown(() => drips.forEach(clearInterval));
+  // Range is ignored: every answer is the whole object. /slow drips it, 100 bytes every 200 ms; /fine sends it.
+  let probes = 0;
+  const origin = createServer((req, res) => {
+    res.writeHead(200, { 'content-length': body.length });
+    // The size probe of each object gets it whole (and drops the connection); the read after it drips.
+    if (req.url === '/slow' && probes++ > 0) {
+      let at = 0;
+      const drip = setInterval(() => res.write(body.subarray(at, (at += 100))), 200);
+      drips.push(drip);
+      res.on('close', () => clearInterval(drip));
+    } else res.end(body);
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const host = `http://127.0.0.1:${(origin.address() as { port: number }).port}`;
+  const sn = await startSupernode(t, { originTimeoutSeconds: 1, originConcurrency: 1 });
+  const slow = await sn.seeder.register(new URL(`${host}/slow`), undefined, {}, { requester: 'p' });
+  t.equal(slow.acceptsRanges, false, 'the origin ignores Range');
+  const t0 = Date.now();
+  const got = await sn.seeder.ensurePiece(slow.taskId, 1, { requester: 'p' }).then(() => 'served', (err: { code?: string }) => err.code);
+  t.equal(got, 'SN_SEED_FAILED', 'the reader of a piece gets an error');
+  t.ok(Date.now() - t0 < 8_000, `within a piece deadline per piece (${Date.now() - t0} ms)`);
+  t.notOk(sn.seeder.busy(slow.taskId), 'and nothing is left reading');
+  // The only origin slot is free again: another object at the same host is seeded.
+  const fine = await sn.seeder.register(new URL(`${host}/fine`), undefined, {}, { requester: 'p' });
+  t.match(await sn.seeder.ensurePiece(fine.taskId, 1, { requester: 'p' }), /^[0-9a-f]{64}$/, 'another object of the host is seeded after it');
 });
 
 t.test('slow-loris: a socket dribbling its headers is dropped within seconds on every server', async (t) => {

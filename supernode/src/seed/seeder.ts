@@ -40,6 +40,7 @@ import {
   paceAll,
   type Pace,
   TransferGuard,
+  isTransferTimeout,
   DigestCheck,
   blockCountFor,
   BLOCK_SIZE,
@@ -549,10 +550,14 @@ export class Seeder {
   }
 
   async #readWhole(meta: TaskMeta, source: Source): Promise<void> {
-    const signal = this.#stop.signal;
-    const release = await this.#slot(source.url, signal);
+    const release = await this.#slot(source.url, this.#stop.signal);
+    // The same minimum rate as a piece's transfer, and a piece's deadline for each piece: an origin that drips the
+    // object would otherwise hold this read, its slot and every reader of the task until the supernode stops.
+    const guard = new TransferGuard({ signal: this.#stop.signal, ...this.#guard, deadlineMs: this.#guard.deadlineMs * Math.max(1, meta.pieceCount) });
+    const signal = guard.signal;
     try {
       const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, 0, meta.contentLength - 1, true);
+      guard.startRate();
       await this.#c.store.withHandle(meta.taskId, (fh) =>
         writeWholeStream(fh, body, {
           pieceSize: meta.pieceSize,
@@ -564,12 +569,20 @@ export class Seeder {
           have: (n, b) => this.#c.store.pieces(meta.taskId)?.hasBlock(n, b) ?? false,
           onPiece: async (n, blocks) => void (await this.#recorded(meta, n, blocks)),
           onBlock: (n, b, sha, data) => this.#landed(meta, n, b, sha, data),
-          onBytes: (n) => this.#c.originBytes.inc(n),
+          onBytes: (n) => {
+            guard.onBytes(n);
+            this.#c.originBytes.inc(n);
+          },
           pace: this.#pace,
           signal,
         }),
       );
+    } catch (err) {
+      // Cut for being too slow or too long: the same failure as a piece's transfer cut for it.
+      if (isTransferTimeout(err)) throw snError('SN_SEED_FAILED', `${meta.taskId} (one sequential read): ${describeError(err)}`, err);
+      throw err;
     } finally {
+      guard.done();
       release();
     }
   }
