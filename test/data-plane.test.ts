@@ -27,15 +27,15 @@ async function rssMiB(pid: number): Promise<number> {
 }
 
 /** Opens `n` sockets that each ask for `path` with a grant and then never read; resolves once all were sent. */
-async function stalledReaders(base: string, path: string, grant: string, n: number): Promise<Socket[]> {
+async function stalledReaders(base: string, path: string, grantFor: (i: number) => string, n: number): Promise<Socket[]> {
   const u = new URL(base);
   return Promise.all(
     Array.from(
       { length: n },
-      () =>
+      (_, i) =>
         new Promise<Socket>((resolve) => {
           const s = connect(Number(u.port), u.hostname, () => {
-            s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${GRANT_HEADER}: ${grant}\r\n\r\n`);
+            s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${GRANT_HEADER}: ${grantFor(i)}\r\n\r\n`);
             s.pause();
             resolve(s);
           });
@@ -57,14 +57,15 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
   const r = await getViaProxy(d.proxyUrl, url);
   t.equal(r.body.length, blob.length);
   const taskId = r.headers['x-damselfly-task-id'] as string;
-  const grant = (piece: number) => issueGrant(Buffer.from(TEST_SECRET), { taskId, piece, requester: 'stalled' });
+  const grant = (piece: number, requester = 'stalled') => issueGrant(Buffer.from(TEST_SECRET), { taskId, piece, requester });
 
   for (const [name, base, path, pid] of [
     ['upload server', d.uploadUrl, `/pieces/${taskId}/0`, d.child.pid!],
     ['supernode piece API', sn.url, `/api/v1/tasks/${taskId}/pieces/0`, sn.child.pid!],
   ] as const) {
     const before = await rssMiB(pid);
-    const sockets = await stalledReaders(base, path, grant(0), 200);
+    // 200 members' grants (the supernode answers one grant at most twice at once).
+    const sockets = await stalledReaders(base, path, (i) => grant(0, `stalled-${i}`), 200);
     await new Promise((res) => setTimeout(res, 2_000));
     const during = await rssMiB(pid);
     t.ok(during - before < 64, `${name}: ${(during - before).toFixed(0)} MiB more with 200 stalled readers (RSS ${during.toFixed(0)} MiB)`);
@@ -85,6 +86,17 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
     t.ok(body.equals(want), `${name}: the right bytes`);
     for (const s of sockets) s.destroy();
   }
+  // One grant opens one transfer (two while a retry overlaps): a member cannot fill the piece API's cap with one.
+  const greedyPath = `/api/v1/tasks/${taskId}/pieces/2`;
+  const greedy = await stalledReaders(sn.url, greedyPath, () => grant(2, 'greedy'), 2);
+  await new Promise((res) => setTimeout(res, 500));
+  const third = await request(`${sn.url}${greedyPath}`, { headers: { [GRANT_HEADER]: grant(2, 'greedy') } });
+  const refusal = (await third.body.json()) as { code?: string };
+  t.same([third.statusCode, refusal.code], [503, 'SN_BUSY'], 'a third answer on one grant is refused');
+  const another = await request(`${sn.url}${greedyPath}`, { headers: { [GRANT_HEADER]: grant(2, 'someone-else') } });
+  await another.body.dump();
+  t.equal(another.statusCode, 200, 'while another requester\'s grant for the same piece is served');
+  for (const s of greedy) s.destroy();
   t.equal(d.child.exitCode, null);
   t.equal(sn.child.exitCode, null);
 });

@@ -85,6 +85,8 @@ export function buildServer(c: ServerComponents): FastifyInstance {
   }) as unknown as FastifyInstance;
   const nonces = new NonceCache();
   let serving = 0;
+  /** Answers under way per grant (requester, task, piece). */
+  const byGrant = new Map<string, number>();
   const secret = c.trust.secret;
 
   app.setErrorHandler((err, req, reply) => {
@@ -140,12 +142,21 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     // The scheduler keeps the supernode under its slots; twice that is someone bypassing it, not load. The cap also
     // keeps the buffer pool from being held by readers that stopped reading.
     if (serving >= c.servingCap) throw snError('SN_BUSY', ` (${serving} pieces being served)`);
+    // A grant books one transfer: one answer at a time per grant (two while a retry overlaps the close of the attempt
+    // before it). Otherwise one member's single grant, valid for minutes, opens the whole cap of slow reads.
+    const grant = `${requester}\0${taskId}\0${n}`;
+    const onGrant = byGrant.get(grant) ?? 0;
+    if (onGrant >= 2) throw snError('SN_BUSY', ` (this grant is being answered ${onGrant} times already)`);
+    byGrant.set(grant, onGrant + 1);
     serving++;
     // A stream counts as using the uplink only once it sends: one waiting on the origin holds no bandwidth.
     const stream = { last: -Infinity };
     c.streams?.add(stream);
     reply.raw.once('close', () => {
       serving--;
+      const left = (byGrant.get(grant) ?? 1) - 1;
+      if (left > 0) byGrant.set(grant, left);
+      else byGrant.delete(grant);
       c.streams?.delete(stream);
     });
     const ac = new AbortController();
