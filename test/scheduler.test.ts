@@ -1,5 +1,5 @@
 import t from 'tap';
-import { MAX_RELAY_DEPTH, SUPERNODE, Scheduler, rarestFirst, type SwarmView } from '@damselfly/supernode';
+import { MAX_RELAY_DEPTH, SUPERNODE, Scheduler, UNREPORTED_MAX, rarestFirst, type SwarmView } from '@damselfly/supernode';
 
 function view(over: Partial<Omit<SwarmView, "holders">> & { holders: Record<number, string[]> }): SwarmView {
   return {
@@ -312,6 +312,36 @@ t.test('scheduler: a relay that stalls is not blamed for it (its own source may 
   t.same(s.schedule('T', 'r4', [0], 1), [{ piece: 0, from: 'a', relay: true }]);
   s.pieceResult('T', 'r4', 0, 'a', false, 'corrupt');
   t.ok(s.isBlacklisted('T', 'a'), 'corrupt bytes from a relay count like any');
+});
+
+t.test('a member that books pieces and never fetches them: after the sweep it books one at a time and relays for nobody', async (t) => {
+  const s = new Scheduler({ supernodeSlots: 4, peerSlots: 8, failuresBeforeBlacklist: 3, hashed: () => true, assignmentTimeoutMs: 60_000 });
+  const pieces = [...Array(20).keys()];
+  for (const p of ['h1', 'h2', 'hog', 'a']) s.peerJoined(p, true);
+  s.taskJoined('h1', 'T', pieces);
+  s.taskJoined('h2', 'T', pieces);
+  s.taskJoined('hog', 'T');
+  s.taskJoined('a', 'T');
+  const booked = s.schedule('T', 'hog', pieces, 256, 0);
+  t.ok(booked.length >= 16, `it takes every free slot at first (${booked.length})`);
+  // Nothing is reported for a minute: the sweep frees its slots.
+  s.sweep(61_000);
+  t.equal(s.load('h1') + s.load('h2'), 0, 'its slots are freed');
+  const again = s.schedule('T', 'hog', pieces, 256, 61_000);
+  t.equal(again.length, UNREPORTED_MAX, 'then it books one piece at a time');
+  t.same(s.schedule('T', 'hog', pieces, 256, 61_000), [], 'and no more while that one is out');
+  // An honest peer wanting the piece the hog has booked is sent to a whole copy, not to the hog as a relay.
+  for (const p of ['h1', 'h2']) s.setSlots(p, 0);
+  const honest = s.schedule('T', 'a', [again[0]!.piece], 1, 61_000);
+  t.notOk(honest.some((c) => c.from === 'hog'), `the hog is nobody's relay (${JSON.stringify(honest)})`);
+  // A peer that reports what it fetched earns its room back, one piece per assignment it left unreported.
+  for (const p of ['h1', 'h2']) s.setSlots(p, 8);
+  let next = again[0]!;
+  for (let i = 0; i < booked.length; i++) {
+    s.pieceResult('T', 'hog', next.piece, next.from, true);
+    if (i < booked.length - 1) next = s.schedule('T', 'hog', pieces, 256, 62_000)[0]!;
+  }
+  t.equal(s.schedule('T', 'hog', pieces, 4, 62_000).length, 4, 'once worked off, it books as many as it asks for');
 });
 
 t.test('a task dropped from the scheduler is forgotten by the demands too: no flush brings an empty swarm of it back', async (t) => {

@@ -50,6 +50,12 @@ interface TaskSwarm {
    * serves it. By requester first, so a decision finds its requester's failures without a key per wanted piece.
    */
   peerFailures: Map<string, Map<number, Set<string>>>;
+  /**
+   * Assignments a requester never reported on (its slots were freed by the sweep), by requester, less one per piece
+   * it reported fetched since. An honest peer reports every transfer, failed and cancelled ones too; one that books
+   * pieces and never fetches them holds its sources' slots and poses as a relay of pieces it does not have.
+   */
+  unreported: Map<string, number>;
 }
 
 interface Pending {
@@ -104,6 +110,9 @@ const CAPACITY_ALPHA = 0.3;
  * back to the supernode.
  */
 export const MAX_RELAY_DEPTH = 2;
+
+/** Assignments at once for a requester that left some unreported in the task, and it is offered as nobody's relay. */
+export const UNREPORTED_MAX = 1;
 
 /** Most hops followed up a relay chain when checking that a relay does not feed on the requester. */
 const RELAY_WALK_LIMIT = 8;
@@ -282,6 +291,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       (tried ??= new Map()).set(n, failed);
       if (failed.size >= PEER_TRIES_PER_PIECE) (supernodeOnly ??= new Set()).add(n);
     }
+    if (swarm.unreported.has(requester)) max = Math.max(0, Math.min(max, UNREPORTED_MAX - (pendingHere?.size ?? 0)));
     const choices = this.#opts.policy(this.#view(swarm, taskId, requester), {
       requester,
       want: pendingHere ? want.filter((n) => !pendingHere.has(n)) : want,
@@ -413,6 +423,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (ok) {
       mine?.delete(piece);
       if (mine?.size === 0) swarm.peerFailures.delete(requester);
+      const unreported = (swarm.unreported.get(requester) ?? 0) - 1;
+      if (unreported > 0) swarm.unreported.set(requester, unreported);
+      else swarm.unreported.delete(requester);
       if (p.from !== SUPERNODE) swarm.blame.vouch(requester, p.from);
       // A relay goes at its own source's pace: its rate says nothing of its uplink.
       if (p.from !== SUPERNODE && !p.relay && rate && rate > 0 && this.#peers.has(p.from)) {
@@ -443,7 +456,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** Frees slots booked by assignments nobody reported back on. */
   sweep(now = Date.now()): void {
-    for (const [key, p] of this.#pending) if (now - p.at > this.#opts.assignmentTimeoutMs) this.#release(key, p);
+    for (const [key, p] of this.#pending) {
+      if (now - p.at <= this.#opts.assignmentTimeoutMs) continue;
+      this.#release(key, p);
+      const unreported = this.#tasks.get(p.taskId)?.unreported;
+      unreported?.set(p.requester, (unreported.get(p.requester) ?? 0) + 1);
+    }
   }
 
   isBlacklisted(taskId: string, peerId: string): boolean {
@@ -487,7 +505,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   #view(swarm: TaskSwarm, taskId: string, requester: string): SwarmView {
     return {
-      fetching: (n) => (swarm.fetching.has(n) && this.#opts.hashed(taskId, n) ? swarm.fetching.get(n)! : EMPTY),
+      fetching: (n) => {
+        const f = swarm.fetching.get(n);
+        if (!f || !this.#opts.hashed(taskId, n)) return EMPTY;
+        // Nobody is sent to a requester that left assignments unreported: it may never fetch what it booked.
+        return swarm.unreported.size ? new Set([...f].filter((id) => !swarm.unreported.has(id))) : f;
+      },
       holders: (n) => swarm.holders.get(n) ?? EMPTY,
       inflight: (n) => swarm.inflight.get(n) ?? 0,
       load: (id) => this.#load.get(id) ?? 0,
@@ -527,7 +550,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   #swarm(taskId: string): TaskSwarm {
     let s = this.#tasks.get(taskId);
     if (!s) {
-      s = { taskId, holders: new Map(), inflight: new Map(), fetching: new Map(), peers: new Set(), blame: new BlameLedger(this.#opts.failuresBeforeBlacklist), peerFailures: new Map() };
+      s = { taskId, holders: new Map(), inflight: new Map(), fetching: new Map(), peers: new Set(), blame: new BlameLedger(this.#opts.failuresBeforeBlacklist), peerFailures: new Map(), unreported: new Map() };
       this.#tasks.set(taskId, s);
     }
     return s;
@@ -547,6 +570,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     swarm.peers.delete(peerId);
     swarm.blame.forgetSource(peerId);
     swarm.peerFailures.delete(peerId);
+    swarm.unreported.delete(peerId);
     // State lives as long as somebody is in the task: a task nobody is in costs nothing.
     if (swarm.peers.size === 0) this.#tasks.delete(taskId);
   }
