@@ -193,6 +193,22 @@ t.test('an origin without Range that drips its body: the one sequential read is 
   t.match(await sn.seeder.ensurePiece(fine.taskId, 1, { requester: 'p' }), /^[0-9a-f]{64}$/, 'another object of the host is seeded after it');
 });
 
+t.test('an origin without Range whose object is not its digest: the last piece is refused, never handed out whole', async (t) => {
+  const MiB = 2 ** 20;
+  const body = makeBlob(3 * MiB, 94);
+  const origin = createServer((_req, res) => void res.writeHead(200, { 'content-length': body.length }).end(body));
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const sn = await startSupernode(t);
+  const claimed = `sha256:${'ab'.repeat(32)}`;
+  const meta = await sn.seeder.register(new URL(`http://127.0.0.1:${(origin.address() as { port: number }).port}/object`), claimed, {}, { requester: 'p' });
+  t.equal(meta.acceptsRanges, false);
+  t.ok(meta.pieceCount >= 2, `${meta.pieceCount} pieces`);
+  const results = await Promise.all([...Array(meta.pieceCount).keys()].map((n) => sn.seeder.ensurePiece(meta.taskId, n, { requester: 'p' }).then(() => 'served', (err: { code?: string }) => err.code)));
+  // Earlier pieces cannot know yet (the digest needs every byte); the piece that completes the check learns it.
+  t.equal(results.at(-1), 'SN_DIGEST_MISMATCH', `the last piece: ${results.join(', ')}`);
+});
+
 t.test('slow-loris: a socket dribbling its headers is dropped within seconds on every server', async (t) => {
   const sn = await spawnSupernodeProc(t);
   const d = await spawnDaemonProc(t, [sn.url]);

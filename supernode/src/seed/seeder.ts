@@ -537,10 +537,11 @@ export class Seeder {
       this.#whole.set(meta.taskId, run);
     }
     // Done as soon as this piece is recorded, not when the whole object has been read (downloaders of early pieces
-    // get their last block now).
+    // get their last block now). The object's last piece waits for the read's end: recording it completes the digest
+    // check, and a downloader must learn a mismatch from it rather than get a whole-looking last piece.
     const waiting = new AbortController();
     try {
-      await Promise.race([run, this.#c.store.recorded(meta.taskId, n, waiting.signal)]);
+      await (n === meta.pieceCount - 1 ? run : Promise.race([run, this.#c.store.recorded(meta.taskId, n, waiting.signal)]));
     } finally {
       waiting.abort();
     }
