@@ -39,6 +39,33 @@ t.test('a dfdaemon that drops a piece or evicts a task tells the supernode at on
   t.equal(await metricValue(b.metrics.registry, 'damselfly_dfdaemon_piece_failures_total'), 0, 'no fetch was wasted on the evicted node');
 });
 
+t.test('GC bounds the number of tasks, whatever their bytes: a client making many small tasks cannot grow a supernode or a dfdaemon for good', async (t) => {
+  const { createServer } = await import('node:http');
+  // An allowed origin that answers any URL: each query string is another task.
+  const origin = createServer((_req, res) => void res.writeHead(200, { 'content-length': 10 }).end('0123456789'));
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const base = `http://127.0.0.1:${(origin.address() as { port: number }).port}/obj`;
+  const sn = await startSupernode(t, { maxTasks: 5 });
+  const d = await startDaemon(t, [sn.url], { maxTasks: 3 });
+  const ids: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const r = await getViaProxy(d.proxyUrl, `${base}?v=${i}`);
+    t.equal(r.body.toString(), '0123456789');
+    ids.push(r.headers['x-damselfly-task-id'] as string);
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  const later = Date.now() + 2 * 60_000;
+  const dr = await d.gc(later);
+  t.same(dr.evicted.map((e) => e.why), Array(5).fill('count'), 'dfdaemon: 8 tasks, 3 kept');
+  t.same([...d.store.tasks()].map((x) => x.info.taskId).sort(), ids.slice(5).sort(), 'the most recently used');
+  await d.stop();
+  await until('the peer left every task', () => ids.every((id) => sn.scheduler.taskPeers(id) === 0));
+  const sr = await sn.gc(later);
+  t.same(sr.evicted.map((e) => [e.taskId, e.why]), ids.slice(0, 3).map((id) => [id, 'count']), 'supernode: 8 tasks, the 3 least recently used go');
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_evictions_total', { why: 'count' }), 3);
+});
+
 t.test('supernode disk GC: LRU down to the low watermark, TTL, never a task with peers in it; an evicted blob is seeded again', async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());

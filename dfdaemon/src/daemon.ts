@@ -181,7 +181,7 @@ export class Daemon {
   async #gcPass(now: number, pressure: boolean): Promise<GcResult> {
     const c = this.config;
     this.#quota ??= await effectiveQuota(c.dataDir, c.diskQuota);
-    const r = await collectGarbage(this.store, { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000, pressure }, this.log, now);
+    const r = await collectGarbage(this.store, { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000, maxTasks: c.maxTasks, pressure }, this.log, now);
     for (const e of r.evicted) this.metrics.evictions.inc({ why: e.why });
     this.metrics.cacheBytes.set(r.usedBytes);
     this.metrics.cacheQuota.set(this.#quota);

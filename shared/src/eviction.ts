@@ -15,6 +15,7 @@ export interface CacheConfig {
   gcLow: number;
   taskTtlSeconds: number;
   gcIntervalSeconds: number;
+  maxTasks: number;
 }
 
 export function cacheSchema(envPrefix: string, ttlDefault: number): Schema {
@@ -24,6 +25,13 @@ export function cacheSchema(envPrefix: string, ttlDefault: number): Schema {
     gcLow: { type: 'int', default: 80, min: 0, max: 100, env: `${envPrefix}_GC_LOW`, doc: 'GC evicts down to this % of the quota' },
     taskTtlSeconds: { type: 'int', default: ttlDefault, min: 0, env: `${envPrefix}_TASK_TTL_SECONDS`, doc: 'evict tasks unused this long (0 = never)' },
     gcIntervalSeconds: { type: 'int', default: 60, min: 1, env: `${envPrefix}_GC_INTERVAL_SECONDS`, doc: 'how often GC runs' },
+    maxTasks: {
+      type: 'int',
+      default: 100_000,
+      min: 1,
+      env: `${envPrefix}_MAX_TASKS`,
+      doc: 'tasks kept at most: GC evicts the least recently used beyond it (each costs memory and an index record, even one with few bytes, and a client can make many)',
+    },
   };
 }
 
@@ -49,15 +57,20 @@ export interface EvictionPolicy {
   ttlMs: number;
   graceMs: number;
   now: number;
+  /** Tasks kept at most, whatever their bytes (absent = no limit). */
+  maxTasks?: number;
 }
 
 export interface EvictionPlan {
-  evict: { id: string; bytes: number; why: 'ttl' | 'quota' }[];
+  evict: { id: string; bytes: number; why: EvictionReason }[];
   usedBefore: number;
   usedAfter: number;
   /** Still above the high watermark after evicting everything allowed (everything left is in use). */
   overQuota: boolean;
 }
+
+/** Why a task was evicted: unused past the TTL, the cache above its quota, or more tasks than `maxTasks`. */
+export type EvictionReason = 'ttl' | 'quota' | 'count';
 
 export function planEvictions(entries: readonly CacheEntry[], p: EvictionPolicy): EvictionPlan {
   const evictable = (e: CacheEntry) => !e.inUse && p.now - e.lastAccess > p.graceMs;
@@ -80,6 +93,17 @@ export function planEvictions(entries: readonly CacheEntry[], p: EvictionPolicy)
       if (used <= p.quota * p.low) break;
       evict.push({ id: e.id, bytes: e.bytes, why: 'quota' });
       used -= e.bytes;
+    }
+  }
+  let count = entries.length - evict.length;
+  if (p.maxTasks !== undefined && count > p.maxTasks) {
+    const taken = new Set(evict.map((e) => e.id));
+    const lru = entries.filter((e) => !taken.has(e.id) && evictable(e)).sort((a, b) => a.lastAccess - b.lastAccess);
+    for (const e of lru) {
+      if (count <= p.maxTasks) break;
+      evict.push({ id: e.id, bytes: e.bytes, why: 'count' });
+      used -= e.bytes;
+      count--;
     }
   }
   return { evict, usedBefore, usedAfter: used, overQuota: used > p.quota * p.high };

@@ -254,7 +254,7 @@ export class Supernode {
         this.seeder.forgetTask(taskId);
         this.#leaveSwarm(taskId);
       },
-      { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000 },
+      { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000, maxTasks: c.maxTasks },
       this.log,
       now,
     );

@@ -3,7 +3,7 @@
  * a client stream or an upload holds it. Under disk pressure (a write just failed for lack of space) the cache is
  * shrunk to the low watermark of what it holds now, ignoring the grace for idle tasks: space is needed at once.
  */
-import { planEvictions, type Logger } from '@damselfly/shared';
+import { planEvictions, type EvictionReason, type Logger } from '@damselfly/shared';
 import type { LocalStore, LocalTask } from '@damselfly/peer';
 
 export interface GcOptions {
@@ -16,12 +16,14 @@ export interface GcOptions {
   ttlMs: number;
   /** Recently touched tasks are never evicted. */
   graceMs?: number;
+  /** Tasks kept at most. */
+  maxTasks?: number;
   /** The disk just filled up: free space now. */
   pressure?: boolean;
 }
 
 export interface GcResult {
-  evicted: { taskId: string; why: 'ttl' | 'quota' | 'disk_full' }[];
+  evicted: { taskId: string; why: EvictionReason | 'disk_full' }[];
   freedBytes: number;
   usedBytes: number;
 }
@@ -42,6 +44,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions, log: Lo
     low: opts.low,
     ttlMs: opts.ttlMs,
     graceMs: opts.pressure ? 0 : (opts.graceMs ?? 60_000),
+    maxTasks: opts.maxTasks,
     now,
   });
   const evicted: GcResult['evicted'] = [];

@@ -3,7 +3,7 @@
  * seeded, served, or has peers in it; those are never evicted. An evicted task is forgotten entirely (record, piece
  * hashes, data file, scheduling state, held credentials): a later request seeds it again from the origin.
  */
-import { planEvictions, type Logger } from '@damselfly/shared';
+import { planEvictions, type EvictionReason, type Logger } from '@damselfly/shared';
 import type { TaskStore } from './task-store.js';
 
 export interface SupernodeGcOptions {
@@ -12,10 +12,11 @@ export interface SupernodeGcOptions {
   low: number;
   ttlMs: number;
   graceMs?: number;
+  maxTasks?: number;
 }
 
 export interface SupernodeGcResult {
-  evicted: { taskId: string; bytes: number; why: 'ttl' | 'quota' }[];
+  evicted: { taskId: string; bytes: number; why: EvictionReason }[];
   usedBytes: number;
   tasks: number;
 }
@@ -31,7 +32,7 @@ export async function collectSupernodeGarbage(
   // In use: read or written (a lease), or busy for the supernode (seeding, peers in it).
   const inUse = (taskId: string) => store.pieces(taskId)?.inUse === true || busy(taskId);
   const entries = [...store.entries()].map((e) => ({ id: e.taskId, bytes: e.bytes, lastAccess: e.lastAccess, inUse: inUse(e.taskId) }));
-  const plan = planEvictions(entries, { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, now });
+  const plan = planEvictions(entries, { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, maxTasks: opts.maxTasks, now });
   const evicted: SupernodeGcResult['evicted'] = [];
   for (const e of plan.evict) {
     // Asked again at each removal: the ones before it took a while, and the task may have been taken up meanwhile
