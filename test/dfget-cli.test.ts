@@ -176,7 +176,12 @@ t.test('bad arguments: exit 2 with every problem listed; --help and --version ex
   await failed(t, await runDfget(['http://x/f', '-O', join(dir, 'f'), '--bogus']), 2, /unknown option "--bogus"/, dir);
   await failed(t, await runDfget(['http://x/f', '-O']), 2, /-O, --output <file>' argument missing/);
   const many = await runDfget(['ht!tp://x', 'extra', '-O', join(dir, 'f'), '--timeout', 'soon', '-H', 'nocolon', '--digest', 'md5:x', '--frobnicate']);
-  await failed(t, many, 2, /unknown option "--frobnicate".*unexpected argument "extra".*malformed URL.*malformed digest.*--header #1 must look like.*--timeout must be seconds/, dir);
+  await failed(t, many, 2, /unknown option "--frobnicate".*unexpected argument \(#2 of 2.*malformed URL.*malformed digest.*--header #1 must look like.*--timeout must be seconds/, dir);
+  // A URL that does not parse, a mistyped option and its value, a stray word: none of them is printed with what may
+  // be a credential in it.
+  const leaky = await runDfget(['http://user:PW-SECRET@host:99999/x?token=TOKEN-SECRET', '-O', join(dir, 'f'), '--headr', 'Authorization: Bearer HDR-SECRET', '--digst=sha256:DIGEST-SECRET']);
+  await failed(t, leaky, 2, /unknown option "--headr".*unknown option "--digst".*unexpected argument \(#2 of 2.*malformed URL: "http:\/\/…@host:99999\/x\?…"/, dir);
+  for (const secret of ['PW-SECRET', 'TOKEN-SECRET', 'HDR-SECRET', 'DIGEST-SECRET']) t.notOk(leaky.stderr.toString().includes(secret), `${secret} is not printed`);
   // A malformed header is often a credential missing its colon: never echoed. A bad name or a value with a newline is
   // a usage error too (it used to reach the HTTP client and be blamed on the dfdaemon, exit 3).
   const secretive = await runDfget(['http://x/f', '-O', join(dir, 'f'), '-H', 'Authorization Bearer SECRET-TOKEN', '-H', 'Bad Name: v', '-H', 'X-Ok: a\nb']);

@@ -57,6 +57,13 @@ t.test('--help shows every default and environment variable', async (t) => {
   t.match(sn.out, /--port <value>\s+REST \+ ws \+ metrics port \[\$SUPERNODE_PORT\]\s+\(default: 8002\)/);
 });
 
+t.test('dfctl: a malformed header is named by its position, never printed', async (t) => {
+  const r = await run(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), 'preheat', 'alpine', '--supernode', 'http://127.0.0.1:9', '-H', 'Authorization Basic SECRET-CREDENTIAL']);
+  t.equal(r.code, 2);
+  t.match(r.out, /--header #1 wants 'Name: value'/);
+  t.notOk(r.out.includes('SECRET-CREDENTIAL'), 'the credential is not echoed');
+});
+
 t.test('run.sh passes its flags through (moved ports work, the hint names them) and refuses unknown ones', async (t) => {
   const bad = await run('bash', ['scripts/run.sh', '--prot', '9000']);
   t.equal(bad.code, 2);

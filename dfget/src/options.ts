@@ -64,9 +64,11 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
   // A lone '-' is an operand (stdin/stdout by convention), anything else dashed is an option we do not know.
   const isOption = (a: string) => a.startsWith('-') && a !== STDOUT;
   const args = raw.args ?? [];
-  for (const a of args.filter(isOption)) errors.push(`unknown option ${JSON.stringify(a)}`);
-  const [rawUrl, ...extra] = args.filter((a) => !isOption(a));
-  for (const a of extra) errors.push(`unexpected argument ${JSON.stringify(a)}`);
+  // Named, never shown: a stray argument is often a mistyped option's value, a header with its credential.
+  for (const a of args.filter(isOption)) errors.push(`unknown option ${JSON.stringify(a.split('=')[0]!.slice(0, 64))}`);
+  const operands = args.filter((a) => !isOption(a));
+  const [rawUrl, ...extra] = operands;
+  for (const [i] of extra.entries()) errors.push(`unexpected argument (#${i + 2} of ${operands.length}: dfget takes one URL)`);
   const url = rawUrl ? attempt(() => parseHttpUrl(rawUrl)) : (errors.push('missing <url>'), undefined);
   let digest = raw.digest;
   if (digest !== undefined && attempt(() => parseDigest(digest!))) {

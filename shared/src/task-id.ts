@@ -18,12 +18,23 @@ export function parseHttpUrl(raw: string): URL {
   try {
     u = new URL(raw);
   } catch {
-    throw sharedError('BAD_URL', JSON.stringify(raw));
+    throw sharedError('BAD_URL', quoteUrlText(raw));
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw sharedError('BAD_URL', `${JSON.stringify(raw)} (only http and https are supported)`);
+    throw sharedError('BAD_URL', `${quoteUrlText(raw)} (only http and https are supported)`);
   }
   return u;
+}
+
+/**
+ * A URL that did not parse, as an error may show it: without what sits before an `@` (user and password) and without
+ * its query (signatures, tokens), which are often credentials; quoted, and cut short.
+ */
+export function quoteUrlText(raw: string): string {
+  let text = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1…@');
+  const q = text.search(/[?#]/);
+  if (q >= 0) text = `${text.slice(0, q)}?…`;
+  return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
 }
 
 /** The OCI digest a registry blob URL names, if any. */

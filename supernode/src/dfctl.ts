@@ -79,9 +79,10 @@ const line = (j: PreheatJob) =>
 async function preheat(image: string, o: Common & { platform: string[]; scope: string; header: string[]; wait?: boolean; timeout: string }): Promise<void> {
   const c = client(o);
   const headers: Record<string, string> = {};
-  for (const h of o.header) {
+  for (const [k, h] of o.header.entries()) {
     const i = h.indexOf(':');
-    if (i <= 0) throw new Exit(2, `--header wants 'Name: value', got ${JSON.stringify(h)}`);
+    // Named by position, never shown: a header is often a credential, and a malformed one is no less secret.
+    if (i <= 0) throw new Exit(2, `--header #${k + 1} wants 'Name: value'`);
     headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
   }
   let job = await call<PreheatJob>(c, 'POST', '/api/v1/preheat', { image, scope: o.scope, ...(o.platform.length ? { platforms: o.platform } : {}), ...(o.header.length ? { headers } : {}) });
