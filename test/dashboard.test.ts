@@ -14,7 +14,7 @@ import { pieceSizeFor } from '@damselfly/shared';
 import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { until } from './helpers/until.js';
-import { ROOT, TEST_SECRET, getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
+import { ROOT, OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -50,7 +50,7 @@ t.test('dashboard: live tasks, piece maps and peers in a real browser', { skip: 
   });
 
   await t.test('with the token: the peer and its task appear, and they follow the pulls', async (t) => {
-    await page.goto(`${sn.url}/dashboard#token=${encodeURIComponent(TEST_SECRET)}`);
+    await page.goto(`${sn.url}/dashboard#token=${encodeURIComponent(OPERATOR_TOKEN)}`);
     await until('the token to leave the address bar', async () => !page.url().includes('token'), 15_000, 100);
     await page.locator('[data-testid=auth]').waitFor({ state: 'hidden' });
     // dfdaemons join the supernode with their first task: node A's pull brings it (and the task) onto the page.

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import { request } from 'undici';
 import { freePort } from './helpers/registry.js';
-import { ROOT, TEST_SECRET, startSupernode, tempDir } from './helpers/cluster.js';
+import { ROOT, OPERATOR_TOKEN, TEST_SECRET, startSupernode, tempDir } from './helpers/cluster.js';
 import { dfget } from './helpers/dfget.js';
 
 function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; until?: RegExp; ms?: number } = {}) {
@@ -107,7 +107,7 @@ t.test('absurd origin sizes are refused with a clear error, never a sparse file 
     ['/tib', 413, 'ORIGIN_TOO_LARGE'],
     ['/unsafe', 502, 'ORIGIN_BAD_STATUS'],
   ] as const) {
-    const res = await request(`${sn.url}/api/v1/tasks`, { method: 'POST', headers: { authorization: `Bearer ${TEST_SECRET}`, 'content-type': 'application/json' }, body: JSON.stringify({ url: base + path }) });
+    const res = await request(`${sn.url}/api/v1/tasks`, { method: 'POST', headers: { authorization: `Bearer ${OPERATOR_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ url: base + path }) });
     const body = (await res.body.json()) as { code: string; message: string };
     t.equal(res.statusCode, want, `${path}: ${body.message}`);
     t.equal(body.code, code);

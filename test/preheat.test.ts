@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseRange, taskIdFor } from '@damselfly/shared';
 import { makeBlob, startRegistry } from './helpers/registry.js';
-import { ROOT, TEST_SECRET, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { ROOT, OPERATOR_TOKEN, TEST_SECRET, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { buildAndPushMultiArchImage, mirrorConf, skopeo } from './helpers/image.js';
 import { metricValue } from './helpers/metrics.js';
 import { startTokenServer } from './helpers/token-server.js';
@@ -32,7 +32,7 @@ function dfctl(args: string[], env: Record<string, string> = {}): Promise<{ code
 }
 
 async function api(sn: { url: string }, method: string, path: string, body?: unknown) {
-  const res = await fetch(`${sn.url}${path}`, { method, headers: { authorization: `Bearer ${TEST_SECRET}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+  const res = await fetch(`${sn.url}${path}`, { method, headers: { authorization: `Bearer ${OPERATOR_TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
   return { status: res.status, body: (await res.json()) as any };
 }
 

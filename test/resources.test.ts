@@ -5,7 +5,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { TEST_SECRET, getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
+import { OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode } from './helpers/cluster.js';
 import { metricValue, scrapeMetric } from './helpers/metrics.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 import { until } from './helpers/until.js';
@@ -141,5 +141,5 @@ t.test('ten dripping origins cannot starve an honest pull: per-origin slots, min
   t.equal(sha(r.body), digest);
   t.ok(secs < 5, `the honest pull took ${secs.toFixed(2)} s beside ten dripping origins`);
   t.equal(await scrapeMetric(honest.healthUrl, 'damselfly_dfdaemon_back_source_total'), 0, 'through the supernode');
-  t.ok((await scrapeMetric(sn.url, 'damselfly_supernode_origin_bytes_total', {}, { authorization: `Bearer ${TEST_SECRET}` })) >= blob.length, 'seeded by the supernode');
+  t.ok((await scrapeMetric(sn.url, 'damselfly_supernode_origin_bytes_total', {}, { authorization: `Bearer ${OPERATOR_TOKEN}` })) >= blob.length, 'seeded by the supernode');
 });

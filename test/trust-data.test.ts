@@ -14,7 +14,7 @@ import { BLOCK_SIZE, GRANT_HEADER, PROTOCOL_VERSION, pieceSizeFor, taskIdFor, ty
 import { LocalStore } from '@damselfly/peer';
 import { Readable } from 'node:stream';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { metricValue } from './helpers/metrics.js';
 import { rawPeer } from './helpers/ws-peer.js';
 import { serveFile } from './helpers/file-server.js';
@@ -23,7 +23,7 @@ import { dfget } from './helpers/dfget.js';
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
-const bearer = { authorization: `Bearer ${TEST_SECRET}` };
+const bearer = { authorization: `Bearer ${OPERATOR_TOKEN}` };
 
 t.test('private blobs stay private: every client proves its own access at the registry; P2P and one origin read still', async (t) => {
   const htpasswd = `alice:${bcrypt.hashSync('alice-pass', 6)}\nbob:${bcrypt.hashSync('bob-pass', 6)}\n`;

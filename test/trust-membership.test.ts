@@ -4,7 +4,8 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { readFile, readdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -17,7 +18,7 @@ import { pieceUrl } from '@damselfly/peer';
 /** The upgrade status a refused session got (0 if it was let in). */
 const refused = (p: Promise<RawPeer>) => p.then((peer) => (peer.close(), 0), (err: { status?: number }) => err.status ?? -1);
 import { makeBlob, pushBlob, startRegistry, freePort } from './helpers/registry.js';
-import { ROOT, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { ROOT, OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer, type RawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
 import { RECENTLY_HEARD_MS, TAKEOVER_PROBE_MS, checkAdvertisedBase } from '@damselfly/supernode';
@@ -26,7 +27,7 @@ import { spawnSupernodeProc } from './helpers/procs.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const bearer = { authorization: `Bearer ${TEST_SECRET}` };
+const bearer = { authorization: `Bearer ${OPERATOR_TOKEN}` };
 
 async function errorCode(p: Promise<{ ok: boolean; error?: { code: string } } | { ok: true }>): Promise<string | undefined> {
   const r = (await p) as { ok: boolean; error?: { code: string } };
@@ -368,10 +369,16 @@ t.test('pieces only with a grant: upload servers and the supernode piece API ref
   t.equal(good.status, 200);
   t.ok(good.body.equals(blob.subarray(0, pieceSizeFor(blob.length))), 'a valid grant gets the piece');
   t.ok((await metricValue(d.metrics.registry, 'damselfly_dfdaemon_upload_refused_total')) >= 4, 'refusals counted on the dfdaemon');
-  // The operator REST API wants the cluster secret too, and never shows a stored URL.
+  // The operator REST API wants the operator token, derived from the cluster secret, and never shows a stored URL.
   const anon = await request(`${sn.url}/api/v1/tasks/${taskId}`);
   t.equal(anon.statusCode, 401);
   await anon.body.dump();
+  // The secret itself is not a token: it never has to travel as a header, to a scraper or over plain HTTP.
+  const raw = await request(`${sn.url}/api/v1/tasks/${taskId}`, { headers: { authorization: `Bearer ${TEST_SECRET}` } });
+  t.equal(raw.statusCode, 401, 'the cluster secret as a bearer token is refused');
+  await raw.body.dump();
+  const dfctl = await promisify(execFile)(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), 'token'], { env: { ...process.env, DAMSELFLY_CLUSTER_SECRET: TEST_SECRET } });
+  t.equal(dfctl.stdout.trim(), OPERATOR_TOKEN, 'dfctl token prints the operator token');
   const info = await request(`${sn.url}/api/v1/tasks/${taskId}`, { headers: bearer });
   const body = (await info.body.json()) as Record<string, unknown>;
   t.equal(info.statusCode, 200);

@@ -12,7 +12,7 @@
  * Everything is checked in constant time. Without a secret (loopback-only or explicitly insecure deployments) none of
  * this applies.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { errorFactory, type ErrorTable } from './errors.js';
 
 export const AuthErrors = {
@@ -122,9 +122,20 @@ export function verifyGrant(secret: Buffer, grant: string | undefined, taskId: s
   return requester;
 }
 
-/** `Authorization: Bearer <secret>` for the operator REST API. */
+/**
+ * The operator token: what the operator REST API, the dashboard and /metrics want as `Authorization: Bearer`. Derived
+ * from the cluster secret, one way, so the secret itself never travels as a header (a scraper over plain HTTP, the
+ * copy Prometheus keeps of its credentials): whoever sees the token can read metrics and ask for preheats, not act as
+ * a member (session proofs and grants are keyed by the secret). sha256 rather than an HMAC so the Helm chart can
+ * compute it for its ServiceMonitor (`sha256sum` in a template): `sha256("damselfly-operator:" + secret)`, hex.
+ */
+export function operatorToken(secret: Buffer): string {
+  return createHash('sha256').update('damselfly-operator:').update(secret).digest('hex');
+}
+
+/** `Authorization: Bearer <operator token>` for the operator REST API. */
 export function verifyOperatorToken(secret: Buffer, authorization: string | undefined): void {
   const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
-  if (!m) throw authError('AUTH_REQUIRED', 'send Authorization: Bearer <cluster secret>');
-  if (!sameText(m[1]!.trim(), secret.toString())) throw authError('AUTH_INVALID', 'wrong token');
+  if (!m) throw authError('AUTH_REQUIRED', 'send Authorization: Bearer <operator token> (dfctl token prints it)');
+  if (!sameText(m[1]!.trim(), operatorToken(secret))) throw authError('AUTH_INVALID', 'wrong token (the operator token, not the cluster secret: dfctl token prints it)');
 }

@@ -3,14 +3,17 @@
  * dfctl: the operator's command line for a supernode's REST API.
  *   dfctl preheat <image> [--platform linux/amd64]... [--scope supernode|all-peers] [-H 'Name: value']... [--wait]
  *   dfctl preheat-status <job id>
- * The operator token is the cluster secret ($DAMSELFLY_CLUSTER_SECRET, or the file in --cluster-secret-file /
- * $DAMSELFLY_CLUSTER_SECRET_FILE). Exit 0 when the request (and with --wait the job) succeeded, 1 when the job failed,
+ *   dfctl token
+ * Requests carry the operator token, derived from the cluster secret ($DAMSELFLY_CLUSTER_SECRET, or the file in
+ * --cluster-secret-file / $DAMSELFLY_CLUSTER_SECRET_FILE), never the secret itself; `dfctl token` prints it (for the
+ * dashboard, a scraper's configuration). Exit 0 when the request (and with --wait the job) succeeded, 1 when the job failed,
  * 2 on a usage error, 3 when the supernode could not be reached or refused.
  */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Agent, request, type Dispatcher } from 'undici';
+import { operatorToken } from '@damselfly/shared';
 import type { PreheatJob } from './preheat/jobs.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -30,18 +33,21 @@ interface Common {
   caFile?: string;
 }
 
-function client(o: Common): { base: string; headers: Record<string, string>; dispatcher?: Dispatcher } {
+/** The cluster secret as the daemons read it (trimmed), or undefined when none is given. */
+function secretOf(o: { clusterSecretFile?: string }): string | undefined {
   const file = o.clusterSecretFile ?? process.env.DAMSELFLY_CLUSTER_SECRET_FILE;
-  let secret = process.env.DAMSELFLY_CLUSTER_SECRET;
-  if (file) {
-    try {
-      secret = readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      throw new Exit(2, `cannot read the cluster secret file ${file}: ${(err as Error).message}`);
-    }
+  if (!file) return process.env.DAMSELFLY_CLUSTER_SECRET?.trim() || undefined;
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new Exit(2, `cannot read the cluster secret file ${file}: ${(err as Error).message}`);
   }
+}
+
+function client(o: Common): { base: string; headers: Record<string, string>; dispatcher?: Dispatcher } {
+  const secret = secretOf(o);
   const dispatcher = o.caFile ? new Agent({ connect: { ca: readFileSync(o.caFile) } }) : undefined;
-  return { base: o.supernode.replace(/\/$/, ''), headers: secret ? { authorization: `Bearer ${secret}` } : {}, ...(dispatcher ? { dispatcher } : {}) };
+  return { base: o.supernode.replace(/\/$/, ''), headers: secret ? { authorization: `Bearer ${operatorToken(Buffer.from(secret))}` } : {}, ...(dispatcher ? { dispatcher } : {}) };
 }
 
 async function call<T>(c: ReturnType<typeof client>, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
@@ -106,7 +112,7 @@ async function main(argv: string[]): Promise<void> {
   const common = (cmd: Command) =>
     cmd
       .addOption(new Option('--supernode <url>', 'supernode base URL').env('DFCTL_SUPERNODE').default('http://127.0.0.1:8002'))
-      .option('--cluster-secret-file <file>', 'cluster secret (the operator token) [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')
+      .option('--cluster-secret-file <file>', 'cluster secret, the operator token is derived from [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')
       .option('--ca-file <file>', 'CA the supernode\'s TLS certificate chains to');
   const program = new Command('dfctl').description('Operator commands for a Damselfly supernode').exitOverride().configureOutput({ outputError: () => {} });
   common(
@@ -130,6 +136,16 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(`${JSON.stringify(await call<PreheatJob>(client(o), 'GET', `/api/v1/preheat/${encodeURIComponent(id)}`), null, 2)}\n`);
       }),
   ).exitOverride();
+  program
+    .command('token')
+    .description('print the operator token (for the dashboard, a scraper\'s Authorization: Bearer), derived from the cluster secret')
+    .option('--cluster-secret-file <file>', 'cluster secret [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')
+    .action((o: { clusterSecretFile?: string }) => {
+      const secret = secretOf(o);
+      if (!secret) throw new Exit(2, 'no cluster secret: give --cluster-secret-file or set $DAMSELFLY_CLUSTER_SECRET_FILE / $DAMSELFLY_CLUSTER_SECRET');
+      process.stdout.write(`${operatorToken(Buffer.from(secret))}\n`);
+    })
+    .exitOverride();
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { Supernode, loadSupernodeConfig, type SupernodeConfig } from '@damselfly/supernode';
 import { Daemon, loadDaemonConfig, type DaemonConfig } from '@damselfly/dfdaemon';
-import { DAEMON_NODE_FLAGS } from '@damselfly/shared';
+import { DAEMON_NODE_FLAGS, operatorToken } from '@damselfly/shared';
 import { freePort } from './registry.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -16,6 +16,8 @@ export const ROOT = resolve(import.meta.dirname, '..', '..');
  * It is also put into this test process's environment, which the real binaries the tests spawn inherit.
  */
 export const TEST_SECRET = 'test-cluster-secret-0123456789abcdef';
+/** What the operator API, the dashboard and /metrics want: the token derived from the secret, never the secret. */
+export const OPERATOR_TOKEN = operatorToken(Buffer.from(TEST_SECRET));
 process.env.DAMSELFLY_CLUSTER_SECRET ??= TEST_SECRET;
 
 /** Origins every test supernode may seed from: anything, on loopback (where the test registries run). */

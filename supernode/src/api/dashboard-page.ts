@@ -1,7 +1,7 @@
 /**
  * The swarm view served at `/dashboard`: one self-contained page (no build step, no external assets) that polls
  * `/api/v1/dashboard` every second. Every value from the swarm (peer ids, labels, origins) is untrusted and goes into
- * the page as text nodes only, never as markup. The operator token (the cluster secret) is taken from the URL fragment
+ * the page as text nodes only, never as markup. The operator token (`dfctl token`) is taken from the URL fragment
  * (`#token=…`, never sent to the server in the URL) or typed in, and kept for the tab only (sessionStorage).
  */
 export const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:";
@@ -29,7 +29,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <h1>Damselfly swarm</h1>
 <div class="stats" id="stats" data-testid="stats"></div>
 <div id="auth" data-testid="auth">
-  This supernode needs its operator token (the cluster secret):
+  This supernode needs its operator token (<code>dfctl token</code> prints it):
   <input id="token" type="password" size="40" autocomplete="off"> <button id="save">Show the swarm</button>
   <div class="muted" id="authwhy"></div>
 </div>

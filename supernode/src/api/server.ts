@@ -98,7 +98,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     void reply.status(status).send({ code: e.code ?? 'INTERNAL', message: e.message });
   });
 
-  /** The operator REST API is for cluster members: `Authorization: Bearer <cluster secret>`. */
+  /** The operator REST API is for operators: `Authorization: Bearer <operator token>` (derived from the cluster secret). */
   const operator = async (req: FastifyRequest) => {
     if (secret) verifyOperatorToken(secret, header(req, 'authorization'));
   };
