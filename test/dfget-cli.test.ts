@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
-import { startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { serveFile } from './helpers/file-server.js';
 import { httpServer, silent, trickle } from './helpers/broken-server.js';
 import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
@@ -35,6 +35,42 @@ async function failed(t: Test, r: DfgetResult, code: number, message: RegExp, di
   if (dir) t.same(await readdir(dir), [], 'no file and no temporary file left');
   if (cachesBefore) t.same(await peerCaches(), cachesBefore, 'no one-shot peer cache left');
 }
+
+/**
+ * An origin whose object changes after `switchAfter` requests: version A, then version B (ETags "A" and "B"), and,
+ * like any HTTP server, a Range asked with an If-Range that is not the current ETag gets the whole current version.
+ */
+async function changingOrigin(t: Test, size: number, switchAfter: number) {
+  const versions = { A: makeBlob(size, 95), B: makeBlob(size, 96) };
+  return httpServer(t, (req, res, count) => {
+    const tag = count > switchAfter ? 'B' : 'A';
+    const body = versions[tag];
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    const ifRange = req.headers['if-range'];
+    if (!m || (ifRange !== undefined && ifRange !== `"${tag}"`)) return void res.writeHead(200, { etag: `"${tag}"`, 'content-length': size }).end(body);
+    const [a, b] = [Number(m[1]), Math.min(Number(m[2]), size - 1)];
+    res.writeHead(206, { etag: `"${tag}"`, 'content-range': `bytes ${a}-${b}/${size}`, 'content-length': b - a + 1 }).end(body.subarray(a, b + 1));
+  }).then((server) => ({ ...server, versions }));
+}
+
+t.test('an object that changes at the origin mid-download (no digest to hold it to) is never stitched from two versions', async (t) => {
+  const dir = await tempDir(t);
+  // The probe and piece 0 see version A, every later piece version B.
+  const origin = await changingOrigin(t, 4 * MiB, 2);
+  const r = await runDfget([`${origin.url}/object`, '-O', join(dir, 'f'), '--standalone', '--no-progress']);
+  await failed(t, r, 3, /changed at the origin/, dir);
+  t.ok(origin.requests.slice(1).every((q) => q.headers['if-range'] === '"A"'), 'every piece was asked of version A, by its ETag');
+
+  // Through a dfdaemon and its supernode: the client gets one version whole (the direct way, once P2P found the
+  // object changed) or an error, never pieces of both.
+  const changing = await changingOrigin(t, 4 * MiB, 3);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const got = await getViaProxy(d.proxyUrl, `${changing.url}/object`).catch(() => ({ status: 0, body: Buffer.alloc(0) }));
+  const whole = got.body.equals(changing.versions.A) || got.body.equals(changing.versions.B);
+  t.ok(got.status === 200 ? whole : got.status === 0 || got.status >= 400, `one version whole, or an error (status ${got.status}, ${got.body.length} bytes)`);
+  t.ok(changing.requests.some((q) => q.headers['if-range'] === '"A"'), 'the supernode asked its pieces of the version it probed');
+});
 
 t.test('standalone with its log on (DAMSELFLY_LOG_LEVEL): the log goes to stderr, -O - carries the blob and nothing else', async (t) => {
   const blob = makeBlob(2 * MiB + 5, 91);

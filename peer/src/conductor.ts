@@ -192,10 +192,13 @@ export class Conductor {
       this.#rejectOpened(err);
       task ??= this.#c.store.get(this.taskId);
       task?.fail(err as Error);
-      // Bytes found not to be the digest's (here or by the supernode) are not kept for anyone: not even a Range read.
-      // A download that filled the disk gives its space back at once, and the cache makes room for the next one.
+      // Bytes found not to be the digest's (here or by the supernode) are not kept for anyone: not even a Range read;
+      // nor pieces of an object that has changed at the origin since (the next run starts from a new probe, not
+      // stitched onto them). A download that filled the disk gives its space back at once, and the cache makes room
+      // for the next one.
       const diskFull = isDamselflyError(err, 'DF_DISK_FULL');
-      if ((isDigestMismatch(err) || diskFull) && task && this.#c.store.get(this.taskId) === task) await this.#c.store.remove(this.taskId).catch(() => {});
+      const stale = isDigestMismatch(err) || isDamselflyError(err, 'ORIGIN_CHANGED');
+      if ((stale || diskFull) && task && this.#c.store.get(this.taskId) === task) await this.#c.store.remove(this.taskId).catch(() => {});
       if (diskFull) this.#c.onDiskFull?.();
       this.#c.metrics.tasks.inc({ result: 'failed' });
       this.#log.warn({ err: describeError(err) }, 'task:failed');

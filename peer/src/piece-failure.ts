@@ -2,7 +2,7 @@
  * What a failed piece transfer means: what the supernode is told it was (its blame and scheduling depend on it), and
  * whether the download tries again, registers again, or ends. Pure: the run keeps the counts.
  */
-import { describeError, isTransferTimeout, sharedError } from '@damselfly/shared';
+import { describeError, isTransferTimeout, originError, sharedError } from '@damselfly/shared';
 import { peerError } from './errors.js';
 
 /** Statuses from the origin that retrying or another route will not change: pass them to the client. */
@@ -44,6 +44,8 @@ export function judgeFailure(err: unknown, f: FailureContext): FailureVerdict {
   if (code === 'PIECE_DISK_FULL') return { fatal: peerError('DF_DISK_FULL', describeError(err), err) };
   // The supernode found the origin's bytes are not the digest's, or dropped the task for it: no retry helps.
   if (remoteCode === 'SN_DIGEST_MISMATCH') return { fatal: sharedError('DIGEST_MISMATCH', describeError(err), err) };
+  // The object changed at the origin while the supernode seeded it (no digest to hold it to): its task is gone there.
+  if (remoteCode === 'ORIGIN_CHANGED') return { fatal: originError('ORIGIN_CHANGED', describeError(err), err) };
   if (remoteCode === 'SN_TASK_NOT_FOUND') return { fatal: peerError('DF_TASK_FAILED', `the supernode no longer has task ${f.taskId}`, err) };
   // The supernode let go of this peer's origin credentials (unused too long, or it restarted).
   if (remoteCode === 'SN_NOT_REGISTERED' && f.tries < f.pieceAttempts) return 'reregister';

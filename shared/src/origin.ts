@@ -21,6 +21,7 @@ export const OriginErrors = {
   ORIGIN_BAD_RANGE: { message: 'origin sent the wrong range: %s', status: 502 },
   ORIGIN_NO_RANGE: { message: 'origin ignores Range: %s', status: 502 },
   ORIGIN_TOO_LARGE: { message: 'origin object too large: %s', status: 413 },
+  ORIGIN_CHANGED: { message: 'the object changed at the origin while its pieces were being fetched: %s', status: 502 },
   ORIGIN_TLS: { message: 'cannot verify the origin\'s TLS certificate: %s (give its CA with originCaFiles)', status: 502 },
 } as const satisfies ErrorTable<string>;
 
@@ -42,6 +43,12 @@ export interface ProbeResult {
   contentLength: number;
   acceptsRanges: boolean;
   /**
+   * What tells this version of the object from the next: its strong ETag, else its Last-Modified (absent when the
+   * origin sends neither, or only a weak ETag). Pieces asked for with it (`OriginRequest.validator`) come from this
+   * version or not at all.
+   */
+  validator?: string;
+  /**
    * With `head` asked for and a Range answer: the object's first min(head, size) bytes, still to be read. The caller
    * consumes or destroys it.
    */
@@ -55,6 +62,14 @@ export interface OriginRequest {
   signal?: AbortSignal;
   /** Largest object size accepted by a probe (maxBlobSize). */
   maxLength?: number;
+  /**
+   * The probed version's validator: a range is asked with it as `If-Range`, so an object that changed since comes
+   * back whole (200) instead of as a range of the new version, and is refused (ORIGIN_CHANGED) rather than stitched
+   * to pieces of the old one.
+   */
+  validator?: string;
+  /** The probed size: a range whose Content-Range names another total is of another version (ORIGIN_CHANGED). */
+  total?: number;
 }
 
 /** Status of an origin answer mapped to a typed error (the origin's own status is kept for auth errors). */
@@ -83,7 +98,7 @@ async function send(req: OriginRequest, range?: string) {
   try {
     return await request(req.url, {
       method: 'GET',
-      headers: { ...originRequestHeaders(req.headers), ...(range ? { range } : {}), 'accept-encoding': 'identity' },
+      headers: { ...originRequestHeaders(req.headers), ...(range ? { range, ...(req.validator ? { 'if-range': req.validator } : {}) } : {}), 'accept-encoding': 'identity' },
       dispatcher: req.dispatcher,
       signal: req.signal,
       headersTimeout: 30_000,
@@ -129,7 +144,8 @@ export async function probeOrigin(req: OriginRequest, { head = 0 }: { head?: num
       const contentLength = checkedLength(m[3], req);
       // Exactly the bytes asked for (or all of a smaller object), or the head is not used: the size still is.
       kept = head > 0 && Number(m[1]) === 0 && Number(m[2]) === Math.min(head, contentLength) - 1;
-      return { contentLength, acceptsRanges: true, ...(kept ? { head: res.body } : {}) };
+      const validator = validatorOf(res.headers);
+      return { contentLength, acceptsRanges: true, ...(validator ? { validator } : {}), ...(kept ? { head: res.body } : {}) };
     }
     if (res.statusCode === 416) {
       // An empty object: nothing is satisfiable, the total is still reported.
@@ -145,10 +161,17 @@ export async function probeOrigin(req: OriginRequest, { head = 0 }: { head?: num
   }
 }
 
-/** Whether a Content-Range header says exactly bytes [start, end]. */
-function isRange(contentRange: string | undefined, start: number, end: number): boolean {
-  const m = /^bytes (\d+)-(\d+)\/\d+$/.exec(contentRange ?? '');
-  return !!m && Number(m[1]) === start && Number(m[2]) === end;
+/** Whether a Content-Range header says exactly bytes [start, end] (of `total` bytes, when given). */
+function isRange(contentRange: string | undefined, start: number, end: number, total?: number): boolean {
+  const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(contentRange ?? '');
+  return !!m && Number(m[1]) === start && Number(m[2]) === end && (total === undefined || Number(m[3]) === total);
+}
+
+/** A strong ETag (a weak one may not be used in If-Range), else Last-Modified. */
+function validatorOf(h: Record<string, string | string[] | undefined>): string | undefined {
+  const etag = firstHeader(h, 'etag');
+  if (etag && !etag.startsWith('W/')) return etag;
+  return firstHeader(h, 'last-modified');
 }
 
 /**
@@ -160,14 +183,17 @@ export async function fetchOrigin(req: OriginRequest, start: number, end: number
   if (whole ? res.statusCode === 200 : res.statusCode === 206) {
     if (!whole) {
       const cr = firstHeader(res.headers, 'content-range');
-      if (!isRange(cr, start, end)) {
+      if (!isRange(cr, start, end, req.total)) {
         discard(res.body);
+        if (isRange(cr, start, end)) throw originError('ORIGIN_CHANGED', `${redactUrl(req.url)} is ${JSON.stringify(cr)} now, was ${req.total} bytes`);
         throw originError('ORIGIN_BAD_RANGE', `asked ${start}-${end}, got ${JSON.stringify(cr)}`);
       }
     }
     return res.body;
   }
   discard(res.body);
+  // Asked with If-Range, a whole answer means the version asked for is gone.
+  if (res.statusCode === 200 && req.validator) throw originError('ORIGIN_CHANGED', `${redactUrl(req.url)}: not ${req.validator} any more`);
   if (res.statusCode === 200) throw originError('ORIGIN_NO_RANGE', redactUrl(req.url));
   throw statusError(res.statusCode, req.url, firstHeader(res.headers, 'www-authenticate'));
 }
@@ -206,14 +232,20 @@ export function originFastPath(policy: AddressPolicy, tls?: OriginTls): OriginFa
 export async function fetchOriginRange(req: OriginRequest, start: number, end: number, fast?: OriginFastPath): Promise<Readable | BulkBody> {
   const origin = new URL(req.url).origin;
   if (fast && !fast.skip.has(origin)) {
-    const headers: Record<string, string> = { ...originRequestHeaders(req.headers), 'accept-encoding': 'identity', range: `bytes=${start}-${end}` };
+    const headers: Record<string, string> = {
+      ...originRequestHeaders(req.headers),
+      'accept-encoding': 'identity',
+      range: `bytes=${start}-${end}`,
+      ...(req.validator ? { 'if-range': req.validator } : {}),
+    };
     try {
       const res = await fast.client.get(req.url, { headers, signal: req.signal, headersTimeoutMs: 30_000, bodyTimeoutMs: 60_000 });
-      if (res.statusCode === 206 && isRange(res.headers['content-range'], start, end) && res.body.length === end - start + 1) return res.body;
+      if (res.statusCode === 206 && isRange(res.headers['content-range'], start, end, req.total) && res.body.length === end - start + 1) return res.body;
       res.body.discard();
       // A status the full client maps to an error is asked again there; only a different way of answering (a
-      // redirect, no Range) sends this origin to the full client for good.
-      if ((res.statusCode >= 300 && res.statusCode < 400) || res.statusCode === 200) remember(fast, origin);
+      // redirect, no Range) sends this origin to the full client for good. Asked with If-Range, a 200 says the object
+      // changed, not how the origin answers.
+      if ((res.statusCode >= 300 && res.statusCode < 400) || (res.statusCode === 200 && !req.validator)) remember(fast, origin);
     } catch (err) {
       if (req.signal?.aborted) throw err;
       if ((err as { code?: string }).code === 'BULK_PROTOCOL') remember(fast, origin);

@@ -106,6 +106,7 @@ export class Supernode {
         this.metrics.digestMismatches.inc();
         this.#leaveSwarm(taskId);
       },
+      onDropped: (taskId) => this.#leaveSwarm(taskId),
       onRecorded: (taskId) => this.scheduler.wake(taskId),
     });
     this.preheat = new PreheatJobs({

@@ -86,6 +86,8 @@ export interface SeederComponents {
   digestBytes?: Counter<string>;
   /** A task was dropped because its bytes do not match its digest. */
   onPoisoned?: (taskId: string) => void;
+  /** A task was dropped because its object changed at the origin (no digest to hold it to). */
+  onDropped?: (taskId: string) => void;
   /** A piece was recorded (its block hashes are known: peers fetching it can relay it now). */
   onRecorded?: (taskId: string, n: number) => void;
 }
@@ -287,6 +289,7 @@ export class Seeder {
       public: isPublic,
       acceptsRanges: probe.acceptsRanges,
       createdAt: Date.now(),
+      ...(!digest && probe.validator ? { validator: probe.validator } : {}),
     };
     try {
       await this.#c.store.create(meta);
@@ -439,7 +442,7 @@ export class Seeder {
       };
       const fetchPart = async ([from, to]: [number, number]) => {
         const body = await fetchOriginRange(
-          { url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal },
+          { url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal, total: meta.contentLength, validator: meta.validator },
           start + from * BLOCK_SIZE,
           Math.min(end, start + to * BLOCK_SIZE - 1),
           this.#c.originFast,
@@ -487,6 +490,13 @@ export class Seeder {
         lastErr = err;
         // Auth, not-found and forbidden answers will not change on retry; the client must see them as they are.
         if (this.#stop.signal.aborted || isDamselflyError(err, 'ORIGIN_AUTH') || isDamselflyError(err, 'ORIGIN_NOT_FOUND') || isDamselflyError(err, 'ADDRESS_FORBIDDEN') || isDamselflyError(err, 'SN_DIGEST_MISMATCH')) throw err;
+        if (isDamselflyError(err, 'ORIGIN_CHANGED')) {
+          // The pieces recorded are of a version the origin no longer has: the task goes, and the next registration
+          // starts over from a new probe.
+          release();
+          await this.#dropChanged(meta);
+          throw err;
+        }
         if (isDamselflyError(err, 'ORIGIN_NO_RANGE')) {
           // The origin stopped honouring Range (e.g. a pull-through cache): fall back to one sequential read, which
           // checks blocks verified before (piece 0's first, from the size probe) against their hashes.
@@ -645,6 +655,14 @@ export class Seeder {
     }
     await this.#poison(meta, check.actual!);
     throw mismatch();
+  }
+
+  async #dropChanged(meta: TaskMeta): Promise<void> {
+    if (!this.#c.store.get(meta.taskId)) return;
+    this.#c.log.warn({ taskId: meta.taskId, origin: meta.origin, validator: meta.validator }, 'task:origin-changed');
+    this.#sources.delete(meta.taskId);
+    this.#c.onDropped?.(meta.taskId);
+    await this.#c.store.remove(meta.taskId);
   }
 
   async #poison(meta: TaskMeta, actual: string): Promise<void> {
