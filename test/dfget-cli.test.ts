@@ -72,6 +72,26 @@ t.test('an object that changes at the origin mid-download (no digest to hold it 
   t.ok(changing.requests.some((q) => q.headers['if-range'] === '"A"'), 'the supernode asked its pieces of the version it probed');
 });
 
+t.test('an origin without Range that drips the object: dfget standalone gives up at the minimum rate, no --timeout needed', async (t) => {
+  const dir = await tempDir(t);
+  const body = makeBlob(MiB, 97);
+  const drips: NodeJS.Timeout[] = [];
+  t.teardown(() => drips.forEach(clearInterval));
+  const origin = await httpServer(t, (req, res) => {
+    res.writeHead(200, { 'content-length': body.length });
+    // The size probe gets it whole; the read drips 100 bytes every 200 ms, never stopping.
+    if (req.headers.range === 'bytes=0-0') return void res.end(body);
+    let at = 0;
+    const drip = setInterval(() => res.write(body.subarray(at, (at += 100))), 200);
+    drips.push(drip);
+    res.on('close', () => clearInterval(drip));
+  });
+  const t0 = Date.now();
+  const r = await runDfget([`${origin.url}/drip`, '-O', join(dir, 'f'), '--standalone', '--no-progress']);
+  await failed(t, r, 3, /transfer too slow: .* B\/s after/, dir);
+  t.ok(Date.now() - t0 < 30_000, `within the rate's grace and a check (${Date.now() - t0} ms)`);
+});
+
 t.test('standalone with its log on (DAMSELFLY_LOG_LEVEL): the log goes to stderr, -O - carries the blob and nothing else', async (t) => {
   const blob = makeBlob(2 * MiB + 5, 91);
   const origin = await serveFile(t, blob, '/logged');

@@ -4,7 +4,7 @@
  */
 import { open } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
-import { TransferGuard, fetchOrigin, probeOrigin, writeWholeStream, type Pace, type ProbeResult } from '@damselfly/shared';
+import { TransferGuard, discard, fetchOrigin, probeOrigin, writeWholeStream, type Pace, type ProbeResult } from '@damselfly/shared';
 import type { LocalTask } from './local-task.js';
 
 export interface BackSourceRequest {
@@ -35,9 +35,24 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
   const missing = (req.pieces ?? task.missing()).filter((n) => !task.has(n));
   if (missing.length === 0) return;
   if (!p.acceptsRanges) {
-    // Without Range the only way to any piece is the whole object: take all of it while reading.
-    const body = await fetchOrigin(origin, 0, task.info.contentLength - 1, true);
-    const fh = await open(task.dataPath, 'r+');
+    // Without Range the only way to any piece is the whole object: take all of it while reading, at the rate a piece
+    // must keep and within a piece's deadline per piece (an origin dripping it would otherwise hold the run for good).
+    const guard = new TransferGuard({
+      signal: req.signal,
+      ...ORIGIN_GUARD,
+      deadlineMs: ORIGIN_GUARD.deadlineMs * Math.max(1, task.info.pieceCount),
+      ...(req.pace ? { minBytesPerSecond: 0 } : {}),
+    });
+    const body = await fetchOrigin({ ...origin, signal: guard.signal }, 0, task.info.contentLength - 1, true).catch((err: unknown) => {
+      guard.done();
+      throw err;
+    });
+    guard.startRate();
+    const fh = await open(task.dataPath, 'r+').catch((err: unknown) => {
+      discard(body);
+      guard.done();
+      throw err;
+    });
     try {
       await writeWholeStream(fh, body, {
         pieceSize: task.info.pieceSize,
@@ -48,11 +63,15 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
           req.onBlock?.(n, b, sha, data);
           task.landed(n, b, sha, data);
         },
-        onBytes: req.onBytes,
+        onBytes: (n) => {
+          guard.onBytes(n);
+          req.onBytes(n);
+        },
         pace: req.pace,
-        signal: req.signal,
+        signal: guard.signal,
       });
     } finally {
+      guard.done();
       await fh.close();
     }
     return;
