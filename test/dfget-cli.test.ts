@@ -92,6 +92,29 @@ t.test('an origin without Range that drips the object: dfget standalone gives up
   t.ok(Date.now() - t0 < 30_000, `within the rate's grace and a check (${Date.now() - t0} ms)`);
 });
 
+t.test('user:password@ in the URL is Basic authentication, standalone and via the dfdaemon', async (t) => {
+  const body = makeBlob(MiB + 3, 98);
+  const expected = `Basic ${Buffer.from('alice:p@ss word').toString('base64')}`;
+  const origin = await httpServer(t, (req, res) => {
+    if (req.headers.authorization !== expected) return void res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end();
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    if (!m) return void res.writeHead(200, { 'content-length': body.length }).end(body);
+    const [a, b] = [Number(m[1]), Math.min(Number(m[2]), body.length - 1)];
+    res.writeHead(206, { 'content-range': `bytes ${a}-${b}/${body.length}`, 'content-length': b - a + 1 }).end(body.subarray(a, b + 1));
+  });
+  const url = origin.url.replace('http://', 'http://alice:p%40ss%20word@') + '/private';
+  const dir = await tempDir(t);
+  const alone = await runDfget([url, '-O', join(dir, 'a'), '--standalone', '--no-progress']);
+  t.equal(alone.code, 0, alone.stderr);
+  t.ok((await readFile(join(dir, 'a'))).equals(body), 'standalone: the origin took the credentials');
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const via = await runDfget([url, '-O', join(dir, 'b'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(via.code, 0, via.stderr);
+  t.ok((await readFile(join(dir, 'b'))).equals(body), 'via the dfdaemon too');
+  t.notOk(`${alone.stderr}${via.stderr}`.includes('p@ss'), 'the password is printed nowhere');
+});
+
 t.test('standalone with its log on (DAMSELFLY_LOG_LEVEL): the log goes to stderr, -O - carries the blob and nothing else', async (t) => {
   const blob = makeBlob(2 * MiB + 5, 91);
   const origin = await serveFile(t, blob, '/logged');

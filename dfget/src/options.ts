@@ -128,6 +128,17 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
     {},
     errors,
   );
+  // `user:password@` in the URL is Basic authentication, as curl and wget take it: it becomes that header (unless one
+  // was given) and leaves the URL, which is logged, stored and shown without it anyway.
+  if (url && (url.username || url.password)) {
+    if (headers.authorization === undefined) {
+      const user = attempt(() => decodeURIComponent(url.username));
+      const pass = attempt(() => decodeURIComponent(url.password));
+      if (user !== undefined && pass !== undefined) headers.authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+    }
+    url.username = '';
+    url.password = '';
+  }
   if (errors.length) throw dfgetError('DFGET_USAGE', errors.join('\n'));
   return {
     url: url!,
