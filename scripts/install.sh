@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Node 20.18.1 or later (undici 7 needs it): said plainly here rather than as a crash at start-up.
+if ! command -v node >/dev/null; then
+  echo "install.sh: Node.js 20.18.1 or later is needed (https://nodejs.org, or NodeSource for Debian: its own nodejs is too old)" >&2
+  exit 1
+fi
+if ! node -e 'const [a,b,c]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&(b>18||(b===18&&c>=1)))?0:1)'; then
+  echo "install.sh: Node.js $(node -v) is too old: 20.18.1 or later is needed (undici 7)" >&2
+  exit 1
+fi
+
 if [[ "${1:-}" == "--test" ]]; then
   need=()
   command -v docker-registry >/dev/null || need+=(docker-registry)
