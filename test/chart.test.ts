@@ -172,6 +172,7 @@ t.test('cluster secret: created with 48 random characters, mounted read-only in 
   for (const kind of ['StatefulSet', 'DaemonSet'] as const) {
     const pod = podSpec(objs, kind);
     const vol = pod.volumes.find((v: any) => v.name === 'cluster-secret');
+    t.equal(pod.automountServiceAccountToken, false, `${kind} mounts no service account token`);
     t.equal(vol?.secret?.secretName, SECRET, `${kind} mounts the chart's Secret`);
     t.same(vol.secret.items, [{ key: 'secret', path: 'cluster-secret' }], `${kind}: key secret as file cluster-secret`);
     const c = pod.containers[0];

@@ -62,6 +62,10 @@ t.test('dfctl: a malformed header is named by its position, never printed', asyn
   t.equal(r.code, 2);
   t.match(r.out, /--header #1 wants 'Name: value'/);
   t.notOk(r.out.includes('SECRET-CREDENTIAL'), 'the credential is not echoed');
+  for (const bad of ['abc', '-5']) {
+    const timeout = await run(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), 'preheat', 'alpine', '--supernode', 'http://127.0.0.1:9', '--wait', `--timeout=${bad}`]);
+    t.same([timeout.code, /--timeout wants seconds/.test(timeout.out)], [2, true], `--timeout ${bad}: a usage error, not a wait for ever (${timeout.out.trim()})`);
+  }
 });
 
 t.test('run.sh passes its flags through (moved ports work, the hint names them) and refuses unknown ones', async (t) => {

@@ -83,6 +83,7 @@ const line = (j: PreheatJob) =>
   (j.peers ? `, ${j.peers.asked} dfdaemons told to fetch` : '');
 
 async function preheat(image: string, o: Common & { platform: string[]; scope: string; header: string[]; wait?: boolean; timeout: string }): Promise<void> {
+  if (!/^\d+(\.\d+)?$/.test(o.timeout.trim())) throw new Exit(2, `--timeout wants seconds (0 = never), got ${JSON.stringify(o.timeout.slice(0, 40))}`);
   const c = client(o);
   const headers: Record<string, string> = {};
   for (const [k, h] of o.header.entries()) {
