@@ -244,3 +244,23 @@ t.test('proxy routing: a registry configured as https is never reached over plai
   t.equal(route(req(blob, { 'x-dragonfly-registry': 'http://plain.example:5000' }), policy).url.href, `http://plain.example:5000${blob}`, 'a registry configured as http stays http');
   t.throws(() => route(req(blob, { 'x-dragonfly-registry': 'http://other.example' }), policy), { code: 'DF_PROXY_FORBIDDEN' }, 'and one not configured is refused');
 });
+
+t.test('registry token dance: credentials for an https registry never go to a plain-http token endpoint', async (t) => {
+  const { createServer } = await import('node:http');
+  const { fetchRegistryToken } = await import('@damselfly/shared');
+  const seen: (string | undefined)[] = [];
+  const server = createServer((req, res) => {
+    seen.push(req.headers.authorization);
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: 't' }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+  const challenge = { realm: `http://127.0.0.1:${(server.address() as { port: number }).port}/token`, params: {} };
+  const basic = `Basic ${Buffer.from('u:p').toString('base64')}`;
+  const { Agent } = await import('undici');
+  const dispatcher = new Agent();
+  t.teardown(() => dispatcher.close());
+  t.equal(await fetchRegistryToken({ dispatcher, timeoutMs: 5_000 }, challenge, basic, undefined, new URL('https://registry.example')), 't');
+  t.equal(await fetchRegistryToken({ dispatcher, timeoutMs: 5_000 }, challenge, basic, undefined, new URL('http://registry.internal:5000')), 't');
+  t.same(seen, [undefined, basic], 'asked anonymously for the https registry, with them for a plain-http one');
+});

@@ -75,9 +75,10 @@ export type TokenRequest = Pick<AccessRequest, 'dispatcher' | 'signal' | 'timeou
 /**
  * Fetches a registry token for `challenge` (a client's token dance), with the caller's credentials (`authorization`,
  * typically Basic) or anonymously; undefined if refused or unreachable. `scope` is asked for when the challenge names
- * none.
+ * none. `registry`: the URL that sent the challenge; credentials for an https registry never go to a plain-http token
+ * endpoint (it would read them off the wire), which is asked anonymously instead.
  */
-export async function fetchRegistryToken(req: TokenRequest, challenge: Challenge, authorization: string | undefined, scope?: string): Promise<string | undefined> {
+export async function fetchRegistryToken(req: TokenRequest, challenge: Challenge, authorization: string | undefined, scope?: string, registry?: URL): Promise<string | undefined> {
   let realm: URL;
   try {
     realm = new URL(challenge.realm);
@@ -85,6 +86,7 @@ export async function fetchRegistryToken(req: TokenRequest, challenge: Challenge
     return undefined;
   }
   if (realm.protocol !== 'https:' && realm.protocol !== 'http:') return undefined;
+  if (registry?.protocol === 'https:' && realm.protocol === 'http:') authorization = undefined;
   for (const [k, v] of Object.entries(challenge.params)) if (k === 'service' || k === 'scope') realm.searchParams.set(k, v);
   if (scope && !realm.searchParams.has('scope')) realm.searchParams.set('scope', scope);
   try {
@@ -116,7 +118,7 @@ export async function checkOriginAccess(req: AccessRequest): Promise<AccessAnswe
     const challenge = parseBearerChallenge(firstHeader(res.headers, 'www-authenticate'));
     if (challenge) {
       requests++;
-      const token = await fetchRegistryToken(req, challenge, auth);
+      const token = await fetchRegistryToken(req, challenge, auth, undefined, req.url);
       if (token) {
         requests++;
         res = await ask(req, `Bearer ${token}`);

@@ -69,7 +69,7 @@ export async function resolveImage(
         await res.body.dump();
         if (!challenge) break;
         const auth = Object.entries(opts.headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
-        const token = await fetchRegistryToken({ dispatcher: opts.dispatcher, signal: opts.signal, timeoutMs: 30_000 }, challenge, auth, `repository:${ref.repository}:pull`);
+        const token = await fetchRegistryToken({ dispatcher: opts.dispatcher, signal: opts.signal, timeoutMs: 30_000 }, challenge, auth, `repository:${ref.repository}:pull`, new URL(url));
         if (!token) throw Object.assign(snError('SN_MANIFEST', 'the registry\'s token service gave no token (refused or unreachable)'), { status: 401 });
         headers = { authorization: `Bearer ${token}` };
         continue;
