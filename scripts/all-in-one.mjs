@@ -2,7 +2,7 @@
 // All-in-one: a supernode and a dfdaemon in one process, for a single machine or a first try.
 // Data lives under $DAMSELFLY_HOME (default ./.damselfly). Extra settings come from the usual env variables.
 //
-// Secure by default: without a cluster secret (--cluster-secret(-file) or DAMSELFLY_CLUSTER_SECRET(_FILE)) a random
+// Secure by default: without a cluster secret (--cluster-secret-file or DAMSELFLY_CLUSTER_SECRET(_FILE)) a random
 // secret is created once in
 // $DAMSELFLY_HOME/cluster-secret (mode 0600); other nodes join by being given the same file. The supernode seeds only
 // from the dfdaemon's registries and proxy hosts, flags or environment (--allowed-origins or SUPERNODE_ALLOWED_ORIGINS
@@ -21,7 +21,7 @@ import { kebab, optionHelp } from '@damselfly/shared';
 // have (--log-level, --cluster-secret-file, ...) applies to both. Data lives under DAMSELFLY_HOME instead of --data-dir.
 const keys = new Map();
 for (const [key, spec] of [...Object.entries(supernodeSchema), ...Object.entries(daemonSchema)]) {
-  if (key !== 'dataDir') keys.set(kebab(key), { key, spec });
+  if (key !== 'dataDir' && !spec.noFlag) keys.set(kebab(key), { key, spec });
 }
 let parsed;
 try {
@@ -48,7 +48,7 @@ for (const [flag, value] of Object.entries(parsed.values)) {
 const home = resolve(process.env.DAMSELFLY_HOME ?? '.damselfly');
 const env = { ...process.env };
 // A secret given as a flag counts too: creating one beside it would only leave an unused file behind.
-const secretFlag = parsed.values['cluster-secret-file'] ?? (parsed.values['cluster-secret'] ? '(from --cluster-secret)' : undefined);
+const secretFlag = parsed.values['cluster-secret-file'];
 // A flag wins over the environment, as for every other setting (both would be refused as two secrets).
 if (secretFlag) {
   delete env.DAMSELFLY_CLUSTER_SECRET;

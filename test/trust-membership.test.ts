@@ -435,9 +435,9 @@ t.test('insiders serving garbage under many ids cannot fail an honest pull: afte
 t.test('without a cluster secret the daemons refuse non-loopback addresses unless insecure is explicit (real binaries)', async (t) => {
   const dir = await tempDir(t);
   const env = { ...process.env, DAMSELFLY_CLUSTER_SECRET: '' };
-  const run = (bin: string, args: string[], waitFor?: RegExp) =>
+  const run = (bin: string, args: string[], waitFor?: RegExp, extra: Record<string, string> = {}) =>
     new Promise<{ code: number | null; stderr: string; stdout: string }>((resolve) => {
-      const child = spawn(process.execPath, [join(ROOT, bin), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [join(ROOT, bin), ...args], { env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       let stdout = '';
       child.stderr.on('data', (d) => (stderr += d));
@@ -454,9 +454,13 @@ t.test('without a cluster secret the daemons refuse non-loopback addresses unles
   const df = await run('dfdaemon/dist/cli.js', ['--upload-host', '0.0.0.0', '--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df')]);
   t.equal(df.code, 1);
   t.match(df.stderr, /uploadHost: "0\.0\.0\.0" is reachable from other hosts/);
-  const short = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn2'), '--cluster-secret', 'short']);
+  const short = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn2')], undefined, { DAMSELFLY_CLUSTER_SECRET: 'short' });
   t.equal(short.code, 1);
   t.match(short.stderr, /cluster secret: must be at least 16 characters/);
+  // The secret is not a flag: a command line is visible to every local user.
+  const flag = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn4'), '--cluster-secret', 'a-secret-on-the-command-line']);
+  t.equal(flag.code, 1);
+  t.match(flag.stderr, /unknown option '--cluster-secret'/);
   const insecure = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', String(await freePort()), '--data-dir', join(dir, 'sn3'), '--insecure', 'true'], /supernode:started/);
   t.match(insecure.stdout, /supernode:INSECURE/, 'insecure mode starts, and says so loudly');
   t.match(insecure.stdout, /supernode:started/);

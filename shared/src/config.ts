@@ -19,6 +19,11 @@ export interface FieldSpec {
   max?: number;
   /** Allowed values for strings. */
   oneOf?: readonly string[];
+  /**
+   * Not a command-line flag, only a config-file key and an environment variable: a command line is visible to every
+   * local user (`ps`, /proc/<pid>/cmdline) and lands in shell history.
+   */
+  noFlag?: boolean;
 }
 
 export type Schema = Readonly<Record<string, FieldSpec>>;

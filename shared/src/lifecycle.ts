@@ -77,7 +77,7 @@ export interface CliSpec<C, T extends Component> {
  */
 export async function runCli<C, T extends Component>(spec: CliSpec<C, T>): Promise<void> {
   const program = new Command(spec.name).description(spec.description).option('-c, --config <file>', 'YAML config file (keys as the long options, camelCase)');
-  for (const [key, field] of Object.entries(spec.schema)) program.option(`--${kebab(key)} <value>`, optionHelp(field));
+  for (const [key, field] of Object.entries(spec.schema)) if (!field.noFlag) program.option(`--${kebab(key)} <value>`, optionHelp(field));
   program.parse();
   const { config: file, ...flags } = program.opts<Record<string, string>>();
   let config: C;

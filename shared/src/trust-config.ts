@@ -29,7 +29,12 @@ export interface CommonConfig {
 }
 
 export const trustSchema: Schema = {
-  clusterSecret: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET', doc: `shared cluster secret (≥ ${MIN_SECRET_LENGTH} characters); prefer clusterSecretFile` },
+  clusterSecret: {
+    type: 'string',
+    env: 'DAMSELFLY_CLUSTER_SECRET',
+    noFlag: true,
+    doc: `shared cluster secret (≥ ${MIN_SECRET_LENGTH} characters); prefer clusterSecretFile. Not a flag: a command line is visible to every local user`,
+  },
   clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: 'file holding the cluster secret' },
   insecure: { type: 'bool', default: false, env: 'DAMSELFLY_INSECURE', doc: 'allow non-loopback listening without a cluster secret (no authentication at all)' },
   tlsCert: { type: 'string', env: 'DAMSELFLY_TLS_CERT', doc: 'PEM certificate: serve TLS (and present it as client certificate)' },
