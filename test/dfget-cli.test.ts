@@ -115,6 +115,20 @@ t.test('user:password@ in the URL is Basic authentication, standalone and via th
   t.notOk(`${alone.stderr}${via.stderr}`.includes('p@ss'), 'the password is printed nowhere');
 });
 
+t.test('a long output name works; a TMPDIR that cannot hold the standalone cache is exit 3 naming TMPDIR', async (t) => {
+  const blob = makeBlob(300 * 1024, 99);
+  const origin = await serveFile(t, blob, '/long');
+  const dir = await tempDir(t);
+  const long = join(dir, `${'n'.repeat(200)}é${'n'.repeat(40)}.bin`);
+  const r = await runDfget([origin, '-O', long, '--standalone', '--no-progress']);
+  t.equal(r.code, 0, r.stderr);
+  t.ok((await readFile(long)).equals(blob), 'a 242-character name gets its file');
+  t.same(await readdir(dir), [`${'n'.repeat(200)}é${'n'.repeat(40)}.bin`], 'and no temporary file is left');
+  const broken = await runDfget([origin, '-O', join(dir, 'x'), '--standalone', '--no-progress'], { env: { TMPDIR: join(dir, 'missing') } });
+  t.equal(broken.code, 3, broken.stderr);
+  t.match(broken.stderr, /cache in .*missing cannot be made \(set TMPDIR elsewhere\)/);
+});
+
 t.test('standalone with its log on (DAMSELFLY_LOG_LEVEL): the log goes to stderr, -O - carries the blob and nothing else', async (t) => {
   const blob = makeBlob(2 * MiB + 5, 91);
   const origin = await serveFile(t, blob, '/logged');

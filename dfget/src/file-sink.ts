@@ -29,7 +29,12 @@ export class FileSink extends Sink {
   static tmpPathFor(output: string): string {
     // Random, not the pid alone: two containers with the same small pid writing into one shared directory would
     // truncate each other's file (each then renaming a file another run wrote into). Opened exclusively below.
-    return join(dirname(output), `.${basename(output)}.dfget-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
+    // The output's name, cut so the whole name stays within the 255 bytes a filesystem takes (a valid long output name
+    // must not fail for its temporary file's).
+    const suffix = `.dfget-${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
+    const chars = [...basename(output)];
+    while (Buffer.byteLength(`.${chars.join('')}${suffix}`) > 255) chars.pop();
+    return join(dirname(output), `.${chars.join('')}${suffix}`);
   }
 
   static async open(output: string, scratch: Scratch): Promise<FileSink> {

@@ -18,7 +18,9 @@ import { hasCode } from './classify.js';
 
 export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress, signal: AbortSignal, scratch: Scratch): Promise<void> {
   // Registered as it is made: a run that times out while the peer is stuck still removes it.
-  const dir = await scratch.during(mkdtemp(join(tmpdir(), 'dfget-')).then((d) => (scratch.add(d), d)));
+  const dir = await scratch.during(mkdtemp(join(tmpdir(), 'dfget-')).then((d) => (scratch.add(d), d))).catch((err: unknown) => {
+    throw cacheError(err);
+  });
   // On stderr: stdout may be the blob itself (`-O -`), where a log line would be a corrupt byte.
   const log = createLogger('dfget', process.env.DAMSELFLY_LOG_LEVEL ?? 'silent', process.stderr);
   const store = new LocalStore(dir);
@@ -30,7 +32,9 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
   const opts = engineOptions({}, Number(commonSchema.maxBlobSize!.default));
   const peer = new Peer(opts, { store, pool, dispatcher, cluster, metrics: createPeerMetrics(createRegistry('dfget', false)), log });
   try {
-    await store.start();
+    await store.start().catch((err: unknown) => {
+      throw cacheError(err);
+    });
     const dl = await peer.download({ url: o.url, digest: o.digest, headers: o.headers }, { signal });
     progress.start(dl.task.info.contentLength);
     const out = new Writable({
@@ -73,4 +77,13 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
     else await wind();
     await scratch.release(dir);
   }
+}
+
+/**
+ * This process's cache could not be made or opened (TMPDIR missing, read-only, full): a transfer failure (3) naming
+ * TMPDIR, like a cache that fills up, rather than an unclassified error.
+ */
+function cacheError(err: unknown): unknown {
+  if (!hasCode(err, 'ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'ENOTDIR')) return err;
+  return dfgetError('DFGET_HTTP', `dfget's cache in ${tmpdir()} cannot be made (set TMPDIR elsewhere): ${(err as Error).message}`, err);
 }
