@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -103,6 +103,13 @@ t.test('user:password@ in the URL is Basic authentication, standalone and via th
     res.writeHead(206, { 'content-range': `bytes ${a}-${b}/${body.length}`, 'content-length': b - a + 1 }).end(body.subarray(a, b + 1));
   });
   const url = origin.url.replace('http://', 'http://alice:p%40ss%20word@') + '/private';
+  // The same credential from a file (-H @file, as curl takes it): never on the command line.
+  const headerFile = join(await tempDir(t), 'headers');
+  await writeFile(headerFile, `Authorization: ${expected}\nX-Trace: 1\n`, { mode: 0o600 });
+  const fromFile = join(await tempDir(t), 'c');
+  const viaFile = await runDfget([`${origin.url}/private`, '-O', fromFile, '-H', `@${headerFile}`, '--standalone', '--no-progress']);
+  t.equal(viaFile.code, 0, viaFile.stderr);
+  t.ok((await readFile(fromFile)).equals(body), '-H @file: the header came from the file');
   const dir = await tempDir(t);
   const alone = await runDfget([url, '-O', join(dir, 'a'), '--standalone', '--no-progress']);
   t.equal(alone.code, 0, alone.stderr);

@@ -62,6 +62,8 @@ t.test('dfctl: a malformed header is named by its position, never printed', asyn
   t.equal(r.code, 2);
   t.match(r.out, /--header #1 wants 'Name: value'/);
   t.notOk(r.out.includes('SECRET-CREDENTIAL'), 'the credential is not echoed');
+  const half = await run(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), 'preheat', 'alpine', '--supernode', 'https://127.0.0.1:9', '--cert-file', '/nonexistent.crt']);
+  t.same([half.code, /needs both --cert-file and --key-file/.test(half.out)], [2, true], `a certificate without its key: a usage error (${half.out.trim()})`);
   for (const bad of ['abc', '-5']) {
     const timeout = await run(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), 'preheat', 'alpine', '--supernode', 'http://127.0.0.1:9', '--wait', `--timeout=${bad}`]);
     t.same([timeout.code, /--timeout wants seconds/.test(timeout.out)], [2, true], `--timeout ${bad}: a usage error, not a wait for ever (${timeout.out.trim()})`);

@@ -9,7 +9,7 @@ import bcrypt from 'bcryptjs';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseRange, taskIdFor } from '@damselfly/shared';
 import { makeBlob, startRegistry } from './helpers/registry.js';
@@ -128,7 +128,10 @@ t.test('preheat from a private registry with the operator\'s credentials', async
   t.equal(anonymous.code, 1, 'without credentials the job fails');
   t.match(anonymous.stderr, /401/);
   const basic = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
-  const r = await dfctl(['preheat', `http://${image.ref}`, '-H', `Authorization: ${basic}`, '--supernode', sn.url, '--wait']);
+  // From a file (-H @file): the credential is never on dfctl's command line.
+  const headerFile = join(dir, 'registry-headers');
+  await writeFile(headerFile, `Authorization: ${basic}\n`, { mode: 0o600 });
+  const r = await dfctl(['preheat', `http://${image.ref}`, '-H', `@${headerFile}`, '--supernode', sn.url, '--wait']);
   t.equal(r.code, 0, r.stderr);
   const jobs = (await api(sn, 'GET', '/api/v1/preheat')).body.jobs;
   t.notMatch(JSON.stringify(jobs), /s3cret|Basic /, 'the credentials are in no job');

@@ -1,5 +1,5 @@
 import { dirname, resolve } from 'node:path';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { blobDigestOf, parseDigest, parseHttpUrl, resolveTrust, type Trust } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 
@@ -78,7 +78,14 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
   }
   digest ??= url && blobDigestOf(url);
   const headers: Record<string, string> = {};
-  for (const [k, h] of (raw.header ?? []).entries()) {
+  // '@file' stands for that file's lines, as curl takes it: a credential then need not be on the command line, where
+  // every local user can read it in ps.
+  const headerArgs = (raw.header ?? []).flatMap((h) => {
+    if (!h.startsWith('@')) return [h];
+    const text = attempt(() => readFileSync(h.slice(1), 'utf8'));
+    return text === undefined ? [] : text.split(/\r?\n/).filter((l) => l.trim());
+  });
+  for (const [k, h] of headerArgs.entries()) {
     // Never echoed: a header is often a credential, and a malformed one is no less secret.
     const i = h.indexOf(':');
     const name = i > 0 ? h.slice(0, i).trim() : '';

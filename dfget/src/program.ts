@@ -18,7 +18,7 @@ function build(): Command {
     .argument('[url]', 'http(s) URL to fetch')
     .option('-O, --output <file>', "where to write the file; '-' streams it to stdout")
     .option('--digest <digest>', 'expected sha256:<hex> of the whole file (registry blob URLs carry their own)')
-    .addOption(new Option('-H, --header <header>', "header for the origin, 'Name: value' (repeatable)").argParser(collect).default([], 'none'))
+    .addOption(new Option('-H, --header <header>', "header for the origin, 'Name: value', or @file for a file's lines (repeatable)").argParser(collect).default([], 'none'))
     .addOption(new Option('--supernode <url>', 'supernode to use as a one-shot peer, when no dfdaemon runs (repeatable)').argParser(collect).default([], 'none'))
     .addOption(new Option('--daemon <url>', 'local dfdaemon proxy').env('DFGET_DAEMON').default(DEFAULT_DAEMON))
     .option('--standalone', 'do not use the local dfdaemon')

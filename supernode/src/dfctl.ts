@@ -31,6 +31,32 @@ interface Common {
   supernode: string;
   clusterSecretFile?: string;
   caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+/** A file dfctl needs, read or a usage error naming it. */
+function readOrExit(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new Exit(2, `cannot read ${what} ${file}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * `-H` values: 'Name: value', or '@file' for the lines of a file (as curl takes them), so a credential need not be on
+ * the command line, where every local user can read it in ps.
+ */
+function headerLines(values: readonly string[]): string[] {
+  return values.flatMap((v) =>
+    v.startsWith('@')
+      ? readOrExit(v.slice(1), 'the header file')
+          .toString()
+          .split(/\r?\n/)
+          .filter((l) => l.trim())
+      : [v],
+  );
 }
 
 /** The cluster secret as the daemons read it (trimmed), or undefined when none is given. */
@@ -46,7 +72,16 @@ function secretOf(o: { clusterSecretFile?: string }): string | undefined {
 
 function client(o: Common): { base: string; headers: Record<string, string>; dispatcher?: Dispatcher } {
   const secret = secretOf(o);
-  const dispatcher = o.caFile ? new Agent({ connect: { ca: readFileSync(o.caFile) } }) : undefined;
+  // A supernode serving TLS, with client certificates required (the chart's tls.clientAuth): the members' certificate.
+  const cert = o.certFile ?? process.env.DAMSELFLY_TLS_CERT;
+  const key = o.keyFile ?? process.env.DAMSELFLY_TLS_KEY;
+  const ca = o.caFile ?? process.env.DAMSELFLY_TLS_CA;
+  if (!cert !== !key) throw new Exit(2, 'a client certificate needs both --cert-file and --key-file');
+  const connect = {
+    ...(ca ? { ca: readOrExit(ca, 'the CA file') } : {}),
+    ...(cert && key ? { cert: readOrExit(cert, 'the certificate file'), key: readOrExit(key, 'the key file') } : {}),
+  };
+  const dispatcher = Object.keys(connect).length ? new Agent({ connect }) : undefined;
   return { base: o.supernode.replace(/\/$/, ''), headers: secret ? { authorization: `Bearer ${operatorToken(Buffer.from(secret))}` } : {}, ...(dispatcher ? { dispatcher } : {}) };
 }
 
@@ -86,7 +121,7 @@ async function preheat(image: string, o: Common & { platform: string[]; scope: s
   if (!/^\d+(\.\d+)?$/.test(o.timeout.trim())) throw new Exit(2, `--timeout wants seconds (0 = never), got ${JSON.stringify(o.timeout.slice(0, 40))}`);
   const c = client(o);
   const headers: Record<string, string> = {};
-  for (const [k, h] of o.header.entries()) {
+  for (const [k, h] of headerLines(o.header).entries()) {
     const i = h.indexOf(':');
     // Named by position, never shown: a header is often a credential, and a malformed one is no less secret.
     if (i <= 0) throw new Exit(2, `--header #${k + 1} wants 'Name: value'`);
@@ -114,7 +149,9 @@ async function main(argv: string[]): Promise<void> {
     cmd
       .addOption(new Option('--supernode <url>', 'supernode base URL').env('DFCTL_SUPERNODE').default('http://127.0.0.1:8002'))
       .option('--cluster-secret-file <file>', 'cluster secret, the operator token is derived from [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')
-      .option('--ca-file <file>', 'CA the supernode\'s TLS certificate chains to');
+      .option('--ca-file <file>', 'CA the supernode\'s TLS certificate chains to [$DAMSELFLY_TLS_CA]')
+      .option('--cert-file <file>', 'client certificate, for a supernode that requires one (mutual TLS) [$DAMSELFLY_TLS_CERT]')
+      .option('--key-file <file>', 'its key [$DAMSELFLY_TLS_KEY]');
   const program = new Command('dfctl').description('Operator commands for a Damselfly supernode').exitOverride().configureOutput({ outputError: () => {} });
   common(
     program
@@ -123,7 +160,7 @@ async function main(argv: string[]): Promise<void> {
       .argument('<image>', 'registry/repo:tag or registry/repo@sha256:…; http://registry/… for a plain-HTTP registry')
       .addOption(new Option('--platform <os/arch[/variant]>', 'platform to preheat from a multi-arch image (repeatable; default all)').argParser(collect).default([], 'all'))
       .addOption(new Option('--scope <scope>', 'supernode or all-peers').choices(['supernode', 'all-peers']).default('supernode'))
-      .addOption(new Option('-H, --header <header>', "header for the registry, 'Name: value' (repeatable)").argParser(collect).default([], 'none'))
+      .addOption(new Option('-H, --header <header>', "header for the registry, 'Name: value', or @file for a file's lines (repeatable)").argParser(collect).default([], 'none'))
       .option('--wait', 'wait for the job to finish (exit 1 if it failed)')
       .addOption(new Option('--timeout <seconds>', 'with --wait, give up after this long (exit 3)').default('0', '0 = never'))
       .action(preheat),
