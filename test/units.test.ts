@@ -214,6 +214,11 @@ t.test('a failed piece: what the supernode is told, and whether the download ret
   t.equal(typeof refused === 'object' && (refused.fatal as { status?: number }).status, 403, 'carrying the origin\'s status for the client');
   t.equal(judgeFailure(err({ status: 403, remoteCode: 'SN_PEER_MISMATCH' }), at(1)), 'retry', 'a refusal that is not the origin\'s is worth another try');
   t.equal(judgeFailure(err({ status: 404, remoteCode: 'ORIGIN_NOT_FOUND' }), at(1, false)), 'retry', 'a peer cannot end a download with a status');
+  // Nor with what its answer claims of the task: only the supernode's word on that counts.
+  for (const remoteCode of ['SN_DIGEST_MISMATCH', 'ORIGIN_CHANGED', 'SN_TASK_NOT_FOUND', 'SN_NOT_REGISTERED']) {
+    t.equal(judgeFailure(err({ status: 502, remoteCode }), at(1, false)), 'retry', `a peer answering ${remoteCode}: retried elsewhere`);
+  }
+  t.equal(code(judgeFailure(err({ remoteCode: 'ORIGIN_CHANGED' }), at(1))), 'ORIGIN_CHANGED', 'the supernode saying the object changed ends it');
 });
 
 t.test('wants: Range readers\' pieces, and the block each is fetched from first', async (t) => {

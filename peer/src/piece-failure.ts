@@ -42,13 +42,17 @@ export function judgeFailure(err: unknown, f: FailureContext): FailureVerdict {
   const status = (err as { status?: number }).status;
   const remoteCode = (err as { remoteCode?: string }).remoteCode ?? '';
   if (code === 'PIECE_DISK_FULL') return { fatal: peerError('DF_DISK_FULL', describeError(err), err) };
-  // The supernode found the origin's bytes are not the digest's, or dropped the task for it: no retry helps.
-  if (remoteCode === 'SN_DIGEST_MISMATCH') return { fatal: sharedError('DIGEST_MISMATCH', describeError(err), err) };
-  // The object changed at the origin while the supernode seeded it (no digest to hold it to): its task is gone there.
-  if (remoteCode === 'ORIGIN_CHANGED') return { fatal: originError('ORIGIN_CHANGED', describeError(err), err) };
-  if (remoteCode === 'SN_TASK_NOT_FOUND') return { fatal: peerError('DF_TASK_FAILED', `the supernode no longer has task ${f.taskId}`, err) };
-  // The supernode let go of this peer's origin credentials (unused too long, or it restarted).
-  if (remoteCode === 'SN_NOT_REGISTERED' && f.tries < f.pieceAttempts) return 'reregister';
+  // What an answer says of the task is taken from the supernode only: a peer's upload server could say anything, and
+  // any of these would end the download (and drop what it cached) on a word from an untrusted member.
+  if (f.fromSupernode) {
+    // The supernode found the origin's bytes are not the digest's, or dropped the task for it: no retry helps.
+    if (remoteCode === 'SN_DIGEST_MISMATCH') return { fatal: sharedError('DIGEST_MISMATCH', describeError(err), err) };
+    // The object changed at the origin while the supernode seeded it (no digest to hold it to): its task is gone there.
+    if (remoteCode === 'ORIGIN_CHANGED') return { fatal: originError('ORIGIN_CHANGED', describeError(err), err) };
+    if (remoteCode === 'SN_TASK_NOT_FOUND') return { fatal: peerError('DF_TASK_FAILED', `the supernode no longer has task ${f.taskId}`, err) };
+    // The supernode let go of this peer's origin credentials (unused too long, or it restarted).
+    if (remoteCode === 'SN_NOT_REGISTERED' && f.tries < f.pieceAttempts) return 'reregister';
+  }
   // Only the origin's own refusal (relayed by the supernode) is final; a refused grant or a restarted supernode is
   // worth another try.
   if (f.fromSupernode && status !== undefined && FINAL_STATUS.has(status) && remoteCode.startsWith('ORIGIN_')) return { fatal: clientError(err) };
