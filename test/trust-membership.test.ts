@@ -461,6 +461,10 @@ t.test('without a cluster secret the daemons refuse non-loopback addresses unles
   const flag = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn4'), '--cluster-secret', 'a-secret-on-the-command-line']);
   t.equal(flag.code, 1);
   t.match(flag.stderr, /unknown option '--cluster-secret'/);
+  const inline = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn5'), '--cluster-secret=a-secret-on-the-command-line']);
+  t.equal(inline.code, 1);
+  t.match(inline.stderr, /unknown option '--cluster-secret=…'/);
+  t.notOk(`${flag.stderr}${inline.stderr}`.includes('a-secret-on-the-command-line'), 'and the value is not echoed into the logs');
   const insecure = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', String(await freePort()), '--data-dir', join(dir, 'sn3'), '--insecure', 'true'], /supernode:started/);
   t.match(insecure.stdout, /supernode:INSECURE/, 'insecure mode starts, and says so loudly');
   t.match(insecure.stdout, /supernode:started/);

@@ -76,7 +76,11 @@ export interface CliSpec<C, T extends Component> {
  * run until a signal and stop within the grace.
  */
 export async function runCli<C, T extends Component>(spec: CliSpec<C, T>): Promise<void> {
-  const program = new Command(spec.name).description(spec.description).option('-c, --config <file>', 'YAML config file (keys as the long options, camelCase)');
+  const program = new Command(spec.name)
+    .description(spec.description)
+    .option('-c, --config <file>', 'YAML config file (keys as the long options, camelCase)')
+    // An unknown option is named without its value: `--cluster-secret=…` (no flag any more) must not reach the logs.
+    .configureOutput({ outputError: (text, write) => write(text.replace(/'(--?[^'=\s]+)=[^']*'/g, "'$1=…'")) });
   for (const [key, field] of Object.entries(spec.schema)) if (!field.noFlag) program.option(`--${kebab(key)} <value>`, optionHelp(field));
   program.parse();
   const { config: file, ...flags } = program.opts<Record<string, string>>();
