@@ -8,7 +8,14 @@ import type { ConductorOptions } from './conductor.js';
  */
 export const engineSchema: Schema = {
   parallelPieces: { type: 'int', default: 8, min: 1, max: 64, env: 'DFDAEMON_PARALLEL_PIECES', doc: 'pieces in flight per task to start with; adapted to what the download measures, from half to four times this (at most 64)' },
-  pieceTimeoutMs: { type: 'int', default: 30_000, min: 100, max: 600_000, env: 'DFDAEMON_PIECE_TIMEOUT_MS', doc: 'time limit for one piece' },
+  pieceTimeoutMs: {
+    type: 'int',
+    default: 30_000,
+    min: 100,
+    max: 55_000,
+    env: 'DFDAEMON_PIECE_TIMEOUT_MS',
+    doc: 'time limit for one piece; under the supernode\'s 60 s assignment timeout, past which a transfer still running counts as never reported (its peer then books one piece at a time)',
+  },
   pieceMinRate: { type: 'size', default: 256 * 1024, min: 0, env: 'DFDAEMON_PIECE_MIN_RATE', doc: 'slowest acceptable piece source per second, e.g. 256KiB (0 = any)' },
   backSource: { type: 'bool', default: true, env: 'DFDAEMON_BACK_SOURCE', doc: 'fetch from the origin when no supernode answers' },
   downloadRate: { type: 'size', default: 0, min: 0, env: 'DFDAEMON_DOWNLOAD_RATE', doc: 'most bytes per second this node downloads, all sources, e.g. 100MiB (0 = no limit)' },
