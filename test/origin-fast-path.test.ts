@@ -7,7 +7,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
-import { AddressPolicy, createOriginDispatcher, fetchOriginRange, guardedConnector, originFastPath } from '@damselfly/shared';
+import { AddressPolicy, createOriginDispatcher, fetchOrigin, fetchOriginRange, guardedConnector, originFastPath } from '@damselfly/shared';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 
 const MiB = 1024 * 1024;
@@ -78,4 +78,17 @@ t.test('origin fast path: the address policy holds on it, for IP literals and fo
   await t.rejects(fast.client.get(url.replace('127.0.0.1', 'localhost')), { code: 'BULK_CONNECT', cause: { code: 'ADDRESS_FORBIDDEN' } }, 'a name resolving to loopback');
   await t.rejects(fetchOriginRange({ url, dispatcher }, 0, 99, fast), { code: 'ADDRESS_FORBIDDEN' }, 'and the range read is refused with the policy error');
   t.equal((await reg.settledBytesServed(digest)) - before, 0, 'the registry served nothing');
+});
+
+t.test('If-Range: a whole answer of the version asked for is Range ignored; of another, the object changed', async (t) => {
+  let etag = '"v1"';
+  const server = createServer((_req, res) => void res.writeHead(200, { etag, 'content-length': 10 }).end('0123456789'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+  const dispatcher = createOriginDispatcher();
+  t.teardown(() => dispatcher.close());
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/x`;
+  await t.rejects(fetchOrigin({ url, dispatcher, validator: '"v1"', total: 10 }, 0, 4), { code: 'ORIGIN_NO_RANGE' }, 'same ETag: the origin ignored Range (a pull-through cache on a miss)');
+  etag = '"v2"';
+  await t.rejects(fetchOrigin({ url, dispatcher, validator: '"v1"', total: 10 }, 0, 4), { code: 'ORIGIN_CHANGED' }, 'another ETag: the version asked for is gone');
 });

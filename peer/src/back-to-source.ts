@@ -28,8 +28,8 @@ const ORIGIN_GUARD = { minBytesPerSecond: 64 * 1024, graceMs: 10_000, deadlineMs
 export async function backToSource(task: LocalTask, req: BackSourceRequest, probe?: ProbeResult): Promise<void> {
   const p = probe ?? (await probeOrigin({ url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal }));
   // Without a digest, the probed version's validator goes with every range: pieces of a later version are refused
-  // (ORIGIN_CHANGED) rather than stitched to these. With one, the digest says it, and a CDN whose edges disagree on
-  // Last-Modified cannot fail a pull that would have matched.
+  // (ORIGIN_CHANGED) rather than stitched to these. With one, the digest says it, and replicas that disagree on their
+  // ETags cannot fail a pull that would have matched.
   const validator = task.info.digest ? undefined : p.validator;
   const origin = { url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal, total: task.info.contentLength, ...(validator ? { validator } : {}) };
   const missing = (req.pieces ?? task.missing()).filter((n) => !task.has(n));

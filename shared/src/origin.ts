@@ -43,9 +43,10 @@ export interface ProbeResult {
   contentLength: number;
   acceptsRanges: boolean;
   /**
-   * What tells this version of the object from the next: its strong ETag, else its Last-Modified (absent when the
-   * origin sends neither, or only a weak ETag). Pieces asked for with it (`OriginRequest.validator`) come from this
-   * version or not at all.
+   * What tells this version of the object from the next: its strong ETag (absent when the origin sends none, or only a
+   * weak one). Pieces asked for with it (`OriginRequest.validator`) come from this version or not at all. Not
+   * Last-Modified: replicas behind one name may disagree on it (unsynchronised clocks, copies made at other times),
+   * and every piece would then look like another version.
    */
   validator?: string;
   /**
@@ -167,11 +168,10 @@ function isRange(contentRange: string | undefined, start: number, end: number, t
   return !!m && Number(m[1]) === start && Number(m[2]) === end && (total === undefined || Number(m[3]) === total);
 }
 
-/** A strong ETag (a weak one may not be used in If-Range), else Last-Modified. */
+/** A strong ETag (a weak one may not be used in If-Range). */
 function validatorOf(h: Record<string, string | string[] | undefined>): string | undefined {
   const etag = firstHeader(h, 'etag');
-  if (etag && !etag.startsWith('W/')) return etag;
-  return firstHeader(h, 'last-modified');
+  return etag && !etag.startsWith('W/') ? etag : undefined;
 }
 
 /**
@@ -192,8 +192,11 @@ export async function fetchOrigin(req: OriginRequest, start: number, end: number
     return res.body;
   }
   discard(res.body);
-  // Asked with If-Range, a whole answer means the version asked for is gone.
-  if (res.statusCode === 200 && req.validator) throw originError('ORIGIN_CHANGED', `${redactUrl(req.url)}: not ${req.validator} any more`);
+  // Asked with If-Range, a whole answer of another version means the one asked for is gone; of the same version, that
+  // the origin ignored Range this time (a pull-through cache on a miss).
+  if (res.statusCode === 200 && req.validator && validatorOf(res.headers) !== req.validator) {
+    throw originError('ORIGIN_CHANGED', `${redactUrl(req.url)}: not ${req.validator} any more`);
+  }
   if (res.statusCode === 200) throw originError('ORIGIN_NO_RANGE', redactUrl(req.url));
   throw statusError(res.statusCode, req.url, firstHeader(res.headers, 'www-authenticate'));
 }
@@ -243,9 +246,10 @@ export async function fetchOriginRange(req: OriginRequest, start: number, end: n
       if (res.statusCode === 206 && isRange(res.headers['content-range'], start, end, req.total) && res.body.length === end - start + 1) return res.body;
       res.body.discard();
       // A status the full client maps to an error is asked again there; only a different way of answering (a
-      // redirect, no Range) sends this origin to the full client for good. Asked with If-Range, a 200 says the object
-      // changed, not how the origin answers.
-      if ((res.statusCode >= 300 && res.statusCode < 400) || (res.statusCode === 200 && !req.validator)) remember(fast, origin);
+      // redirect, no Range) sends this origin to the full client for good. Asked with If-Range, a 200 of another
+      // version says the object changed, not how the origin answers.
+      const changed = res.statusCode === 200 && req.validator !== undefined && res.headers.etag !== req.validator;
+      if ((res.statusCode >= 300 && res.statusCode < 400) || (res.statusCode === 200 && !changed)) remember(fast, origin);
     } catch (err) {
       if (req.signal?.aborted) throw err;
       if ((err as { code?: string }).code === 'BULK_PROTOCOL') remember(fast, origin);

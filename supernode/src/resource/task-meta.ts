@@ -13,7 +13,7 @@ export interface TaskMeta extends TaskInfo {
   /** Last registration (ms), for the TTL. */
   lastAccess?: number;
   /**
-   * Without a digest: the probed version's validator (ETag or Last-Modified), sent as If-Range with every piece, so
+   * Without a digest: the probed version's validator (its strong ETag), sent as If-Range with every piece, so
    * pieces of a later version are refused rather than stitched to these (a digest says that by itself).
    */
   validator?: string;
