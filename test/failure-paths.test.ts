@@ -8,7 +8,7 @@ import { SupernodeClient } from '@damselfly/peer';
 import { execFile } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { createServer } from 'node:http';
-import { readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
@@ -207,6 +207,44 @@ t.test('an origin without Range whose object is not its digest: the last piece i
   const results = await Promise.all([...Array(meta.pieceCount).keys()].map((n) => sn.seeder.ensurePiece(meta.taskId, n, { requester: 'p' }).then(() => 'served', (err: { code?: string }) => err.code)));
   // Earlier pieces cannot know yet (the digest needs every byte); the piece that completes the check learns it.
   t.equal(results.at(-1), 'SN_DIGEST_MISMATCH', `the last piece: ${results.join(', ')}`);
+});
+
+t.test('an object that changes at the origin while the supernode seeds it: the task is dropped, and its next version is seeded whole, untouched by seedings of the old', async (t) => {
+  const MiB = 2 ** 20;
+  const size = 3 * MiB;
+  const versions: Record<string, Buffer> = { A: makeBlob(size, 95), B: makeBlob(size, 96) };
+  let current = 'A';
+  let slowA = true;
+  const origin = createServer((req, res) => {
+    const tag = current;
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    const ifRange = req.headers['if-range'];
+    if (!m || (ifRange !== undefined && ifRange !== `"${tag}"`)) return void res.writeHead(200, { etag: `"${tag}"`, 'content-length': size }).end(versions[tag]);
+    const [a, b] = [Number(m[1]), Math.min(Number(m[2]), size - 1)];
+    const send = () => res.writeHead(206, { etag: `"${tag}"`, 'content-range': `bytes ${a}-${b}/${size}`, 'content-length': b - a + 1 }).end(versions[tag]!.subarray(a, b + 1));
+    // Version A's piece 1 comes late: it is still being seeded when the object changes.
+    if (tag === 'A' && slowA && a >= MiB && a < 2 * MiB) setTimeout(send, 800);
+    else send();
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const url = new URL(`http://127.0.0.1:${(origin.address() as { port: number }).port}/mutable`);
+  const sn = await startSupernode(t, { minPieceSize: '1MiB' });
+  const first = await sn.seeder.register(url, undefined, {}, { requester: 'p' });
+  t.equal(first.pieceCount, 3);
+  const oldPiece1 = sn.seeder.ensurePiece(first.taskId, 1, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
+  await new Promise((r) => setTimeout(r, 100));
+  current = 'B';
+  const changed = await sn.seeder.ensurePiece(first.taskId, 2, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
+  t.equal(changed, 'ORIGIN_CHANGED', 'a piece asked of version A gets version B: refused');
+  t.notOk(sn.store.get(first.taskId), 'and the task is dropped');
+  slowA = false;
+  const second = await sn.seeder.register(url, undefined, {}, { requester: 'p' });
+  t.equal(second.taskId, first.taskId, 'registered again: the same task id, a new record');
+  for (const n of [0, 1, 2]) await sn.seeder.ensurePiece(second.taskId, n, { requester: 'p' });
+  t.not(await oldPiece1, 'seeded', 'the old seeding of piece 1 ends without a piece');
+  t.equal(sn.store.get(second.taskId), second, 'the new record was not dropped by it');
+  t.ok((await readFile(sn.store.dataPath(second.taskId))).equals(versions.B!), 'and the new task holds version B whole');
 });
 
 t.test('slow-loris: a socket dribbling its headers is dropped within seconds on every server', async (t) => {

@@ -362,7 +362,9 @@ export class Seeder {
     if (!Number.isInteger(n) || n < 0 || n >= meta.pieceCount) throw snError('SN_PIECE_OUT_OF_RANGE', `${n} of ${meta.pieceCount}`);
     const done = this.#c.store.pieceSha(taskId, n);
     if (done) return done;
-    const key = `${taskId}:${n}`;
+    // Keyed by the task's record as well: a task dropped and registered again (its object changed at the origin) has a
+    // new record, and its pieces are never joined to a seeding of the old one.
+    const key = `${taskId}:${this.#generation(meta)}:${n}`;
     let p = this.#inflight.get(key);
     if (!p) {
       const source = requester ? this.#sources.get(taskId)?.get(requester) : undefined;
@@ -372,8 +374,10 @@ export class Seeder {
       p = (meta.acceptsRanges ? this.#seedPiece(meta, n, source, first) : this.#waitWhole(meta, n, source))
         .catch((err: unknown) => {
           // Every attempt failed: a later one starts afresh (readers of what these verified are cut with the error).
-          this.#c.store.pieces(taskId)?.forgetAttempts(n);
-          this.#forgetFed(taskId, n);
+          if (this.#current(meta)) {
+            this.#c.store.pieces(taskId)?.forgetAttempts(n);
+            this.#forgetFed(taskId, n);
+          }
           throw err;
         })
         .finally(() => this.#inflight.delete(key));
@@ -520,7 +524,7 @@ export class Seeder {
    * hashed and to the digest check as it lands.
    */
   #writeBlocks(meta: TaskMeta, n: number, body: Awaited<ReturnType<typeof fetchOriginRange>>, [from, to]: [number, number], signal: AbortSignal, onBytes: (b: number) => void): Promise<string[]> {
-    const task = this.#c.store.pieces(meta.taskId);
+    const task = this.#current(meta) ? this.#c.store.pieces(meta.taskId) : undefined;
     if (!task) return Promise.reject(snError('SN_TASK_NOT_FOUND', meta.taskId));
     const { start, end } = pieceRange(n, meta.pieceSize, meta.contentLength);
     return this.#c.store.withHandle(meta.taskId, (fh) =>
@@ -625,6 +629,7 @@ export class Seeder {
 
   /** Records a seeded piece and advances the task's digest check; a mismatch drops the task and throws. */
   async #recorded(meta: TaskMeta, n: number, blocks: string[]): Promise<string> {
+    if (!this.#current(meta)) throw snError('SN_TASK_NOT_FOUND', `${meta.taskId} (dropped while this piece was seeded)`);
     const root = await this.#c.store.recordPiece(meta.taskId, n, blocks);
     this.#c.onRecorded?.(meta.taskId, n);
     if (!meta.digest || meta.verified) return root;
@@ -658,11 +663,26 @@ export class Seeder {
   }
 
   async #dropChanged(meta: TaskMeta): Promise<void> {
-    if (!this.#c.store.get(meta.taskId)) return;
+    // Only the version this seeding belongs to: a task registered again since is another record.
+    if (!this.#current(meta)) return;
     this.#c.log.warn({ taskId: meta.taskId, origin: meta.origin, validator: meta.validator }, 'task:origin-changed');
     this.#sources.delete(meta.taskId);
     this.#c.onDropped?.(meta.taskId);
     await this.#c.store.remove(meta.taskId);
+  }
+
+  /** Whether `meta` is still the task's record (not dropped, and not replaced by a new registration). */
+  #current(meta: TaskMeta): boolean {
+    return this.#c.store.get(meta.taskId) === meta;
+  }
+
+  readonly #generations = new WeakMap<TaskMeta, number>();
+  #nextGeneration = 0;
+  /** A number per task record, for keys that must not outlive it. */
+  #generation(meta: TaskMeta): number {
+    let g = this.#generations.get(meta);
+    if (g === undefined) this.#generations.set(meta, (g = ++this.#nextGeneration));
+    return g;
   }
 
   async #poison(meta: TaskMeta, actual: string): Promise<void> {
