@@ -80,17 +80,19 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
   const headers: Record<string, string> = {};
   // '@file' stands for that file's lines, as curl takes it: a credential then need not be on the command line, where
   // every local user can read it in ps.
-  const headerArgs = (raw.header ?? []).flatMap((h) => {
-    if (!h.startsWith('@')) return [h];
+  // Each named by where it came from: the -H argument's position, and the line for a file's.
+  const headerArgs = (raw.header ?? []).flatMap((h, k) => {
+    if (!h.startsWith('@')) return [{ h, where: `#${k + 1}` }];
     const text = attempt(() => readFileSync(h.slice(1), 'utf8'));
-    return text === undefined ? [] : text.split(/\r?\n/).filter((l) => l.trim());
+    if (text === undefined) return [];
+    return text.split(/\r?\n/).flatMap((line, i) => (line.trim() ? [{ h: line, where: `#${k + 1} (line ${i + 1} of its file)` }] : []));
   });
-  for (const [k, h] of headerArgs.entries()) {
+  for (const { h, where } of headerArgs) {
     // Never echoed: a header is often a credential, and a malformed one is no less secret.
     const i = h.indexOf(':');
     const name = i > 0 ? h.slice(0, i).trim() : '';
     const value = i > 0 ? h.slice(i + 1).trim() : '';
-    if (!HEADER_NAME.test(name)) errors.push(`--header #${k + 1} must look like 'Name: value' (a name of letters, digits and -)`);
+    if (!HEADER_NAME.test(name)) errors.push(`--header ${where} must look like 'Name: value' (a name of letters, digits and -)`);
     else if (!HEADER_VALUE.test(value)) errors.push(`--header ${name}: its value holds a control character (a newline?)`);
     else headers[name.toLowerCase()] = value;
   }

@@ -48,14 +48,14 @@ function readOrExit(file: string, what: string): Buffer {
  * `-H` values: 'Name: value', or '@file' for the lines of a file (as curl takes them), so a credential need not be on
  * the command line, where every local user can read it in ps.
  */
-function headerLines(values: readonly string[]): string[] {
-  return values.flatMap((v) =>
+function headerLines(values: readonly string[]): { line: string; where: string }[] {
+  return values.flatMap((v, k) =>
     v.startsWith('@')
       ? readOrExit(v.slice(1), 'the header file')
           .toString()
           .split(/\r?\n/)
-          .filter((l) => l.trim())
-      : [v],
+          .flatMap((line, i) => (line.trim() ? [{ line, where: `#${k + 1} (line ${i + 1} of its file)` }] : []))
+      : [{ line: v, where: `#${k + 1}` }],
   );
 }
 
@@ -121,10 +121,10 @@ async function preheat(image: string, o: Common & { platform: string[]; scope: s
   if (!/^\d+(\.\d+)?$/.test(o.timeout.trim())) throw new Exit(2, `--timeout wants seconds (0 = never), got ${JSON.stringify(o.timeout.slice(0, 40))}`);
   const c = client(o);
   const headers: Record<string, string> = {};
-  for (const [k, h] of headerLines(o.header).entries()) {
+  for (const { line: h, where } of headerLines(o.header)) {
     const i = h.indexOf(':');
     // Named by position, never shown: a header is often a credential, and a malformed one is no less secret.
-    if (i <= 0) throw new Exit(2, `--header #${k + 1} wants 'Name: value'`);
+    if (i <= 0) throw new Exit(2, `--header ${where} wants 'Name: value'`);
     headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
   }
   let job = await call<PreheatJob>(c, 'POST', '/api/v1/preheat', { image, scope: o.scope, ...(o.platform.length ? { platforms: o.platform } : {}), ...(o.header.length ? { headers } : {}) });
