@@ -272,7 +272,7 @@ t.test('a registration that joins one under way is not told its headers were che
   t.equal(seen.length, 2, 'the second registration cost the origin nothing');
 });
 
-t.test('a cached read waiting on its access check holds the task: GC running meanwhile does not take it', async (t) => {
+t.test('a cached read waiting on its access check holds the task: GC running meanwhile does not take it, Range or not', async (t) => {
   const body = makeBlob(2 * MiB + 3, 37);
   let slow = 0;
   const origin = createServer((req, res) => {
@@ -292,54 +292,27 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
   t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
-  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/kept.bin`;
   const sn = await startSupernode(t);
   const d = await startDaemon(t, [sn.url], { taskTtlSeconds: 60 });
-  t.ok((await getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k' })).body.equals(body), 'cached by a first pull');
-  // Its download run lingers 2 s for more readers (holding the task); once it has let go, only readers hold it.
-  await new Promise((r) => setTimeout(r, 2_500));
-  const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1', range: 'bytes=1000-2999' });
-  for (let i = 0; i < 100 && !slow; i++) await new Promise((r) => setTimeout(r, 10));
-  t.equal(slow, 1, 'the read is at its access check');
-  const gc = await d.gc(Date.now() + 3_600_000);
-  t.same(gc.evicted, [], 'GC, past the TTL, leaves the task being read');
-  const r = await reading;
-  t.equal(r.status, 206);
-  t.ok(r.body.equals(body.subarray(1000, 3000)), 'and the read gets its bytes');
-});
-
-t.test('a rangeless read of a cached blob waiting on its access check holds the task too: GC does not take it', async (t) => {
-  const body = makeBlob(2 * MiB + 5, 38);
-  let slow = 0;
-  const origin = createServer((req, res) => {
-    if (req.headers['x-api-key'] !== 'k') return void res.writeHead(401).end();
-    const answer = () => {
-      const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
-      const a = m ? Number(m[1]) : 0;
-      const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
-      res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
-      res.end(body.subarray(a, b + 1));
-    };
-    if (req.headers['x-slow'] === '1') {
-      slow++;
-      setTimeout(answer, 600);
-    } else answer();
-  });
-  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
-  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/kept-whole.bin`;
-  const sn = await startSupernode(t);
-  const d = await startDaemon(t, [sn.url], { taskTtlSeconds: 60 });
-  t.ok((await getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k' })).body.equals(body), 'cached by a first pull');
-  await new Promise((r) => setTimeout(r, 2_500));
-  const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1' }).catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
-  for (let i = 0; i < 100 && !slow; i++) await new Promise((r) => setTimeout(r, 10));
-  t.equal(slow, 1, 'the read is at its access check');
-  const gc = await d.gc(Date.now() + 3_600_000);
-  t.same(gc.evicted, [], 'GC, past the TTL, leaves the task being read');
-  const r = await reading;
-  t.equal(r.status, 200);
-  t.ok(r.body.equals(body), 'and the read gets the whole blob');
+  // A Range read (served by the cache path) and a rangeless one (by the download path, the task already complete).
+  for (const [name, range] of [['kept.bin', 'bytes=1000-2999'], ['kept-whole.bin', undefined]] as const) {
+    const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/${name}`;
+    const first = await getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k' });
+    t.ok(first.body.equals(body), `${name}: cached by a first pull`);
+    const taskId = first.headers['x-damselfly-task-id'] as string;
+    // Its download run lingers 2 s for more readers (holding the task); once it has let go, only readers hold it.
+    await new Promise((r) => setTimeout(r, 2_500));
+    slow = 0;
+    const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1', ...(range ? { range } : {}) }).catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
+    for (let i = 0; i < 100 && !slow; i++) await new Promise((r) => setTimeout(r, 10));
+    t.equal(slow, 1, `${name}: the read is at its access check`);
+    const gc = await d.gc(Date.now() + 3_600_000);
+    t.notOk(gc.evicted.some((e) => e.taskId === taskId), `${name}: GC, past the TTL, leaves the task being read`);
+    t.ok(d.store.get(taskId), `${name}: it is still cached`);
+    const r = await reading;
+    t.equal(r.status, range ? 206 : 200);
+    t.ok(r.body.equals(range ? body.subarray(1000, 3000) : body), `${name}: and the read gets its bytes`);
+  }
 });
 
 t.test('a cached blob whose blocks all matched but whose digest was never checked is not served whole from the cache', async (t) => {
