@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { readFile, readdir } from 'node:fs/promises';
+import { open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
 import bcrypt from 'bcryptjs';
@@ -313,6 +313,42 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
     t.equal(r.status, range ? 206 : 200);
     t.ok(r.body.equals(range ? body.subarray(1000, 3000) : body), `${name}: and the read gets its bytes`);
   }
+});
+
+t.test('a client the origin refuses does not make a restarted dfdaemon re-check the pieces it kept of a private blob', async (t) => {
+  const body = makeBlob(3 * MiB + 1, 41);
+  const origin = createServer((req, res) => {
+    if (req.headers['x-api-key'] !== 'k') return void res.writeHead(403).end();
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    const a = m ? Number(m[1]) : 0;
+    const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
+    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
+    res.end(body.subarray(a, b + 1));
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/private/partial.bin`;
+  const sn = await startSupernode(t);
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const d1 = await startDaemon(t, [sn.url], { dataDir });
+  const part = await getViaProxy(d1.proxyUrl, url, { 'x-api-key': 'k', range: 'bytes=0-99' });
+  t.equal(part.status, 206);
+  const taskId = part.headers['x-damselfly-task-id'] as string;
+  await new Promise((r) => setTimeout(r, 2_500)); // the Range run lingers, then ends with piece 0 only
+  const partial = d1.store.get(taskId)!;
+  t.ok(partial.has(0) && !partial.complete, 'piece 0 kept, the blob not whole');
+  const dataPath = partial.dataPath;
+  await d1.stop();
+  // Left on disk; a restart re-checks kept pieces before a run builds on them (here one would find this byte wrong).
+  const fh = await open(dataPath, 'r+');
+  await fh.write(Buffer.from([body[10]! ^ 0xff]), 0, 1, 10);
+  await fh.close();
+  const d2 = await startDaemon(t, [sn.url], { dataDir });
+  const refused = await getViaProxy(d2.proxyUrl, url, { 'x-api-key': 'wrong' });
+  t.equal(refused.status, 403, 'a client the origin refuses gets its refusal');
+  t.ok(d2.store.get(taskId)?.has(0), 'and the kept piece was not read for it (its re-check would have dropped it)');
+  const ok = await getViaProxy(d2.proxyUrl, url, { 'x-api-key': 'k' });
+  t.ok(ok.body.equals(body), 'a client the origin accepts gets the blob: the bad piece is caught and fetched again');
 });
 
 t.test('a cached blob whose blocks all matched but whose digest was never checked is not served whole from the cache', async (t) => {
