@@ -152,8 +152,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   }
 
   async function serveDownload(dl: Download): Promise<void> {
-    // Cached, shared or fresh, a private blob reaches only a client the origin would give it to.
-    await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
+    // Cached, shared or fresh, a private blob reaches only a client the origin would give it to (asked once: not again
+    // for the task checked above, which an access cache of 0 s would otherwise make a second origin request).
+    if (dl.task !== local) await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
     const length = dl.task.info.contentLength;
     const range = parseRange(rangeHeader, length);
     const wanted = range ? piecesOf(range, dl.task.info.pieceSize) : 'all';
