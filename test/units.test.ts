@@ -269,3 +269,18 @@ t.test('registry token dance: credentials for an https registry never go to a pl
   t.equal(await fetchRegistryToken({ dispatcher, timeoutMs: 5_000 }, challenge, basic, undefined, new URL('http://registry.internal:5000')), 't');
   t.same(seen, [undefined, basic], 'asked anonymously for the https registry, with them for a plain-http one');
 });
+
+t.test('replay cache: a replayed proof is refused; one address fills its tenth of the cache, not the others\' room', async (t) => {
+  const { NonceCache } = await import('@damselfly/shared');
+  const cache = new NonceCache(100);
+  const now = 1_000_000;
+  t.equal(cache.add('n0', now + 240_000, now, '10.0.0.1'), true);
+  t.equal(cache.add('n0', now + 240_000, now, '10.0.0.2'), 'replayed', 'the same nonce twice: a replay, whoever sends it');
+  for (let i = 1; i < 10; i++) t.equal(cache.add(`a${i}`, now + 240_000, now, '10.0.0.1'), true);
+  t.equal(cache.add('a10', now + 240_000, now, '10.0.0.1'), 'source_full', 'an eleventh live nonce from one address: refused');
+  t.equal(cache.add('b0', now + 240_000, now, '10.0.0.2'), true, 'while another address still gets in');
+  t.equal(cache.add('a11', now + 300_000, now + 250_000, '10.0.0.1'), true, 'and the first one again once its nonces expired');
+  const full = new NonceCache(10);
+  for (let i = 0; i < 10; i++) t.equal(full.add(`x${i}`, now + 240_000, now, `10.1.0.${i}`), true);
+  t.equal(full.add('x10', now + 240_000, now, '10.1.0.99'), 'full', 'a cache full of live nonces refuses rather than grows');
+});

@@ -52,27 +52,51 @@ export function sessionProof(secret: Buffer, peerId: string, now = Date.now()): 
   return `peer=${encodeURIComponent(peerId)};ts=${ts};nonce=${nonce};mac=${mac(secret, 'session', peerId, ts, nonce)}`;
 }
 
-/** Nonces seen within the proof window: a replayed proof is refused. Bounded by time, then by count. */
+/** Why a proof's nonce was not taken. */
+export type NonceRefusal = 'replayed' | 'full' | 'source_full';
+
+/**
+ * Nonces seen within the proof window: a replayed proof is refused. Bounded by time, then by count, and per source
+ * address to a tenth of the count: a member minting proofs from one host (the secret lets it make any) fills its own
+ * share, not the cache every other host's new sessions need.
+ */
 export class NonceCache {
-  readonly #seen = new Map<string, number>();
+  readonly #seen = new Map<string, { expires: number; source?: string }>();
+  readonly #bySource = new Map<string, number>();
   readonly #max: number;
+  readonly #perSource: number;
   constructor(max = 100_000) {
     this.#max = max;
+    this.#perSource = Math.max(1, Math.floor(max / 10));
   }
-  /** False if `nonce` was seen before (or the cache is full of live nonces: refuse rather than grow). */
-  add(nonce: string, expires: number, now = Date.now()): boolean {
-    if (this.#seen.has(nonce)) return false;
-    if (this.#seen.size >= this.#max) {
-      for (const [k, exp] of this.#seen) if (exp < now) this.#seen.delete(k);
-      if (this.#seen.size >= this.#max) return false;
+  /** Takes `nonce`, or says why not: seen before, or no room for live nonces (refused rather than grown). */
+  add(nonce: string, expires: number, now = Date.now(), source?: string): true | NonceRefusal {
+    if (this.#seen.has(nonce)) return 'replayed';
+    const fromSource = () => (source === undefined ? 0 : (this.#bySource.get(source) ?? 0));
+    if (this.#seen.size >= this.#max || fromSource() >= this.#perSource) {
+      this.#sweep(now);
+      if (this.#seen.size >= this.#max) return 'full';
+      if (fromSource() >= this.#perSource) return 'source_full';
     }
-    this.#seen.set(nonce, expires);
+    this.#seen.set(nonce, { expires, source });
+    if (source !== undefined) this.#bySource.set(source, fromSource() + 1);
     return true;
+  }
+
+  #sweep(now: number): void {
+    for (const [k, e] of this.#seen) {
+      if (e.expires >= now) continue;
+      this.#seen.delete(k);
+      if (e.source === undefined) continue;
+      const left = (this.#bySource.get(e.source) ?? 1) - 1;
+      if (left > 0) this.#bySource.set(e.source, left);
+      else this.#bySource.delete(e.source);
+    }
   }
 }
 
 /** Checks a session proof; returns the authenticated peer id or throws AUTH_REQUIRED / AUTH_INVALID. */
-export function verifySessionProof(secret: Buffer, header: string | undefined, nonces: NonceCache, now = Date.now()): string {
+export function verifySessionProof(secret: Buffer, header: string | undefined, nonces: NonceCache, now = Date.now(), source?: string): string {
   if (!header) throw authError('AUTH_REQUIRED', `send ${AUTH_HEADER} (set the cluster secret on this peer)`);
   const fields = new Map<string, string>();
   for (const part of header.split(';')) {
@@ -94,7 +118,9 @@ export function verifySessionProof(secret: Buffer, header: string | undefined, n
   }
   if (!sameText(got, mac(secret, 'session', peerId, ts, nonce))) throw authError('AUTH_INVALID', 'wrong secret');
   if (Math.abs(now - Number(ts)) > PROOF_SKEW_MS) throw authError('AUTH_INVALID', 'proof expired (check the clocks)');
-  if (!nonces.add(nonce, Number(ts) + PROOF_SKEW_MS, now)) throw authError('AUTH_INVALID', 'proof replayed');
+  const taken = nonces.add(nonce, Number(ts) + PROOF_SKEW_MS, now, source);
+  if (taken === 'replayed') throw authError('AUTH_INVALID', 'proof replayed');
+  if (taken !== true) throw authError('AUTH_INVALID', `too many new sessions ${taken === 'source_full' ? 'from this address' : 'at once'} in the last minutes: try again shortly`);
   return peerId;
 }
 

@@ -221,7 +221,7 @@ export function buildServer(c: ServerComponents): FastifyInstance {
         // Membership is checked on the upgrade request: a peer without the secret never gets a socket.
         preValidation: async (req) => {
           if (!secret) return;
-          (req as FastifyRequest & { authPeer?: string }).authPeer = verifySessionProof(secret, header(req, AUTH_HEADER), nonces);
+          (req as FastifyRequest & { authPeer?: string }).authPeer = verifySessionProof(secret, header(req, AUTH_HEADER), nonces, Date.now(), req.socket.remoteAddress);
         },
       },
       (socket, req) => handlePeerSocket(socket, { authPeer: (req as FastifyRequest & { authPeer?: string }).authPeer, remoteAddress: req.socket.remoteAddress }, c),
