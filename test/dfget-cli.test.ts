@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
-import { serveFile } from './helpers/file-server.js';
+import { serveFile, shapedOrigin } from './helpers/file-server.js';
 import { httpServer, silent, trickle } from './helpers/broken-server.js';
 import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
 import { DFGET, runDfget, spawnDfget, type DfgetResult } from './helpers/dfget-child.js';
@@ -95,19 +95,22 @@ t.test('an origin without Range that drips the object: dfget standalone gives up
 t.test('user:password@ in the URL is Basic authentication, standalone and via the dfdaemon', async (t) => {
   const body = makeBlob(MiB + 3, 98);
   const expected = `Basic ${Buffer.from('alice:p@ss word').toString('base64')}`;
-  const origin = await httpServer(t, (req, res) => {
-    if (req.headers.authorization !== expected) return void res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end();
-    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
-    if (!m) return void res.writeHead(200, { 'content-length': body.length }).end(body);
-    const [a, b] = [Number(m[1]), Math.min(Number(m[2]), body.length - 1)];
-    res.writeHead(206, { 'content-range': `bytes ${a}-${b}/${body.length}`, 'content-length': b - a + 1 }).end(body.subarray(a, b + 1));
-  });
-  const url = origin.url.replace('http://', 'http://alice:p%40ss%20word@') + '/private';
+  const origin = await shapedOrigin(
+    t,
+    body,
+    (_i, _range, res) => {
+      if (res.req.headers.authorization === expected) return;
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end();
+      return true;
+    },
+    '/private',
+  );
+  const url = origin.url.replace('http://', 'http://alice:p%40ss%20word@');
   // The same credential from a file (-H @file, as curl takes it): never on the command line.
   const headerFile = join(await tempDir(t), 'headers');
   await writeFile(headerFile, `Authorization: ${expected}\nX-Trace: 1\n`, { mode: 0o600 });
   const fromFile = join(await tempDir(t), 'c');
-  const viaFile = await runDfget([`${origin.url}/private`, '-O', fromFile, '-H', `@${headerFile}`, '--standalone', '--no-progress']);
+  const viaFile = await runDfget([origin.url, '-O', fromFile, '-H', `@${headerFile}`, '--standalone', '--no-progress']);
   t.equal(viaFile.code, 0, viaFile.stderr);
   t.ok((await readFile(fromFile)).equals(body), '-H @file: the header came from the file');
   const dir = await tempDir(t);

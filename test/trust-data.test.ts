@@ -17,7 +17,7 @@ import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { metricValue } from './helpers/metrics.js';
 import { rawPeer } from './helpers/ws-peer.js';
-import { serveFile } from './helpers/file-server.js';
+import { serveFile, shapedOrigin } from './helpers/file-server.js';
 import { dfget } from './helpers/dfget.js';
 
 const MiB = 1024 * 1024;
@@ -275,28 +275,28 @@ t.test('a registration that joins one under way is not told its headers were che
 t.test('a cached read waiting on its access check holds the task: GC running meanwhile does not take it, Range or not', async (t) => {
   const body = makeBlob(2 * MiB + 3, 37);
   let slow = 0;
-  const origin = createServer((req, res) => {
-    if (req.headers['x-api-key'] !== 'k') return void res.writeHead(401).end();
-    const answer = () => {
-      const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
-      const a = m ? Number(m[1]) : 0;
-      const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
-      res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
-      res.end(body.subarray(a, b + 1));
-    };
-    // A client whose access check the origin takes its time over.
-    if (req.headers['x-slow'] === '1') {
-      slow++;
-      setTimeout(answer, 600);
-    } else answer();
-  });
-  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
+  const origin = (name: string) =>
+    shapedOrigin(
+      t,
+      body,
+      async (_i, _range, res) => {
+        if (res.req.headers['x-api-key'] !== 'k') {
+          res.writeHead(401).end();
+          return true;
+        }
+        // A client whose access check the origin takes its time over.
+        if (res.req.headers['x-slow'] === '1') {
+          slow++;
+          await new Promise((r) => setTimeout(r, 600));
+        }
+      },
+      `/files/${name}`,
+    );
   const sn = await startSupernode(t);
   const d = await startDaemon(t, [sn.url], { taskTtlSeconds: 60 });
   // A Range read (served by the cache path) and a rangeless one (by the download path, the task already complete).
   for (const [name, range] of [['kept.bin', 'bytes=1000-2999'], ['kept-whole.bin', undefined]] as const) {
-    const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/${name}`;
+    const { url } = await origin(name);
     const first = await getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k' });
     t.ok(first.body.equals(body), `${name}: cached by a first pull`);
     const taskId = first.headers['x-damselfly-task-id'] as string;
@@ -317,17 +317,16 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
 
 t.test('a client the origin refuses does not make a restarted dfdaemon re-check the pieces it kept of a private blob', async (t) => {
   const body = makeBlob(3 * MiB + 1, 41);
-  const origin = createServer((req, res) => {
-    if (req.headers['x-api-key'] !== 'k') return void res.writeHead(403).end();
-    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
-    const a = m ? Number(m[1]) : 0;
-    const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
-    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
-    res.end(body.subarray(a, b + 1));
-  });
-  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
-  const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/private/partial.bin`;
+  const { url } = await shapedOrigin(
+    t,
+    body,
+    (_i, _range, res) => {
+      if (res.req.headers['x-api-key'] === 'k') return;
+      res.writeHead(403).end();
+      return true;
+    },
+    '/private/partial.bin',
+  );
   const sn = await startSupernode(t);
   const dataDir = await tempDir(t, 'damselfly-df-');
   const d1 = await startDaemon(t, [sn.url], { dataDir });
@@ -384,21 +383,20 @@ t.test('an origin redirecting to object storage: the client\'s credentials, API 
   const storageSaw: Record<string, string | undefined>[] = [];
   const originSaw: (string | undefined)[] = [];
   // The object store: any request for the object gets it (a signed URL would carry its own authority).
-  const storage = createServer((req, res) => {
-    storageSaw.push({ authorization: req.headers.authorization, 'private-token': req.headers['private-token'] as string, 'x-api-key': req.headers['x-api-key'] as string, range: req.headers.range });
-    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
-    const a = m ? Number(m[1]) : 0;
-    const b = m && m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
-    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${body.length}` } : {}) });
-    res.end(body.subarray(a, b + 1));
-  });
-  await new Promise<void>((r) => storage.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => new Promise<void>((r) => (storage.closeAllConnections(), storage.close(() => r()))));
+  const storage = await shapedOrigin(
+    t,
+    body,
+    (_i, _range, res) => {
+      const h = res.req.headers;
+      storageSaw.push({ authorization: h.authorization, 'private-token': h['private-token'] as string, 'x-api-key': h['x-api-key'] as string, range: h.range });
+    },
+    '/bucket/obj',
+  );
   // The origin checks the key and sends every read to the object store, at another origin (localhost, not 127.0.0.1).
   const origin = createServer((req, res) => {
     originSaw.push(req.headers['private-token'] as string | undefined);
     if (req.headers['private-token'] !== 'glpat-secret') return void res.writeHead(401).end();
-    res.writeHead(307, { location: `http://localhost:${(storage.address() as { port: number }).port}/bucket/obj?X-Amz-Signature=s` });
+    res.writeHead(307, { location: `http://localhost:${new URL(storage.url).port}/bucket/obj?X-Amz-Signature=s` });
     res.end();
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));

@@ -8,17 +8,17 @@ export async function serveFile(t: { teardown(fn: () => unknown): void }, data: 
 
 /**
  * The same origin, whose answers a test can shape per request: `answer(i, range, res)` (i: the request's number,
- * from 0) answers by itself and returns true, or returns nothing for the plain answer. `ranges` lists every request's
- * Range header (`none` without one).
+ * from 0) answers by itself and returns true, or returns nothing for the plain answer (after the promise it returns,
+ * if any: an origin that takes its time). `ranges` lists every request's Range header (`none` without one).
  */
 export async function shapedOrigin(
   t: { teardown(fn: () => unknown): void },
   data: Buffer,
-  answer: (i: number, range: ByteRange | undefined, res: ServerResponse) => boolean | void,
+  answer: (i: number, range: ByteRange | undefined, res: ServerResponse) => boolean | void | Promise<boolean | void>,
   path = '/files/blob.bin',
 ): Promise<{ url: string; ranges: string[] }> {
   const ranges: string[] = [];
-  const server = createServer((req, res) => {
+  const server = createServer(async (req, res) => {
     if (req.url?.split('?')[0] !== path) return void res.writeHead(404).end();
     let r: ByteRange | undefined;
     try {
@@ -27,7 +27,8 @@ export async function shapedOrigin(
       return void res.writeHead(416, { 'content-range': `bytes */${data.length}` }).end();
     }
     ranges.push(req.headers.range ?? 'none');
-    if (answer(ranges.length - 1, r, res)) return;
+    if (await answer(ranges.length - 1, r, res)) return;
+    if (res.destroyed) return;
     if (!r) return void res.writeHead(200, { 'content-length': data.length }).end(data);
     res.writeHead(206, { 'content-length': r.end - r.start + 1, 'content-range': `bytes ${r.start}-${r.end}/${data.length}` });
     res.end(data.subarray(r.start, r.end + 1));
