@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
-import { serveFile, shapedOrigin } from './helpers/file-server.js';
+import { serveFile, shapedOrigin, versionedOrigin } from './helpers/file-server.js';
 import { httpServer, silent, trickle } from './helpers/broken-server.js';
 import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
 import { DFGET, runDfget, spawnDfget, type DfgetResult } from './helpers/dfget-child.js';
@@ -36,21 +36,10 @@ async function failed(t: Test, r: DfgetResult, code: number, message: RegExp, di
   if (cachesBefore) t.same(await peerCaches(), cachesBefore, 'no one-shot peer cache left');
 }
 
-/**
- * An origin whose object changes after `switchAfter` requests: version A, then version B (ETags "A" and "B"), and,
- * like any HTTP server, a Range asked with an If-Range that is not the current ETag gets the whole current version.
- */
+/** An origin whose object is version A for its first `switchAfter` requests and version B after (see versionedOrigin). */
 async function changingOrigin(t: Test, size: number, switchAfter: number) {
   const versions = { A: makeBlob(size, 95), B: makeBlob(size, 96) };
-  return httpServer(t, (req, res, count) => {
-    const tag = count > switchAfter ? 'B' : 'A';
-    const body = versions[tag];
-    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
-    const ifRange = req.headers['if-range'];
-    if (!m || (ifRange !== undefined && ifRange !== `"${tag}"`)) return void res.writeHead(200, { etag: `"${tag}"`, 'content-length': size }).end(body);
-    const [a, b] = [Number(m[1]), Math.min(Number(m[2]), size - 1)];
-    res.writeHead(206, { etag: `"${tag}"`, 'content-range': `bytes ${a}-${b}/${size}`, 'content-length': b - a + 1 }).end(body.subarray(a, b + 1));
-  }).then((server) => ({ ...server, versions }));
+  return { ...(await versionedOrigin(t, versions, (i) => (i > switchAfter ? 'B' : 'A'))), versions };
 }
 
 t.test('an object that changes at the origin mid-download (no digest to hold it to) is never stitched from two versions', async (t) => {

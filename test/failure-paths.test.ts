@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
-import { shapedOrigin } from './helpers/file-server.js';
+import { shapedOrigin, versionedOrigin } from './helpers/file-server.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { dfget } from './helpers/dfget.js';
@@ -215,20 +215,9 @@ t.test('an object that changes at the origin while the supernode seeds it: the t
   const versions: Record<string, Buffer> = { A: makeBlob(size, 95), B: makeBlob(size, 96) };
   let current = 'A';
   let slowA = true;
-  const origin = createServer((req, res) => {
-    const tag = current;
-    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
-    const ifRange = req.headers['if-range'];
-    if (!m || (ifRange !== undefined && ifRange !== `"${tag}"`)) return void res.writeHead(200, { etag: `"${tag}"`, 'content-length': size }).end(versions[tag]);
-    const [a, b] = [Number(m[1]), Math.min(Number(m[2]), size - 1)];
-    const send = () => res.writeHead(206, { etag: `"${tag}"`, 'content-range': `bytes ${a}-${b}/${size}`, 'content-length': b - a + 1 }).end(versions[tag]!.subarray(a, b + 1));
-    // Version A's piece 1 comes late: it is still being seeded when the object changes.
-    if (tag === 'A' && slowA && a >= MiB && a < 2 * MiB) setTimeout(send, 800);
-    else send();
-  });
-  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => new Promise<void>((r) => (origin.closeAllConnections(), origin.close(() => r()))));
-  const url = new URL(`http://127.0.0.1:${(origin.address() as { port: number }).port}/mutable`);
+  // Version A's piece 1 comes late: it is still being seeded when the object changes.
+  const origin = await versionedOrigin(t, versions, () => current, (tag, start) => (tag === 'A' && slowA && start >= MiB && start < 2 * MiB ? 800 : 0));
+  const url = new URL(`${origin.url}/mutable`);
   const sn = await startSupernode(t, { minPieceSize: '1MiB' });
   const first = await sn.seeder.register(url, undefined, {}, { requester: 'p' });
   t.equal(first.pieceCount, 3);

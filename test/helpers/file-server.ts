@@ -1,5 +1,5 @@
 /** Plain HTTP origins (not registries) serving one file with Range support, via node's own http server. */
-import { createServer, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import { parseRange, type ByteRange } from '@damselfly/shared';
 
 export async function serveFile(t: { teardown(fn: () => unknown): void }, data: Buffer, path = '/files/blob.bin'): Promise<string> {
@@ -36,4 +36,35 @@ export async function shapedOrigin(
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
   return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}${path}`, ranges };
+}
+
+/**
+ * An origin whose object changes: request `i` (from 1) sees version `version(i)` of `versions`, each with its name as
+ * a strong ETag (`"A"`), and, like any HTTP server, a Range asked with an If-Range that is not the current ETag gets the
+ * whole current version. `delay(version, start)`: milliseconds before a range's answer. Any path serves the object;
+ * `requests` holds every request's headers.
+ */
+export async function versionedOrigin(
+  t: { teardown(fn: () => unknown): void },
+  versions: Record<string, Buffer>,
+  version: (i: number) => string,
+  delay: (version: string, start: number) => number = () => 0,
+): Promise<{ url: string; requests: { headers: IncomingHttpHeaders }[] }> {
+  const requests: { headers: IncomingHttpHeaders }[] = [];
+  const server = createServer((req, res) => {
+    requests.push({ headers: req.headers });
+    const tag = version(requests.length);
+    const body = versions[tag]!;
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    const ifRange = req.headers['if-range'];
+    if (!m || (ifRange !== undefined && ifRange !== `"${tag}"`)) return void res.writeHead(200, { etag: `"${tag}"`, 'content-length': body.length }).end(body);
+    const [a, b] = [Number(m[1]), Math.min(Number(m[2]), body.length - 1)];
+    const send = () => res.writeHead(206, { etag: `"${tag}"`, 'content-range': `bytes ${a}-${b}/${body.length}`, 'content-length': b - a + 1 }).end(body.subarray(a, b + 1));
+    const ms = delay(tag, a);
+    if (ms > 0) setTimeout(send, ms);
+    else send();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, requests };
 }
