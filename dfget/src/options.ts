@@ -1,6 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { readFileSync, statSync } from 'node:fs';
-import { blobDigestOf, parseDigest, parseHttpUrl, resolveTrust, type Trust } from '@damselfly/shared';
+import { blobDigestOf, headerArgs, parseDigest, parseHttpUrl, resolveTrust, type Trust } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 
 /** An HTTP header name (RFC 9110 token) and a value without control characters (tab allowed). */
@@ -78,16 +78,8 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
   }
   digest ??= url && blobDigestOf(url);
   const headers: Record<string, string> = {};
-  // '@file' stands for that file's lines, as curl takes it: a credential then need not be on the command line, where
-  // every local user can read it in ps.
-  // Each named by where it came from: the -H argument's position, and the line for a file's.
-  const headerArgs = (raw.header ?? []).flatMap((h, k) => {
-    if (!h.startsWith('@')) return [{ h, where: `#${k + 1}` }];
-    const text = attempt(() => readFileSync(h.slice(1), 'utf8'));
-    if (text === undefined) return [];
-    return text.split(/\r?\n/).flatMap((line, i) => (line.trim() ? [{ h: line, where: `#${k + 1} (line ${i + 1} of its file)` }] : []));
-  });
-  for (const { h, where } of headerArgs) {
+  // -H @file: a credential need not be on the command line (see headerArgs).
+  for (const { line: h, where } of headerArgs(raw.header ?? [], (file) => attempt(() => readFileSync(file, 'utf8')))) {
     // Never echoed: a header is often a credential, and a malformed one is no less secret.
     const i = h.indexOf(':');
     const name = i > 0 ? h.slice(0, i).trim() : '';

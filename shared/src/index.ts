@@ -9,6 +9,7 @@ export * from './abort.js';
 export * from './origin.js';
 export * from './origin-headers.js';
 export * from './redirect-credentials.js';
+export * from './header-args.js';
 export * from './task-index.js';
 export * from './piece-file.js';
 export * from './metrics.js';

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Agent, request, type Dispatcher } from 'undici';
-import { operatorToken } from '@damselfly/shared';
+import { headerArgs, operatorToken } from '@damselfly/shared';
 import type { PreheatJob } from './preheat/jobs.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -42,21 +42,6 @@ function readOrExit(file: string, what: string): Buffer {
   } catch (err) {
     throw new Exit(2, `cannot read ${what} ${file}: ${(err as Error).message}`);
   }
-}
-
-/**
- * `-H` values: 'Name: value', or '@file' for the lines of a file (as curl takes them), so a credential need not be on
- * the command line, where every local user can read it in ps.
- */
-function headerLines(values: readonly string[]): { line: string; where: string }[] {
-  return values.flatMap((v, k) =>
-    v.startsWith('@')
-      ? readOrExit(v.slice(1), 'the header file')
-          .toString()
-          .split(/\r?\n/)
-          .flatMap((line, i) => (line.trim() ? [{ line, where: `#${k + 1} (line ${i + 1} of its file)` }] : []))
-      : [{ line: v, where: `#${k + 1}` }],
-  );
 }
 
 /** The cluster secret as the daemons read it (trimmed), or undefined when none is given. */
@@ -121,7 +106,7 @@ async function preheat(image: string, o: Common & { platform: string[]; scope: s
   if (!/^\d+(\.\d+)?$/.test(o.timeout.trim())) throw new Exit(2, `--timeout wants seconds (0 = never), got ${JSON.stringify(o.timeout.slice(0, 40))}`);
   const c = client(o);
   const headers: Record<string, string> = {};
-  for (const { line: h, where } of headerLines(o.header)) {
+  for (const { line: h, where } of headerArgs(o.header, (file) => readOrExit(file, 'the header file').toString())) {
     const i = h.indexOf(':');
     // Named by position, never shown: a header is often a credential, and a malformed one is no less secret.
     if (i <= 0) throw new Exit(2, `--header ${where} wants 'Name: value'`);
