@@ -122,30 +122,21 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     }
   }
 
-  // A task this node holds already: the client's access first. Opening its run re-checks pieces an earlier run left on
-  // disk, and a client the origin refuses must not make this node read them (the check below is then answered from
-  // the access cache).
-  // Held meanwhile: the check may wait on the origin, and GC must not take the task then.
-  const early = local?.lease();
-  let dl: Download;
+  // Held until the answer ends: the access checks may wait on the origin, and GC must not take a cached task
+  // meanwhile (the answer would start and then be cut).
+  const leases = local ? [local.lease()] : [];
   try {
+    // A task this node holds already: the client's access first. Opening its run re-checks pieces an earlier run left
+    // on disk, and a client the origin refuses must not make this node read them.
     if (local) await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
-  } catch (err) {
-    early?.();
-    throw err;
-  }
-  try {
-    // Opened without fetching anything: a client the origin refuses must not make this node download a byte.
-    dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: false });
-  } catch (err) {
-    early?.();
-    return fallback(err);
-  }
-  // Held until the answer ends: the access check may wait on the origin, and GC must not take a cached task
-  // meanwhile (the answer would start and then be cut). The early lease goes once this one is taken.
-  const leases = [dl.task.lease()];
-  early?.();
-  try {
+    let dl: Download;
+    try {
+      // Opened without fetching anything: a client the origin refuses must not make this node download a byte.
+      dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: false });
+    } catch (err) {
+      return await fallback(err);
+    }
+    leases.push(dl.task.lease());
     await serveDownload(dl);
   } finally {
     for (const release of leases) release();
