@@ -4,7 +4,7 @@
  */
 import { open } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
-import { TransferGuard, discard, fetchOrigin, probeOrigin, writeWholeStream, type Pace, type ProbeResult } from '@damselfly/shared';
+import { TransferGuard, discard, fetchOrigin, probeOrigin, wholeObjectGuard, writeWholeStream, type Pace, type ProbeResult } from '@damselfly/shared';
 import type { LocalTask } from './local-task.js';
 
 export interface BackSourceRequest {
@@ -37,12 +37,7 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
   if (!p.acceptsRanges) {
     // Without Range the only way to any piece is the whole object: take all of it while reading, at the rate a piece
     // must keep and within a piece's deadline per piece (an origin dripping it would otherwise hold the run for good).
-    const guard = new TransferGuard({
-      signal: req.signal,
-      ...ORIGIN_GUARD,
-      deadlineMs: ORIGIN_GUARD.deadlineMs * Math.max(1, task.info.pieceCount),
-      ...(req.pace ? { minBytesPerSecond: 0 } : {}),
-    });
+    const guard = wholeObjectGuard({ signal: req.signal, ...ORIGIN_GUARD, ...(req.pace ? { minBytesPerSecond: 0 } : {}) }, task.info.pieceCount);
     const body = await fetchOrigin({ ...origin, signal: guard.signal }, 0, task.info.contentLength - 1, true).catch((err: unknown) => {
       guard.done();
       throw err;

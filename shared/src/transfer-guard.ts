@@ -97,3 +97,11 @@ export function isTransferTimeout(err: unknown): boolean {
   const code = (err as { code?: string } | undefined)?.code;
   return code === 'TRANSFER_TIMEOUT' || code === 'TRANSFER_TOO_SLOW';
 }
+
+/**
+ * The guard of one sequential read of a whole object (an origin that ignores Range): a piece's options, with a
+ * piece's deadline for each of its `pieceCount` pieces.
+ */
+export function wholeObjectGuard(perPiece: TransferGuardOptions, pieceCount: number): TransferGuard {
+  return new TransferGuard({ ...perPiece, deadlineMs: perPiece.deadlineMs * Math.max(1, pieceCount) });
+}

@@ -41,6 +41,7 @@ import {
   type Pace,
   TransferGuard,
   isTransferTimeout,
+  wholeObjectGuard,
   DigestCheck,
   blockCountFor,
   BLOCK_SIZE,
@@ -568,7 +569,7 @@ export class Seeder {
     const release = await this.#slot(source.url, this.#stop.signal);
     // The same minimum rate as a piece's transfer, and a piece's deadline for each piece: an origin that drips the
     // object would otherwise hold this read, its slot and every reader of the task until the supernode stops.
-    const guard = new TransferGuard({ signal: this.#stop.signal, ...this.#guard, deadlineMs: this.#guard.deadlineMs * Math.max(1, meta.pieceCount) });
+    const guard = wholeObjectGuard({ signal: this.#stop.signal, ...this.#guard }, meta.pieceCount);
     const signal = guard.signal;
     try {
       const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, 0, meta.contentLength - 1, true);
