@@ -45,14 +45,20 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
     const what = () => `the dfdaemon at ${o.daemon} cut the transfer after ${sink.bytes} of ${total ?? '?'} bytes`;
     if (total === undefined || sink.bytes > total) throw dfgetError('DFGET_HTTP', `${what()}${cut ? ` (${cut.message})` : ''}`, cut);
     const cutAt = what();
-    const again = await ask(client, o, signal, sink.bytes);
+    // Without a digest only the version's ETag ties the rest to the start: the daemon answers the whole object
+    // instead of a part when its copy is another version now (refused below), never a part of another version.
+    const etag = res.headers.etag;
+    const version = typeof etag === 'string' && !etag.startsWith('W/') ? etag : undefined;
+    const again = await ask(client, o, signal, sink.bytes, version);
     if (!again) throw dfgetError('DFGET_HTTP', `${cutAt}, and is gone`);
-    // The rest of the same object: from where it stopped, and of the same total size (a different size is another
+    // The rest of the same object: from where it stopped, of the same total size and ETag (a different one is another
     // version, which must not be spliced onto this one's start).
     const rest = contentRange(again);
-    if (again.statusCode !== 206 || rest?.start !== sink.bytes || rest.total !== total) {
+    const otherVersion = version !== undefined && again.headers.etag !== version;
+    if (again.statusCode !== 206 || rest?.start !== sink.bytes || rest.total !== total || otherVersion) {
       const answer = await readAnswer(again, signal);
       if (again.statusCode >= 400) throw daemonAnswerError(answer, o.daemon, o.url, cutAt);
+      if (otherVersion) throw dfgetError('DFGET_HTTP', `${cutAt}, and the object changed since (${String(again.headers.etag ?? 'no ETag')} now, not ${version}): run dfget again`);
       throw dfgetError('DFGET_HTTP', `${cutAt}, then answered ${again.statusCode} to the request for the rest`);
     }
     // The word was for one unbroken answer. The rest comes as a Range, which the dfdaemon serves without the whole
@@ -67,13 +73,18 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
   }
 }
 
-/** GETs the URL through the daemon (from byte `from` on, when given); null when nothing listens there. */
-async function ask(client: Client, o: DfgetOptions, signal: AbortSignal, from?: number): Promise<Dispatcher.ResponseData | null> {
+/** GETs the URL through the daemon (from byte `from` on, if still version `ifRange`, when given); null when nothing listens there. */
+async function ask(client: Client, o: DfgetOptions, signal: AbortSignal, from?: number, ifRange?: string): Promise<Dispatcher.ResponseData | null> {
   try {
     return await client.request({
       method: 'GET',
       path: o.url.href,
-      headers: { ...o.headers, ...(o.digest ? { 'x-damselfly-digest': o.digest } : {}), ...(from !== undefined ? { range: `bytes=${from}-` } : {}) },
+      headers: {
+        ...o.headers,
+        ...(o.digest ? { 'x-damselfly-digest': o.digest } : {}),
+        ...(from !== undefined ? { range: `bytes=${from}-` } : {}),
+        ...(ifRange !== undefined ? { 'if-range': ifRange } : {}),
+      },
       signal,
     });
   } catch (err) {

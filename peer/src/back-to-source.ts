@@ -4,7 +4,7 @@
  */
 import { open } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
-import { TransferGuard, discard, fetchOrigin, probeOrigin, wholeObjectGuard, writeWholeStream, type Pace, type ProbeResult } from '@damselfly/shared';
+import { TransferGuard, discard, fetchOrigin, originError, probeOrigin, redactUrl, wholeObjectGuard, writeWholeStream, type Pace, type ProbeResult } from '@damselfly/shared';
 import type { LocalTask } from './local-task.js';
 
 export interface BackSourceRequest {
@@ -30,7 +30,12 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
   // Without a digest, the probed version's validator goes with every range: pieces of a later version are refused
   // (ORIGIN_CHANGED) rather than stitched to these. With one, the digest says it, and replicas that disagree on their
   // ETags cannot fail a pull that would have matched.
-  const validator = task.info.digest ? undefined : p.validator;
+  // The task's pieces are of the version it was made for: a probe that finds another one ends the run here, before a
+  // piece of it is fetched (an origin that stopped sending ETags may not honour If-Range either).
+  if (!task.info.digest && task.info.validator !== undefined && p.validator !== task.info.validator) {
+    throw originError('ORIGIN_CHANGED', `${redactUrl(req.url)}: ${p.validator ?? 'no ETag'} now, not ${task.info.validator}`);
+  }
+  const validator = task.info.digest ? undefined : (task.info.validator ?? p.validator);
   const origin = { url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal, total: task.info.contentLength, ...(validator ? { validator } : {}) };
   const missing = (req.pieces ?? task.missing()).filter((n) => !task.has(n));
   if (missing.length === 0) return;

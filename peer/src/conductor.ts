@@ -260,6 +260,8 @@ export class Conductor {
         digest,
         // Fetched without credentials, it is anybody's; with them, every later client proves its own access.
         public: !carriesCredentials(this.#req.url, this.#req.headers),
+        // Without a digest, the version these pieces will be (pieces kept of another one are dropped on open).
+        ...(!digest && probe.validator ? { validator: probe.validator } : {}),
       };
     }
     const task = await this.#c.store.open(info, displayUrl(this.#req.url));

@@ -23,10 +23,11 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
   /** Opens (creating if needed) the cache entry for a task; the data file is sized up front. `url` is stored: no credentials. */
   async open(info: TaskInfo, url: string): Promise<LocalTask> {
     const existing = this.get(info.taskId);
-    if (existing && existing.info.contentLength === info.contentLength && existing.info.pieceSize === info.pieceSize) return existing;
+    if (existing && sameObject(existing.info, info)) return existing;
     // Cut another way (pieces cached by a supernode with another piece-size rule, or fetched from the origin while no
-    // supernode answered): those pieces cannot be matched against this geometry's hashes, so they are dropped. The
-    // node stays in the task (it has just registered for it), so the supernode is not told it left.
+    // supernode answered), or of another version of an object without a digest: those pieces cannot be matched against
+    // this task's hashes, or are of other bytes, so they are dropped. The node stays in the task (it has just
+    // registered for it), so the supernode is not told it left.
     if (existing) await this.remove(info.taskId, { replacing: true });
     try {
       return await this.create({ info, url, complete: false, lastAccess: Date.now() });
@@ -35,4 +36,13 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
       throw err;
     }
   }
+}
+
+/**
+ * Pieces kept under `kept` can be built on for `now`: the same cut and, without a digest to hold the blob to, the same
+ * version. An object whose origin sends no ETag has no version to compare: its pieces are kept, as the supernode keeps
+ * its own.
+ */
+function sameObject(kept: TaskInfo, now: TaskInfo): boolean {
+  return kept.contentLength === now.contentLength && kept.pieceSize === now.pieceSize && (now.digest !== undefined || kept.validator === now.validator);
 }

@@ -3,7 +3,7 @@
  * it reports back. Conductor (conductor.ts) runs it and falls back to the origin when it ends with the supernode gone.
  */
 import { setMaxListeners } from 'node:events';
-import { describeError, paceAll, type Assignment, type Logger, type TaskInfo, type WantResult } from '@damselfly/shared';
+import { describeError, originError, paceAll, type Assignment, type Logger, type TaskInfo, type WantResult } from '@damselfly/shared';
 import type { ConductorComponents, ConductorOptions, DownloadRequest } from './conductor.js';
 import type { LocalTask } from './local-task.js';
 import type { SupernodeClient } from './supernode-client.js';
@@ -189,7 +189,12 @@ export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClien
         // The supernode let go of this peer's origin credentials (unused too long, or it restarted): hand them
         // over again, and say again what this run wants.
         reregister = false;
-        await client.request<TaskInfo>({ type: 'task:register', url: h.req.url.href, digest: task.info.digest, headers: h.req.headers, ...haveOf(task) }, { signal });
+        const again = await client.request<TaskInfo>({ type: 'task:register', url: h.req.url.href, digest: task.info.digest, headers: h.req.headers, ...haveOf(task) }, { signal });
+        // A record made again meanwhile (the object changed, the supernode lost its copy) may be of another version
+        // or cut: this run's pieces are not built on (the run fails and its task is dropped; the next one starts anew).
+        if (!task.info.digest && (again.validator !== task.info.validator || again.contentLength !== task.info.contentLength || again.pieceSize !== task.info.pieceSize)) {
+          throw originError('ORIGIN_CHANGED', `${task.info.taskId} is ${again.validator ?? 'without ETag'} at the supernode now, not ${task.info.validator ?? 'without ETag'}`);
+        }
         announced = new Set();
       }
       const max = limit.limit;

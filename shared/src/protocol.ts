@@ -139,6 +139,12 @@ export interface TaskInfo {
    */
   public?: boolean;
   /**
+   * Without a digest: the version of the object the task's pieces are, the origin's strong ETag when the task's record
+   * was made (absent when it sent none). Pieces a node kept of another version are not built on (nothing else would
+   * tell the two apart), and a client's `If-Range` is held to it.
+   */
+  validator?: string;
+  /**
    * In the reply to the registration that created the task only: the supernode's size probe, made with the headers of
    * that very request, was answered with the object, so the origin gives it to those headers and the peer need not
    * ask again for its client. Never stored with the task: it is about one client's headers, not the task.

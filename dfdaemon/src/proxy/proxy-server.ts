@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { BLOCK_SIZE, SLOW_CLIENT, VERIFIED_HEADER, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger } from '@damselfly/shared';
+import { BLOCK_SIZE, SLOW_CLIENT, VERIFIED_HEADER, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger, type TaskInfo } from '@damselfly/shared';
 import { streamTask, type Download, type LocalTask, type Peer } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import type { AccessGuard } from './access-guard.js';
@@ -92,10 +92,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   // A Range read the cache already holds needs no download at all (but the client's access, if the blob is private).
   // Never a task whose bytes were just found not to be its digest's: it is failed at once, removed a moment later.
   const local = c.cached(taskId);
-  if (local && rangeHeader !== undefined && !isDigestMismatch(local.failure)) {
+  const localRange = local && rangeToHonour(rangeHeader, header(req, 'if-range'), local.info);
+  if (local && localRange !== undefined && !isDigestMismatch(local.failure)) {
     // A Range header this path cannot serve (malformed, unsatisfiable) is answered below, after the access check: a
     // client the origin refuses learns nothing from it, not even that the blob is here or its size.
-    const range = tryParseRange(rangeHeader, local.info.contentLength);
+    const range = tryParseRange(localRange, local.info.contentLength);
     const covering = range ? piecesOf(range, local.info.pieceSize) : [];
     // The whole blob as a Range read is served from here only once it matched its digest: no download is behind this
     // answer to hold its last block back until then.
@@ -147,7 +148,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     // for the task checked above, which an access cache of 0 s would otherwise make a second origin request).
     if (dl.task !== local) await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
     const length = dl.task.info.contentLength;
-    const range = parseRange(rangeHeader, length);
+    const range = parseRange(rangeToHonour(rangeHeader, header(req, 'if-range'), dl.task.info), length);
     const wanted = range ? piecesOf(range, dl.task.info.pieceSize) : 'all';
     if (!dl.want(wanted, range?.start)) {
       // That run was already finishing: start another for what this client wants.
@@ -176,6 +177,17 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     res.end();
     c.metrics.proxyRequests.inc({ kind: 'p2p', status: range ? 206 : 200 });
   }
+}
+
+/**
+ * The Range header to honour. An object without a digest may change at its origin: a client's `If-Range` names the
+ * version its earlier bytes were, and only when that is this task's version (strong comparison, RFC 9110 13.1.5: a
+ * date or a weak tag never matches) does it get a part; otherwise the whole object, whose ETag says which it is. A
+ * blob with a digest is the same bytes under its URL whatever the client compares it with: its Range always holds.
+ */
+function rangeToHonour(range: string | undefined, ifRange: string | undefined, info: TaskInfo): string | undefined {
+  if (range === undefined || ifRange === undefined || info.digest !== undefined) return range;
+  return info.validator !== undefined && ifRange === info.validator ? range : undefined;
 }
 
 /** The range asked for, or undefined when the header is malformed or cannot be satisfied. */
@@ -217,6 +229,8 @@ function writeHead(res: ServerResponse, task: LocalTask, range: ByteRange | unde
     'x-damselfly-task-id': task.info.taskId,
   };
   if (task.info.digest) headers['docker-content-digest'] = task.info.digest;
+  // The version of an object without a digest, for the client's If-Range when it resumes.
+  else if (task.info.validator) headers.etag = task.info.validator;
   // The whole blob goes out with its last block held until it matched the digest (see streamTask).
   if (task.info.digest && !range) headers[VERIFIED_HEADER] = task.info.digest;
   if (range) headers['content-range'] = `bytes ${start}-${end}/${length}`;

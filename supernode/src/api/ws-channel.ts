@@ -313,6 +313,9 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           pieceCount: meta.pieceCount,
           digest: meta.digest,
           public: meta.public,
+          // The version its pieces are: a peer holding pieces of another one (kept from before the object changed and
+          // this record was made again) drops them rather than build on them.
+          ...(meta.validator ? { validator: meta.validator } : {}),
           // The origin just answered this peer's own headers with the object: its client is known to have access.
           ...(probed && !meta.public ? { accessChecked: true } : {}),
         };

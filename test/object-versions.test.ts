@@ -1,0 +1,136 @@
+/**
+ * Objects without a digest can change at their origin. A node never builds one body from two versions: pieces it kept
+ * of an earlier version are dropped when a new run finds another (by the origin's ETag, through the supernode or
+ * back to source), the proxy holds a client's If-Range to the version it serves, and dfget resumes only the version
+ * it started.
+ */
+import t from 'tap';
+import { join } from 'node:path';
+import { readFile, readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { taskIdFor } from '@damselfly/shared';
+import type { Daemon } from '@damselfly/dfdaemon';
+import { makeBlob } from './helpers/registry.js';
+import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { serveFile, versionedOrigin } from './helpers/file-server.js';
+import { httpServer } from './helpers/broken-server.js';
+import { runDfget } from './helpers/dfget-child.js';
+
+const MiB = 1024 * 1024;
+
+/** A 3-piece object (1 MiB pieces) that is version A until `state.current` says otherwise. */
+async function changing(t: Parameters<typeof versionedOrigin>[0]) {
+  const versions = { A: makeBlob(3 * MiB, 71), B: makeBlob(3 * MiB, 72) };
+  const state = { current: 'A' };
+  const origin = await versionedOrigin(t, versions, () => state.current);
+  return { url: `${origin.url}/object`, requests: origin.requests, versions, state };
+}
+
+/** Resolves once the node holds piece `n` of the task (a Range read's answer ends before its whole piece lands). */
+async function holds(d: Daemon, url: string, n: number): Promise<void> {
+  const id = taskIdFor(new URL(url));
+  for (let i = 0; i < 200 && !d.store.get(id)?.has(n); i++) await new Promise((r) => setTimeout(r, 25));
+  if (!d.store.get(id)?.has(n)) throw new Error(`piece ${n} never landed`);
+}
+
+t.test('pieces a node kept of an earlier version are not built on: back to source, after a restart', async (t) => {
+  const o = await changing(t);
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const d1 = await startDaemon(t, [], { dataDir });
+  const part = await getViaProxy(d1.proxyUrl, o.url, { range: 'bytes=0-99' });
+  t.equal(part.status, 206);
+  t.ok(part.body.equals(o.versions.A.subarray(0, 100)), 'the first bytes of version A');
+  t.equal(part.headers.etag, '"A"', 'named as version A');
+  await holds(d1, o.url, 0);
+  await d1.stop();
+
+  o.state.current = 'B';
+  const d2 = await startDaemon(t, [], { dataDir });
+  const whole = await getViaProxy(d2.proxyUrl, o.url);
+  t.equal(whole.status, 200);
+  t.ok(whole.body.equals(o.versions.B), 'version B whole, not the kept piece of A with B after it');
+  t.equal(whole.headers.etag, '"B"');
+});
+
+t.test('through the supernode: a record made again for a new version, and a node holding a piece of the old one', async (t) => {
+  const o = await changing(t);
+  const sn = await startSupernode(t, { minPieceSize: '1MiB' });
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const d1 = await startDaemon(t, [sn.url], { dataDir });
+  const part = await getViaProxy(d1.proxyUrl, o.url, { range: 'bytes=0-99' });
+  t.equal(part.status, 206);
+  t.equal(part.headers.etag, '"A"');
+  await holds(d1, o.url, 0);
+  await d1.stop();
+
+  // The object changes; another node's read makes the supernode find it out and drop its record of version A.
+  o.state.current = 'B';
+  const taskId = taskIdFor(new URL(o.url));
+  await sn.seeder.register(new URL(o.url), undefined, {}, { requester: 'p' });
+  const changed = await sn.seeder.ensurePiece(taskId, 1, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
+  t.equal(changed, 'ORIGIN_CHANGED', 'the supernode found version B where A was');
+  t.notOk(sn.store.get(taskId), 'and dropped its record');
+
+  // The node comes back with piece 0 of A on disk; the supernode's new record is version B.
+  const d2 = await startDaemon(t, [sn.url], { dataDir });
+  const whole = await getViaProxy(d2.proxyUrl, o.url);
+  t.equal(whole.status, 200);
+  t.ok(whole.body.equals(o.versions.B), 'version B whole, not the kept piece of A with B after it');
+  t.equal(whole.headers.etag, '"B"');
+});
+
+t.test('If-Range through the proxy: a part only of the version the client names, the whole object otherwise', async (t) => {
+  const o = await changing(t);
+  const sn = await startSupernode(t, { minPieceSize: '1MiB' });
+  const d = await startDaemon(t, [sn.url]);
+  const first = await getViaProxy(d.proxyUrl, o.url);
+  t.equal(first.status, 200);
+  t.ok(first.body.equals(o.versions.A));
+  const range = { range: 'bytes=100-199' };
+  // Cached now: each answer below comes from the node's cache or a run over it.
+  const same = await getViaProxy(d.proxyUrl, o.url, { ...range, 'if-range': '"A"' });
+  t.equal(same.status, 206, 'the version it names: the part');
+  t.ok(same.body.equals(o.versions.A.subarray(100, 200)));
+  for (const other of ['"B"', 'W/"A"', 'Tue, 24 Nov 2026 08:00:00 GMT']) {
+    const got = await getViaProxy(d.proxyUrl, o.url, { ...range, 'if-range': other });
+    t.equal(got.status, 200, `If-Range ${other}: the whole object`);
+    t.ok(got.body.equals(o.versions.A), 'whole, and its ETag says which');
+    t.equal(got.headers.etag, '"A"');
+  }
+
+  // A blob held to a digest is the same bytes whatever the client compares it with: its Range always holds.
+  const blob = makeBlob(2 * MiB, 73);
+  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+  const file = await serveFile(t, blob);
+  const pinned = await getViaProxy(d.proxyUrl, file, { 'x-damselfly-digest': digest, ...range, 'if-range': '"whatever"' });
+  t.equal(pinned.status, 206);
+  t.ok(pinned.body.equals(blob.subarray(100, 200)));
+});
+
+t.test('dfget resumes through the dfdaemon only the version it started: another one is an error, no file', async (t) => {
+  const dir = await tempDir(t);
+  const A = makeBlob(1000, 74);
+  const B = makeBlob(1000, 75);
+  const url = 'http://origin.invalid/files/f';
+  const daemon = (second: 'same' | 'changed') =>
+    httpServer(t, (req, res, n) => {
+      if (n === 1) {
+        res.writeHead(200, { 'content-length': 1000, etag: '"A"' });
+        return void res.write(A.subarray(0, 100), () => setTimeout(() => res.destroy(), 50));
+      }
+      t.equal(req.headers['if-range'], '"A"', 'the rest is asked of the version it started');
+      t.equal(req.headers.range, 'bytes=100-');
+      if (second === 'changed') return void res.writeHead(200, { 'content-length': 1000, etag: '"B"' }).end(B);
+      res.writeHead(206, { 'content-length': 900, 'content-range': 'bytes 100-999/1000', etag: '"A"' }).end(A.subarray(100));
+    });
+  const changedDaemon = await daemon('changed');
+  const r = await runDfget([url, '-O', join(dir, 'f'), '--daemon', changedDaemon.url, '--no-progress']);
+  t.equal(r.code, 3, r.stderr);
+  t.match(r.stderr, /cut the transfer after 100 of 1000 bytes, and the object changed since \("B" now, not "A"\)/);
+  t.same(await readdir(dir), [], 'no file and no temporary file left');
+
+  const sameDaemon = await daemon('same');
+  const ok = await runDfget([url, '-O', join(dir, 'g'), '--daemon', sameDaemon.url, '--no-progress']);
+  t.equal(ok.code, 0, ok.stderr);
+  t.ok((await readFile(join(dir, 'g'))).equals(A), 'the same version: resumed whole');
+});
