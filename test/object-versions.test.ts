@@ -134,3 +134,38 @@ t.test('dfget resumes through the dfdaemon only the version it started: another 
   t.equal(ok.code, 0, ok.stderr);
   t.ok((await readFile(join(dir, 'g'))).equals(A), 'the same version: resumed whole');
 });
+
+t.test('a piece the new version kept as it was: the node that dropped it with the rest tells the supernode', async (t) => {
+  // Version B changes the first two pieces only: its piece 2 has the same hash as A's.
+  const A = makeBlob(3 * MiB, 76);
+  const B = Buffer.concat([makeBlob(2 * MiB, 77), A.subarray(2 * MiB)]);
+  let current = 'A';
+  const origin = await versionedOrigin(t, { A, B }, () => current);
+  const url = `${origin.url}/object`;
+  const taskId = taskIdFor(new URL(url));
+  const sn = await startSupernode(t, { minPieceSize: '1MiB' });
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const d1 = await startDaemon(t, [sn.url], { dataDir, peerId: 'returning' });
+  for (const at of [0, 2 * MiB]) t.equal((await getViaProxy(d1.proxyUrl, url, { range: `bytes=${at}-${at + 99}` })).status, 206);
+  await holds(d1, url, 0);
+  await holds(d1, url, 2);
+  await d1.stop();
+
+  current = 'B';
+  await sn.seeder.register(new URL(url), undefined, {}, { requester: 'p' });
+  t.equal(await sn.seeder.ensurePiece(taskId, 1, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code), 'ORIGIN_CHANGED');
+  await sn.seeder.register(new URL(url), undefined, {}, { requester: 'p' });
+  await sn.seeder.ensurePiece(taskId, 2, { requester: 'p' });
+
+  // Back with pieces 0 and 2 of A: piece 2's hash matches the new record, so the supernode counts it at first; the
+  // node drops both with the rest of version A, and says so.
+  const d2 = await startDaemon(t, [sn.url], { dataDir, peerId: 'returning' });
+  // A range it holds no piece of starts a run (one it holds is served from the cache, as fetched).
+  const part = await getViaProxy(d2.proxyUrl, url, { range: `bytes=${MiB}-${MiB + 99}` });
+  t.equal(part.status, 206);
+  t.ok(part.body.equals(B.subarray(MiB, MiB + 100)), 'version B');
+  t.equal(part.headers.etag, '"B"');
+  t.notOk(d2.store.get(taskId)?.has(0), 'piece 0 of A is gone');
+  t.notOk(d2.store.get(taskId)?.has(2), 'the node does not hold piece 2 now');
+  t.notOk(sn.scheduler.holders(taskId, 2).has('returning'), 'and the supernode does not count on it for piece 2');
+});

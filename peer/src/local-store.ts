@@ -27,8 +27,13 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
     // Cut another way (pieces cached by a supernode with another piece-size rule, or fetched from the origin while no
     // supernode answered), or of another version of an object without a digest: those pieces cannot be matched against
     // this task's hashes, or are of other bytes, so they are dropped. The node stays in the task (it has just
-    // registered for it), so the supernode is not told it left.
-    if (existing) await this.remove(info.taskId, { replacing: true });
+    // registered for it), so the supernode is not told it left; but it is told each piece is gone (it accepted those
+    // whose hash matched its record: a piece a new version kept as it was would otherwise be counted on here).
+    if (existing) {
+      const had = existing.present();
+      await this.remove(info.taskId, { replacing: true });
+      for (const n of had) this.emit('piece:dropped', info.taskId, n);
+    }
     try {
       return await this.create({ info, url, complete: false, lastAccess: Date.now() });
     } catch (err) {

@@ -468,7 +468,7 @@ export interface PieceStoreOptions<Meta extends object, T extends StoredTask<Met
 export interface PieceStoreEvents {
   /** A task left the store (GC, a failure, an operator): the swarm must stop counting on it. */
   'task:evicted': [string];
-  /** A piece was found bad on disk and dropped. */
+  /** A piece was dropped (found bad on disk, or of a task's other version): the swarm must stop counting on it. */
   'piece:dropped': [string, number];
 }
 
