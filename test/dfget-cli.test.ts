@@ -114,7 +114,7 @@ t.test('user:password@ in the URL is Basic authentication, standalone and via th
   t.notOk(`${alone.stderr}${via.stderr}`.includes('p@ss'), 'the password is printed nowhere');
 });
 
-t.test('a long output name works; a TMPDIR that cannot hold the standalone cache is exit 3 naming TMPDIR', async (t) => {
+t.test('a long output name works; -O <file> needs no TMPDIR, and a TMPDIR that cannot hold -O -\'s cache is exit 3 naming it', async (t) => {
   const blob = makeBlob(300 * 1024, 99);
   const origin = await serveFile(t, blob, '/long');
   const dir = await tempDir(t);
@@ -123,9 +123,16 @@ t.test('a long output name works; a TMPDIR that cannot hold the standalone cache
   t.equal(r.code, 0, r.stderr);
   t.ok((await readFile(long)).equals(blob), 'a 242-character name gets its file');
   t.same(await readdir(dir), [`${'n'.repeat(200)}é${'n'.repeat(40)}.bin`], 'and no temporary file is left');
-  const broken = await runDfget([origin, '-O', join(dir, 'x'), '--standalone', '--no-progress'], { env: { TMPDIR: join(dir, 'missing') } });
+  // The one-shot cache of a file output lives beside it and becomes it: TMPDIR is not used.
+  const noTmp = { TMPDIR: join(dir, 'missing') };
+  const beside = await runDfget([origin, '-O', join(dir, 'x'), '--standalone', '--no-progress'], { env: noTmp });
+  t.equal(beside.code, 0, beside.stderr);
+  t.ok((await readFile(join(dir, 'x'))).equals(blob), 'a file output without a usable TMPDIR');
+  t.same((await readdir(dir)).sort(), [`${'n'.repeat(200)}é${'n'.repeat(40)}.bin`, 'x'], 'and its cache directory is gone');
+  const broken = await runDfget([origin, '-O', '-', '--standalone', '--no-progress'], { env: noTmp });
   t.equal(broken.code, 3, broken.stderr);
   t.match(broken.stderr, /cache in .*missing cannot be made \(set TMPDIR elsewhere\)/);
+  t.equal(broken.stdout.length, 0, 'nothing on stdout');
 });
 
 t.test('standalone with its log on (DAMSELFLY_LOG_LEVEL): the log goes to stderr, -O - carries the blob and nothing else', async (t) => {

@@ -14,13 +14,13 @@ import type { Scratch } from './scratch.js';
 
 export class FileSink extends Sink {
   readonly tmp: string;
-  readonly #output: string;
+  readonly output: string;
   readonly #fh: FileHandle;
   readonly #scratch: Scratch;
 
   private constructor(output: string, tmp: string, fh: FileHandle, scratch: Scratch) {
     super();
-    this.#output = output;
+    this.output = output;
     this.tmp = tmp;
     this.#fh = fh;
     this.#scratch = scratch;
@@ -47,6 +47,22 @@ export class FileSink extends Sink {
     }
   }
 
+  /**
+   * Takes `path`, a file of `length` bytes completed elsewhere in the output's directory (the one-shot peer's cache,
+   * which lives there for this), as the output's content: moved over the temporary file instead of copied into it, so
+   * the blob is written once. `digest`: what the peer verified it is (else it is read back and hashed).
+   */
+  async adopt(path: string, length: number, digest: string | undefined): Promise<void> {
+    if (this.bytes) throw new Error('adopt() after write()');
+    try {
+      // Over the empty file opened exclusively, whose name is this run's: nobody else's file is replaced.
+      await rename(path, this.tmp);
+    } catch (err) {
+      throw (this.failure ??= this.failed(err));
+    }
+    await this.adopted(length, digest);
+  }
+
   protected async put(chunk: Buffer): Promise<void> {
     // A short write is how a filling disk first shows; the rest then fails with ENOSPC.
     for (let off = 0; off < chunk.length; ) off += (await this.#fh.write(chunk, off, chunk.length - off)).bytesWritten;
@@ -61,7 +77,7 @@ export class FileSink extends Sink {
     // close() reports the write errors some filesystems (NFS) only find at close. No fsync: it would cost seconds on
     // big blobs, and a crash before the data reaches the disk leaves what any downloader would leave.
     await this.#fh.close();
-    await rename(this.tmp, this.#output);
+    await rename(this.tmp, this.output);
     this.#scratch.forget(this.tmp);
   }
 
@@ -70,7 +86,7 @@ export class FileSink extends Sink {
   }
 
   protected failed(err: unknown): DamselflyError {
-    return outputError(this.#output, err);
+    return outputError(this.output, err);
   }
 }
 

@@ -43,6 +43,24 @@ export abstract class Sink {
     }
   }
 
+  /**
+   * The whole content came by another way than write() (a file the one-shot peer completed, moved into place): `length`
+   * bytes, which are `digest` when the peer verified them; otherwise they are read back and hashed here.
+   */
+  protected async adopted(length: number, digest: string | undefined): Promise<void> {
+    this.bytes = length;
+    if (digest) {
+      this.#vouched = digest;
+      return;
+    }
+    try {
+      await this.readBack(length, (chunk) => this.#hash.update(chunk));
+    } catch (err) {
+      this.failure ??= this.failed(err);
+      throw this.failure;
+    }
+  }
+
   /** Resolves once `chunk` is written (so awaiting it is the backpressure); rejects with the typed failure. */
   async write(chunk: Buffer): Promise<void> {
     if (this.failure) throw this.failure;

@@ -1,24 +1,30 @@
 /**
  * One-shot peer in this process, for nodes without a dfdaemon: asks the supernodes for pieces (uploading nothing
- * itself), or goes to the origin directly when none answers. Its cache lives in a temporary directory removed at the end.
+ * itself), or goes to the origin directly when none answers. Its cache lives in a temporary directory removed at the
+ * end: beside -O <file>, whose content its data file then becomes (moved, not copied: the blob is written once, and no
+ * second copy sits in TMPDIR, which is often memory); in TMPDIR for -O -, which is streamed from it.
  */
 import { mkdtemp } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool, BulkClient } from '@damselfly/shared';
 import { LocalStore, Peer, SupernodePool, clusterTls, createPeerMetrics, engineOptions, streamTask } from '@damselfly/peer';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
+import { FileSink } from './file-sink.js';
 import type { Progress } from './progress.js';
 import type { Scratch } from './scratch.js';
 import { dfgetError } from './errors.js';
 import { hasCode } from './classify.js';
 
 export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress, signal: AbortSignal, scratch: Scratch): Promise<void> {
+  const beside = sink instanceof FileSink ? sink : undefined;
+  const cacheError = (err: unknown) => (beside ? besideError(beside, err) : tmpdirError(err));
   // Registered as it is made: a run that times out while the peer is stuck still removes it.
-  const dir = await scratch.during(mkdtemp(join(tmpdir(), 'dfget-')).then((d) => (scratch.add(d), d))).catch((err: unknown) => {
+  const parent = beside ? dirname(beside.tmp) : tmpdir();
+  const dir = await scratch.during(mkdtemp(join(parent, beside ? '.dfget-' : 'dfget-')).then((d) => (scratch.add(d), d))).catch((err: unknown) => {
     throw cacheError(err);
   });
   // On stderr: stdout may be the blob itself (`-O -`), where a log line would be a corrupt byte.
@@ -37,6 +43,20 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
     });
     const dl = await peer.download({ url: o.url, digest: o.digest, headers: o.headers }, { signal });
     progress.start(dl.task.info.contentLength);
+    if (beside) {
+      const onPiece = (n: number) => progress.add(dl.task.range(n).length);
+      dl.task.on('piece:verified', onPiece);
+      try {
+        await dl.done;
+      } finally {
+        dl.task.off('piece:verified', onPiece);
+      }
+      // The engine checked the whole blob against its digest (the supernode's word on its own copy, or here): that
+      // is the sink's too, unless --verify asks for one more pass. An empty blob has no data file to take.
+      const { contentLength, digest } = dl.task.info;
+      if (contentLength > 0) await beside.adopt(store.dataPath(dl.task.info.taskId), contentLength, o.verify ? undefined : (digest ?? o.digest));
+      return;
+    }
     const out = new Writable({
       highWaterMark: 1 << 20,
       write(chunk: Buffer, _enc, cb) {
@@ -60,8 +80,7 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
     if (signal.aborted) throw signal.reason;
     // streamTask reports a failed write as "client went away": the sink knows the real cause (the user's disk).
     if (sink.failure) throw sink.failure;
-    // This process's own cache is not the output: a transfer failure (3), said where so the user can move TMPDIR.
-    if (hasCode(err, 'DF_DISK_FULL', 'PIECE_DISK_FULL')) throw dfgetError('DFGET_HTTP', `dfget's cache in ${tmpdir()} is full (set TMPDIR elsewhere): ${(err as Error).message}`, err);
+    if (hasCode(err, 'DF_DISK_FULL', 'PIECE_DISK_FULL')) throw cacheError(err);
     throw err;
   } finally {
     const wind = async () => {
@@ -80,10 +99,21 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
 }
 
 /**
- * This process's cache could not be made or opened (TMPDIR missing, read-only, full): a transfer failure (3) naming
- * TMPDIR, like a cache that fills up, rather than an unclassified error.
+ * The cache beside the output could not be made or filled: the output's own directory or disk (exit 5), said as
+ * writing the output would have said it.
  */
-function cacheError(err: unknown): unknown {
-  if (!hasCode(err, 'ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'ENOTDIR')) return err;
-  return dfgetError('DFGET_HTTP', `dfget's cache in ${tmpdir()} cannot be made (set TMPDIR elsewhere): ${(err as Error).message}`, err);
+function besideError(sink: FileSink, err: unknown): unknown {
+  if (!hasCode(err, 'ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'ENOTDIR', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL')) return err;
+  const full = hasCode(err, 'ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL');
+  return sink.failure ?? dfgetError('DFGET_OUTPUT', `${sink.output}: ${full ? 'no space left on device' : (err as Error).message}`, err);
+}
+
+/**
+ * The cache in TMPDIR (for -O -) could not be made, opened or filled (TMPDIR missing, read-only, full): a transfer
+ * failure (3) naming TMPDIR so the user can move it, rather than an unclassified error.
+ */
+function tmpdirError(err: unknown): unknown {
+  if (!hasCode(err, 'ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'ENOTDIR', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL')) return err;
+  const full = hasCode(err, 'ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL');
+  return dfgetError('DFGET_HTTP', `dfget's cache in ${tmpdir()} ${full ? 'is full' : 'cannot be made'} (set TMPDIR elsewhere): ${(err as Error).message}`, err);
 }
