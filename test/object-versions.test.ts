@@ -8,10 +8,12 @@ import t from 'tap';
 import { join } from 'node:path';
 import { readFile, readdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { taskIdFor } from '@damselfly/shared';
+import { request } from 'undici';
+import { BulkClient, GRANT_HEADER, issueGrant, taskIdFor } from '@damselfly/shared';
+import { LocalStore, fetchPiece } from '@damselfly/peer';
 import type { Daemon } from '@damselfly/dfdaemon';
 import { makeBlob } from './helpers/registry.js';
-import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { serveFile, versionedOrigin } from './helpers/file-server.js';
 import { httpServer } from './helpers/broken-server.js';
 import { runDfget } from './helpers/dfget-child.js';
@@ -168,4 +170,44 @@ t.test('a piece the new version kept as it was: the node that dropped it with th
   t.notOk(d2.store.get(taskId)?.has(0), 'piece 0 of A is gone');
   t.notOk(d2.store.get(taskId)?.has(2), 'the node does not hold piece 2 now');
   t.notOk(sn.scheduler.holders(taskId, 2).has('returning'), 'and the supernode does not count on it for piece 2');
+});
+
+t.test('a piece request naming the version it builds (If-Match) gets no piece of a record made again for another', async (t) => {
+  // A grant issued under version A's record, used after the supernode dropped it and made one for B (a request that
+  // was already on its way): the framed hashes of B would pass B's bytes, so the version is checked.
+  const o = await changing(t);
+  const sn = await startSupernode(t, { minPieceSize: '1MiB' });
+  const taskId = taskIdFor(new URL(o.url));
+  await sn.seeder.register(new URL(o.url), undefined, {}, { requester: 'p' });
+  const grant = issueGrant(Buffer.from(TEST_SECRET), { taskId, piece: 1, requester: 'p' });
+  o.state.current = 'B';
+  t.equal(await sn.seeder.ensurePiece(taskId, 1, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code), 'ORIGIN_CHANGED');
+  await sn.seeder.register(new URL(o.url), undefined, {}, { requester: 'p' });
+  const ask = async (version?: string) => {
+    const res = await request(`${sn.url}/api/v1/tasks/${taskId}/pieces/1`, { headers: { [GRANT_HEADER]: grant, ...(version ? { 'if-match': version } : {}) } });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    return { status: res.statusCode, body };
+  };
+  const stale = await ask('"A"');
+  t.equal(stale.status, 502, 'asked for version A: refused');
+  t.match(stale.body.toString(), /"code":"ORIGIN_CHANGED"/, 'as ORIGIN_CHANGED, which ends the run and drops its pieces');
+  const current = await ask('"B"');
+  t.equal(current.status, 200, 'asked for version B: the piece');
+  t.ok(current.body.length > MiB, 'framed, whole');
+
+  // The peer engine names its task's version on every supernode piece request.
+  const store = new LocalStore(await tempDir(t, 'damselfly-df-'));
+  await store.start();
+  t.teardown(() => store.stop());
+  const client = new BulkClient({});
+  t.teardown(() => client.close());
+  for (const [validator, want] of [['"A"', 'ORIGIN_CHANGED'], ['"B"', 'ok']] as const) {
+    // (Opened for B, the task of A is replaced: another version.)
+    const task = await store.open({ taskId, contentLength: 3 * MiB, pieceSize: MiB, pieceCount: 3, validator }, o.url);
+    const got = await fetchPiece(task, { piece: 1, from: 'supernode', base: sn.url, grant }, { client, timeoutMs: 10_000, minBytesPerSecond: 0, signal: new AbortController().signal }).then(
+      () => 'ok',
+      (err: { remoteCode?: string }) => err.remoteCode,
+    );
+    t.equal(got, want, `a run building version ${validator}: ${want}`);
+  }
 });

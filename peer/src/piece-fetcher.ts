@@ -54,9 +54,12 @@ async function fetchGuarded(task: LocalTask, a: Assignment, opts: FetchPieceOpti
   const signal = guard.signal;
   const count = opts.onBytes;
   const onBytes = count ? (n: number) => (guard.onBytes(n), count(n)) : guard.onBytes;
+  // An object without a digest is held to its version at the supernode too: a record it made again for another one
+  // answers ORIGIN_CHANGED rather than a piece whose framed hashes would pass here.
+  const version = a.from === 'supernode' && !task.info.digest ? task.info.validator : undefined;
   const res = await opts.client.get(pieceUrl(task.info.taskId, a, opts.firstBlock), {
     signal,
-    headers: a.grant ? { [GRANT_HEADER]: a.grant } : {},
+    headers: { ...(a.grant ? { [GRANT_HEADER]: a.grant } : {}), ...(version ? { 'if-match': version } : {}) },
     headersTimeoutMs: a.from === 'supernode' ? opts.timeoutMs : Math.min(PEER_HEADERS_MS, opts.timeoutMs),
     bodyTimeoutMs: opts.timeoutMs,
   });

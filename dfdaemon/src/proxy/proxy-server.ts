@@ -147,9 +147,12 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     // Cached, shared or fresh, a private blob reaches only a client the origin would give it to (asked once: not again
     // for the task checked above, which an access cache of 0 s would otherwise make a second origin request).
     if (dl.task !== local) await c.access.authorize(r.url, clientHeaders, dl.task.info, { signal: ac.signal });
-    const length = dl.task.info.contentLength;
-    const range = parseRange(rangeToHonour(rangeHeader, header(req, 'if-range'), dl.task.info), length);
-    const wanted = range ? piecesOf(range, dl.task.info.pieceSize) : 'all';
+    // What this client gets of the task: worked out again for a new run's task, which may be another version now.
+    const plan = (info: TaskInfo) => {
+      const range = parseRange(rangeToHonour(rangeHeader, header(req, 'if-range'), info), info.contentLength);
+      return { range, wanted: range ? piecesOf(range, info.pieceSize) : ('all' as const) };
+    };
+    let { range, wanted } = plan(dl.task.info);
     if (!dl.want(wanted, range?.start)) {
       // That run was already finishing: start another for what this client wants.
       try {
@@ -158,8 +161,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
         return fallback(err);
       }
       leases.push(dl.task.lease());
+      ({ range, wanted } = plan(dl.task.info));
       dl.want(wanted, range?.start);
     }
+    const length = dl.task.info.contentLength;
     if (range && (c.policy.prefetch || header(req, 'x-dragonfly-prefetch') === 'true')) dl.want('all');
     const start = range?.start ?? 0;
     const end = range?.end ?? length - 1;

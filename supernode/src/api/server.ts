@@ -16,6 +16,7 @@ import {
   TASK_ID_RE,
   WS_PATH,
   describeError,
+  originError,
   parseHttpUrl,
   quietLogger,
   sharedError,
@@ -136,6 +137,13 @@ export function buildServer(c: ServerComponents): FastifyInstance {
     if (!/^\d{1,9}$/.test(req.params.n)) throw snError('SN_BAD_PIECE_NUMBER', JSON.stringify(req.params.n));
     const n = Number(req.params.n);
     const requester = verifyGrant(c.grantKey, header(req, GRANT_HEADER), taskId, n);
+    // A downloader building an object without a digest names the version its pieces are: a record made again since
+    // (the object changed) must not hand it a piece of another, whose framed hashes would pass it.
+    const version = header(req, 'if-match');
+    const meta = version === undefined ? undefined : c.store.get(taskId);
+    if (meta && !meta.digest && meta.validator !== version) {
+      throw originError('ORIGIN_CHANGED', `${taskId} is ${meta.validator ?? 'without ETag'} now, not ${version!.slice(0, 100)}`);
+    }
     // `?from=<block>`: the downloader's reader needs that block first; the body starts there and wraps around.
     const asked = firstBlockParam(req.query.from, Number.MAX_SAFE_INTEGER);
     if (asked === 'bad') throw snError('SN_BAD_PIECE_NUMBER', `from=${JSON.stringify(req.query.from).slice(0, 20)}`);
