@@ -8,9 +8,9 @@ import t from 'tap';
 import { join } from 'node:path';
 import { readFile, readdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { request } from 'undici';
-import { BulkClient, GRANT_HEADER, issueGrant, taskIdFor } from '@damselfly/shared';
-import { LocalStore, fetchPiece } from '@damselfly/peer';
+import { Agent, request } from 'undici';
+import { BulkClient, GRANT_HEADER, issueGrant, probeOrigin, taskIdFor } from '@damselfly/shared';
+import { LocalStore, backToSource, fetchPiece } from '@damselfly/peer';
 import type { Daemon } from '@damselfly/dfdaemon';
 import { makeBlob } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
@@ -210,4 +210,49 @@ t.test('a piece request naming the version it builds (If-Match) gets no piece of
     );
     t.equal(got, want, `a run building version ${validator}: ${want}`);
   }
+});
+
+/** An origin that never honours Range: every GET is the whole current version, with its ETag. */
+async function rangeless(t: Parameters<typeof httpServer>[0], versions: Record<string, Buffer>, current: () => string) {
+  return httpServer(t, (_req, res) => {
+    const tag = current();
+    res.writeHead(200, { etag: `"${tag}"`, 'content-length': versions[tag]!.length }).end(versions[tag]);
+  });
+}
+
+t.test('an origin ignoring Range still names its version: a whole read is held to it, on a node and on the supernode', async (t) => {
+  const versions = { A: makeBlob(3 * MiB, 81), B: makeBlob(3 * MiB, 82) };
+  let current = 'A';
+  const origin = await rangeless(t, versions, () => current);
+  const url = `${origin.url}/object`;
+  const probe = await probeOrigin({ url, dispatcher: new Agent() });
+  t.same({ ranges: probe.acceptsRanges, validator: probe.validator }, { ranges: false, validator: '"A"' }, 'the probe that got the whole object names its ETag');
+
+  // A node's task of version A (as the supernode described it) finishing from this origin: the same version, read whole.
+  const store = new LocalStore(await tempDir(t, 'damselfly-df-'));
+  await store.start();
+  t.teardown(() => store.stop());
+  const info = { taskId: taskIdFor(new URL(url)), contentLength: 3 * MiB, pieceSize: MiB, pieceCount: 3, validator: '"A"' };
+  const req = { url, headers: {}, dispatcher: new Agent(), parallel: 2, signal: new AbortController().signal, onBytes: () => {} };
+  const task = await store.open(info, url);
+  await backToSource(task, req);
+  t.same(task.missing(), [], 'version A, read whole, where the ETag matches');
+  t.ok((await readFile(store.dataPath(info.taskId))).equals(versions.A));
+
+  // Version B now: a whole read for a task of A is refused before a byte of B lands beside kept pieces of A.
+  current = 'B';
+  await task.dropPiece(1);
+  const changed = await backToSource(task, req, { contentLength: 3 * MiB, acceptsRanges: false, validator: '"A"' }).then(() => 'done', (err: { code?: string }) => err.code);
+  t.equal(changed, 'ORIGIN_CHANGED', 'a whole answer of version B for a task of A');
+  t.notOk(task.has(1), 'nothing of B was recorded');
+
+  // The supernode reads such an origin whole, held to its probe's version; another version drops the task.
+  current = 'A';
+  const sn = await startSupernode(t, { minPieceSize: '1MiB' });
+  const meta = await sn.seeder.register(new URL(url), undefined, {}, { requester: 'p' });
+  t.equal(meta.validator, '"A"', 'the supernode keeps the version of a whole answer too');
+  current = 'B';
+  const seeded = await sn.seeder.ensurePiece(meta.taskId, 1, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
+  t.equal(seeded, 'ORIGIN_CHANGED', 'its whole read got version B');
+  t.notOk(sn.store.get(meta.taskId), 'and the task is dropped');
 });

@@ -154,7 +154,9 @@ export async function probeOrigin(req: OriginRequest, { head = 0 }: { head?: num
       if (m) return { contentLength: checkedLength(m[1], req), acceptsRanges: true };
     }
     if (res.statusCode === 200) {
-      return { contentLength: checkedLength(firstHeader(res.headers, 'content-length'), req), acceptsRanges: false };
+      // Range ignored (this time, or always): the version is named all the same, and a whole read is held to it.
+      const validator = validatorOf(res.headers);
+      return { contentLength: checkedLength(firstHeader(res.headers, 'content-length'), req), acceptsRanges: false, ...(validator ? { validator } : {}) };
     }
     throw statusError(res.statusCode, req.url, firstHeader(res.headers, 'www-authenticate'));
   } finally {
@@ -180,6 +182,11 @@ function validatorOf(h: Record<string, string | string[] | undefined>): string |
  */
 export async function fetchOrigin(req: OriginRequest, start: number, end: number, whole = false): Promise<Readable> {
   const res = await send(req, whole ? undefined : `bytes=${start}-${end}`);
+  // A whole read of another version than the one its pieces are (a kept piece is skipped, not read again).
+  if (whole && res.statusCode === 200 && req.validator && validatorOf(res.headers) !== req.validator) {
+    discard(res.body);
+    throw originError('ORIGIN_CHANGED', `${redactUrl(req.url)}: not ${req.validator} any more`);
+  }
   if (whole ? res.statusCode === 200 : res.statusCode === 206) {
     if (!whole) {
       const cr = firstHeader(res.headers, 'content-range');

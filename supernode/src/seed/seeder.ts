@@ -571,8 +571,10 @@ export class Seeder {
     // object would otherwise hold this read, its slot and every reader of the task until the supernode stops.
     const guard = wholeObjectGuard({ signal: this.#stop.signal, ...this.#guard }, meta.pieceCount);
     const signal = guard.signal;
+    let changed = false;
     try {
-      const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal }, 0, meta.contentLength - 1, true);
+      // Held to the probed version: pieces recorded before it are skipped, not read again, and must be the same one's.
+      const body = await fetchOrigin({ url: source.url.href, headers: source.headers, dispatcher: this.#c.dispatcher, signal, validator: meta.validator }, 0, meta.contentLength - 1, true);
       guard.startRate();
       await this.#c.store.withHandle(meta.taskId, (fh) =>
         writeWholeStream(fh, body, {
@@ -596,10 +598,13 @@ export class Seeder {
     } catch (err) {
       // Cut for being too slow or too long: the same failure as a piece's transfer cut for it.
       if (isTransferTimeout(err)) throw snError('SN_SEED_FAILED', `${meta.taskId} (one sequential read): ${describeError(err)}`, err);
+      changed = isDamselflyError(err, 'ORIGIN_CHANGED');
       throw err;
     } finally {
       guard.done();
       release();
+      // Another version now: the task goes, as when a range finds it (its slot let go first).
+      if (changed) await this.#dropChanged(meta);
     }
   }
 
