@@ -256,3 +256,32 @@ t.test('an origin ignoring Range still names its version: a whole read is held t
   t.equal(seeded, 'ORIGIN_CHANGED', 'its whole read got version B');
   t.notOk(sn.store.get(meta.taskId), 'and the task is dropped');
 });
+
+t.test('a task replaced by another version under its id records, drops and announces nothing more', async (t) => {
+  const dir = await tempDir(t, 'damselfly-df-');
+  const url = 'http://origin.invalid/object';
+  const info = { taskId: taskIdFor(new URL(url)), contentLength: 3 * MiB, pieceSize: MiB, pieceCount: 3 };
+  const hashes = (c: string) => Array.from({ length: 4 }, () => c.repeat(64));
+  const store = new LocalStore(dir);
+  await store.start();
+  const a = await store.open({ ...info, validator: '"A"' }, url);
+  await a.recordPiece(0, hashes('a'));
+  const b = await store.open({ ...info, validator: '"B"' }, url);
+  t.not(a, b, 'version B is another task');
+  await b.recordPiece(0, hashes('b'));
+  const dropped: number[] = [];
+  store.on('piece:dropped', (_id, n) => dropped.push(n));
+  // What A's readers and downloads still holding it may do: none of it may touch B's records.
+  await t.rejects(a.recordPiece(1, hashes('a')), { code: 'PIECE_MISSING' }, 'a piece of A lands: not recorded');
+  await a.dropPiece(0);
+  t.same(dropped, [], 'A dropping its piece 0 says nothing to the swarm');
+  await store.stop();
+
+  const again = new LocalStore(dir);
+  await again.start();
+  t.teardown(() => again.stop());
+  const kept = again.get(info.taskId)!;
+  t.same(kept.present(), [0], 'after a restart the index holds B and only B');
+  t.equal(kept.info.validator, '"B"');
+  t.equal(kept.sha(0), b.sha(0), "with B's hashes");
+});

@@ -54,6 +54,8 @@ export class FileSink extends Sink {
    */
   async adopt(path: string, length: number, digest: string | undefined): Promise<void> {
     if (this.bytes) throw new Error('adopt() after write()');
+    // After abort() the run is over and its files are being removed: nothing is moved back in.
+    if (this.ended) throw dfgetError('DFGET_OUTPUT', 'the run has ended');
     try {
       // Over the empty file opened exclusively, whose name is this run's: nobody else's file is replaced.
       await rename(path, this.tmp);

@@ -24,6 +24,11 @@ export abstract class Sink {
     if (this.bytes === 0) this.#vouched = digest;
   }
 
+  /** abort() was called: the run is over. */
+  protected get ended(): boolean {
+    return this.#closed;
+  }
+
   get vouched(): boolean {
     return this.#vouched !== undefined;
   }

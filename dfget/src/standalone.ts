@@ -47,10 +47,14 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
       const onPiece = (n: number) => progress.add(dl.task.range(n).length);
       dl.task.on('piece:verified', onPiece);
       try {
-        await dl.done;
+        // Stopped from outside (timeout, signal), the run is over at once: the file is never moved into a place the
+        // clean-up has already been through.
+        await Promise.race([dl.done, aborted(signal)]);
       } finally {
         dl.task.off('piece:verified', onPiece);
       }
+      signal.throwIfAborted();
+      if (!dl.task.complete) throw dfgetError('DFGET_HTTP', `the download of ${dl.task.info.taskId} ended incomplete`);
       // The engine checked the whole blob against its digest (the supernode's word on its own copy, or here): that
       // is the sink's too, unless --verify asks for one more pass. An empty blob has no data file to take.
       const { contentLength, digest } = dl.task.info;
@@ -96,6 +100,16 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
     else await wind();
     await scratch.release(dir);
   }
+}
+
+/** Rejects with the signal's reason once it aborts (never resolves); handled, so an abort after the race is no crash. */
+function aborted(signal: AbortSignal): Promise<never> {
+  const p = new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+  p.catch(() => {});
+  return p;
 }
 
 /**

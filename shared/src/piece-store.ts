@@ -290,6 +290,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     // Two transfers of one piece (an endgame pair) may both finish: the piece is recorded, and announced, once.
     const had = this.#pieces.get(n);
     if (had) return had.root;
+    // Removed (or replaced by a task of another version under the same id, in the same index): nothing is recorded.
+    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
     await this.#index.putPiece(this.geometry.taskId, n, joinBlocks(blocks));
     const root = pieceRoot(blocks);
     const raced = this.#pieces.get(n);
@@ -322,6 +324,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     const piece = this.#pieces.get(n);
     if (!piece) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}#${n}`);
     if (this.#checked.has(n)) return;
+    // Its path may hold another task's file now: never read back, nor dropped on what is there.
+    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
     const { start, length } = this.range(n);
     try {
       await verifyStoredPiece(this.dataPath, start, length, piece.blocks, `${this.geometry.taskId}#${n}`);
@@ -366,6 +370,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     this.#partial.delete(n);
     this.#promised.delete(n);
     this.#checked.delete(n);
+    // A removed task's records went with it; one of the same id since is another task's.
+    if (this.#closed) return;
     await this.#index.deletePiece(this.geometry.taskId, n);
     if (had) this.emit('piece:dropped', n);
   }
