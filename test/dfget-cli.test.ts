@@ -135,6 +135,27 @@ t.test('a long output name works; -O <file> needs no TMPDIR, and a TMPDIR that c
   t.equal(broken.stdout.length, 0, 'nothing on stdout');
 });
 
+t.test('standalone to a file: its one-shot cache beside the output becomes it, with or without a digest, --verify, empty', async (t) => {
+  const dir = await tempDir(t);
+  const blob = makeBlob(3 * MiB + 7, 41);
+  const origin = await serveFile(t, blob, '/moved');
+  const empty = await serveFile(t, Buffer.alloc(0), '/empty');
+  const cases: [string, string[], Buffer][] = [
+    ['plain', [origin], blob],
+    ['digest', [origin, '--digest', sha(blob)], blob],
+    ['verify', [origin, '--digest', sha(blob), '--verify'], blob],
+    ['empty', [empty], Buffer.alloc(0)],
+  ];
+  for (const [name, args, body] of cases) {
+    const r = await runDfget([...args, '-O', join(dir, name), '--standalone', '--no-progress']);
+    t.equal(r.code, 0, `${name}: ${r.stderr}`);
+    t.ok((await readFile(join(dir, name))).equals(body), `${name}: the whole body`);
+    // Without a digest the file is read back to name its sha256; with one, the engine's check is the answer.
+    t.match(r.stderr, new RegExp(`${body.length} bytes ${sha(body)} \\(standalone\\)`), `${name}: its sha256 printed`);
+  }
+  t.same((await readdir(dir)).sort(), cases.map(([n]) => n).sort(), 'no cache directory or temporary file left beside them');
+});
+
 t.test('standalone with its log on (DAMSELFLY_LOG_LEVEL): the log goes to stderr, -O - carries the blob and nothing else', async (t) => {
   const blob = makeBlob(2 * MiB + 5, 91);
   const origin = await serveFile(t, blob, '/logged');
