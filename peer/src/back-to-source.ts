@@ -27,14 +27,14 @@ const ORIGIN_GUARD = { minBytesPerSecond: 64 * 1024, graceMs: 10_000, deadlineMs
 
 export async function backToSource(task: LocalTask, req: BackSourceRequest, probe?: ProbeResult): Promise<void> {
   const p = probe ?? (await probeOrigin({ url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal }));
-  // Without a digest, the probed version's validator goes with every range: pieces of a later version are refused
-  // (ORIGIN_CHANGED) rather than stitched to these. With one, the digest says it, and replicas that disagree on their
-  // ETags cannot fail a pull that would have matched.
   // The task's pieces are of the version it was made for: a probe that finds another one ends the run here, before a
   // piece of it is fetched (an origin that stopped sending ETags may not honour If-Range either).
   if (!task.info.digest && task.info.validator !== undefined && p.validator !== task.info.validator) {
     throw originError('ORIGIN_CHANGED', `${redactUrl(req.url)}: ${p.validator ?? 'no ETag'} now, not ${task.info.validator}`);
   }
+  // Without a digest, the version's validator goes with every range: pieces of a later version are refused
+  // (ORIGIN_CHANGED) rather than stitched to these. With one, the digest says it, and replicas that disagree on their
+  // ETags cannot fail a pull that would have matched.
   const validator = task.info.digest ? undefined : (task.info.validator ?? p.validator);
   const origin = { url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal, total: task.info.contentLength, ...(validator ? { validator } : {}) };
   const missing = (req.pieces ?? task.missing()).filter((n) => !task.has(n));
