@@ -316,3 +316,29 @@ t.test('Grafana dashboard: off by default; on, a ConfigMap with the sidecar labe
   t.ok(used.size >= 15, `${used.size} metrics charted`);
   for (const name of used) t.ok(known.has(name), `${name} is a metric the daemons export`);
 });
+
+t.test("dfdaemon metrics on the network: the node's IP and a port, scraped by a PodMonitor with the operator token over TLS", async (t) => {
+  const off = await renderChart(['--set', 'serviceMonitor.enabled=true']);
+  t.notOk(off.some((o) => o.kind === 'PodMonitor'), 'off by default: no PodMonitor');
+  t.equal(loadDaemonConfig({ file: await localConfig(t, off, 'dfdaemon') }).metricsHost, '', 'and no listener beyond the loopback health port');
+
+  const objs = await renderChart(['--set', 'serviceMonitor.enabled=true', '--set', 'dfdaemon.metrics.enabled=true', '--set', 'tls.enabled=true', '--set', 'tls.secretName=damselfly-tls']);
+  const pod = podSpec(objs, 'DaemonSet');
+  const env = new Map<string, string>(pod.containers[0].env.map((e: any) => [e.name, e.value]));
+  t.equal(env.get('DFDAEMON_METRICS_HOST'), '$(HOST_IP)', 'bound to the node IP the pod shares, not every interface');
+  t.same(pod.containers[0].ports.find((p: any) => p.name === 'metrics'), { name: 'metrics', containerPort: 40902, hostPort: 40902 });
+  // (Loaded from a render without TLS: the certificate files exist only in the pod.)
+  const plain = await renderChart(['--set', 'dfdaemon.metrics.enabled=true']);
+  const cfg = loadDaemonConfig({ file: await localConfig(t, plain, 'dfdaemon'), env: { DFDAEMON_METRICS_HOST: '10.0.0.7' } });
+  t.same([cfg.metricsHost, cfg.metricsPort], ['10.0.0.7', 40902], 'the dfdaemon is told');
+  const pm = findObject(objs, 'PodMonitor', DF);
+  const labels = findObject(objs, 'DaemonSet', DF).spec.template.metadata.labels;
+  t.ok(Object.entries(pm.spec.selector.matchLabels).every(([k, v]) => labels[k] === v), "it selects the dfdaemons' pods");
+  const ep = pm.spec.podMetricsEndpoints[0];
+  t.equal(ep.port, 'metrics');
+  t.same(ep.authorization, { type: 'Bearer', credentials: { name: 'rel-damselfly-cluster-secret', key: 'operator-token' } }, 'with the operator token');
+  t.equal(ep.scheme, 'https');
+  t.same(ep.tlsConfig.ca.secret, { name: 'damselfly-tls', key: 'ca.crt' });
+  t.same(ep.tlsConfig.keySecret, { name: 'damselfly-tls', key: 'tls.key' }, 'presenting the client certificate mutual TLS asks for');
+  t.match(await lintChart(['--set', 'serviceMonitor.enabled=true', '--set', 'dfdaemon.metrics.enabled=true']), /0 chart\(s\) failed/);
+});

@@ -16,7 +16,7 @@ import { Daemon, loadDaemonConfig } from '@damselfly/dfdaemon';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import WebSocket from 'ws';
 import { AUTH_HEADER, WS_PATH, sessionProof } from '@damselfly/shared';
-import { TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
 import { findObject, renderChart } from './helpers/chart.js';
@@ -46,7 +46,8 @@ t.test('mutual TLS everywhere: the swarm works over https/wss, nobody without a 
   const { digest, url } = await pushBlob(reg.url, 'team/tls', blob);
   const sn = await startSupernode(t, tls);
   t.match(sn.url, /^https:\/\//, 'the supernode serves https');
-  const daemons = await Promise.all([0, 1, 2].map(() => startDaemon(t, [sn.url], tls)));
+  // The first one also serves /metrics on the network, as the chart's PodMonitor scrapes it.
+  const daemons = await Promise.all([0, 1, 2].map((i) => startDaemon(t, [sn.url], { ...tls, ...(i === 0 ? { metricsHost: '127.0.0.1', metricsPort: 0 } : {}) })));
   t.match(daemons[0]!.uploadUrl, /^https:\/\//, 'upload servers serve https');
   const results = await Promise.all(daemons.map((d) => getViaProxy(d.proxyUrl, url)));
   for (const r of results) t.equal(sha(r.body), digest, 'pulled over TLS, verified');
@@ -71,6 +72,20 @@ t.test('mutual TLS everywhere: the swarm works over https/wss, nobody without a 
   const ok = await request(`${sn.url}/healthy`, { dispatcher: member });
   t.equal(ok.statusCode, 200, 'a cluster certificate gets in');
   await ok.body.dump();
+
+  // A dfdaemon's /metrics on the network: the cluster's TLS, and the operator token besides.
+  const metricsUrl = `${daemons[0]!.metricsUrl}/metrics`;
+  t.match(metricsUrl, /^https:\/\//, 'served over https');
+  await t.rejects(request(metricsUrl, { dispatcher: noCert }), noCertRefused, 'no client certificate, no connection');
+  const bare = await request(metricsUrl, { dispatcher: member });
+  t.equal(bare.statusCode, 401, `a certificate without the token: refused (${await bare.body.text()})`);
+  const secretAsToken = await request(metricsUrl, { dispatcher: member, headers: { authorization: `Bearer ${TEST_SECRET}` } });
+  t.equal(secretAsToken.statusCode, 401, 'nor the cluster secret itself');
+  t.match(await secretAsToken.body.text(), /"code":"AUTH_INVALID"/);
+  const scraped = await request(metricsUrl, { dispatcher: member, headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } });
+  t.equal(scraped.statusCode, 200, 'with the operator token: the metrics');
+  t.match(await scraped.body.text(), /damselfly_dfdaemon_download_bytes_total\{source="peer"\} [1-9]/, "this node's own counters");
+  t.equal(daemons[1]!.metricsUrl, '', 'a node without metricsHost opens no such listener');
   // A member's session proof over wss, without a certificate: the handshake fails before the proof is looked at.
   const ws = new WebSocket(sn.url.replace(/^http/, 'ws') + WS_PATH, { ca: await readFile(certs.ca), headers: { [AUTH_HEADER]: sessionProof(Buffer.from(TEST_SECRET), 'plain') } });
   const outcome = await new Promise<string>((resolve) => {

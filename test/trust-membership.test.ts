@@ -454,6 +454,10 @@ t.test('without a cluster secret the daemons refuse non-loopback addresses unles
   const df = await run('dfdaemon/dist/cli.js', ['--upload-host', '0.0.0.0', '--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df')]);
   t.equal(df.code, 1);
   t.match(df.stderr, /uploadHost: "0\.0\.0\.0" is reachable from other hosts/);
+  // A /metrics listener on the network is one more: it would be open to all without a secret to derive the token.
+  const metrics = await run('dfdaemon/dist/cli.js', ['--metrics-host', '0.0.0.0', '--upload-host', '127.0.0.1', '--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df2')]);
+  t.equal(metrics.code, 1);
+  t.match(metrics.stderr, /metricsHost: "0\.0\.0\.0" is reachable from other hosts/);
   const short = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn2')], undefined, { DAMSELFLY_CLUSTER_SECRET: 'short' });
   t.equal(short.code, 1);
   t.match(short.stderr, /cluster secret: must be at least 16 characters/);

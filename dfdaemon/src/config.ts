@@ -18,6 +18,9 @@ export interface DaemonConfig extends TrustConfig, CommonConfig, CacheConfig {
   /** `/server/ping` (nydusd ping_url) and `/metrics`. */
   healthHost: string;
   healthPort: number;
+  /** A second `/metrics` listener for a scraper on the network ('' = none). */
+  metricsHost: string;
+  metricsPort: number;
   peerId: string;
   labels: Record<string, string>;
   /** Pieces downloaded at once per task. */
@@ -60,6 +63,8 @@ export const daemonSchema: Schema = {
   advertiseUrl: { type: 'url', env: 'DFDAEMON_ADVERTISE_URL', doc: 'URL other peers use for this upload server; unset: scheme://uploadHost:uploadPort, with this host\'s first non-internal IPv4 address (a global IPv6 one on a host without) for an uploadHost of 0.0.0.0 or ::' },
   healthHost: { type: 'string', default: '127.0.0.1', env: 'DFDAEMON_HEALTH_HOST', doc: 'health/metrics listen address' },
   healthPort: { type: 'int', default: 40901, min: 0, max: 65535, env: 'DFDAEMON_HEALTH_PORT', doc: '/server/ping and /metrics port' },
+  metricsHost: { type: 'string', default: '', env: 'DFDAEMON_METRICS_HOST', doc: 'listen address of /metrics for a scraper on the network (over the cluster\'s TLS, wanting the operator token when there is a cluster secret); empty: /metrics only on the health port' },
+  metricsPort: { type: 'int', default: 40902, min: 0, max: 65535, env: 'DFDAEMON_METRICS_PORT', doc: 'port of that /metrics listener' },
   peerId: { type: 'string', default: `${hostname()}-${process.pid}`, env: 'DFDAEMON_PEER_ID', doc: 'unique id of this peer' },
   labels: { type: 'labels', default: {}, env: 'DFDAEMON_LABELS', doc: 'topology labels, k=v,k=v' },
   ...engineSchema,
@@ -79,7 +84,8 @@ export const daemonSchema: Schema = {
 export function loadDaemonConfig(sources: ConfigSources): Readonly<DaemonConfig> {
   return loadConfig<DaemonConfig>(daemonSchema, sources, (v, errors) => {
     checkCacheConfig(v, errors);
-    const listen = { uploadHost: String(v.uploadHost ?? ''), proxyHost: String(v.proxyHost ?? '') };
+    // Every listener other hosts may reach: without a cluster secret (and not insecure) each must stay on loopback.
+    const listen = { uploadHost: String(v.uploadHost ?? ''), proxyHost: String(v.proxyHost ?? ''), ...(v.metricsHost ? { metricsHost: String(v.metricsHost) } : {}) };
     return { trust: resolveTrust(v as unknown as TrustConfig, listen, errors), originTls: new OriginTls(v as unknown as OriginTlsConfig, errors) };
   });
 }

@@ -1,14 +1,15 @@
-/** Wires dfdaemon's parts and runs them in order: store, upload server, supernode pool, peer, proxy, health. */
+/** Wires dfdaemon's parts and runs them in order: store, upload server, supernode pool, peer, proxy, health, metrics. */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { advertiseHost, createLogger, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, BulkClient, TokenBucket, type Logger } from '@damselfly/shared';
+import { advertiseHost, createLogger, isLoopbackHost, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, BulkClient, TokenBucket, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
 import { LocalStore, Peer, SupernodePool, clusterTls, engineOptions } from '@damselfly/peer';
 import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
 import { buildUploadServer } from './upload/upload-server.js';
+import { buildMetricsServer } from './metrics-server.js';
 import { buildProxyServer } from './proxy/proxy-server.js';
 import { buildHealthServer } from './health-server.js';
 import { AccessGuard } from './proxy/access-guard.js';
@@ -30,10 +31,13 @@ export class Daemon {
   #peer?: Peer;
   #upload?: FastifyInstance;
   #health?: FastifyInstance;
+  #metricsServer?: FastifyInstance;
   #proxy?: Server;
   proxyUrl = '';
   uploadUrl = '';
   healthUrl = '';
+  /** The network /metrics listener's URL ('' when `metricsHost` is unset). */
+  metricsUrl = '';
 
   constructor(config: Readonly<DaemonConfig>, components: { log?: Logger } = {}) {
     this.config = config;
@@ -156,6 +160,13 @@ export class Daemon {
     const health = this.#health;
     await listenAs('healthPort', c.healthHost, c.healthPort, () => health.listen({ host: c.healthHost, port: c.healthPort }));
     this.healthUrl = `http://${advertiseHost(c.healthHost)}:${(this.#health.server.address() as AddressInfo).port}`;
+    if (c.metricsHost) {
+      if (!c.trust.secret && !isLoopbackHost(c.metricsHost)) this.log.warn({ metricsHost: c.metricsHost }, 'dfdaemon:INSECURE: /metrics on the network without a cluster secret, anyone who reaches it reads them');
+      this.#metricsServer = buildMetricsServer({ metrics: this.metrics, log: this.log, trust: c.trust });
+      const metricsServer = this.#metricsServer;
+      await listenAs('metricsPort', c.metricsHost, c.metricsPort, () => metricsServer.listen({ host: c.metricsHost, port: c.metricsPort }));
+      this.metricsUrl = `${c.trust.tls?.cert ? 'https' : 'http'}://${advertiseHost(c.metricsHost)}:${(metricsServer.server.address() as AddressInfo).port}`;
+    }
     this.log.info({ proxy: this.proxyUrl, upload: this.uploadUrl, health: this.healthUrl, supernodes: c.supernodes, peerId: c.peerId }, 'dfdaemon:started');
   }
 
@@ -204,6 +215,7 @@ export class Daemon {
     await this.#peer?.stop();
     this.#pool?.close();
     await this.#upload?.close();
+    await this.#metricsServer?.close();
     await this.#health?.close();
     await this.store.stop();
     await this.#dispatcher.close();

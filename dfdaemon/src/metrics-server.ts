@@ -1,0 +1,26 @@
+/**
+ * `/metrics` for a scraper on the network (Prometheus through the chart's PodMonitor), on its own listener: the health
+ * port stays on loopback for the kubelet's probes and nydusd's ping, which speak plain HTTP without credentials. This
+ * one speaks the cluster's TLS when it has one and wants the operator token (`dfctl token`) when it has a secret, as
+ * the supernode's /metrics does: the token reads metrics, it cannot act as a member.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { describeError, fastifyServerOptions, quietLogger, verifyOperatorToken, type Logger, type Trust } from '@damselfly/shared';
+import type { DaemonMetrics } from './metrics.js';
+
+export function buildMetricsServer(c: { metrics: DaemonMetrics; log: Logger; trust: Trust }): FastifyInstance {
+  const app = Fastify({ loggerInstance: quietLogger(c.log) as FastifyBaseLogger, ...fastifyServerOptions(c.trust.tls) }) as unknown as FastifyInstance;
+  const secret = c.trust.secret;
+  app.setErrorHandler((err, _req, reply) => {
+    const e = err as { code?: string; status?: number; statusCode?: number; message: string };
+    const status = e.status ?? e.statusCode ?? 500;
+    if (status >= 500) c.log.warn({ err: describeError(err) }, 'metrics:failed');
+    void reply.status(status).send({ code: e.code ?? 'INTERNAL', message: e.message });
+  });
+  app.get('/metrics', async (req, reply) => {
+    if (secret) verifyOperatorToken(secret, req.headers.authorization);
+    void reply.type(c.metrics.registry.contentType);
+    return c.metrics.registry.metrics();
+  });
+  return app;
+}
