@@ -9,7 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { createDaemonMetrics, loadDaemonConfig } from '@damselfly/dfdaemon';
 import { createSupernodeMetrics, loadSupernodeConfig } from '@damselfly/supernode';
 import { tempDir } from './helpers/cluster.js';
-import { operatorToken } from '@damselfly/shared';
+import { metricsToken, operatorToken } from '@damselfly/shared';
 import { CLUSTER_SECRET_FILE, TLS_DIR, findObject, lintChart, renderChart, type K8s } from './helpers/chart.js';
 
 const SN = 'rel-damselfly-supernode';
@@ -142,7 +142,7 @@ t.test('values: replicas, registries, ServiceMonitor, mirror off', async (t) => 
   // Each supernode pod scraped once: the selector matches one of the two Services only.
   const selects = (svc: any) => Object.entries(sm.spec.selector.matchLabels).every(([k, v]) => svc.metadata.labels[k] === v);
   t.same(objs.filter((o: any) => o.kind === 'Service' && selects(o)).map((o: any) => o.metadata.name), [SN], 'the ServiceMonitor selects one Service');
-  t.same(sm.spec.endpoints[0].authorization, { type: 'Bearer', credentials: { name: 'rel-damselfly-cluster-secret', key: 'operator-token' } }, 'and scrapes with the operator token, not the cluster secret');
+  t.same(sm.spec.endpoints[0].authorization, { type: 'Bearer', credentials: { name: 'rel-damselfly-cluster-secret', key: 'metrics-token' } }, 'and scrapes with the metrics token, neither the cluster secret nor the operator token');
   t.notOk(findObject(objs, 'StatefulSet', SN).spec.template.metadata.annotations['prometheus.io/scrape'], 'no scrape annotation for a scraper without the token');
   t.equal(loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode') }).metricsOpen, false);
   const open = await renderChart(['--set', 'serviceMonitor.enabled=true', '--set', 'supernode.metricsOpen=true']);
@@ -162,10 +162,11 @@ t.test('cluster secret: created with 48 random characters, mounted read-only in 
   const objs = await renderChart([]);
   const secret = findObject(objs, 'Secret', SECRET);
   t.equal(secret.type, 'Opaque');
-  t.same(Object.keys(secret.data!), ['secret', 'operator-token'], 'clusterSecret.key and the operator token');
+  t.same(Object.keys(secret.data!), ['secret', 'operator-token', 'metrics-token'], 'clusterSecret.key, the operator token and the metrics token');
   const value = secretValue(objs);
   t.match(value, /^[A-Za-z0-9]{48}$/, '48 alphanumeric characters');
   t.equal(Buffer.from(secret.data!['operator-token']!, 'base64').toString(), operatorToken(Buffer.from(value)), 'the operator token the supernode derives from it');
+  t.equal(Buffer.from(secret.data!['metrics-token']!, 'base64').toString(), metricsToken(Buffer.from(value)), 'and the metrics token the daemons derive from it');
   t.not(secretValue(await renderChart([])), value, 'random per fresh install (upgrades reuse the value via lookup)');
 
   const checksums: string[] = [];
@@ -336,7 +337,7 @@ t.test("dfdaemon metrics on the network: the node's IP and a port, scraped by a 
   t.ok(Object.entries(pm.spec.selector.matchLabels).every(([k, v]) => labels[k] === v), "it selects the dfdaemons' pods");
   const ep = pm.spec.podMetricsEndpoints[0];
   t.equal(ep.port, 'metrics');
-  t.same(ep.authorization, { type: 'Bearer', credentials: { name: 'rel-damselfly-cluster-secret', key: 'operator-token' } }, 'with the operator token');
+  t.same(ep.authorization, { type: 'Bearer', credentials: { name: 'rel-damselfly-cluster-secret', key: 'metrics-token' } }, 'with the metrics token, never the operator token');
   t.equal(ep.scheme, 'https');
   t.same(ep.tlsConfig.ca.secret, { name: 'damselfly-tls', key: 'ca.crt' });
   t.same(ep.tlsConfig.keySecret, { name: 'damselfly-tls', key: 'tls.key' }, 'presenting the client certificate mutual TLS asks for');

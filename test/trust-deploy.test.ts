@@ -16,7 +16,7 @@ import { Daemon, loadDaemonConfig } from '@damselfly/dfdaemon';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import WebSocket from 'ws';
 import { AUTH_HEADER, WS_PATH, sessionProof } from '@damselfly/shared';
-import { OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { METRICS_TOKEN, OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
 import { findObject, renderChart } from './helpers/chart.js';
@@ -73,18 +73,27 @@ t.test('mutual TLS everywhere: the swarm works over https/wss, nobody without a 
   t.equal(ok.statusCode, 200, 'a cluster certificate gets in');
   await ok.body.dump();
 
-  // A dfdaemon's /metrics on the network: the cluster's TLS, and the operator token besides.
+  // A dfdaemon's /metrics on the network: the cluster's TLS, and the metrics token besides.
   const metricsUrl = `${daemons[0]!.metricsUrl}/metrics`;
   t.match(metricsUrl, /^https:\/\//, 'served over https');
   await t.rejects(request(metricsUrl, { dispatcher: noCert }), noCertRefused, 'no client certificate, no connection');
   const bare = await request(metricsUrl, { dispatcher: member });
   t.equal(bare.statusCode, 401, `a certificate without the token: refused (${await bare.body.text()})`);
-  const secretAsToken = await request(metricsUrl, { dispatcher: member, headers: { authorization: `Bearer ${TEST_SECRET}` } });
-  t.equal(secretAsToken.statusCode, 401, 'nor the cluster secret itself');
-  t.match(await secretAsToken.body.text(), /"code":"AUTH_INVALID"/);
-  const scraped = await request(metricsUrl, { dispatcher: member, headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } });
-  t.equal(scraped.statusCode, 200, 'with the operator token: the metrics');
-  t.match(await scraped.body.text(), /damselfly_dfdaemon_download_bytes_total\{source="peer"\} [1-9]/, "this node's own counters");
+  // Neither the cluster secret nor the operator token (which can ask the supernode for preheats) is taken by a node.
+  for (const [what, token] of [['the cluster secret', TEST_SECRET], ['the operator token', OPERATOR_TOKEN]]) {
+    const refused = await request(metricsUrl, { dispatcher: member, headers: { authorization: `Bearer ${token}` } });
+    t.equal(refused.statusCode, 401, `not ${what}`);
+    t.match(await refused.body.text(), /"code":"AUTH_INVALID"/);
+  }
+  const scraped = await request(metricsUrl, { dispatcher: member, headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
+  t.equal(scraped.statusCode, 200, 'with the metrics token: the metrics');
+  t.match(await scraped.body.text(), /damselfly_dfdaemon_download_bytes_total\{source="(peer|supernode)"\} [1-9]/, "this node's own counters");
+  // The supernode's /metrics takes the metrics token too (and still the operator's own).
+  for (const token of [METRICS_TOKEN, OPERATOR_TOKEN]) {
+    const sm = await request(`${sn.url}/metrics`, { dispatcher: member, headers: { authorization: `Bearer ${token}` } });
+    t.equal(sm.statusCode, 200, `supernode /metrics with the ${token === METRICS_TOKEN ? 'metrics' : 'operator'} token`);
+    await sm.body.dump();
+  }
   t.equal(daemons[1]!.metricsUrl, '', 'a node without metricsHost opens no such listener');
   // A member's session proof over wss, without a certificate: the handshake fails before the proof is looked at.
   const ws = new WebSocket(sn.url.replace(/^http/, 'ws') + WS_PATH, { ca: await readFile(certs.ca), headers: { [AUTH_HEADER]: sessionProof(Buffer.from(TEST_SECRET), 'plain') } });

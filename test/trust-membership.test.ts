@@ -18,7 +18,7 @@ import { pieceUrl } from '@damselfly/peer';
 /** The upgrade status a refused session got (0 if it was let in). */
 const refused = (p: Promise<RawPeer>) => p.then((peer) => (peer.close(), 0), (err: { status?: number }) => err.status ?? -1);
 import { makeBlob, pushBlob, startRegistry, freePort } from './helpers/registry.js';
-import { ROOT, OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { ROOT, METRICS_TOKEN, OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { rawPeer, type RawPeer } from './helpers/ws-peer.js';
 import { metricValue } from './helpers/metrics.js';
 import { RECENTLY_HEARD_MS, TAKEOVER_PROBE_MS, checkAdvertisedBase } from '@damselfly/supernode';
@@ -379,6 +379,18 @@ t.test('pieces only with a grant: upload servers and the supernode piece API ref
   await raw.body.dump();
   const dfctl = await promisify(execFile)(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), 'token'], { env: { ...process.env, DAMSELFLY_CLUSTER_SECRET: TEST_SECRET } });
   t.equal(dfctl.stdout.trim(), OPERATOR_TOKEN, 'dfctl token prints the operator token');
+  const metricsOnly = await promisify(execFile)(process.execPath, [join(ROOT, 'supernode/dist/dfctl.js'), 'token', '--metrics'], { env: { ...process.env, DAMSELFLY_CLUSTER_SECRET: TEST_SECRET } });
+  t.equal(metricsOnly.stdout.trim(), METRICS_TOKEN, 'and with --metrics the metrics token');
+  // The metrics token reads /metrics and nothing else: a scraper holding it cannot use the operator API.
+  const asScraper = { authorization: `Bearer ${METRICS_TOKEN}` };
+  const byScraper = await request(`${sn.url}/metrics`, { headers: asScraper });
+  t.equal(byScraper.statusCode, 200, 'the metrics token reads /metrics');
+  await byScraper.body.dump();
+  for (const [method, path] of [['GET', `/api/v1/tasks/${taskId}`], ['POST', '/api/v1/preheat'], ['GET', '/api/v1/dashboard']] as const) {
+    const r = await request(`${sn.url}${path}`, { method, headers: { ...asScraper, 'content-type': 'application/json' }, ...(method === 'POST' ? { body: JSON.stringify({ image: 'x' }) } : {}) });
+    t.equal(r.statusCode, 401, `the metrics token cannot ${method} ${path}`);
+    await r.body.dump();
+  }
   const info = await request(`${sn.url}/api/v1/tasks/${taskId}`, { headers: bearer });
   const body = (await info.body.json()) as Record<string, unknown>;
   t.equal(info.statusCode, 200);

@@ -63,7 +63,7 @@ export const daemonSchema: Schema = {
   advertiseUrl: { type: 'url', env: 'DFDAEMON_ADVERTISE_URL', doc: 'URL other peers use for this upload server; unset: scheme://uploadHost:uploadPort, with this host\'s first non-internal IPv4 address (a global IPv6 one on a host without) for an uploadHost of 0.0.0.0 or ::' },
   healthHost: { type: 'string', default: '127.0.0.1', env: 'DFDAEMON_HEALTH_HOST', doc: 'health/metrics listen address' },
   healthPort: { type: 'int', default: 40901, min: 0, max: 65535, env: 'DFDAEMON_HEALTH_PORT', doc: '/server/ping and /metrics port' },
-  metricsHost: { type: 'string', default: '', env: 'DFDAEMON_METRICS_HOST', doc: 'listen address of /metrics for a scraper on the network (over the cluster\'s TLS, wanting the operator token when there is a cluster secret); empty: /metrics only on the health port' },
+  metricsHost: { type: 'string', default: '', env: 'DFDAEMON_METRICS_HOST', doc: 'listen address of /metrics for a scraper on the network (over the cluster\'s TLS, wanting the metrics token (dfctl token --metrics) when there is a cluster secret); empty: /metrics only on the health port' },
   metricsPort: { type: 'int', default: 40902, min: 0, max: 65535, env: 'DFDAEMON_METRICS_PORT', doc: 'port of that /metrics listener' },
   peerId: { type: 'string', default: `${hostname()}-${process.pid}`, env: 'DFDAEMON_PEER_ID', doc: 'unique id of this peer' },
   labels: { type: 'labels', default: {}, env: 'DFDAEMON_LABELS', doc: 'topology labels, k=v,k=v' },

@@ -1,11 +1,12 @@
 /**
  * `/metrics` for a scraper on the network (Prometheus through the chart's PodMonitor), on its own listener: the health
  * port stays on loopback for the kubelet's probes and nydusd's ping, which speak plain HTTP without credentials. This
- * one speaks the cluster's TLS when it has one and wants the operator token (`dfctl token`) when it has a secret, as
- * the supernode's /metrics does: the token reads metrics, it cannot act as a member.
+ * one speaks the cluster's TLS when it has one and wants the metrics token (`dfctl token --metrics`) when it has a
+ * secret: a token that reads metrics and nothing else, since a listener on a node's port proves nothing about who
+ * holds it (the operator token, which can ask the supernode for preheats, is refused here).
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { describeError, fastifyServerOptions, quietLogger, verifyOperatorToken, type Logger, type Trust } from '@damselfly/shared';
+import { describeError, fastifyServerOptions, quietLogger, verifyMetricsToken, type Logger, type Trust } from '@damselfly/shared';
 import type { DaemonMetrics } from './metrics.js';
 
 export function buildMetricsServer(c: { metrics: DaemonMetrics; log: Logger; trust: Trust }): FastifyInstance {
@@ -18,7 +19,7 @@ export function buildMetricsServer(c: { metrics: DaemonMetrics; log: Logger; tru
     void reply.status(status).send({ code: e.code ?? 'INTERNAL', message: e.message });
   });
   app.get('/metrics', async (req, reply) => {
-    if (secret) verifyOperatorToken(secret, req.headers.authorization);
+    if (secret) verifyMetricsToken(secret, req.headers.authorization);
     void reply.type(c.metrics.registry.contentType);
     return c.metrics.registry.metrics();
   });

@@ -165,3 +165,24 @@ export function verifyOperatorToken(secret: Buffer, authorization: string | unde
   if (!m) throw authError('AUTH_REQUIRED', 'send Authorization: Bearer <operator token> (dfctl token prints it)');
   if (!sameText(m[1]!.trim(), operatorToken(secret))) throw authError('AUTH_INVALID', 'wrong token (the operator token, not the cluster secret: dfctl token prints it)');
 }
+
+/**
+ * The metrics token: what a scraper sends for `/metrics` and nothing else, `sha256("damselfly-metrics:" + secret)`
+ * (hex). Scrapers reach every node, where a listener on a node's port proves nothing about who holds it: the token
+ * they carry there reads metrics and cannot ask the supernode for anything (the operator token can: preheats).
+ */
+export function metricsToken(secret: Buffer): string {
+  return createHash('sha256').update('damselfly-metrics:').update(secret).digest('hex');
+}
+
+/**
+ * `Authorization: Bearer <metrics token>` for `/metrics`; with `operator`, the operator token is taken too (the
+ * supernode's, where it is the operator's own credential anyway). A dfdaemon refuses it: it is not for nodes.
+ */
+export function verifyMetricsToken(secret: Buffer, authorization: string | undefined, { operator = false }: { operator?: boolean } = {}): void {
+  const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
+  if (!m) throw authError('AUTH_REQUIRED', 'send Authorization: Bearer <metrics token> (dfctl token --metrics prints it)');
+  const got = m[1]!.trim();
+  if (sameText(got, metricsToken(secret)) || (operator && sameText(got, operatorToken(secret)))) return;
+  throw authError('AUTH_INVALID', `wrong token (the metrics token${operator ? ' or the operator token' : ''}, not the cluster secret: dfctl token --metrics prints it)`);
+}

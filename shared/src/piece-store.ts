@@ -293,6 +293,8 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     // Removed (or replaced by a task of another version under the same id, in the same index): nothing is recorded.
     if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
     await this.#index.putPiece(this.geometry.taskId, n, joinBlocks(blocks));
+    // Closed while the record was written: not announced (a record left behind is re-hashed before use at start-up).
+    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
     const root = pieceRoot(blocks);
     const raced = this.#pieces.get(n);
     if (raced) return raced.root;

@@ -93,7 +93,7 @@ export const supernodeSchema: Schema = {
   advertiseCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ADVERTISE_CIDRS', doc: 'upload addresses peers may advertise besides their own' },
   sessionMaxTasks: { type: 'int', default: 4096, min: 1, max: 1_000_000, env: 'SUPERNODE_SESSION_MAX_TASKS', doc: 'tasks one peer session may join' },
   sessionRate: { type: 'int', default: 500, min: 1, max: 100_000, env: 'SUPERNODE_SESSION_RATE', doc: 'requests per second one peer session may send' },
-  metricsOpen: { type: 'bool', default: false, env: 'SUPERNODE_METRICS_OPEN', doc: 'serve /metrics without the operator token (for a scraper that cannot send one); with a cluster secret it wants the operator token (dfctl token) as an Authorization: Bearer token otherwise' },
+  metricsOpen: { type: 'bool', default: false, env: 'SUPERNODE_METRICS_OPEN', doc: 'serve /metrics without a token (for a scraper that cannot send one); with a cluster secret it wants the metrics token (dfctl token --metrics: it reads metrics and nothing else) or the operator token as an Authorization: Bearer token otherwise' },
   ...cacheSchema('SUPERNODE', 7 * 24 * 3600),
   ...commonSchema,
   ...trustSchema,

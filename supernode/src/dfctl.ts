@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { Agent, request, type Dispatcher } from 'undici';
-import { headerArgs, operatorToken } from '@damselfly/shared';
+import { headerArgs, metricsToken, operatorToken } from '@damselfly/shared';
 import type { PreheatJob } from './preheat/jobs.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -161,12 +161,13 @@ async function main(argv: string[]): Promise<void> {
   ).exitOverride();
   program
     .command('token')
-    .description('print the operator token (for the dashboard, a scraper\'s Authorization: Bearer), derived from the cluster secret')
+    .description('print the operator token (the dashboard, the REST API), or with --metrics the metrics token (a scraper\'s Authorization: Bearer: /metrics only), derived from the cluster secret')
     .option('--cluster-secret-file <file>', 'cluster secret [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')
-    .action((o: { clusterSecretFile?: string }) => {
+    .option('--metrics', 'the metrics token instead: it reads /metrics on supernodes and dfdaemons, nothing else')
+    .action((o: { clusterSecretFile?: string; metrics?: boolean }) => {
       const secret = secretOf(o);
       if (!secret) throw new Exit(2, 'no cluster secret: give --cluster-secret-file or set $DAMSELFLY_CLUSTER_SECRET_FILE / $DAMSELFLY_CLUSTER_SECRET');
-      process.stdout.write(`${operatorToken(Buffer.from(secret))}\n`);
+      process.stdout.write(`${(o.metrics ? metricsToken : operatorToken)(Buffer.from(secret))}\n`);
     })
     .exitOverride();
   try {

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { Supernode, loadSupernodeConfig, type SupernodeConfig } from '@damselfly/supernode';
 import { Daemon, loadDaemonConfig, type DaemonConfig } from '@damselfly/dfdaemon';
-import { DAEMON_NODE_FLAGS, operatorToken } from '@damselfly/shared';
+import { DAEMON_NODE_FLAGS, metricsToken, operatorToken } from '@damselfly/shared';
 import { freePort } from './registry.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -18,6 +18,8 @@ export const ROOT = resolve(import.meta.dirname, '..', '..');
 export const TEST_SECRET = 'test-cluster-secret-0123456789abcdef';
 /** What the operator API, the dashboard and /metrics want: the token derived from the secret, never the secret. */
 export const OPERATOR_TOKEN = operatorToken(Buffer.from(TEST_SECRET));
+/** What a scraper sends for /metrics (and nothing else). */
+export const METRICS_TOKEN = metricsToken(Buffer.from(TEST_SECRET));
 process.env.DAMSELFLY_CLUSTER_SECRET ??= TEST_SECRET;
 
 /** Origins every test supernode may seed from: anything, on loopback (where the test registries run). */

@@ -24,6 +24,7 @@ import {
   type BlockReady,
   verifyGrant,
   verifyOperatorToken,
+  verifyMetricsToken,
   verifySessionProof,
   type Logger,
   type Trust,
@@ -107,9 +108,12 @@ export function buildServer(c: ServerComponents): FastifyInstance {
   app.get('/healthy', async () => ({ ok: true }));
   dashboardRoutes(app, c, operator);
   if (c.preheat) preheatRoutes(app, c.preheat, operator);
-  // Metrics name peers, tasks and rates: for cluster members and the operator's scraper (which sends the same token),
-  // unless the operator opens them.
-  app.get('/metrics', { preHandler: c.metricsOpen ? [] : operator }, async (_req, reply) => {
+  // Metrics name peers, tasks and rates: for the operator's scraper (the metrics token, which can do nothing else) and
+  // the operator (their own token), unless the operator opens them.
+  const scraper = async (req: FastifyRequest) => {
+    if (secret) verifyMetricsToken(secret, header(req, 'authorization'), { operator: true });
+  };
+  app.get('/metrics', { preHandler: c.metricsOpen ? [] : scraper }, async (_req, reply) => {
     void reply.type(c.metrics.registry.contentType);
     return c.metrics.registry.metrics();
   });

@@ -603,8 +603,9 @@ export class Seeder {
     } finally {
       guard.done();
       release();
-      // Another version now: the task goes, as when a range finds it (its slot let go first).
-      if (changed) await this.#dropChanged(meta);
+      // Another version now: the task goes, as when a range finds it (its slot let go first). A removal that fails
+      // is logged, not thrown: the client is owed ORIGIN_CHANGED.
+      if (changed) await this.#dropChanged(meta).catch((err: unknown) => this.#c.log.warn({ taskId: meta.taskId, err: describeError(err) }, 'task:drop-failed'));
     }
   }
 
