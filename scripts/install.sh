@@ -2,7 +2,8 @@
 # Installs what Damselfly needs on a fresh Debian/Ubuntu machine with Node.js 20+: npm packages (from the lock file)
 # and, with --test, the real registry and clients the integration tests run against and the swarm benchmark's
 # BitTorrent baseline (aria2c, mktorrent, opentracker; its small run is a test) and the browser the dashboard is
-# tested in (chromium, driven by the playwright-core npm package), plus iproute2 and python3 (helm's zip). Then builds.
+# tested in (chromium, driven by the playwright-core npm package), plus iproute2, python3 (helm's zip) and GNU time (a
+# benchmark's CPU and peak memory of dfget). Then builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,7 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v ip >/dev/null || need+=(iproute2)
   command -v chromium >/dev/null || need+=(chromium)
   command -v python3 >/dev/null || need+=(python3)
+  [[ -x /usr/bin/time ]] || need+=(time)
   if ((${#need[@]})); then
     SUDO=""
     [[ $(id -u) -ne 0 ]] && SUDO=sudo

@@ -25,6 +25,14 @@ t.test('bench/core.mjs: N dfgets vs N curls, origin bytes', async (t) => {
   t.match(r.stdout, /N=2 8 MiB loopback: direct [\d.]+ s, origin 2\.00x blob \| P2P [\d.]+ s, origin 1\.00x blob/, 'P2P costs the origin the blob once');
 });
 
+t.test('bench/standalone.mjs: dfget as a one-shot peer vs curl -o, from the registry and from a supernode', async (t) => {
+  for (const mode of [[], ['--supernode']]) {
+    const r = await bench('standalone.mjs', ['--size-mib', '8', '--runs', '1', ...mode]);
+    t.equal(r.code, 0, r.stderr.slice(-500));
+    t.match(r.stdout, /run 1: 8 MiB (from the origin|via a fresh supernode): curl -o [\d.]+ s \| dfget --standalone [\d.]+ s \(ratio [\d.]+\) \| dfget CPU [\d.]+ ms per MiB, peak RSS \d+ MiB \| origin 1\.00x blob \| digest ok/, `${mode.join(' ') || 'from the origin'}: one pull, digest-checked`);
+  }
+});
+
 t.test('bench/serve.mjs: a cached blob through the mirror and a second node, vs curl from the registry', async (t) => {
   const r = await bench('serve.mjs', ['--size-mib', '8', '--runs', '1']);
   t.equal(r.code, 0, r.stderr.slice(-500));
