@@ -4,7 +4,7 @@
  * back to source), the proxy holds a client's If-Range to the version it serves, and dfget resumes only the version
  * it started.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import { readFile, readdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -35,35 +35,41 @@ async function holds(d: Daemon, url: string, n: number): Promise<void> {
   if (!d.store.get(id)?.has(n)) throw new Error(`piece ${n} never landed`);
 }
 
-t.test('pieces a node kept of an earlier version are not built on: back to source, after a restart', async (t) => {
-  const o = await changing(t);
+type Changing = Awaited<ReturnType<typeof changing>>;
+
+/** A node reads the first bytes of version A (piece 0 lands in its cache) and stops; returns its data directory. */
+async function nodeKeepsPieceOfA(t: Test, o: Changing, supernodes: string[]): Promise<string> {
   const dataDir = await tempDir(t, 'damselfly-df-');
-  const d1 = await startDaemon(t, [], { dataDir });
+  const d1 = await startDaemon(t, supernodes, { dataDir });
   const part = await getViaProxy(d1.proxyUrl, o.url, { range: 'bytes=0-99' });
   t.equal(part.status, 206);
   t.ok(part.body.equals(o.versions.A.subarray(0, 100)), 'the first bytes of version A');
   t.equal(part.headers.etag, '"A"', 'named as version A');
   await holds(d1, o.url, 0);
   await d1.stop();
+  return dataDir;
+}
 
-  o.state.current = 'B';
-  const d2 = await startDaemon(t, [], { dataDir });
+/** The node comes back on that directory (version B at the origin now) and GETs the whole object. */
+async function comesBackForB(t: Test, o: Changing, supernodes: string[], dataDir: string): Promise<void> {
+  const d2 = await startDaemon(t, supernodes, { dataDir });
   const whole = await getViaProxy(d2.proxyUrl, o.url);
   t.equal(whole.status, 200);
   t.ok(whole.body.equals(o.versions.B), 'version B whole, not the kept piece of A with B after it');
   t.equal(whole.headers.etag, '"B"');
+}
+
+t.test('pieces a node kept of an earlier version are not built on: back to source, after a restart', async (t) => {
+  const o = await changing(t);
+  const dataDir = await nodeKeepsPieceOfA(t, o, []);
+  o.state.current = 'B';
+  await comesBackForB(t, o, [], dataDir);
 });
 
 t.test('through the supernode: a record made again for a new version, and a node holding a piece of the old one', async (t) => {
   const o = await changing(t);
   const sn = await startSupernode(t, { minPieceSize: '1MiB' });
-  const dataDir = await tempDir(t, 'damselfly-df-');
-  const d1 = await startDaemon(t, [sn.url], { dataDir });
-  const part = await getViaProxy(d1.proxyUrl, o.url, { range: 'bytes=0-99' });
-  t.equal(part.status, 206);
-  t.equal(part.headers.etag, '"A"');
-  await holds(d1, o.url, 0);
-  await d1.stop();
+  const dataDir = await nodeKeepsPieceOfA(t, o, [sn.url]);
 
   // The object changes; another node's read makes the supernode find it out and drop its record of version A.
   o.state.current = 'B';
@@ -74,11 +80,7 @@ t.test('through the supernode: a record made again for a new version, and a node
   t.notOk(sn.store.get(taskId), 'and dropped its record');
 
   // The node comes back with piece 0 of A on disk; the supernode's new record is version B.
-  const d2 = await startDaemon(t, [sn.url], { dataDir });
-  const whole = await getViaProxy(d2.proxyUrl, o.url);
-  t.equal(whole.status, 200);
-  t.ok(whole.body.equals(o.versions.B), 'version B whole, not the kept piece of A with B after it');
-  t.equal(whole.headers.etag, '"B"');
+  await comesBackForB(t, o, [sn.url], dataDir);
 });
 
 t.test('If-Range through the proxy: a part only of the version the client names, the whole object otherwise', async (t) => {
