@@ -92,44 +92,32 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
   // A Range read the cache already holds needs no download at all (but the client's access, if the blob is private).
   // Never a task whose bytes were just found not to be its digest's: it is failed at once, removed a moment later.
   const local = c.cached(taskId);
-  const localRange = local && rangeToHonour(rangeHeader, header(req, 'if-range'), local.info);
-  if (local && localRange !== undefined && !isDigestMismatch(local.failure)) {
-    // A Range header this path cannot serve (malformed, unsatisfiable) is answered below, after the access check: a
-    // client the origin refuses learns nothing from it, not even that the blob is here or its size.
-    const range = tryParseRange(localRange, local.info.contentLength);
-    const covering = range ? piecesOf(range, local.info.pieceSize) : [];
-    // The whole blob as a Range read is served from here only once it matched its digest: no download is behind this
-    // answer to hold its last block back until then.
-    const whole = range !== undefined && range.start === 0 && range.end === local.info.contentLength - 1;
-    if (range && covering.every((n) => local.has(n)) && (!whole || local.complete)) {
-      // Held from here: the access check below may wait on the origin, and GC must not take the task meanwhile (the
-      // answer would start and then be cut).
-      const lease = local.lease();
-      try {
-        // Access first: a client the origin refuses must not make this node read its disk, not even to re-check pieces.
-        await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
-        if ((await local.recheck(covering)).length === 0) {
-          writeHead(res, local, range);
-          // No download behind this answer: a piece dropped meanwhile (another reader found it bad) ends it with an
-          // error rather than a wait for a fetch nobody makes.
-          await streamTask({ task: local, done: Promise.resolve(local), want: () => false }, res, { ...range, signal: ac.signal, pool: c.pool });
-          res.end();
-          c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
-          return;
-        }
-      } finally {
-        lease();
-      }
-    }
-  }
-
-  // Held until the answer ends: the access checks may wait on the origin, and GC must not take a cached task
-  // meanwhile (the answer would start and then be cut).
+  // Held until the answer ends: the access check may wait on the origin, and GC must not take a cached task meanwhile
+  // (the answer would start and then be cut).
   const leases = local ? [local.lease()] : [];
   try {
-    // A task this node holds already: the client's access first. Opening its run re-checks pieces an earlier run left
-    // on disk, and a client the origin refuses must not make this node read them.
+    // A task this node holds already: the client's access first, once, whichever way it is answered. A client the
+    // origin refuses must not make this node read its disk, not even to re-check pieces (here, or as its run opens).
     if (local) await c.access.authorize(r.url, clientHeaders, local.info, { signal: ac.signal });
+    const localRange = local && rangeToHonour(rangeHeader, header(req, 'if-range'), local.info);
+    if (local && localRange !== undefined && !isDigestMismatch(local.failure)) {
+      // A Range header this path cannot serve (malformed, unsatisfiable) is answered below, by the download: a client
+      // the origin refuses has been turned away above, before it learnt anything, not even the blob's size.
+      const range = tryParseRange(localRange, local.info.contentLength);
+      const covering = range ? piecesOf(range, local.info.pieceSize) : [];
+      // The whole blob as a Range read is served from here only once it matched its digest: no download is behind
+      // this answer to hold its last block back until then.
+      const whole = range !== undefined && range.start === 0 && range.end === local.info.contentLength - 1;
+      if (range && covering.every((n) => local.has(n)) && (!whole || local.complete) && (await local.recheck(covering)).length === 0) {
+        writeHead(res, local, range);
+        // No download behind this answer: a piece dropped meanwhile (another reader found it bad) ends it with an
+        // error rather than a wait for a fetch nobody makes.
+        await streamTask({ task: local, done: Promise.resolve(local), want: () => false }, res, { ...range, signal: ac.signal, pool: c.pool });
+        res.end();
+        c.metrics.proxyRequests.inc({ kind: 'cache', status: 206 });
+        return;
+      }
+    }
     let dl: Download;
     try {
       // Opened without fetching anything: a client the origin refuses must not make this node download a byte.
