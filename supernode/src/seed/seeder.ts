@@ -123,7 +123,9 @@ export class Seeder {
   readonly #sources = new Map<string, Map<string, Source>>();
   /** Registrations under way, with the signal of the session whose probe it is (the one that created it). */
   readonly #registering = new Map<string, { p: Promise<TaskMeta>; signal?: AbortSignal }>();
+  /** Piece seeds under way, by `<task>:<record generation>:<piece>`. */
   readonly #inflight = new Map<string, Promise<string>>();
+  /** One sequential read per record of an origin without Range, by `<task>:<record generation>`. */
   readonly #whole = new Map<string, Promise<void>>();
   readonly #checks = new Map<string, DigestCheck>();
   readonly #refused = new Map<string, number>();
@@ -239,8 +241,8 @@ export class Seeder {
 
   /** Whether the task is being registered, seeded or read whole from the origin right now (GC leaves it alone). */
   busy(taskId: string): boolean {
-    if (this.#registering.has(taskId) || this.#whole.has(taskId)) return true;
-    for (const key of this.#inflight.keys()) if (key.startsWith(`${taskId}:`)) return true;
+    if (this.#registering.has(taskId)) return true;
+    for (const key of [...this.#inflight.keys(), ...this.#whole.keys()]) if (key.startsWith(`${taskId}:`)) return true;
     return false;
   }
 
@@ -546,10 +548,12 @@ export class Seeder {
 
   /** Waits for piece `n` of a task whose origin ignores Range, starting the one sequential read if needed. */
   async #waitWhole(meta: TaskMeta, n: number, source: Source): Promise<string> {
-    let run = this.#whole.get(meta.taskId);
+    // Keyed by record, as the piece seeds are: a task registered again (another version) never joins the old read.
+    const key = `${meta.taskId}:${this.#generation(meta)}`;
+    let run = this.#whole.get(key);
     if (!run) {
-      run = this.#readWhole(meta, source).finally(() => this.#whole.delete(meta.taskId));
-      this.#whole.set(meta.taskId, run);
+      run = this.#readWhole(meta, source).finally(() => this.#whole.delete(key));
+      this.#whole.set(key, run);
     }
     // Done as soon as this piece is recorded, not when the whole object has been read (downloaders of early pieces
     // get their last block now). The object's last piece waits for the read's end: recording it completes the digest
@@ -594,7 +598,12 @@ export class Seeder {
           pace: this.#pace,
           signal,
         }),
-      );
+      ).catch((err: unknown) => {
+        // A body the write never read to its end (the data file would not open, the write failed) is given up, not
+        // left holding its origin connection.
+        discardPieceBody(body);
+        throw err;
+      });
     } catch (err) {
       // Cut for being too slow or too long: the same failure as a piece's transfer cut for it.
       if (isTransferTimeout(err)) throw snError('SN_SEED_FAILED', `${meta.taskId} (one sequential read): ${describeError(err)}`, err);
