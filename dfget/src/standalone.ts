@@ -9,7 +9,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
-import { createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool, BulkClient } from '@damselfly/shared';
+import { aborted, createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool, BulkClient } from '@damselfly/shared';
 import { LocalStore, Peer, SupernodePool, clusterTls, createPeerMetrics, engineOptions, streamTask } from '@damselfly/peer';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
@@ -102,23 +102,17 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
   }
 }
 
-/** Rejects with the signal's reason once it aborts (never resolves); handled, so an abort after the race is no crash. */
-function aborted(signal: AbortSignal): Promise<never> {
-  const p = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-  });
-  p.catch(() => {});
-  return p;
-}
+/** A cache directory that could not be made or opened, and one that filled up. */
+const CANNOT_MAKE = ['ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR'];
+const FULL = ['ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL'];
 
 /**
  * The cache beside the output could not be made or filled: the output's own directory or disk (exit 5), said as
  * writing the output would have said it.
  */
 function besideError(sink: FileSink, err: unknown): unknown {
-  if (!hasCode(err, 'ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'ENOTDIR', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL')) return err;
-  const full = hasCode(err, 'ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL');
+  if (!hasCode(err, ...CANNOT_MAKE, ...FULL)) return err;
+  const full = hasCode(err, ...FULL);
   return sink.failure ?? dfgetError('DFGET_OUTPUT', `${sink.output}: ${full ? 'no space left on device' : (err as Error).message}`, err);
 }
 
@@ -127,7 +121,7 @@ function besideError(sink: FileSink, err: unknown): unknown {
  * failure (3) naming TMPDIR so the user can move it, rather than an unclassified error.
  */
 function tmpdirError(err: unknown): unknown {
-  if (!hasCode(err, 'ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'ENOTDIR', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL')) return err;
-  const full = hasCode(err, 'ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL');
+  if (!hasCode(err, ...CANNOT_MAKE, ...FULL)) return err;
+  const full = hasCode(err, ...FULL);
   return dfgetError('DFGET_HTTP', `dfget's cache in ${tmpdir()} ${full ? 'is full' : 'cannot be made'} (set TMPDIR elsewhere): ${(err as Error).message}`, err);
 }

@@ -4,7 +4,7 @@
  * mismatch, a refusal), which a dropped connection alone cannot.
  */
 import { Client, type Dispatcher } from 'undici';
-import { VERIFIED_HEADER } from '@damselfly/shared';
+import { VERIFIED_HEADER, validatorOf } from '@damselfly/shared';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
 import type { Progress } from './progress.js';
@@ -47,8 +47,7 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
     const cutAt = what();
     // Without a digest only the version's ETag ties the rest to the start: the daemon answers the whole object
     // instead of a part when its copy is another version now (refused below), never a part of another version.
-    const etag = res.headers.etag;
-    const version = typeof etag === 'string' && !etag.startsWith('W/') ? etag : undefined;
+    const version = validatorOf(res.headers);
     const again = await ask(client, o, signal, sink.bytes, version);
     if (!again) throw dfgetError('DFGET_HTTP', `${cutAt}, and is gone`);
     // The rest of the same object: from where it stopped, of the same total size and ETag (a different one is another

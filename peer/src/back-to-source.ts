@@ -35,7 +35,7 @@ export async function backToSource(task: LocalTask, req: BackSourceRequest, prob
   // Without a digest, the version's validator goes with every range: pieces of a later version are refused
   // (ORIGIN_CHANGED) rather than stitched to these. With one, the digest says it, and replicas that disagree on their
   // ETags cannot fail a pull that would have matched.
-  const validator = task.info.digest ? undefined : (task.info.validator ?? p.validator);
+  const validator = task.info.digest ? undefined : p.validator;
   const origin = { url: req.url, headers: req.headers, dispatcher: req.dispatcher, signal: req.signal, total: task.info.contentLength, ...(validator ? { validator } : {}) };
   const missing = (req.pieces ?? task.missing()).filter((n) => !task.has(n));
   if (missing.length === 0) return;

@@ -48,6 +48,6 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
  * version. An object whose origin sends no ETag has no version to compare: its pieces are kept, as the supernode keeps
  * its own.
  */
-function sameObject(kept: TaskInfo, now: TaskInfo): boolean {
+export function sameObject(kept: TaskInfo, now: TaskInfo): boolean {
   return kept.contentLength === now.contentLength && kept.pieceSize === now.pieceSize && (now.digest !== undefined || kept.validator === now.validator);
 }

@@ -6,6 +6,7 @@ import { setMaxListeners } from 'node:events';
 import { describeError, originError, paceAll, type Assignment, type Logger, type TaskInfo, type WantResult } from '@damselfly/shared';
 import type { ConductorComponents, ConductorOptions, DownloadRequest } from './conductor.js';
 import type { LocalTask } from './local-task.js';
+import { sameObject } from './local-store.js';
 import type { SupernodeClient } from './supernode-client.js';
 import type { Wants } from './wants.js';
 import { fetchPiece } from './piece-fetcher.js';
@@ -192,7 +193,7 @@ export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClien
         const again = await client.request<TaskInfo>({ type: 'task:register', url: h.req.url.href, digest: task.info.digest, headers: h.req.headers, ...haveOf(task) }, { signal });
         // A record made again meanwhile (the object changed, the supernode lost its copy) may be of another version
         // or cut: this run's pieces are not built on (the run fails and its task is dropped; the next one starts anew).
-        if (!task.info.digest && (again.validator !== task.info.validator || again.contentLength !== task.info.contentLength || again.pieceSize !== task.info.pieceSize)) {
+        if (!task.info.digest && !sameObject(task.info, again)) {
           throw originError('ORIGIN_CHANGED', `${task.info.taskId} is ${again.validator ?? 'without ETag'} at the supernode now, not ${task.info.validator ?? 'without ETag'}`);
         }
         announced = new Set();

@@ -3,7 +3,7 @@
  * requests, dfget), and the dependencies they need.
  */
 import { setMaxListeners } from 'node:events';
-import { RateMeters, TokenBucket, describeError } from '@damselfly/shared';
+import { RateMeters, TokenBucket, aborted, describeError } from '@damselfly/shared';
 import { Conductor, type ConductorComponents, type ConductorOptions, type DownloadRequest, type NodeLimits } from './conductor.js';
 import type { LocalTask } from './local-task.js';
 import { peerError } from './errors.js';
@@ -73,11 +73,4 @@ export class Peer {
     this.#stop.abort(peerError('DF_SHUTTING_DOWN'));
     await Promise.allSettled([...this.#running.values()].map((r) => r.done));
   }
-}
-
-function aborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-  });
 }

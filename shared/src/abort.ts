@@ -14,6 +14,19 @@ export function sleep(ms: number, { signal }: { signal?: AbortSignal } = {}): Pr
   });
 }
 
+/**
+ * Rejects with the signal's reason once it aborts, never resolves: the losing side of a race against some work. It is
+ * handled here, so an abort after the race was decided is no unhandled rejection.
+ */
+export function aborted(signal: AbortSignal): Promise<never> {
+  const p = new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+  p.catch(() => {});
+  return p;
+}
+
 /** Drops a response body we will not read, without an unhandled 'error' from the abort. */
 export function discard(body: NodeJS.ReadableStream & { destroy(err?: Error): unknown }): void {
   body.on('error', () => {});

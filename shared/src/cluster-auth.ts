@@ -159,11 +159,17 @@ export function operatorToken(secret: Buffer): string {
   return createHash('sha256').update('damselfly-operator:').update(secret).digest('hex');
 }
 
+/** The token of `Authorization: Bearer <token>`; without one, AUTH_REQUIRED saying `missing` (which token, from where). */
+function bearer(authorization: string | undefined, missing: string): string {
+  const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
+  if (!m) throw authError('AUTH_REQUIRED', missing);
+  return m[1]!.trim();
+}
+
 /** `Authorization: Bearer <operator token>` for the operator REST API. */
 export function verifyOperatorToken(secret: Buffer, authorization: string | undefined): void {
-  const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
-  if (!m) throw authError('AUTH_REQUIRED', 'send Authorization: Bearer <operator token> (dfctl token prints it)');
-  if (!sameText(m[1]!.trim(), operatorToken(secret))) throw authError('AUTH_INVALID', 'wrong token (the operator token, not the cluster secret: dfctl token prints it)');
+  const got = bearer(authorization, 'send Authorization: Bearer <operator token> (dfctl token prints it)');
+  if (!sameText(got, operatorToken(secret))) throw authError('AUTH_INVALID', 'wrong token (the operator token, not the cluster secret: dfctl token prints it)');
 }
 
 /**
@@ -180,9 +186,7 @@ export function metricsToken(secret: Buffer): string {
  * supernode's, where it is the operator's own credential anyway). A dfdaemon refuses it: it is not for nodes.
  */
 export function verifyMetricsToken(secret: Buffer, authorization: string | undefined, { operator = false }: { operator?: boolean } = {}): void {
-  const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
-  if (!m) throw authError('AUTH_REQUIRED', 'send Authorization: Bearer <metrics token> (dfctl token --metrics prints it)');
-  const got = m[1]!.trim();
+  const got = bearer(authorization, 'send Authorization: Bearer <metrics token> (dfctl token --metrics prints it)');
   if (sameText(got, metricsToken(secret)) || (operator && sameText(got, operatorToken(secret)))) return;
   throw authError('AUTH_INVALID', `wrong token (the metrics token${operator ? ' or the operator token' : ''}, not the cluster secret: dfctl token --metrics prints it)`);
 }

@@ -170,8 +170,8 @@ function isRange(contentRange: string | undefined, start: number, end: number, t
   return !!m && Number(m[1]) === start && Number(m[2]) === end && (total === undefined || Number(m[3]) === total);
 }
 
-/** A strong ETag (a weak one may not be used in If-Range). */
-function validatorOf(h: Record<string, string | string[] | undefined>): string | undefined {
+/** An answer's strong ETag, its version (a weak one may not be used in If-Range); undefined without one. */
+export function validatorOf(h: Record<string, string | string[] | undefined>): string | undefined {
   const etag = firstHeader(h, 'etag');
   return etag && !etag.startsWith('W/') ? etag : undefined;
 }
@@ -255,7 +255,7 @@ export async function fetchOriginRange(req: OriginRequest, start: number, end: n
       // A status the full client maps to an error is asked again there; only a different way of answering (a
       // redirect, no Range) sends this origin to the full client for good. Asked with If-Range, a 200 of another
       // version says the object changed, not how the origin answers.
-      const changed = res.statusCode === 200 && req.validator !== undefined && res.headers.etag !== req.validator;
+      const changed = res.statusCode === 200 && req.validator !== undefined && validatorOf(res.headers) !== req.validator;
       if ((res.statusCode >= 300 && res.statusCode < 400) || (res.statusCode === 200 && !changed)) remember(fast, origin);
     } catch (err) {
       if (req.signal?.aborted) throw err;

@@ -291,10 +291,10 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     const had = this.#pieces.get(n);
     if (had) return had.root;
     // Removed (or replaced by a task of another version under the same id, in the same index): nothing is recorded.
-    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
+    this.#assertOpen();
     await this.#index.putPiece(this.geometry.taskId, n, joinBlocks(blocks));
     // Closed while the record was written: not announced (a record left behind is re-hashed before use at start-up).
-    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
+    this.#assertOpen();
     const root = pieceRoot(blocks);
     const raced = this.#pieces.get(n);
     if (raced) return raced.root;
@@ -314,7 +314,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
   async withFile<R>(fn: (fh: FileHandle) => Promise<R>): Promise<R> {
     // Reopened after the removal, the cache would keep a handle on the unlinked file under the path a new task of
     // the same id then gets.
-    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
+    this.#assertOpen();
     return this.#handles.use(this.dataPath, fn);
   }
 
@@ -327,7 +327,7 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     if (!piece) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}#${n}`);
     if (this.#checked.has(n)) return;
     // Its path may hold another task's file now: never read back, nor dropped on what is there.
-    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
+    this.#assertOpen();
     const { start, length } = this.range(n);
     try {
       await verifyStoredPiece(this.dataPath, start, length, piece.blocks, `${this.geometry.taskId}#${n}`);
@@ -456,6 +456,11 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
 
   resetFailure(): void {
     this.#failure = undefined;
+  }
+
+  /** A removed task (its id may be another task's now) touches neither the data file nor the index again. */
+  #assertOpen(): void {
+    if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
   }
 
   async close(): Promise<void> {

@@ -48,11 +48,7 @@ function readOrExit(file: string, what: string): Buffer {
 function secretOf(o: { clusterSecretFile?: string }): string | undefined {
   const file = o.clusterSecretFile ?? process.env.DAMSELFLY_CLUSTER_SECRET_FILE;
   if (!file) return process.env.DAMSELFLY_CLUSTER_SECRET?.trim() || undefined;
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch (err) {
-    throw new Exit(2, `cannot read the cluster secret file ${file}: ${(err as Error).message}`);
-  }
+  return readOrExit(file, 'the cluster secret file').toString('utf8').trim();
 }
 
 function client(o: Common): { base: string; headers: Record<string, string>; dispatcher?: Dispatcher } {
