@@ -87,22 +87,22 @@ export function planEvictions(entries: readonly CacheEntry[], p: EvictionPolicy)
       }
     }
   }
-  if (used > p.quota * p.high) {
-    const lru = entries.filter((e) => !gone.has(e.id) && evictable(e)).sort((a, b) => a.lastAccess - b.lastAccess);
-    for (const e of lru) {
-      if (used <= p.quota * p.low) break;
-      evict.push({ id: e.id, bytes: e.bytes, why: 'quota' });
-      used -= e.bytes;
-    }
-  }
+  // Past the high watermark, or more tasks than allowed: the least recently used evictable tasks go, first down to
+  // the low watermark ('quota'), then, from where that stopped, down to the count ('count').
+  const overHigh = used > p.quota * p.high;
   let count = entries.length - evict.length;
-  if (p.maxTasks !== undefined && count > p.maxTasks) {
-    const taken = new Set(evict.map((e) => e.id));
-    const lru = entries.filter((e) => !taken.has(e.id) && evictable(e)).sort((a, b) => a.lastAccess - b.lastAccess);
-    for (const e of lru) {
-      if (count <= p.maxTasks) break;
-      evict.push({ id: e.id, bytes: e.bytes, why: 'count' });
-      used -= e.bytes;
+  const overCount = () => p.maxTasks !== undefined && count > p.maxTasks;
+  if (overHigh || overCount()) {
+    const lru = entries.filter((e) => !gone.has(e.id) && evictable(e)).sort((a, b) => a.lastAccess - b.lastAccess);
+    let i = 0;
+    for (; overHigh && i < lru.length && used > p.quota * p.low; i++) {
+      evict.push({ id: lru[i]!.id, bytes: lru[i]!.bytes, why: 'quota' });
+      used -= lru[i]!.bytes;
+      count--;
+    }
+    for (; i < lru.length && overCount(); i++) {
+      evict.push({ id: lru[i]!.id, bytes: lru[i]!.bytes, why: 'count' });
+      used -= lru[i]!.bytes;
       count--;
     }
   }

@@ -31,19 +31,15 @@ export async function checkAdvertisedBase(
   if (!base) throw snError('SN_BAD_ADVERTISE', `${JSON.stringify(raw.slice(0, 200))} (want scheme://host:port and nothing else)`);
   const host = new URL(base).hostname.replace(/^\[|\]$/g, '');
   const remote = remoteAddress ? unmapAddress(remoteAddress) : undefined;
-  if (isIP(unmapAddress(host))) {
-    const a = unmapAddress(host);
-    if (a === remote || inList(allowed, a) || (remote && isLoopbackHost(remote) && ownAddresses().has(a))) return base;
-  } else {
-    const addresses = (await resolveWithin(host, resolve, deadlineMs, signal)).map(unmapAddress);
-    // A session over loopback comes from this very host: any address of this host's is its own (an all-in-one node
-    // talks to its supernode over 127.0.0.1 but advertises its interface address to other nodes).
-    const own = remote && isLoopbackHost(remote) ? ownAddresses() : new Set<string>();
-    const checked = addresses.find((a) => a === remote) ?? addresses.find((a) => inList(allowed, a)) ?? addresses.find((a) => own.has(a));
-    // The name is handed on as the address it was checked at: one of its other addresses, or a new answer by the
-    // time a downloader resolves it (rebinding), could point anywhere.
-    if (checked) return withHost(base, checked);
-  }
+  const literal = isIP(unmapAddress(host)) !== 0;
+  const addresses = literal ? [unmapAddress(host)] : (await resolveWithin(host, resolve, deadlineMs, signal)).map(unmapAddress);
+  // A session over loopback comes from this very host: any address of this host's is its own (an all-in-one node
+  // talks to its supernode over 127.0.0.1 but advertises its interface address to other nodes).
+  const own = remote && isLoopbackHost(remote) ? ownAddresses() : new Set<string>();
+  const checked = addresses.find((a) => a === remote) ?? addresses.find((a) => inList(allowed, a)) ?? addresses.find((a) => own.has(a));
+  // A name is handed on as the address it was checked at: one of its other addresses, or a new answer by the time a
+  // downloader resolves it (rebinding), could point anywhere. An address literal is handed on as given.
+  if (checked) return literal ? base : withHost(base, checked);
   throw snError('SN_BAD_ADVERTISE', `${host} is not this session's address (${remote ?? 'unknown'}); allow it with advertiseCidrs`);
 }
 
