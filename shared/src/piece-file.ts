@@ -3,7 +3,7 @@
  * block is checked against the supernode's record (from the assignment, or framed in the supernode's own body) before
  * it is written, and reported verified once it is on disk; a piece read back from disk is checked block by block too.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { errorFactory, type ErrorTable } from './errors.js';
@@ -126,6 +126,12 @@ export class PieceSink {
   readonly blocks: string[] = [];
   #inBlock = 0;
   #buf?: Buffer;
+  /**
+   * The current block's hash, fed each run of bytes as it is copied in: when its last byte lands only that run is
+   * left to hash, not the whole 256 KiB (0.15–0.19 ms at this project's measured sha256 rate), so a block reaches
+   * its readers that much sooner on every hop. The bytes are hashed while still in cache from their copy.
+   */
+  #hash?: Hash;
   /** Framed: the current block is whole and its hash is being read (#theirsGot bytes of it so far). */
   #readingHash = false;
   readonly #theirs: Buffer;
@@ -187,9 +193,11 @@ export class PieceSink {
       if (!this.#buf) {
         if (this.#writes >= WRITES_AHEAD) break;
         this.#buf = gather.take();
+        this.#hash = createHash('sha256');
       }
       const take = Math.min(this.#blockLen(b) - this.#inBlock, chunk.length - off);
       chunk.copy(this.#buf, this.#inBlock, off, off + take);
+      this.#hash!.update(this.#buf.subarray(this.#inBlock, this.#inBlock + take));
       this.#inBlock += take;
       off += take;
       if (this.#inBlock === this.#blockLen(b)) {
@@ -232,6 +240,7 @@ export class PieceSink {
   drop(): void {
     if (this.#buf) gather.release(this.#buf);
     this.#buf = undefined;
+    this.#hash = undefined;
     this.#error ??= pieceError('PIECE_SHORT', `${this.#o.label ?? `@${this.#offset}`}: the attempt was abandoned`);
   }
 
@@ -239,7 +248,8 @@ export class PieceSink {
     const buf = this.#buf!;
     const size = this.#inBlock;
     const bytes = buf.subarray(0, size);
-    const sha = createHash('sha256').update(bytes).digest('hex');
+    const sha = this.#hash!.digest('hex');
+    this.#hash = undefined;
     this.#buf = undefined;
     this.#inBlock = 0;
     this.#readingHash = false;
