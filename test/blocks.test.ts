@@ -6,7 +6,8 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { open, readFile, readdir, writeFile } from 'node:fs/promises';
+import { open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { Agent, Client, request } from 'undici';
@@ -34,6 +35,7 @@ import {
   writeFully,
   writeWholeStream,
   holdBlock,
+  isDiskFull,
   serveBlocks,
   type HeldBlock,
   type TaskInfo,
@@ -381,6 +383,61 @@ t.test('a data file with no record (a crash between the two) is removed at start
   const names = (await readdir(join(dir, 'tasks'))).sort();
   t.same(names, [`${'c'.repeat(64)}.data`, 'notes.txt'], 'the orphan is gone, the task’s file and a foreign file stay');
   t.ok(store.get(info.taskId), 'and the task is there');
+});
+
+t.test('a record whose data file is gone (a removal cut short on a full disk) is dropped at start, not served from', async (t) => {
+  const dir = await tempDir(t);
+  const first = new LocalStore(dir);
+  await first.start();
+  const gone: TaskInfo = { taskId: 'a'.repeat(64), contentLength: MiB, pieceSize: MiB, pieceCount: 1, public: true };
+  const kept: TaskInfo = { ...gone, taskId: 'b'.repeat(64) };
+  await first.open(gone, 'http://origin.test/gone');
+  await first.open(kept, 'http://origin.test/kept');
+  await first.stop();
+  await rm(join(dir, 'tasks', `${gone.taskId}.data`));
+  const store = new LocalStore(dir);
+  await store.start();
+  t.notOk(store.get(gone.taskId), 'the task without its file is not loaded');
+  t.ok(store.get(kept.taskId), 'the other one is');
+  await store.stop();
+  const again = new LocalStore(dir);
+  await again.start();
+  t.teardown(() => again.stop());
+  t.same([...again.tasks()].map((x) => x.info.taskId), [kept.taskId], 'and its record is gone from the index for good');
+});
+
+t.test('a full disk (real tmpfs): an index write says so, and a removal still frees its file though the index cannot log', { skip: process.getuid?.() === 0 ? false : 'needs root to mount a tmpfs' }, async (t) => {
+  const dir = await tempDir(t);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+  t.teardown(() => execFileSync('umount', ['-l', dir]));
+  const store = new LocalStore(dir);
+  await store.start();
+  t.teardown(() => store.stop().catch(() => {}));
+  const big: TaskInfo = { taskId: '1'.repeat(64), contentLength: 2 * MiB, pieceSize: MiB, pieceCount: 2, public: true };
+  await store.open(big, 'http://origin.test/big');
+  const data = join(dir, 'tasks', `${big.taskId}.data`);
+  await writeFile(data, makeBlob(2 * MiB, 30));
+  // Fill what is left, then make index writes until the index's log has no room either.
+  await writeFile(join(dir, 'filler'), Buffer.alloc(4 * MiB)).catch((err: NodeJS.ErrnoException) => t.equal(err.code, 'ENOSPC', 'the disk is full'));
+  let full: unknown;
+  for (let i = 0; i < 10_000 && !full; i++) {
+    const id = (i + 2).toString(16).padStart(64, '0');
+    await store.open({ ...big, taskId: id, contentLength: MiB, pieceCount: 1 }, `http://origin.test/${i}`).catch((err: unknown) => (full = err));
+  }
+  // LevelDB says only "IO error" (its errno is in the message): the filesystem is asked.
+  t.equal((full as { code?: string }).code, 'DF_DISK_FULL', `an index write on the full disk is a disk-full error (${(full as Error)?.message})`);
+  t.equal(((full as Error).cause as { code?: string }).code, 'INDEX_DISK_FULL');
+  t.ok(isDiskFull((full as Error).cause));
+  t.equal((full as { status?: number }).status, 507);
+  // The removal GC makes under pressure: without its file going first it would fail, and the space never come back.
+  await store.remove(big.taskId);
+  await t.rejects(readFile(data), { code: 'ENOENT' }, 'the data file is gone');
+  t.notOk(store.get(big.taskId));
+  await store.stop();
+  const again = new LocalStore(dir);
+  await again.start();
+  t.teardown(() => again.stop());
+  t.notOk(again.get(big.taskId), 'after a restart the removed task stays removed');
 });
 
 t.test('a piece another reader found bad and dropped: a reader of a finished download gets an error, not a wait for good', async (t) => {

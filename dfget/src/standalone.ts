@@ -84,7 +84,7 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
     if (signal.aborted) throw signal.reason;
     // streamTask reports a failed write as "client went away": the sink knows the real cause (the user's disk).
     if (sink.failure) throw sink.failure;
-    if (hasCode(err, 'DF_DISK_FULL', 'PIECE_DISK_FULL')) throw cacheError(err);
+    if (hasCode(err, ...FULL)) throw cacheError(err);
     throw err;
   } finally {
     const wind = async () => {
@@ -104,7 +104,7 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
 
 /** A cache directory that could not be made or opened, and one that filled up. */
 const CANNOT_MAKE = ['ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR'];
-const FULL = ['ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL'];
+const FULL = ['ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL', 'INDEX_DISK_FULL'];
 
 /**
  * The cache beside the output could not be made or filled: the output's own directory or disk (exit 5), said as

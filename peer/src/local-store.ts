@@ -3,7 +3,7 @@
  * verified pieces) holding `LocalTask`s. On start it reloads the index, so a restart finds every verified piece again;
  * pieces are re-checked whenever they are read.
  */
-import { PieceStore, displayUrl, type TaskInfo } from '@damselfly/shared';
+import { PieceStore, displayUrl, isDiskFull, type TaskInfo } from '@damselfly/shared';
 import { LocalTask, type LocalTaskMeta } from './local-task.js';
 import { peerError } from './errors.js';
 
@@ -37,7 +37,7 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
     try {
       return await this.create({ info, url, complete: false, lastAccess: Date.now() });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw peerError('DF_DISK_FULL', this.dataPath(info.taskId), err);
+      if (isDiskFull(err)) throw peerError('DF_DISK_FULL', this.dataPath(info.taskId), err);
       throw err;
     }
   }

@@ -2,7 +2,7 @@
  * What a failed piece transfer means: what the supernode is told it was (its blame and scheduling depend on it), and
  * whether the download tries again, registers again, or ends. Pure: the run keeps the counts.
  */
-import { describeError, isTransferTimeout, originError, sharedError } from '@damselfly/shared';
+import { describeError, isDiskFull, isTransferTimeout, originError, sharedError } from '@damselfly/shared';
 import { peerError } from './errors.js';
 
 /** Statuses from the origin that retrying or another route will not change: pass them to the client. */
@@ -41,7 +41,7 @@ export function judgeFailure(err: unknown, f: FailureContext): FailureVerdict {
   const code = (err as { code?: string }).code;
   const status = (err as { status?: number }).status;
   const remoteCode = (err as { remoteCode?: string }).remoteCode ?? '';
-  if (code === 'PIECE_DISK_FULL') return { fatal: peerError('DF_DISK_FULL', describeError(err), err) };
+  if (isDiskFull(err)) return { fatal: peerError('DF_DISK_FULL', describeError(err), err) };
   // What an answer says of the task is taken from the supernode only: a peer's upload server could say anything, and
   // any of these would end the download (and drop what it cached) on a word from an untrusted member.
   if (f.fromSupernode) {

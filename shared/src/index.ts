@@ -37,3 +37,4 @@ export * from './serve-blocks.js';
 export * from './digest-check.js';
 export * from './piece-store.js';
 export * from './advertise-host.js';
+export * from './disk-full.js';

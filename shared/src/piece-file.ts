@@ -11,6 +11,7 @@ import { discard } from './abort.js';
 import { BLOCK_HASH_BYTES, BLOCK_SIZE, blockCountFor } from './blocks.js';
 import { BufferPool } from './buffer-pool.js';
 import { readFileChunks } from './file-chunks.js';
+import { isDiskFull } from './disk-full.js';
 
 export const PieceErrors = {
   PIECE_SHORT: { message: 'piece body has the wrong length: %s', status: 502 },
@@ -391,7 +392,7 @@ export async function writePiece(fh: FileHandle, offset: number, length: number,
     // Blocks already checked finish their writes (and are reported) before this attempt is over.
     for (const s of sinks) s.drop();
     await Promise.allSettled(sinks.map((s) => s.finish()));
-    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', label, err);
+    if (isDiskFull(err)) throw pieceError('PIECE_DISK_FULL', label, err);
     throw err;
   }
   if (!sinks.every((s) => s.done)) {
@@ -492,7 +493,7 @@ export async function writeWholeStream(
       sink.drop();
       await sink.finish().catch(() => {});
     }
-    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw pieceError('PIECE_DISK_FULL', `@${pos}`, err);
+    if (isDiskFull(err)) throw pieceError('PIECE_DISK_FULL', `@${pos}`, err);
     throw err;
   }
   if (pos !== length) throw pieceError('PIECE_SHORT', `origin body ended at ${pos} of ${length} bytes`);

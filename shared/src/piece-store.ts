@@ -7,7 +7,7 @@
  * recorded; nothing of a piece in flight is persisted, so a crash never leaves a block marked verified.
  */
 import { EventEmitter } from 'node:events';
-import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
+import { access, mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
@@ -15,6 +15,7 @@ import { blockCountFor, joinBlocks, pieceRoot, splitBlocks } from './blocks.js';
 import { pieceRange } from './piece-size.js';
 import { discardPieceBody, holdBlock, pieceError, verifyStoredPiece, writePiece, type HeldBlock, type Pace, type PieceBody } from './piece-file.js';
 import { isDigestMismatch } from './errors.js';
+import { isDiskFull } from './disk-full.js';
 
 /** What the store needs to know of a task to place its pieces and blocks. */
 export interface TaskGeometry {
@@ -505,12 +506,20 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
   async start(migrate?: (meta: Meta) => Meta | undefined): Promise<void> {
     await mkdir(join(this.#o.dataDir, 'tasks'), { recursive: true });
     await this.#index.start();
+    const orphans: string[] = [];
     for await (const [id, stored] of this.#index.tasks()) {
+      // A record whose data file is gone (a removal on a full disk cut short, an operator's cleanup) has nothing to
+      // serve: it goes, rather than become a task whose every read fails.
+      if (!(await exists(this.dataPath(id)))) {
+        orphans.push(id);
+        continue;
+      }
       const rewritten = migrate?.(stored);
       if (rewritten) await this.#index.putTask(id, rewritten);
       const meta = rewritten ?? stored;
       this.#adopt(meta, await this.#index.pieces(id));
     }
+    for (const id of orphans) await this.#index.deleteTask(id);
     // A crash between a task's data file and its record (created: the file first; removed: the record first) leaves a
     // data file nothing accounts for: GC never sees it, and the disk it takes is lost for good. Such files go now.
     const dir = join(this.#o.dataDir, 'tasks');
@@ -561,7 +570,16 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
     const removal = (async () => {
       await before?.catch(() => {});
       if (t) await t.close();
-      await this.#index.deleteTask(taskId);
+      try {
+        await this.#index.deleteTask(taskId);
+      } catch (err) {
+        // The record goes first, so that no record ever names a file that is gone; but on a full disk the index
+        // cannot log even a deletion, and the space this removal is for would never come back: the file goes first
+        // then, and the record after it, in the room it left (start-up drops a record whose file is gone).
+        if (!isDiskFull(err)) throw err;
+        await rm(this.dataPath(taskId), { force: true });
+        await this.#index.deleteTask(taskId);
+      }
       await rm(this.dataPath(taskId), { force: true });
     })();
     this.#removing.set(taskId, removal);
@@ -591,5 +609,16 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
     task.on('piece:dropped', (n) => this.emit('piece:dropped', geometry.taskId, n));
     this.#tasks.set(geometry.taskId, task);
     return task;
+  }
+}
+
+/** Only a file that is not there counts as gone: any other failure to look (permissions, I/O) is thrown. */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
   }
 }

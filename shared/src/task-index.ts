@@ -5,14 +5,34 @@
  * disk before a crash is found and fetched again, never served.
  */
 import { Level } from 'level';
+import { errorFactory, type ErrorTable } from './errors.js';
+import { noRoomOn } from './disk-full.js';
+
+export const IndexErrors = {
+  INDEX_DISK_FULL: { message: 'no space left writing the task index: %s', status: 507 },
+} as const satisfies ErrorTable<string>;
+
+const indexError = errorFactory(IndexErrors);
 
 const pieceKey = (taskId: string, n: number) => `piece:${taskId}:${n.toString().padStart(8, '0')}`;
 
 export class TaskIndex<Meta> {
   readonly #db: Level<string, string>;
+  readonly #path: string;
 
   constructor(path: string) {
+    this.#path = path;
     this.#db = new Level<string, string>(path, { valueEncoding: 'utf8' });
+  }
+
+  /** A write that failed on a full disk says so (see disk-full.ts); any other failure is passed on as it is. */
+  async #write(what: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (await noRoomOn(this.#path)) throw indexError('INDEX_DISK_FULL', `${what} (${this.#path})`, err);
+      throw err;
+    }
   }
 
   async start(): Promise<void> {
@@ -29,7 +49,7 @@ export class TaskIndex<Meta> {
   }
 
   async putTask(taskId: string, meta: Meta): Promise<void> {
-    await this.#db.put(`task:${taskId}`, JSON.stringify(meta));
+    await this.#write(`task ${taskId}`, () => this.#db.put(`task:${taskId}`, JSON.stringify(meta)));
   }
 
   /** Removes a task and all its piece records. */
@@ -37,7 +57,7 @@ export class TaskIndex<Meta> {
     const batch = this.#db.batch();
     for await (const key of this.#db.keys({ gte: `piece:${taskId}:`, lt: `piece:${taskId};` })) batch.del(key);
     batch.del(`task:${taskId}`);
-    await batch.write();
+    await this.#write(`removal of task ${taskId}`, () => batch.write());
   }
 
   async *tasks(): AsyncGenerator<[string, Meta]> {
@@ -53,10 +73,10 @@ export class TaskIndex<Meta> {
   }
 
   async putPiece(taskId: string, n: number, sha256: string): Promise<void> {
-    await this.#db.put(pieceKey(taskId, n), sha256);
+    await this.#write(`piece ${n} of task ${taskId}`, () => this.#db.put(pieceKey(taskId, n), sha256));
   }
 
   async deletePiece(taskId: string, n: number): Promise<void> {
-    await this.#db.del(pieceKey(taskId, n));
+    await this.#write(`removal of piece ${n} of task ${taskId}`, () => this.#db.del(pieceKey(taskId, n)));
   }
 }

@@ -3,7 +3,7 @@
  * a client stream or an upload holds it. Under disk pressure (a write just failed for lack of space) the cache is
  * shrunk to the low watermark of what it holds now, ignoring the grace for idle tasks: space is needed at once.
  */
-import { planEvictions, type EvictionReason, type Logger } from '@damselfly/shared';
+import { describeError, planEvictions, type EvictionReason, type Logger } from '@damselfly/shared';
 import type { LocalStore, LocalTask } from '@damselfly/peer';
 
 export interface GcOptions {
@@ -54,7 +54,13 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions, log: Lo
     // download, a client or an upload leased it, or touched it). Such a task stays; the next pass sees it as it is.
     const t = store.get(e.id);
     if (!t || t.inUse || t.lastAccess > now) continue;
-    await store.remove(e.id);
+    try {
+      await store.remove(e.id);
+    } catch (err) {
+      // One removal that fails (a disk error) does not stop the pass: the others may still free what is needed.
+      log.warn({ taskId: e.id, err: describeError(err) }, 'gc:remove-failed');
+      continue;
+    }
     const why = opts.pressure && e.why === 'quota' ? 'disk_full' : e.why;
     evicted.push({ taskId: e.id, why });
     freed += e.bytes;

@@ -3,7 +3,7 @@
  * seeded, served, or has peers in it; those are never evicted. An evicted task is forgotten entirely (record, piece
  * hashes, data file, scheduling state, held credentials): a later request seeds it again from the origin.
  */
-import { planEvictions, type EvictionReason, type Logger } from '@damselfly/shared';
+import { describeError, planEvictions, type EvictionReason, type Logger } from '@damselfly/shared';
 import type { TaskStore } from './task-store.js';
 
 export interface SupernodeGcOptions {
@@ -39,7 +39,13 @@ export async function collectSupernodeGarbage(
     // (a peer registered, a piece is being served or seeded). Such a task stays; the next pass sees it as it is then.
     if (!store.get(e.id) || inUse(e.id) || store.lastAccess(e.id) > now) continue;
     forget(e.id);
-    await store.remove(e.id);
+    try {
+      await store.remove(e.id);
+    } catch (err) {
+      // One removal that fails (a disk error) does not stop the pass: the others may still free what is needed.
+      log.warn({ taskId: e.id, err: describeError(err) }, 'gc:remove-failed');
+      continue;
+    }
     evicted.push({ taskId: e.id, bytes: e.bytes, why: e.why });
     log.info({ taskId: e.id, bytes: e.bytes, why: e.why }, 'task:evicted');
   }
