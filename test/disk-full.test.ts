@@ -12,13 +12,15 @@ import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy } from './helpers/cluster.js';
 import { scrapeMetric } from './helpers/metrics.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
+import { runDfget } from './helpers/dfget-child.js';
+import { METRICS_TOKEN, tempDir } from './helpers/cluster.js';
 
 const MiB = 1024 * 1024;
 
-async function smallDisk(): Promise<string | undefined> {
+async function smallDisk(size = 'size=10m'): Promise<string | undefined> {
   const dir = await mkdtemp(join(tmpdir(), 'damselfly-tmpfs-'));
   try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=10m', 'tmpfs', dir], { stdio: 'ignore' });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', size, 'tmpfs', dir], { stdio: 'ignore' });
     return dir;
   } catch {
     await rm(dir, { recursive: true, force: true });
@@ -27,6 +29,7 @@ async function smallDisk(): Promise<string | undefined> {
 }
 
 const disk = await smallDisk();
+const snDisk = await smallDisk('size=12m');
 
 t.test('disk full (real binaries, a 10 MiB tmpfs): the client still gets the blob, the daemon gives the space back and evicts LRU, the next pull works', { skip: disk ? false : 'cannot mount a tmpfs here (needs root)' }, async (t) => {
   if (!disk) return;
@@ -76,4 +79,42 @@ t.test('disk full (real binaries, a 10 MiB tmpfs): the client still gets the blo
   t.equal(sha(ok.body), nextRef.digest);
   t.equal(await metric('damselfly_dfdaemon_proxy_requests_total', { kind: 'p2p' }), 2, 'through P2P, not around it');
   t.equal(d.child.exitCode, null, 'the dfdaemon process never went down');
+});
+
+t.test('supernode disk full (real binaries, a 12 MiB tmpfs): the seed makes room from idle tasks and the pull stays P2P', { skip: snDisk ? false : 'cannot mount a tmpfs here (needs root)' }, async (t) => {
+  if (!snDisk) return;
+  t.teardown(async () => {
+    execFileSync('umount', ['-l', snDisk]);
+    await rm(snDisk, { recursive: true, force: true });
+  });
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const old = makeBlob(6 * MiB, 23);
+  const big = makeBlob(9 * MiB, 24);
+  const oldRef = await pushBlob(reg.url, 'team/snfull', old);
+  const bigRef = await pushBlob(reg.url, 'team/snfull', big);
+  // A quota larger than the disk: only the real disk stops the supernode.
+  const sn = await spawnSupernodeProc(t, ['--data-dir', snDisk, '--disk-quota', '1GiB']);
+  const snMetric = (name: string, labels: Record<string, string> = {}) => scrapeMetric(sn.url, name, labels, { authorization: `Bearer ${METRICS_TOKEN}` });
+  // A one-shot peer pulls the old blob through the supernode and leaves: the supernode keeps 6 of its 12 MiB, idle.
+  const dir = await tempDir(t);
+  const first = await runDfget([oldRef.url, '-O', join(dir, 'old'), '--standalone', '--supernode', sn.url, '--digest', oldRef.digest, '--no-progress']);
+  t.equal(first.code, 0, `the old blob came through the supernode (${first.stderr.trim()})`);
+  const snFiles = async () => (await readdir(join(snDisk, 'tasks'))).filter((f) => f.endsWith('.data'));
+  const oldFiles = await snFiles();
+  t.equal(oldFiles.length, 1, 'the supernode holds the old blob');
+
+  // 9 MiB does not fit beside it: the seed meets the full disk, the supernode evicts the idle task, the seed goes on.
+  const d = await spawnDaemonProc(t, [sn.url]);
+  const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+  const r = await getViaProxy(d.proxyUrl, bigRef.url);
+  t.equal(r.status, 200);
+  t.equal(sha(r.body), bigRef.digest, 'the blob, whole');
+  t.equal(await scrapeMetric(d.healthUrl, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'p2p' }), 1, 'through P2P, not around it');
+  t.ok((await snMetric('damselfly_supernode_disk_full_total')) >= 1, 'the full disk is counted');
+  t.ok((await snMetric('damselfly_supernode_evictions_total', { why: 'disk_full' })) >= 1, 'the idle task was evicted for room, counted');
+  const now = await snFiles();
+  t.equal(now.length, 1, 'the supernode holds the new blob');
+  t.not(now[0], oldFiles[0], 'and no longer the old one');
+  t.equal(sn.child.exitCode, null, 'the supernode never went down');
 });

@@ -108,6 +108,7 @@ export class Supernode {
       },
       onDropped: (taskId) => this.#leaveSwarm(taskId),
       onRecorded: (taskId) => this.scheduler.wake(taskId),
+      onDiskFull: () => this.relieveDiskPressure(),
     });
     this.preheat = new PreheatJobs({
       seeder: this.seeder,
@@ -231,8 +232,24 @@ export class Supernode {
 
   /** One disk GC pass (quota watermarks, TTL), never touching a task in use; refreshes the cache metrics. */
   gc(now = Date.now()): Promise<SupernodeGcResult> {
-    this.#gcRunning ??= this.#gcPass(now).finally(() => (this.#gcRunning = undefined));
+    this.#gcRunning ??= this.#gcPass(now, false).finally(() => (this.#gcRunning = undefined));
     return this.#gcRunning;
+  }
+
+  #relieving?: Promise<SupernodeGcResult>;
+
+  /**
+   * A seed found the disk full (a quota larger than the disk, or a disk shared with other data): once any running
+   * pass is done, shrink the cache to make room now, so the seed's next attempt fits. Seeds failing together share
+   * one pass.
+   */
+  relieveDiskPressure(): Promise<SupernodeGcResult> {
+    this.#relieving ??= (async () => {
+      await this.#gcRunning?.catch(() => {});
+      this.metrics.diskFull.inc();
+      return this.#gcPass(Date.now(), true);
+    })().finally(() => (this.#relieving = undefined));
+    return this.#relieving;
   }
 
   /**
@@ -245,7 +262,7 @@ export class Supernode {
     this.traffic.forgetTask(taskId);
   }
 
-  async #gcPass(now: number): Promise<SupernodeGcResult> {
+  async #gcPass(now: number, pressure: boolean): Promise<SupernodeGcResult> {
     const c = this.config;
     this.#quota ??= await effectiveQuota(c.dataDir, c.diskQuota);
     const r = await collectSupernodeGarbage(
@@ -255,7 +272,7 @@ export class Supernode {
         this.seeder.forgetTask(taskId);
         this.#leaveSwarm(taskId);
       },
-      { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000, maxTasks: c.maxTasks },
+      { quota: this.#quota, high: c.gcHigh / 100, low: c.gcLow / 100, ttlMs: c.taskTtlSeconds * 1000, maxTasks: c.maxTasks, pressure },
       this.log,
       now,
     );

@@ -13,10 +13,12 @@ export interface SupernodeGcOptions {
   ttlMs: number;
   graceMs?: number;
   maxTasks?: number;
+  /** A seed just found the disk full: shrink to the low watermark of what is held now, ignoring the grace. */
+  pressure?: boolean;
 }
 
 export interface SupernodeGcResult {
-  evicted: { taskId: string; bytes: number; why: EvictionReason }[];
+  evicted: { taskId: string; bytes: number; why: EvictionReason | 'disk_full' }[];
   usedBytes: number;
   tasks: number;
 }
@@ -32,7 +34,18 @@ export async function collectSupernodeGarbage(
   // In use: read or written (a lease), or busy for the supernode (seeding, peers in it).
   const inUse = (taskId: string) => store.pieces(taskId)?.inUse === true || busy(taskId);
   const entries = [...store.entries()].map((e) => ({ id: e.taskId, bytes: e.bytes, lastAccess: e.lastAccess, inUse: inUse(e.taskId) }));
-  const plan = planEvictions(entries, { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, maxTasks: opts.maxTasks, now });
+  const used = entries.reduce((s, e) => s + e.bytes, 0);
+  const plan = planEvictions(entries, {
+    // Under pressure the quota is what the cache holds now (a quota larger than the disk never triggers): it shrinks
+    // to its low watermark, as on a dfdaemon. Tasks in use stay, as always.
+    quota: opts.pressure ? Math.min(opts.quota, Math.max(1, used)) : opts.quota,
+    high: opts.pressure ? Math.min(opts.high, opts.low) : opts.high,
+    low: opts.low,
+    ttlMs: opts.ttlMs,
+    graceMs: opts.pressure ? 0 : (opts.graceMs ?? 60_000),
+    maxTasks: opts.maxTasks,
+    now,
+  });
   const evicted: SupernodeGcResult['evicted'] = [];
   for (const e of plan.evict) {
     // Asked again at each removal: the ones before it took a while, and the task may have been taken up meanwhile
@@ -46,9 +59,10 @@ export async function collectSupernodeGarbage(
       log.warn({ taskId: e.id, err: describeError(err) }, 'gc:remove-failed');
       continue;
     }
-    evicted.push({ taskId: e.id, bytes: e.bytes, why: e.why });
-    log.info({ taskId: e.id, bytes: e.bytes, why: e.why }, 'task:evicted');
+    const why = opts.pressure && e.why === 'quota' ? 'disk_full' : e.why;
+    evicted.push({ taskId: e.id, bytes: e.bytes, why });
+    log.info({ taskId: e.id, bytes: e.bytes, why }, 'task:evicted');
   }
-  if (plan.overQuota) log.warn({ used: plan.usedAfter, quota: opts.quota }, 'gc:over-quota (everything left is in use)');
+  if (plan.overQuota && !opts.pressure) log.warn({ used: plan.usedAfter, quota: opts.quota }, 'gc:over-quota (everything left is in use)');
   return { evicted, usedBytes: plan.usedAfter, tasks: entries.length - evicted.length };
 }

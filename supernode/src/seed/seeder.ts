@@ -27,6 +27,7 @@ import {
   discardPieceBody,
   type OriginFastPath,
   isDamselflyError,
+  isDiskFull,
   pieceCountFor,
   pieceRange,
   pieceSizeFor,
@@ -91,6 +92,8 @@ export interface SeederComponents {
   onDropped?: (taskId: string) => void;
   /** A piece was recorded (its block hashes are known: peers fetching it can relay it now). */
   onRecorded?: (taskId: string, n: number) => void;
+  /** A write found the disk full: makes room (a GC pass under pressure) before the next attempt. */
+  onDiskFull?: () => Promise<unknown>;
 }
 
 /** How one requester reaches the origin: its own URL and headers, in memory only, for as long as they are used. */
@@ -512,6 +515,8 @@ export class Seeder {
           return this.#waitWhole(meta, n, source);
         }
         this.#c.log.warn({ taskId: meta.taskId, piece: n, attempt, err: describeError(err) }, 'piece:seed-failed');
+        // The blocks written so far stay (readers may be on them); room for the rest is made from idle tasks.
+        if (isDiskFull(err)) await this.#c.onDiskFull?.().catch((e: unknown) => this.#c.log.warn({ err: describeError(e) }, 'gc:failed'));
         if (attempt < this.#attempts) await sleep(200 * attempt, { signal: this.#stop.signal });
       } finally {
         guard.done();
