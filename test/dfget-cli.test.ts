@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { lutimes, mkdir, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +16,8 @@ import { serveFile, shapedOrigin, versionedOrigin } from './helpers/file-server.
 import { httpServer, silent, trickle } from './helpers/broken-server.js';
 import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
 import { DFGET, runDfget, spawnDfget, type DfgetResult } from './helpers/dfget-child.js';
+import { Scratch } from '@damselfly/dfget/dist/scratch.js';
+import { sweepLeftovers } from '@damselfly/dfget/dist/leftovers.js';
 
 const MiB = 1024 * 1024;
 const WRONG = `sha256:${'1'.repeat(64)}`;
@@ -337,6 +339,64 @@ t.test('SIGINT exits 130, SIGTERM 143 and SIGHUP 129, with the temporary file an
   // The terminal or the ssh session going away: the same clean end.
   await failed(t, hup.r, 129, /hung up \(SIGHUP\)/, hup.dir);
   t.same(await peerCaches(), before, 'no one-shot peer cache left');
+});
+
+t.test('a SIGKILLed run\'s hidden files beside -O are removed by a later run into that directory once stale; a live run\'s stay', async (t) => {
+  const dir = await tempDir(t);
+  const server = await httpServer(t, trickle(1000));
+  const running = async (name: string) => {
+    const before = new Set(await readdir(dir));
+    const run = spawnDfget([`${server.url}/${name}`, '-O', join(dir, name), '--no-progress', '--standalone']);
+    // Mid-download: its temporary file and its one-shot cache exist beside the output.
+    const mine = async () => (await readdir(dir)).filter((n) => !before.has(n));
+    for (let i = 0; i < 100 && (await mine()).length < 2; i++) await sleep(50);
+    return { ...run, mine };
+  };
+  const killed = await running('f');
+  const left = await killed.mine();
+  killed.child.kill('SIGKILL');
+  await killed.done;
+  t.equal(left.length, 2, `a SIGKILLed run leaves its temporary file and its cache directory (${left.join(', ')})`);
+  t.same((await readdir(dir)).sort(), left.sort(), 'nothing else');
+  // Eleven minutes without a touch: a dead run's. Look-alikes that are not dfget's, or not a file/directory as dfget
+  // makes them, stay whatever their age; so does a live run's, touched by its heartbeat.
+  const old = new Date(Date.now() - 11 * 60_000);
+  for (const n of left) await utimes(join(dir, n), old, old);
+  await writeFile(join(dir, '.dfget-notes.txt'), 'mine');
+  await writeFile(join(dir, 'target'), 'keep');
+  await symlink(join(dir, 'target'), join(dir, '.x.dfget-1-aaaaaaaaaaaa.tmp'));
+  await mkdir(join(dir, '.dfget-fresh1'));
+  for (const n of ['.dfget-notes.txt', 'target']) await utimes(join(dir, n), old, old);
+  await lutimes(join(dir, '.x.dfget-1-aaaaaaaaaaaa.tmp'), old, old);
+  const live = await running('g');
+  const blob = makeBlob(MiB, 41);
+  const ref = await pushBlob(reg.url, 'team/sweep', blob);
+  const r = await runDfget([ref.url, '-O', join(dir, 'h'), '--no-progress', '--standalone']);
+  t.equal(r.code, 0, r.stderr);
+  const now = await readdir(dir);
+  for (const n of left) t.notOk(now.includes(n), `${n} (a dead run's) was removed`);
+  const liveFiles = (await live.mine()).filter((n) => n !== 'h');
+  t.equal(liveFiles.length, 2, `the live run has both of its files (${liveFiles.join(', ')})`);
+  for (const n of ['.dfget-notes.txt', 'target', '.x.dfget-1-aaaaaaaaaaaa.tmp', '.dfget-fresh1', 'h', ...liveFiles]) t.ok(now.includes(n), `${n} stays`);
+  live.child.kill('SIGTERM');
+  t.equal((await live.done).code, 143);
+});
+
+t.test('a live run touches its files (the heartbeat), so no later run takes them for a dead one\'s; not once it ended', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, '.f.dfget-1-aaaaaaaaaaaa.tmp');
+  await writeFile(path, '');
+  const scratch = new Scratch({ heartbeatMs: 50 });
+  scratch.add(path);
+  const old = new Date(Date.now() - 11 * 60_000);
+  await utimes(path, old, old);
+  await sleep(300);
+  t.ok(Date.now() - (await stat(path)).mtimeMs < 60_000, 'touched while the run lives');
+  t.same(await sweepLeftovers(dir), [], 'so a sweep leaves it');
+  scratch.dispose();
+  await utimes(path, old, old);
+  await sleep(300);
+  t.same(await sweepLeftovers(dir), ['.f.dfget-1-aaaaaaaaaaaa.tmp'], 'untouched once the run ended: a sweep takes it');
 });
 
 t.test('-O - streams the verified body to stdout, binary-safe, and writes no file', async (t) => {

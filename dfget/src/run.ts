@@ -47,6 +47,7 @@ export async function run(o: DfgetOptions): Promise<Outcome> {
     return outcome;
   } finally {
     stop.dispose();
+    scratch.dispose();
   }
 }
 

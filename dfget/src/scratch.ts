@@ -1,14 +1,33 @@
 /**
  * Every path this run created on disk besides the output (the temporary file beside -O, the one-shot peer's cache
  * directory). A failed or interrupted run removes them all itself before exiting, rather than relying on the code that
- * created them getting to its `finally`: on a timeout or a signal that code may still be stuck in a library.
+ * created them getting to its `finally`: on a timeout or a signal that code may still be stuck in a library. While
+ * the run lives it touches them every `heartbeatMs`, so a later run does not take them for a killed run's leftovers
+ * (see leftovers.ts).
  */
-import { rm } from 'node:fs/promises';
+import { rm, utimes } from 'node:fs/promises';
+import { HEARTBEAT_MS } from './leftovers.js';
 
 export class Scratch {
   readonly #paths = new Set<string>();
   readonly #creating = new Set<Promise<unknown>>();
   #closed = false;
+  readonly #heartbeat: NodeJS.Timeout;
+
+  constructor({ heartbeatMs = HEARTBEAT_MS }: { heartbeatMs?: number } = {}) {
+    this.#heartbeat = setInterval(() => void this.#touch(), heartbeatMs).unref();
+  }
+
+  async #touch(): Promise<void> {
+    const now = new Date();
+    // A path not made yet, or already gone, has nothing to keep alive.
+    await Promise.allSettled([...this.#paths].map((p) => utimes(p, now, now)));
+  }
+
+  /** The run is over: nothing is touched any more. */
+  dispose(): void {
+    clearInterval(this.#heartbeat);
+  }
 
   /** `path` is about to be created (register it first: a removal may come before the creation finishes). */
   add(path: string): void {
