@@ -350,6 +350,38 @@ t.test('a client the origin refuses does not make a restarted dfdaemon re-check 
   t.ok(ok.body.equals(body), 'a client the origin accepts gets the blob: the bad piece is caught and fetched again');
 });
 
+t.test('a Range read of a cached private blob whose kept piece fails its re-check asks the origin for the client\'s access once', async (t) => {
+  const body = makeBlob(3 * MiB + 1, 43);
+  const { url } = await shapedOrigin(
+    t,
+    body,
+    (_i, _range, res) => {
+      if (res.req.headers['x-api-key'] === 'k') return;
+      res.writeHead(403).end();
+      return true;
+    },
+    '/private/recheck.bin',
+  );
+  const sn = await startSupernode(t);
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const d1 = await startDaemon(t, [sn.url], { dataDir });
+  const whole = await getViaProxy(d1.proxyUrl, url, { 'x-api-key': 'k' });
+  t.ok(whole.body.equals(body), 'cached whole');
+  const taskId = whole.headers['x-damselfly-task-id'] as string;
+  const dataPath = d1.store.get(taskId)!.dataPath;
+  await d1.stop();
+  const fh = await open(dataPath, 'r+');
+  await fh.write(Buffer.from([body[10]! ^ 0xff]), 0, 1, 10);
+  await fh.close();
+  // Access answers not remembered: every check is an origin request, so a second one for the same read would show.
+  const d2 = await startDaemon(t, [sn.url], { dataDir, accessCacheSeconds: 0 });
+  const checks = () => metricValue(d2.metrics.registry, 'damselfly_dfdaemon_access_checks_total', { result: 'ok' });
+  const r = await getViaProxy(d2.proxyUrl, url, { 'x-api-key': 'k', range: 'bytes=0-99' });
+  t.equal(r.status, 206);
+  t.ok(r.body.equals(body.subarray(0, 100)), 'the bad piece was caught on its re-check and fetched again');
+  t.equal(await checks(), 1, 'the client\'s access was asked once, not again when the cached path gave way to a download');
+});
+
 t.test('a cached blob whose blocks all matched but whose digest was never checked is not served whole from the cache', async (t) => {
   // What a node holds after it stopped between a blob's last block and its digest check (or while the check runs),
   // here with bytes that are not the digest's: every block matches the hash it was fetched against.
