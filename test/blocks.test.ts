@@ -5,8 +5,8 @@
  * complete-looking body; a kill -9 mid-piece leaves nothing recorded that is not on disk.
  */
 import t from 'tap';
-import { createHash } from 'node:crypto';
-import { open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readFile, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -438,6 +438,30 @@ t.test('a full disk (real tmpfs): an index write says so, and a removal still fr
   await again.start();
   t.teardown(() => again.stop());
   t.notOk(again.get(big.taskId), 'after a restart the removed task stays removed');
+});
+
+t.test('the task index recovers from a full disk that hit a compaction (LevelDB keeps that error until reopened)', { skip: process.getuid?.() === 0 ? false : 'needs root to mount a tmpfs' }, async (t) => {
+  const dir = await tempDir(t);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', dir]);
+  t.teardown(() => execFileSync('umount', ['-l', dir]));
+  const index = new TaskIndex<object>(join(dir, 'index'));
+  await index.start();
+  t.teardown(() => index.stop().catch(() => {}));
+  const id = '7'.repeat(64);
+  // Just under LevelDB's 4 MiB write buffer, then a disk with room for the log's next records but not for the table
+  // file the buffer is compacted into.
+  const value = () => randomBytes(1500).toString('base64');
+  let n = 0;
+  for (; n < 2000; n++) await index.putPiece(id, n, value());
+  const { bavail, bsize } = await statfs(dir);
+  await writeFile(join(dir, 'filler'), Buffer.alloc(bavail * bsize - 400 * 1024));
+  let full: unknown;
+  for (; n < 4000 && !full; n++) await index.putPiece(id, n, value()).catch((err: unknown) => (full = err));
+  t.equal((full as { code?: string }).code, 'INDEX_DISK_FULL', 'the full disk is reported');
+  await rm(join(dir, 'filler'));
+  await index.putPiece(id, 999_999, 'after');
+  t.equal((await index.pieces(id)).get(999_999), 'after', 'with room again, the index takes writes (reopened), not the old error for good');
+  t.equal((await index.pieces(id)).get(5)?.length, 2000, 'and kept what it had');
 });
 
 t.test('a piece another reader found bad and dropped: a reader of a finished download gets an error, not a wait for good', async (t) => {

@@ -16,23 +16,50 @@ const indexError = errorFactory(IndexErrors);
 
 const pieceKey = (taskId: string, n: number) => `piece:${taskId}:${n.toString().padStart(8, '0')}`;
 
+/** A failing index is reopened at most this often: a disk that fails every write is not reopened in a loop. */
+const REOPEN_EVERY_MS = 5_000;
+
 export class TaskIndex<Meta> {
   readonly #db: Level<string, string>;
   readonly #path: string;
+  /** A reopen under way: writes wait for it rather than meet a closed database. */
+  #reopening?: Promise<void>;
+  #reopenedAt = -Infinity;
+  #stopped = false;
 
   constructor(path: string) {
     this.#path = path;
     this.#db = new Level<string, string>(path, { valueEncoding: 'utf8' });
   }
 
-  /** A write that failed on a full disk says so (see disk-full.ts); any other failure is passed on as it is. */
+  /**
+   * A write that failed on a full disk says so (see disk-full.ts). One that fails while the disk has room again is
+   * tried once more after a reopen: LevelDB keeps a failed background compaction's error (a full disk while it wrote
+   * a table file) and fails every later write with it until it is reopened, so without this a node whose disk once
+   * filled could record no piece again until restarted. Any other failure is passed on as it is.
+   */
   async #write(what: string, fn: () => Promise<void>): Promise<void> {
+    await this.#reopening;
     try {
       await fn();
     } catch (err) {
       if (await noRoomOn(this.#path)) throw indexError('INDEX_DISK_FULL', `${what} (${this.#path})`, err);
-      throw err;
+      if (this.#stopped || !(await this.#reopen())) throw err;
+      await fn();
     }
+  }
+
+  /** Closes and opens the database again, unless that was done moments ago; true if it was (or is being) reopened. */
+  #reopen(): Promise<boolean> {
+    if (this.#reopening) return this.#reopening.then(() => true);
+    const now = performance.now();
+    if (now - this.#reopenedAt < REOPEN_EVERY_MS) return Promise.resolve(false);
+    this.#reopenedAt = now;
+    this.#reopening = (async () => {
+      await this.#db.close();
+      await this.#db.open();
+    })().finally(() => (this.#reopening = undefined));
+    return this.#reopening.then(() => true);
   }
 
   async start(): Promise<void> {
@@ -40,6 +67,8 @@ export class TaskIndex<Meta> {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#reopening?.catch(() => {});
     await this.#db.close();
   }
 
@@ -54,10 +83,12 @@ export class TaskIndex<Meta> {
 
   /** Removes a task and all its piece records. */
   async deleteTask(taskId: string): Promise<void> {
-    const batch = this.#db.batch();
-    for await (const key of this.#db.keys({ gte: `piece:${taskId}:`, lt: `piece:${taskId};` })) batch.del(key);
-    batch.del(`task:${taskId}`);
-    await this.#write(`removal of task ${taskId}`, () => batch.write());
+    await this.#reopening;
+    const keys: string[] = [];
+    for await (const key of this.#db.keys({ gte: `piece:${taskId}:`, lt: `piece:${taskId};` })) keys.push(key);
+    keys.push(`task:${taskId}`);
+    // One batch, made again for a second try (see #write).
+    await this.#write(`removal of task ${taskId}`, () => this.#db.batch(keys.map((key) => ({ type: 'del' as const, key }))));
   }
 
   async *tasks(): AsyncGenerator<[string, Meta]> {
