@@ -357,16 +357,20 @@ t.test('a SIGKILLed run\'s hidden files beside -O are removed by a later run int
   killed.child.kill('SIGKILL');
   await killed.done;
   t.equal(left.length, 2, `a SIGKILLed run leaves its temporary file and its cache directory (${left.join(', ')})`);
+  t.ok(left.some((n) => n.startsWith('.dfget-cache-')) && left.some((n) => /^\.f\.dfget-\d+-[0-9a-f]{12}\.tmp$/.test(n)), 'named as the sweep knows them');
   t.same((await readdir(dir)).sort(), left.sort(), 'nothing else');
-  // Eleven minutes without a touch: a dead run's. Look-alikes that are not dfget's, or not a file/directory as dfget
-  // makes them, stay whatever their age; so does a live run's, touched by its heartbeat.
+  // Eleven minutes without a touch: a dead run's. Look-alikes stay whatever their age: not dfget's names, a symlink,
+  // a directory with a user's things in it, one named as dfget once named its caches; and a fresh one (as a live
+  // run's are: its heartbeat keeps them so, tested below).
   const old = new Date(Date.now() - 11 * 60_000);
   for (const n of left) await utimes(join(dir, n), old, old);
   await writeFile(join(dir, '.dfget-notes.txt'), 'mine');
   await writeFile(join(dir, 'target'), 'keep');
   await symlink(join(dir, 'target'), join(dir, '.x.dfget-1-aaaaaaaaaaaa.tmp'));
-  await mkdir(join(dir, '.dfget-fresh1'));
-  for (const n of ['.dfget-notes.txt', 'target']) await utimes(join(dir, n), old, old);
+  await mkdir(join(dir, '.dfget-cache-fresh1'));
+  await mkdir(join(dir, '.dfget-cache-user01', 'photos'), { recursive: true });
+  await mkdir(join(dir, '.dfget-backup'));
+  for (const n of ['.dfget-notes.txt', 'target', '.dfget-cache-user01', '.dfget-backup']) await utimes(join(dir, n), old, old);
   await lutimes(join(dir, '.x.dfget-1-aaaaaaaaaaaa.tmp'), old, old);
   const live = await running('g');
   const blob = makeBlob(MiB, 41);
@@ -377,7 +381,8 @@ t.test('a SIGKILLed run\'s hidden files beside -O are removed by a later run int
   for (const n of left) t.notOk(now.includes(n), `${n} (a dead run's) was removed`);
   const liveFiles = (await live.mine()).filter((n) => n !== 'h');
   t.equal(liveFiles.length, 2, `the live run has both of its files (${liveFiles.join(', ')})`);
-  for (const n of ['.dfget-notes.txt', 'target', '.x.dfget-1-aaaaaaaaaaaa.tmp', '.dfget-fresh1', 'h', ...liveFiles]) t.ok(now.includes(n), `${n} stays`);
+  const stay = ['.dfget-notes.txt', 'target', '.x.dfget-1-aaaaaaaaaaaa.tmp', '.dfget-cache-fresh1', '.dfget-cache-user01', '.dfget-backup', 'h', ...liveFiles];
+  for (const n of stay) t.ok(now.includes(n), `${n} stays`);
   live.child.kill('SIGTERM');
   t.equal((await live.done).code, 143);
 });

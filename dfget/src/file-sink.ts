@@ -11,7 +11,6 @@ import { BufferPool, readFileChunks, type DamselflyError } from '@damselfly/shar
 import { dfgetError } from './errors.js';
 import { Sink } from './sink.js';
 import type { Scratch } from './scratch.js';
-import { sweepLeftovers } from './leftovers.js';
 
 export class FileSink extends Sink {
   readonly tmp: string;
@@ -39,13 +38,10 @@ export class FileSink extends Sink {
   }
 
   static async open(output: string, scratch: Scratch): Promise<FileSink> {
-    // Killed runs' hidden files beside this output (or any other in its directory) go first: they are as big as their
-    // blobs, and nothing else would ever remove them.
-    await sweepLeftovers(dirname(output));
     const tmp = FileSink.tmpPathFor(output);
     scratch.add(tmp);
     try {
-      return new FileSink(output, tmp, await scratch.during(open(tmp, 'wx+')), scratch);
+      return new FileSink(output, tmp, await scratch.during(() => open(tmp, 'wx+')), scratch);
     } catch (err) {
       throw outputError(output, err);
     }

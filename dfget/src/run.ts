@@ -12,6 +12,8 @@ import { stopConditions } from './stop.js';
 import { viaDaemon } from './via-daemon.js';
 import { outcomeOf, type Outcome } from './classify.js';
 import { STDOUT, type DfgetOptions } from './options.js';
+import { sweepLeftovers } from './leftovers.js';
+import { dirname } from 'node:path';
 
 export async function run(o: DfgetOptions): Promise<Outcome> {
   const stop = stopConditions(o.timeoutMs);
@@ -19,8 +21,12 @@ export async function run(o: DfgetOptions): Promise<Outcome> {
   const progress = createProgress(o.progress);
   let sink: Sink | undefined;
   let work: Promise<unknown> | undefined;
+  let sweeping: Promise<unknown> | undefined;
   try {
     sink = o.output === STDOUT ? new StdoutSink() : await Promise.race([FileSink.open(o.output, scratch), stop.stopped]);
+    // Killed runs' hidden files in the output's directory go, alongside the transfer: they are as big as their blobs,
+    // and nothing else would ever remove them. Started once this run's own file exists (it is fresh: never taken).
+    if (o.output !== STDOUT) sweeping = sweepLeftovers(dirname(o.output));
     // Raced against the stop conditions: the deadline holds even when something below never settles.
     const transferring = transfer(o, sink, progress, stop.signal, scratch);
     work = transferring;
@@ -48,6 +54,8 @@ export async function run(o: DfgetOptions): Promise<Outcome> {
   } finally {
     stop.dispose();
     scratch.dispose();
+    // The exit would cut it: finished here, but an interrupted run does not wait long for it.
+    await Promise.race([sweeping, ...(stop.signal.aborted ? [delay(1000)] : [])]);
   }
 }
 

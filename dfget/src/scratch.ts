@@ -34,9 +34,13 @@ export class Scratch {
     this.#paths.add(path);
   }
 
-  /** Wraps the creation of a registered path, so that removeAll() waits for it rather than racing it. */
-  during<T>(creation: Promise<T>): Promise<T> {
+  /**
+   * Starts the creation of a registered path, so that removeAll() waits for it rather than racing it; once the run
+   * has ended nothing is created (a function, not a promise: a creation already started could not be stopped).
+   */
+  during<T>(create: () => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new Error('the run has ended'));
+    const creation = create();
     this.#creating.add(creation);
     const done = () => this.#creating.delete(creation);
     creation.then(done, done);

@@ -16,6 +16,7 @@ import type { Sink } from './sink.js';
 import { FileSink } from './file-sink.js';
 import type { Progress } from './progress.js';
 import type { Scratch } from './scratch.js';
+import { CACHE_DIR_PREFIX } from './leftovers.js';
 import { dfgetError } from './errors.js';
 import { hasCode } from './classify.js';
 
@@ -24,7 +25,7 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
   const cacheError = (err: unknown) => (beside ? besideError(beside, err) : tmpdirError(err));
   // Registered as it is made: a run that times out while the peer is stuck still removes it.
   const parent = beside ? dirname(beside.tmp) : tmpdir();
-  const dir = await scratch.during(mkdtemp(join(parent, beside ? '.dfget-' : 'dfget-')).then((d) => (scratch.add(d), d))).catch((err: unknown) => {
+  const dir = await scratch.during(() => mkdtemp(join(parent, beside ? CACHE_DIR_PREFIX : 'dfget-')).then((d) => (scratch.add(d), d))).catch((err: unknown) => {
     throw cacheError(err);
   });
   // On stderr: stdout may be the blob itself (`-O -`), where a log line would be a corrupt byte.
