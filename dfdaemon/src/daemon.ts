@@ -178,15 +178,22 @@ export class Daemon {
 
   /** One GC pass (quota watermarks, TTL); also refreshes the cache metrics. Concurrent calls share a pass. */
   gc(now = Date.now()): Promise<GcResult> {
+    // A pressure pass under way is shared rather than run beside it.
+    if (this.#relieving) return this.#relieving;
     this.#gcRunning ??= this.#gcPass(now, false).finally(() => (this.#gcRunning = undefined));
     return this.#gcRunning;
   }
 
+  #relieving?: Promise<GcResult>;
+
   /** The disk filled up under a download: once any running pass is done, shrink the cache to make room now. */
-  async relieveDiskPressure(): Promise<GcResult> {
-    await this.#gcRunning?.catch(() => {});
+  relieveDiskPressure(): Promise<GcResult> {
     this.metrics.diskFull.inc();
-    return this.#gcPass(Date.now(), true);
+    this.#relieving ??= (async () => {
+      await this.#gcRunning?.catch(() => {});
+      return this.#gcPass(Date.now(), true);
+    })().finally(() => (this.#relieving = undefined));
+    return this.#relieving;
   }
 
   async #gcPass(now: number, pressure: boolean): Promise<GcResult> {

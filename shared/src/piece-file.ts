@@ -111,7 +111,8 @@ export interface PieceSinkOptions {
 
 /**
  * One piece being written: takes the piece's bytes (and, framed, its block hashes) in whatever runs the network
- * gives, copying them into a pooled block buffer; hashes each block once it is whole, refuses a block whose hash is
+ * gives, copying them into a pooled block buffer and into the block's hash as they land; once a block is whole it
+ * finishes its hash, refuses a block whose hash is
  * not the expected one before writing any byte of it, writes the block in one write, then reports it. Taking bytes is
  * synchronous (the bytes may be a view of a network buffer that is reused right after); writes go on in the
  * background, at most WRITES_AHEAD at once, beyond which `feed` takes nothing more until `ready()`.

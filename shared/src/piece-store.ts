@@ -519,7 +519,8 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
       const meta = rewritten ?? stored;
       this.#adopt(meta, await this.#index.pieces(id));
     }
-    for (const id of orphans) await this.#index.deleteTask(id);
+    // Left for the next start if the index cannot take it now (a disk still full): the task is not loaded either way.
+    for (const id of orphans) await this.#index.deleteTask(id).catch(() => {});
     // A crash between a task's data file and its record (created: the file first; removed: the record first) leaves a
     // data file nothing accounts for: GC never sees it, and the disk it takes is lost for good. Such files go now.
     const dir = join(this.#o.dataDir, 'tasks');
@@ -587,8 +588,10 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
       await removal;
     } finally {
       if (this.#removing.get(taskId) === removal) this.#removing.delete(taskId);
+      // Gone from memory whatever happened on disk (what a failed removal left there is found again at the next start):
+      // the swarm must stop counting on it either way.
+      if (t && !replacing) this.emit('task:evicted', taskId);
     }
-    if (t && !replacing) this.emit('task:evicted', taskId);
   }
 
   /** Removals under way, by task: a new task of the same id is created only after. */

@@ -22,9 +22,13 @@ const REOPEN_EVERY_MS = 5_000;
 export class TaskIndex<Meta> {
   readonly #db: Level<string, string>;
   readonly #path: string;
-  /** A reopen under way: writes wait for it rather than meet a closed database. */
+  /** A reopen under way: operations wait for it rather than meet a closed database. */
   #reopening?: Promise<void>;
   #reopenedAt = -Infinity;
+  /** Reopens so far: an operation that failed across one is made again without waiting for another. */
+  #generation = 0;
+  /** Database operations in flight: a reopen lets them finish before it closes the database under them. */
+  readonly #inFlight = new Set<Promise<unknown>>();
   #stopped = false;
 
   constructor(path: string) {
@@ -32,34 +36,61 @@ export class TaskIndex<Meta> {
     this.#db = new Level<string, string>(path, { valueEncoding: 'utf8' });
   }
 
+  /** How many times the database was reopened after failing (see #write). */
+  get reopens(): number {
+    return this.#generation;
+  }
+
+  #track<T>(op: Promise<T>): Promise<T> {
+    this.#inFlight.add(op);
+    const done = () => this.#inFlight.delete(op);
+    op.then(done, done);
+    return op;
+  }
+
   /**
-   * A write that failed on a full disk says so (see disk-full.ts). One that fails while the disk has room again is
-   * tried once more after a reopen: LevelDB keeps a failed background compaction's error (a full disk while it wrote
-   * a table file) and fails every later write with it until it is reopened, so without this a node whose disk once
-   * filled could record no piece again until restarted. Any other failure is passed on as it is.
+   * A write that failed on a full disk says so (see disk-full.ts). One that fails while the disk has room is made
+   * once more after a reopen: LevelDB keeps a failed background compaction's error (a full disk while it wrote a table
+   * file) and fails every later write with it until it is reopened, so without this a node whose disk once filled
+   * could record no piece again until restarted; and a reopen that could not open leaves it closed until the next.
+   * Only LevelDB's own I/O and not-open errors are judged so; anything else, or anything once stopping, is passed on.
    */
   async #write(what: string, fn: () => Promise<void>): Promise<void> {
     await this.#reopening;
+    const seen = this.#generation;
     try {
-      await fn();
+      await this.#track(fn());
     } catch (err) {
-      if (await noRoomOn(this.#path)) throw indexError('INDEX_DISK_FULL', `${what} (${this.#path})`, err);
-      if (this.#stopped || !(await this.#reopen())) throw err;
-      await fn();
+      const code = (err as { code?: string }).code;
+      if (this.#stopped || (code !== 'LEVEL_IO_ERROR' && code !== 'LEVEL_DATABASE_NOT_OPEN')) throw err;
+      if (code === 'LEVEL_IO_ERROR' && this.#generation === seen && (await noRoomOn(this.#path))) {
+        throw indexError('INDEX_DISK_FULL', `${what} (${this.#path})`, err);
+      }
+      if (!(await this.#reopen(seen))) throw err;
+      await this.#track(fn());
     }
   }
 
-  /** Closes and opens the database again, unless that was done moments ago; true if it was (or is being) reopened. */
-  #reopen(): Promise<boolean> {
-    if (this.#reopening) return this.#reopening.then(() => true);
+  /**
+   * Closes and opens the database again, unless it was reopened since `seen` (then the caller just tries again) or
+   * moments ago; true if it was, or is being, reopened.
+   */
+  async #reopen(seen: number): Promise<boolean> {
+    if (this.#reopening || this.#generation !== seen) {
+      await this.#reopening;
+      return true;
+    }
     const now = performance.now();
-    if (now - this.#reopenedAt < REOPEN_EVERY_MS) return Promise.resolve(false);
+    if (now - this.#reopenedAt < REOPEN_EVERY_MS) return false;
     this.#reopenedAt = now;
+    this.#generation++;
     this.#reopening = (async () => {
-      await this.#db.close();
+      await Promise.allSettled([...this.#inFlight]);
+      if (this.#db.status === 'open') await this.#db.close();
       await this.#db.open();
     })().finally(() => (this.#reopening = undefined));
-    return this.#reopening.then(() => true);
+    await this.#reopening;
+    return true;
   }
 
   async start(): Promise<void> {
@@ -83,12 +114,14 @@ export class TaskIndex<Meta> {
 
   /** Removes a task and all its piece records. */
   async deleteTask(taskId: string): Promise<void> {
-    await this.#reopening;
-    const keys: string[] = [];
-    for await (const key of this.#db.keys({ gte: `piece:${taskId}:`, lt: `piece:${taskId};` })) keys.push(key);
-    keys.push(`task:${taskId}`);
-    // One batch, made again for a second try (see #write).
-    await this.#write(`removal of task ${taskId}`, () => this.#db.batch(keys.map((key) => ({ type: 'del' as const, key }))));
+    // The scan and the batch as one operation, made again whole for a second try (see #write): a reopen never closes
+    // the scan's iterator under it.
+    await this.#write(`removal of task ${taskId}`, async () => {
+      const keys: string[] = [];
+      for await (const key of this.#db.keys({ gte: `piece:${taskId}:`, lt: `piece:${taskId};` })) keys.push(key);
+      keys.push(`task:${taskId}`);
+      await this.#db.batch(keys.map((key) => ({ type: 'del' as const, key })));
+    });
   }
 
   async *tasks(): AsyncGenerator<[string, Meta]> {

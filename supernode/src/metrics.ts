@@ -20,7 +20,7 @@ export function createSupernodeMetrics() {
     cacheTasks: new Gauge({ name: 'damselfly_supernode_cache_tasks', help: 'Tasks on disk', registers }),
     cacheQuota: new Gauge({ name: 'damselfly_supernode_cache_quota_bytes', help: 'Disk quota in effect (diskQuota, or half the filesystem)', registers }),
     evictions: new Counter({ name: 'damselfly_supernode_evictions_total', help: 'Tasks evicted by GC', labelNames: ['why'], registers }),
-    diskFull: new Counter({ name: 'damselfly_supernode_disk_full_total', help: 'Seeds that ran out of disk (the cache is shrunk before the next attempt)', registers }),
+    diskFull: new Counter({ name: 'damselfly_supernode_disk_full_total', help: 'Seed attempts that ran out of disk (the cache is shrunk before the next; attempts failing together share one GC pass)', registers }),
     openFiles: new Gauge({ name: 'damselfly_supernode_open_data_files', help: 'Task data files open now (bounded)', registers }),
     digestBytes: new Counter({
       name: 'damselfly_supernode_digest_bytes_total',

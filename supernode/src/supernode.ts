@@ -232,6 +232,8 @@ export class Supernode {
 
   /** One disk GC pass (quota watermarks, TTL), never touching a task in use; refreshes the cache metrics. */
   gc(now = Date.now()): Promise<SupernodeGcResult> {
+    // A pressure pass under way is shared rather than run beside it.
+    if (this.#relieving) return this.#relieving;
     this.#gcRunning ??= this.#gcPass(now, false).finally(() => (this.#gcRunning = undefined));
     return this.#gcRunning;
   }
@@ -244,9 +246,9 @@ export class Supernode {
    * one pass.
    */
   relieveDiskPressure(): Promise<SupernodeGcResult> {
+    this.metrics.diskFull.inc();
     this.#relieving ??= (async () => {
       await this.#gcRunning?.catch(() => {});
-      this.metrics.diskFull.inc();
       return this.#gcPass(Date.now(), true);
     })().finally(() => (this.#relieving = undefined));
     return this.#relieving;

@@ -613,6 +613,8 @@ export class Seeder {
       // Cut for being too slow or too long: the same failure as a piece's transfer cut for it.
       if (isTransferTimeout(err)) throw snError('SN_SEED_FAILED', `${meta.taskId} (one sequential read): ${describeError(err)}`, err);
       changed = isDamselflyError(err, 'ORIGIN_CHANGED');
+      // The pieces recorded stay; room for the rest is made from idle tasks before a downloader's retry reads on.
+      if (isDiskFull(err)) await this.#c.onDiskFull?.().catch((e: unknown) => this.#c.log.warn({ err: describeError(e) }, 'gc:failed'));
       throw err;
     } finally {
       guard.done();
