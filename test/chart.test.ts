@@ -50,6 +50,16 @@ async function localConfig(t: Teardown, objs: K8s[], component: 'supernode' | 'd
   return file;
 }
 
+/**
+ * The supernode's config as pod 0 of the StatefulSet loads it: the ConfigMap's file, and the environment its pod spec
+ * gives it (the advertise URL naming the pod, which clusterSupernodes must list).
+ */
+async function loadAsPod(t: Teardown, objs: K8s[]): Promise<ReturnType<typeof loadSupernodeConfig>> {
+  const env: Record<string, string> = {};
+  for (const e of podSpec(objs, 'StatefulSet').containers[0].env ?? []) if (typeof e.value === 'string') env[e.name] = e.value.replaceAll('$(POD_NAME)', `${SN}-0`);
+  return loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode'), env });
+}
+
 t.test('helm lint passes', async (t) => {
   t.match(await lintChart([]), /0 chart\(s\) failed/);
   t.match(
@@ -101,7 +111,7 @@ t.test('default render: supernode StatefulSet + Services + config, dfdaemon Daem
   t.equal(cfg.diskQuota, 50 * 1024 ** 3);
   t.same(cfg.registries, ['https://registry-1.docker.io']);
 
-  const sn = loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode') });
+  const sn = await loadAsPod(t, objs);
   t.equal(sn.host, '0.0.0.0');
   t.equal(sn.port, 8002);
   t.equal(sn.dataDir, '/var/lib/damselfly/supernode');
@@ -112,6 +122,8 @@ t.test('default render: supernode StatefulSet + Services + config, dfdaemon Daem
   t.equal(sn.peerUploadSlots, 8);
   t.equal(sn.originConcurrency, 8);
   t.equal(sn.logLevel, 'info');
+  t.same(sn.clusterSupernodes, cfg.supernodes, 'the supernodes know the replicas as the dfdaemons list them (preheat seeds each blob on its own)');
+  t.equal(sn.advertiseUrl, cfg.supernodes[0], 'and pod 0 names itself as the list does');
   t.notOk(configOf(objs, 'supernode').tlsCert, 'no TLS by default');
   t.notOk(configOf(objs, 'dfdaemon').tlsCert, 'no TLS by default');
 
@@ -144,18 +156,18 @@ t.test('values: replicas, registries, ServiceMonitor, mirror off', async (t) => 
   t.same(objs.filter((o: any) => o.kind === 'Service' && selects(o)).map((o: any) => o.metadata.name), [SN], 'the ServiceMonitor selects one Service');
   t.same(sm.spec.endpoints[0].authorization, { type: 'Bearer', credentials: { name: 'rel-damselfly-cluster-secret', key: 'metrics-token' } }, 'and scrapes with the metrics token, neither the cluster secret nor the operator token');
   t.notOk(findObject(objs, 'StatefulSet', SN).spec.template.metadata.annotations['prometheus.io/scrape'], 'no scrape annotation for a scraper without the token');
-  t.equal(loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode') }).metricsOpen, false);
+  t.equal((await loadAsPod(t, objs)).metricsOpen, false);
   const open = await renderChart(['--set', 'serviceMonitor.enabled=true', '--set', 'supernode.metricsOpen=true']);
   t.notOk(findObject(open, 'ServiceMonitor', SN).spec.endpoints[0].authorization, 'metricsOpen: no token needed');
   t.equal(findObject(open, 'StatefulSet', SN).spec.template.metadata.annotations['prometheus.io/scrape'], 'true');
-  t.equal(loadSupernodeConfig({ file: await localConfig(t, open, 'supernode') }).metricsOpen, true, 'the supernode is told');
+  t.equal((await loadAsPod(t, open)).metricsOpen, true, 'the supernode is told');
   const ds = findObject(objs, 'DaemonSet', DF);
   t.notOk(ds.spec.template.spec.initContainers, 'no init container when the mirror config is off');
   const cfg = loadDaemonConfig({ file: await localConfig(t, objs, 'dfdaemon') });
   t.equal(cfg.supernodes.length, 5);
   t.same(cfg.registries, ['https://ghcr.io', 'http://registry.internal:5000']);
   t.same([cfg.uploadRate, cfg.downloadRate, cfg.backSourceRate], [50 * 1024 ** 2, 100 * 1024 ** 2, 0], 'bandwidth limits reach the dfdaemon');
-  t.equal(loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode') }).originRate, 200 * 1024 ** 2, 'and the supernode');
+  t.equal((await loadAsPod(t, objs)).originRate, 200 * 1024 ** 2, 'and the supernode');
 });
 
 t.test('cluster secret: created with 48 random characters, mounted read-only in both workloads, named by both configs', async (t) => {
@@ -224,7 +236,7 @@ t.test('supernode config: allowedOrigins = registries + proxyHosts + extras; CID
   );
   t.same(cfg.originAllowCidrs, ['10.0.0.0/8']);
   t.same(cfg.advertiseCidrs, ['10.1.0.0/16', 'fd00::/8']);
-  const loaded = loadSupernodeConfig({ file: await localConfig(t, objs, 'supernode') });
+  const loaded = await loadAsPod(t, objs);
   t.equal(loaded.port, 8002, "the supernode's loader accepts the patterns and CIDRs");
 
   const defaults = configOf(await renderChart([]), 'supernode');

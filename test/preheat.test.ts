@@ -11,9 +11,10 @@ import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseRange, taskIdFor } from '@damselfly/shared';
-import { makeBlob, startRegistry } from './helpers/registry.js';
-import { ROOT, OPERATOR_TOKEN, TEST_SECRET, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { parseRange, rendezvous, taskIdFor } from '@damselfly/shared';
+import { loadSupernodeConfig, type Supernode } from '@damselfly/supernode';
+import { freePort, makeBlob, startRegistry } from './helpers/registry.js';
+import { ROOT, OPERATOR_TOKEN, TEST_SECRET, getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { buildAndPushMultiArchImage, mirrorConf, skopeo } from './helpers/image.js';
 import { metricValue } from './helpers/metrics.js';
 import { startTokenServer } from './helpers/token-server.js';
@@ -213,4 +214,48 @@ t.test('a preheat outlasting the registry’s token renews it: pieces refused wi
     const id = taskIdFor(new URL(`http://${host}/v2/team/app/blobs/${digest}`));
     t.ok(sn.store.get(id) && Array.from({ length: sn.store.get(id)!.pieceCount }, (_, n) => sn.store.pieceSha(id, n)).every(Boolean), `${digest === sha(layer) ? 'the layer' : 'the config'} is seeded whole (${body.length} bytes)`);
   }
+});
+
+t.test('three supernodes behind one Service: a preheat through any seeds each blob once, on the supernode the dfdaemons ask for it, and any answers for the job', async (t) => {
+  const dir = await tempDir(t, 'damselfly-preheat-');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const image = await buildAndPushMultiArchImage(dir, reg.host, 'team/spread', [{ os: 'linux', arch: 'amd64', layerSizes: [100 * KiB, 200 * KiB, 300 * KiB, 400 * KiB, 500 * KiB, 600 * KiB, 700 * KiB, 800 * KiB, 900 * KiB] }]);
+  const blobs = image.platforms['linux/amd64']!;
+  const urls: string[] = [];
+  for (let i = 0; i < 3; i++) urls.push(`http://127.0.0.1:${await freePort()}`);
+  const sns: Supernode[] = [];
+  for (const url of urls) sns.push(await startSupernode(t, { port: Number(new URL(url).port), advertiseUrl: url, clusterSupernodes: urls }));
+  t.throws(() => loadSupernodeConfig({ flags: { clusterSupernodes: urls, clusterSecret: TEST_SECRET } }), /clusterSupernodes: must list this supernode as advertiseUrl names it/, 'the list must name this supernode');
+
+  // Taken by the second, as a Service may pick any; followed through the third.
+  const started = await api(sns[1]!, 'POST', '/api/v1/preheat', { image: `http://${image.ref}`, platforms: ['linux/amd64'] });
+  t.equal(started.status, 202);
+  const job = await until('the job to end', async () => {
+    const j = (await api(sns[2]!, 'GET', `/api/v1/preheat/${started.body.id}`)).body;
+    return j.finishedAt ? j : undefined;
+  }, 60_000, 200);
+  t.equal(job.state, 'succeeded', `the job succeeded (errors: ${JSON.stringify(job.errors)})`);
+  t.equal(job.bytes.seeded, job.bytes.total, 'every byte seeded, as the job reports it');
+  const owners = blobs.map((b) => rendezvous(urls, taskIdFor(new URL(`${reg.url}/v2/team/spread/blobs/${b.digest}`), b.digest))[0]!);
+  // Ten blobs over three supernodes: all on one would happen once in 20,000 runs.
+  t.ok(new Set(owners).size >= 2, 'the blobs belong to more than one supernode');
+  for (const [i, b] of blobs.entries()) {
+    const taskId = taskIdFor(new URL(`${reg.url}/v2/team/spread/blobs/${b.digest}`), b.digest);
+    const holders = urls.filter((_u, k) => sns[k]!.store.get(taskId) !== undefined);
+    t.same(holders, [owners[i]], `${b.digest.slice(0, 19)} is on its own supernode only`);
+    const layer = job.layers.find((l: { digest: string }) => l.digest === b.digest);
+    t.equal(layer?.supernode, owners[i] === urls[1] ? undefined : owners[i], 'and the job says where');
+  }
+  const total = blobs.reduce((s, b) => s + b.size, 0);
+  t.equal(await reg.settledBytesServed(blobs.map((b) => b.digest), total), total, 'the registry served each blob once');
+
+  // A dfdaemon knowing the three pulls every blob from the supernode it asks for it: not one more registry byte.
+  const d = await startDaemon(t, urls, { registries: [reg.url] });
+  for (const b of blobs) {
+    const r = await getViaProxy(d.proxyUrl, `${reg.url}/v2/team/spread/blobs/${b.digest}`);
+    t.equal(sha(r.body), b.digest, `${b.digest.slice(0, 19)} pulled whole`);
+  }
+  t.equal(await reg.settledBytesServed(blobs.map((b) => b.digest)), total, 'the registry served no more blob bytes');
+  t.equal((await api(sns[0]!, 'GET', `/api/v1/preheat/${'0'.repeat(8)}`)).status, 404, 'a job none of them has is a 404');
 });

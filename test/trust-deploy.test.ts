@@ -125,7 +125,8 @@ t.test("the chart's rendered config (cluster secret, allowed origins) runs a rea
   };
   const snCfg = await localConfig('rel-damselfly-supernode', 'supernode.yaml');
   t.same(snCfg.cfg.allowedOrigins, [reg.url], 'the supernode may seed from the registries the dfdaemons serve');
-  const sn = new Supernode(loadSupernodeConfig({ file: snCfg.file, flags: { host: '127.0.0.1', port: 0, dataDir: join(dir, 'sn'), logLevel: 'warn' } }));
+  // One supernode on this machine stands in for the StatefulSet: the replicas' list is the pods' names, not its own.
+  const sn = new Supernode(loadSupernodeConfig({ file: snCfg.file, flags: { host: '127.0.0.1', port: 0, dataDir: join(dir, 'sn'), logLevel: 'warn', clusterSupernodes: [] } }));
   await sn.start();
   t.teardown(() => sn.stop());
   const dfCfg = await localConfig('rel-damselfly-dfdaemon', 'dfdaemon.yaml');

@@ -3,8 +3,7 @@
  * supernode moves only its share of tasks, and every peer of a task meets on the same supernode. A supernode that
  * fails is skipped for a short back-off and the next in rank is used.
  */
-import { createHash } from 'node:crypto';
-import { describeError, type Logger, type Trust } from '@damselfly/shared';
+import { describeError, rendezvous, type Logger, type Trust } from '@damselfly/shared';
 import { SupernodeClient, type HelloInfo } from './supernode-client.js';
 import { peerError } from './errors.js';
 
@@ -59,8 +58,7 @@ export class SupernodePool {
 
   /** Supernode URLs in rendezvous order for `taskId`. */
   rank(taskId: string): string[] {
-    const score = (u: string) => createHash('sha256').update(`${u}\0${taskId}`).digest().readUInt32BE(0);
-    return [...this.#urls].sort((a, b) => score(b) - score(a));
+    return rendezvous(this.#urls, taskId);
   }
 
   /** A connected client for the task's supernode, trying the others in rank order. */

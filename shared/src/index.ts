@@ -38,3 +38,4 @@ export * from './digest-check.js';
 export * from './piece-store.js';
 export * from './advertise-host.js';
 export * from './disk-full.js';
+export * from './rendezvous.js';

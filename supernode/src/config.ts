@@ -53,6 +53,8 @@ export interface SupernodeConfig extends TrustConfig, CommonConfig, CacheConfig 
   failuresBeforeBlacklist: number;
   /** Base URL peers use to reach this supernode's piece API; defaults to http://<host>:<port>. */
   advertiseUrl: string | undefined;
+  /** Every supernode of the cluster, this one included, spelt as the dfdaemons' `supernodes` (empty: this one alone). */
+  clusterSupernodes: string[];
   /** Origins the supernode may seed from (patterns); nothing else is fetched. */
   allowedOrigins: string[];
   /** Origin addresses allowed although loopback/private/link-local (an in-cluster registry). */
@@ -88,6 +90,7 @@ export const supernodeSchema: Schema = {
   peerUploadSlots: { type: 'int', default: 8, min: 1, max: 1024, env: 'SUPERNODE_PEER_UPLOAD_SLOTS', doc: 'pieces one peer uploads at once' },
   failuresBeforeBlacklist: { type: 'int', default: 3, min: 1, max: 100, doc: 'timeouts/errors before a peer is blacklisted for a task' },
   advertiseUrl: { type: 'url', env: 'SUPERNODE_ADVERTISE_URL', doc: 'URL this supernode names itself by (start-up log, run.sh); peers fetch its pieces where they connected to it. Unset: scheme://host:port, with this host\'s first non-internal IPv4 address (a global IPv6 one on a host without) for a host of 0.0.0.0 or ::' },
+  clusterSupernodes: { type: 'urls', default: [], env: 'SUPERNODE_CLUSTER_SUPERNODES', doc: 'every supernode of the cluster, this one included, spelt as in the dfdaemons\' supernodes setting: a preheat then seeds each blob on the supernode the dfdaemons ask for it, and any supernode answers for any job (needs advertiseUrl, spelt as in this list)' },
   allowedOrigins: { type: 'strings', default: [], env: 'SUPERNODE_ALLOWED_ORIGINS', doc: 'origins to seed from: https://host[:port], host[:port], *.domain or * (empty = none)' },
   originAllowCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ORIGIN_ALLOW_CIDRS', doc: 'origin address ranges allowed although loopback/private/link-local' },
   advertiseCidrs: { type: 'strings', default: [], env: 'SUPERNODE_ADVERTISE_CIDRS', doc: 'upload addresses peers may advertise besides their own' },
@@ -106,6 +109,10 @@ export function loadSupernodeConfig(sources: ConfigSources): Readonly<SupernodeC
     checkCacheConfig(v, errors);
     // Pieces are whole MiB (so whole 256 KiB blocks, the unit of verification and relaying).
     if (typeof v.minPieceSize === 'number' && v.minPieceSize % MIB !== 0) errors.push(`minPieceSize: must be a whole number of MiB, e.g. 4MiB, got ${v.minPieceSize} bytes`);
+    const cluster = (v.clusterSupernodes as string[] | undefined) ?? [];
+    if (cluster.length && !cluster.includes(String(v.advertiseUrl))) {
+      errors.push(`clusterSupernodes: must list this supernode as advertiseUrl names it (${v.advertiseUrl === undefined ? 'advertiseUrl is not set' : `advertiseUrl is ${String(v.advertiseUrl)}`})`);
+    }
     for (const p of badOriginPatterns((v.allowedOrigins as string[] | undefined) ?? [])) errors.push(`allowedOrigins: not an origin pattern: ${JSON.stringify(p)}`);
     for (const key of ['originAllowCidrs', 'advertiseCidrs'] as const) {
       for (const c of badCidrs((v[key] as string[] | undefined) ?? [])) errors.push(`${key}: not a CIDR: ${JSON.stringify(c)}`);

@@ -14,6 +14,7 @@ import { Demands } from './scheduling/demands.js';
 import { buildServer } from './api/server.js';
 import { Traffic } from './api/traffic.js';
 import { PreheatJobs } from './preheat/jobs.js';
+import { Siblings } from './preheat/siblings.js';
 import { collectSupernodeGarbage, type SupernodeGcResult } from './resource/gc.js';
 
 export interface SupernodeComponents {
@@ -29,6 +30,8 @@ export class Supernode {
   readonly scheduler: Scheduler;
   readonly seeder: Seeder;
   readonly #dispatcher;
+  /** The cluster's other supernodes, for preheat (clusterSupernodes; absent: this one alone). */
+  readonly #siblings?: Siblings;
   readonly #originFast: OriginFastPath;
   /** What each peer wants in each task: sources are pushed to it as they become possible. */
   readonly demands: Demands;
@@ -61,6 +64,7 @@ export class Supernode {
     // Every origin connection, redirect hops included, is checked against the address policy at connect time,
     // and each gets its origin's TLS settings (a registry's own CA, or no verification where the operator said so).
     const policy = new AddressPolicy(config.originAllowCidrs);
+    if (config.clusterSupernodes.length) this.#siblings = new Siblings(config.clusterSupernodes, config.advertiseUrl!, config.trust);
     this.#dispatcher = createOriginDispatcher({ connect: config.originTls.connector((extra) => guardedConnector(policy, extra)) });
     // Piece bytes from origins that answer plainly: the same policy and TLS settings, socket reads into reused buffers.
     this.#originFast = originFastPath(policy, config.originTls);
@@ -120,6 +124,7 @@ export class Supernode {
         for (const push of this.#pushers.values()) push({ type: 'task:preheat', blobs });
         return this.#pushers.size;
       },
+      ...(this.#siblings ? { siblings: this.#siblings } : {}),
     });
     this.metrics.originRateLimit.set(config.originRate);
     this.scheduler.on('peer:blacklisted', ({ taskId, peerId, reason }) => {
@@ -308,6 +313,7 @@ export class Supernode {
     }
     await this.store.stop();
     await this.#dispatcher.close();
+    await this.#siblings?.close();
     await this.#originFast.client.close();
     this.log.info('supernode:stopped');
   }

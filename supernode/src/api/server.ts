@@ -34,6 +34,7 @@ import { snError } from '../errors.js';
 import { handlePeerSocket, type ChannelComponents } from './ws-channel.js';
 import { Traffic } from './traffic.js';
 import type { PreheatJobs } from '../preheat/jobs.js';
+import { FORWARDED_HEADER } from '../preheat/siblings.js';
 import { dashboardView } from './dashboard.js';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard-page.js';
 
@@ -57,7 +58,8 @@ function preheatRoutes(app: FastifyInstance, jobs: PreheatJobs, operator: (req: 
     void reply.status(202).header('location', `/api/v1/preheat/${job.id}`);
     return job;
   });
-  app.get<{ Params: { id: string } }>('/api/v1/preheat/:id', { preHandler: operator }, async (req) => jobs.get(req.params.id));
+  // Behind a Service with several supernodes the job may be another's: it is asked for it (not for a forwarded call).
+  app.get<{ Params: { id: string } }>('/api/v1/preheat/:id', { preHandler: operator }, async (req) => jobs.find(req.params.id, { ask: req.headers[FORWARDED_HEADER] === undefined }));
   app.get('/api/v1/preheat', { preHandler: operator }, async () => ({ jobs: jobs.list() }));
 }
 

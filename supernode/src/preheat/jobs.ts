@@ -7,7 +7,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
-import { describeError, isDamselflyError, pieceRange, redactUrl, type Logger, type OriginAllowList } from '@damselfly/shared';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describeError, isDamselflyError, pieceRange, redactUrl, taskIdFor, type Logger, type OriginAllowList } from '@damselfly/shared';
+import type { Siblings } from './siblings.js';
 import { snError } from '../errors.js';
 import type { Seeder } from '../seed/seeder.js';
 import type { TaskStore } from '../resource/task-store.js';
@@ -21,6 +23,8 @@ export interface PreheatRequest {
   platforms?: string[];
   scope: PreheatScope;
   headers?: Record<string, string>;
+  /** Only these blobs of the image (digests): what another supernode of the cluster hands this one to seed. */
+  blobs?: string[];
 }
 
 export interface PreheatLayer {
@@ -32,6 +36,8 @@ export interface PreheatLayer {
   state: 'pending' | 'seeding' | 'seeded' | 'failed';
   pieces: { seeded: number; total: number };
   error?: string;
+  /** The supernode of the cluster seeding it, when not the one answering (the one the dfdaemons ask for it). */
+  supernode?: string;
 }
 
 export interface PreheatJob {
@@ -59,7 +65,14 @@ export interface PreheatComponents {
   /** Tells every connected dfdaemon to fetch these blob URLs; returns how many were told. */
   toPeers: (blobs: { url: string; digest: string }[]) => number;
   log: Logger;
+  /** The cluster's other supernodes (clusterSupernodes): each blob is seeded on its own. */
+  siblings?: Siblings;
 }
+
+/** How often a job polls the jobs it handed to other supernodes. */
+const POLL_MS = 500;
+/** Polls in a row another supernode may fail before its part of the job is failed. */
+const POLL_FAILURES = 6;
 
 /** Pieces seeded at once per job. */
 const PARALLEL = 4;
@@ -101,6 +114,20 @@ export class PreheatJobs {
     return job;
   }
 
+  /**
+   * A job by id, from this supernode or, behind a Service with several, from the one that took it: each is asked in
+   * turn (`ask` is false for a call another supernode forwarded, which is not asked on).
+   */
+  async find(id: string, { ask, signal }: { ask: boolean; signal?: AbortSignal }): Promise<PreheatJob> {
+    const here = this.#jobs.get(id);
+    if (here || !ask || !this.#c.siblings) return here ?? this.get(id);
+    for (const base of this.#c.siblings.others) {
+      const r = await this.#c.siblings.call<PreheatJob>(base, 'GET', `/api/v1/preheat/${encodeURIComponent(id)}`, undefined, { signal, forwarded: true }).catch(() => undefined);
+      if (r?.status === 200) return r.body;
+    }
+    return this.get(id);
+  }
+
   list(): PreheatJob[] {
     return [...this.#jobs.values()].reverse();
   }
@@ -112,17 +139,54 @@ export class PreheatJobs {
   async #run(job: PreheatJob, ref: ReturnType<typeof parseImageRef>, req: PreheatRequest): Promise<void> {
     const signal = this.#stop.signal;
     const image = await resolveImage(ref, { platforms: req.platforms, headers: req.headers ?? {}, dispatcher: this.#c.dispatcher, signal });
+    const blobs = req.blobs ? image.blobs.filter((b) => req.blobs!.includes(b.digest)) : image.blobs;
     job.digest = image.digest;
     job.platforms = image.platforms;
-    job.layers = image.blobs.map((b) => ({ digest: b.digest, size: b.size, kind: b.kind, ...(b.platform ? { platform: b.platform } : {}), state: 'pending', pieces: { seeded: 0, total: 0 } }));
-    job.bytes.total = image.blobs.reduce((s, b) => s + b.size, 0);
+    job.layers = blobs.map((b) => ({ digest: b.digest, size: b.size, kind: b.kind, ...(b.platform ? { platform: b.platform } : {}), state: 'pending', pieces: { seeded: 0, total: 0 } }));
+    job.bytes.total = blobs.reduce((s, b) => s + b.size, 0);
     job.state = 'seeding';
-    this.#c.log.info({ job: job.id, image: job.image, digest: image.digest, blobs: image.blobs.length, bytes: job.bytes.total }, 'preheat:resolved');
+    this.#c.log.info({ job: job.id, image: job.image, digest: image.digest, blobs: blobs.length, bytes: job.bytes.total }, 'preheat:resolved');
+    const blobUrl = (digest: string) => new URL(`${ref.registry}/v2/${ref.repository}/blobs/${digest}`);
+    // Each blob on the supernode the dfdaemons will ask for it; a job handed here by another supernode is all ours.
+    const siblings = req.blobs ? undefined : this.#c.siblings;
+    const elsewhere = new Map<string, PreheatLayer[]>();
+    const here: PreheatLayer[] = [];
+    for (const layer of job.layers) {
+      const owner = siblings?.owner(taskIdFor(blobUrl(layer.digest), layer.digest));
+      if (!owner || owner === siblings!.self) here.push(layer);
+      else elsewhere.set(owner, [...(elsewhere.get(owner) ?? []), layer]);
+    }
+    const seedHere = (layers: PreheatLayer[]) => this.#seed(job, layers, ref, req, image.headers, blobUrl, signal);
+    await Promise.all([
+      seedHere(here),
+      ...[...elsewhere].map(([owner, layers]) =>
+        // A supernode that cannot take its part (down, refusing) leaves it to this one: seeded once in the cluster
+        // still, where the dfdaemons' stand-in order may not look first, rather than not at all.
+        this.#handOff(job, owner, layers, req, signal).catch((err: unknown) => {
+          signal.throwIfAborted();
+          this.#c.log.warn({ job: job.id, supernode: owner, err: describeError(err) }, 'preheat:hand-off-failed');
+          return seedHere(layers);
+        }),
+      ),
+    ]);
+    if (job.scope === 'all-peers' && !job.errors.length) {
+      job.state = 'peers';
+      const told = this.#c.toPeers(job.layers.map((l) => ({ url: blobUrl(l.digest).href, digest: l.digest })));
+      job.peers = { asked: told };
+    }
+    job.state = job.errors.length ? 'failed' : 'succeeded';
+    job.finishedAt = Date.now();
+    this.#c.log.info({ job: job.id, image: redactUrl(job.image), state: job.state, seconds: (job.finishedAt - job.createdAt) / 1000 }, 'preheat:done');
+  }
+
+  /** Registers `layers` here and seeds every piece of them, a few at a time across all of them. */
+  async #seed(job: PreheatJob, layers: PreheatLayer[], ref: ReturnType<typeof parseImageRef>, req: PreheatRequest, resolvedHeaders: Record<string, string>, blobUrl: (digest: string) => URL, signal: AbortSignal): Promise<void> {
+    if (!layers.length) return;
     const requester = `preheat:${job.id}`;
     // The registry's token may run out during a long job (Docker Hub's last 5 minutes): a piece refused with the
     // current headers gets them renewed from the operator's own credentials (one renewal at a time, shared by every
     // worker) and is asked for once more.
-    let headers = image.headers;
+    let headers = resolvedHeaders;
     let renewing: Promise<void> | undefined;
     const renew = (failedWith: Record<string, string>): Promise<void> => {
       if (headers !== failedWith) return Promise.resolve();
@@ -133,8 +197,8 @@ export class PreheatJobs {
     };
     // Register every blob first (sizes, piece counts), then seed their pieces a few at a time across all of them.
     const work: { layer: PreheatLayer; url: URL; taskId: string; n: number; size: number }[] = [];
-    for (const layer of job.layers) {
-      const url = new URL(`${ref.registry}/v2/${ref.repository}/blobs/${layer.digest}`);
+    for (const layer of layers) {
+      const url = blobUrl(layer.digest);
       try {
         const meta = await this.#c.seeder.register(url, layer.digest, headers, { signal, requester });
         layer.taskId = meta.taskId;
@@ -150,9 +214,7 @@ export class PreheatJobs {
         layer.state = layer.pieces.seeded === layer.pieces.total ? 'seeded' : 'seeding';
       } catch (err) {
         signal.throwIfAborted();
-        layer.state = 'failed';
-        layer.error = describeError(err);
-        job.errors.push(`${layer.digest}: ${layer.error}`);
+        fail(job, layer, err);
       }
     }
     let next = 0;
@@ -179,27 +241,67 @@ export class PreheatJobs {
           if (w.layer.pieces.seeded === w.layer.pieces.total) w.layer.state = 'seeded';
         } catch (err) {
           signal.throwIfAborted();
-          // Another worker may have failed this layer meanwhile: report it once.
-          if ((w.layer.state as PreheatLayer['state']) !== 'failed') {
-            w.layer.state = 'failed';
-            w.layer.error = describeError(err);
-            job.errors.push(`${w.layer.digest}: ${w.layer.error}`);
-          }
+          fail(job, w.layer, err);
         }
       }
     };
     await Promise.all(Array.from({ length: PARALLEL }, worker));
     // The operator's credentials were for this job only: the seeder lets go of them now, not at its idle timeout.
-    for (const layer of job.layers) if (layer.taskId) this.#c.seeder.forget(layer.taskId, requester);
-    if (job.scope === 'all-peers' && !job.errors.length) {
-      job.state = 'peers';
-      const told = this.#c.toPeers(job.layers.map((l) => ({ url: `${ref.registry}/v2/${ref.repository}/blobs/${l.digest}`, digest: l.digest })));
-      job.peers = { asked: told };
-    }
-    job.state = job.errors.length ? 'failed' : 'succeeded';
-    job.finishedAt = Date.now();
-    this.#c.log.info({ job: job.id, image: redactUrl(job.image), state: job.state, seconds: (job.finishedAt - job.createdAt) / 1000 }, 'preheat:done');
+    for (const layer of layers) if (layer.taskId) this.#c.seeder.forget(layer.taskId, requester);
   }
+
+  /**
+   * Hands `layers` to the supernode that owns them: the same request narrowed to them (it resolves the image itself
+   * and seeds them as its own job), then follows that job, copying its layers' progress into this one. Rejects if
+   * that supernode cannot take the job (the caller seeds them here); once taken, a supernode that stops answering
+   * fails its layers.
+   */
+  async #handOff(job: PreheatJob, owner: string, layers: PreheatLayer[], req: PreheatRequest, signal: AbortSignal): Promise<void> {
+    const siblings = this.#c.siblings!;
+    const body: PreheatRequest = { image: req.image, scope: 'supernode', blobs: layers.map((l) => l.digest), ...(req.platforms ? { platforms: req.platforms } : {}), ...(req.headers ? { headers: req.headers } : {}) };
+    const started = await siblings.call<PreheatJob & { message?: string }>(owner, 'POST', '/api/v1/preheat', body, { signal });
+    if (started.status !== 202) throw snError('SN_SIBLING', `${owner} answered ${started.status}: ${started.body.message ?? ''}`);
+    for (const layer of layers) {
+      layer.supernode = owner;
+      layer.state = 'seeding';
+    }
+    let seeded = 0;
+    for (let failures = 0; ; ) {
+      await sleep(POLL_MS, undefined, { signal });
+      let remote: PreheatJob;
+      try {
+        const r = await siblings.call<PreheatJob>(owner, 'GET', `/api/v1/preheat/${encodeURIComponent(started.body.id)}`, undefined, { signal, forwarded: true });
+        if (r.status !== 200) throw snError('SN_SIBLING', `${owner} answered ${r.status} for job ${started.body.id}`);
+        remote = r.body;
+        failures = 0;
+      } catch (err) {
+        signal.throwIfAborted();
+        if (++failures < POLL_FAILURES) continue;
+        for (const layer of layers) if (layer.state !== 'seeded') fail(job, layer, err);
+        return;
+      }
+      for (const theirs of remote.layers) {
+        const layer = layers.find((l) => l.digest === theirs.digest);
+        if (!layer) continue;
+        Object.assign(layer, { taskId: theirs.taskId, pieces: theirs.pieces, state: theirs.state === 'pending' ? 'seeding' : theirs.state });
+        if (theirs.state === 'failed') fail(job, layer, theirs.error ?? `failed on ${owner}`);
+      }
+      job.bytes.seeded += remote.bytes.seeded - seeded;
+      seeded = remote.bytes.seeded;
+      if (remote.finishedAt) {
+        for (const e of remote.errors) if (!layers.some((l) => e.startsWith(l.digest))) job.errors.push(`${owner}: ${e}`);
+        return;
+      }
+    }
+  }
+}
+
+/** Marks a layer failed and reports it once (several workers, or polls, may see it fail). */
+function fail(job: PreheatJob, layer: PreheatLayer, err: unknown): void {
+  if (layer.state === 'failed' && layer.error !== undefined) return;
+  layer.state = 'failed';
+  layer.error = typeof err === 'string' ? err : describeError(err);
+  job.errors.push(`${layer.digest}: ${layer.error}`);
 }
 
 function checkRequest(body: unknown): PreheatRequest {
@@ -222,5 +324,10 @@ function checkRequest(body: unknown): PreheatRequest {
       headers[k] = v;
     }
   }
-  return { image: b.image, scope, ...(platforms ? { platforms } : {}), headers };
+  let blobs: string[] | undefined;
+  if (b.blobs !== undefined) {
+    if (!Array.isArray(b.blobs) || !b.blobs.every((d) => typeof d === 'string' && /^sha256:[a-f0-9]{64}$/.test(d))) throw bad('"blobs" must be a list of sha256 digests');
+    blobs = b.blobs as string[];
+  }
+  return { image: b.image, scope, ...(platforms ? { platforms } : {}), headers, ...(blobs ? { blobs } : {}) };
 }
