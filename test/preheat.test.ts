@@ -258,4 +258,28 @@ t.test('three supernodes behind one Service: a preheat through any seeds each bl
   }
   t.equal(await reg.settledBytesServed(blobs.map((b) => b.digest)), total, 'the registry served no more blob bytes');
   t.equal((await api(sns[0]!, 'GET', `/api/v1/preheat/${'0'.repeat(8)}`)).status, 404, 'a job none of them has is a 404');
+
+  // One supernode down: a preheat through another seeds that one's blobs itself (once in the cluster still), and a
+  // job nobody else has is a 502 now, not a 404: the one down may hold it.
+  const other = await buildAndPushMultiArchImage(await tempDir(t, 'damselfly-preheat-'), reg.host, 'team/spread2', [{ os: 'linux', arch: 'amd64', layerSizes: [110 * KiB, 210 * KiB, 310 * KiB, 410 * KiB, 510 * KiB, 610 * KiB, 710 * KiB, 810 * KiB, 910 * KiB] }]);
+  const more = other.platforms['linux/amd64']!;
+  const ownerOf = (b: { digest: string }) => rendezvous(urls, taskIdFor(new URL(`${reg.url}/v2/team/spread2/blobs/${b.digest}`), b.digest))[0];
+  // The one stopped: whichever of the two not asked owns more of these blobs.
+  const victim = more.filter((b) => ownerOf(b) === urls[0]).length >= more.filter((b) => ownerOf(b) === urls[2]).length ? 0 : 2;
+  const downs = more.filter((b) => ownerOf(b) === urls[victim]);
+  t.ok(downs.length > 0, 'the stopped supernode owns some of the blobs');
+  await sns[victim]!.stop();
+  const again = await api(sns[1]!, 'POST', '/api/v1/preheat', { image: `http://${other.ref}`, platforms: ['linux/amd64'] });
+  const done = await until('the second job to end', async () => {
+    const j = (await api(sns[1]!, 'GET', `/api/v1/preheat/${again.body.id}`)).body;
+    return j.finishedAt ? j : undefined;
+  }, 60_000, 200);
+  t.equal(done.state, 'succeeded', `the job succeeded with a supernode down (errors: ${JSON.stringify(done.errors)})`);
+  for (const b of downs) {
+    const taskId = taskIdFor(new URL(`${reg.url}/v2/team/spread2/blobs/${b.digest}`), b.digest);
+    t.ok(sns[1]!.store.get(taskId), `${b.digest.slice(0, 19)} (the stopped one's) was seeded by the supernode asked`);
+  }
+  const moreTotal = more.reduce((s, b) => s + b.size, 0);
+  t.equal(await reg.settledBytesServed(more.map((b) => b.digest), moreTotal), moreTotal, 'each blob once all the same');
+  t.equal((await api(sns[1]!, 'GET', `/api/v1/preheat/${'0'.repeat(8)}`)).status, 502, 'a job none of the others has, with one down: 502');
 });

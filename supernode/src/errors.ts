@@ -26,7 +26,7 @@ export const SupernodeErrors = {
   SN_MANIFEST: { message: 'cannot resolve the image: %s', status: 502 },
   SN_NO_PLATFORM: { message: 'the image has no manifest for %s', status: 404 },
   SN_PREHEAT_NOT_FOUND: { message: 'no preheat job %s', status: 404 },
-  SN_SIBLING: { message: 'another supernode of the cluster did not answer: %s', status: 502 },
+  SN_SIBLING: { message: 'another supernode of the cluster: %s', status: 502 },
 } as const satisfies ErrorTable<string>;
 
 export type SupernodeErrorCode = keyof typeof SupernodeErrors;

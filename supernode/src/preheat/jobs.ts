@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError, isDamselflyError, pieceRange, redactUrl, taskIdFor, type Logger, type OriginAllowList } from '@damselfly/shared';
-import type { Siblings } from './siblings.js';
+import { unreached, type Siblings } from './siblings.js';
 import { snError } from '../errors.js';
 import type { Seeder } from '../seed/seeder.js';
 import type { TaskStore } from '../resource/task-store.js';
@@ -73,6 +73,8 @@ export interface PreheatComponents {
 const POLL_MS = 500;
 /** Polls in a row another supernode may fail before its part of the job is failed. */
 const POLL_FAILURES = 6;
+/** How long a job's status waits for the other supernodes when it is not here. */
+const FIND_MS = 5_000;
 
 /** Pieces seeded at once per job. */
 const PARALLEL = 4;
@@ -115,17 +117,27 @@ export class PreheatJobs {
   }
 
   /**
-   * A job by id, from this supernode or, behind a Service with several, from the one that took it: each is asked in
-   * turn (`ask` is false for a call another supernode forwarded, which is not asked on).
+   * A job by id, from this supernode or, behind a Service with several, from the one that took it: the others are
+   * asked at once, for a few seconds at most (`ask` is false for a call another supernode forwarded, which is not
+   * asked on). None has it: 404; none has it and one could not be asked: 502, since that one may.
    */
-  async find(id: string, { ask, signal }: { ask: boolean; signal?: AbortSignal }): Promise<PreheatJob> {
+  async find(id: string, { ask }: { ask: boolean }): Promise<PreheatJob> {
     const here = this.#jobs.get(id);
     if (here || !ask || !this.#c.siblings) return here ?? this.get(id);
-    for (const base of this.#c.siblings.others) {
-      const r = await this.#c.siblings.call<PreheatJob>(base, 'GET', `/api/v1/preheat/${encodeURIComponent(id)}`, undefined, { signal, forwarded: true }).catch(() => undefined);
-      if (r?.status === 200) return r.body;
+    const siblings = this.#c.siblings;
+    // A timer of our own, held here and cleared: not AbortSignal.timeout, whose timer can be collected mid-wait.
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(snError('SN_SIBLING', `no answer within ${FIND_MS} ms`)), FIND_MS);
+    try {
+      const answers = await Promise.allSettled(siblings.others.map((base) => siblings.call<PreheatJob>(base, 'GET', `/api/v1/preheat/${encodeURIComponent(id)}`, undefined, { signal: ac.signal, forwarded: true })));
+      const found = answers.find((a) => a.status === 'fulfilled' && a.value.status === 200);
+      if (found) return (found as PromiseFulfilledResult<{ body: PreheatJob }>).value.body;
+      const failed = answers.find((a) => a.status === 'rejected' || (a.value.status !== 404 && a.value.status !== 200));
+      if (failed) throw snError('SN_SIBLING', `job ${id} is not here, and ${failed.status === 'rejected' ? describeError(failed.reason) : `a supernode answered ${failed.value.status}`}: it may be there`);
+      return this.get(id);
+    } finally {
+      clearTimeout(timer);
     }
-    return this.get(id);
   }
 
   list(): PreheatJob[] {
@@ -140,6 +152,8 @@ export class PreheatJobs {
     const signal = this.#stop.signal;
     const image = await resolveImage(ref, { platforms: req.platforms, headers: req.headers ?? {}, dispatcher: this.#c.dispatcher, signal });
     const blobs = req.blobs ? image.blobs.filter((b) => req.blobs!.includes(b.digest)) : image.blobs;
+    // Handed a part by another supernode: a digest it named that this image does not have is said, not dropped.
+    for (const missing of (req.blobs ?? []).filter((d) => !image.blobs.some((b) => b.digest === d))) job.errors.push(`${missing}: not in ${image.digest}`);
     job.digest = image.digest;
     job.platforms = image.platforms;
     job.layers = blobs.map((b) => ({ digest: b.digest, size: b.size, kind: b.kind, ...(b.platform ? { platform: b.platform } : {}), state: 'pending', pieces: { seeded: 0, total: 0 } }));
@@ -160,15 +174,18 @@ export class PreheatJobs {
     await Promise.all([
       seedHere(here),
       ...[...elsewhere].map(([owner, layers]) =>
-        // A supernode that cannot take its part (down, refusing) leaves it to this one: seeded once in the cluster
-        // still, where the dfdaemons' stand-in order may not look first, rather than not at all.
-        this.#handOff(job, owner, layers, req, signal).catch((err: unknown) => {
+        // A supernode that plainly did not take its part (unreachable, or it refused) leaves it to this one: seeded
+        // still, where the dfdaemons' stand-in order may not look first, rather than not at all. One that may have
+        // taken it (an answer lost) is not doubled: its part fails instead (see #handOff).
+        this.#handOff(job, owner, layers, { ...req, image: `${ref.registry}/${ref.repository}@${image.digest}` }, signal).catch((err: unknown) => {
           signal.throwIfAborted();
-          this.#c.log.warn({ job: job.id, supernode: owner, err: describeError(err) }, 'preheat:hand-off-failed');
+          this.#c.log.warn({ job: job.id, supernode: owner, err: describeError(err) }, 'preheat:hand-off-refused');
           return seedHere(layers);
         }),
       ),
     ]);
+    // Every layer ends seeded or failed: one left in between (a path that forgot it) is not reported as a success.
+    for (const layer of job.layers) if (layer.state !== 'seeded' && layer.state !== 'failed') fail(job, layer, 'left unseeded');
     if (job.scope === 'all-peers' && !job.errors.length) {
       job.state = 'peers';
       const told = this.#c.toPeers(job.layers.map((l) => ({ url: blobUrl(l.digest).href, digest: l.digest })));
@@ -251,47 +268,72 @@ export class PreheatJobs {
   }
 
   /**
-   * Hands `layers` to the supernode that owns them: the same request narrowed to them (it resolves the image itself
-   * and seeds them as its own job), then follows that job, copying its layers' progress into this one. Rejects if
-   * that supernode cannot take the job (the caller seeds them here); once taken, a supernode that stops answering
-   * fails its layers.
+   * Hands `layers` to the supernode that owns them: the same request, pinned to the manifest this job resolved (a
+   * moved tag cannot change what it seeds) and narrowed to them; that supernode resolves it itself and seeds them as
+   * its own job, which this one follows, copying its layers' progress. Rejects only when that supernode plainly did
+   * not take the job (no connection, or it refused it): the caller then seeds them here. Anything after it may have
+   * been taken fails the layers it left unseeded, rather than seeding them twice.
    */
   async #handOff(job: PreheatJob, owner: string, layers: PreheatLayer[], req: PreheatRequest, signal: AbortSignal): Promise<void> {
     const siblings = this.#c.siblings!;
     const body: PreheatRequest = { image: req.image, scope: 'supernode', blobs: layers.map((l) => l.digest), ...(req.platforms ? { platforms: req.platforms } : {}), ...(req.headers ? { headers: req.headers } : {}) };
-    const started = await siblings.call<PreheatJob & { message?: string }>(owner, 'POST', '/api/v1/preheat', body, { signal });
-    if (started.status !== 202) throw snError('SN_SIBLING', `${owner} answered ${started.status}: ${started.body.message ?? ''}`);
+    let started: { status: number; body: PreheatJob & { message?: string } };
+    try {
+      started = await siblings.call<PreheatJob & { message?: string }>(owner, 'POST', '/api/v1/preheat', body, { signal });
+    } catch (err) {
+      signal.throwIfAborted();
+      if (unreached(err)) throw err;
+      for (const layer of layers) fail(job, layer, err);
+      return;
+    }
+    if (started.status !== 202) throw snError('SN_SIBLING', `${owner} refused the job (${started.status}): ${started.body.message ?? ''}`);
+    const { id } = started.body;
     for (const layer of layers) {
       layer.supernode = owner;
       layer.state = 'seeding';
     }
-    let seeded = 0;
-    for (let failures = 0; ; ) {
-      await sleep(POLL_MS, undefined, { signal });
-      let remote: PreheatJob;
-      try {
-        const r = await siblings.call<PreheatJob>(owner, 'GET', `/api/v1/preheat/${encodeURIComponent(started.body.id)}`, undefined, { signal, forwarded: true });
-        if (r.status !== 200) throw snError('SN_SIBLING', `${owner} answered ${r.status} for job ${started.body.id}`);
-        remote = r.body;
-        failures = 0;
-      } catch (err) {
-        signal.throwIfAborted();
-        if (++failures < POLL_FAILURES) continue;
-        for (const layer of layers) if (layer.state !== 'seeded') fail(job, layer, err);
-        return;
+    // What this part adds to the job's bytes: the owner's count, never more than these layers (an owner of an older
+    // version seeding the whole image must not push the job past its total).
+    const most = layers.reduce((sum, l) => sum + l.size, 0);
+    let counted = 0;
+    const count = (bytes: number) => {
+      const now = Math.min(bytes, most);
+      job.bytes.seeded += now - counted;
+      counted = now;
+    };
+    try {
+      for (let failures = 0; ; ) {
+        await sleep(POLL_MS, undefined, { signal });
+        let remote: PreheatJob;
+        try {
+          const r = await siblings.call<PreheatJob>(owner, 'GET', `/api/v1/preheat/${encodeURIComponent(id)}`, undefined, { signal, forwarded: true });
+          if (r.status !== 200) throw snError('SN_SIBLING', `${owner} answered ${r.status} for job ${id}`);
+          remote = r.body;
+          failures = 0;
+        } catch (err) {
+          signal.throwIfAborted();
+          if (++failures < POLL_FAILURES) continue;
+          throw err;
+        }
+        for (const theirs of remote.layers ?? []) {
+          const layer = layers.find((l) => l.digest === theirs.digest);
+          if (!layer || layer.state === 'failed') continue;
+          layer.taskId = theirs.taskId;
+          layer.pieces = theirs.pieces;
+          if (theirs.state === 'failed') fail(job, layer, `${owner}: ${theirs.error ?? 'failed'}`);
+          else layer.state = theirs.state === 'pending' ? 'seeding' : theirs.state;
+        }
+        count(remote.bytes?.seeded ?? 0);
+        if (remote.finishedAt) {
+          for (const e of remote.errors ?? []) if (!layers.some((l) => e.startsWith(l.digest))) job.errors.push(`${owner}: ${e}`);
+          // Done there: a layer it did not report seeded is not seeded, whatever it said of the job.
+          for (const layer of layers) if (layer.state !== 'seeded') fail(job, layer, `${owner} ended its job without it`);
+          return;
+        }
       }
-      for (const theirs of remote.layers) {
-        const layer = layers.find((l) => l.digest === theirs.digest);
-        if (!layer) continue;
-        Object.assign(layer, { taskId: theirs.taskId, pieces: theirs.pieces, state: theirs.state === 'pending' ? 'seeding' : theirs.state });
-        if (theirs.state === 'failed') fail(job, layer, theirs.error ?? `failed on ${owner}`);
-      }
-      job.bytes.seeded += remote.bytes.seeded - seeded;
-      seeded = remote.bytes.seeded;
-      if (remote.finishedAt) {
-        for (const e of remote.errors) if (!layers.some((l) => e.startsWith(l.digest))) job.errors.push(`${owner}: ${e}`);
-        return;
-      }
+    } catch (err) {
+      signal.throwIfAborted();
+      for (const layer of layers) if (layer.state !== 'seeded') fail(job, layer, err);
     }
   }
 }

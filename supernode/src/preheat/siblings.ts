@@ -12,6 +12,15 @@ import { snError } from '../errors.js';
 /** Marks a call one supernode makes to another for a job it does not hold: the other does not ask on. */
 export const FORWARDED_HEADER = 'x-damselfly-forwarded';
 
+/** Failures that happen before a request reaches the other side: whatever was asked was not done. */
+const NOT_REACHED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** A call that failed without reaching the other supernode (its cause's code says so), as opposed to an answer lost. */
+export function unreached(err: unknown): boolean {
+  const code = ((err as { cause?: { code?: unknown } }).cause?.code ?? (err as { code?: unknown }).code) as string | undefined;
+  return code !== undefined && NOT_REACHED.has(code);
+}
+
 export class Siblings {
   readonly #urls: readonly string[];
   readonly self: string;
