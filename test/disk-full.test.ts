@@ -35,12 +35,18 @@ const canMount = await smallDisk().then(async (dir) => {
   return true;
 });
 
-t.test('disk full (real binaries, a 10 MiB tmpfs): the client still gets the blob, the daemon gives the space back and evicts LRU, the next pull works', { skip: canMount ? false : 'cannot mount a tmpfs here (needs root)' }, async (t) => {
-  const disk = (await smallDisk())!;
+/** A small tmpfs for this test, unmounted when it ends. */
+async function mountedDisk(t: { teardown(fn: () => unknown): void }, size?: string): Promise<string> {
+  const dir = (await smallDisk(size))!;
   t.teardown(async () => {
-    execFileSync('umount', ['-l', disk]);
-    await rm(disk, { recursive: true, force: true });
+    execFileSync('umount', ['-l', dir]);
+    await rm(dir, { recursive: true, force: true });
   });
+  return dir;
+}
+
+t.test('disk full (real binaries, a 10 MiB tmpfs): the client still gets the blob, the daemon gives the space back and evicts LRU, the next pull works', { skip: canMount ? false : 'cannot mount a tmpfs here (needs root)' }, async (t) => {
+  const disk = await mountedDisk(t);
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
   const old = makeBlob(4 * MiB, 20);
@@ -86,11 +92,7 @@ t.test('disk full (real binaries, a 10 MiB tmpfs): the client still gets the blo
 });
 
 t.test('supernode disk full (real binaries, a 12 MiB tmpfs): the seed makes room from idle tasks and the pull stays P2P', { skip: canMount ? false : 'cannot mount a tmpfs here (needs root)' }, async (t) => {
-  const snDisk = (await smallDisk('size=12m'))!;
-  t.teardown(async () => {
-    execFileSync('umount', ['-l', snDisk]);
-    await rm(snDisk, { recursive: true, force: true });
-  });
+  const snDisk = await mountedDisk(t, 'size=12m');
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
   const old = makeBlob(6 * MiB, 23);

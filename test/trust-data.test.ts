@@ -315,8 +315,8 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
   }
 });
 
-t.test('a client the origin refuses does not make a restarted dfdaemon re-check the pieces it kept of a private blob', async (t) => {
-  const body = makeBlob(3 * MiB + 1, 41);
+/** An origin serving `body` at `path` only to the API key `k` (403 to anyone else). */
+async function keyedOrigin(t: Parameters<typeof shapedOrigin>[0], body: Buffer, path: string): Promise<string> {
   const { url } = await shapedOrigin(
     t,
     body,
@@ -325,8 +325,21 @@ t.test('a client the origin refuses does not make a restarted dfdaemon re-check 
       res.writeHead(403).end();
       return true;
     },
-    '/private/partial.bin',
+    path,
   );
+  return url;
+}
+
+/** Makes byte `at` of a data file holding `body` wrong, as a bad disk would. */
+async function flipByte(path: string, body: Buffer, at: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  await fh.write(Buffer.from([body[at]! ^ 0xff]), 0, 1, at);
+  await fh.close();
+}
+
+t.test('a client the origin refuses does not make a restarted dfdaemon re-check the pieces it kept of a private blob', async (t) => {
+  const body = makeBlob(3 * MiB + 1, 41);
+  const url = await keyedOrigin(t, body, '/private/partial.bin');
   const sn = await startSupernode(t);
   const dataDir = await tempDir(t, 'damselfly-df-');
   const d1 = await startDaemon(t, [sn.url], { dataDir });
@@ -339,9 +352,7 @@ t.test('a client the origin refuses does not make a restarted dfdaemon re-check 
   const dataPath = partial.dataPath;
   await d1.stop();
   // Left on disk; a restart re-checks kept pieces before a run builds on them (here one would find this byte wrong).
-  const fh = await open(dataPath, 'r+');
-  await fh.write(Buffer.from([body[10]! ^ 0xff]), 0, 1, 10);
-  await fh.close();
+  await flipByte(dataPath, body, 10);
   const d2 = await startDaemon(t, [sn.url], { dataDir });
   const refused = await getViaProxy(d2.proxyUrl, url, { 'x-api-key': 'wrong' });
   t.equal(refused.status, 403, 'a client the origin refuses gets its refusal');
@@ -352,16 +363,7 @@ t.test('a client the origin refuses does not make a restarted dfdaemon re-check 
 
 t.test('a Range read of a cached private blob whose kept piece fails its re-check asks the origin for the client\'s access once', async (t) => {
   const body = makeBlob(3 * MiB + 1, 43);
-  const { url } = await shapedOrigin(
-    t,
-    body,
-    (_i, _range, res) => {
-      if (res.req.headers['x-api-key'] === 'k') return;
-      res.writeHead(403).end();
-      return true;
-    },
-    '/private/recheck.bin',
-  );
+  const url = await keyedOrigin(t, body, '/private/recheck.bin');
   const sn = await startSupernode(t);
   const dataDir = await tempDir(t, 'damselfly-df-');
   const d1 = await startDaemon(t, [sn.url], { dataDir });
@@ -370,9 +372,7 @@ t.test('a Range read of a cached private blob whose kept piece fails its re-chec
   const taskId = whole.headers['x-damselfly-task-id'] as string;
   const dataPath = d1.store.get(taskId)!.dataPath;
   await d1.stop();
-  const fh = await open(dataPath, 'r+');
-  await fh.write(Buffer.from([body[10]! ^ 0xff]), 0, 1, 10);
-  await fh.close();
+  await flipByte(dataPath, body, 10);
   // Access answers not remembered: every check is an origin request, so a second one for the same read would show.
   const d2 = await startDaemon(t, [sn.url], { dataDir, accessCacheSeconds: 0 });
   const checks = () => metricValue(d2.metrics.registry, 'damselfly_dfdaemon_access_checks_total', { result: 'ok' });

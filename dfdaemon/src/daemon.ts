@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { advertiseHost, createLogger, isLoopbackHost, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, BulkClient, TokenBucket, type Logger } from '@damselfly/shared';
+import { advertiseHost, createLogger, GcRunner, isLoopbackHost, createOriginDispatcher, describeError, effectiveQuota, listenAs, listenServer, redactUrl, startOrUndo, BufferPool, BulkClient, TokenBucket, type Logger } from '@damselfly/shared';
 import type { DaemonConfig } from './config.js';
 import { collectGarbage, type GcResult } from './storage/gc.js';
 import { LocalStore, Peer, SupernodePool, clusterTls, engineOptions } from '@damselfly/peer';
@@ -172,28 +172,19 @@ export class Daemon {
 
   #stopped?: Promise<void>;
   #gcTimer?: NodeJS.Timeout;
-  #gcRunning?: Promise<GcResult>;
+  readonly #gc = new GcRunner<GcResult>((now, pressure) => this.#gcPass(now, pressure));
   /** diskQuota, or half the filesystem when it is 0 (resolved at the first GC pass). */
   #quota?: number;
 
-  /** One GC pass (quota watermarks, TTL); also refreshes the cache metrics. Concurrent calls share a pass. */
+  /** One GC pass (quota watermarks, TTL), or the one under way; also refreshes the cache metrics. */
   gc(now = Date.now()): Promise<GcResult> {
-    // A pressure pass under way is shared rather than run beside it.
-    if (this.#relieving) return this.#relieving;
-    this.#gcRunning ??= this.#gcPass(now, false).finally(() => (this.#gcRunning = undefined));
-    return this.#gcRunning;
+    return this.#gc.run(now);
   }
 
-  #relieving?: Promise<GcResult>;
-
-  /** The disk filled up under a download: once any running pass is done, shrink the cache to make room now. */
+  /** A write found the disk full: shrink the cache to make room now (see GcRunner). */
   relieveDiskPressure(): Promise<GcResult> {
     this.metrics.diskFull.inc();
-    this.#relieving ??= (async () => {
-      await this.#gcRunning?.catch(() => {});
-      return this.#gcPass(Date.now(), true);
-    })().finally(() => (this.#relieving = undefined));
-    return this.#relieving;
+    return this.#gc.relieve();
   }
 
   async #gcPass(now: number, pressure: boolean): Promise<GcResult> {

@@ -6,6 +6,8 @@
  */
 import { statfs } from 'node:fs/promises';
 import type { Schema } from './config.js';
+import type { Logger } from './logger.js';
+import { describeError } from './errors.js';
 
 /** Cache settings both daemons have (quota, watermarks, TTL, interval), under their own env prefix. */
 export interface CacheConfig {
@@ -117,4 +119,44 @@ export async function effectiveQuota(dir: string, configured: number): Promise<n
   if (configured > 0) return configured;
   const s = await statfs(dir);
   return Math.max(1, Math.floor(s.blocks * s.bsize * AUTO_QUOTA_SHARE));
+}
+
+/**
+ * The policy for a pass made because a write just found the disk full, on either daemon: the quota is what the cache
+ * holds now (a quota larger than the disk never triggers otherwise), shrunk to its low watermark at once, with no
+ * grace for idle tasks, since room is needed now. Tasks in use stay, as always; what goes for the quota is counted
+ * as `disk_full`.
+ */
+export function pressurePolicy(p: EvictionPolicy, used: number): EvictionPolicy {
+  return { ...p, quota: Math.min(p.quota, Math.max(1, used)), high: Math.min(p.high, p.low), graceMs: 0 };
+}
+
+/** Why an eviction is counted: a quota eviction in a pressure pass is the full disk's. */
+export function evictionCause(why: EvictionReason, pressure: boolean): EvictionReason | 'disk_full' {
+  return pressure && why === 'quota' ? 'disk_full' : why;
+}
+
+/**
+ * Carries out a plan: each task asked again right before its removal (`stillEvictable`: the removals before it took
+ * a while, and it may have been taken up meanwhile; such a task stays, and the next pass sees it as it is then). One
+ * removal that fails (a disk error) does not stop the pass: the others may still free what is needed.
+ */
+export async function carryOut(
+  plan: EvictionPlan,
+  o: { pressure: boolean; log: Logger; stillEvictable: (id: string) => boolean; remove: (id: string) => Promise<void> },
+): Promise<{ id: string; bytes: number; why: EvictionReason | 'disk_full' }[]> {
+  const done: { id: string; bytes: number; why: EvictionReason | 'disk_full' }[] = [];
+  for (const e of plan.evict) {
+    if (!o.stillEvictable(e.id)) continue;
+    try {
+      await o.remove(e.id);
+    } catch (err) {
+      o.log.warn({ taskId: e.id, err: describeError(err) }, 'gc:remove-failed');
+      continue;
+    }
+    const why = evictionCause(e.why, o.pressure);
+    done.push({ id: e.id, bytes: e.bytes, why });
+    o.log.info({ taskId: e.id, bytes: e.bytes, why }, 'task:evicted');
+  }
+  return done;
 }

@@ -39,3 +39,4 @@ export * from './piece-store.js';
 export * from './advertise-host.js';
 export * from './disk-full.js';
 export * from './rendezvous.js';
+export * from './gc-runner.js';

@@ -1,6 +1,6 @@
 /** Wires the supernode's parts together and runs them (`start()`/`stop()`). */
 import { randomBytes } from 'node:crypto';
-import { AddressPolicy, advertiseHost, BufferPool, RateMeter, originFastPath, type OriginFastPath, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
+import { AddressPolicy, advertiseHost, BufferPool, GcRunner, RateMeter, originFastPath, type OriginFastPath, OriginAllowList, cidrList, createLogger, createOriginDispatcher, effectiveQuota, guardedConnector, listenAs, startOrUndo, type Logger } from '@damselfly/shared';
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { SupernodeConfig } from './config.js';
@@ -51,7 +51,7 @@ export class Supernode {
   readonly traffic = new Traffic();
   #sampler?: NodeJS.Timeout;
   #gcTimer?: NodeJS.Timeout;
-  #gcRunning?: Promise<SupernodeGcResult>;
+  readonly #gc = new GcRunner<SupernodeGcResult>((now, pressure) => this.#gcPass(now, pressure));
   /** diskQuota, or half the filesystem when it is 0 (resolved at the first GC pass). */
   #quota?: number;
   #url = '';
@@ -235,28 +235,15 @@ export class Supernode {
     this.log.info({ url: this.#url, dataDir: this.config.dataDir }, 'supernode:started');
   }
 
-  /** One disk GC pass (quota watermarks, TTL), never touching a task in use; refreshes the cache metrics. */
+  /** One disk GC pass (quota watermarks, TTL), or the one under way, never touching a task in use; refreshes the cache metrics. */
   gc(now = Date.now()): Promise<SupernodeGcResult> {
-    // A pressure pass under way is shared rather than run beside it.
-    if (this.#relieving) return this.#relieving;
-    this.#gcRunning ??= this.#gcPass(now, false).finally(() => (this.#gcRunning = undefined));
-    return this.#gcRunning;
+    return this.#gc.run(now);
   }
 
-  #relieving?: Promise<SupernodeGcResult>;
-
-  /**
-   * A seed found the disk full (a quota larger than the disk, or a disk shared with other data): once any running
-   * pass is done, shrink the cache to make room now, so the seed's next attempt fits. Seeds failing together share
-   * one pass.
-   */
+  /** A write found the disk full: shrink the cache to make room now (see GcRunner). */
   relieveDiskPressure(): Promise<SupernodeGcResult> {
     this.metrics.diskFull.inc();
-    this.#relieving ??= (async () => {
-      await this.#gcRunning?.catch(() => {});
-      return this.#gcPass(Date.now(), true);
-    })().finally(() => (this.#relieving = undefined));
-    return this.#relieving;
+    return this.#gc.relieve();
   }
 
   /**
@@ -305,7 +292,7 @@ export class Supernode {
     this.preheat.stop();
     clearInterval(this.#sampler);
     clearInterval(this.#gcTimer);
-    await this.#gcRunning?.catch(() => {});
+    await this.#gc.settled();
     this.seeder.stop();
     if (this.#app) {
       for (const client of this.#app.websocketServer?.clients ?? []) client.terminate();

@@ -3,7 +3,7 @@
  * a client stream or an upload holds it. Under disk pressure (a write just failed for lack of space) the cache is
  * shrunk to the low watermark of what it holds now, ignoring the grace for idle tasks: space is needed at once.
  */
-import { describeError, planEvictions, type EvictionReason, type Logger } from '@damselfly/shared';
+import { carryOut, planEvictions, pressurePolicy, type EvictionReason, type Logger } from '@damselfly/shared';
 import type { LocalStore, LocalTask } from '@damselfly/peer';
 
 export interface GcOptions {
@@ -36,36 +36,20 @@ export function taskBytes(t: LocalTask): number {
 
 export async function collectGarbage(store: LocalStore, opts: GcOptions, log: Logger, now = Date.now()): Promise<GcResult> {
   const entries = [...store.tasks()].map((t) => ({ id: t.info.taskId, bytes: taskBytes(t), lastAccess: t.lastAccess, inUse: t.inUse }));
-  const used = entries.reduce((s, e) => s + e.bytes, 0);
-  const plan = planEvictions(entries, {
-    // Under pressure the quota is what the cache holds now: it shrinks to its low watermark.
-    quota: opts.pressure ? Math.min(opts.quota, Math.max(1, used)) : opts.quota,
-    high: opts.pressure ? Math.min(opts.high, opts.low) : opts.high,
-    low: opts.low,
-    ttlMs: opts.ttlMs,
-    graceMs: opts.pressure ? 0 : (opts.graceMs ?? 60_000),
-    maxTasks: opts.maxTasks,
-    now,
+  const policy = { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, maxTasks: opts.maxTasks, now };
+  const plan = planEvictions(entries, opts.pressure ? pressurePolicy(policy, entries.reduce((s, e) => s + e.bytes, 0)) : policy);
+  const done = await carryOut(plan, {
+    pressure: opts.pressure ?? false,
+    log,
+    // A download, a client or an upload may have leased it, or touched it, meanwhile.
+    stillEvictable: (id) => {
+      const t = store.get(id);
+      return t !== undefined && !t.inUse && t.lastAccess <= now;
+    },
+    remove: (id) => store.remove(id),
   });
-  const evicted: GcResult['evicted'] = [];
-  let freed = 0;
-  for (const e of plan.evict) {
-    // Asked again at each removal: the ones before it took a while, and the task may have been taken up meanwhile (a
-    // download, a client or an upload leased it, or touched it). Such a task stays; the next pass sees it as it is.
-    const t = store.get(e.id);
-    if (!t || t.inUse || t.lastAccess > now) continue;
-    try {
-      await store.remove(e.id);
-    } catch (err) {
-      // One removal that fails (a disk error) does not stop the pass: the others may still free what is needed.
-      log.warn({ taskId: e.id, err: describeError(err) }, 'gc:remove-failed');
-      continue;
-    }
-    const why = opts.pressure && e.why === 'quota' ? 'disk_full' : e.why;
-    evicted.push({ taskId: e.id, why });
-    freed += e.bytes;
-    log.info({ taskId: e.id, bytes: e.bytes, why }, 'task:evicted');
-  }
+  const evicted: GcResult['evicted'] = done.map((e) => ({ taskId: e.id, why: e.why }));
+  const freed = done.reduce((s, e) => s + e.bytes, 0);
   if (plan.overQuota && !opts.pressure) log.warn({ used: plan.usedAfter, quota: opts.quota }, 'gc:over-quota (everything left is in use)');
   return { evicted, freedBytes: freed, usedBytes: plan.usedAfter };
 }
