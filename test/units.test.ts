@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   BLOCK_SIZE,
+  GcRunner,
   advertiseHost,
   DamselflyError,
   PROTOCOL_VERSION,
@@ -283,4 +284,38 @@ t.test('replay cache: a replayed proof is refused; one address fills its tenth o
   const full = new NonceCache(10);
   for (let i = 0; i < 10; i++) t.equal(full.add(`x${i}`, now + 240_000, now, `10.1.0.${i}`), true);
   t.equal(full.add('x10', now + 240_000, now, '10.1.0.99'), 'full', 'a cache full of live nonces refuses rather than grows');
+});
+
+t.test('GC runs: a timed pass shares the one under way; a pressure pass waits for it, is shared, and a timed call joins it', async (t) => {
+  const log: string[] = [];
+  const gates: (() => void)[] = [];
+  const runner = new GcRunner<string>(async (_now, pressure) => {
+    const name = pressure ? 'pressure' : 'timed';
+    log.push(`${name}:start`);
+    await new Promise<void>((resolve) => gates.push(resolve));
+    log.push(`${name}:end`);
+    return name;
+  });
+  const a = runner.run();
+  t.equal(runner.run(), a, 'a second timed call shares the pass under way');
+  const p = runner.relieve();
+  t.equal(runner.relieve(), p, 'writes failing together share one pressure pass');
+  t.equal(runner.run(), p, 'a timed call once a pressure pass is asked for joins that one (it covers more)');
+  await new Promise((r) => setImmediate(r));
+  t.same(log, ['timed:start'], 'the pressure pass waits for the timed one (whose removals may make the room)');
+  gates.shift()!();
+  t.equal(await a, 'timed');
+  await new Promise((r) => setImmediate(r));
+  t.same(log, ['timed:start', 'timed:end', 'pressure:start']);
+  t.equal(runner.run(), p, 'a timed call during a pressure pass joins it');
+  gates.shift()!();
+  t.equal(await p, 'pressure');
+  // Both done: the next calls start passes of their own (nothing stale is handed out).
+  const next = runner.run();
+  t.not(next, a);
+  await new Promise((r) => setImmediate(r));
+  gates.shift()!();
+  t.equal(await next, 'timed');
+  await runner.settled();
+  t.same(log, ['timed:start', 'timed:end', 'pressure:start', 'pressure:end', 'timed:start', 'timed:end']);
 });
