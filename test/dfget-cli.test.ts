@@ -16,14 +16,19 @@ import { serveFile, shapedOrigin, versionedOrigin } from './helpers/file-server.
 import { httpServer, silent, trickle } from './helpers/broken-server.js';
 import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
 import { DFGET, runDfget, spawnDfget, type DfgetResult } from './helpers/dfget-child.js';
+import { until } from './helpers/until.js';
 import { Scratch } from '@damselfly/dfget/dist/scratch.js';
 import { sweepLeftovers } from '@damselfly/dfget/dist/leftovers.js';
 
 const MiB = 1024 * 1024;
 const WRONG = `sha256:${'1'.repeat(64)}`;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-/** The one-shot peer's cache directories (dfget-XXXXXX in the temp dir). */
-const peerCaches = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('dfget-')).sort();
+/** The one-shot peer's caches for -O - (dfget-XXXXXX): in TMPDIR when set, else /var/tmp (see streamCacheParent). */
+const peerCaches = async () => {
+  const names: string[] = [];
+  for (const dir of new Set([tmpdir(), '/var/tmp'])) names.push(...(await readdir(dir).catch(() => [])).filter((n) => n.startsWith('dfget-')).map((n) => join(dir, n)));
+  return names.sort();
+};
 
 const reg = await startRegistry();
 t.teardown(() => reg.stop());
@@ -417,6 +422,26 @@ t.test('-O - streams the verified body to stdout, binary-safe, and writes no fil
     t.ok(r.stdout.equals(blob), `stdout is the blob, byte for byte (${mode[0]})`);
     t.same(await readdir(dir), [], 'no file named "-" (nor any other)');
   }
+});
+
+t.test('-O - standalone keeps its one-shot cache in /var/tmp (on disk), not /tmp (often memory), unless TMPDIR says where', async (t) => {
+  const server = await httpServer(t, trickle(1000));
+  const before = await peerCaches();
+  const { child, done } = spawnDfget([`${server.url}/f`, '-O', '-', '--no-progress', '--standalone'], { env: { TMPDIR: undefined } });
+  const made = await until('the cache to be made', async () => {
+    const now = (await peerCaches()).filter((n) => !before.includes(n));
+    return now.length ? now : undefined;
+  }, 10_000, 50);
+  t.match(made, [/^\/var\/tmp\/dfget-/], `in /var/tmp (${made.join(', ')})`);
+  child.kill('SIGTERM');
+  t.equal((await done).code, 143);
+  t.same(await peerCaches(), before, 'and removed at the end');
+  const dir = await tempDir(t);
+  const { child: other, done: otherDone } = spawnDfget([`${server.url}/g`, '-O', '-', '--no-progress', '--standalone'], { env: { TMPDIR: dir } });
+  await until('the cache in TMPDIR', async () => (await readdir(dir)).some((n) => n.startsWith('dfget-')), 10_000, 50);
+  other.kill('SIGTERM');
+  t.equal((await otherDone).code, 143);
+  t.same(await readdir(dir), [], 'a TMPDIR set is where it goes, and it is removed from there too');
 });
 
 t.test('-O - with a wrong digest: exit 4, saying the bytes already on stdout cannot be taken back', async (t) => {

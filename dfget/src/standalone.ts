@@ -2,9 +2,10 @@
  * One-shot peer in this process, for nodes without a dfdaemon: asks the supernodes for pieces (uploading nothing
  * itself), or goes to the origin directly when none answers. Its cache lives in a temporary directory removed at the
  * end: beside -O <file>, whose content its data file then becomes (moved, not copied: the blob is written once, and no
- * second copy sits in TMPDIR, which is often memory); in TMPDIR for -O -, which is streamed from it.
+ * second copy sits in TMPDIR, which is often memory); for -O -, which is streamed from it, in TMPDIR when it is set
+ * and /var/tmp otherwise (see streamCacheParent).
  */
-import { mkdtemp } from 'node:fs/promises';
+import { access, constants, mkdtemp } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -22,9 +23,9 @@ import { hasCode } from './classify.js';
 
 export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress, signal: AbortSignal, scratch: Scratch): Promise<void> {
   const beside = sink instanceof FileSink ? sink : undefined;
-  const cacheError = (err: unknown) => (beside ? besideError(beside, err) : tmpdirError(err));
+  const parent = beside ? dirname(beside.tmp) : await streamCacheParent();
+  const cacheError = (err: unknown) => (beside ? besideError(beside, err) : tmpdirError(parent, err));
   // Registered as it is made: a run that times out while the peer is stuck still removes it.
-  const parent = beside ? dirname(beside.tmp) : tmpdir();
   const dir = await scratch.during(() => mkdtemp(join(parent, beside ? CACHE_DIR_PREFIX : 'dfget-')).then((d) => (scratch.add(d), d))).catch((err: unknown) => {
     throw cacheError(err);
   });
@@ -118,11 +119,26 @@ function besideError(sink: FileSink, err: unknown): unknown {
 }
 
 /**
- * The cache in TMPDIR (for -O -) could not be made, opened or filled (TMPDIR missing, read-only, full): a transfer
- * failure (3) naming TMPDIR so the user can move it, rather than an unclassified error.
+ * Where -O - keeps its one-shot cache, a second copy of the blob: TMPDIR when the user set it; otherwise /var/tmp,
+ * which is kept on disk across reboots by convention (FHS), rather than /tmp, which is often memory (tmpfs): a 10 GiB
+ * blob piped into `tar x` must not take 10 GiB of RAM. A system without a writable /var/tmp gets the usual temp dir.
  */
-function tmpdirError(err: unknown): unknown {
+async function streamCacheParent(): Promise<string> {
+  if (process.env.TMPDIR) return tmpdir();
+  return access(VAR_TMP, constants.W_OK).then(
+    () => VAR_TMP,
+    () => tmpdir(),
+  );
+}
+
+const VAR_TMP = '/var/tmp';
+
+/**
+ * The cache for -O - could not be made, opened or filled (its directory missing, read-only, full): a transfer failure
+ * (3) naming the directory so the user can move it with TMPDIR, rather than an unclassified error.
+ */
+function tmpdirError(parent: string, err: unknown): unknown {
   if (!hasCode(err, ...CANNOT_MAKE, ...FULL)) return err;
   const full = hasCode(err, ...FULL);
-  return dfgetError('DFGET_HTTP', `dfget's cache in ${tmpdir()} ${full ? 'is full' : 'cannot be made'} (set TMPDIR elsewhere): ${(err as Error).message}`, err);
+  return dfgetError('DFGET_HTTP', `dfget's cache in ${parent} ${full ? 'is full' : 'cannot be made'} (set TMPDIR elsewhere): ${(err as Error).message}`, err);
 }
