@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, describeError, sessionProof, tlsClientOptions, type Assignment, type Reply, type Trust } from '@damselfly/shared';
+import { AUTH_HEADER, PROTOCOL_VERSION, WS_PATH, clusterTls, describeError, sessionProof, type Assignment, type Reply, type Trust } from '@damselfly/shared';
 import { peerError } from './errors.js';
 
 export interface HelloInfo {
@@ -239,14 +239,4 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     this.#up = false;
     this.emit('close');
   }
-}
-
-/**
- * TLS options for connections to other cluster members: trust the cluster CA, present this member's certificate.
- * A member is whoever holds a certificate the cluster CA signed; host names are not part of that identity (peers
- * advertise node IPs a shared certificate cannot list), so only the chain is checked when a cluster CA is set.
- */
-export function clusterTls(trust: Trust | undefined): { ca?: Buffer; cert?: Buffer; key?: Buffer; checkServerIdentity?: () => undefined } {
-  const opts = tlsClientOptions(trust?.tls);
-  return opts.ca ? { ...opts, checkServerIdentity: () => undefined } : opts;
 }

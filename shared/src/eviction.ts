@@ -132,7 +132,7 @@ export function pressurePolicy(p: EvictionPolicy, used: number): EvictionPolicy 
 }
 
 /** Why an eviction is counted: a quota eviction in a pressure pass is the full disk's. */
-export function evictionCause(why: EvictionReason, pressure: boolean): EvictionReason | 'disk_full' {
+function evictionCause(why: EvictionReason, pressure: boolean): EvictionReason | 'disk_full' {
   return pressure && why === 'quota' ? 'disk_full' : why;
 }
 

@@ -118,3 +118,13 @@ export function tlsClientOptions(tls: TlsMaterial | undefined): { ca?: Buffer; c
   if (!tls) return {};
   return { ca: tls.ca, cert: tls.cert, key: tls.key };
 }
+
+/**
+ * TLS options for connections to other cluster members: trust the cluster CA, present this member's certificate.
+ * A member is whoever holds a certificate the cluster CA signed; host names are not part of that identity (peers
+ * advertise node IPs a shared certificate cannot list), so only the chain is checked when a cluster CA is set.
+ */
+export function clusterTls(trust: Trust | undefined): { ca?: Buffer; cert?: Buffer; key?: Buffer; checkServerIdentity?: () => undefined } {
+  const opts = tlsClientOptions(trust?.tls);
+  return opts.ca ? { ...opts, checkServerIdentity: () => undefined } : opts;
+}

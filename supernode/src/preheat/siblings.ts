@@ -6,7 +6,7 @@
  * Calls carry the operator token and the cluster's TLS, as `dfctl` would.
  */
 import { Agent, request, type Dispatcher } from 'undici';
-import { describeError, operatorToken, rendezvous, tlsClientOptions, type Trust } from '@damselfly/shared';
+import { clusterTls, describeError, operatorToken, rendezvous, type Trust } from '@damselfly/shared';
 import { snError } from '../errors.js';
 
 /** Marks a call one supernode makes to another for a job it does not hold: the other does not ask on. */
@@ -32,10 +32,8 @@ export class Siblings {
     this.#urls = urls;
     this.self = self;
     this.#headers = trust.secret ? { authorization: `Bearer ${operatorToken(trust.secret)}` } : {};
-    const tls = tlsClientOptions(trust.tls);
-    // The cluster's certificate names the cluster, not each replica's address: checked against the cluster CA only,
-    // as the dfdaemons check a supernode's.
-    this.#dispatcher = new Agent({ connect: tls.ca ? { ...tls, checkServerIdentity: () => undefined } : tls, headersTimeout: 30_000, bodyTimeout: 30_000 });
+    // The cluster's TLS as the dfdaemons speak it to a supernode (see clusterTls).
+    this.#dispatcher = new Agent({ connect: clusterTls(trust), headersTimeout: 30_000, bodyTimeout: 30_000 });
   }
 
   /** The supernodes other than this one. */

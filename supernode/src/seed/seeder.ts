@@ -516,7 +516,7 @@ export class Seeder {
         }
         this.#c.log.warn({ taskId: meta.taskId, piece: n, attempt, err: describeError(err) }, 'piece:seed-failed');
         // The blocks written so far stay (readers may be on them); room for the rest is made from idle tasks.
-        if (isDiskFull(err)) await this.#c.onDiskFull?.().catch((e: unknown) => this.#c.log.warn({ err: describeError(e) }, 'gc:failed'));
+        await this.#roomAfter(err);
         if (attempt < this.#attempts) await sleep(200 * attempt, { signal: this.#stop.signal });
       } finally {
         guard.done();
@@ -614,7 +614,7 @@ export class Seeder {
       if (isTransferTimeout(err)) throw snError('SN_SEED_FAILED', `${meta.taskId} (one sequential read): ${describeError(err)}`, err);
       changed = isDamselflyError(err, 'ORIGIN_CHANGED');
       // The pieces recorded stay; room for the rest is made from idle tasks before a downloader's retry reads on.
-      if (isDiskFull(err)) await this.#c.onDiskFull?.().catch((e: unknown) => this.#c.log.warn({ err: describeError(e) }, 'gc:failed'));
+      await this.#roomAfter(err);
       throw err;
     } finally {
       guard.done();
@@ -623,6 +623,11 @@ export class Seeder {
       // is logged, not thrown: the client is owed ORIGIN_CHANGED.
       if (changed) await this.#dropChanged(meta).catch((err: unknown) => this.#c.log.warn({ taskId: meta.taskId, err: describeError(err) }, 'task:drop-failed'));
     }
+  }
+
+  /** A write that found the disk full has room made (a GC pass under pressure) before the next attempt reads on. */
+  async #roomAfter(err: unknown): Promise<void> {
+    if (isDiskFull(err)) await this.#c.onDiskFull?.().catch((e: unknown) => this.#c.log.warn({ err: describeError(e) }, 'gc:failed'));
   }
 
   /** Block `b` of piece `n` was verified into the data file: readers may stream it, the digest check may take it. */
