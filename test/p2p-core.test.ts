@@ -410,3 +410,61 @@ t.test('a want naming a reader starts the origin fetch at the reader’s block b
     'a malformed reader is refused',
   );
 });
+
+t.test('a registration naming a Range read states its pieces and answers with their assignments: no pieces:want round trip', async (t) => {
+  const { rawPeer } = await import('./helpers/ws-peer.js');
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const size = 8 * MiB;
+  const { url } = await pushBlob(reg.url, 'team/register-want', makeBlob(size, 24));
+  const pieceSize = pieceSizeFor(size);
+  const sn = await startSupernode(t);
+  const p = await rawPeer(sn.url, 'r', TEST_SECRET);
+  t.teardown(() => p.close());
+  t.ok((await p.call({ type: 'peer:hello', peerId: 'r', version: PROTOCOL_VERSION })).ok);
+  // A reader in piece 1, at its block 2, reading into piece 2.
+  const start = pieceSize + 2 * BLOCK_SIZE + 5;
+  type Wanted = { pieces: number[]; max: number; assignments: { piece: number; from: string; grant?: string }[] };
+  const got = (await p.call({ type: 'task:register', url, want: { start, end: 2 * pieceSize + 10, max: 3 } })) as { ok: true; result: { taskId: string; pieceSize: number; wanted?: Wanted } };
+  t.ok(got.ok, 'registered');
+  const id = got.result.taskId;
+  t.equal(got.result.pieceSize, pieceSize);
+  t.same(got.result.wanted?.pieces, [1, 2], 'the pieces covering the read are wanted');
+  t.equal(got.result.wanted?.max, 3);
+  t.same(
+    got.result.wanted?.assignments.map((a) => [a.piece, a.from, typeof a.grant]),
+    [[1, 'supernode', 'string'], [2, 'supernode', 'string']],
+    'assigned in the reply, with grants',
+  );
+  for (let i = 0; i < 500 && !sn.store.pieceSha(id, 1); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(sn.store.pieceSha(id, 1), 'the reader’s piece was seeded on the registration alone');
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'register' }), 2);
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'reply' }), 0, 'no pieces:want was needed');
+  // A read past the end states nothing; a malformed one is refused by name.
+  const past = (await p.call({ type: 'task:register', url, want: { start: size, end: size + 5, max: 1 } })) as { ok: true; result: { wanted?: unknown } };
+  t.ok(past.ok);
+  t.equal(past.result.wanted, undefined, 'nothing wanted past the end');
+  const bad = (await p.call({ type: 'task:register', url, want: { start: 9, end: 3, max: 1 } })) as { ok: false; error: { message: string } };
+  t.equal(bad.ok, false, 'an end before the start is refused');
+  t.match(bad.error.message, /end/);
+});
+
+t.test('a Range read through a fresh dfdaemon: one supernode round trip before its first piece request', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(8 * MiB, 25);
+  const { url } = await pushBlob(reg.url, 'team/one-trip', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const at = pieceSizeFor(blob.length) + 3 * BLOCK_SIZE + 7;
+  const res = await getViaProxy(d.proxyUrl, url, { range: `bytes=${at}-${at + MiB - 1}` });
+  t.equal(res.status, 206);
+  t.ok(res.body.equals(blob.subarray(at, at + MiB)), 'the range’s bytes');
+  t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'register' })) >= 1, 'assigned in the registration’s reply');
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'reply' }), 0, 'no separate pieces:want');
+  // The run goes on as usual: a second read further on (a new piece) is asked for with pieces:want.
+  const next = 3 * pieceSizeFor(blob.length);
+  const more = await getViaProxy(d.proxyUrl, url, { range: `bytes=${next}-${next + 99}` });
+  t.ok(more.body.equals(blob.subarray(next, next + 100)), 'a later read in the same run');
+  t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'reply' })) >= 1, 'its piece was asked for by pieces:want');
+});

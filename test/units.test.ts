@@ -16,6 +16,7 @@ import {
   parseDigest,
   parsePeerMessage,
   parseRange,
+  rangeHint,
   pieceCountFor,
   pieceRange,
   pieceSizeFor,
@@ -109,6 +110,12 @@ t.test('Range parsing', async (t) => {
   t.throws(() => parseRange('items=0-1', 100), { code: 'BAD_RANGE' });
   t.throws(() => parseRange('bytes=9-1', 100), { code: 'BAD_RANGE' });
   t.throws(() => parseRange('bytes=-', 100), { code: 'BAD_RANGE' });
+});
+
+t.test('Range hints before the length is known: what a new run states with its registration', async (t) => {
+  t.same(rangeHint('bytes=5-9'), { start: 5, end: 9 });
+  t.same(rangeHint('bytes=5-'), { start: 5, end: Number.MAX_SAFE_INTEGER - 1 }, 'open-ended: to any end (the supernode clamps it)');
+  for (const none of [undefined, 'bytes=-10', 'bytes=9-5', 'items=0-1', 'bytes=0-1,5-6', 'bytes=x-']) t.equal(rangeHint(none), undefined, `${none}: no hint`);
 });
 
 t.test('peer messages: junk is a typed error, never a crash', async (t) => {

@@ -25,6 +25,9 @@ import {
   type TokenBucket,
   paceAll,
   type ProbeResult,
+  type Assignment,
+  type ByteRange,
+  type RegisterReply,
   type TaskInfo,
   type TaskStatus,
   type BulkClient,
@@ -36,7 +39,8 @@ import type { SupernodeClient } from './supernode-client.js';
 import type { PeerMetrics } from './metrics.js';
 import { backToSource } from './back-to-source.js';
 import { Wants } from './wants.js';
-import { LINGER_MS, haveOf, runP2p, type P2pHost } from './p2p-run.js';
+import { LINGER_MS, haveOf, runP2p, type FirstWants, type P2pHost } from './p2p-run.js';
+import { startInflight } from './inflight.js';
 import { clientError } from './piece-failure.js';
 import { peerError } from './errors.js';
 
@@ -106,6 +110,8 @@ export class Conductor {
   #resolveOpened!: (t: LocalTask) => void;
   /** Everything (a whole-blob GET, prefetch) or only the pieces Range readers asked for. */
   readonly #wants: Wants;
+  /** The bytes the Range reader that started this run asks for: stated with the registration. */
+  readonly #read?: ByteRange;
   /** Set once the run stops taking new wants; a later reader starts a new run. */
   #closed = false;
   /** Wakes whatever the run waits on when a reader adds wants. */
@@ -113,9 +119,10 @@ export class Conductor {
   /** Resolves as soon as the task's size is known and its cache entry exists (so a proxy can send headers). */
   readonly opened: Promise<LocalTask>;
 
-  constructor(req: DownloadRequest, opts: ConductorOptions, components: ConductorComponents, wantAll = true) {
+  constructor(req: DownloadRequest, opts: ConductorOptions, components: ConductorComponents, wantAll = true, read?: ByteRange) {
     this.#req = req;
     this.#wants = new Wants(wantAll);
+    if (!wantAll) this.#read = read;
     this.#opts = { pieceAttempts: 5, maxBlobSize: Number.MAX_SAFE_INTEGER, downloadRate: 0, backSourceRate: 0, ...opts };
     this.#c = components;
     this.taskId = taskIdFor(req.url, req.digest);
@@ -227,19 +234,17 @@ export class Conductor {
     let info: TaskInfo | undefined;
     let why = 'supernode_unavailable';
     let probe: ProbeResult | undefined;
+    /** The wants stated with the registration and what they were given, until the run with the supernode takes them. */
+    let first: FirstWants | undefined;
     if (this.#c.pool.size > 0) {
       try {
         client = await this.#c.pool.clientFor(this.taskId, { signal });
-        const reply = await client.request<TaskInfo>(
-          { type: 'task:register', url: this.#req.url.href, digest, headers: this.#req.headers, ...haveOf(cached) },
-          { signal },
-        );
-        // About this request's headers, not the task: said before anyone can ask for the client's access, and never
-        // stored with the task.
-        const { accessChecked, ...rest } = reply;
-        if (accessChecked === true) this.#c.onAccessChecked?.(this.#req.url, this.#req.headers);
-        info = rest;
+        const registered = await this.#register(client, cached, digest, signal);
+        first = registered;
+        info = registered.info;
       } catch (err) {
+        first?.drop();
+        first = undefined;
         signal.throwIfAborted();
         const refused = NOT_FOR_CLUSTER.has((err as { remoteCode?: string }).remoteCode ?? '');
         if (!(isDamselflyError(err, 'DF_SUPERNODE_UNAVAILABLE') || refused) || !this.#opts.backSource) throw clientError(err);
@@ -265,13 +270,22 @@ export class Conductor {
         ...(!digest && probe.validator ? { validator: probe.validator } : {}),
       };
     }
-    const task = await this.#c.store.open(info, displayUrl(this.#req.url));
+    let task: LocalTask;
+    try {
+      task = await this.#c.store.open(info, displayUrl(this.#req.url));
+    } catch (err) {
+      first?.drop();
+      throw err;
+    }
     const lease = task.lease();
     try {
+      // The reader's pieces are wanted before anyone waits on them: the assignments already made are fetched from
+      // the reader's block.
+      if (first?.pieces.length) this.#wants.add(first.pieces, this.#read?.start);
       this.#resolveOpened(task);
       if (client) {
         try {
-          await runP2p(this.#host(), task, client, signal);
+          await runP2p(this.#host(), task, client, signal, first);
         } catch (err) {
           if (signal.aborted || !isDamselflyError(err, 'DF_SUPERNODE_UNAVAILABLE') || !this.#opts.backSource) throw err;
           this.#log.warn({ err: describeError(err), missing: task.missing().length }, 'supernode:lost, finishing from source');
@@ -292,6 +306,42 @@ export class Conductor {
       return task;
     } finally {
       lease();
+    }
+  }
+
+  /**
+   * Registers the task with the supernode; a run started by a Range reader states the reader's pieces with it (see
+   * RegisterRequest.want), and assignments pushed for them before the run with the supernode starts are kept for it.
+   */
+  async #register(client: SupernodeClient, cached: LocalTask | undefined, digest: string | undefined, signal: AbortSignal): Promise<FirstWants & { info: TaskInfo }> {
+    const max = startInflight(this.#opts.parallelPieces).limit;
+    const want = this.#read && !cached?.complete ? { start: this.#read.start, end: this.#read.end, max } : undefined;
+    const pushed: Assignment[] = [];
+    let got: RegisterReply['wanted'];
+    const untake = want ? client.assignments(this.taskId, (list) => pushed.push(...list)) : () => {};
+    /** Gives the supernode back every assignment nobody will fetch (the run did not get to start). */
+    const drop = () => {
+      untake();
+      for (const a of [...(got?.assignments ?? []), ...pushed.splice(0)]) {
+        client.notify({ type: 'piece:result', taskId: this.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+      }
+    };
+    try {
+      const reply = await client.request<RegisterReply>(
+        { type: 'task:register', url: this.#req.url.href, digest, headers: this.#req.headers, ...haveOf(cached), ...(want ? { want } : {}) },
+        { signal },
+      );
+      // About this request's headers, not the task: said before anyone can ask for the client's access, and never
+      // stored with the task; nor is what the registration's wants were given.
+      const { accessChecked, wanted, ...info } = reply;
+      got = want && info.taskId === this.taskId ? wanted : undefined;
+      if (accessChecked === true) this.#c.onAccessChecked?.(this.#req.url, this.#req.headers);
+      // Assignments under another task id than this run's (never, but nothing would fetch them) go back at once.
+      if (wanted && !got) for (const a of wanted.assignments) client.notify({ type: 'piece:result', taskId: info.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+      return { info, pieces: got?.pieces ?? [], max: got?.max ?? 0, assignments: got?.assignments ?? [], pushed, drop };
+    } catch (err) {
+      drop();
+      throw err;
     }
   }
 

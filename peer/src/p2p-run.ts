@@ -32,6 +32,18 @@ export interface P2pHost {
   idle(ms: number, signal: AbortSignal): Promise<boolean>;
 }
 
+/**
+ * Wants a run stated with its task's registration (a Range reader's pieces), the in-flight limit stated with them, the
+ * assignments the reply carried and those pushed since; `drop` gives them back when no run takes them.
+ */
+export interface FirstWants {
+  pieces: number[];
+  max: number;
+  assignments: Assignment[];
+  pushed: Assignment[];
+  drop(): void;
+}
+
 /** The pieces a task holds and their hashes, for a registration. */
 export function haveOf(task: LocalTask | undefined): { have?: number[]; haveSha?: string[] } {
   if (!task) return {};
@@ -46,7 +58,7 @@ export function haveOf(task: LocalTask | undefined): { have?: number[]; haveSha?
  * assignment, a piece done, a new want, the supernode gone); local timers only re-tune the in-flight limit (every
  * 2 s) and notice a piece in flight turning slow (endgame).
  */
-export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClient, signal: AbortSignal): Promise<void> {
+export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClient, signal: AbortSignal, first?: FirstWants): Promise<void> {
   type Transfer = { ac: AbortController; startedAt: number; promise: Promise<void> };
   const inflight = new Map<number, Transfer>();
   /** Endgame second sources, by piece; and pieces that had their one chance of one. */
@@ -169,6 +181,14 @@ export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClien
     news.poke();
   };
   const untake = client.assignments(taskId, take);
+  if (first) {
+    // Said with the registration: not said again unless the wants grow or the limit changes.
+    if (first.pieces.length) {
+      announced = new Set(first.pieces);
+      announcedMax = first.max;
+    }
+    take([...first.assignments, ...first.pushed.splice(0)]);
+  }
   const onClose = () => {
     lost = true;
     news.poke();

@@ -3,7 +3,7 @@
  * requests, dfget), and the dependencies they need.
  */
 import { setMaxListeners } from 'node:events';
-import { RateMeters, TokenBucket, aborted, describeError } from '@damselfly/shared';
+import { RateMeters, TokenBucket, aborted, describeError, taskIdFor, type ByteRange } from '@damselfly/shared';
 import { Conductor, type ConductorComponents, type ConductorOptions, type DownloadRequest, type NodeLimits } from './conductor.js';
 import type { LocalTask } from './local-task.js';
 import { peerError } from './errors.js';
@@ -46,15 +46,17 @@ export class Peer {
   /**
    * Starts (or joins) the download of `req`. Resolves once the blob's size is known; the download itself runs on
    * even if this caller goes away, so other readers and peers still get it. With `whole: false` nothing is fetched
-   * until the caller says which pieces it wants (`Download.want`), as a Range reader does.
+   * until the caller says which pieces it wants (`Download.want`), as a Range reader does; `read`, the bytes such a
+   * reader asks for (as far as its Range header says before the blob's size is known), lets a new run state its first
+   * wants with its registration.
    */
-  async download(req: DownloadRequest, { signal, whole = true }: { signal?: AbortSignal; whole?: boolean } = {}): Promise<Download> {
+  async download(req: DownloadRequest, { signal, whole = true, read }: { signal?: AbortSignal; whole?: boolean; read?: ByteRange } = {}): Promise<Download> {
     if (this.#stop.signal.aborted) throw peerError('DF_SHUTTING_DOWN');
-    const probe = new Conductor(req, this.#opts, this.#c, whole);
-    let run = this.#running.get(probe.taskId);
+    // Joining a run costs a lookup, not a new conductor (a Range read's first block waits on this).
+    let run = this.#running.get(taskIdFor(req.url, req.digest));
     if (run && !run.conductor.want(whole ? 'all' : [])) run = undefined;
     if (!run) {
-      const conductor = probe;
+      const conductor = new Conductor(req, this.#opts, this.#c, whole, read);
       const done = conductor.run({ signal: this.#stop.signal }).finally(() => {
         if (this.#running.get(conductor.taskId)?.conductor === conductor) this.#running.delete(conductor.taskId);
       });

@@ -46,7 +46,25 @@ export interface RegisterRequest {
    * recorded (a piece fetched from the origin directly is not vouched for by anyone).
    */
   haveSha?: string[];
+  /**
+   * A Range reader waits on bytes [start, end] of the blob (inclusive; clamped to its end): the supernode takes the
+   * pieces covering them (the first 64) as this peer's wants, as a `pieces:want` with `max` and the first piece's block
+   * as a reader would, and answers with what it could assign at once (`RegisterReply.wanted`). The peer, which does not
+   * know the blob's size or piece size before this answer, saves the round trip of a separate `pieces:want` before its
+   * reader's first block. A supernode that does not know the field ignores it, and the peer then says its wants
+   * itself.
+   */
+  want?: { start: number; end: number; max: number };
 }
+
+/** The reply to `task:register`. */
+export interface RegisterReply extends TaskInfo {
+  /** With a `want` in the request: the pieces now stated as wanted, the `max` stated, and the assignments made. */
+  wanted?: WantResult & { pieces: number[]; max: number };
+}
+
+/** Most pieces a registration's `want` states (the rest are said by the peer's own `pieces:want`, as usual). */
+export const REGISTER_WANT_PIECES = 64;
 
 /**
  * What the peer needs in a task and how much it can take; replaces what it said before. The reply carries the
@@ -297,6 +315,14 @@ function readerList(o: Obj): { piece: number; block: number }[] | undefined {
   }
   return (v as Obj[]).map((r) => ({ piece: r.piece as number, block: r.block as number }));
 }
+function registerWant(o: Obj): { start: number; end: number; max: number } | undefined {
+  const v = o.want;
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad('want must be { start, end, max }');
+  const w = v as Obj;
+  const start = int(w, 'start');
+  return { start, end: int(w, 'end', start), max: int(w, 'max', 1, 256) };
+}
 function shaList(o: Obj, k: string): string[] {
   const v = o[k];
   if (!Array.isArray(v) || v.length > 1 << 16 || !v.every((x) => typeof x === 'string' && /^[a-f0-9]{64}$/.test(x))) bad(`${k} must be a list of sha256 hex`);
@@ -362,6 +388,7 @@ export function parsePeerMessage(raw: string): PeerMessage {
         headers: strMap(m, 'headers', MAX_HEADER_CHARS),
         have: m.have === undefined ? undefined : intList(m, 'have'),
         haveSha: m.haveSha === undefined ? undefined : shaList(m, 'haveSha'),
+        want: registerWant(m),
       };
     case 'pieces:want': {
       const want = intList(m, 'want');

@@ -36,3 +36,17 @@ export function parseRange(header: string | undefined, length: number): ByteRang
   if (start >= length) throw unsatisfiable(header, length);
   return { start, end };
 }
+
+/**
+ * What a `Range` header asks for before the object's length is known: one `bytes=a-b` or `bytes=a-` range (the latter
+ * up to any end), else undefined (a suffix range needs the length; a malformed header is answered once the length is
+ * known). A hint only: the answer is worked out with `parseRange` once the length is known.
+ */
+export function rangeHint(header: string | undefined): ByteRange | undefined {
+  if (header === undefined || /^\s*bytes\s*=\s*-/i.test(header)) return undefined;
+  try {
+    return parseRange(header, Number.MAX_SAFE_INTEGER);
+  } catch {
+    return undefined;
+  }
+}

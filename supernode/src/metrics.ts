@@ -37,7 +37,7 @@ export function createSupernodeMetrics() {
     }),
     assignments: new Counter({
       name: 'damselfly_supernode_assignments_total',
-      help: 'Piece sources assigned to peers: in the reply to pieces:want, or pushed later as sources became possible',
+      help: 'Piece sources assigned to peers: in the reply to pieces:want (reply) or to a registration stating a Range read (register), or pushed later as sources became possible (pushed)',
       labelNames: ['how'] as const,
       registers,
     }),

@@ -8,7 +8,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { BLOCK_SIZE, SLOW_CLIENT, VERIFIED_HEADER, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger, type TaskInfo } from '@damselfly/shared';
+import { BLOCK_SIZE, SLOW_CLIENT, VERIFIED_HEADER, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, rangeHint, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger, type TaskInfo } from '@damselfly/shared';
 import { streamTask, type Download, type LocalTask, type Peer } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import type { AccessGuard } from './access-guard.js';
@@ -121,7 +121,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     let dl: Download;
     try {
       // Opened without fetching anything: a client the origin refuses must not make this node download a byte.
-      dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: false });
+      // A new run states the reader's pieces with its registration (one supernode round trip before the first block,
+      // not two); a Range header honoured only if the object did not change (If-Range) is left to the usual way.
+      const read = header(req, 'if-range') === undefined ? rangeHint(rangeHeader) : undefined;
+      dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: false, read });
     } catch (err) {
       return await fallback(err);
     }
@@ -144,7 +147,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     if (!dl.want(wanted, range?.start)) {
       // That run was already finishing: start another for what this client wants.
       try {
-        dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: wanted === 'all' });
+        dl = await c.peer.download({ url: r.url, digest, headers: clientHeaders }, { signal: ac.signal, whole: wanted === 'all', read: range });
       } catch (err) {
         return fallback(err);
       }

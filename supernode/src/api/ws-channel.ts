@@ -17,9 +17,11 @@ import {
   type BufferPool,
   type Logger,
   type PeerMessage,
+  type RegisterReply,
   type Reply,
   type WantResult,
-  type TaskInfo,
+  BLOCK_SIZE,
+  REGISTER_WANT_PIECES,
   type TaskStatus,
   type WireError,
   pieceRange,
@@ -174,6 +176,24 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
       // From a peer the downloader needs every block's hash up front; from the supernode they come framed.
       blocks: from === SUPERNODE ? undefined : c.store.pieceBlocks(taskId, piece),
     }));
+  /**
+   * States `want` as this peer's wants in a task (replacing what it said before) and returns what can be assigned at
+   * once. A piece a reader waits on whose source is the supernode, and which it has not seeded, starts its origin
+   * fetch now, from the reader's block: the peer's piece request (about to come) joins it, and a failure reaches it.
+   */
+  const wantPieces = (meta: TaskMeta, want: readonly number[], max: number, readers: readonly { piece: number; block: number }[], how: 'reply' | 'register'): WantResult => {
+    const end = c.metrics.scheduleSeconds.startTimer();
+    const choices = c.demands.want(meta.taskId, peerId!, want, max);
+    c.metrics.assignments.inc({ how }, choices.length);
+    for (const r of readers) {
+      if (choices.some((ch) => ch.piece === r.piece && ch.from === SUPERNODE) && c.store.pieceSha(meta.taskId, r.piece) === undefined) {
+        c.seeder.ensurePiece(meta.taskId, r.piece, { requester: peerId!, first: r.block }).catch(() => {});
+      }
+    }
+    const result = { assignments: assignments(meta.taskId, choices) };
+    end();
+    return result;
+  };
   /** Sources found for this peer after its `pieces:want` was answered. */
   const push = (taskId: string, choices: Choice[]) => {
     c.metrics.assignments.inc({ how: 'pushed' }, choices.length);
@@ -306,7 +326,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           return recorded !== undefined && (msg.haveSha === undefined || msg.haveSha[i] === recorded);
         });
         c.scheduler.taskJoined(me, meta.taskId, have);
-        const info: TaskInfo = {
+        const info: RegisterReply = {
           taskId: meta.taskId,
           contentLength: meta.contentLength,
           pieceSize: meta.pieceSize,
@@ -319,11 +339,22 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           // The origin just answered this peer's own headers with the object: its client is known to have access.
           ...(probed && !meta.public ? { accessChecked: true } : {}),
         };
+        if (msg.want && msg.want.start < meta.contentLength) {
+          // A Range reader's pieces, stated with the registration (see RegisterRequest.want): those the peer holds
+          // with the recorded hash are not wanted.
+          const { start, max } = msg.want;
+          const first = Math.floor(start / meta.pieceSize);
+          const last = Math.min(Math.floor(Math.min(msg.want.end, meta.contentLength - 1) / meta.pieceSize), first + REGISTER_WANT_PIECES - 1);
+          const held = new Set(have);
+          const pieces: number[] = [];
+          for (let n = first; n <= last; n++) if (!held.has(n)) pieces.push(n);
+          const reader = { piece: first, block: Math.floor((start % meta.pieceSize) / BLOCK_SIZE) };
+          if (pieces.length) info.wanted = { pieces, max, ...wantPieces(meta, pieces, max, [reader], 'register') };
+        }
         send({ id: msg.id, ok: true, result: info });
         return;
       }
       case 'pieces:want': {
-        const end = c.metrics.scheduleSeconds.startTimer();
         const meta = c.store.get(msg.taskId);
         if (!meta) {
           c.seeder.assertNotRefused(msg.taskId);
@@ -331,18 +362,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
         }
         if (!tasks.has(msg.taskId) || !c.scheduler.inTask(peerId!, msg.taskId)) throw snError('SN_TASK_NOT_JOINED', msg.taskId);
         const want = msg.want.filter((n) => n < meta.pieceCount);
-        const choices = c.demands.want(msg.taskId, peerId!, want, msg.max);
-        c.metrics.assignments.inc({ how: 'reply' }, choices.length);
-        for (const r of msg.readers ?? []) {
-          // A reader waits on this piece and the supernode is its source: the origin fetch starts now, from the
-          // reader's block, and the peer's piece request (about to come) joins it. A failure reaches that request.
-          if (choices.some((ch) => ch.piece === r.piece && ch.from === SUPERNODE) && c.store.pieceSha(msg.taskId, r.piece) === undefined) {
-            c.seeder.ensurePiece(msg.taskId, r.piece, { requester: peerId!, first: r.block }).catch(() => {});
-          }
-        }
-        const result: WantResult = { assignments: assignments(msg.taskId, choices) };
-        end();
-        send({ id: msg.id, ok: true, result });
+        send({ id: msg.id, ok: true, result: wantPieces(meta, want, msg.max, msg.readers ?? [], 'reply') });
         return;
       }
       case 'pieces:endgame': {
