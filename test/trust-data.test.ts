@@ -562,3 +562,33 @@ t.test('tasks cannot be poisoned: a digest claimed for foreign bytes never serve
   const d2 = await startDaemon(t, [sn.url], { registries: [reg.url] });
   t.equal(sha((await getViaProxy(d2.proxyUrl, url)).body), digest);
 });
+
+t.test('a client the origin refuses, reading a private blob the cluster knows, makes nobody fetch a byte of it', async (t) => {
+  const reg = await startRegistry({ htpasswd: `alice:${bcrypt.hashSync('alice-pass', 6)}\n` });
+  t.teardown(() => reg.stop());
+  const alice = { authorization: basic('alice', 'alice-pass') };
+  const blob = makeBlob(10 * MiB, 503);
+  const { digest, url } = await pushBlob(reg.url, 'private/refused', blob, alice);
+  const sn = await startSupernode(t);
+  const first = await startDaemon(t, [sn.url], { registries: [reg.url] });
+  // Alice's read makes the task: the piece covering it is seeded with her credentials, and her node holds it.
+  const at = 6 * pieceSizeFor(blob.length) + 5;
+  const range = `bytes=${at}-${at + 99}`;
+  t.equal((await getViaProxy(first.proxyUrl, url, { ...alice, range })).status, 206);
+  const taskId = taskIdFor(new URL(url));
+  for (let i = 0; i < 500 && !first.store.get(taskId)?.has(6); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(sn.store.pieceSha(taskId, 6) && first.store.get(taskId)?.has(6), 'piece 6 is in the swarm');
+  const before = await reg.settledBytesServed(digest);
+  // Alice's own registration made the task with her headers: her read came with it.
+  const registered = await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'register' });
+  t.ok(registered > 0, 'the registration that made the task with her headers stated her read');
+  // Mallory, on another node, reads the same range: her node's new run registers the task with her read.
+  const other = await startDaemon(t, [sn.url], { registries: [reg.url] });
+  const res = await getViaProxy(other.proxyUrl, url, { authorization: basic('alice', 'guess'), range });
+  t.equal(res.status, 401, 'she gets the origin’s answer');
+  // Her read is not stated as wanted by her registration: her node fetches nothing from the swarm, nor the origin.
+  await new Promise((r) => setTimeout(r, 1_000));
+  t.equal(other.store.get(taskId)?.presentCount ?? 0, 0, 'her node holds nothing of the private blob');
+  t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'register' }), registered, 'none came with her registration');
+  t.equal(reg.blobBytesServed(digest), before, 'the origin served nothing more of the blob');
+});

@@ -319,12 +319,16 @@ export class Conductor {
     const pushed: Assignment[] = [];
     let got: RegisterReply['wanted'];
     const untake = want ? client.assignments(this.taskId, (list) => pushed.push(...list)) : () => {};
-    /** Gives the supernode back every assignment nobody will fetch (the run did not get to start). */
+    /**
+     * Gives the supernode back every assignment nobody will fetch (the run did not get to start), and withdraws the
+     * wants the registration stated.
+     */
     const drop = () => {
       untake();
       for (const a of [...(got?.assignments ?? []), ...pushed.splice(0)]) {
         client.notify({ type: 'piece:result', taskId: this.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
       }
+      if (got?.pieces.length) client.request({ type: 'pieces:want', taskId: this.taskId, want: [], max: 0 }, { timeoutMs: 5_000 }).catch(() => {});
     };
     try {
       const reply = await client.request<RegisterReply>(

@@ -194,6 +194,9 @@ export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClien
     news.poke();
   };
   client.on('close', onClose);
+  // Closed while the run was being set up (its registration's wants need no request that would have failed): nothing
+  // would wake a run waiting for the pushes of a connection that is gone.
+  if (!client.connected) lost = true;
   h.onWant(() => news.poke());
 
   try {

@@ -50,6 +50,8 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
   readonly #pending = new Map<number, Pending>();
   /** Who takes the assignments pushed for each task (the task's running download). */
   readonly #assignees = new Map<string, (a: Assignment[]) => void>();
+  /** Ids of registrations stating wants that were given up before their answer (see #abandon). */
+  readonly #abandoned = new Set<number>();
 
   constructor(url: string, hello: HelloInfo, trust?: Trust, opts: SupernodeClientOptions = {}) {
     super();
@@ -148,11 +150,13 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
       const timer = setTimeout(() => {
         cleanup();
         this.#pending.delete(id);
+        this.#abandon(id, body);
         reject(peerError('DF_SUPERNODE_UNAVAILABLE', `${this.url}: no answer to ${body.type} in ${timeoutMs} ms`));
       }, timeoutMs);
       const onAbort = () => {
         cleanup();
         this.#pending.delete(id);
+        this.#abandon(id, body);
         reject(signal!.reason);
       };
       const cleanup = () => {
@@ -163,6 +167,17 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, cleanup });
       ws.send(JSON.stringify({ ...body, id }));
     });
+  }
+
+  /**
+   * A registration that stated wants (`want`) and was given up before its answer: the answer may still come, with
+   * assignments nobody will fetch, which are then handed back (see #onMessage) instead of holding their sources'
+   * slots until the supernode's sweep. Bounded: the oldest are forgotten first.
+   */
+  #abandon(id: number, body: RequestBody): void {
+    if (body.type !== 'task:register' || body.want === undefined) return;
+    this.#abandoned.add(id);
+    if (this.#abandoned.size > 256) this.#abandoned.delete(this.#abandoned.values().next().value!);
   }
 
   /** Fire-and-forget report; silently dropped if the socket is down (the supernode re-learns on reconnect). */
@@ -217,7 +232,18 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
       return;
     }
     const p = this.#pending.get(reply.id);
-    if (!p) return;
+    if (!p) {
+      if (this.#abandoned.delete(reply.id) && reply.ok) {
+        const r = reply.result as { taskId?: unknown; wanted?: { assignments?: unknown } };
+        const list = Array.isArray(r?.wanted?.assignments) ? (r.wanted.assignments as Partial<Assignment>[]) : [];
+        for (const a of list) {
+          if (typeof r.taskId === 'string' && Number.isInteger(a?.piece) && typeof a?.from === 'string') {
+            this.notify({ type: 'piece:result', taskId: r.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+          }
+        }
+      }
+      return;
+    }
     this.#pending.delete(reply.id);
     p.cleanup();
     if (reply.ok) p.resolve(reply.result);

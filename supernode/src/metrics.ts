@@ -31,7 +31,8 @@ export function createSupernodeMetrics() {
     digestMismatches: new Counter({ name: 'damselfly_supernode_digest_mismatches_total', help: 'Tasks dropped because the origin bytes did not match the digest', registers }),
     scheduleSeconds: new Histogram({
       name: 'damselfly_supernode_schedule_seconds',
-      help: 'Time to answer a pieces:want request (choosing the sources it can have at once)',
+      help: 'Time to choose the sources a peer can have at once for the pieces it wants: in a pieces:want (reply) or a registration stating a Range read (register)',
+      labelNames: ['how'] as const,
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1],
       registers,
     }),

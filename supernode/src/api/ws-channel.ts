@@ -182,7 +182,7 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
    * fetch now, from the reader's block: the peer's piece request (about to come) joins it, and a failure reaches it.
    */
   const wantPieces = (meta: TaskMeta, want: readonly number[], max: number, readers: readonly { piece: number; block: number }[], how: 'reply' | 'register'): WantResult => {
-    const end = c.metrics.scheduleSeconds.startTimer();
+    const end = c.metrics.scheduleSeconds.startTimer({ how });
     const choices = c.demands.want(meta.taskId, peerId!, want, max);
     c.metrics.assignments.inc({ how }, choices.length);
     for (const r of readers) {
@@ -339,9 +339,11 @@ export function handlePeerSocket(ws: WebSocket, session: SessionInfo, c: Channel
           // The origin just answered this peer's own headers with the object: its client is known to have access.
           ...(probed && !meta.public ? { accessChecked: true } : {}),
         };
-        if (msg.want && msg.want.start < meta.contentLength) {
-          // A Range reader's pieces, stated with the registration (see RegisterRequest.want): those the peer holds
-          // with the recorded hash are not wanted.
+        // A Range reader's pieces, stated with the registration (see RegisterRequest.want): only when the origin gives
+        // the blob to anybody, or just gave it to this very request's headers. Otherwise the peer's client proves its
+        // access first and the peer says its wants after that: a client the origin refuses must not make the cluster
+        // fetch a byte. Pieces the peer holds with the recorded hash are not wanted.
+        if (msg.want && msg.want.start < meta.contentLength && (meta.public || probed)) {
           const { start, max } = msg.want;
           const first = Math.floor(start / meta.pieceSize);
           const last = Math.min(Math.floor(Math.min(msg.want.end, meta.contentLength - 1) / meta.pieceSize), first + REGISTER_WANT_PIECES - 1);
