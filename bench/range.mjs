@@ -92,7 +92,10 @@ for (const off of offsets) {
 const { BLOCK_SIZE, pieceSizeFor } = await import('@damselfly/shared');
 const firstBlock = Math.min(BLOCK_SIZE, size);
 const p2pOrigin = served() - before - directOrigin - firstBlock;
-if (process.env.RANGE_ALL) console.log("cold", cold.map((r) => r.ttfb.toFixed(1)).join(" "), "\nwarm", warm.map((r) => r.ttfb.toFixed(1)).join(" "), "\nsettled", settled.map((r) => r.ttfb.toFixed(1)).join(" "), "\ndirect", direct.map((r) => r.ttfb.toFixed(1)).join(" "));
+// RANGE_ALL=1: every read's TTFB, in order (each node's first read of the blob first).
+if (process.env.RANGE_ALL) {
+  for (const [name, xs] of Object.entries({ uncached: cold, 'second node': warm, 'third node': settled, direct })) console.log(`  ${name}: ${xs.map((r) => r.ttfb.toFixed(1)).join(' ')}`);
+}
 await Promise.all([a.stop(), b.stop(), c.stop()]);
 await sn.stop();
 await Promise.all([a, b, c, sn].map((p) => rm(p.dir, { recursive: true })));
