@@ -243,8 +243,7 @@ export class Conductor {
         first = registered;
         info = registered.info;
       } catch (err) {
-        first?.drop();
-        first = undefined;
+        // (A registration that failed gave back what it was given itself.)
         signal.throwIfAborted();
         const refused = NOT_FOR_CLUSTER.has((err as { remoteCode?: string }).remoteCode ?? '');
         if (!(isDamselflyError(err, 'DF_SUPERNODE_UNAVAILABLE') || refused) || !this.#opts.backSource) throw clientError(err);
