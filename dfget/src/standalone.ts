@@ -10,7 +10,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
-import { aborted, clusterTls, createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool, BulkClient } from '@damselfly/shared';
+import { DISK_FULL_CODES, aborted, clusterTls, createLogger, createOriginDispatcher, createRegistry, commonSchema, BufferPool, BulkClient } from '@damselfly/shared';
 import { LocalStore, Peer, SupernodePool, createPeerMetrics, engineOptions, streamTask } from '@damselfly/peer';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
@@ -106,7 +106,7 @@ export async function standalone(o: DfgetOptions, sink: Sink, progress: Progress
 
 /** A cache directory that could not be made or opened, and one that filled up. */
 const CANNOT_MAKE = ['ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR'];
-const FULL = ['ENOSPC', 'EDQUOT', 'DF_DISK_FULL', 'PIECE_DISK_FULL', 'INDEX_DISK_FULL'];
+const FULL = DISK_FULL_CODES;
 
 /**
  * The cache beside the output could not be made or filled: the output's own directory or disk (exit 5), said as

@@ -204,7 +204,7 @@ export class Conductor {
       // nor pieces of an object that has changed at the origin since (the next run starts from a new probe, not
       // stitched onto them). A download that filled the disk gives its space back at once, and the cache makes room
       // for the next one.
-      const diskFull = isDamselflyError(err, 'DF_DISK_FULL') || isDiskFull(err);
+      const diskFull = isDiskFull(err);
       const stale = isDigestMismatch(err) || isDamselflyError(err, 'ORIGIN_CHANGED');
       if ((stale || diskFull) && task && this.#c.store.get(this.taskId) === task) await this.#c.store.remove(this.taskId).catch(() => {});
       if (diskFull) this.#c.onDiskFull?.();

@@ -7,8 +7,12 @@
  */
 import { statfs } from 'node:fs/promises';
 
-/** Codes meaning "no room left": the filesystem's own (a full disk, a user's quota), and the stores' errors made from them. */
-const FULL = new Set(['ENOSPC', 'EDQUOT', 'PIECE_DISK_FULL', 'INDEX_DISK_FULL']);
+/**
+ * Codes meaning "no room left": the filesystem's own (a full disk, a user's quota), and the errors the stores and the
+ * peer make from them.
+ */
+export const DISK_FULL_CODES: readonly string[] = ['ENOSPC', 'EDQUOT', 'PIECE_DISK_FULL', 'INDEX_DISK_FULL', 'DF_DISK_FULL'];
+const FULL = new Set(DISK_FULL_CODES);
 
 export function isDiskFull(err: unknown): boolean {
   return FULL.has((err as { code?: string } | undefined)?.code ?? '');

@@ -122,13 +122,15 @@ export async function effectiveQuota(dir: string, configured: number): Promise<n
 }
 
 /**
- * The policy for a pass made because a write just found the disk full, on either daemon: the quota is what the cache
- * holds now (a quota larger than the disk never triggers otherwise), shrunk to its low watermark at once, with no
- * grace for idle tasks, since room is needed now. Tasks in use stay, as always; what goes for the quota is counted
- * as `disk_full`.
+ * The plan for one GC pass, on either daemon. A pass made under pressure (a write just found the disk full) takes
+ * the quota to be what the cache holds now (a quota larger than the disk never triggers otherwise) and shrinks it to
+ * its low watermark at once, with no grace for idle tasks, since room is needed now. Tasks in use stay, as always;
+ * what goes for the quota is counted as `disk_full` (see carryOut).
  */
-export function pressurePolicy(p: EvictionPolicy, used: number): EvictionPolicy {
-  return { ...p, quota: Math.min(p.quota, Math.max(1, used)), high: Math.min(p.high, p.low), graceMs: 0 };
+export function planPass(entries: readonly CacheEntry[], p: EvictionPolicy, pressure: boolean): EvictionPlan {
+  if (!pressure) return planEvictions(entries, p);
+  const used = entries.reduce((s, e) => s + e.bytes, 0);
+  return planEvictions(entries, { ...p, quota: Math.min(p.quota, Math.max(1, used)), high: Math.min(p.high, p.low), graceMs: 0 });
 }
 
 /** Why an eviction is counted: a quota eviction in a pressure pass is the full disk's. */

@@ -3,7 +3,7 @@
  * a client stream or an upload holds it. Under disk pressure (a write just failed for lack of space) the cache is
  * shrunk to the low watermark of what it holds now, ignoring the grace for idle tasks: space is needed at once.
  */
-import { carryOut, planEvictions, pressurePolicy, type EvictionReason, type Logger } from '@damselfly/shared';
+import { carryOut, planPass, type EvictionReason, type Logger } from '@damselfly/shared';
 import type { LocalStore, LocalTask } from '@damselfly/peer';
 
 export interface GcOptions {
@@ -37,7 +37,7 @@ export function taskBytes(t: LocalTask): number {
 export async function collectGarbage(store: LocalStore, opts: GcOptions, log: Logger, now = Date.now()): Promise<GcResult> {
   const entries = [...store.tasks()].map((t) => ({ id: t.info.taskId, bytes: taskBytes(t), lastAccess: t.lastAccess, inUse: t.inUse }));
   const policy = { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, maxTasks: opts.maxTasks, now };
-  const plan = planEvictions(entries, opts.pressure ? pressurePolicy(policy, entries.reduce((s, e) => s + e.bytes, 0)) : policy);
+  const plan = planPass(entries, policy, opts.pressure ?? false);
   const done = await carryOut(plan, {
     pressure: opts.pressure ?? false,
     log,

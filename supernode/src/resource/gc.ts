@@ -3,7 +3,7 @@
  * seeded, served, or has peers in it; those are never evicted. An evicted task is forgotten entirely (record, piece
  * hashes, data file, scheduling state, held credentials): a later request seeds it again from the origin.
  */
-import { carryOut, planEvictions, pressurePolicy, type EvictionReason, type Logger } from '@damselfly/shared';
+import { carryOut, planPass, type EvictionReason, type Logger } from '@damselfly/shared';
 import type { TaskStore } from './task-store.js';
 
 export interface SupernodeGcOptions {
@@ -35,8 +35,8 @@ export async function collectSupernodeGarbage(
   const inUse = (taskId: string) => store.pieces(taskId)?.inUse === true || busy(taskId);
   const entries = [...store.entries()].map((e) => ({ id: e.taskId, bytes: e.bytes, lastAccess: e.lastAccess, inUse: inUse(e.taskId) }));
   const policy = { quota: opts.quota, high: opts.high, low: opts.low, ttlMs: opts.ttlMs, graceMs: opts.graceMs ?? 60_000, maxTasks: opts.maxTasks, now };
-  // Under pressure, as on a dfdaemon (see pressurePolicy).
-  const plan = planEvictions(entries, opts.pressure ? pressurePolicy(policy, entries.reduce((s, e) => s + e.bytes, 0)) : policy);
+  // Under pressure, as on a dfdaemon (see planPass).
+  const plan = planPass(entries, policy, opts.pressure ?? false);
   const done = await carryOut(plan, {
     pressure: opts.pressure ?? false,
     log,
