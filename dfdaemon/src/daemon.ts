@@ -113,7 +113,13 @@ export class Daemon {
     this.#pool = new SupernodePool(c.supernodes, { peerId: c.peerId, uploadUrl: this.uploadUrl, labels: c.labels, uploadRate: c.uploadRate || undefined }, this.log, c.trust);
     // Whatever leaves the cache leaves the swarm at once: others are not sent here for pieces that are gone.
     const pool = this.#pool;
-    this.store.on('task:evicted', (taskId) => pool.notify(taskId, { type: 'task:leave', taskId }));
+    // Unless a run of the same task has just registered again (it is being fetched anew, into a new file: a detached
+    // task, or one GC took between a registration and its run's open): leaving would undo that registration, so only
+    // the pieces go.
+    this.store.on('task:evicted', (taskId, had) => {
+      if (!this.#peer?.running(taskId)) return pool.notify(taskId, { type: 'task:leave', taskId });
+      for (const piece of had) pool.notify(taskId, { type: 'piece:dropped', taskId, piece });
+    });
     this.store.on('piece:dropped', (taskId, piece) => pool.notify(taskId, { type: 'piece:dropped', taskId, piece }));
     const access = new AccessGuard({ ttlMs: c.accessCacheSeconds * 1000 }, { dispatcher: this.#direct, metrics: this.metrics, log: this.log });
     this.#peer = new Peer(

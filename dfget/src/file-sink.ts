@@ -5,15 +5,25 @@
  * fetched: a read-only or missing destination fails at once (exit 5), not after the download.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, link, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { BufferPool, readFileChunks, type DamselflyError } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 import { Sink } from './sink.js';
 import type { Scratch } from './scratch.js';
 
+/** The file a link must turn out to be (see FileSink.link): device and inode as decimal strings, and size. */
+export interface LinkTarget {
+  dev: string;
+  ino: string;
+  size: number;
+}
+
 export class FileSink extends Sink {
   readonly tmp: string;
+  /** The output is a link to the dfdaemon's cached file (see link). */
+  linked = false;
   readonly output: string;
   readonly #fh: FileHandle;
   readonly #scratch: Scratch;
@@ -63,6 +73,52 @@ export class FileSink extends Sink {
       throw (this.failure ??= this.failed(err));
     }
     await this.adopted(length, digest);
+  }
+
+  /**
+   * Whether the dfdaemon's data file at `path` looks linkable as the output: on the output's filesystem, and this
+   * process may link it (Linux's protected_hardlinks: its owner, root, or one who may read and write it). A guess the
+   * link itself may still prove wrong.
+   */
+  async canLink(path: string): Promise<boolean> {
+    try {
+      const [file, dir] = await Promise.all([stat(path), stat(dirname(this.output))]);
+      if (!file.isFile() || file.dev !== dir.dev) return false;
+      const uid = process.getuid?.();
+      if (uid === 0 || uid === file.uid) return true;
+      await access(path, constants.R_OK | constants.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Takes the dfdaemon's complete, verified data file at `path` as the output by a hard link, so the blob is neither
+   * sent nor written again. The link must turn out to be the very file the dfdaemon named (`target`: a path seen from
+   * another mount namespace may be another file). `digest`: what the dfdaemon verified it is (else it is read back and
+   * hashed). False, with nothing changed, when it cannot be done: the caller then asks for the bytes.
+   */
+  async link(path: string, target: LinkTarget, digest: string | undefined): Promise<boolean> {
+    if (this.bytes) throw new Error('link() after write()');
+    if (this.ended) throw dfgetError('DFGET_OUTPUT', 'the run has ended');
+    const at = FileSink.tmpPathFor(this.output);
+    this.#scratch.add(at);
+    try {
+      await link(path, at);
+      const st = await stat(at, { bigint: true });
+      if (String(st.dev) !== target.dev || String(st.ino) !== target.ino || Number(st.size) !== target.size) throw new Error('not the file named');
+      // Over the empty file opened exclusively, whose name is this run's (see adopt).
+      await rename(at, this.tmp);
+    } catch {
+      await rm(at, { force: true }).catch(() => {});
+      return false;
+    } finally {
+      this.#scratch.forget(at);
+    }
+    this.linked = true;
+    await this.adopted(target.size, digest);
+    return true;
   }
 
   protected async put(chunk: Buffer): Promise<void> {

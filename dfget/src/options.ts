@@ -27,6 +27,8 @@ export interface DfgetOptions {
   standalone: boolean;
   /** Hash locally even when the dfdaemon vouches for the digest. */
   verify: boolean;
+  /** Write a file of its own, never a link to the dfdaemon's cached copy. */
+  copy: boolean;
   progress: boolean;
   timeoutMs: number;
   /** Cluster secret and TLS material for talking to supernodes as a one-shot peer (from the environment). */
@@ -45,6 +47,7 @@ export interface RawOptions {
   daemonFrom?: string;
   standalone?: boolean;
   verify?: boolean;
+  copy?: boolean;
   progress?: boolean;
   timeout?: string;
   clusterSecretFile?: string;
@@ -150,6 +153,7 @@ export function validateOptions(raw: RawOptions, env: NodeJS.ProcessEnv = proces
     daemon: daemon.replace(/\/$/, ''),
     standalone: raw.standalone ?? false,
     verify: raw.verify ?? false,
+    copy: raw.copy ?? false,
     progress: raw.progress ?? true,
     timeoutMs,
     trust,

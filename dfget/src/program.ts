@@ -23,6 +23,7 @@ function build(): Command {
     .addOption(new Option('--daemon <url>', 'local dfdaemon proxy').env('DFGET_DAEMON').default(DEFAULT_DAEMON))
     .option('--standalone', 'do not use the local dfdaemon')
     .option('--verify', 'hash the file here too, even when the dfdaemon vouches for its digest')
+    .option('--copy', "write a file of its own, never a hard link to the local dfdaemon's cached copy")
     .option('--no-progress', 'no progress bar (there is none when stderr is not a terminal)')
     .addOption(new Option('--timeout <seconds>', 'give up after this long in total, exit 3').default('0', '0 = never'))
     .option('--cluster-secret-file <file>', 'cluster secret, for --supernode as a one-shot peer [$DAMSELFLY_CLUSTER_SECRET_FILE, $DAMSELFLY_CLUSTER_SECRET]')

@@ -4,9 +4,10 @@
  * mismatch, a refusal), which a dropped connection alone cannot.
  */
 import { Client, type Dispatcher } from 'undici';
-import { VERIFIED_HEADER, validatorOf } from '@damselfly/shared';
+import { OUTPUT_HEADER, VERIFIED_HEADER, validatorOf, type LinkLine } from '@damselfly/shared';
 import type { DfgetOptions } from './options.js';
 import type { Sink } from './sink.js';
+import { FileSink } from './file-sink.js';
 import type { Progress } from './progress.js';
 import { dfgetError } from './errors.js';
 import { hasCode } from './classify.js';
@@ -25,8 +26,17 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
   // dfget for good when no --timeout was given.
   const client = new Client(o.daemon, { connectTimeout: 2000, headersTimeout: DAEMON_HEADERS_MS, bodyTimeout: 120_000 });
   try {
-    const res = await ask(client, o, signal);
+    // A file on this host may be a link to the dfdaemon's own copy (see OUTPUT_HEADER), unless --copy.
+    const linkable = sink instanceof FileSink && !o.copy ? sink : undefined;
+    let res = await ask(client, o, signal, undefined, undefined, linkable !== undefined);
     if (!res) return false;
+    if (linkable && res.statusCode === 200 && res.headers[OUTPUT_HEADER] === 'link') {
+      if (await takeLink(res, linkable, o, progress, signal)) return true;
+      // Not linkable here after all, or the answer was cut: the bytes, the usual way (an error is said there).
+      progress.stop();
+      res = await ask(client, o, signal);
+      if (!res) throw dfgetError('DFGET_HTTP', `the dfdaemon at ${o.daemon} stopped answering`);
+    }
     if (res.statusCode !== 200) {
       const answer = await readAnswer(res, signal);
       const forbidden = proxyForbidden(answer);
@@ -72,8 +82,70 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
   }
 }
 
-/** GETs the URL through the daemon (from byte `from` on, if still version `ifRange`, when given); null when nothing listens there. */
-async function ask(client: Client, o: DfgetOptions, signal: AbortSignal, from?: number, ifRange?: string): Promise<Dispatcher.ResponseData | null> {
+/**
+ * Follows a link answer: true once the output is a link to the dfdaemon's complete, verified file; false when it
+ * cannot be (another filesystem, no right to link the file, the answer cut or ended early), with nothing written.
+ */
+async function takeLink(res: Dispatcher.ResponseData, sink: FileSink, o: DfgetOptions, progress: Progress, signal: AbortSignal): Promise<boolean> {
+  let shown = 0;
+  try {
+    for await (const l of lines(res.body as AsyncIterable<Buffer>)) {
+      if ('file' in l) {
+        // Known not to work before the download even ends: the bytes are asked for now, while they are still coming.
+        if (!(await sink.canLink(l.file))) return false;
+        progress.start(l.size);
+      } else if ('done' in l) {
+        // Only the dfdaemon's own word counts (the header is never relayed from an upstream), and --verify hashes anyway.
+        const vouched = !o.verify && o.digest !== undefined && l.verified === o.digest ? o.digest : undefined;
+        if (!(await sink.link(l.path, l, vouched))) return false;
+        progress.add(l.size - shown);
+        return true;
+      } else if ('bytes' in l && l.bytes > shown) {
+        progress.add(l.bytes - shown);
+        shown = l.bytes;
+      }
+    }
+    return false;
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    if (sink.failure) throw sink.failure;
+    return false;
+  } finally {
+    // Closing the answer tells the dfdaemon it may let go of the file.
+    if (!res.body.destroyed) res.body.destroy();
+  }
+}
+
+/** The answer's JSON lines; a line that is not one (or not JSON at all) ends the answer as cut. */
+async function* lines(body: AsyncIterable<Buffer>): AsyncGenerator<LinkLine> {
+  let rest = '';
+  for await (const chunk of body) {
+    rest += chunk.toString('utf8');
+    // A link answer's lines are short: anything this long is not one.
+    if (rest.length > 64 * 1024) throw new Error('not a link answer');
+    let i: number;
+    while ((i = rest.indexOf('\n')) >= 0) {
+      const l = JSON.parse(rest.slice(0, i)) as unknown;
+      rest = rest.slice(i + 1);
+      if (!isLinkLine(l)) throw new Error('not a link answer');
+      yield l;
+    }
+  }
+}
+
+function isLinkLine(l: unknown): l is LinkLine {
+  if (typeof l !== 'object' || l === null) return false;
+  const o = l as Record<string, unknown>;
+  if ('done' in o) return o.done === true && typeof o.path === 'string' && typeof o.dev === 'string' && typeof o.ino === 'string' && Number.isSafeInteger(o.size) && (o.verified === undefined || typeof o.verified === 'string');
+  if ('file' in o) return typeof o.file === 'string' && Number.isSafeInteger(o.size);
+  return Number.isSafeInteger(o.bytes);
+}
+
+/**
+ * GETs the URL through the daemon (from byte `from` on, if still version `ifRange`, when given; as a link answer when
+ * `link`); null when nothing listens there.
+ */
+async function ask(client: Client, o: DfgetOptions, signal: AbortSignal, from?: number, ifRange?: string, link = false): Promise<Dispatcher.ResponseData | null> {
   try {
     return await client.request({
       method: 'GET',
@@ -83,6 +155,7 @@ async function ask(client: Client, o: DfgetOptions, signal: AbortSignal, from?: 
         ...(o.digest ? { 'x-damselfly-digest': o.digest } : {}),
         ...(from !== undefined ? { range: `bytes=${from}-` } : {}),
         ...(ifRange !== undefined ? { 'if-range': ifRange } : {}),
+        ...(link ? { [OUTPUT_HEADER]: 'link' } : {}),
       },
       signal,
     });

@@ -3,7 +3,14 @@
  * events) plus what a downloading node adds: the task's `TaskInfo`, and whether the whole blob is complete and
  * matched its digest.
  */
-import { StoredTask, type StoredTaskInit, type TaskInfo } from '@damselfly/shared';
+import type { BigIntStats } from 'node:fs';
+import { StoredTask, pieceError, type StoredTaskInit, type TaskInfo } from '@damselfly/shared';
+
+/** The data file as it was when it was handed out (see `LocalTask.handOut`): size and mtime in ns, as decimal strings. */
+export interface HandedOut {
+  size: string;
+  mtimeNs: string;
+}
 
 export interface LocalTaskMeta {
   info: TaskInfo;
@@ -11,6 +18,16 @@ export interface LocalTaskMeta {
   /** All pieces present and the whole blob matched its digest (when one is known). */
   complete: boolean;
   lastAccess: number;
+  /** Set once the data file was offered to a local client to link as its own file (dfget's output). */
+  handedOut?: HandedOut;
+}
+
+/** Where a complete task's data file is, for a local client to link: device, inode and size pin the very file. */
+export interface HandOut {
+  path: string;
+  dev: string;
+  ino: string;
+  size: number;
 }
 
 export class LocalTask extends StoredTask<LocalTaskMeta> {
@@ -28,8 +45,12 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
     return this.meta.lastAccess;
   }
 
-  /** A piece found bad on disk also makes the blob incomplete. */
+  /**
+   * A piece found bad on disk also makes the blob incomplete. In a file a user shares (handed out) it is not fetched
+   * again into that file: the task goes, and the next download starts a file of its own.
+   */
   override async dropPiece(n: number): Promise<void> {
+    if (this.meta.handedOut) return this.detach();
     await super.dropPiece(n);
     if (this.meta.complete) await this.updateMeta({ complete: false });
   }
@@ -57,6 +78,40 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
     await this.updateMeta({ complete: true });
     this.resetFailure();
     this.emit('task:completed');
+  }
+
+  /**
+   * The complete data file, offered to a local client to link as its own file (dfget's output) instead of having its
+   * bytes sent and written a second time. From now on the file may change under this daemon's feet (the user edits
+   * the output): it is stamped now, and every read checks the stamp first (see `ensureVerified`).
+   */
+  async handOut(): Promise<HandOut> {
+    if (!this.meta.complete) throw pieceError('PIECE_MISSING', `${this.info.taskId}: not complete`);
+    // Handed out before: only as it was then (a second client must not get a first one's changes as verified).
+    const st = await this.#unchanged('its whole file');
+    if (!this.meta.handedOut) await this.updateMeta({ handedOut: { size: String(st.size), mtimeNs: String(st.mtimeNs) } });
+    return { path: this.dataPath, dev: String(st.dev), ino: String(st.ino), size: Number(st.size) };
+  }
+
+  /**
+   * A handed-out file is read only while it is as it was handed out: a write to it (the user's output is the same
+   * file) changes its mtime, and then none of it is served again. (A user who sets the mtime back on purpose could
+   * write to the cache directly: linking the file needs that right.)
+   */
+  override async ensureVerified(n: number): Promise<void> {
+    if (this.meta.handedOut) await this.#unchanged(`piece ${n}`);
+    await super.ensureVerified(n);
+  }
+
+  /** The data file's stat, if it is as it was handed out (when it was); otherwise the task is detached and this throws. */
+  async #unchanged(what: string): Promise<BigIntStats> {
+    const st = await this.withFile((fh) => fh.stat({ bigint: true }));
+    const stamp = this.meta.handedOut;
+    if (stamp && (String(st.size) !== stamp.size || String(st.mtimeNs) !== stamp.mtimeNs)) {
+      this.detach();
+      throw pieceError('PIECE_MISSING', `${this.info.taskId} (${what}): its file, shared with a local client's, was changed since it was handed out`);
+    }
+    return st;
   }
 
   /**

@@ -70,6 +70,11 @@ export class Peer {
     return { task, done: run.done, want: (pieces, startAt) => conductor.want(pieces, startAt) };
   }
 
+  /** Whether a download of the task is running (it has registered with a supernode, or is about to). */
+  running(taskId: string): boolean {
+    return this.#running.has(taskId);
+  }
+
   /** Aborts every running download and waits for them to settle. */
   async stop(): Promise<void> {
     this.#stop.abort(peerError('DF_SHUTTING_DOWN'));

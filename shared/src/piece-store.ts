@@ -38,6 +38,8 @@ export interface StoredTaskEvents {
   'fetch:ended': [number];
   'task:completed': [];
   'task:failed': [Error];
+  /** The data file is no longer the store's to serve or write (a user's changes to a file it shares, see `detach`). */
+  'task:detached': [];
 }
 
 export interface StoredTaskInit<Meta> {
@@ -459,6 +461,17 @@ export class StoredTask<Meta extends object> extends EventEmitter<StoredTaskEven
     this.#failure = undefined;
   }
 
+  /**
+   * The data file can no longer be trusted or written (it is shared with a file a user holds, and was changed):
+   * nothing reads or writes it from now on, and the store removes the task (its own name of the file, its records),
+   * so the next download starts a new file instead of repairing the user's.
+   */
+  detach(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.emit('task:detached');
+  }
+
   /** A removed task (its id may be another task's now) touches neither the data file nor the index again. */
   #assertOpen(): void {
     if (this.#closed) throw pieceError('PIECE_MISSING', `${this.geometry.taskId}: removed`);
@@ -480,8 +493,8 @@ export interface PieceStoreOptions<Meta extends object, T extends StoredTask<Met
 }
 
 export interface PieceStoreEvents {
-  /** A task left the store (GC, a failure, an operator): the swarm must stop counting on it. */
-  'task:evicted': [string];
+  /** A task left the store (GC, a failure, an operator), with the pieces it had: the swarm must stop counting on them. */
+  'task:evicted': [string, number[]];
   /** A piece was dropped (found bad on disk, or of a task's other version): the swarm must stop counting on it. */
   'piece:dropped': [string, number];
 }
@@ -566,6 +579,7 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
    */
   async remove(taskId: string, { replacing = false }: { replacing?: boolean } = {}): Promise<void> {
     const t = this.#tasks.get(taskId);
+    const had = t?.present() ?? [];
     this.#tasks.delete(taskId);
     const before = this.#removing.get(taskId);
     const removal = (async () => {
@@ -590,7 +604,7 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
       if (this.#removing.get(taskId) === removal) this.#removing.delete(taskId);
       // Gone from memory whatever happened on disk (what a failed removal left there is found again at the next start):
       // the swarm must stop counting on it either way.
-      if (t && !replacing) this.emit('task:evicted', taskId);
+      if (t && !replacing) this.emit('task:evicted', taskId, had);
     }
   }
 
@@ -610,6 +624,8 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
     const geometry = this.#o.geometry(meta);
     const task = this.#o.make({ meta, geometry, stored, dataPath: this.dataPath(geometry.taskId), index: this.#index, handles: this.#handles });
     task.on('piece:dropped', (n) => this.emit('piece:dropped', geometry.taskId, n));
+    // Whatever the removal meets on disk, the task is gone from memory at once; what it leaves is found at the next start.
+    task.once('task:detached', () => void (this.#tasks.get(geometry.taskId) === task && this.remove(geometry.taskId).catch(() => {})));
     this.#tasks.set(geometry.taskId, task);
     return task;
   }

@@ -247,6 +247,28 @@ export const FIRST_BLOCK_HEADER = 'x-damselfly-first-block';
 export const VERIFIED_HEADER = 'x-damselfly-verified';
 
 /**
+ * Sent `link` by a client on the dfdaemon's own host (dfget writing a file) with a whole-blob GET, and set `link` by
+ * the dfdaemon on its answer when it takes that up: the body is then not the blob but lines of JSON (`LinkLine`), the
+ * last of which names the task's complete, verified data file for the client to link as its output, so the blob is
+ * not sent and written a second time. Like every `x-damselfly-` header it never travels to or from an upstream, so an
+ * answer carrying it is the dfdaemon's own. Any other answer is the blob as usual.
+ */
+export const OUTPUT_HEADER = 'x-damselfly-output';
+
+/** One line of a link answer (see OUTPUT_HEADER), in order: `file` once, `bytes` now and then, `done` last. */
+export type LinkLine =
+  /** Where the data file is and how big the blob is: the client checks it could link it at all. */
+  | { file: string; size: number }
+  /** Bytes verified so far (whole pieces), for a progress bar. */
+  | { bytes: number }
+  /**
+   * The file is complete and verified: device, inode (decimal strings) and size pin it, and `verified` is the digest
+   * the dfdaemon checked it against (none for an object without one). The dfdaemon keeps the file until the client
+   * closes the answer.
+   */
+  | { done: true; path: string; dev: string; ino: string; size: number; verified?: string };
+
+/**
  * The `?from=<block>` of a piece request, for a piece of `blockCount` blocks: the block to start at, 0 when absent or
  * past the piece's end, `'bad'` when it is not a block number at all (the server decides whether that is an error).
  */

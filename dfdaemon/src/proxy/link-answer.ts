@@ -1,0 +1,68 @@
+/**
+ * The link answer (see OUTPUT_HEADER): a client on this host that writes the blob to a file (dfget) gets the name of
+ * this daemon's own data file once it is complete and verified, and links it as its output, instead of the blob's
+ * bytes. The node then writes the blob once instead of twice (its cache, the client's copy), holds it on disk once,
+ * and sends nothing over loopback. Until then the answer says how far the download got.
+ */
+import type { ServerResponse } from 'node:http';
+import { OUTPUT_HEADER, type LinkLine } from '@damselfly/shared';
+import type { Download, LocalTask } from '@damselfly/peer';
+import { dfError } from '../errors.js';
+
+/** How often the verified byte count goes out (it also keeps the client's idle timer from firing on a long pull). */
+const PROGRESS_MS = 500;
+/** How long the file is held (leased: GC leaves it) after `done` for the client to link it, unless it closes first. */
+const LINK_WAIT_MS = 60_000;
+
+/** Whether this request asks for a link answer: only a whole-blob GET can be one. */
+export function wantsLink(value: string | undefined, range: string | undefined): boolean {
+  return value === 'link' && range === undefined;
+}
+
+/** Answers with LinkLines until the task is complete, then its file; throws (the answer is then cut) if it is not. */
+export async function serveLink(dl: Download, res: ServerResponse, signal: AbortSignal): Promise<void> {
+  const { task } = dl;
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', [OUTPUT_HEADER]: 'link', 'x-damselfly-task-id': task.info.taskId });
+  const line = (l: LinkLine) => res.write(`${JSON.stringify(l)}\n`);
+  line({ file: task.dataPath, size: task.info.contentLength });
+  const progress = setInterval(() => line({ bytes: verifiedBytes(task) }), PROGRESS_MS);
+  try {
+    await untilAborted(dl.done, signal);
+  } finally {
+    clearInterval(progress);
+  }
+  // A run that ended without the whole blob (or the blob not matching its digest) hands out nothing: the client is
+  // cut and asks for the bytes instead, which says why.
+  if (!task.complete) throw dfError('DF_TASK_FAILED', `${task.info.taskId}: the download ended incomplete`);
+  const out = await task.handOut();
+  line({ done: true, ...out, ...(task.info.digest ? { verified: task.info.digest } : {}) });
+  await closedOr(LINK_WAIT_MS, signal);
+  res.end();
+}
+
+function verifiedBytes(task: LocalTask): number {
+  return Math.min(task.info.contentLength, task.presentCount * task.info.pieceSize);
+}
+
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** Resolves when the client closes the answer (it has linked the file: `signal` is the answer's close), or after `ms`. */
+function closedOr(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

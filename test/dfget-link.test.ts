@@ -1,0 +1,154 @@
+/**
+ * dfget through its node's dfdaemon takes the dfdaemon's own verified copy as its output, by a hard link, instead of
+ * having the blob sent over loopback and written a second time; and the dfdaemon, whose file the user now holds too,
+ * never serves a byte of it once the user changed it (to a client or a peer), nor writes into it again.
+ */
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { open, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
+import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
+import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
+import { runDfget } from './helpers/dfget-child.js';
+import type { Daemon } from '@damselfly/dfdaemon';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const reg = await startRegistry();
+t.teardown(() => reg.stop());
+
+/** The counter's value for proxy answers of this kind. */
+async function answered(d: Daemon, kind: string): Promise<number> {
+  return (await d.metrics.proxyRequests.get()).values.filter((v) => v.labels.kind === kind).reduce((a, v) => a + v.value, 0);
+}
+
+/** The dfdaemon's data file for its only task. */
+function dataFile(d: Daemon): string {
+  const tasks = [...d.store.tasks()];
+  if (tasks.length !== 1) throw new Error(`${tasks.length} tasks cached`);
+  return tasks[0]!.dataPath;
+}
+
+/** Overwrites the file's first byte in place, as a user editing their output would (same size, new mtime). */
+async function scribble(path: string): Promise<void> {
+  // Past the filesystem's timestamp granularity since the dfdaemon's last write.
+  await sleep(30);
+  const fh = await open(path, 'r+');
+  try {
+    await fh.write(Buffer.from('X'), 0, 1, 0);
+  } finally {
+    await fh.close();
+  }
+}
+
+t.test('the output is the dfdaemon\'s verified copy, linked: no byte of it crosses loopback; --copy and --verify', async (t) => {
+  const blob = makeBlob(12 * MiB + 5, 301);
+  const { url, digest } = await pushBlob(reg.url, 'link/plain', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await tempDir(t);
+
+  const r = await runDfget([url, '-O', join(dir, 'a'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stderr, /verified by the dfdaemon, linked to its cached copy/, 'says what it did');
+  const [out, cached] = await Promise.all([stat(join(dir, 'a')), stat(dataFile(d))]);
+  t.equal(out.ino, cached.ino, 'one file: the output is the dfdaemon\'s cached copy');
+  t.equal(out.nlink, 2, 'under two names');
+  t.equal(sha(await readFile(join(dir, 'a'))), digest, 'the blob');
+  t.equal(await answered(d, 'link'), 1, 'answered with the file\'s name');
+  t.equal(await answered(d, 'p2p'), 0, 'not with the bytes');
+
+  const copy = await runDfget([url, '-O', join(dir, 'b'), '--daemon', d.proxyUrl, '--no-progress', '--copy']);
+  t.equal(copy.code, 0, copy.stderr);
+  t.notMatch(copy.stderr, /linked/);
+  t.not((await stat(join(dir, 'b'))).ino, cached.ino, '--copy: a file of its own');
+  t.equal(sha(await readFile(join(dir, 'b'))), digest);
+  t.equal(await answered(d, 'p2p'), 1, 'sent as bytes');
+
+  // --verify: still linked, and hashed here rather than taken on the dfdaemon's word.
+  const verified = await runDfget([url, '-O', join(dir, 'c'), '--daemon', d.proxyUrl, '--no-progress', '--verify']);
+  t.equal(verified.code, 0, verified.stderr);
+  t.match(verified.stderr, new RegExp(`${digest} \\(linked to its cached copy\\)`));
+  t.equal((await stat(join(dir, 'c'))).ino, cached.ino);
+  t.equal(await answered(d, 'link'), 2);
+});
+
+t.test('an output on another filesystem gets the bytes at once, not after the download', { skip: tmpfsUnavailable() ?? false }, async (t) => {
+  const blob = makeBlob(6 * MiB, 302);
+  const { url, digest } = await pushBlob(reg.url, 'link/elsewhere', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await mountTmpfs(t, 'size=16m');
+  const r = await runDfget([url, '-O', join(dir, 'f'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(r.code, 0, r.stderr);
+  t.notMatch(r.stderr, /linked/);
+  t.equal(sha(await readFile(join(dir, 'f'))), digest);
+  t.equal((await stat(join(dir, 'f'))).nlink, 1, 'a file of its own');
+  // The link answer was given up at its first line (the file is on another filesystem): the bytes were asked for
+  // while the download ran, and that answer is the one that counted.
+  t.equal(await answered(d, 'p2p'), 1, 'sent as bytes');
+  t.equal(await answered(d, 'link'), 0, 'no link answer completed');
+  t.equal(await reg.settledBytesServed(digest, blob.length), blob.length, 'the registry served the blob once');
+});
+
+t.test('a linked output its user changed is never served, to clients or peers, and never written into again', async (t) => {
+  const blob = makeBlob(10 * MiB + 3, 303);
+  const { url, digest } = await pushBlob(reg.url, 'link/changed', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await tempDir(t);
+  const out = join(dir, 'mine');
+  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  const linked = (await stat(out)).ino;
+  t.equal((await stat(dataFile(d))).ino, linked, 'linked');
+  await scribble(out);
+
+  // A second node: its pieces come from anyone but the changed file.
+  const d2 = await startDaemon(t, [sn.url]);
+  const peer = await getViaProxy(d2.proxyUrl, url);
+  t.equal(peer.status, 200);
+  t.equal(sha(peer.body), digest, 'the second node got the blob');
+  t.equal((await d.metrics.uploadBytes.get()).values[0]?.value ?? 0, 0, 'the changed file gave a peer no byte');
+
+  // A Range read of the changed byte, and the whole blob, through the mirror: the blob's bytes, never the user's.
+  const first = await getViaProxy(d.proxyUrl, url, { range: 'bytes=0-0' });
+  t.equal(first.status, 206);
+  t.same(first.body, blob.subarray(0, 1), 'the blob\'s first byte, not the user\'s');
+  const whole = await getViaProxy(d.proxyUrl, url);
+  t.equal(sha(whole.body), digest, 'the whole blob');
+
+  const mine = await readFile(out);
+  t.equal(mine[0], 'X'.charCodeAt(0), 'the user\'s change stands: the dfdaemon did not repair their file');
+  t.same(mine.subarray(1), blob.subarray(1));
+  t.equal((await stat(out)).nlink, 1, 'the dfdaemon let go of it');
+
+  // A later dfget gets a fresh, right copy (linked to the dfdaemon's new one), never the changed file.
+  const again = await runDfget([url, '-O', join(dir, 'again'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(again.code, 0, again.stderr);
+  t.equal(sha(await readFile(join(dir, 'again'))), digest);
+  t.not((await stat(join(dir, 'again'))).ino, linked);
+});
+
+t.test('the hand-out is remembered across a restart: a file changed while the dfdaemon was down is not served', async (t) => {
+  const blob = makeBlob(4 * MiB, 304);
+  const { url, digest } = await pushBlob(reg.url, 'link/restart', blob);
+  const sn = await startSupernode(t);
+  const dataDir = await tempDir(t, 'damselfly-df-');
+  const dir = await tempDir(t);
+  const out = join(dir, 'mine');
+  const d = await startDaemon(t, [sn.url], { dataDir });
+  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  t.equal((await stat(out)).nlink, 2, 'linked');
+  await d.stop();
+  await scribble(out);
+
+  const back = await startDaemon(t, [sn.url], { dataDir });
+  t.equal([...back.store.tasks()].length, 1, 'the task was found again at start-up');
+  const first = await getViaProxy(back.proxyUrl, url, { range: 'bytes=0-1023' });
+  t.equal(first.status, 206);
+  t.same(first.body, blob.subarray(0, 1024), 'the blob\'s bytes, not the user\'s');
+  t.equal(sha((await getViaProxy(back.proxyUrl, url)).body), digest);
+  t.equal((await readFile(out))[0], 'X'.charCodeAt(0), 'the user\'s file as they left it');
+});
