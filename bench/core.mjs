@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Core benchmark: N concurrent downloads of one blob through Damselfly P2P vs the same N straight from
 // the registry (curl), in the same run. Prints wall-time and origin-bytes ratios side by side, plus the P2P bound.
-//   node bench/core.mjs [--size-mib 256] [--n 4,8] [--origin-mbps 0|200]
+//   node bench/core.mjs [--size-mib 256] [--n 4,8] [--origin-mbps 0|200] [--copy]
+// --copy: dfget writes a file of its own instead of linking its dfdaemon's verified copy (the bytes then cross
+// loopback and are written a second time); the line says which each run did.
 // --origin-mbps caps the registry's egress (a TCP relay), like a real registry behind a shared uplink; 0 = loopback.
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,7 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT, cpuSeconds, run, sha256File, spawnDaemon, spawnSupernode } from './procs.mjs';
 
-const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, n: { type: 'string', default: '4,8' }, 'origin-mbps': { type: 'string', default: '0' } } });
+const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, n: { type: 'string', default: '4,8' }, 'origin-mbps': { type: 'string', default: '0' }, copy: { type: 'boolean', default: false } } });
 const { startRegistry, pushBlobStream } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
 const { throttledRelay } = await import(join(ROOT, '.test-dist/helpers/throttle.js'));
 
@@ -53,10 +55,12 @@ async function p2p(n) {
   // CPU is counted from here: what the processes spent starting up is not a cost per MiB.
   const cpu0 = { supernode: cpuSeconds(sn.child.pid), dfdaemon: daemons.map((d) => cpuSeconds(d.child.pid)) };
   const t0 = performance.now();
-  const rs = await Promise.all(daemons.map((d, i) => run(process.execPath, [join(ROOT, 'dfget/dist/cli.js'), url, '-O', files[i], '--daemon', d.proxyUrl, '--no-progress'])));
+  const rs = await Promise.all(daemons.map((d, i) => run(process.execPath, [join(ROOT, 'dfget/dist/cli.js'), url, '-O', files[i], '--daemon', d.proxyUrl, '--no-progress', ...(values.copy ? ['--copy'] : [])])));
   const secs = (performance.now() - t0) / 1000;
   if (rs.some((r) => r.code !== 0)) throw new Error(`dfget failed: ${rs.map((r) => r.err).join(' ')}`);
   await verify(files);
+  // Linked: the output is the dfdaemon's cached file under a second name.
+  const linked = (await Promise.all(files.map((f) => stat(f)))).every((s) => s.nlink > 1);
   // Peak resident memory of each process over the whole run (the kernel's high-water mark).
   const rss = { supernode: await peakRssMiB(sn.child.pid), dfdaemon: Math.max(...(await Promise.all(daemons.map((d) => peakRssMiB(d.child.pid))))) };
   // CPU (user + system) per MiB of blob: the supernode's for the whole swarm, each dfdaemon's for its own copy.
@@ -68,7 +72,7 @@ async function p2p(n) {
   await Promise.all(daemons.map((d) => d.stop()));
   await sn.stop();
   await Promise.all([...files.map((f) => rm(f)), ...daemons.map((d) => rm(d.dir, { recursive: true })), rm(sn.dir, { recursive: true })]);
-  return { secs, origin: served() - before, rss, cpu };
+  return { secs, origin: served() - before, rss, cpu, linked };
 }
 
 async function peakRssMiB(pid) {
@@ -89,7 +93,8 @@ for (const n of ns) {
       `P2P ${p.secs.toFixed(2)} s, origin ${(p.origin / F).toFixed(2)}x blob | time P2P/direct ${(p.secs / d.secs).toFixed(2)}, origin bytes P2P/direct ${(p.origin / d.origin).toFixed(3)}` +
       (bound ? ` | P2P/bound ${(p.secs / bound).toFixed(2)} (bound ${bound.toFixed(2)} s; direct bound ${(n * bound).toFixed(2)} s)` : '') +
       ` | peak RSS supernode ${p.rss.supernode.toFixed(0)} MiB, dfdaemon ${p.rss.dfdaemon.toFixed(0)} MiB` +
-      ` | CPU per MiB supernode ${p.cpu.supernode.toFixed(1)} ms, dfdaemon ${p.cpu.dfdaemon.toFixed(1)} ms`,
+      ` | CPU per MiB supernode ${p.cpu.supernode.toFixed(1)} ms, dfdaemon ${p.cpu.dfdaemon.toFixed(1)} ms` +
+      ` | dfget output ${p.linked ? "linked to its dfdaemon's copy" : 'a copy of its own'}`,
   );
 }
 console.log(JSON.stringify({ sizeMiB: F / 2 ** 20, originMBps: mbps || 'loopback', rows }, null, 0));

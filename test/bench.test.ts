@@ -23,6 +23,10 @@ t.test('bench/core.mjs: N dfgets vs N curls, origin bytes', async (t) => {
   const r = await bench('core.mjs', ['--size-mib', '8', '--n', '2']);
   t.equal(r.code, 0, r.stderr.slice(-500));
   t.match(r.stdout, /N=2 8 MiB loopback: direct [\d.]+ s, origin 2\.00x blob \| P2P [\d.]+ s, origin 1\.00x blob/, 'P2P costs the origin the blob once');
+  t.match(r.stdout, /dfget output linked to its dfdaemon's copy/, 'each output is its dfdaemon\'s copy');
+  const copied = await bench('core.mjs', ['--size-mib', '8', '--n', '1', '--copy']);
+  t.equal(copied.code, 0, copied.stderr.slice(-500));
+  t.match(copied.stdout, /N=1 8 MiB loopback: .* \| dfget output a copy of its own/, '--copy: files of their own');
 });
 
 t.test('bench/standalone.mjs: dfget as a one-shot peer vs curl -o, from the registry and from a supernode', async (t) => {
