@@ -5,13 +5,14 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { open, readFile, stat } from 'node:fs/promises';
+import { chmod, chown, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
 import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
 import { runDfget } from './helpers/dfget-child.js';
+import { httpServer } from './helpers/broken-server.js';
 import type { Daemon } from '@damselfly/dfdaemon';
 
 const MiB = 1024 * 1024;
@@ -67,11 +68,21 @@ t.test('the output is the dfdaemon\'s verified copy, linked: no byte of it cross
   t.equal(sha(await readFile(join(dir, 'b'))), digest);
   t.equal(await answered(d, 'p2p'), 1, 'sent as bytes');
 
-  // --verify: still linked, and hashed here rather than taken on the dfdaemon's word.
-  const verified = await runDfget([url, '-O', join(dir, 'c'), '--daemon', d.proxyUrl, '--no-progress', '--verify']);
+  // One holder at a time: while `a` is the cached file, another run gets a file of its own (two outputs that were
+  // one file would change together).
+  const second = await runDfget([url, '-O', join(dir, 'c'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(second.code, 0, second.stderr);
+  t.notMatch(second.stderr, /linked/);
+  t.not((await stat(join(dir, 'c'))).ino, cached.ino, 'a file of its own while another holds the copy');
+  t.equal(sha(await readFile(join(dir, 'c'))), digest);
+
+  // Its holder gone, the copy can be handed out again. --verify: linked, and hashed here rather than taken on the
+  // dfdaemon's word.
+  await rm(join(dir, 'a'));
+  const verified = await runDfget([url, '-O', join(dir, 'd'), '--daemon', d.proxyUrl, '--no-progress', '--verify']);
   t.equal(verified.code, 0, verified.stderr);
   t.match(verified.stderr, new RegExp(`${digest} \\(linked to its cached copy\\)`));
-  t.equal((await stat(join(dir, 'c'))).ino, cached.ino);
+  t.equal((await stat(join(dir, 'd'))).ino, cached.ino, 'linked again');
   t.equal(await answered(d, 'link'), 2);
 });
 
@@ -151,4 +162,52 @@ t.test('the hand-out is remembered across a restart: a file changed while the df
   t.same(first.body, blob.subarray(0, 1024), 'the blob\'s bytes, not the user\'s');
   t.equal(sha((await getViaProxy(back.proxyUrl, url)).body), digest);
   t.equal((await readFile(out))[0], 'X'.charCodeAt(0), 'the user\'s file as they left it');
+});
+
+t.test('a chmod or chown of a linked output counts as a change: whoever may write it now could set its mtime back', async (t) => {
+  const blob = makeBlob(3 * MiB, 305);
+  const { url, digest } = await pushBlob(reg.url, 'link/mode', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await tempDir(t);
+  const out = join(dir, 'mine');
+  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  t.equal((await stat(out)).nlink, 2, 'linked');
+  await chmod(out, 0o666);
+  t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest, 'the blob, fetched anew');
+  t.equal((await stat(out)).nlink, 1, 'the dfdaemon let go of the file whose mode changed');
+  if (process.getuid?.() !== 0) return;
+  const again = join(dir, 'again');
+  t.equal((await runDfget([url, '-O', again, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  t.equal((await stat(again)).nlink, 2, 'linked');
+  await chown(again, 65534, 65534);
+  t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest);
+  t.equal((await stat(again)).nlink, 1, 'and of the one given to another user');
+});
+
+t.test('dfget links only a file its own user owns and nobody else may write: a lying "dfdaemon" gets the bytes asked for', async (t) => {
+  const blob = makeBlob(1 * MiB, 306);
+  const digest = sha(blob);
+  const dir = await tempDir(t);
+  const planted = join(dir, 'planted');
+  await writeFile(planted, blob);
+  const root = process.getuid?.() === 0;
+  // Another user's file (root can make one), or, without root, one others may write.
+  if (root) await chown(planted, 65534, 65534);
+  else await chmod(planted, 0o666);
+  const st = await stat(planted, { bigint: true });
+  const fake = await httpServer(t, (req, res) => {
+    if (req.headers['x-damselfly-output'] === 'link') {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'x-damselfly-output': 'link' });
+      res.write(`${JSON.stringify({ file: planted, size: blob.length })}\n`);
+      res.end(`${JSON.stringify({ done: true, path: planted, dev: String(st.dev), ino: String(st.ino), size: blob.length, mtimeNs: String(st.mtimeNs), verified: digest })}\n`);
+    } else res.writeHead(200, { 'content-length': blob.length }).end(blob);
+  });
+  const out = join(dir, 'f');
+  const r = await runDfget(['http://origin.invalid/f', '-O', out, '--daemon', fake.url, '--digest', digest, '--no-progress']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(fake.requests.length, 2, 'the link answer was given up and the bytes asked for');
+  t.equal((await stat(out)).nlink, 1, 'the output is a file of its own, not the planted one');
+  t.not((await stat(out)).ino, Number(st.ino));
+  t.same(await readFile(out), blob);
 });

@@ -5,19 +5,29 @@
  * fetched: a read-only or missing destination fails at once (exit 5), not after the download.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { access, link, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { link, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { BufferPool, readFileChunks, type DamselflyError } from '@damselfly/shared';
 import { dfgetError } from './errors.js';
 import { Sink } from './sink.js';
 import type { Scratch } from './scratch.js';
 
-/** The file a link must turn out to be (see FileSink.link): device and inode as decimal strings, and size. */
+/** The file a link must turn out to be (see FileSink.link): device, inode and mtime as decimal strings, and size. */
 export interface LinkTarget {
   dev: string;
   ino: string;
   size: number;
+  mtimeNs: string;
+}
+
+/**
+ * Only a file this user owns, that nobody else may write, is taken as the output: whoever else owns the file (another
+ * account the dfdaemon runs as, or anyone who answers on its port) could change the output after it was checked, and
+ * one who may write it could too.
+ */
+function ours(st: { uid: number | bigint; mode: number | bigint; isFile(): boolean }): boolean {
+  const uid = process.getuid?.();
+  return st.isFile() && uid !== undefined && Number(st.uid) === uid && (Number(st.mode) & 0o022) === 0;
 }
 
 export class FileSink extends Sink {
@@ -77,17 +87,13 @@ export class FileSink extends Sink {
 
   /**
    * Whether the dfdaemon's data file at `path` looks linkable as the output: on the output's filesystem, and this
-   * process may link it (Linux's protected_hardlinks: its owner, root, or one who may read and write it). A guess the
-   * link itself may still prove wrong.
+   * user's own (see `ours`: a dfdaemon running as root and dfget as root, or both as one user). A guess the link
+   * itself may still prove wrong.
    */
   async canLink(path: string): Promise<boolean> {
     try {
       const [file, dir] = await Promise.all([stat(path), stat(dirname(this.output))]);
-      if (!file.isFile() || file.dev !== dir.dev) return false;
-      const uid = process.getuid?.();
-      if (uid === 0 || uid === file.uid) return true;
-      await access(path, constants.R_OK | constants.W_OK);
-      return true;
+      return file.dev === dir.dev && ours(file);
     } catch {
       return false;
     }
@@ -107,9 +113,12 @@ export class FileSink extends Sink {
     try {
       await link(path, at);
       const st = await stat(at, { bigint: true });
-      if (String(st.dev) !== target.dev || String(st.ino) !== target.ino || Number(st.size) !== target.size) throw new Error('not the file named');
+      const same = String(st.dev) === target.dev && String(st.ino) === target.ino && Number(st.size) === target.size && String(st.mtimeNs) === target.mtimeNs;
+      if (!same || !ours(st)) throw new Error('not the file named, or not ours');
       // Over the empty file opened exclusively, whose name is this run's (see adopt).
       await rename(at, this.tmp);
+      // Removed if the run fails, but never touched: it is the dfdaemon's file too, which a change makes it drop.
+      this.#scratch.untouched(this.tmp);
     } catch {
       await rm(at, { force: true }).catch(() => {});
       return false;

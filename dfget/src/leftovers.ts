@@ -44,6 +44,10 @@ export async function sweepLeftovers(dir: string, now = Date.now()): Promise<str
       // (its target is not ours to judge), never another user's.
       if (file ? !st.isFile() : !st.isDirectory()) continue;
       if (uid !== undefined && st.uid !== uid) continue;
+      // A file that has another name is a dfdaemon's cached copy linked into place (see FileSink.link), never touched
+      // by its run (it would make the dfdaemon drop its copy), so its age says nothing; while the dfdaemon keeps it, it
+      // takes no room of its own. Once it is the last name, its age counts like any other's.
+      if (file && st.nlink > 1) continue;
       if (now - st.mtimeMs < STALE_MS) continue;
       if (!file && !(await readdir(path)).every((n) => CACHE_LAYOUT.has(n))) continue;
       await rm(path, { recursive: true, force: true });

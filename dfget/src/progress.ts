@@ -29,6 +29,8 @@ export function createProgress(enabled: boolean): Progress {
   });
   return {
     start(t) {
+      // Started again (a link answer given up for the bytes): counted from 0.
+      value = 0;
       total = t;
       bar.start(t, 0, payload());
     },

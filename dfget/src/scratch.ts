@@ -21,7 +21,15 @@ export class Scratch {
   async #touch(): Promise<void> {
     const now = new Date();
     // A path not made yet, or already gone, has nothing to keep alive.
-    await Promise.allSettled([...this.#paths].map((p) => utimes(p, now, now)));
+    await Promise.allSettled([...this.#paths].filter((p) => !this.#untouched.has(p)).map((p) => utimes(p, now, now)));
+  }
+
+  /** Paths removed with the rest but never touched (a file shared with the dfdaemon: a change makes it drop its copy). */
+  readonly #untouched = new Set<string>();
+
+  /** `path` stays registered for removal, but is not touched from now on (see leftovers.ts for how its age is told). */
+  untouched(path: string): void {
+    this.#untouched.add(path);
   }
 
   /** The run is over: nothing is touched any more. */

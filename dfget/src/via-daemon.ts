@@ -136,7 +136,10 @@ async function* lines(body: AsyncIterable<Buffer>): AsyncGenerator<LinkLine> {
 function isLinkLine(l: unknown): l is LinkLine {
   if (typeof l !== 'object' || l === null) return false;
   const o = l as Record<string, unknown>;
-  if ('done' in o) return o.done === true && typeof o.path === 'string' && typeof o.dev === 'string' && typeof o.ino === 'string' && Number.isSafeInteger(o.size) && (o.verified === undefined || typeof o.verified === 'string');
+  if ('done' in o) {
+    const strings = [o.path, o.dev, o.ino, o.mtimeNs].every((v) => typeof v === 'string');
+    return o.done === true && strings && Number.isSafeInteger(o.size) && (o.verified === undefined || typeof o.verified === 'string');
+  }
   if ('file' in o) return typeof o.file === 'string' && Number.isSafeInteger(o.size);
   return Number.isSafeInteger(o.bytes);
 }

@@ -6,10 +6,25 @@
 import type { BigIntStats } from 'node:fs';
 import { StoredTask, pieceError, type StoredTaskInit, type TaskInfo } from '@damselfly/shared';
 
-/** The data file as it was when it was handed out (see `LocalTask.handOut`): size and mtime in ns, as decimal strings. */
+/**
+ * The data file as it was when it was handed out (see `LocalTask.handOut`), as decimal strings: its size and mtime
+ * (a write changes them; only the file's owner may set the mtime back), and its owner, group and mode (whoever is
+ * given the file, or the right to write it, could write and set the mtime back).
+ */
 export interface HandedOut {
   size: string;
   mtimeNs: string;
+  uid: string;
+  gid: string;
+  mode: string;
+}
+
+function stampOf(st: BigIntStats): HandedOut {
+  return { size: String(st.size), mtimeNs: String(st.mtimeNs), uid: String(st.uid), gid: String(st.gid), mode: String(st.mode) };
+}
+
+function sameStamp(a: HandedOut, b: HandedOut): boolean {
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.uid === b.uid && a.gid === b.gid && a.mode === b.mode;
 }
 
 export interface LocalTaskMeta {
@@ -22,12 +37,13 @@ export interface LocalTaskMeta {
   handedOut?: HandedOut;
 }
 
-/** Where a complete task's data file is, for a local client to link: device, inode and size pin the very file. */
+/** Where a complete task's data file is, for a local client to link: device, inode, size and mtime pin the very file. */
 export interface HandOut {
   path: string;
   dev: string;
   ino: string;
   size: number;
+  mtimeNs: string;
 }
 
 export class LocalTask extends StoredTask<LocalTaskMeta> {
@@ -89,14 +105,23 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
     if (!this.meta.complete) throw pieceError('PIECE_MISSING', `${this.info.taskId}: not complete`);
     // Handed out before: only as it was then (a second client must not get a first one's changes as verified).
     const st = await this.#unchanged('its whole file');
-    if (!this.meta.handedOut) await this.updateMeta({ handedOut: { size: String(st.size), mtimeNs: String(st.mtimeNs) } });
-    return { path: this.dataPath, dev: String(st.dev), ino: String(st.ino), size: Number(st.size) };
+    // One holder at a time: two clients' outputs that were one file would change together.
+    if (st.nlink > 1n) throw pieceError('PIECE_MISSING', `${this.info.taskId}: its file is a local client's file too`);
+    if (!this.meta.handedOut) await this.updateMeta({ handedOut: stampOf(st) });
+    return { path: this.dataPath, dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs) };
+  }
+
+  /** Whether the data file could be handed out now: not a local client's file already (its own name is its only one). */
+  async shareable(): Promise<boolean> {
+    if (!this.meta.handedOut) return true;
+    return (await this.withFile((fh) => fh.stat({ bigint: true }))).nlink === 1n;
   }
 
   /**
-   * A handed-out file is read only while it is as it was handed out: a write to it (the user's output is the same
-   * file) changes its mtime, and then none of it is served again. (A user who sets the mtime back on purpose could
-   * write to the cache directly: linking the file needs that right.)
+   * A handed-out file is read only while it is as it was handed out (see HandedOut): a write to it (the user's output
+   * is the same file) changes its mtime, a chown or chmod its owner or mode, and then none of it is served again. Who
+   * could set the mtime back (the file's owner, root) could write the cache directly anyway: dfget links only a file
+   * its own user owns.
    */
   override async ensureVerified(n: number): Promise<void> {
     if (this.meta.handedOut) await this.#unchanged(`piece ${n}`);
@@ -107,7 +132,7 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
   async #unchanged(what: string): Promise<BigIntStats> {
     const st = await this.withFile((fh) => fh.stat({ bigint: true }));
     const stamp = this.meta.handedOut;
-    if (stamp && (String(st.size) !== stamp.size || String(st.mtimeNs) !== stamp.mtimeNs)) {
+    if (stamp && !sameStamp(stamp, stampOf(st))) {
       this.detach();
       throw pieceError('PIECE_MISSING', `${this.info.taskId} (${what}): its file, shared with a local client's, was changed since it was handed out`);
     }

@@ -75,7 +75,12 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
         // download; a download that has ended will not fetch it, and waiting would hang this reader for good.
         if (!task.has(n) && !task.writing(n) && !dl.want([n])) throw peerError('DF_PIECE_FAILED', `piece ${n} of ${task.info.taskId} is gone (dropped from the cache) and its download has ended: ask again`);
         const got = await task.waitBlock(n, b, { signal });
-        if (held(b)) await dl.done;
+        if (held(b)) {
+          await dl.done;
+          // Once more before the block that completes the answer: a file a local client holds too (see
+          // LocalTask.handOut) may have changed while the rest went out, and then this answer must end cut.
+          await task.ensureVerified(n);
+        }
         return { sha: '', ...got };
       },
     });

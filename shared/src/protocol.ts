@@ -262,11 +262,11 @@ export type LinkLine =
   /** Bytes verified so far (whole pieces), for a progress bar. */
   | { bytes: number }
   /**
-   * The file is complete and verified: device, inode (decimal strings) and size pin it, and `verified` is the digest
-   * the dfdaemon checked it against (none for an object without one). The dfdaemon keeps the file until the client
-   * closes the answer.
+   * The file is complete and verified: device, inode, mtime (decimal strings) and size pin it, and `verified` is the
+   * digest the dfdaemon checked it against (none for an object without one). The dfdaemon keeps the file until the
+   * client closes the answer.
    */
-  | { done: true; path: string; dev: string; ino: string; size: number; verified?: string };
+  | { done: true; path: string; dev: string; ino: string; size: number; mtimeNs: string; verified?: string };
 
 /**
  * The `?from=<block>` of a piece request, for a piece of `blockCount` blocks: the block to start at, 0 when absent or

@@ -4,8 +4,8 @@
  * bytes. The node then writes the blob once instead of twice (its cache, the client's copy), holds it on disk once,
  * and sends nothing over loopback. Until then the answer says how far the download got.
  */
-import type { ServerResponse } from 'node:http';
-import { OUTPUT_HEADER, type LinkLine } from '@damselfly/shared';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { OUTPUT_HEADER, isLoopbackHost, type LinkLine } from '@damselfly/shared';
 import type { Download, LocalTask } from '@damselfly/peer';
 import { dfError } from '../errors.js';
 
@@ -14,9 +14,16 @@ const PROGRESS_MS = 500;
 /** How long the file is held (leased: GC leaves it) after `done` for the client to link it, unless it closes first. */
 const LINK_WAIT_MS = 60_000;
 
-/** Whether this request asks for a link answer: only a whole-blob GET can be one. */
-export function wantsLink(value: string | undefined, range: string | undefined): boolean {
-  return value === 'link' && range === undefined;
+/**
+ * Whether this request gets a link answer: a whole-blob GET asking for one, from this host (a path means nothing
+ * elsewhere, and is not told to other hosts), of a file no local client holds already.
+ */
+export async function linkable(dl: Download, req: IncomingMessage, range: string | undefined): Promise<boolean> {
+  if (req.headers[OUTPUT_HEADER] !== 'link' || range !== undefined) return false;
+  // The IPv4-mapped form is what a dual-stack listener reports for an IPv4 client.
+  if (!isLoopbackHost((req.socket.remoteAddress ?? '').replace(/^::ffff:/i, ''))) return false;
+  // A file that cannot even be looked at (the task just went) is answered the usual way, which says why.
+  return dl.task.shareable().catch(() => false);
 }
 
 /** Answers with LinkLines until the task is complete, then its file; throws (the answer is then cut) if it is not. */

@@ -8,14 +8,14 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { BLOCK_SIZE, OUTPUT_HEADER, SLOW_CLIENT, VERIFIED_HEADER, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, rangeHint, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger, type TaskInfo } from '@damselfly/shared';
+import { BLOCK_SIZE, SLOW_CLIENT, VERIFIED_HEADER, type BufferPool, blobDigestOf, checkDigest, describeError, isDigestMismatch, parseRange, rangeHint, redactUrl, taskIdFor, type ByteRange, type HeldBlock, type Logger, type TaskInfo } from '@damselfly/shared';
 import { streamTask, type Download, type LocalTask, type Peer } from '@damselfly/peer';
 import type { DaemonMetrics } from '../metrics.js';
 import type { AccessGuard } from './access-guard.js';
 import { originHeaders } from './forward-headers.js';
 import { allowedHosts, route, type RoutePolicy } from './route.js';
 import { passthrough } from './passthrough.js';
-import { serveLink, wantsLink } from './link-answer.js';
+import { linkable, serveLink } from './link-answer.js';
 
 export interface ProxyComponents {
   peer: Peer;
@@ -168,7 +168,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     } catch (err) {
       return fallback(err);
     }
-    if (!range && wantsLink(header(req, OUTPUT_HEADER), rangeHeader)) {
+    if (!range && (await linkable(dl, req, rangeHeader))) {
       head?.release();
       c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href) }, 'proxy:linking');
       await serveLink(dl, res, ac.signal);
