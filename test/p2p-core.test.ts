@@ -35,7 +35,7 @@ t.test('4 dfdaemons fetch one blob concurrently: identical, verified, origin rea
   const runs = await Promise.all(daemons.map((d, i) => dfget([url, '-O', join(dir, `out${i}`), '--daemon', d.proxyUrl, '--no-progress'])));
   for (const [i, r] of runs.entries()) {
     t.equal(r.code, 0, `dfget ${i} exit 0 (${r.stderr.trim()})`);
-    t.match(r.stderr, new RegExp(`${digest} \\(verified by the dfdaemon\\)`), 'the daemon vouched for the digest: dfget did not hash it again');
+    t.match(r.stderr, new RegExp(`${digest} \\(verified by the dfdaemon, linked to its cached copy\\)`), 'the daemon vouched for the digest: dfget did not hash it again (nor write it: the output is the daemon\'s copy)');
     t.equal(sha(await readFile(join(dir, `out${i}`))), digest, `file ${i} is the blob`);
   }
   t.same((await readdir(dir)).sort(), ['out0', 'out1', 'out2', 'out3'], 'no temporary files left');
@@ -249,7 +249,7 @@ t.test('dfget: bad input gets a clear error, non-zero exit, and no file', async 
   const ok = await dfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress', '--verify']);
   t.equal(ok.code, 0, ok.stderr);
   t.equal(sha(await readFile(out)), digest);
-  t.match(ok.stderr, new RegExp(`${digest}\\n`), '--verify: hashed here, no vouching');
+  t.match(ok.stderr, new RegExp(`${digest} \\(linked to its cached copy\\)\\n`), '--verify: hashed here, no vouching');
   t.notMatch(ok.stderr, /verified by the dfdaemon/);
 
   // Standalone: no daemon at that address, a supernode given.
