@@ -27,6 +27,19 @@ export function aborted(signal: AbortSignal): Promise<never> {
   return p;
 }
 
+/**
+ * `p`, or the signal's reason once it aborts first; the listener goes with the race (a long-lived signal raced against
+ * many promises gathers none).
+ */
+export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /** Drops a response body we will not read, without an unhandled 'error' from the abort. */
 export function discard(body: NodeJS.ReadableStream & { destroy(err?: Error): unknown }): void {
   body.on('error', () => {});

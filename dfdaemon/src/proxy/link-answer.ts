@@ -5,7 +5,7 @@
  * and sends nothing over loopback. Until then the answer says how far the download got.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { OUTPUT_HEADER, isLoopbackHost, type LinkLine } from '@damselfly/shared';
+import { OUTPUT_HEADER, abortable, isLoopbackHost, type LinkLine } from '@damselfly/shared';
 import type { Download, LocalTask } from '@damselfly/peer';
 import { dfError } from '../errors.js';
 
@@ -34,7 +34,7 @@ export async function serveLink(dl: Download, res: ServerResponse, signal: Abort
   line({ file: task.dataPath, size: task.info.contentLength });
   const progress = setInterval(() => line({ bytes: verifiedBytes(task) }), PROGRESS_MS);
   try {
-    await untilAborted(dl.done, signal);
+    await abortable(dl.done, signal);
   } finally {
     clearInterval(progress);
   }
@@ -49,15 +49,6 @@ export async function serveLink(dl: Download, res: ServerResponse, signal: Abort
 
 function verifiedBytes(task: LocalTask): number {
   return Math.min(task.info.contentLength, task.presentCount * task.info.pieceSize);
-}
-
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 /** Resolves when the client closes the answer (it has linked the file: `signal` is the answer's close), or after `ms`. */

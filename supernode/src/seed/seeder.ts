@@ -16,6 +16,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Counter } from 'prom-client';
 import {
+  abortable,
   anonymousUrl,
   displayUrl,
   carriesCredentials,
@@ -721,13 +722,4 @@ export class Seeder {
     this.#c.onPoisoned?.(meta.taskId);
     await this.#c.store.remove(meta.taskId);
   }
-}
-
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
