@@ -171,7 +171,14 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     if (!range && (await linkable(dl, req, rangeHeader))) {
       head?.release();
       c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href) }, 'proxy:linking');
-      await serveLink(dl, res, ac.signal);
+      try {
+        await serveLink(dl, res, ac.signal);
+      } catch (err) {
+        // The client closed the answer: it cannot link the file (another filesystem, another owner) and asks for the
+        // bytes instead, which is no failure to log.
+        if (ac.signal.aborted) return;
+        throw err;
+      }
       c.metrics.proxyRequests.inc({ kind: 'link', status: 200 });
       return;
     }
