@@ -324,9 +324,7 @@ export class Conductor {
      */
     const drop = () => {
       untake();
-      for (const a of [...(got?.assignments ?? []), ...pushed.splice(0)]) {
-        client.notify({ type: 'piece:result', taskId: this.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
-      }
+      for (const a of [...(got?.assignments ?? []), ...pushed.splice(0)]) client.giveBack(this.taskId, a);
       if (got?.pieces.length) client.request({ type: 'pieces:want', taskId: this.taskId, want: [], max: 0 }, { timeoutMs: 5_000 }).catch(() => {});
     };
     try {
@@ -340,7 +338,7 @@ export class Conductor {
       got = want && info.taskId === this.taskId ? wanted : undefined;
       if (accessChecked === true) this.#c.onAccessChecked?.(this.#req.url, this.#req.headers);
       // Assignments under another task id than this run's (never, but nothing would fetch them) go back at once.
-      if (wanted && !got) for (const a of wanted.assignments) client.notify({ type: 'piece:result', taskId: info.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+      if (wanted && !got) for (const a of wanted.assignments) client.giveBack(info.taskId, a);
       return { info, pieces: got?.pieces ?? [], max: got?.max ?? 0, assignments: got?.assignments ?? [], pushed, drop };
     } catch (err) {
       drop();

@@ -141,7 +141,7 @@ export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClien
       .catch((err: unknown) => {
         if (own.aborted) {
           // Our own cancellation: free the slot booked for it at once, and blame nobody.
-          client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+          client.giveBack(taskId, a);
           return;
         }
         const reason = failureReason(err);
@@ -175,7 +175,7 @@ export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClien
     for (const a of list) {
       // Already arriving (the supernode let go of an earlier assignment of it): its report settles both.
       if (inflight.has(a.piece) || seconds.has(a.piece)) continue;
-      if (task.has(a.piece) || stop.aborted) client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+      if (task.has(a.piece) || stop.aborted) client.giveBack(taskId, a);
       else start(a);
     }
     news.poke();
@@ -246,7 +246,7 @@ export async function runP2p(h: P2pHost, task: LocalTask, client: SupernodeClien
         for (const a of res.assignments) {
           // The piece may have landed while the request was out: its second source is let go at once.
           if (inflight.has(a.piece) && !seconds.has(a.piece) && !task.has(a.piece)) start(a, true);
-          else client.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+          else client.giveBack(taskId, a);
         }
       }
       await news.next(signal);

@@ -180,6 +180,14 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
     if (this.#abandoned.size > 256) this.#abandoned.delete(this.#abandoned.values().next().value!);
   }
 
+  /**
+   * Hands back an assignment nobody will fetch (cancelled, superseded, its run gone): its source's slot is freed at
+   * once instead of at the supernode's sweep, and nobody is blamed.
+   */
+  giveBack(taskId: string, a: Pick<Assignment, 'piece' | 'from'>): void {
+    this.notify({ type: 'piece:result', taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+  }
+
   /** Fire-and-forget report; silently dropped if the socket is down (the supernode re-learns on reconnect). */
   notify(body: RequestBody): void {
     if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(body));
@@ -221,7 +229,7 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
       const got = list.filter((a): a is Assignment => Number.isInteger(a?.piece) && typeof a?.from === 'string' && typeof a?.base === 'string');
       const take = this.#assignees.get(push.taskId);
       if (take) take(got);
-      else for (const a of got) this.notify({ type: 'piece:result', taskId: push.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
+      else for (const a of got) this.giveBack(push.taskId, a);
       return;
     }
     if (push.type === 'task:preheat') {
@@ -237,9 +245,7 @@ export class SupernodeClient extends EventEmitter<SupernodeClientEvents> {
         const r = reply.result as { taskId?: unknown; wanted?: { assignments?: unknown } };
         const list = Array.isArray(r?.wanted?.assignments) ? (r.wanted.assignments as Partial<Assignment>[]) : [];
         for (const a of list) {
-          if (typeof r.taskId === 'string' && Number.isInteger(a?.piece) && typeof a?.from === 'string') {
-            this.notify({ type: 'piece:result', taskId: r.taskId, piece: a.piece, from: a.from, ok: false, reason: 'cancelled' });
-          }
+          if (typeof r.taskId === 'string' && Number.isInteger(a?.piece) && typeof a?.from === 'string') this.giveBack(r.taskId, { piece: a.piece!, from: a.from });
         }
       }
       return;
