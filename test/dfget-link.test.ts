@@ -174,15 +174,23 @@ t.test('a chmod or chown of a linked output counts as a change: whoever may writ
   t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
   t.equal((await stat(out)).nlink, 2, 'linked');
   await chmod(out, 0o666);
+  // The first read after the change is a Range read the cache could answer: the change is found before the answer
+  // starts (not with the answer cut), and the blob comes from the swarm again, not the registry.
+  const first = await getViaProxy(d.proxyUrl, url, { range: 'bytes=0-0' });
+  t.equal(first.status, 206, 'answered, not cut');
+  t.same(first.body, blob.subarray(0, 1));
   t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest, 'the blob, fetched anew');
   t.equal((await stat(out)).nlink, 1, 'the dfdaemon let go of the file whose mode changed');
+  t.equal(await reg.settledBytesServed(digest, blob.length), blob.length, 'from the swarm: the registry served the blob once');
   if (process.getuid?.() !== 0) return;
   const again = join(dir, 'again');
   t.equal((await runDfget([url, '-O', again, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
   t.equal((await stat(again)).nlink, 2, 'linked');
   await chown(again, 65534, 65534);
+  // A whole read first this time: found before its answer starts too.
   t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest);
   t.equal((await stat(again)).nlink, 1, 'and of the one given to another user');
+  t.equal(await reg.settledBytesServed(digest, blob.length), blob.length, 'the registry still served the blob once');
 });
 
 t.test('dfget links only a file its own user owns and nobody else may write: a lying "dfdaemon" gets the bytes asked for', async (t) => {

@@ -150,7 +150,7 @@ export class Daemon {
       log: this.log,
       policy: { registries: c.registries, proxyHosts: c.proxyHosts, prefetch: c.prefetch },
       direct: this.#direct,
-      cached: (taskId) => this.store.get(taskId),
+      cached: (taskId) => this.store.current(taskId),
       pool: this.#buffers,
       access,
     });

@@ -215,7 +215,7 @@ export class Conductor {
   }
 
   async #run(signal: AbortSignal): Promise<LocalTask> {
-    const cached = this.#c.store.get(this.taskId);
+    const cached = await this.#c.store.current(this.taskId);
     if (cached?.complete) {
       this.#closed = true;
       this.#resolveOpened(cached);

@@ -20,9 +20,15 @@ export class LocalStore extends PieceStore<LocalTaskMeta, LocalTask> {
     });
   }
 
+  /** The cached task, unless it may not be used any more (a handed-out file that was changed: detached, and going). */
+  async current(taskId: string): Promise<LocalTask | undefined> {
+    const t = this.get(taskId);
+    return t && (await t.intact()) ? t : undefined;
+  }
+
   /** Opens (creating if needed) the cache entry for a task; the data file is sized up front. `url` is stored: no credentials. */
   async open(info: TaskInfo, url: string): Promise<LocalTask> {
-    const existing = this.get(info.taskId);
+    const existing = await this.current(info.taskId);
     if (existing && sameObject(existing.info, info)) return existing;
     // Cut another way (pieces cached by a supernode with another piece-size rule, or fetched from the origin while no
     // supernode answered), or of another version of an object without a digest: those pieces cannot be matched against

@@ -111,6 +111,22 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
     return { path: this.dataPath, dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs) };
   }
 
+  /**
+   * Whether the task is still this daemon's to use: false, the task detached, when its handed-out file was changed (or
+   * cannot even be looked at). Asked before a cached task is served or built on, so that such a change is found before
+   * an answer starts, not in the middle of it.
+   */
+  async intact(): Promise<boolean> {
+    if (!this.meta.handedOut) return true;
+    try {
+      await this.#unchanged('its whole file');
+      return true;
+    } catch {
+      this.detach();
+      return false;
+    }
+  }
+
   /** Whether the data file could be handed out now: not a local client's file already (its own name is its only one). */
   async shareable(): Promise<boolean> {
     if (!this.meta.handedOut) return true;

@@ -24,8 +24,8 @@ export interface ProxyComponents {
   policy: RoutePolicy & { prefetch: boolean };
   /** For pass-through requests: no redirect following, the client handles those. */
   direct: Dispatcher;
-  /** The local cache, for Range reads it can answer without a download. */
-  cached: (taskId: string) => LocalTask | undefined;
+  /** The local cache, for Range reads it can answer without a download (see LocalStore.current). */
+  cached: (taskId: string) => Promise<LocalTask | undefined>;
   /** Asks the origin whether this client may read a private blob. */
   access: AccessGuard;
   /** Buffers the answers are read into. */
@@ -92,7 +92,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
 
   // A Range read the cache already holds needs no download at all (but the client's access, if the blob is private).
   // Never a task whose bytes were just found not to be its digest's: it is failed at once, removed a moment later.
-  const local = c.cached(taskId);
+  const local = await c.cached(taskId);
   // Held until the answer ends: the access check may wait on the origin, and GC must not take a cached task meanwhile
   // (the answer would start and then be cut).
   const leases = local ? [local.lease()] : [];
