@@ -50,9 +50,10 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
   t.teardown(() => reg.stop());
   const blob = makeBlob(64 * MiB, 901);
   const { url } = await pushBlob(reg.url, 'team/stall', blob);
-  // 4 MiB pieces: more than the kernel's socket buffers take in for a reader that does not read, so a stalled reader
-  // holds its slot (a 1 MiB piece would be written whole into them and its slot freed).
-  const sn = await spawnSupernodeProc(t, ['--min-piece-size', '4MiB']);
+  // 16 MiB pieces: far more than the kernel's socket buffers take in for a reader that does not read, so a stalled
+  // reader holds its slot. Loopback here takes in 3.75 MiB (tcp_wmem's 4 MiB ceiling): with 4 MiB pieces a stalled
+  // reader was sometimes written whole into them and its slot freed, and a newcomer was served instead of refused.
+  const sn = await spawnSupernodeProc(t, ['--min-piece-size', '16MiB']);
   const d = await spawnDaemonProc(t, [sn.url]);
   const r = await getViaProxy(d.proxyUrl, url);
   t.equal(r.body.length, blob.length);
@@ -81,7 +82,7 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
     const body = Buffer.from(await honest.body.arrayBuffer());
     t.equal(honest.statusCode, 200, `${name}: an honest reader is served once the stalled ones were cut`);
     // The supernode frames its pieces: every block followed by its sha256.
-    const piece1 = blob.subarray(4 * MiB, 8 * MiB); // 4 MiB pieces, as asked
+    const piece1 = blob.subarray(16 * MiB, 32 * MiB); // 16 MiB pieces, as asked
     const want = name === 'upload server' ? piece1 : Buffer.concat(blockList(piece1).flatMap((b) => [b, createHash('sha256').update(b).digest()]));
     t.ok(body.equals(want), `${name}: the right bytes`);
     for (const s of sockets) s.destroy();
