@@ -5,7 +5,8 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { open, readFile, readdir } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, readdir, stat } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
 import bcrypt from 'bcryptjs';
@@ -19,6 +20,7 @@ import { metricValue } from './helpers/metrics.js';
 import { rawPeer } from './helpers/ws-peer.js';
 import { serveFile, shapedOrigin } from './helpers/file-server.js';
 import { dfget } from './helpers/dfget.js';
+import { spawnDaemonProc } from './helpers/procs.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -467,10 +469,11 @@ t.test('dfget takes only its dfdaemon’s own word for a digest: a resumed trans
   t.teardown(() => new Promise<void>((r) => origin.close(() => r())));
   const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/files/tool.tar`;
   // No supernode: the dfdaemon reads the origin itself, checks the whole blob, and cuts the body when it does not
-  // match; dfget then asks for the rest as a Range, which a new run serves without the whole-blob check.
+  // match; dfget then asks for the rest as a Range, which a new run serves without the whole-blob check. (--copy: the
+  // bytes, not a link answer, which would report the mismatch at once: test dfget-link.)
   const d = await startDaemon(t, []);
   const dir = await tempDir(t);
-  const resumed = await dfget([url, '--digest', digest, '-O', join(dir, 'out'), '--daemon', d.proxyUrl, '--no-progress']);
+  const resumed = await dfget([url, '--digest', digest, '-O', join(dir, 'out'), '--daemon', d.proxyUrl, '--no-progress', '--copy']);
   t.equal(resumed.code, 4, `a digest mismatch (${resumed.stderr.trim()})`);
   t.match(resumed.stderr, /digest mismatch/);
   t.ok(seen.some((r) => r !== 'none' && !r.startsWith('bytes=0-')), 'the transfer was resumed from the middle');
@@ -591,4 +594,72 @@ t.test('a client the origin refuses, reading a private blob the cluster knows, m
   t.equal(other.store.get(taskId)?.presentCount ?? 0, 0, 'her node holds nothing of the private blob');
   t.equal(await metricValue(sn.metrics.registry, 'damselfly_supernode_assignments_total', { how: 'register' }), registered, 'none came with her registration');
   t.equal(reg.blobBytesServed(digest), before, 'the origin served nothing more of the blob');
+});
+
+t.test('a cached private blob cannot be read from disk by another local user: the caches are their user\'s alone', async (t) => {
+  const reg = await startRegistry({ htpasswd: `alice:${bcrypt.hashSync('alice-pass', 6)}\n` });
+  t.teardown(() => reg.stop());
+  const alice = { authorization: basic('alice', 'alice-pass') };
+  const blob = makeBlob(2 * MiB + 3, 512);
+  const { digest } = await pushBlob(reg.url, 'private/disk', blob, alice);
+  // Data directories an operator made world-readable, with the store's own directories left so by an older version:
+  // the store takes its own back, and leaves the operator's as it is.
+  const dirs = { sn: await tempDir(t), df: await tempDir(t) };
+  for (const dir of Object.values(dirs)) {
+    await chmod(dir, 0o755);
+    for (const own of ['tasks', 'index']) await mkdir(join(dir, own), { mode: 0o755 });
+  }
+  const sn = await startSupernode(t, { dataDir: dirs.sn });
+  const d = await startDaemon(t, [sn.url], { registries: [reg.url], proxyHosts: [], dataDir: dirs.df });
+  const r = await getViaProxy(d.proxyUrl, `/v2/private/disk/blobs/${digest}`, alice);
+  t.equal(sha(r.body), digest, 'alice gets her blob');
+  for (const [who, dir] of Object.entries(dirs)) {
+    t.equal((await stat(dir)).mode & 0o777, 0o755, `${who}: the operator's directory is left as it was`);
+    for (const own of ['tasks', 'index']) t.equal((await stat(join(dir, own))).mode & 0o777, 0o700, `${who}: ${own}/ is the store's user's alone`);
+    const files = (await readdir(join(dir, 'tasks'))).filter((f) => f.endsWith('.data'));
+    t.equal(files.length, 1, `${who}: the blob is cached`);
+    const data = join(dir, 'tasks', files[0]!);
+    t.equal(sha(await readFile(data)), digest, `${who}: that file is the blob`);
+    if (process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).error) continue;
+    // Another local user (nobody), as a shell on the node would be.
+    const other = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', data], { encoding: 'buffer' });
+    t.not(other.status, 0, `${who}: another user cannot read it`);
+    t.match(other.stderr.toString(), /Permission denied/, `${who}: permission denied`);
+    t.equal(other.stdout.length, 0, `${who}: not a byte of it`);
+  }
+
+  // A data directory whose parents are missing: they are made with the usual mode (a parent made private would shut
+  // out a daemon of another user beside this one), and only the store's own directories are private.
+  const base = await tempDir(t);
+  const store = new LocalStore(join(base, 'parent', 'df'));
+  await store.start();
+  t.teardown(() => store.stop());
+  const umask = process.umask();
+  t.equal((await stat(join(base, 'parent'))).mode & 0o777, 0o777 & ~umask, 'a parent made for it has the usual mode');
+  t.equal((await stat(join(base, 'parent', 'df'))).mode & 0o777, 0o777 & ~umask, 'so has the data directory');
+  t.equal((await stat(join(base, 'parent', 'df', 'tasks'))).mode & 0o777, 0o700, 'its tasks/ is private');
+  t.same(store.exposed, [], 'nothing left exposed');
+});
+
+t.test('a store whose directories another user owns starts and works as they are (a pod run as another user since, its volume shared by group)', { skip: process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).error ? 'needs root and setpriv, to run a daemon as another user than its directories\' owner' : false }, async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  const blob = makeBlob(1 * MiB + 9, 513);
+  const { url, digest } = await pushBlob(reg.url, 'shared/vol', blob);
+  // Root's, and writable by the daemon's user as a volume's group would make them: its own chmod is refused (EPERM).
+  const dir = await tempDir(t);
+  await chmod(dir, 0o777);
+  for (const own of ['tasks', 'index']) {
+    await mkdir(join(dir, own));
+    await chmod(join(dir, own), 0o777);
+  }
+  const sn = await startSupernode(t);
+  const d = await spawnDaemonProc(t, [sn.url], ['--data-dir', dir], { wrap: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] });
+  const r = await getViaProxy(d.proxyUrl, url);
+  t.equal(sha(r.body), digest, 'the daemon, run as nobody, serves the blob');
+  for (const own of ['tasks', 'index']) {
+    t.equal((await stat(join(dir, own))).mode & 0o777, 0o777, `${own}/ left as its owner made it`);
+    t.ok(d.output().split('\n').some((l) => l.includes('"msg":"store:exposed"') && l.includes(join(dir, own))), `and the operator is warned that others may read ${own}/`);
+  }
+  t.ok((await readdir(join(dir, 'tasks'))).some((f) => f.endsWith('.data')), 'and caches it there');
 });

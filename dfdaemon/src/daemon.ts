@@ -102,6 +102,8 @@ export class Daemon {
       this.log.warn({ host }, 'dfdaemon:INSECURE: TLS certificates of this origin are NOT verified: anyone on the network path can serve its blobs (the digest check still catches wrong bytes of digest-named blobs)');
     }
     await this.store.start();
+    // Private blobs are cached there: an operator must learn that other local users may read them.
+    for (const dir of this.store.exposed) this.log.warn({ dir }, 'store:exposed');
     const uploadLimit = new TokenBucket(c.uploadRate);
     this.#upload = buildUploadServer({ store: this.store, metrics: this.metrics, log: this.log, slots: c.uploadSlots, trust: c.trust, pool: this.#buffers, limit: uploadLimit });
     const upload = this.#upload;

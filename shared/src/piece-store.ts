@@ -7,7 +7,7 @@
  * recorded; nothing of a piece in flight is persisted, so a crash never leaves a block marked verified.
  */
 import { EventEmitter } from 'node:events';
-import { access, mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
+import { access, chmod, mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
@@ -499,7 +499,12 @@ export interface PieceStoreEvents {
   'piece:dropped': [string, number];
 }
 
+/** What `chmod` answers where it cannot change a mode: not the owner, or a filesystem without modes (FUSE, SMB). */
+const CHMOD_REFUSED = ['EPERM', 'EACCES', 'ENOTSUP', 'EOPNOTSUPP'];
+
 export class PieceStore<Meta extends object, T extends StoredTask<Meta> = StoredTask<Meta>> extends EventEmitter<PieceStoreEvents> {
+  /** The store's own directories that `start` could not make private and others may enter (to be logged). */
+  readonly exposed: string[] = [];
   readonly #o: PieceStoreOptions<Meta, T>;
   readonly #index: TaskIndex<Meta>;
   readonly #tasks = new Map<string, T>();
@@ -517,7 +522,23 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
    * persisted) and loads each task's piece records itself when given them.
    */
   async start(migrate?: (meta: Meta) => Meta | undefined): Promise<void> {
-    await mkdir(join(this.#o.dataDir, 'tasks'), { recursive: true });
+    // Blobs fetched with one client's credentials are cached here, and no local user may read them from disk that the
+    // origin would not give them: the store's own directories are its user's alone, whatever mode they had before.
+    // The data directory and its parents are the operator's (created with the usual mode if missing: a parent made
+    // private here would shut out a daemon of another user beside this one).
+    await mkdir(this.#o.dataDir, { recursive: true });
+    for (const own of ['tasks', 'index']) {
+      const dir = join(this.#o.dataDir, own);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      try {
+        await chmod(dir, 0o700);
+      } catch (err) {
+        // One another user owns (a pod run as another user since, its volume shared through its group), or on a
+        // filesystem without modes, is used as it is; the daemon says so if others may then reach its files.
+        if (!CHMOD_REFUSED.includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+        if ((await stat(dir)).mode & 0o001) this.exposed.push(dir);
+      }
+    }
     await this.#index.start();
     const orphans: string[] = [];
     for await (const [id, stored] of this.#index.tasks()) {

@@ -175,6 +175,8 @@ export class Supernode {
 
   async #start(): Promise<void> {
     await this.store.start();
+    // Private blobs are cached there: an operator must learn that other local users may read them.
+    for (const dir of this.store.exposed) this.log.warn({ dir }, 'store:exposed');
     const { trust } = this.config;
     if (!trust.secret) {
       if (trust.insecure) this.log.warn({ host: this.config.host }, 'supernode:INSECURE: no cluster secret, anyone who reaches this port can join the cluster, read every cached blob and make the supernode fetch from allowed origins');

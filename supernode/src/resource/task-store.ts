@@ -17,6 +17,11 @@ export class TaskStore {
     this.#store = new PieceStore<TaskMeta>({ dataDir, geometry: (meta) => meta, make: (init) => new StoredTask(init), openFiles: 128 });
   }
 
+  /** See PieceStore.exposed. */
+  get exposed(): readonly string[] {
+    return this.#store.exposed;
+  }
+
   async start(): Promise<void> {
     await this.#store.start((meta) => {
       // Records from before origins were stored canonically may hold a URL with credentials: rewrite them without.
