@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { chmod, chown, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
@@ -218,4 +218,131 @@ t.test('dfget links only a file its own user owns and nobody else may write: a l
   t.equal((await stat(out)).nlink, 1, 'the output is a file of its own, not the planted one');
   t.not((await stat(out)).ino, Number(st.ino));
   t.same(await readFile(out), blob);
+});
+
+t.test('a download that fails under a link answer is said in its last line: dfget reports it, and asks again only for a failure that may pass', async (t) => {
+  // An origin whose bytes are not the digest asked for (one byte changed near the end), read by a dfdaemon with no
+  // supernode: it fetches, finds the mismatch, and drops what it fetched.
+  const blob = makeBlob(3 * MiB + 5, 307);
+  const digest = sha(blob);
+  const tampered = Buffer.from(blob);
+  tampered[tampered.length - 100] ^= 1;
+  let sent = 0;
+  const origin = await httpServer(t, (req, res) => {
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    const a = m ? Number(m[1]) : 0;
+    const b = m && m[2] ? Math.min(Number(m[2]), tampered.length - 1) : tampered.length - 1;
+    res.writeHead(m ? 206 : 200, { 'content-length': b - a + 1, ...(m ? { 'content-range': `bytes ${a}-${b}/${tampered.length}` } : {}), 'accept-ranges': 'bytes' });
+    if (req.method !== 'HEAD') sent += b - a + 1;
+    res.end(req.method === 'HEAD' ? undefined : tampered.subarray(a, b + 1));
+  });
+  const d = await startDaemon(t, []);
+  const dir = await tempDir(t);
+  const r = await runDfget([`${origin.url}/files/tool.tar`, '--digest', digest, '-O', join(dir, 'out'), '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(r.code, 4, `a digest mismatch (${r.stderr.trim()})`);
+  t.match(r.stderr, /found by the dfdaemon/, 'as the dfdaemon found it');
+  t.equal(await answered(d, 'link'), 1, 'one link answer');
+  t.equal(await answered(d, 'p2p') + (await answered(d, 'error')), 0, 'and no second request');
+  // Asked again, a new run would have fetched the blob once more: every byte of it once is the origin's whole cost.
+  t.ok(sent < tampered.length + MiB, `the origin sent ${sent} bytes for ${tampered.length} (its size probe's byte on top)`);
+  t.ok(sent >= tampered.length - 100, 'the blob was read to its mismatch');
+  t.same(await readdir(dir), [], 'no output file, no temporary file left');
+
+  // What dfget does with each kind of failure, against an answer scripted as the dfdaemon's: one the dfdaemon says may
+  // pass (a supernode's refusal, even a 4xx) gets the bytes asked for, as a cut transfer is resumed; one it says will
+  // not is reported.
+  for (const [status, code, again] of [[429, 'DF_SUPERNODE_ERROR', true], [502, 'DIGEST_MISMATCH', false]] as const) {
+    const body = makeBlob(64 * 1024, 308);
+    // A file dfget could link (its own, on the same filesystem), so the answer is followed to its last line.
+    const held = join(dir, `held${status}`);
+    await writeFile(held, body, { mode: 0o644 });
+    const fake = await httpServer(t, (req, res) => {
+      if (req.headers['x-damselfly-output'] === 'link') {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson', 'x-damselfly-output': 'link' });
+        res.write(`${JSON.stringify({ file: held, size: body.length })}\n`);
+        res.end(`${JSON.stringify({ error: { status, code, message: `scripted ${status}` }, again })}\n`);
+      } else res.writeHead(200, { 'content-length': body.length }).end(body);
+    });
+    const out = join(dir, `f${status}`);
+    const s = await runDfget(['http://origin.invalid/f', '-O', out, '--daemon', fake.url, '--no-progress']);
+    t.equal(fake.requests.length, again ? 2 : 1, `${status}: ${again ? 'the bytes asked for' : 'not asked again'}`);
+    if (again) {
+      t.equal(s.code, 0, s.stderr);
+      t.same(await readFile(out), body);
+      t.equal((await stat(out)).nlink, 1, 'the bytes, not a link');
+    } else {
+      t.equal(s.code, 4, 'a digest mismatch');
+      t.match(s.stderr, /scripted 502 \(found by the dfdaemon/, 'with the dfdaemon\'s own words');
+      await t.rejects(stat(out), { code: 'ENOENT' });
+    }
+  }
+});
+
+t.test('one hand-out at a time, until its client closes the answer; the stamp outlives the output', async (t) => {
+  const blob = makeBlob(6 * MiB + 7, 309);
+  const { url } = await pushBlob(reg.url, 'link/release', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await tempDir(t);
+  const task = () => [...d.store.tasks()][0]!;
+  const stamped = () => task().meta.handedOut !== undefined;
+  /** A Range read through the mirror, which checks the stamp: its bytes must be the blob's. */
+  const read = async (what: string) => {
+    const r = await getViaProxy(d.proxyUrl, url, { range: 'bytes=0-99' });
+    t.equal(r.status, 206, what);
+    t.same(r.body, blob.subarray(0, 100), `${what}: the blob's bytes`);
+  };
+
+  const a = join(dir, 'a');
+  const r = await runDfget([url, '-O', a, '--daemon', d.proxyUrl, '--no-progress']);
+  t.equal(r.code, 0, r.stderr);
+  t.ok(stamped(), 'linked: stamped');
+  await rm(a);
+  await read('after the output was deleted');
+  t.ok(stamped(), 'the stamp stays: the file may still be open somewhere');
+
+  // A client of its own, as dfget is, that links the file only when the test says.
+  const linkAnswer = async () => {
+    const { Client } = await import('undici');
+    const c = new Client(d.proxyUrl);
+    const res = await c.request({ method: 'GET', path: url, headers: { 'x-damselfly-output': 'link' } });
+    if (res.headers['x-damselfly-output'] !== 'link') {
+      await c.destroy();
+      throw new Error('answered with the bytes');
+    }
+    // Read with a listener, not `for await`: leaving that loop would destroy the body, which closes the answer.
+    const path = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      res.body.on('data', (chunk: Buffer) => {
+        text += String(chunk);
+        const done = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { done?: boolean; path?: string }).find((l) => l.done);
+        if (done) resolve(done.path!);
+      });
+      res.body.once('end', () => reject(new Error(`no done line: ${text}`)));
+      res.body.once('error', reject);
+    });
+    return { path, close: async () => (res.body.destroy(), await c.destroy()) };
+  };
+
+  // Two clients asking at once: one is handed the file, the other gets the bytes (or a cut answer, after which dfget
+  // asks for them): two outputs that were one file would change together, and neither has linked it yet.
+  const both = await Promise.allSettled([linkAnswer(), linkAnswer()]);
+  t.equal(both.filter((x) => x.status === 'fulfilled').length, 1, 'one hand-out at a time, even before it is linked');
+  const lent = both.find((x) => x.status === 'fulfilled')!.value;
+  await read('while a client may be linking');
+  const b = join(dir, 'b');
+  const { link } = await import('node:fs/promises');
+  await link(lent.path, b);
+  await lent.close();
+  await sleep(100);
+  await t.rejects(linkAnswer(), /answered with the bytes/, 'held by b: no hand-out');
+  await rm(b);
+  const next = await linkAnswer();
+  t.ok(next.path, 'handed out again once the last client closed and its output went');
+  await link(next.path, b);
+  await next.close();
+  await sleep(100);
+  await scribble(b);
+  await read('after the holder changed its output');
+  t.equal((await readFile(b))[0], 'X'.charCodeAt(0), 'the user\'s change stands');
 });

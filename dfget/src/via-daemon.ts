@@ -84,12 +84,19 @@ export async function viaDaemon(o: DfgetOptions, sink: Sink, progress: Progress,
 
 /**
  * Follows a link answer: true once the output is a link to the dfdaemon's complete, verified file; false when it
- * cannot be (another filesystem, no right to link the file, the answer cut or ended early), with nothing written.
+ * cannot be (another filesystem, no right to link the file, the answer cut or ended early, a download failure the
+ * dfdaemon says may pass), with nothing written. Throws the failure the dfdaemon says asking again would not help.
  */
 async function takeLink(res: Dispatcher.ResponseData, sink: FileSink, o: DfgetOptions, progress: Progress, signal: AbortSignal): Promise<boolean> {
   let shown = 0;
+  let failed: Error | undefined;
   try {
     for await (const l of lines(res.body as AsyncIterable<Buffer>)) {
+      if ('error' in l) {
+        // The dfdaemon says whether asking again may help (only not for bytes found not to be their digest).
+        if (l.again) return false;
+        throw (failed = daemonAnswerError({ status: l.error.status, body: JSON.stringify({ code: l.error.code, message: l.error.message }) }, o.daemon, o.url));
+      }
       if ('file' in l) {
         // Known not to work before the download even ends: the bytes are asked for now, while they are still coming.
         if (!(await sink.canLink(l.file))) return false;
@@ -109,6 +116,7 @@ async function takeLink(res: Dispatcher.ResponseData, sink: FileSink, o: DfgetOp
   } catch (err) {
     if (signal.aborted) throw signal.reason;
     if (sink.failure) throw sink.failure;
+    if (err === failed) throw err;
     return false;
   } finally {
     // Closing the answer tells the dfdaemon it may let go of the file.
@@ -136,11 +144,17 @@ async function* lines(body: AsyncIterable<Buffer>): AsyncGenerator<LinkLine> {
 function isLinkLine(l: unknown): l is LinkLine {
   if (typeof l !== 'object' || l === null) return false;
   const o = l as Record<string, unknown>;
+  // One kind of line each: a line that is two would be read as one kind and checked as another.
+  if (['done', 'file', 'error', 'bytes'].filter((k) => k in o).length !== 1) return false;
   if ('done' in o) {
     const strings = [o.path, o.dev, o.ino, o.mtimeNs].every((v) => typeof v === 'string');
     return o.done === true && strings && Number.isSafeInteger(o.size) && (o.verified === undefined || typeof o.verified === 'string');
   }
   if ('file' in o) return typeof o.file === 'string' && Number.isSafeInteger(o.size);
+  if ('error' in o) {
+    const e = o.error as Record<string, unknown> | null;
+    return typeof e === 'object' && e !== null && Number.isSafeInteger(e.status) && (e.status as number) >= 400 && (e.status as number) < 600 && typeof e.code === 'string' && typeof e.message === 'string' && typeof o.again === 'boolean';
+  }
   return Number.isSafeInteger(o.bytes);
 }
 

@@ -48,6 +48,8 @@ export interface HandOut {
 
 export class LocalTask extends StoredTask<LocalTaskMeta> {
   readonly info: TaskInfo;
+  /** Hand-outs whose client may not have linked the file yet (see `handOut`, `handedBack`). */
+  #lent = 0;
 
   constructor(init: StoredTaskInit<LocalTaskMeta>) {
     super(init);
@@ -103,12 +105,25 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
    */
   async handOut(): Promise<HandOut> {
     if (!this.meta.complete) throw pieceError('PIECE_MISSING', `${this.info.taskId}: not complete`);
-    // Handed out before: only as it was then (a second client must not get a first one's changes as verified).
-    const st = await this.#unchanged('its whole file');
-    // One holder at a time: two clients' outputs that were one file would change together.
-    if (st.nlink > 1n) throw pieceError('PIECE_MISSING', `${this.info.taskId}: its file is a local client's file too`);
-    if (!this.meta.handedOut) await this.updateMeta({ handedOut: stampOf(st) });
-    return { path: this.dataPath, dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs) };
+    // Lent from here until `handedBack`: the file's one name does not mean nobody holds it while the client links it.
+    this.#lent++;
+    try {
+      // Handed out before: only as it was then (a second client must not get a first one's changes as verified).
+      const st = await this.#unchanged('its whole file');
+      // One holder at a time: two clients' outputs that were one file would change together. A hand-out under way
+      // counts as one (its client may not have linked the file yet).
+      if (st.nlink > 1n || this.#lent > 1) throw pieceError('PIECE_MISSING', `${this.info.taskId}: its file is a local client's file too`);
+      if (!this.meta.handedOut) await this.updateMeta({ handedOut: stampOf(st) });
+      return { path: this.dataPath, dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs) };
+    } catch (err) {
+      this.#lent--;
+      throw err;
+    }
+  }
+
+  /** The client of a `handOut` is done with it: it linked the file (or could not), and closed its answer. */
+  handedBack(): void {
+    this.#lent--;
   }
 
   /**
@@ -127,8 +142,12 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
     }
   }
 
-  /** Whether the data file could be handed out now: not a local client's file already (its own name is its only one). */
+  /**
+   * Whether the data file could be handed out now: not a local client's file already (its own name is its only one,
+   * and no hand-out is under way).
+   */
   async shareable(): Promise<boolean> {
+    if (this.#lent > 0) return false;
     if (!this.meta.handedOut) return true;
     return (await this.withFile((fh) => fh.stat({ bigint: true }))).nlink === 1n;
   }
@@ -144,7 +163,12 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
     await super.ensureVerified(n);
   }
 
-  /** The data file's stat, if it is as it was handed out (when it was); otherwise the task is detached and this throws. */
+  /**
+   * The data file's stat, if it is as it was handed out (when it was); otherwise the task is detached and this throws.
+   * The stamp stays for good, even once the file has the daemon's name only again (the output deleted, or never
+   * linked): a program may still hold it open for writing, and a client may link it late (after a restart, which
+   * forgets what was lent); an fstat per read is what it costs.
+   */
   async #unchanged(what: string): Promise<BigIntStats> {
     const st = await this.withFile((fh) => fh.stat({ bigint: true }));
     const stamp = this.meta.handedOut;

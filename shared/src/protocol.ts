@@ -255,7 +255,10 @@ export const VERIFIED_HEADER = 'x-damselfly-verified';
  */
 export const OUTPUT_HEADER = 'x-damselfly-output';
 
-/** One line of a link answer (see OUTPUT_HEADER), in order: `file` once, `bytes` now and then, `done` last. */
+/**
+ * One line of a link answer (see OUTPUT_HEADER), in order: `file` once, `bytes` now and then, `done` or `error`
+ * last.
+ */
 export type LinkLine =
   /** Where the data file is and how big the blob is: the client checks it could link it at all. */
   | { file: string; size: number }
@@ -266,7 +269,14 @@ export type LinkLine =
    * digest the dfdaemon checked it against (none for an object without one). The dfdaemon keeps the file until the
    * client closes the answer.
    */
-  | { done: true; path: string; dev: string; ino: string; size: number; mtimeNs: string; verified?: string };
+  | { done: true; path: string; dev: string; ino: string; size: number; mtimeNs: string; verified?: string }
+  /**
+   * The download failed: the status and `{code, message}` an error answer would have carried, and whether asking
+   * again for the bytes may get them (`again`, the dfdaemon's call: false only for bytes found not to be their
+   * digest, which a new run would fetch all over again to find the same). A client asks again when it may, as it
+   * resumes a cut transfer, and otherwise reports the error.
+   */
+  | { error: { status: number; code: string; message: string }; again: boolean };
 
 /**
  * The `?from=<block>` of a piece request, for a piece of `blockCount` blocks: the block to start at, 0 when absent or

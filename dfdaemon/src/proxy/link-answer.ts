@@ -5,9 +5,10 @@
  * and sends nothing over loopback. Until then the answer says how far the download got.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { OUTPUT_HEADER, abortable, isLoopbackHost, type LinkLine } from '@damselfly/shared';
+import { OUTPUT_HEADER, abortable, isDigestMismatch, isLoopbackHost, type LinkLine } from '@damselfly/shared';
 import type { Download, LocalTask } from '@damselfly/peer';
 import { dfError } from '../errors.js';
+import { errorAnswer } from './error-answer.js';
 
 /** How often the verified byte count goes out (it also keeps the client's idle timer from firing on a long pull). */
 const PROGRESS_MS = 500;
@@ -26,8 +27,12 @@ export async function linkable(dl: Download, req: IncomingMessage, range: string
   return dl.task.shareable().catch(() => false);
 }
 
-/** Answers with LinkLines until the task is complete, then its file; throws (the answer is then cut) if it is not. */
-export async function serveLink(dl: Download, res: ServerResponse, signal: AbortSignal): Promise<void> {
+/**
+ * Answers with LinkLines until the task is complete, then its file, and resolves with 200; if the download fails,
+ * its error is the last line (`onFailed` is told) and it resolves with the error's status. Throws (the answer is
+ * then cut) if the client went, or the run ended without the whole blob and without an error.
+ */
+export async function serveLink(dl: Download, res: ServerResponse, signal: AbortSignal, onFailed: (err: unknown) => void): Promise<number> {
   const { task } = dl;
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', [OUTPUT_HEADER]: 'link', 'x-damselfly-task-id': task.info.taskId });
   const line = (l: LinkLine) => res.write(`${JSON.stringify(l)}\n`);
@@ -35,6 +40,18 @@ export async function serveLink(dl: Download, res: ServerResponse, signal: Abort
   const progress = setInterval(() => line({ bytes: verifiedBytes(task) }), PROGRESS_MS);
   try {
     await abortable(dl.done, signal);
+  } catch (err) {
+    if (signal.aborted) throw err;
+    // Said rather than cut: the client learns why, as from an error answer, and need not ask again for the bytes,
+    // which after a digest mismatch (the task dropped) would start the download over to find the same.
+    onFailed(err);
+    // Only a digest mismatch is sure to come again. Anything else may pass on a new run: a supernode's refusal (rate
+    // limited, the task forgotten), or an origin's to the credentials of the client whose run this one joined.
+    const mismatch = isDigestMismatch(err);
+    const error = errorAnswer(err);
+    line({ error: mismatch ? { ...error, code: 'DIGEST_MISMATCH' } : error, again: !mismatch });
+    res.end();
+    return error.status;
   } finally {
     clearInterval(progress);
   }
@@ -43,24 +60,31 @@ export async function serveLink(dl: Download, res: ServerResponse, signal: Abort
   if (!task.complete) throw dfError('DF_TASK_FAILED', `${task.info.taskId}: the download ended incomplete`);
   const out = await task.handOut();
   line({ done: true, ...out, ...(task.info.digest ? { verified: task.info.digest } : {}) });
-  await closedOr(LINK_WAIT_MS, signal);
+  // Handed back when the client closes the answer, which it does once it linked the file or gave up. One that has not
+  // after LINK_WAIT_MS may still be linking: the task stays lent (its stamp is kept) for the rest of this process.
+  if (await closedOr(LINK_WAIT_MS, signal)) task.handedBack();
   res.end();
+  return 200;
 }
 
 function verifiedBytes(task: LocalTask): number {
   return Math.min(task.info.contentLength, task.presentCount * task.info.pieceSize);
 }
 
-/** Resolves when the client closes the answer (it has linked the file: `signal` is the answer's close), or after `ms`. */
-function closedOr(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
+/**
+ * Resolves with true when the client closes the answer (it has linked the file: `signal` is the answer's close), or
+ * with false after `ms`.
+ */
+function closedOr(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(true);
   return new Promise((resolve) => {
-    const done = () => {
+    const done = (closed: boolean) => {
       clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
+      signal.removeEventListener('abort', onClose);
+      resolve(closed);
     };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
+    const onClose = () => done(true);
+    const timer = setTimeout(() => done(false), ms);
+    signal.addEventListener('abort', onClose, { once: true });
   });
 }

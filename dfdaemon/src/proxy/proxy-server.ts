@@ -16,6 +16,7 @@ import { originHeaders } from './forward-headers.js';
 import { allowedHosts, route, type RoutePolicy } from './route.js';
 import { passthrough } from './passthrough.js';
 import { linkable, serveLink } from './link-answer.js';
+import { errorAnswer } from './error-answer.js';
 
 export interface ProxyComponents {
   peer: Peer;
@@ -171,15 +172,18 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
     if (!range && (await linkable(dl, req, rangeHeader))) {
       head?.release();
       c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href) }, 'proxy:linking');
+      let status: number;
       try {
-        await serveLink(dl, res, ac.signal);
+        status = await serveLink(dl, res, ac.signal, (err) => {
+          if (errorAnswer(err).status >= 500) c.log.warn({ taskId: dl.task.info.taskId, err: describeError(err) }, 'proxy:link-failed');
+        });
       } catch (err) {
         // The client closed the answer: it cannot link the file (another filesystem, another owner) and asks for the
         // bytes instead, which is no failure to log.
         if (ac.signal.aborted) return;
         throw err;
       }
-      c.metrics.proxyRequests.inc({ kind: 'link', status: 200 });
+      c.metrics.proxyRequests.inc({ kind: 'link', status });
       return;
     }
     writeHead(res, dl.task, range);
@@ -254,17 +258,17 @@ function header(req: IncomingMessage, name: string): string | undefined {
 }
 
 function sendError(res: ServerResponse, err: unknown, c: ProxyComponents): void {
-  const e = err as { code?: string; status?: number; message?: string; headers?: Record<string, string> };
+  const e = err as { headers?: Record<string, string> };
   if (res.headersSent) {
     // Mid-body: the only honest signal left is to cut the connection (the client sees a short body).
     c.log.warn({ err: describeError(err) }, 'proxy:aborted-mid-body');
     res.destroy();
     return;
   }
-  const status = e.status && e.status >= 400 && e.status < 600 ? e.status : 502;
+  const { status, code, message } = errorAnswer(err);
   c.metrics.proxyRequests.inc({ kind: 'error', status });
   if (status >= 500) c.log.warn({ err: describeError(err) }, 'proxy:failed');
   // Headers the answer must carry (a 416's Content-Range, the origin's auth challenge) travel on the error as data.
   const headers: Record<string, string> = { ...e.headers, 'content-type': 'application/json' };
-  res.writeHead(status, headers).end(JSON.stringify({ code: e.code ?? 'INTERNAL', message: e.message ?? String(err) }) + '\n');
+  res.writeHead(status, headers).end(JSON.stringify({ code, message }) + '\n');
 }
