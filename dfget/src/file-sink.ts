@@ -111,7 +111,9 @@ export class FileSink extends Sink {
     const at = FileSink.tmpPathFor(this.output);
     this.#scratch.add(at);
     try {
-      await link(path, at);
+      // Through `during`, as every creation of the run: a run ended meanwhile (a timeout, a signal) waits for the link
+      // and removes it, rather than the link landing after the removal and staying, a hidden second name.
+      await this.#scratch.during(() => link(path, at));
       const st = await stat(at, { bigint: true });
       const same = String(st.dev) === target.dev && String(st.ino) === target.ino && Number(st.size) === target.size && String(st.mtimeNs) === target.mtimeNs;
       if (!same || !ours(st)) throw new Error('not the file named, or not ours');
