@@ -118,11 +118,12 @@ export class Daemon {
     // Unless a run of the same task has just registered again (it is being fetched anew, into a new file: a detached
     // task, or one GC took between a registration and its run's open): leaving would undo that registration, so only
     // the pieces go.
+    const dropped = (taskId: string, piece: number) => pool.notify(taskId, { type: 'piece:dropped', taskId, piece });
     this.store.on('task:evicted', (taskId, had) => {
       if (!this.#peer?.running(taskId)) return pool.notify(taskId, { type: 'task:leave', taskId });
-      for (const piece of had) pool.notify(taskId, { type: 'piece:dropped', taskId, piece });
+      for (const piece of had) dropped(taskId, piece);
     });
-    this.store.on('piece:dropped', (taskId, piece) => pool.notify(taskId, { type: 'piece:dropped', taskId, piece }));
+    this.store.on('piece:dropped', dropped);
     const access = new AccessGuard({ ttlMs: c.accessCacheSeconds * 1000 }, { dispatcher: this.#direct, metrics: this.metrics, log: this.log });
     this.#peer = new Peer(
       engineOptions(c, c.maxBlobSize),

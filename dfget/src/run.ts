@@ -34,8 +34,8 @@ export async function run(o: DfgetOptions): Promise<Outcome> {
     progress.stop();
     // Not raced: once the digest matched, the rename is the last step and an interrupt must not split it.
     const got = await sink.commit(o.digest);
-    const linked = sink instanceof FileSink && sink.linked ? ', linked to its cached copy' : '';
-    const note = how === 'standalone' ? ' (standalone)' : sink.vouched ? ` (verified by the dfdaemon${linked})` : linked ? ` (${linked.slice(2)})` : '';
+    const said = [sink.vouched && 'verified by the dfdaemon', sink instanceof FileSink && sink.linked && 'linked to its cached copy'].filter(Boolean).join(', ');
+    const note = how === 'standalone' ? ' (standalone)' : said ? ` (${said})` : '';
     return { status: 0, message: `${o.output === STDOUT ? 'stdout' : o.output} ${sink.bytes} bytes ${got}${note}` };
   } catch (err) {
     progress.stop();
