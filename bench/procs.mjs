@@ -44,10 +44,13 @@ export function logLine(child, msg, what) {
   });
 }
 
-/** utime + stime of a live process, in seconds (0 once it is gone). */
-export function cpuSeconds(pid) {
+/**
+ * utime + stime of a live process, in seconds (0 once it is gone); with `mainThread`, of its main thread only (the
+ * event loop, without the thread pool's file I/O and worker threads).
+ */
+export function cpuSeconds(pid, mainThread = false) {
   try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
     const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
     return (Number(rest[11]) + Number(rest[12])) / 100;
   } catch {

@@ -24,9 +24,11 @@ t.test('bench/core.mjs: N dfgets vs N curls, origin bytes', async (t) => {
   t.equal(r.code, 0, r.stderr.slice(-500));
   t.match(r.stdout, /N=2 8 MiB loopback: direct [\d.]+ s, origin 2\.00x blob \| P2P [\d.]+ s, origin 1\.00x blob/, 'P2P costs the origin the blob once');
   t.match(r.stdout, /dfget output linked to its dfdaemon's copy/, 'each output is its dfdaemon\'s copy');
-  const copied = await bench('core.mjs', ['--size-mib', '8', '--n', '1', '--copy']);
+  t.match(r.stdout, /CPU per MiB supernode [\d.]+ ms \(event loop [\d.]+\), dfdaemon [\d.]+ ms/, "the supernode's event loop apart");
+  t.notMatch(r.stdout, /pages warmed/);
+  const copied = await bench('core.mjs', ['--size-mib', '8', '--n', '1', '--copy', '--warm-pages']);
   t.equal(copied.code, 0, copied.stderr.slice(-500));
-  t.match(copied.stdout, /N=1 8 MiB loopback: .* \| dfget output a copy of its own/, '--copy: files of their own');
+  t.match(copied.stdout, /N=1 8 MiB loopback: .* \| dfget output a copy of its own \| pages warmed before each pull/, '--copy: files of their own; --warm-pages said');
 });
 
 t.test('bench/standalone.mjs: dfget as a one-shot peer vs curl -o, from the registry and from a supernode', async (t) => {
