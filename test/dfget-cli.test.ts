@@ -218,7 +218,7 @@ t.test('a wrong --digest: exit 4 "digest mismatch" via the dfdaemon, standalone,
   const origin = await runDfget([files, '-O', out, '--standalone', '--digest', `sha256:${'3'.repeat(64)}`, '--no-progress']);
   await failed(t, origin, 4, /digest mismatch/, dir, before);
 
-  // A daemon's JSON error is data: its code or message says digest mismatch, before the first byte...
+  // A daemon's JSON error is data: its code says digest mismatch, before the first byte...
   const json = await httpServer(t, (_req, res) =>
     res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'DIGEST_MISMATCH', message: 'digest mismatch: blob is sha256:ab, expected sha256:11' })),
   );
@@ -230,12 +230,17 @@ t.test('a wrong --digest: exit 4 "digest mismatch" via the dfdaemon, standalone,
       res.write(Buffer.alloc(100, 1), () => setTimeout(() => res.destroy(), 50));
     } else {
       res.writeHead(502, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ code: 'DF_SUPERNODE_ERROR', message: "supernode refused: SN_DIGEST_MISMATCH: digest mismatch: the origin's bytes are not sha256:11" }));
+      res.end(JSON.stringify({ code: 'DIGEST_MISMATCH', message: "supernode refused: SN_DIGEST_MISMATCH: digest mismatch: the origin's bytes are not sha256:11" }));
     }
   });
   const cut = await runDfget([files, '-O', out, '--daemon', cutter.url, '--digest', WRONG, '--no-progress']);
   await failed(t, cut, 4, /digest mismatch: .*cut the transfer after 100 of 1000 bytes.*SN_DIGEST_MISMATCH/, dir);
   t.equal(cutter.requests[1]?.headers.range, 'bytes=100-', 'asked for the rest');
+  // The message is shown, not read: another code whose words mention a digest mismatch is a failed transfer.
+  const wordy = await httpServer(t, (_req, res) =>
+    res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'DF_SUPERNODE_ERROR', message: 'supernode refused: SN_BUSY: no digest mismatch here' })),
+  );
+  await failed(t, await runDfget([files, '-O', out, '--daemon', wordy.url, '--no-progress']), 3, /DF_SUPERNODE_ERROR: supernode refused: SN_BUSY/, dir);
 });
 
 t.test('a failure on the dfdaemon side is exit 3, its own full disk included; a cut transfer is resumed once', async (t) => {

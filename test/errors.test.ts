@@ -16,3 +16,20 @@ t.test('every error table has unique codes, messages and HTTP statuses', async (
     }
   }
 });
+
+t.test("the proxy's error answer: a digest mismatch is DIGEST_MISMATCH however it arrived, anything else keeps its code", async (t) => {
+  const { errorAnswer } = await import('@damselfly/dfdaemon');
+  const { peerError } = await import('@damselfly/peer');
+  const { sharedError } = await import('@damselfly/shared');
+  // The supernode's refusal, as the peer's client raises it.
+  const refused = Object.assign(peerError('DF_SUPERNODE_ERROR', "SN_DIGEST_MISMATCH: the origin's bytes are not sha256:11"), { remoteCode: 'SN_DIGEST_MISMATCH', status: 502 });
+  t.same(errorAnswer(refused), { status: 502, code: 'DIGEST_MISMATCH', message: refused.message });
+  // Under a task failure, as its cause.
+  const under = peerError('DF_TASK_FAILED', 'the blob', sharedError('DIGEST_MISMATCH', 'blob is sha256:ab'));
+  t.equal(errorAnswer(under).code, 'DIGEST_MISMATCH');
+  // Words are not a code: another refusal that mentions a mismatch keeps its own.
+  const busy = Object.assign(peerError('DF_SUPERNODE_ERROR', 'SN_BUSY: no digest mismatch here'), { remoteCode: 'SN_BUSY', status: 503 });
+  t.same(errorAnswer(busy), { status: 503, code: 'DF_SUPERNODE_ERROR', message: busy.message });
+  // Not an error of ours: a 502 the client can still read.
+  t.same(errorAnswer('boom'), { status: 502, code: 'INTERNAL', message: 'boom' });
+});

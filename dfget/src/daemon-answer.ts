@@ -35,8 +35,9 @@ export function daemonAnswerError(a: DaemonAnswer, daemon: string, url: URL, bef
     const text = a.body.replace(/\s+/g, ' ').trim().slice(0, 300);
     return dfgetError('DFGET_HTTP', `${lead}${a.status} from ${url.host} (via the dfdaemon at ${daemon})${text ? `: ${text}` : ''}`);
   }
-  // The daemon (or the supernode behind it) found the bytes are not the digest asked for.
-  if (/DIGEST_MISMATCH/.test(e.code) || /digest mismatch/i.test(e.message)) {
+  // The daemon (or the supernode behind it) found the bytes are not the digest asked for: the daemon says so with this
+  // code however it learnt it, so the message is only shown, never read.
+  if (e.code === 'DIGEST_MISMATCH') {
     return dfgetError('DFGET_DIGEST', `${lead ? `${lead}${a.status}: ` : ''}${e.message.replace(/^digest mismatch: /i, '')} (found by the dfdaemon at ${daemon})`);
   }
   const where = a.status === 507 || e.code === 'DF_DISK_FULL' ? " (the dfdaemon's own disk, not the output's)" : '';

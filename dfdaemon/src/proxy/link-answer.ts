@@ -5,7 +5,7 @@
  * and sends nothing over loopback. Until then the answer says how far the download got.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { OUTPUT_HEADER, abortable, isDigestMismatch, isLoopbackHost, type LinkLine } from '@damselfly/shared';
+import { OUTPUT_HEADER, abortable, isLoopbackHost, type LinkLine } from '@damselfly/shared';
 import type { Download, LocalTask } from '@damselfly/peer';
 import { dfError } from '../errors.js';
 import { errorAnswer } from './error-answer.js';
@@ -47,9 +47,8 @@ export async function serveLink(dl: Download, res: ServerResponse, signal: Abort
     onFailed(err);
     // Only a digest mismatch is sure to come again. Anything else may pass on a new run: a supernode's refusal (rate
     // limited, the task forgotten), or an origin's to the credentials of the client whose run this one joined.
-    const mismatch = isDigestMismatch(err);
     const error = errorAnswer(err);
-    line({ error: mismatch ? { ...error, code: 'DIGEST_MISMATCH' } : error, again: !mismatch });
+    line({ error, again: error.code !== 'DIGEST_MISMATCH' });
     res.end();
     return error.status;
   } finally {
