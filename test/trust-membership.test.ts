@@ -6,7 +6,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { readFile, readdir } from 'node:fs/promises';
+import { chmod, readFile, readdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { BlockList } from 'node:net';
@@ -444,22 +444,28 @@ t.test('insiders serving garbage under many ids cannot fail an honest pull: afte
   t.ok((await metricValue(sn.metrics.registry, 'damselfly_supernode_served_pieces_total')) > before, 'the supernode stepped in for the honest pulls');
 });
 
+/**
+ * Runs a daemon's real binary with no cluster secret in its environment (but `extra`), until it exits, or until its
+ * output matches `waitFor` (then it is stopped).
+ */
+function run(bin: string, args: string[], waitFor?: RegExp, extra: Record<string, string> = {}): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  return new Promise((resolve) => {
+    const env = { ...process.env, DAMSELFLY_CLUSTER_SECRET: '', ...extra };
+    const child = spawn(process.execPath, [join(ROOT, bin), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (waitFor?.test(stdout)) child.kill('SIGTERM');
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.on('close', (code) => (clearTimeout(timer), resolve({ code, stderr, stdout })));
+  });
+}
+
 t.test('without a cluster secret the daemons refuse non-loopback addresses unless insecure is explicit (real binaries)', async (t) => {
   const dir = await tempDir(t);
-  const env = { ...process.env, DAMSELFLY_CLUSTER_SECRET: '' };
-  const run = (bin: string, args: string[], waitFor?: RegExp, extra: Record<string, string> = {}) =>
-    new Promise<{ code: number | null; stderr: string; stdout: string }>((resolve) => {
-      const child = spawn(process.execPath, [join(ROOT, bin), ...args], { env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      let stdout = '';
-      child.stderr.on('data', (d) => (stderr += d));
-      child.stdout.on('data', (d) => {
-        stdout += d;
-        if (waitFor?.test(stdout)) child.kill('SIGTERM');
-      });
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      child.on('close', (code) => (clearTimeout(timer), resolve({ code, stderr, stdout })));
-    });
   const sn = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', '0', '--data-dir', join(dir, 'sn')]);
   t.equal(sn.code, 1);
   t.match(sn.stderr, /host: "0\.0\.0\.0" is reachable from other hosts, but no cluster secret is set/);
@@ -484,6 +490,34 @@ t.test('without a cluster secret the daemons refuse non-loopback addresses unles
   const insecure = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', String(await freePort()), '--data-dir', join(dir, 'sn3'), '--insecure', 'true'], /supernode:started/);
   t.match(insecure.stdout, /supernode:INSECURE/, 'insecure mode starts, and says so loudly');
   t.match(insecure.stdout, /supernode:started/);
+});
+
+t.test('a cluster secret file or TLS key every local user may read is refused, naming the file and its mode (real binaries)', async (t) => {
+  const dir = await tempDir(t);
+  const secretFile = join(dir, 'cluster-secret');
+  const secret = 'a-cluster-secret-nobody-else-reads';
+  await writeFile(secretFile, secret);
+  await chmod(secretFile, 0o644);
+  const sn = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', '0', '--data-dir', join(dir, 'sn')], undefined, { DAMSELFLY_CLUSTER_SECRET_FILE: secretFile });
+  t.equal(sn.code, 1, 'the supernode does not start');
+  t.match(sn.stderr, /clusterSecretFile: ".*cluster-secret" is readable by every local user \(mode 0644\).*chmod o-r/);
+  t.notMatch(sn.stderr, /no cluster secret is set/, 'one error for one cause');
+  t.notOk(`${sn.stderr}${sn.stdout}`.includes(secret), 'the secret is not echoed');
+  const df = await run('dfdaemon/dist/cli.js', ['--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df')], undefined, { DAMSELFLY_CLUSTER_SECRET_FILE: secretFile });
+  t.equal(df.code, 1, 'nor does a dfdaemon');
+  t.match(df.stderr, /clusterSecretFile: .* is readable by every local user/);
+  // A TLS key is a member's identity as much: the same rule.
+  const key = join(dir, 'node.key');
+  await writeFile(key, 'not read: refused first');
+  await chmod(key, 0o604);
+  const tls = await run('dfdaemon/dist/cli.js', ['--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df2')], undefined, { DAMSELFLY_TLS_CERT: key, DAMSELFLY_TLS_KEY: key });
+  t.equal(tls.code, 1);
+  t.match(tls.stderr, /tlsKey: .*node\.key" is readable by every local user \(mode 0604\)/);
+  // Its owner and group may read it, as the chart mounts it (0440 for the pod's fsGroup): the supernode starts.
+  await chmod(secretFile, 0o440);
+  const ok = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', String(await freePort()), '--data-dir', join(dir, 'sn2')], /supernode:started/, { DAMSELFLY_CLUSTER_SECRET_FILE: secretFile });
+  t.match(ok.stdout, /supernode:started/, 'mode 0440: started');
+  t.notMatch(ok.stdout, /INSECURE/, 'with the secret');
 });
 
 t.test('SSRF: only allowed origins, never loopback/private/metadata addresses in any spelling, not even via a redirect', async (t) => {

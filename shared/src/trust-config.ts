@@ -2,7 +2,7 @@
  * The trust settings every long-running component shares: the cluster secret, the explicit insecure opt-out, and TLS
  * files. Read and checked once at start-up with the rest of the config, every problem reported together.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Schema } from './config.js';
 import { MIN_SECRET_LENGTH } from './cluster-auth.js';
@@ -64,12 +64,28 @@ export function isLoopbackHost(host: string): boolean {
   return h === '::1';
 }
 
-function readOrReport(path: string, what: string, errors: string[]): Buffer | undefined {
+/**
+ * Reads a file named in the trust settings. A `secret` one (the cluster secret, a TLS key) every local user may read
+ * is refused, as ssh refuses such a private key: whoever reads it is a cluster member, who may read every cached blob
+ * and have the supernode fetch for them. Its owner and group may read it (the chart mounts it 0440 for the pod's
+ * fsGroup).
+ */
+function readOrReport(path: string, what: string, errors: string[], secret = false): Buffer | undefined {
+  let fd: number | undefined;
   try {
-    return readFileSync(path);
+    // One open for the check and the read: the mode checked is the file read.
+    fd = openSync(path, 'r');
+    const mode = fstatSync(fd).mode;
+    if (secret && mode & 0o004) {
+      errors.push(`${what}: ${JSON.stringify(path)} is readable by every local user (mode ${(mode & 0o777).toString(8).padStart(4, '0')}), and whoever reads it joins the cluster: make it 0600 or 0440 (chmod o-r)`);
+      return undefined;
+    }
+    return readFileSync(fd);
   } catch (err) {
     errors.push(`${what}: cannot read ${JSON.stringify(path)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -81,12 +97,13 @@ export function resolveTrust(c: TrustConfig, listen: Record<string, string>, err
   let secret: Buffer | undefined;
   if (c.clusterSecret?.trim() && c.clusterSecretFile) errors.push('clusterSecret and clusterSecretFile: set one, not both');
   // An empty value (e.g. an unset variable in a template) means "not set", not "a short secret".
-  const raw = c.clusterSecretFile ? readOrReport(c.clusterSecretFile, 'clusterSecretFile', errors)?.toString().trim() : c.clusterSecret?.trim() || undefined;
+  const raw = c.clusterSecretFile ? readOrReport(c.clusterSecretFile, 'clusterSecretFile', errors, true)?.toString().trim() : c.clusterSecret?.trim() || undefined;
   if (raw !== undefined) {
     if (raw.length < MIN_SECRET_LENGTH) errors.push(`cluster secret: must be at least ${MIN_SECRET_LENGTH} characters, got ${raw.length}`);
     else secret = Buffer.from(raw);
   }
-  if (!secret && !c.insecure && raw === undefined) {
+  // A secret file given but refused was reported above: its want of a secret is not a second error.
+  if (!secret && !c.insecure && raw === undefined && !c.clusterSecretFile) {
     for (const [name, host] of Object.entries(listen)) {
       if (!isLoopbackHost(host)) {
         errors.push(`${name}: ${JSON.stringify(host)} is reachable from other hosts, but no cluster secret is set: set clusterSecretFile (or DAMSELFLY_CLUSTER_SECRET), listen on 127.0.0.1, or set insecure: true to run without authentication`);
@@ -99,7 +116,7 @@ export function resolveTrust(c: TrustConfig, listen: Record<string, string>, err
     if (c.tlsClientAuth && !c.tlsCa) errors.push('tlsClientAuth: needs tlsCa (the CA client certificates must chain to)');
     tls = {
       cert: c.tlsCert ? readOrReport(c.tlsCert, 'tlsCert', errors) : undefined,
-      key: c.tlsKey ? readOrReport(c.tlsKey, 'tlsKey', errors) : undefined,
+      key: c.tlsKey ? readOrReport(c.tlsKey, 'tlsKey', errors, true) : undefined,
       ca: c.tlsCa ? readOrReport(c.tlsCa, 'tlsCa', errors) : undefined,
       clientAuth: c.tlsClientAuth,
     };
