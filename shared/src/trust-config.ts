@@ -35,10 +35,10 @@ export const trustSchema: Schema = {
     noFlag: true,
     doc: `shared cluster secret (≥ ${MIN_SECRET_LENGTH} characters); prefer clusterSecretFile. Not a flag: a command line is visible to every local user`,
   },
-  clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: 'file holding the cluster secret' },
+  clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: 'file holding the cluster secret; refused if every local user may read it (0600 or 0440)' },
   insecure: { type: 'bool', default: false, env: 'DAMSELFLY_INSECURE', doc: 'allow non-loopback listening without a cluster secret (no authentication at all)' },
   tlsCert: { type: 'string', env: 'DAMSELFLY_TLS_CERT', doc: 'PEM certificate: serve TLS (and present it as client certificate)' },
-  tlsKey: { type: 'string', env: 'DAMSELFLY_TLS_KEY', doc: 'PEM private key for tlsCert' },
+  tlsKey: { type: 'string', env: 'DAMSELFLY_TLS_KEY', doc: 'PEM private key for tlsCert; refused if every local user may read it' },
   tlsCa: { type: 'string', env: 'DAMSELFLY_TLS_CA', doc: 'PEM CA bundle that signs the cluster certificates' },
   tlsClientAuth: { type: 'bool', default: false, env: 'DAMSELFLY_TLS_CLIENT_AUTH', doc: 'require client certificates signed by tlsCa (mutual TLS)' },
 };
