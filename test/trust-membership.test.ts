@@ -6,7 +6,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { chmod, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, readFile, readdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { BlockList } from 'node:net';
@@ -492,7 +492,7 @@ t.test('without a cluster secret the daemons refuse non-loopback addresses unles
   t.match(insecure.stdout, /supernode:started/);
 });
 
-t.test('a cluster secret file or TLS key every local user may read is refused, naming the file and its mode (real binaries)', async (t) => {
+t.test('trust files that give the cluster away are refused, naming the file: a secret or TLS key others may read, one (or the CA) others may change, another user owns, or no file at all (real binaries)', async (t) => {
   const dir = await tempDir(t);
   const secretFile = join(dir, 'cluster-secret');
   const secret = 'a-cluster-secret-nobody-else-reads';
@@ -513,6 +513,30 @@ t.test('a cluster secret file or TLS key every local user may read is refused, n
   const tls = await run('dfdaemon/dist/cli.js', ['--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df2')], undefined, { DAMSELFLY_TLS_CERT: key, DAMSELFLY_TLS_KEY: key });
   t.equal(tls.code, 1);
   t.match(tls.stderr, /tlsKey: .*node\.key" is readable by every local user \(mode 0604\)/);
+  // Whoever may change it chooses the secret this node trusts (or, for the CA, adds their own): its group or others
+  // may not write it, nor may another user own it. Each problem is named, all at once.
+  await chmod(secretFile, 0o620);
+  const ca = join(dir, 'ca.crt');
+  await writeFile(ca, 'not read: refused first');
+  await chmod(ca, 0o646);
+  const writable = await run('dfdaemon/dist/cli.js', ['--proxy-port', '0', '--upload-port', '0', '--health-port', '0', '--data-dir', join(dir, 'df3')], undefined, { DAMSELFLY_CLUSTER_SECRET_FILE: secretFile, DAMSELFLY_TLS_CA: ca });
+  t.equal(writable.code, 1);
+  t.match(writable.stderr, /clusterSecretFile: .* may be changed by its group \(mode 0620\), and whoever changes it chooses the secret/);
+  t.match(writable.stderr, /tlsCa: .*ca\.crt" may be changed by every local user \(mode 0646\).*add their own CA/);
+  if (process.geteuid?.() === 0) {
+    await chmod(secretFile, 0o600);
+    await chown(secretFile, 65534, 65534);
+    const owned = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn3')], undefined, { DAMSELFLY_CLUSTER_SECRET_FILE: secretFile });
+    t.equal(owned.code, 1);
+    t.match(owned.stderr, /clusterSecretFile: .* is owned by uid 65534, neither this user \(uid 0\) nor root/);
+    await chown(secretFile, 0, 0);
+  }
+  // Not a file at all: a FIFO is refused at once rather than waited on.
+  const fifo = join(dir, 'fifo');
+  await promisify(execFile)('mkfifo', [fifo]);
+  const piped = await run('supernode/dist/cli.js', ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'sn4')], undefined, { DAMSELFLY_CLUSTER_SECRET_FILE: fifo });
+  t.equal(piped.code, 1, 'exits, does not hang');
+  t.match(piped.stderr, /clusterSecretFile: .*fifo" is not a regular file/);
   // Its owner and group may read it, as the chart mounts it (0440 for the pod's fsGroup): the supernode starts.
   await chmod(secretFile, 0o440);
   const ok = await run('supernode/dist/cli.js', ['--host', '0.0.0.0', '--port', String(await freePort()), '--data-dir', join(dir, 'sn2')], /supernode:started/, { DAMSELFLY_CLUSTER_SECRET_FILE: secretFile });

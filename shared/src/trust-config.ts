@@ -2,7 +2,7 @@
  * The trust settings every long-running component shares: the cluster secret, the explicit insecure opt-out, and TLS
  * files. Read and checked once at start-up with the rest of the config, every problem reported together.
  */
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Schema } from './config.js';
 import { MIN_SECRET_LENGTH } from './cluster-auth.js';
@@ -35,11 +35,11 @@ export const trustSchema: Schema = {
     noFlag: true,
     doc: `shared cluster secret (≥ ${MIN_SECRET_LENGTH} characters); prefer clusterSecretFile. Not a flag: a command line is visible to every local user`,
   },
-  clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: 'file holding the cluster secret; refused if every local user may read it (0600 or 0440)' },
+  clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: "file holding the cluster secret: this user's or root's, mode 0600 or 0440 (refused if others may read it, or others or its group may change it)" },
   insecure: { type: 'bool', default: false, env: 'DAMSELFLY_INSECURE', doc: 'allow non-loopback listening without a cluster secret (no authentication at all)' },
   tlsCert: { type: 'string', env: 'DAMSELFLY_TLS_CERT', doc: 'PEM certificate: serve TLS (and present it as client certificate)' },
-  tlsKey: { type: 'string', env: 'DAMSELFLY_TLS_KEY', doc: 'PEM private key for tlsCert; refused if every local user may read it' },
-  tlsCa: { type: 'string', env: 'DAMSELFLY_TLS_CA', doc: 'PEM CA bundle that signs the cluster certificates' },
+  tlsKey: { type: 'string', env: 'DAMSELFLY_TLS_KEY', doc: 'PEM private key for tlsCert (held to the rules of clusterSecretFile)' },
+  tlsCa: { type: 'string', env: 'DAMSELFLY_TLS_CA', doc: "PEM CA bundle that signs the cluster certificates: this user's or root's, writable by its owner only" },
   tlsClientAuth: { type: 'bool', default: false, env: 'DAMSELFLY_TLS_CLIENT_AUTH', doc: 'require client certificates signed by tlsCa (mutual TLS)' },
 };
 
@@ -65,19 +65,38 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 /**
- * Reads a file named in the trust settings. A `secret` one (the cluster secret, a TLS key) every local user may read
- * is refused, as ssh refuses such a private key: whoever reads it is a cluster member, who may read every cached blob
- * and have the supernode fetch for them. Its owner and group may read it (the chart mounts it 0440 for the pod's
- * fsGroup).
+ * What a file named in the trust settings is to the cluster. `public`: a certificate (a wrong one only fails TLS).
+ * `anchor`: the cluster CA, whoever may change it may add their own CA and be a member. `secret`: the cluster secret
+ * or a TLS key, whoever may read it is a member, who may read every cached blob and have the supernode fetch for them.
  */
-function readOrReport(path: string, what: string, errors: string[], secret = false): Buffer | undefined {
+type TrustFile = 'public' | 'anchor' | 'secret';
+
+const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, '0');
+
+/**
+ * Reads a file named in the trust settings, refusing one whose mode or owner gives it away, as ssh refuses such a
+ * private key: an `anchor` or a `secret` must be this user's or root's, and writable by its owner alone; a `secret`
+ * readable by its owner and group only (the chart mounts it 0440 for the pod's fsGroup). Every file must be a regular
+ * one (a FIFO would hang the start).
+ */
+function readOrReport(path: string, what: string, errors: string[], kind: TrustFile = 'public'): Buffer | undefined {
+  const named = `${what}: ${JSON.stringify(path)}`;
   let fd: number | undefined;
   try {
-    // One open for the check and the read: the mode checked is the file read.
-    fd = openSync(path, 'r');
-    const mode = fstatSync(fd).mode;
-    if (secret && mode & 0o004) {
-      errors.push(`${what}: ${JSON.stringify(path)} is readable by every local user (mode ${(mode & 0o777).toString(8).padStart(4, '0')}), and whoever reads it joins the cluster: make it 0600 or 0440 (chmod o-r)`);
+    // One open for the checks and the read: what is checked is the file read. Non-blocking, so a FIFO opens at once
+    // (and is then refused) instead of waiting for a writer.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = fstatSync(fd);
+    const problems: string[] = [];
+    if (!st.isFile()) problems.push(`${named} is not a regular file`);
+    else if (kind !== 'public') {
+      const me = process.geteuid?.() ?? st.uid;
+      if (st.uid !== me && st.uid !== 0) problems.push(`${named} is owned by uid ${st.uid}, neither this user (uid ${me}) nor root, and its owner may change it: chown it`);
+      if (st.mode & 0o022) problems.push(`${named} may be changed by ${st.mode & 0o002 ? 'every local user' : 'its group'} (mode ${octal(st.mode)}), and whoever changes it ${kind === 'secret' ? 'chooses the secret this node trusts' : 'may add their own CA'}: chmod go-w`);
+      if (kind === 'secret' && st.mode & 0o004) problems.push(`${named} is readable by every local user (mode ${octal(st.mode)}), and whoever reads it joins the cluster: make it 0600 or 0440 (chmod o-r)`);
+    }
+    if (problems.length) {
+      errors.push(...problems);
       return undefined;
     }
     return readFileSync(fd);
@@ -97,7 +116,7 @@ export function resolveTrust(c: TrustConfig, listen: Record<string, string>, err
   let secret: Buffer | undefined;
   if (c.clusterSecret?.trim() && c.clusterSecretFile) errors.push('clusterSecret and clusterSecretFile: set one, not both');
   // An empty value (e.g. an unset variable in a template) means "not set", not "a short secret".
-  const raw = c.clusterSecretFile ? readOrReport(c.clusterSecretFile, 'clusterSecretFile', errors, true)?.toString().trim() : c.clusterSecret?.trim() || undefined;
+  const raw = c.clusterSecretFile ? readOrReport(c.clusterSecretFile, 'clusterSecretFile', errors, 'secret')?.toString().trim() : c.clusterSecret?.trim() || undefined;
   if (raw !== undefined) {
     if (raw.length < MIN_SECRET_LENGTH) errors.push(`cluster secret: must be at least ${MIN_SECRET_LENGTH} characters, got ${raw.length}`);
     else secret = Buffer.from(raw);
@@ -116,8 +135,8 @@ export function resolveTrust(c: TrustConfig, listen: Record<string, string>, err
     if (c.tlsClientAuth && !c.tlsCa) errors.push('tlsClientAuth: needs tlsCa (the CA client certificates must chain to)');
     tls = {
       cert: c.tlsCert ? readOrReport(c.tlsCert, 'tlsCert', errors) : undefined,
-      key: c.tlsKey ? readOrReport(c.tlsKey, 'tlsKey', errors, true) : undefined,
-      ca: c.tlsCa ? readOrReport(c.tlsCa, 'tlsCa', errors) : undefined,
+      key: c.tlsKey ? readOrReport(c.tlsKey, 'tlsKey', errors, 'secret') : undefined,
+      ca: c.tlsCa ? readOrReport(c.tlsCa, 'tlsCa', errors, 'anchor') : undefined,
       clientAuth: c.tlsClientAuth,
     };
   }
