@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, open, readFile, readdir, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readFile, readdir, stat } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
@@ -662,4 +662,19 @@ t.test('a store whose directories another user owns starts and works as they are
     t.ok(d.output().split('\n').some((l) => l.includes('"msg":"store:exposed"') && l.includes(join(dir, own))), `and the operator is warned that others may read ${own}/`);
   }
   t.ok((await readdir(join(dir, 'tasks'))).some((f) => f.endsWith('.data')), 'and caches it there');
+
+  // Root's chmod succeeds on another user's directory, but its owner still reads the files in it: one made in a
+  // shared parent before the store's first start is logged too, and the same at every start, not once more each.
+  const planted = await tempDir(t);
+  for (const own of ['tasks', 'index']) {
+    await mkdir(join(planted, own), { mode: 0o700 });
+    await chown(join(planted, own), 65534, 65534);
+  }
+  const store = new LocalStore(planted);
+  await store.start();
+  t.teardown(() => store.stop());
+  t.same(store.exposed, [join(planted, 'tasks'), join(planted, 'index')], 'a directory another user owns is exposed, though 0700');
+  await store.stop();
+  await store.start();
+  t.equal(store.exposed.length, 2, 'counted once after a second start');
 });

@@ -503,7 +503,10 @@ export interface PieceStoreEvents {
 const CHMOD_REFUSED = ['EPERM', 'EACCES', 'ENOTSUP', 'EOPNOTSUPP'];
 
 export class PieceStore<Meta extends object, T extends StoredTask<Meta> = StoredTask<Meta>> extends EventEmitter<PieceStoreEvents> {
-  /** The store's own directories that `start` could not make private and others may enter (to be logged). */
+  /**
+   * The store's own directories that `start` could not make this user's alone (to be logged): another user owns
+   * them, or their group or others may enter them.
+   */
   readonly exposed: string[] = [];
   readonly #o: PieceStoreOptions<Meta, T>;
   readonly #index: TaskIndex<Meta>;
@@ -527,6 +530,7 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
     // The data directory and its parents are the operator's (created with the usual mode if missing: a parent made
     // private here would shut out a daemon of another user beside this one).
     await mkdir(this.#o.dataDir, { recursive: true });
+    this.exposed.length = 0;
     for (const own of ['tasks', 'index']) {
       const dir = join(this.#o.dataDir, own);
       await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -534,10 +538,14 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
         await chmod(dir, 0o700);
       } catch (err) {
         // One another user owns (a pod run as another user since, its volume shared through its group), or on a
-        // filesystem without modes, is used as it is; the daemon says so if others may then reach its files.
+        // filesystem without modes, is used as it is; the daemon says so below.
         if (!CHMOD_REFUSED.includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-        if ((await stat(dir)).mode & 0o001) this.exposed.push(dir);
       }
+      // Its owner reads its files whatever its mode (root's chmod succeeds on another user's directory, made in a
+      // shared parent before the store's first start), and so do its group and others if it lets them in.
+      const st = await stat(dir);
+      const me = process.geteuid?.() ?? st.uid;
+      if ((st.uid !== me && st.uid !== 0) || st.mode & 0o077) this.exposed.push(dir);
     }
     await this.#index.start();
     const orphans: string[] = [];
