@@ -13,6 +13,8 @@ import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/clu
 import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
 import { runDfget } from './helpers/dfget-child.js';
 import { httpServer } from './helpers/broken-server.js';
+import { until } from './helpers/until.js';
+import { metricValue } from './helpers/metrics.js';
 import type { Daemon } from '@damselfly/dfdaemon';
 
 const MiB = 1024 * 1024;
@@ -305,44 +307,76 @@ t.test('one hand-out at a time, until its client closes the answer; the stamp ou
   const linkAnswer = async () => {
     const { Client } = await import('undici');
     const c = new Client(d.proxyUrl);
-    const res = await c.request({ method: 'GET', path: url, headers: { 'x-damselfly-output': 'link' } });
-    if (res.headers['x-damselfly-output'] !== 'link') {
-      await c.destroy();
-      throw new Error('answered with the bytes');
-    }
-    // Read with a listener, not `for await`: leaving that loop would destroy the body, which closes the answer.
-    const path = await new Promise<string>((resolve, reject) => {
-      let text = '';
-      res.body.on('data', (chunk: Buffer) => {
-        text += String(chunk);
-        const done = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { done?: boolean; path?: string }).find((l) => l.done);
-        if (done) resolve(done.path!);
+    try {
+      const res = await c.request({ method: 'GET', path: url, headers: { 'x-damselfly-output': 'link' } });
+      if (res.headers['x-damselfly-output'] !== 'link') throw new Error('answered with the bytes');
+      // Read with a listener, not `for await`: leaving that loop would destroy the body, which closes the answer.
+      const path = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        res.body.on('data', (chunk: Buffer) => {
+          text += String(chunk);
+          for (const l of text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { done?: boolean; path?: string; error?: { code: string }; again?: boolean })) {
+            if (l.done) resolve(l.path!);
+            if (l.error) reject(new Error(`said ${l.error.code}, again: ${l.again}`));
+          }
+        });
+        res.body.once('end', () => reject(new Error(`no done line: ${text}`)));
+        res.body.once('error', reject);
       });
-      res.body.once('end', () => reject(new Error(`no done line: ${text}`)));
-      res.body.once('error', reject);
-    });
-    return { path, close: async () => (res.body.destroy(), await c.destroy()) };
+      return { path, close: async () => (res.body.destroy(), await c.destroy()) };
+    } catch (err) {
+      await c.destroy();
+      throw err;
+    }
   };
+  /** Until the dfdaemon has seen `n` link answers end (each one's client closed it): its hand-out is back. */
+  const closed = (n: number) => until(`${n} link answers ended`, async () => (await metricValue(d.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'link', status: '200' })) >= n);
 
-  // Two clients asking at once: one is handed the file, the other gets the bytes (or a cut answer, after which dfget
-  // asks for them): two outputs that were one file would change together, and neither has linked it yet.
+  // Two clients asking at once: one is handed the file; the other gets the bytes, or, if both found it shareable, an
+  // answer whose last line says it was not handed out and that the bytes are worth asking for (dfget then does). Two
+  // outputs that were one file would change together, and neither has linked it yet.
   const both = await Promise.allSettled([linkAnswer(), linkAnswer()]);
   t.equal(both.filter((x) => x.status === 'fulfilled').length, 1, 'one hand-out at a time, even before it is linked');
+  const lost = both.find((x) => x.status === 'rejected')!.reason as Error;
+  t.match(lost.message, /^(answered with the bytes|said PIECE_MISSING, again: true)$/, `the other is told, not cut (${lost.message})`);
   const lent = both.find((x) => x.status === 'fulfilled')!.value;
   await read('while a client may be linking');
   const b = join(dir, 'b');
   const { link } = await import('node:fs/promises');
   await link(lent.path, b);
   await lent.close();
-  await sleep(100);
+  await closed(2);
   await t.rejects(linkAnswer(), /answered with the bytes/, 'held by b: no hand-out');
   await rm(b);
   const next = await linkAnswer();
   t.ok(next.path, 'handed out again once the last client closed and its output went');
   await link(next.path, b);
   await next.close();
-  await sleep(100);
+  await closed(3);
   await scribble(b);
   await read('after the holder changed its output');
   t.equal((await readFile(b))[0], 'X'.charCodeAt(0), 'the user\'s change stands');
+});
+
+t.test('dfget lets go of a hand-out as soon as its output is linked, before it reads the file back to hash it', async (t) => {
+  const { FileSink } = await import('@damselfly/dfget/dist/file-sink.js');
+  const { Scratch } = await import('@damselfly/dfget/dist/scratch.js');
+  const dir = await tempDir(t);
+  // The dfdaemon's file, as a hand-out names it (this user's, nobody else may write it).
+  const cached = join(dir, 'cached');
+  await writeFile(cached, makeBlob(3 * MiB, 310));
+  await chmod(cached, 0o644);
+  const st = await stat(cached, { bigint: true });
+  const sink = await FileSink.open(join(dir, 'out'), new Scratch());
+  const order: string[] = [];
+  // No digest vouched for (as with --verify): the linked file is read back and hashed, which for a big blob takes
+  // longer than the dfdaemon waits for the answer's close.
+  const hooked = sink as unknown as { readBack: (length: number, take: (chunk: Buffer) => void) => Promise<void> };
+  const readBack = hooked.readBack.bind(sink);
+  hooked.readBack = (length, take) => (order.push('hashing'), readBack(length, take));
+  const ok = await sink.link(cached, { dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs) }, undefined, () => order.push('answer closed'));
+  t.ok(ok, 'linked');
+  t.same(order, ['answer closed', 'hashing'], 'the answer is closed first');
+  t.equal((await stat(cached)).nlink, 2, 'the output holds the file by its second name');
+  await sink.abort();
 });

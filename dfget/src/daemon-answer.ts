@@ -35,11 +35,16 @@ export function daemonAnswerError(a: DaemonAnswer, daemon: string, url: URL, bef
     const text = a.body.replace(/\s+/g, ' ').trim().slice(0, 300);
     return dfgetError('DFGET_HTTP', `${lead}${a.status} from ${url.host} (via the dfdaemon at ${daemon})${text ? `: ${text}` : ''}`);
   }
+  return daemonError({ status: a.status, ...e }, daemon, lead);
+}
+
+/** The dfdaemon's own error, from an error answer or a link answer's last line (see LinkLine). */
+export function daemonError(e: { status: number; code: string; message: string }, daemon: string, lead = ''): DamselflyError {
   // The daemon (or the supernode behind it) found the bytes are not the digest asked for: the daemon says so with this
   // code however it learnt it, so the message is only shown, never read.
   if (e.code === 'DIGEST_MISMATCH') {
-    return dfgetError('DFGET_DIGEST', `${lead ? `${lead}${a.status}: ` : ''}${e.message.replace(/^digest mismatch: /i, '')} (found by the dfdaemon at ${daemon})`);
+    return dfgetError('DFGET_DIGEST', `${lead ? `${lead}${e.status}: ` : ''}${e.message.replace(/^digest mismatch: /i, '')} (found by the dfdaemon at ${daemon})`);
   }
-  const where = a.status === 507 || e.code === 'DF_DISK_FULL' ? " (the dfdaemon's own disk, not the output's)" : '';
-  return dfgetError('DFGET_HTTP', `${lead || `the dfdaemon at ${daemon} answered `}${a.status} ${e.code}: ${e.message}${where}`);
+  const where = e.status === 507 || e.code === 'DF_DISK_FULL' ? " (the dfdaemon's own disk, not the output's)" : '';
+  return dfgetError('DFGET_HTTP', `${lead || `the dfdaemon at ${daemon} answered `}${e.status} ${e.code}: ${e.message}${where}`);
 }

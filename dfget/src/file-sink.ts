@@ -103,9 +103,11 @@ export class FileSink extends Sink {
    * Takes the dfdaemon's complete, verified data file at `path` as the output by a hard link, so the blob is neither
    * sent nor written again. The link must turn out to be the very file the dfdaemon named (`target`: a path seen from
    * another mount namespace may be another file). `digest`: what the dfdaemon verified it is (else it is read back and
-   * hashed). False, with nothing changed, when it cannot be done: the caller then asks for the bytes.
+   * hashed). False, with nothing changed, when it cannot be done: the caller then asks for the bytes. `linked` is
+   * called once the output is a name of the file, before any hashing: the dfdaemon may let go of the file then (its
+   * second name holds it), not only after a read of the whole blob that can outlast its wait.
    */
-  async link(path: string, target: LinkTarget, digest: string | undefined): Promise<boolean> {
+  async link(path: string, target: LinkTarget, digest: string | undefined, linked?: () => void): Promise<boolean> {
     if (this.bytes) throw new Error('link() after write()');
     if (this.ended) throw dfgetError('DFGET_OUTPUT', 'the run has ended');
     const at = FileSink.tmpPathFor(this.output);
@@ -128,6 +130,7 @@ export class FileSink extends Sink {
       this.#scratch.forget(at);
     }
     this.linked = true;
+    linked?.();
     await this.adopted(target.size, digest);
     return true;
   }

@@ -11,7 +11,7 @@ import { FileSink } from './file-sink.js';
 import type { Progress } from './progress.js';
 import { dfgetError } from './errors.js';
 import { hasCode } from './classify.js';
-import { daemonAnswerError, proxyForbidden, type DaemonAnswer } from './daemon-answer.js';
+import { daemonAnswerError, daemonError, proxyForbidden, type DaemonAnswer } from './daemon-answer.js';
 
 /** Longest wait for the dfdaemon's answer to begin. */
 const DAEMON_HEADERS_MS = 10 * 60_000;
@@ -95,7 +95,7 @@ async function takeLink(res: Dispatcher.ResponseData, sink: FileSink, o: DfgetOp
       if ('error' in l) {
         // The dfdaemon says whether asking again may help (only not for bytes found not to be their digest).
         if (l.again) return false;
-        throw (failed = daemonAnswerError({ status: l.error.status, body: JSON.stringify({ code: l.error.code, message: l.error.message }) }, o.daemon, o.url));
+        throw (failed = daemonError(l.error, o.daemon));
       }
       if ('file' in l) {
         // Known not to work before the download even ends: the bytes are asked for now, while they are still coming.
@@ -104,7 +104,9 @@ async function takeLink(res: Dispatcher.ResponseData, sink: FileSink, o: DfgetOp
       } else if ('done' in l) {
         // Only the dfdaemon's own word counts (the header is never relayed from an upstream), and --verify hashes anyway.
         const vouched = !o.verify && o.digest !== undefined && l.verified === o.digest ? o.digest : undefined;
-        if (!(await sink.link(l.path, l, vouched))) return false;
+        // The answer is closed as soon as the output is linked: with --verify (or no digest) the whole file is read and
+        // hashed next, which for a big blob outlasts the dfdaemon's wait for the close, and the hand-out would stay lent.
+        if (!(await sink.link(l.path, l, vouched, () => res.body.destroy()))) return false;
         progress.add(l.size - shown);
         return true;
       } else if ('bytes' in l && l.bytes > shown) {

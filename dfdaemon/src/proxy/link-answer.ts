@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { OUTPUT_HEADER, abortable, isLoopbackHost, type LinkLine } from '@damselfly/shared';
-import type { Download, LocalTask } from '@damselfly/peer';
+import type { Download, HandOut, LocalTask } from '@damselfly/peer';
 import { dfError } from '../errors.js';
 import { errorAnswer } from './error-answer.js';
 
@@ -28,40 +28,49 @@ export async function linkable(dl: Download, req: IncomingMessage, range: string
 }
 
 /**
- * Answers with LinkLines until the task is complete, then its file, and resolves with 200; if the download fails,
- * its error is the last line (`onFailed` is told) and it resolves with the error's status. Throws (the answer is
- * then cut) if the client went, or the run ended without the whole blob and without an error.
+ * Answers with LinkLines until the task is complete, then its file, and resolves with 200. If it cannot be handed
+ * out, the last line says why (`onFailed` is told) and whether asking again for the bytes may help, and it resolves
+ * with that error's status. Throws (the answer is then cut) only if the client went.
  */
-export async function serveLink(dl: Download, res: ServerResponse, signal: AbortSignal, onFailed: (err: unknown) => void): Promise<number> {
+export async function serveLink(dl: Download, res: ServerResponse, { signal, onFailed }: { signal: AbortSignal; onFailed: (err: unknown) => void }): Promise<number> {
   const { task } = dl;
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', [OUTPUT_HEADER]: 'link', 'x-damselfly-task-id': task.info.taskId });
   const line = (l: LinkLine) => res.write(`${JSON.stringify(l)}\n`);
+  /** Said rather than cut: the client learns why, as from an error answer, and whether the bytes are worth asking for. */
+  const failed = (err: unknown): number => {
+    onFailed(err);
+    // Only a digest mismatch is sure to come again: asked again, a new run would download the blob to find the same.
+    // Anything else may pass: a supernode's refusal (rate limited, the task forgotten), an origin's to the
+    // credentials of the client whose run this one joined, a hand-out another client took first.
+    const error = errorAnswer(err);
+    line({ error, again: error.code !== 'DIGEST_MISMATCH' });
+    res.end();
+    return error.status;
+  };
   line({ file: task.dataPath, size: task.info.contentLength });
   const progress = setInterval(() => line({ bytes: verifiedBytes(task) }), PROGRESS_MS);
   try {
     await abortable(dl.done, signal);
   } catch (err) {
     if (signal.aborted) throw err;
-    // Said rather than cut: the client learns why, as from an error answer, and need not ask again for the bytes,
-    // which after a digest mismatch (the task dropped) would start the download over to find the same.
-    onFailed(err);
-    // Only a digest mismatch is sure to come again. Anything else may pass on a new run: a supernode's refusal (rate
-    // limited, the task forgotten), or an origin's to the credentials of the client whose run this one joined.
-    const error = errorAnswer(err);
-    line({ error, again: error.code !== 'DIGEST_MISMATCH' });
-    res.end();
-    return error.status;
+    return failed(err);
   } finally {
     clearInterval(progress);
   }
-  // A run that ended without the whole blob (or the blob not matching its digest) hands out nothing: the client is
-  // cut and asks for the bytes instead, which says why.
-  if (!task.complete) throw dfError('DF_TASK_FAILED', `${task.info.taskId}: the download ended incomplete`);
-  const out = await task.handOut();
+  // A run that ended without the whole blob (or the blob not matching its digest) hands out nothing.
+  if (!task.complete) return failed(dfError('DF_TASK_FAILED', `${task.info.taskId}: the download ended incomplete`));
+  let out: HandOut;
+  try {
+    // Refused while another client's hand-out is under way or its output is this file (two clients finishing
+    // together both found the file shareable when they asked), or once the file changed.
+    out = await task.handOut();
+  } catch (err) {
+    return failed(err);
+  }
   line({ done: true, ...out, ...(task.info.digest ? { verified: task.info.digest } : {}) });
   // Handed back when the client closes the answer, which it does once it linked the file or gave up. One that has not
   // after LINK_WAIT_MS may still be linking: the task stays lent (its stamp is kept) for the rest of this process.
-  if (await closedOr(LINK_WAIT_MS, signal)) task.handedBack();
+  if (await closedOr(LINK_WAIT_MS, { signal })) task.handedBack();
   res.end();
   return 200;
 }
@@ -74,7 +83,7 @@ function verifiedBytes(task: LocalTask): number {
  * Resolves with true when the client closes the answer (it has linked the file: `signal` is the answer's close), or
  * with false after `ms`.
  */
-function closedOr(ms: number, signal: AbortSignal): Promise<boolean> {
+function closedOr(ms: number, { signal }: { signal: AbortSignal }): Promise<boolean> {
   if (signal.aborted) return Promise.resolve(true);
   return new Promise((resolve) => {
     const done = (closed: boolean) => {

@@ -174,8 +174,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
       c.log.debug({ taskId: dl.task.info.taskId, url: redactUrl(r.url.href) }, 'proxy:linking');
       let status: number;
       try {
-        status = await serveLink(dl, res, ac.signal, (err) => {
-          if (errorAnswer(err).status >= 500) c.log.warn({ taskId: dl.task.info.taskId, err: describeError(err) }, 'proxy:link-failed');
+        status = await serveLink(dl, res, {
+          signal: ac.signal,
+          onFailed: (err) => {
+            if (errorAnswer(err).status >= 500) c.log.warn({ taskId: dl.task.info.taskId, err: describeError(err) }, 'proxy:link-failed');
+          },
         });
       } catch (err) {
         // The client closed the answer: it cannot link the file (another filesystem, another owner) and asks for the
