@@ -4,8 +4,9 @@
 //   node bench/core.mjs [--size-mib 256] [--n 4,8] [--origin-mbps 0|200] [--copy]
 // --copy: dfget writes a file of its own instead of linking its dfdaemon's verified copy (the bytes then cross
 // loopback and are written a second time); the line says which each run did.
-// --warm-pages: right before each timed pull (direct and P2P alike), write and delete a file of three times the blob, so
-// the pages the pull will write into are ones the guest has touched. On a VM whose balloon hands free memory back to the
+// --warm-pages: right before each timed pull (direct and P2P alike), write and delete a file as large as everything the
+// pull will write (n outputs; for P2P also the supernode's and each dfdaemon's cache) plus one blob, and at least three
+// blobs, so the pages the pull will write into are ones the guest has touched. On a VM whose balloon hands free memory back to the
 // host (free page reporting), the first touch of a page costs ~1.4 ms per MiB of writes, and which pull pays it depends
 // on the seconds before it; this measures the work itself. Without it, both pay whatever the VM charges.
 // --origin-mbps caps the registry's egress (a TCP relay), like a real registry behind a shared uplink; 0 = loopback.
@@ -35,11 +36,11 @@ const url = `${base}/v2/bench/blob/blobs/${digest}`;
 const out = await mkdtemp(join(tmpdir(), 'bench-out-'));
 const served = () => reg.blobBytesServed(digest);
 
-/** See --warm-pages. */
-async function warmPages() {
+/** See --warm-pages. `blobs`: how many blobs' worth the pull writes. */
+async function warmPages(blobs) {
   if (!values['warm-pages']) return;
   const f = join(out, 'warm-pages');
-  const r = await run('dd', ['if=/dev/zero', `of=${f}`, 'bs=1M', `count=${3 * Math.ceil(size / 2 ** 20)}`, 'status=none']);
+  const r = await run('dd', ['if=/dev/zero', `of=${f}`, 'bs=1M', `count=${Math.max(3, blobs + 1) * Math.ceil(size / 2 ** 20)}`, 'status=none']);
   await rm(f, { force: true });
   if (r.code !== 0) throw new Error(`dd failed: ${r.err}`);
 }
@@ -51,7 +52,7 @@ async function verify(files) {
 async function direct(n) {
   const before = served();
   const files = Array.from({ length: n }, (_, i) => join(out, `direct-${n}-${i}`));
-  await warmPages();
+  await warmPages(n);
   const t0 = performance.now();
   const rs = await Promise.all(files.map((f) => run('curl', ['-sSf', '-o', f, url])));
   const secs = (performance.now() - t0) / 1000;
@@ -66,7 +67,8 @@ async function p2p(n) {
   const sn = await spawnSupernode();
   const daemons = await Promise.all(Array.from({ length: n }, (_, i) => spawnDaemon(sn.url, i, ['--registries', base])));
   const files = daemons.map((_, i) => join(out, `p2p-${n}-${i}`));
-  await warmPages();
+  // The supernode's cache, each dfdaemon's, and with --copy each output besides.
+  await warmPages(1 + n * (values.copy ? 2 : 1));
   // CPU is counted from here: what the processes spent starting up is not a cost per MiB.
   const cpu0 = { supernode: cpuSeconds(sn.child.pid), loop: cpuSeconds(sn.child.pid, true), dfdaemon: daemons.map((d) => cpuSeconds(d.child.pid)) };
   const t0 = performance.now();
