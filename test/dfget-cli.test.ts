@@ -485,7 +485,7 @@ t.test('--timeout holds against a trickling or silent origin and dfdaemon: exit 
     ['dfdaemon trickles 1 B/s', ['http://origin.invalid/f', '--daemon', trickler.url]],
     ['dfdaemon never answers', ['http://origin.invalid/f', '--daemon', mute.url]],
   ];
-  // Two at a time: the bound is S + 1 s from spawn to exit, and this machine has two cores.
+  // Two at a time: the bound is S + 2.5 s from spawn to exit, and this machine has two cores.
   const results: { name: string; dir: string; r: DfgetResult }[] = [];
   for (let i = 0; i < cases.length; i += 2) {
     results.push(
@@ -499,7 +499,8 @@ t.test('--timeout holds against a trickling or silent origin and dfdaemon: exit 
   }
   for (const { name, dir, r } of results) {
     await failed(t, r, 3, new RegExp(`timed out after ${S} s`), dir);
-    t.ok(r.ms >= (S - 0.1) * 1000 && r.ms < (S + 1) * 1000, `${name}: ended after ${Math.round(r.ms)} ms`);
+    // The upper bound leaves room for two Node start-ups on two busy cores: it tells a timeout kept from one that was not.
+    t.ok(r.ms >= (S - 0.1) * 1000 && r.ms < (S + 2.5) * 1000, `${name}: ended after ${Math.round(r.ms)} ms`);
   }
   t.same(await peerCaches(), before, 'no one-shot peer cache left');
 });

@@ -127,7 +127,7 @@ t.test('a frozen supernode (SIGSTOP) is noticed by its peers; a refused hello an
   // The socket stays open (the process holds it), but the supernode answers no ping: the peer lets it go, so its
   // downloads go back to the origin instead of waiting for assignments forever.
   const ms = await closed;
-  t.ok(ms < 2_000, `the peer gave the frozen supernode up after ${Math.round(ms)} ms (heartbeat 300 ms)`);
+  t.ok(ms < 3_000, `the peer gave the frozen supernode up after ${Math.round(ms)} ms (heartbeat 300 ms)`);
   t.notOk(a.connected, 'and says it is not connected');
 });
 
@@ -215,14 +215,21 @@ t.test('an object that changes at the origin while the supernode seeds it: the t
   const versions: Record<string, Buffer> = { A: makeBlob(size, 95), B: makeBlob(size, 96) };
   let current = 'A';
   let slowA = true;
-  // Version A's piece 1 comes late: it is still being seeded when the object changes.
-  const origin = await versionedOrigin(t, versions, () => current, (tag, start) => (tag === 'A' && slowA && start >= MiB && start < 2 * MiB ? 800 : 0));
+  // Version A's piece 1 comes late: it is still being seeded when the object changes (the change waits for the
+  // origin to have that request, rather than for a time that a busy machine may outlast).
+  let asked!: () => void;
+  const piece1Asked = new Promise<void>((r) => (asked = r));
+  const origin = await versionedOrigin(t, versions, () => current, (tag, start) => {
+    const late = tag === 'A' && slowA && start >= MiB && start < 2 * MiB;
+    if (late) asked();
+    return late ? 800 : 0;
+  });
   const url = new URL(`${origin.url}/mutable`);
   const sn = await startSupernode(t, { minPieceSize: '1MiB' });
   const first = await sn.seeder.register(url, undefined, {}, { requester: 'p' });
   t.equal(first.pieceCount, 3);
   const oldPiece1 = sn.seeder.ensurePiece(first.taskId, 1, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
-  await new Promise((r) => setTimeout(r, 100));
+  await piece1Asked;
   current = 'B';
   const changed = await sn.seeder.ensurePiece(first.taskId, 2, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
   t.equal(changed, 'ORIGIN_CHANGED', 'a piece asked of version A gets version B: refused');

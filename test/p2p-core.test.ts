@@ -19,6 +19,7 @@ import type { Registry } from 'prom-client';
 import { startBadPeer } from './helpers/bad-peer.js';
 import { throttledRelay } from './helpers/throttle.js';
 import { serveFile } from './helpers/file-server.js';
+import { until } from './helpers/until.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -272,7 +273,8 @@ t.test('supernode survives malformed control messages and keeps serving', async 
   ws.send(JSON.stringify({ id: 9, type: 'peer:hello', peerId: 'p', version: PROTOCOL_VERSION }));
   ws.send(JSON.stringify({ id: 10, type: 'task:register', url: 'file:///etc/passwd' }));
   ws.send(JSON.stringify({ id: 11, type: 'pieces:want', taskId: 'f'.repeat(64), want: [0], max: 1 }));
-  await new Promise((r) => setTimeout(r, 300));
+  // Every request with an id gets its answer (garbage and binary frames have none to get).
+  await until('answers to ids 7 to 11', () => [7, 8, 9, 10, 11].every((id) => replies.some((r) => r.id === id)));
   const byId = new Map(replies.map((r) => [r.id, r]));
   t.equal(byId.get(7)?.error?.code, 'BAD_MESSAGE');
   t.equal(byId.get(8)?.error?.code, 'SN_NOT_HELLO');

@@ -21,6 +21,7 @@ import { rawPeer } from './helpers/ws-peer.js';
 import { serveFile, shapedOrigin } from './helpers/file-server.js';
 import { dfget } from './helpers/dfget.js';
 import { spawnDaemonProc } from './helpers/procs.js';
+import { until } from './helpers/until.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -277,6 +278,8 @@ t.test('a registration that joins one under way is not told its headers were che
 t.test('a cached read waiting on its access check holds the task: GC running meanwhile does not take it, Range or not', async (t) => {
   const body = makeBlob(2 * MiB + 3, 37);
   let slow = 0;
+  /** Lets the held access check answer. */
+  let answer = () => {};
   const origin = (name: string) =>
     shapedOrigin(
       t,
@@ -286,10 +289,10 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
           res.writeHead(401).end();
           return true;
         }
-        // A client whose access check the origin takes its time over.
+        // A client whose access check the origin holds until the test has run GC.
         if (res.req.headers['x-slow'] === '1') {
           slow++;
-          await new Promise((r) => setTimeout(r, 600));
+          await new Promise<void>((r) => (answer = r));
         }
       },
       `/files/${name}`,
@@ -306,11 +309,12 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
     await new Promise((r) => setTimeout(r, 2_500));
     slow = 0;
     const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1', ...(range ? { range } : {}) }).catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
-    for (let i = 0; i < 100 && !slow; i++) await new Promise((r) => setTimeout(r, 10));
+    await until(`${name}: the read at its access check`, () => slow > 0).catch(() => {});
     t.equal(slow, 1, `${name}: the read is at its access check`);
     const gc = await d.gc(Date.now() + 3_600_000);
     t.notOk(gc.evicted.some((e) => e.taskId === taskId), `${name}: GC, past the TTL, leaves the task being read`);
     t.ok(d.store.get(taskId), `${name}: it is still cached`);
+    answer();
     const r = await reading;
     t.equal(r.status, range ? 206 : 200);
     t.ok(r.body.equals(range ? body.subarray(1000, 3000) : body), `${name}: and the read gets its bytes`);

@@ -91,7 +91,8 @@ t.test('a peer id held by a socket that no longer answers is taken by the peer s
   t.equal(await errorCode(back.call({ type: 'peer:hello', peerId: 'node-a', version: PROTOCOL_VERSION })), 'OK', 'the same peer, back: let in');
   const took = performance.now() - t0;
   t.ok(took >= TAKEOVER_PROBE_MS - 50, 'the holder had its time to answer a ping first');
-  t.ok(took < TAKEOVER_PROBE_MS + 1000, `and no more: let in ${Math.round(took)} ms after its hello`);
+  // Not the ping's full timeout again, nor a session's 30 s: the margin is for a busy machine.
+  t.ok(took < TAKEOVER_PROBE_MS + 3000, `and no more: let in ${Math.round(took)} ms after its hello`);
   const outcome = await Promise.race([ended.then(() => 'closed'), new Promise<string>((r) => setTimeout(() => r('still open'), 3000).unref())]);
   t.equal(outcome, 'closed', 'the silent session was ended');
   t.equal(sn.scheduler.peerCount, 1, 'one peer, not two');
@@ -144,7 +145,9 @@ t.test('hellos sent together on one socket: one is answered, the others are refu
   t.equal(answers.filter((a) => a.code === 'OK').length, 1, 'one hello was answered (the holder did not answer its ping)');
   const refused = answers.filter((a) => a.code !== 'OK');
   t.same(refused.map((a) => a.code), Array(7).fill('SN_HELLO_PENDING'), 'the others were refused as sent while it was being answered');
-  t.ok(refused.every((a) => a.ms < TAKEOVER_PROBE_MS / 2), `at once (${Math.max(...refused.map((a) => Math.round(a.ms)))} ms), not each after a ping and a lookup of its own`);
+  // Each after a ping of its own would come a ping's timeout or more after the start, and after the one answered.
+  const ok = answers.find((a) => a.code === 'OK')!;
+  t.ok(refused.every((a) => a.ms < ok.ms && a.ms < TAKEOVER_PROBE_MS - 200), `at once (${Math.max(...refused.map((a) => Math.round(a.ms)))} ms; the answered one ${Math.round(ok.ms)} ms), not each after a ping and a lookup of its own`);
   t.equal(await errorCode(p.call(hello)), 'SN_ALREADY_HELLO', 'once answered, a hello is a second hello');
   t.equal(sn.scheduler.peerCount, 1, 'one peer');
 });
