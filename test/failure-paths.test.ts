@@ -229,7 +229,7 @@ t.test('an object that changes at the origin while the supernode seeds it: the t
   const first = await sn.seeder.register(url, undefined, {}, { requester: 'p' });
   t.equal(first.pieceCount, 3);
   const oldPiece1 = sn.seeder.ensurePiece(first.taskId, 1, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
-  await piece1Asked;
+  await Promise.race([piece1Asked, new Promise((_, reject) => setTimeout(() => reject(new Error('piece 1 of version A was never asked of the origin')), 10_000).unref())]);
   current = 'B';
   const changed = await sn.seeder.ensurePiece(first.taskId, 2, { requester: 'p' }).then(() => 'seeded', (err: { code?: string }) => err.code);
   t.equal(changed, 'ORIGIN_CHANGED', 'a piece asked of version A gets version B: refused');

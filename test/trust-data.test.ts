@@ -309,7 +309,7 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
     await new Promise((r) => setTimeout(r, 2_500));
     slow = 0;
     const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1', ...(range ? { range } : {}) }).catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
-    await until(`${name}: the read at its access check`, () => slow > 0).catch(() => {});
+    await until(`${name}: the read at its access check`, () => slow > 0);
     t.equal(slow, 1, `${name}: the read is at its access check`);
     const gc = await d.gc(Date.now() + 3_600_000);
     t.notOk(gc.evicted.some((e) => e.taskId === taskId), `${name}: GC, past the TTL, leaves the task being read`);

@@ -35,11 +35,11 @@ export const trustSchema: Schema = {
     noFlag: true,
     doc: `shared cluster secret (≥ ${MIN_SECRET_LENGTH} characters); prefer clusterSecretFile. Not a flag: a command line is visible to every local user`,
   },
-  clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: "file holding the cluster secret: this user's or root's, mode 0600 or 0440 (refused if others may read it, or others or its group may change it)" },
+  clusterSecretFile: { type: 'string', env: 'DAMSELFLY_CLUSTER_SECRET_FILE', doc: 'file holding the cluster secret, mode 0600 or 0440 (refused if others may read it, or others or a group not this user\'s own may change it); a pipe is read to its end' },
   insecure: { type: 'bool', default: false, env: 'DAMSELFLY_INSECURE', doc: 'allow non-loopback listening without a cluster secret (no authentication at all)' },
   tlsCert: { type: 'string', env: 'DAMSELFLY_TLS_CERT', doc: 'PEM certificate: serve TLS (and present it as client certificate)' },
   tlsKey: { type: 'string', env: 'DAMSELFLY_TLS_KEY', doc: 'PEM private key for tlsCert (held to the rules of clusterSecretFile)' },
-  tlsCa: { type: 'string', env: 'DAMSELFLY_TLS_CA', doc: "PEM CA bundle that signs the cluster certificates: this user's or root's, writable by its owner only" },
+  tlsCa: { type: 'string', env: 'DAMSELFLY_TLS_CA', doc: "PEM CA bundle that signs the cluster certificates: this user's or root's, and not writable by others or a group not this user's own" },
   tlsClientAuth: { type: 'bool', default: false, env: 'DAMSELFLY_TLS_CLIENT_AUTH', doc: 'require client certificates signed by tlsCa (mutual TLS)' },
 };
 
@@ -75,31 +75,36 @@ const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, '0');
 
 /**
  * Reads a file named in the trust settings, refusing one whose mode or owner gives it away, as ssh refuses such a
- * private key: an `anchor` or a `secret` must be this user's or root's, and writable by its owner alone; a `secret`
- * readable by its owner and group only (the chart mounts it 0440 for the pod's fsGroup). Every file must be a regular
- * one (a FIFO would hang the start).
+ * private key. An `anchor` or a `secret` must be writable by its owner alone (or by its group when that is this
+ * user's own group, as a umask of 002 leaves files under user private groups); an `anchor` must be this user's or
+ * root's; a `secret` readable by its owner and group only (the chart mounts it 0440 for the pod's fsGroup). A secret's
+ * owner is not checked: whoever owns it may read it, and is a member already. A pipe (`--cluster-secret-file <(…)`)
+ * is read to its end; anything else but a regular file is refused.
  */
 function readOrReport(path: string, what: string, errors: string[], kind: TrustFile = 'public'): Buffer | undefined {
   const named = `${what}: ${JSON.stringify(path)}`;
   let fd: number | undefined;
   try {
-    // One open for the checks and the read: what is checked is the file read. Non-blocking, so a FIFO opens at once
-    // (and is then refused) instead of waiting for a writer.
+    // One open for the checks and the read: what is checked is the file read. Non-blocking, so that a FIFO opens at
+    // once to be looked at (an open for reading would wait for a writer).
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     const st = fstatSync(fd);
     const problems: string[] = [];
-    if (!st.isFile()) problems.push(`${named} is not a regular file`);
+    if (!st.isFile() && !st.isFIFO()) problems.push(`${named} is neither a regular file nor a pipe`);
     else if (kind !== 'public') {
       const me = process.geteuid?.() ?? st.uid;
-      if (st.uid !== me && st.uid !== 0) problems.push(`${named} is owned by uid ${st.uid}, neither this user (uid ${me}) nor root, and its owner may change it: chown it`);
-      if (st.mode & 0o022) problems.push(`${named} may be changed by ${st.mode & 0o002 ? 'every local user' : 'its group'} (mode ${octal(st.mode)}), and whoever changes it ${kind === 'secret' ? 'chooses the secret this node trusts' : 'may add their own CA'}: chmod go-w`);
+      const myGroup = process.getegid?.() ?? st.gid;
+      if (kind === 'anchor' && st.uid !== me && st.uid !== 0) problems.push(`${named} is owned by uid ${st.uid}, neither this user (uid ${me}) nor root, and its owner may add their own CA: chown it`);
+      const writers = st.mode & 0o002 ? 'every local user' : st.mode & 0o020 && st.gid !== myGroup ? `its group (gid ${st.gid})` : undefined;
+      if (writers) problems.push(`${named} may be changed by ${writers} (mode ${octal(st.mode)}), and whoever changes it ${kind === 'secret' ? 'chooses the secret this node trusts' : 'may add their own CA'}: chmod go-w`);
       if (kind === 'secret' && st.mode & 0o004) problems.push(`${named} is readable by every local user (mode ${octal(st.mode)}), and whoever reads it joins the cluster: make it 0600 or 0440 (chmod o-r)`);
     }
     if (problems.length) {
       errors.push(...problems);
       return undefined;
     }
-    return readFileSync(fd);
+    // A pipe is read to its end through a blocking descriptor of its own (its writer may not have written yet).
+    return st.isFIFO() ? readFileSync(path) : readFileSync(fd);
   } catch (err) {
     errors.push(`${what}: cannot read ${JSON.stringify(path)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     return undefined;

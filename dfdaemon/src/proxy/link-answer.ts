@@ -38,6 +38,8 @@ export async function serveLink(dl: Download, res: ServerResponse, { signal, onF
   const line = (l: LinkLine) => res.write(`${JSON.stringify(l)}\n`);
   /** Said rather than cut: the client learns why, as from an error answer, and whether the bytes are worth asking for. */
   const failed = (err: unknown): number => {
+    // A client already gone is told nothing, and its leaving is no failure to log.
+    if (signal.aborted) throw err;
     onFailed(err);
     // Only a digest mismatch is sure to come again: asked again, a new run would download the blob to find the same.
     // Anything else may pass: a supernode's refusal (rate limited, the task forgotten), an origin's to the
