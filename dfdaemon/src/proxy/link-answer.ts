@@ -54,7 +54,6 @@ export async function serveLink(dl: Download, res: ServerResponse, { signal, onF
   try {
     await abortable(dl.done, signal);
   } catch (err) {
-    if (signal.aborted) throw err;
     return failed(err);
   } finally {
     clearInterval(progress);
