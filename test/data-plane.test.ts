@@ -12,6 +12,7 @@ import { BLOCK_SIZE, PROTOCOL_VERSION, GRANT_HEADER, issueGrant, pieceRoot, piec
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { TEST_SECRET, getViaProxy } from './helpers/cluster.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
+import { until } from './helpers/until.js';
 
 const MiB = 1024 * 1024;
 
@@ -116,7 +117,8 @@ t.test('the whole-blob check is skipped only for pieces fetched against the supe
   const first = await getViaProxy(d.proxyUrl, url, { range: 'bytes=0-99' });
   t.equal(first.status, 206);
   const taskId = first.headers['x-damselfly-task-id'] as string;
-  await new Promise((res) => setTimeout(res, 2_500)); // the Range run lingers 2 s for more readers, then ends
+  // The Range run lingers 2 s for more readers, then ends.
+  await until('the Range run ended', () => !d.peer.running(taskId), 10_000);
   const whole = await getViaProxy(d.proxyUrl, url);
   t.ok(whole.body.equals(blob));
   t.equal(await metricValue(d.metrics.registry, 'damselfly_dfdaemon_whole_blob_checks_total', { by: 'local' }), 1, 'inherited pieces: checked here');

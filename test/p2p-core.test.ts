@@ -167,7 +167,8 @@ t.test('a partial cache cut into other pieces (another supernode, another rule) 
   const taskId = head.headers['x-damselfly-task-id'] as string;
   for (let i = 0; i < 500 && !d.store.get(taskId)?.has(0); i++) await new Promise((r) => setTimeout(r, 10));
   t.equal(d.store.get(taskId)?.info.pieceSize, 4 * MiB, 'piece 0 of 4 MiB is cached');
-  await new Promise((res) => setTimeout(res, 2_500)); // the Range run lingers 2 s for more readers, then ends
+  // The Range run lingers 2 s for more readers, then ends.
+  await until('the Range run ended', () => !d.peer.running(taskId), 10_000);
   // The supernode is replaced by one that cuts the blob by the default rule and knows nothing of the old cut.
   await first.stop();
   await startSupernode(t, { port });

@@ -306,7 +306,7 @@ t.test('a cached read waiting on its access check holds the task: GC running mea
     t.ok(first.body.equals(body), `${name}: cached by a first pull`);
     const taskId = first.headers['x-damselfly-task-id'] as string;
     // Its download run lingers 2 s for more readers (holding the task); once it has let go, only readers hold it.
-    await new Promise((r) => setTimeout(r, 2_500));
+    await until(`${name}: the first run ended`, () => !d.peer.running(taskId), 10_000);
     slow = 0;
     const reading = getViaProxy(d.proxyUrl, url, { 'x-api-key': 'k', 'x-slow': '1', ...(range ? { range } : {}) }).catch((err: Error) => ({ status: 0, body: Buffer.from(err.message) }));
     await until(`${name}: the read at its access check`, () => slow > 0);
@@ -352,7 +352,8 @@ t.test('a client the origin refuses does not make a restarted dfdaemon re-check 
   const part = await getViaProxy(d1.proxyUrl, url, { 'x-api-key': 'k', range: 'bytes=0-99' });
   t.equal(part.status, 206);
   const taskId = part.headers['x-damselfly-task-id'] as string;
-  await new Promise((r) => setTimeout(r, 2_500)); // the Range run lingers, then ends with piece 0 only
+  // The Range run lingers, then ends with piece 0 only.
+  await until('the Range run ended', () => !d1.peer.running(taskId), 10_000);
   const partial = d1.store.get(taskId)!;
   t.ok(partial.has(0) && !partial.complete, 'piece 0 kept, the blob not whole');
   const dataPath = partial.dataPath;
