@@ -19,6 +19,7 @@ export * from './net-guard.js';
 export * from './origin-allow.js';
 export * from './origin-access.js';
 export * from './trust-config.js';
+export * from './file-owner.js';
 export * from './transfer-guard.js';
 export * from './rate-meter.js';
 export * from './token-bucket.js';

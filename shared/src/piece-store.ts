@@ -11,6 +11,7 @@ import { access, chmod, mkdir, open, readdir, rm, stat, type FileHandle } from '
 import { join } from 'node:path';
 import { TaskIndex } from './task-index.js';
 import { HandleCache } from './handle-cache.js';
+import { ownedHere } from './file-owner.js';
 import { blockCountFor, joinBlocks, pieceRoot, splitBlocks } from './blocks.js';
 import { pieceRange } from './piece-size.js';
 import { discardPieceBody, holdBlock, pieceError, verifyStoredPiece, writePiece, type HeldBlock, type Pace, type PieceBody } from './piece-file.js';
@@ -544,8 +545,7 @@ export class PieceStore<Meta extends object, T extends StoredTask<Meta> = Stored
       // Its owner reads its files whatever its mode (root's chmod succeeds on another user's directory, made in a
       // shared parent before the store's first start), and so do its group and others if it lets them in.
       const st = await stat(dir);
-      const me = process.geteuid?.() ?? st.uid;
-      if ((st.uid !== me && st.uid !== 0) || st.mode & 0o077) this.exposed.push(dir);
+      if (!ownedHere(st.uid) || st.mode & 0o077) this.exposed.push(dir);
     }
     await this.#index.start();
     const orphans: string[] = [];

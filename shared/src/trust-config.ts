@@ -6,6 +6,7 @@ import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs
 import { isIP } from 'node:net';
 import type { Schema } from './config.js';
 import { MIN_SECRET_LENGTH } from './cluster-auth.js';
+import { ownedHere } from './file-owner.js';
 
 export interface TrustConfig {
   clusterSecret: string | undefined;
@@ -92,9 +93,8 @@ function readOrReport(path: string, what: string, errors: string[], kind: TrustF
     const problems: string[] = [];
     if (!st.isFile() && !st.isFIFO()) problems.push(`${named} is neither a regular file nor a pipe`);
     else if (kind !== 'public') {
-      const me = process.geteuid?.() ?? st.uid;
       const myGroup = process.getegid?.() ?? st.gid;
-      if (kind === 'anchor' && st.uid !== me && st.uid !== 0) problems.push(`${named} is owned by uid ${st.uid}, neither this user (uid ${me}) nor root, and its owner may add their own CA: chown it`);
+      if (kind === 'anchor' && !ownedHere(st.uid)) problems.push(`${named} is owned by uid ${st.uid}, neither this user (uid ${process.geteuid?.()}) nor root, and its owner may add their own CA: chown it`);
       const writers = st.mode & 0o002 ? 'every local user' : st.mode & 0o020 && st.gid !== myGroup ? `its group (gid ${st.gid})` : undefined;
       if (writers) problems.push(`${named} may be changed by ${writers} (mode ${octal(st.mode)}), and whoever changes it ${kind === 'secret' ? 'chooses the secret this node trusts' : 'may add their own CA'}: chmod go-w`);
       if (kind === 'secret' && st.mode & 0o004) problems.push(`${named} is readable by every local user (mode ${octal(st.mode)}), and whoever reads it joins the cluster: make it 0600 or 0440 (chmod o-r)`);

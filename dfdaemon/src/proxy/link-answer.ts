@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { OUTPUT_HEADER, abortable, isLoopbackHost, type LinkLine } from '@damselfly/shared';
 import type { Download, HandOut, LocalTask } from '@damselfly/peer';
 import { dfError } from '../errors.js';
-import { errorAnswer } from './error-answer.js';
+import { errorAnswer, type ErrorAnswer } from './error-answer.js';
 
 /** How often the verified byte count goes out (it also keeps the client's idle timer from firing on a long pull). */
 const PROGRESS_MS = 500;
@@ -32,7 +32,7 @@ export async function linkable(dl: Download, req: IncomingMessage, range: string
  * out, the last line says why (`onFailed` is told) and whether asking again for the bytes may help, and it resolves
  * with that error's status. Throws (the answer is then cut) only if the client went.
  */
-export async function serveLink(dl: Download, res: ServerResponse, { signal, onFailed }: { signal: AbortSignal; onFailed: (err: unknown) => void }): Promise<number> {
+export async function serveLink(dl: Download, res: ServerResponse, { signal, onFailed }: { signal: AbortSignal; onFailed: (err: unknown, answer: ErrorAnswer) => void }): Promise<number> {
   const { task } = dl;
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', [OUTPUT_HEADER]: 'link', 'x-damselfly-task-id': task.info.taskId });
   const line = (l: LinkLine) => res.write(`${JSON.stringify(l)}\n`);
@@ -40,11 +40,11 @@ export async function serveLink(dl: Download, res: ServerResponse, { signal, onF
   const failed = (err: unknown): number => {
     // A client already gone is told nothing, and its leaving is no failure to log.
     if (signal.aborted) throw err;
-    onFailed(err);
+    const error = errorAnswer(err);
+    onFailed(err, error);
     // Only a digest mismatch is sure to come again: asked again, a new run would download the blob to find the same.
     // Anything else may pass: a supernode's refusal (rate limited, the task forgotten), an origin's to the
     // credentials of the client whose run this one joined, a hand-out another client took first.
-    const error = errorAnswer(err);
     line({ error, again: error.code !== 'DIGEST_MISMATCH' });
     res.end();
     return error.status;

@@ -176,8 +176,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, c: ProxyCompone
       try {
         status = await serveLink(dl, res, {
           signal: ac.signal,
-          onFailed: (err) => {
-            if (errorAnswer(err).status >= 500) c.log.warn({ taskId: dl.task.info.taskId, err: describeError(err) }, 'proxy:link-failed');
+          onFailed: (err, { status }) => {
+            if (status >= 500) c.log.warn({ taskId: dl.task.info.taskId, err: describeError(err) }, 'proxy:link-failed');
           },
         });
       } catch (err) {
