@@ -14,7 +14,6 @@ import { mountTmpfs, tmpfsUnavailable } from './helpers/tmpfs.js';
 import { runDfget } from './helpers/dfget-child.js';
 import { httpServer } from './helpers/broken-server.js';
 import { until } from './helpers/until.js';
-import { metricValue } from './helpers/metrics.js';
 import type { Daemon } from '@damselfly/dfdaemon';
 
 const MiB = 1024 * 1024;
@@ -22,9 +21,9 @@ const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex'
 const reg = await startRegistry();
 t.teardown(() => reg.stop());
 
-/** The counter's value for proxy answers of this kind. */
-async function answered(d: Daemon, kind: string): Promise<number> {
-  return (await d.metrics.proxyRequests.get()).values.filter((v) => v.labels.kind === kind).reduce((a, v) => a + v.value, 0);
+/** The counter's value for proxy answers of this kind (and status). */
+async function answered(d: Daemon, kind: string, status?: number): Promise<number> {
+  return (await d.metrics.proxyRequests.get()).values.filter((v) => v.labels.kind === kind && (status === undefined || String(v.labels.status) === String(status))).reduce((a, v) => a + v.value, 0);
 }
 
 /** The dfdaemon's data file for its only task. */
@@ -330,7 +329,7 @@ t.test('one hand-out at a time, until its client closes the answer; the stamp ou
     }
   };
   /** Until the dfdaemon has seen `n` link answers end (each one's client closed it): its hand-out is back. */
-  const closed = (n: number) => until(`${n} link answers ended`, async () => (await metricValue(d.metrics.registry, 'damselfly_dfdaemon_proxy_requests_total', { kind: 'link', status: '200' })) >= n);
+  const closed = (n: number) => until(`${n} link answers ended`, async () => (await answered(d, 'link', 200)) >= n);
 
   // Two clients asking at once: one is handed the file; the other gets the bytes, or, if both found it shareable, an
   // answer whose last line says it was not handed out and that the bytes are worth asking for (dfget then does). Two
