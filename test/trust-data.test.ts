@@ -24,6 +24,8 @@ import { spawnDaemonProc } from './helpers/procs.js';
 import { until } from './helpers/until.js';
 
 const MiB = 1024 * 1024;
+/** Whether a command can be run as another local user (nobody): root, with setpriv. */
+const asNobody = process.getuid?.() === 0 && !spawnSync('setpriv', ['--version']).error;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
 const bearer = { authorization: `Bearer ${OPERATOR_TOKEN}` };
@@ -625,7 +627,7 @@ t.test('a cached private blob cannot be read from disk by another local user: th
     t.equal(files.length, 1, `${who}: the blob is cached`);
     const data = join(dir, 'tasks', files[0]!);
     t.equal(sha(await readFile(data)), digest, `${who}: that file is the blob`);
-    if (process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).error) continue;
+    if (!asNobody) continue;
     // Another local user (nobody), as a shell on the node would be.
     const other = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', data], { encoding: 'buffer' });
     t.not(other.status, 0, `${who}: another user cannot read it`);
@@ -646,7 +648,7 @@ t.test('a cached private blob cannot be read from disk by another local user: th
   t.same(store.exposed, [], 'nothing left exposed');
 });
 
-t.test('a store whose directories another user owns starts and works as they are (a pod run as another user since, its volume shared by group)', { skip: process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).error ? 'needs root and setpriv, to run a daemon as another user than its directories\' owner' : false }, async (t) => {
+t.test('a store whose directories another user owns starts and works as they are (a pod run as another user since, its volume shared by group)', { skip: !asNobody ? 'needs root and setpriv, to run a daemon as another user than its directories\' owner' : false }, async (t) => {
   const reg = await startRegistry();
   t.teardown(() => reg.stop());
   const blob = makeBlob(1 * MiB + 9, 513);
