@@ -50,6 +50,7 @@ import { shapedOrigin } from './helpers/file-server.js';
 import { gatedRelay } from './helpers/gate.js';
 import { startBadPeer } from './helpers/bad-peer.js';
 import { metricValue } from './helpers/metrics.js';
+import { until } from './helpers/until.js';
 import { spawnDaemonProc, spawnSupernodeProc } from './helpers/procs.js';
 
 const MiB = 1024 * 1024;
@@ -178,6 +179,44 @@ t.test('a piece read from disk: its first block goes out alone, the rest in read
   await serveBlocks(path, 0, piece.length, out, { framed: false, firstAlone: false, pool: new BufferPool(MiB, 4), onDisk: () => true, block: async () => ({ sha: '' }) });
   t.ok(Buffer.concat(got).equals(piece));
   t.same(writes, [MiB, MiB], 'firstAlone: false: the whole piece in 1 MiB reads');
+});
+
+t.test('framed, a block\'s hash is written right behind its bytes, before the socket has taken them', async (t) => {
+  // The downloader can use none of a block before its hash: a hash sent only once the bytes were taken waited for
+  // whatever else the serving process did in between (on a seeding supernode, milliseconds).
+  const dir = await tempDir(t);
+  const piece = makeBlob(2 * BLOCK_SIZE, 43);
+  const path = join(dir, 'data');
+  await writeFile(path, piece);
+  const shas = blockShas(piece);
+  const hash = (b: number) => Buffer.from(shas[b]!, 'hex');
+  for (const [how, block] of [
+    ['from memory', async (b: number) => ({ sha: shas[b]!, data: [piece.subarray(b * BLOCK_SIZE, b * BLOCK_SIZE + 1000), piece.subarray(b * BLOCK_SIZE + 1000, (b + 1) * BLOCK_SIZE)] })],
+    ['from disk', async (b: number) => ({ sha: shas[b]! })],
+  ] as const) {
+    // The socket takes nothing until the test lets it: each write's callback is held.
+    const held: (() => void)[] = [];
+    const got: Buffer[] = [];
+    const out = new Writable({
+      highWaterMark: 16 * MiB,
+      write(chunk: Buffer, _enc, cb) {
+        got.push(Buffer.from(chunk));
+        held.push(() => cb());
+      },
+    });
+    const done = serveBlocks(path, 0, piece.length, out, { framed: true, pool: new BufferPool(MiB, 4), block });
+    await until(`${how}: block 0 and its hash written`, () => out.writableLength === BLOCK_SIZE + 32);
+    t.equal(held.length, 1, `${how}: written while the first write is not taken yet`);
+    // Let everything through, as it comes.
+    let finished = false;
+    void done.finally(() => (finished = true)).catch(() => {});
+    while (!finished) {
+      held.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    await done;
+    t.ok(Buffer.concat(got).equals(Buffer.concat([piece.subarray(0, BLOCK_SIZE), hash(0), piece.subarray(BLOCK_SIZE), hash(1)])), `${how}: each block, then its hash`);
+  }
 });
 
 t.test('a block that does not match is refused before a byte of it is written; the blocks before it are reported', async (t) => {

@@ -60,8 +60,10 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
       const ready = await o.block(b);
       const start = Math.max(from, b * BLOCK_SIZE);
       let end = Math.min(to, (b + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+      // Framed, the block's hash goes out in the same turn as its last bytes (see putSlice).
+      const trailer = o.framed ? Buffer.from(ready.sha, 'hex') : undefined;
       if (ready.data) {
-        await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o);
+        await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o, trailer);
         ready.release?.();
       }
       else {
@@ -69,9 +71,8 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
         // downloader that must hash it before its reader gets a byte, a client's first byte) does not wait for a 1 MiB
         // read behind it.
         while (!o.framed && (i > 0 || o.firstAlone === false) && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
-        await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) });
+        await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) }, trailer);
       }
-      if (o.framed) await put(out, Buffer.from(ready.sha, 'hex'), o.stallMs ?? 10_000);
     }
   } finally {
     if (fh !== o.fh) await fh?.close();
@@ -80,10 +81,17 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
 
 /**
  * Writes bytes [from, to] (inclusive, offsets in the block) of a block held in memory. All of it goes to the socket
- * at once and only the last write is waited for (writes complete in order, so then the socket has taken every part): one hand-off per block instead of one event-loop round trip per network chunk, which on a busy
- * process added milliseconds to every hop of a Range read's first block.
+ * at once and only the last write is waited for (writes complete in order, so then the socket has taken every part):
+ * one hand-off per block instead of one event-loop round trip per network chunk, which on a busy process added
+ * milliseconds to every hop of a Range read's first block. A `trailer` (the block's hash, framed) is that last write:
+ * sent behind the bytes in the same turn, since the downloader can use none of them before it has it.
  */
-async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, to: number, o: ServeOptions): Promise<void> {
+async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, to: number, o: ServeOptions, trailer?: Buffer): Promise<void> {
+  const send = (b: Buffer) => {
+    if (out.destroyed) throw new Error('the reader went away');
+    out.write(b);
+    o.onBytes?.(b.length);
+  };
   let pos = 0;
   let last: Buffer | undefined;
   for (const c of chunks) {
@@ -94,14 +102,14 @@ async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, 
     o.signal?.throwIfAborted();
     const paced = o.pace?.(z - a, o.signal);
     if (paced) await paced;
-    if (last) {
-      if (out.destroyed) throw new Error('the reader went away');
-      out.write(last);
-      o.onBytes?.(last.length);
-    }
+    if (last) send(last);
     last = c.subarray(a - (pos - c.length), z - (pos - c.length));
   }
-  if (!last) return;
-  await put(out, last, o.stallMs ?? 10_000);
-  o.onBytes?.(last.length);
+  if (trailer) {
+    if (last) send(last);
+    await put(out, trailer, o.stallMs ?? 10_000);
+  } else if (last) {
+    await put(out, last, o.stallMs ?? 10_000);
+    o.onBytes?.(last.length);
+  }
 }

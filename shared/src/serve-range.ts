@@ -52,8 +52,12 @@ export function put(out: Writable, data: Buffer, stallMs: number): Promise<void>
   });
 }
 
-export async function serveFileRange(path: string, from: number, to: number, out: Writable, o: ServeOptions): Promise<void> {
-  if (to < from) return;
+/** Sends bytes [from, to] of the file at `path` (see above), then `trailer` if given. */
+export async function serveFileRange(path: string, from: number, to: number, out: Writable, o: ServeOptions, trailer?: Buffer): Promise<void> {
+  if (to < from) {
+    if (trailer) await put(out, trailer, o.stallMs ?? 10_000);
+    return;
+  }
   const fh = o.fh ?? (await open(path, 'r'));
   try {
     let pos = from;
@@ -68,7 +72,13 @@ export async function serveFileRange(path: string, from: number, to: number, out
         const want = Math.min(buf.length, to - pos + 1);
         const { bytesRead } = await fh.read(buf, 0, want, pos);
         if (bytesRead === 0) throw serveError('SERVE_SHORT', `${path} at ${pos}`);
-        await put(out, buf.subarray(0, bytesRead), o.stallMs ?? 10_000);
+        if (trailer && pos + bytesRead > to) {
+          // The trailer goes out right behind the range's last bytes, not an event-loop turn later: a reader that can
+          // use the bytes only with it (a block's hash) does not wait on whatever else this process does meanwhile.
+          // Writes complete in order, so once the trailer is taken the buffer is too.
+          out.write(buf.subarray(0, bytesRead));
+          await put(out, trailer, o.stallMs ?? 10_000);
+        } else await put(out, buf.subarray(0, bytesRead), o.stallMs ?? 10_000);
         o.onBytes?.(bytesRead);
         pos += bytesRead;
       } finally {
