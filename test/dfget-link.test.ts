@@ -5,8 +5,10 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { chmod, chown, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeBlob, pushBlob, startRegistry } from './helpers/registry.js';
 import { getViaProxy, startDaemon, startSupernode, tempDir } from './helpers/cluster.js';
@@ -141,6 +143,69 @@ t.test('a linked output its user changed is never served, to clients or peers, a
   t.equal(again.code, 0, again.stderr);
   t.equal(sha(await readFile(join(dir, 'again'))), digest);
   t.not((await stat(join(dir, 'again'))).ino, linked);
+});
+
+/** Sets a file's mtime to the nanosecond (GNU touch; Node's utimes takes seconds as a double and rounds). */
+async function setMtimeNs(path: string, ns: bigint): Promise<void> {
+  await promisify(execFile)('touch', ['-m', '-d', `@${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`, path]);
+}
+
+t.test('a change the stamp cannot see (its mtime set back, as a write landing right after a stamp check) is caught by the bytes themselves, for clients and peers', async (t) => {
+  const blob = makeBlob(6 * MiB + 5, 305);
+  const { url, digest } = await pushBlob(reg.url, 'link/unstamped', blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await tempDir(t);
+  const out = join(dir, 'mine');
+  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  t.equal((await stat(out)).nlink, 2, 'linked');
+  /** One byte of the user's file changed in place, its mtime put back: size, mtime, owner, group and mode as stamped. */
+  const unstamped = async (at: number) => {
+    const before = await stat(out, { bigint: true });
+    const fh = await open(out, 'r+');
+    try {
+      await fh.write(Buffer.from([blob[at]! ^ 0xff]), 0, 1, at);
+    } finally {
+      await fh.close();
+    }
+    await setMtimeNs(out, before.mtimeNs);
+    t.equal((await stat(out, { bigint: true })).mtimeNs, before.mtimeNs, 'the stamp cannot tell');
+  };
+  const at = 3 * MiB + 1000;
+  await unstamped(at);
+
+  // A Range read over the changed byte, from the cache: cut, never the user's byte.
+  await t.rejects(getViaProxy(d.proxyUrl, url, { range: `bytes=${at - 100}-${at + 100}` }), 'the answer is cut at the block that does not match');
+  // (The store removes the task's name of the file right after the answer is cut.)
+  await until('the dfdaemon let go of the file', async () => (await stat(out)).nlink === 1);
+  t.equal((await stat(out)).nlink, 1, 'the dfdaemon let go of the file');
+  const range = await getViaProxy(d.proxyUrl, url, { range: `bytes=${at - 100}-${at + 100}` });
+  t.equal(range.status, 206);
+  t.same(range.body, blob.subarray(at - 100, at + 101), 'asked again: the blob\'s bytes, from a new download');
+  t.equal((await readFile(out))[at], blob[at]! ^ 0xff, 'the user\'s change stands');
+
+  // Handed out again (to a new output) and changed the same way: a whole answer is cut before the changed block too,
+  // where its last block's stamp check alone let a complete wrong body through.
+  const out2 = join(dir, 'mine2');
+  t.equal((await runDfget([url, '-O', out2, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  t.equal((await stat(out2)).nlink, 2, 'linked');
+  await rm(out);
+  await rename(out2, out);
+  await unstamped(at);
+  await t.rejects(getViaProxy(d.proxyUrl, url), 'the whole answer is cut');
+  t.equal(sha((await getViaProxy(d.proxyUrl, url)).body), digest, 'asked again: the blob');
+
+  // And for a peer: handed out and changed once more, then a second node fetches the blob, its one holder this node.
+  const out3 = join(dir, 'mine3');
+  t.equal((await runDfget([url, '-O', out3, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  await rm(out);
+  await rename(out3, out);
+  await unstamped(at);
+  const d2 = await startDaemon(t, [sn.url]);
+  const peer = await getViaProxy(d2.proxyUrl, url);
+  t.equal(sha(peer.body), digest, 'the second node got the blob');
+  await until('the upload server found the change and the dfdaemon let go of the file', async () => (await stat(out)).nlink === 1);
+  t.equal((await stat(out)).nlink, 1, 'the upload server found the change and the dfdaemon let go of the file');
 });
 
 t.test('the hand-out is remembered across a restart: a file changed while the dfdaemon was down is not served', async (t) => {

@@ -4,7 +4,7 @@
  * matched its digest.
  */
 import type { BigIntStats } from 'node:fs';
-import { StoredTask, pieceError, type StoredTaskInit, type TaskInfo } from '@damselfly/shared';
+import { BLOCK_SIZE, StoredTask, isDamselflyError, pieceError, readCheckedBlock, type BlockReady, type StoredTaskInit, type TaskInfo } from '@damselfly/shared';
 
 /**
  * The data file as it was when it was handed out (see `LocalTask.handOut`), as decimal strings: its size and mtime
@@ -161,6 +161,29 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
   override async ensureVerified(n: number): Promise<void> {
     if (this.meta.handedOut) await this.#unchanged(`piece ${n}`);
     await super.ensureVerified(n);
+  }
+
+  /**
+   * Block `b` of piece `n` of a handed-out file, read into memory and hashed before a byte of it is sent, to a client or
+   * a peer. The file is the client's output too, written whenever its user likes: a stamp that matched a moment ago
+   * says nothing of a write landing between that check and the read (or of one that set the mtime back), and what is
+   * sent is exactly what matched the block's hash. A block that does not match detaches the task, as a changed stamp
+   * does, and throws.
+   */
+  async readHandedOut(n: number, b: number): Promise<BlockReady> {
+    const hashes = this.blocks(n);
+    if (!hashes) throw pieceError('PIECE_MISSING', `${this.info.taskId}#${n}`);
+    const { start, length } = this.range(n);
+    const label = `${this.info.taskId}#${n} block ${b}`;
+    try {
+      return await this.withFile((fh) => readCheckedBlock(fh, start + b * BLOCK_SIZE, Math.min(BLOCK_SIZE, length - b * BLOCK_SIZE), hashes[b]!, label));
+    } catch (err) {
+      if (isDamselflyError(err, 'PIECE_CORRUPT') || isDamselflyError(err, 'PIECE_SHORT')) {
+        this.detach();
+        throw pieceError('PIECE_MISSING', `${label}: its file, shared with a local client's, was changed since it was handed out`, err);
+      }
+      throw err;
+    }
   }
 
   /**

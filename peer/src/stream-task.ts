@@ -61,8 +61,9 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
       signal,
       onBytes,
       // A present piece is verified as a whole by its first block's wait: the rest is read in big reads, except the
-      // blob's last block while the digest check holds it.
-      onDisk: (b) => task.has(n) && !held(b),
+      // blob's last block while the digest check holds it, and every block of a file a local client holds too (each
+      // is hashed as it is read, see LocalTask.readHandedOut).
+      onDisk: (b) => task.has(n) && !held(b) && !task.meta.handedOut,
       // Only the answer's first block is waited on by the client; later pieces go in big reads from their start.
       firstAlone: n === first,
       block: async (b) => {
@@ -81,6 +82,7 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
           // LocalTask.handOut) may have changed while the rest went out, and then this answer must end cut.
           await task.ensureVerified(n);
         }
+        if (!got && task.meta.handedOut) return task.readHandedOut(n, b);
         return { sha: '', ...got };
       },
     });

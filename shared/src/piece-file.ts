@@ -12,6 +12,7 @@ import { BLOCK_HASH_BYTES, BLOCK_SIZE, blockCountFor } from './blocks.js';
 import { BufferPool } from './buffer-pool.js';
 import { readFileChunks } from './file-chunks.js';
 import { isDiskFull } from './disk-full.js';
+import type { BlockReady } from './serve-blocks.js';
 
 export const PieceErrors = {
   PIECE_SHORT: { message: 'piece body has the wrong length: %s', status: 502 },
@@ -419,6 +420,33 @@ export async function verifyStoredPiece(path: string, offset: number, length: nu
     b++;
   });
   if (got < length) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of ${length} bytes`);
+}
+
+/** Buffers for readCheckedBlock: taken without waiting, and one whose reader was cut is left to the collector. */
+const checkedBuffers = new BufferPool(BLOCK_SIZE, 8);
+
+/**
+ * Reads one block (`length` ≤ BLOCK_SIZE bytes at `offset`) into memory and hashes it there, for a file whose bytes
+ * may change between any check and the read (a data file a local client holds too): what is then sent is exactly
+ * what matched `sha`. A block that does not match throws PIECE_CORRUPT.
+ */
+export async function readCheckedBlock(fh: FileHandle, offset: number, length: number, sha: string, label: string): Promise<BlockReady> {
+  const buf = checkedBuffers.take();
+  try {
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+      if (bytesRead === 0) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of the block's ${length} bytes`);
+      got += bytesRead;
+    }
+    const bytes = buf.subarray(0, length);
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== sha) throw pieceError('PIECE_CORRUPT', `${label}: on-disk sha256 ${actual} != ${sha}`);
+    return { sha, data: [bytes], release: () => checkedBuffers.release(buf) };
+  } catch (err) {
+    checkedBuffers.release(buf);
+    throw err;
+  }
 }
 
 /**

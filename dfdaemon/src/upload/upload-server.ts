@@ -71,7 +71,8 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
         head = undefined;
         return ready;
       }
-      if (!relaying) return { sha: '' };
+      // A file a local client holds too is hashed as it is read (see LocalTask.readHandedOut).
+      if (!relaying) return task.meta.handedOut ? task.readHandedOut(n, b) : { sha: '' };
       const stall = new AbortController();
       const timer = setTimeout(() => stall.abort(dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n} block ${b}: not here within ${RELAY_BLOCK_MS} ms`)), RELAY_BLOCK_MS);
       // This node's own fetch of the piece ended without it (failed, cancelled): say so now rather than after the
@@ -96,7 +97,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
       // The headers go now, not with the first read: the downloader sets up its side while this one reads the disk.
       reply.raw.flushHeaders();
       if (relaying) c.metrics.relayedPieces.inc();
-      await task.withFile((fh) => serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, onDisk: () => !relaying, pool: c.pool, fh, pace, onBytes: (b) => c.metrics.uploadBytes.inc(b) })).then(
+      await task.withFile((fh) => serveBlocks(task.dataPath, start, end - start + 1, reply.raw, { framed: false, firstBlock: first, block, onDisk: () => !relaying && !task.meta.handedOut, pool: c.pool, fh, pace, onBytes: (b) => c.metrics.uploadBytes.inc(b) })).then(
         () => reply.raw.end(),
         () => reply.raw.destroy(),
       );
