@@ -208,6 +208,10 @@ t.test('an interim 1xx answer (103 Early Hints) is skipped for the answer that f
     setTimeout(() => s.end('HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc'), 30);
   });
   t.equal((await collect(client, `${split}/x`)).body.toString(), 'abc');
+  // A head with a big body behind it in the same read (only the head is decoded as text): every body byte intact.
+  const body = randomBytes(300 * 1024);
+  const behind = await rawServer(t, (s) => s.end(Buffer.concat([Buffer.from(`HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n`), body])));
+  t.ok((await collect(client, `${behind}/x`)).body.equals(body), 'the body that came in the head\'s read');
 });
 
 t.test('a body that fails while its consumer is busy with a chunk is reported only once the consumer is done with it', async (t) => {
