@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
-import { open, readFile, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { open, readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -168,17 +168,24 @@ t.test('a piece read from disk: its first block goes out alone, the rest in read
       cb();
     },
   });
+  // `block` is asked for the first block of every read: at least once per buffer's worth, so a caller's answer to it
+  // (a file handed out meanwhile is to be hashed block by block) holds from the next read on.
+  const asked: number[] = [];
+  const block = async (b: number) => (asked.push(b), { sha: '' });
   // The reader needs block 5 first: the body starts there and wraps around.
-  await serveBlocks(path, 0, piece.length, out, { framed: false, firstBlock: 5, pool: new BufferPool(MiB, 4), onDisk: () => true, block: async () => ({ sha: '' }) });
+  await serveBlocks(path, 0, piece.length, out, { framed: false, firstBlock: 5, pool: new BufferPool(MiB, 4), onDisk: () => true, block });
   t.ok(Buffer.concat(got).equals(Buffer.concat([piece.subarray(5 * BLOCK_SIZE), piece.subarray(0, 5 * BLOCK_SIZE)])), 'every byte, from block 5 on and wrapping around');
   t.equal(writes[0], BLOCK_SIZE, 'the block the reader waits on is written by itself, not behind a 1 MiB read');
   t.same(writes.slice(1), [2 * BLOCK_SIZE, MiB, BLOCK_SIZE], 'then blocks 6-7, and blocks 0-4 in 1 MiB reads');
+  t.same(asked, [5, 6, 0, 4], 'asked again after every buffer\'s worth: blocks 0-3 are one read, block 4 the next');
   // A later piece of one answer (nobody waits on its first block): 1 MiB reads from its start.
   writes.length = 0;
   got.length = 0;
-  await serveBlocks(path, 0, piece.length, out, { framed: false, firstAlone: false, pool: new BufferPool(MiB, 4), onDisk: () => true, block: async () => ({ sha: '' }) });
+  asked.length = 0;
+  await serveBlocks(path, 0, piece.length, out, { framed: false, firstAlone: false, pool: new BufferPool(MiB, 4), onDisk: () => true, block });
   t.ok(Buffer.concat(got).equals(piece));
   t.same(writes, [MiB, MiB], 'firstAlone: false: the whole piece in 1 MiB reads');
+  t.same(asked, [0, 4], 'one read per buffer\'s worth, each asked for');
 });
 
 t.test('framed, a block\'s hash is written right behind its bytes, before the socket has taken them', async (t) => {
@@ -377,6 +384,47 @@ t.test('a read is not held behind the cache record; a removed task is not reopen
   await again.start();
   t.teardown(() => again.stop());
   t.equal(again.get(info.taskId), undefined, 'after a restart the task is still gone');
+});
+
+t.test('a file handed out to a local client while an answer reads it: the answer hashes what it reads from then on, and is cut before a changed block', async (t) => {
+  const dir = await tempDir(t);
+  const store = new LocalStore(dir);
+  await store.start();
+  t.teardown(() => store.stop());
+  const blob = makeBlob(4 * MiB, 86);
+  const info: TaskInfo = { taskId: 'c'.repeat(64), contentLength: blob.length, pieceSize: 4 * MiB, pieceCount: 1, public: true };
+  const task = await store.open(info, 'http://origin.test/blob');
+  await task.writePiece(0, chunked(blob), { expected: blockShas(blob) });
+  await task.markComplete();
+  // The client takes nothing until the test lets it.
+  const held: (() => void)[] = [];
+  const got: Buffer[] = [];
+  const out = new Writable({ highWaterMark: 16 * MiB, write: (c: Buffer, _e, cb) => (got.push(Buffer.from(c)), held.push(() => cb())) });
+  const answer = streamTask({ task, done: Promise.resolve(task), want: () => true }, out, { start: 0, end: blob.length - 1, pool: new BufferPool(MiB, 4) });
+  answer.catch(() => {});
+  // The first block goes alone; the blocks after it are read from disk in one go, already decided on.
+  await until('the answer\'s first block written', () => held.length > 0);
+  held.shift()!();
+  await until('the answer\'s next read written', () => held.length > 0);
+  // Meanwhile dfget is handed the file, links it, and its user changes a byte further on, putting the mtime back:
+  // the stamp cannot tell, only the bytes can.
+  await task.handOut();
+  const at = 10 * BLOCK_SIZE + 7;
+  const mtime = (await stat(task.dataPath, { bigint: true })).mtimeNs;
+  const fh = await open(task.dataPath, 'r+');
+  await fh.write(Buffer.from([blob[at]! ^ 0xff]), 0, 1, at);
+  await fh.close();
+  execFileSync('touch', ['-m', '-d', `@${mtime / 1_000_000_000n}.${String(mtime % 1_000_000_000n).padStart(9, '0')}`, task.dataPath]);
+  let finished = false;
+  void answer.finally(() => (finished = true)).catch(() => {});
+  while (!finished) {
+    held.shift()?.();
+    await new Promise((r) => setImmediate(r));
+  }
+  await t.rejects(answer, { code: 'PIECE_MISSING' }, 'cut at the changed block');
+  const sent = Buffer.concat(got);
+  t.ok(sent.length <= at - (at % BLOCK_SIZE), `nothing of the changed block was sent (${sent.length} bytes)`);
+  t.ok(sent.equals(blob.subarray(0, sent.length)), 'what was sent is the blob\'s');
 });
 
 t.test('a task removed while a new download opens it again keeps the new one whole; a body its removed task never read is let go', async (t) => {

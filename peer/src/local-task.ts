@@ -4,7 +4,7 @@
  * matched its digest.
  */
 import type { BigIntStats } from 'node:fs';
-import { BLOCK_SIZE, StoredTask, isDamselflyError, pieceError, readCheckedBlock, type BlockReady, type StoredTaskInit, type TaskInfo } from '@damselfly/shared';
+import { BLOCK_SIZE, StoredTask, isDamselflyError, pieceError, readCheckedBlock, type BlockReady, type BufferPool, type StoredTaskInit, type TaskInfo } from '@damselfly/shared';
 
 /**
  * The data file as it was when it was handed out (see `LocalTask.handOut`), as decimal strings: its size and mtime
@@ -168,15 +168,15 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
    * a peer. The file is the client's output too, written whenever its user likes: a stamp that matched a moment ago
    * says nothing of a write landing between that check and the read (or of one that set the mtime back), and what is
    * sent is exactly what matched the block's hash. A block that does not match detaches the task, as a changed stamp
-   * does, and throws.
+   * does, and throws. The block is read into a buffer of `pool`, the caller's serving buffers.
    */
-  async readHandedOut(n: number, b: number): Promise<BlockReady> {
+  async readHandedOut(n: number, b: number, opts: { pool: BufferPool; signal?: AbortSignal }): Promise<BlockReady> {
     const hashes = this.blocks(n);
     if (!hashes) throw pieceError('PIECE_MISSING', `${this.info.taskId}#${n}`);
     const { start, length } = this.range(n);
     const label = `${this.info.taskId}#${n} block ${b}`;
     try {
-      return await this.withFile((fh) => readCheckedBlock(fh, start + b * BLOCK_SIZE, Math.min(BLOCK_SIZE, length - b * BLOCK_SIZE), hashes[b]!, label));
+      return await this.withFile((fh) => readCheckedBlock(fh, start + b * BLOCK_SIZE, Math.min(BLOCK_SIZE, length - b * BLOCK_SIZE), hashes[b]!, label, opts));
     } catch (err) {
       if (isDamselflyError(err, 'PIECE_CORRUPT') || isDamselflyError(err, 'PIECE_SHORT')) {
         this.detach();

@@ -7,7 +7,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import { blockCountFor, serveBlocks, type BufferPool, type HeldBlock } from '@damselfly/shared';
+import { BLOCK_SIZE, blockCountFor, serveBlocks, type BufferPool, type HeldBlock } from '@damselfly/shared';
 import type { Download } from './peer.js';
 import { peerError } from './errors.js';
 
@@ -51,6 +51,9 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
     const lastBlock = blockCountFor(length) - 1;
     // The blob's last block, held back until the whole blob matched its digest.
     const held = (b: number) => whole && n === last && b === lastBlock;
+    // The answer's last block is never read in one go with the blocks before it: it is waited for on its own, which
+    // checks the stamp of a file handed out to a local client meanwhile (see LocalTask) before the answer completes.
+    const final = n === last ? Math.floor((end - base) / BLOCK_SIZE) : -1;
     // Only the requested part of the piece is read, through the pooled buffers, as fast as the client takes it.
     await serveBlocks(task.dataPath, base, length, out, {
       framed: false,
@@ -63,7 +66,7 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
       // A present piece is verified as a whole by its first block's wait: the rest is read in big reads, except the
       // blob's last block while the digest check holds it, and every block of a file a local client holds too (each
       // is hashed as it is read, see LocalTask.readHandedOut).
-      onDisk: (b) => task.has(n) && !held(b) && !task.meta.handedOut,
+      onDisk: (b) => task.has(n) && !held(b) && b !== final && !task.meta.handedOut,
       // Only the answer's first block is waited on by the client; later pieces go in big reads from their start.
       firstAlone: n === first,
       block: async (b) => {
@@ -82,7 +85,7 @@ async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, 
           // LocalTask.handOut) may have changed while the rest went out, and then this answer must end cut.
           await task.ensureVerified(n);
         }
-        if (!got && task.meta.handedOut) return task.readHandedOut(n, b);
+        if (!got && task.meta.handedOut) return task.readHandedOut(n, b, { pool, signal });
         return { sha: '', ...got };
       },
     });

@@ -422,16 +422,14 @@ export async function verifyStoredPiece(path: string, offset: number, length: nu
   if (got < length) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of ${length} bytes`);
 }
 
-/** Buffers for readCheckedBlock: taken without waiting, and one whose reader was cut is left to the collector. */
-const checkedBuffers = new BufferPool(BLOCK_SIZE, 8);
-
 /**
- * Reads one block (`length` ≤ BLOCK_SIZE bytes at `offset`) into memory and hashes it there, for a file whose bytes
- * may change between any check and the read (a data file a local client holds too): what is then sent is exactly
- * what matched `sha`. A block that does not match throws PIECE_CORRUPT.
+ * Reads one block (`length` ≤ BLOCK_SIZE bytes at `offset`) into a buffer of `pool` (the caller's serving buffers, so
+ * memory stays bounded however many read) and hashes it there, for a file whose bytes may change between any check
+ * and the read (a data file a local client holds too): what is then sent is exactly what matched `sha`. The buffer
+ * goes back to the pool once sent, or once sending failed. A block that does not match throws PIECE_CORRUPT.
  */
-export async function readCheckedBlock(fh: FileHandle, offset: number, length: number, sha: string, label: string): Promise<BlockReady> {
-  const buf = checkedBuffers.take();
+export async function readCheckedBlock(fh: FileHandle, offset: number, length: number, sha: string, label: string, { pool, signal }: { pool: BufferPool; signal?: AbortSignal }): Promise<BlockReady> {
+  const buf = await pool.acquire(signal);
   try {
     let got = 0;
     while (got < length) {
@@ -442,9 +440,10 @@ export async function readCheckedBlock(fh: FileHandle, offset: number, length: n
     const bytes = buf.subarray(0, length);
     const actual = createHash('sha256').update(bytes).digest('hex');
     if (actual !== sha) throw pieceError('PIECE_CORRUPT', `${label}: on-disk sha256 ${actual} != ${sha}`);
-    return { sha, data: [bytes], release: () => checkedBuffers.release(buf) };
+    const back = () => pool.release(buf);
+    return { sha, data: [bytes], release: back, failed: back };
   } catch (err) {
-    checkedBuffers.release(buf);
+    pool.release(buf);
     throw err;
   }
 }

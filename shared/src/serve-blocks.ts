@@ -18,6 +18,11 @@ export interface BlockReady {
    * sending failed: a cut socket may still be reading it, so it is left to the collector rather than reused.
    */
   release?: () => void;
+  /**
+   * Called instead of `release` when sending failed, for `data` its owner takes back even then (a buffer of a bounded
+   * pool, read for this answer alone: lost to the pool, it would shrink the pool for good).
+   */
+  failed?: () => void;
 }
 
 export interface ServeBlocksOptions extends ServeOptions {
@@ -63,14 +68,22 @@ export async function serveBlocks(path: string, pieceStart: number, pieceLength:
       // Framed, the block's hash goes out in the same turn as its last bytes (see putSlice).
       const trailer = o.framed ? Buffer.from(ready.sha, 'hex') : undefined;
       if (ready.data) {
-        await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o, trailer);
+        try {
+          await putSlice(out, ready.data, start - b * BLOCK_SIZE, end - b * BLOCK_SIZE, o, trailer);
+        } catch (err) {
+          ready.failed?.();
+          throw err;
+        }
         ready.release?.();
       }
       else {
         // The first block goes out alone (unless `firstAlone` is false), the rest in big reads: whoever waits on it (a
         // downloader that must hash it before its reader gets a byte, a client's first byte) does not wait for a 1 MiB
-        // read behind it.
-        while (!o.framed && (i > 0 || o.firstAlone === false) && order[i + 1] === order[i]! + 1 && o.onDisk?.(order[i + 1]!)) end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+        // read behind it. A run is one buffer's worth at most, so `block` and `onDisk` are asked again at least that
+        // often (a file handed out to a local client meanwhile is hashed block by block from the next run on).
+        while (!o.framed && (i > 0 || o.firstAlone === false) && order[i + 1] === order[i]! + 1 && (order[i + 1]! + 1) * BLOCK_SIZE - start <= o.pool.size && o.onDisk?.(order[i + 1]!)) {
+          end = Math.min(to, (order[++i]! + 1) * BLOCK_SIZE - 1, pieceLength - 1);
+        }
         await serveFileRange(path, pieceStart + start, pieceStart + end, out, { ...o, fh: (fh ??= await open(path, 'r')) }, trailer);
       }
     }
@@ -106,8 +119,12 @@ async function putSlice(out: Writable, chunks: readonly Buffer[], from: number, 
     last = c.subarray(a - (pos - c.length), z - (pos - c.length));
   }
   if (trailer) {
-    if (last) send(last);
+    if (last) {
+      if (out.destroyed) throw new Error('the reader went away');
+      out.write(last);
+    }
     await put(out, trailer, o.stallMs ?? 10_000);
+    if (last) o.onBytes?.(last.length);
   } else if (last) {
     await put(out, last, o.stallMs ?? 10_000);
     o.onBytes?.(last.length);

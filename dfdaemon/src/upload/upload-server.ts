@@ -72,7 +72,7 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
         return ready;
       }
       // A file a local client holds too is hashed as it is read (see LocalTask.readHandedOut).
-      if (!relaying) return task.meta.handedOut ? task.readHandedOut(n, b) : { sha: '' };
+      if (!relaying) return task.meta.handedOut ? task.readHandedOut(n, b, { pool: c.pool, signal: gone.signal }) : { sha: '' };
       const stall = new AbortController();
       const timer = setTimeout(() => stall.abort(dfError('DF_PIECE_NOT_FOUND', `${taskId}#${n} block ${b}: not here within ${RELAY_BLOCK_MS} ms`)), RELAY_BLOCK_MS);
       // This node's own fetch of the piece ended without it (failed, cancelled): say so now rather than after the
@@ -102,6 +102,8 @@ export function buildUploadServer(c: { store: LocalStore; metrics: DaemonMetrics
         () => reply.raw.destroy(),
       );
     } finally {
+      // A first block read for this answer and never sent (the answer ended before it) goes back to the pool.
+      head?.failed?.();
       release();
     }
   });

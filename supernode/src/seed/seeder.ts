@@ -488,6 +488,8 @@ export class Seeder {
                 // next origin request (its connection, the address check, the request: up to a millisecond traced
                 // here), where both continuations used to run in one go, this one first.
                 await new Promise((resolve) => setImmediate(resolve));
+                // (The first part may have failed meanwhile: no request is set up for an attempt already given up.)
+                signal.throwIfAborted();
               }
               return await fetchPart(part);
             } catch (err) {
