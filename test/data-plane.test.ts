@@ -91,7 +91,9 @@ t.test('200 readers that never read: memory stays bounded, they are cut, honest 
   // One grant opens one transfer (two while a retry overlaps): a member cannot fill the piece API's cap with one.
   const greedyPath = `/api/v1/tasks/${taskId}/pieces/2`;
   const greedy = await stalledReaders(sn.url, greedyPath, () => grant(2, 'greedy'), 2);
-  await new Promise((res) => setTimeout(res, 500));
+  // Both are being answered (their first bytes are here), so both count against the grant. (Waiting for `readable`
+  // takes in at most the stream's high-water mark, 16 KiB of a 16 MiB piece: the answers stay under way.)
+  await Promise.all(greedy.map((s) => new Promise((resolve) => s.once('readable', resolve))));
   const third = await request(`${sn.url}${greedyPath}`, { headers: { [GRANT_HEADER]: grant(2, 'greedy') } });
   const refusal = (await third.body.json()) as { code?: string };
   t.same([third.statusCode, refusal.code], [503, 'SN_BUSY'], 'a third answer on one grant is refused');
