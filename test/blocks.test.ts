@@ -38,6 +38,7 @@ import {
   holdBlock,
   isDiskFull,
   serveBlocks,
+  serveCheckedRange,
   type HeldBlock,
   type TaskInfo,
 } from '@damselfly/shared';
@@ -425,6 +426,47 @@ t.test('a file handed out to a local client while an answer reads it: the answer
   const sent = Buffer.concat(got);
   t.ok(sent.length <= at - (at % BLOCK_SIZE), `nothing of the changed block was sent (${sent.length} bytes)`);
   t.ok(sent.equals(blob.subarray(0, sent.length)), 'what was sent is the blob\'s');
+});
+
+t.test('serveCheckedRange: any range, in big reads, each block hashed before a byte of it is written', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'data');
+  const pieceSize = 3 * MiB;
+  const blob = makeBlob(7 * MiB + 1234, 87);
+  await writeFile(path, blob);
+  // Block k's hash, as the pieces record them (blocks never straddle pieces).
+  const shas = Array.from({ length: Math.ceil(blob.length / BLOCK_SIZE) }, (_, k) => sha(blob.subarray(k * BLOCK_SIZE, Math.min(blob.length, (k + 1) * BLOCK_SIZE))));
+  const fh = await open(path, 'r');
+  t.teardown(() => fh.close());
+  // Two buffers: the chunk being sent and the one read ahead (an answer needing more would wait here for good).
+  const pool = new BufferPool(MiB, 2);
+  const entered: number[] = [];
+  const serve = async (from: number, to: number) => {
+    const got: Buffer[] = [];
+    const out = new Writable({ write: (c: Buffer, _e, cb) => (got.push(Buffer.from(c)), cb()) });
+    const done = serveCheckedRange(fh, from, to, out, { size: blob.length, pieceSize, blockSha: (k) => shas[k], enterPiece: async (n) => void entered.push(n), label: 'test', pool });
+    return { done, got };
+  };
+  for (const [from, to] of [[0, blob.length - 1], [1000, 1000], [BLOCK_SIZE - 1, 3 * MiB + 5], [7 * MiB, blob.length - 1]]) {
+    entered.length = 0;
+    const { done, got } = await serve(from!, to!);
+    await done;
+    t.ok(Buffer.concat(got).equals(blob.subarray(from!, to! + 1)), `bytes ${from}-${to}`);
+    t.same(entered, Array.from({ length: Math.floor(to! / pieceSize) - Math.floor(from! / pieceSize) + 1 }, (_, i) => Math.floor(from! / pieceSize) + i), 'each piece entered once, in order');
+  }
+  // One block changed on disk: the answer stops before any byte of the read holding it.
+  const bad = 5 * BLOCK_SIZE + 9;
+  const w = await open(path, 'r+');
+  await w.write(Buffer.from([blob[bad]! ^ 1]), 0, 1, bad);
+  await w.close();
+  const { done, got } = await serve(0, blob.length - 1);
+  await t.rejects(done, { code: 'PIECE_CORRUPT' });
+  const sent = Buffer.concat(got);
+  t.ok(sent.length <= bad - (bad % BLOCK_SIZE), `nothing of the changed block went out (${sent.length} bytes)`);
+  t.ok(sent.equals(blob.subarray(0, sent.length)), 'what went out is the blob\'s');
+  // Every buffer came back, the one read ahead included.
+  const both = await Promise.race([Promise.all([pool.acquire(), pool.acquire()]), sleep(2000, undefined, { ref: false }).then(() => [])]);
+  t.equal(both.length, 2, 'the pool has both its buffers again');
 });
 
 t.test('a task removed while a new download opens it again keeps the new one whole; a body its removed task never read is let go', async (t) => {

@@ -42,6 +42,12 @@ export async function streamTask(dl: Download, out: Writable, opts: StreamOption
 async function writeRange(dl: Download, out: Writable, fh: FileHandle, { start, end, signal, onBytes, pool, head }: StreamOptions): Promise<void> {
   const { task } = dl;
   const { pieceSize, contentLength } = task.info;
+  if (task.meta.handedOut && task.complete) {
+    // A file a local client holds too: every block hashed as it is read, in big reads (see LocalTask). Complete, so
+    // no download is behind this answer and no block of it is held for the digest.
+    head?.release?.();
+    return task.serveHandedOut(fh, start, end, out, { pool, signal, onBytes });
+  }
   const whole = start === 0 && end === contentLength - 1;
   const first = Math.floor(start / pieceSize);
   const last = Math.floor(end / pieceSize);

@@ -5,7 +5,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { errorFactory, type ErrorTable } from './errors.js';
 import { discard } from './abort.js';
 import { BLOCK_HASH_BYTES, BLOCK_SIZE, blockCountFor } from './blocks.js';
@@ -13,6 +13,7 @@ import { BufferPool } from './buffer-pool.js';
 import { readFileChunks } from './file-chunks.js';
 import { isDiskFull } from './disk-full.js';
 import type { BlockReady } from './serve-blocks.js';
+import { put } from './serve-range.js';
 
 export const PieceErrors = {
   PIECE_SHORT: { message: 'piece body has the wrong length: %s', status: 502 },
@@ -445,6 +446,73 @@ export async function readCheckedBlock(fh: FileHandle, offset: number, length: n
   } catch (err) {
     pool.release(buf);
     throw err;
+  }
+}
+
+/**
+ * Sends bytes [from, to] of a data file whose bytes may change under this process at any moment (a file a local
+ * client holds too), every byte checked as it is read: whole blocks are read into a buffer of `pool`, as many as it
+ * holds at once, each block hashed against `blockSha(k)` (k: the block's index in the file, blocks never straddling
+ * pieces), and only then is the asked-for part of them written, with backpressure. `enterPiece(n)` is awaited before
+ * the first read in each piece. A block that does not match throws PIECE_CORRUPT before any byte of it is written.
+ */
+export async function serveCheckedRange(
+  fh: FileHandle,
+  from: number,
+  to: number,
+  out: Writable,
+  o: { size: number; pieceSize: number; blockSha(k: number): string | undefined; enterPiece?(n: number): Promise<void>; label: string; pool: BufferPool; signal?: AbortSignal; stallMs?: number; onBytes?: (n: number) => void },
+): Promise<void> {
+  const per = Math.max(1, Math.floor(o.pool.size / BLOCK_SIZE)) * BLOCK_SIZE;
+  let piece = -1;
+  /** Whole blocks from `pos`, up to the buffer's size, the end of its piece and the block holding `to`. */
+  const readChunk = async (pos: number): Promise<{ buf: Buffer; pos: number; end: number }> => {
+    const n = Math.floor(pos / o.pieceSize);
+    if (n !== piece) {
+      await o.enterPiece?.(n);
+      piece = n;
+    }
+    const end = Math.min(pos + per, (n + 1) * o.pieceSize, Math.floor(to / BLOCK_SIZE) * BLOCK_SIZE + BLOCK_SIZE, o.size);
+    const buf = await o.pool.acquire(o.signal);
+    try {
+      let got = 0;
+      while (got < end - pos) {
+        const { bytesRead } = await fh.read(buf, got, end - pos - got, pos + got);
+        if (bytesRead === 0) throw pieceError('PIECE_SHORT', `${o.label}: data file has ${pos + got} of ${end} bytes`);
+        got += bytesRead;
+      }
+      return { buf, pos, end };
+    } catch (err) {
+      o.pool.release(buf);
+      throw err;
+    }
+  };
+  // The next chunk is read while this one is hashed and sent: the disk read overlaps the hashing.
+  let next: Promise<{ buf: Buffer; pos: number; end: number }> | undefined = readChunk(Math.floor(from / BLOCK_SIZE) * BLOCK_SIZE);
+  try {
+    while (next) {
+      const { buf, pos, end } = await next;
+      next = undefined;
+      try {
+        for (let at = pos; at < end; at += BLOCK_SIZE) {
+          const k = at / BLOCK_SIZE;
+          const actual = createHash('sha256').update(buf.subarray(at - pos, Math.min(end, at + BLOCK_SIZE) - pos)).digest('hex');
+          const want = o.blockSha(k);
+          if (actual !== want) throw pieceError('PIECE_CORRUPT', `${o.label} block ${k}: on-disk sha256 ${actual} != ${want}`);
+        }
+        o.signal?.throwIfAborted();
+        if (end <= to) next = readChunk(end);
+        const a = Math.max(from, pos) - pos;
+        const z = Math.min(to + 1, end) - pos;
+        await put(out, buf.subarray(a, z), o.stallMs ?? 10_000);
+        o.onBytes?.(z - a);
+      } finally {
+        o.pool.release(buf);
+      }
+    }
+  } finally {
+    // A chunk read ahead for an answer that failed goes back to the pool.
+    if (next) await next.then((c) => o.pool.release(c.buf), () => {});
   }
 }
 
