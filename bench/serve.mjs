@@ -2,6 +2,7 @@
 // Serving benchmark: how fast a blob leaves a node once the swarm has it, against curl straight from the
 // registry in the same run:
 //   - warm: a blob cached on the node, pulled again through its mirror (what every later pull on that node is);
+//   - the same once dfget has linked the node's copy as its output (every block then hashed as it is read);
 //   - second node: a fresh dfdaemon pulling a blob the first node and the supernode hold (the swarm's common case),
 //     beside curl writing the blob from the registry to a new file (a node must cache what it gets, and writing a new
 //     file is itself the slow part on some machines), timed just before each second node.
@@ -10,11 +11,11 @@
 // bytes are digest-checked by one more, untimed pull, and a second node's cache by serving it back.
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT, cpuSeconds, spawnDaemon, spawnSupernode } from './procs.mjs';
+import { ROOT, cpuSeconds, run, spawnDaemon, spawnSupernode } from './procs.mjs';
 
 const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } } });
 const { startRegistry, pushBlobStream } = await import(join(ROOT, '.test-dist/helpers/registry.js'));
@@ -99,6 +100,16 @@ for (let i = 0; i < runs; i++) {
 }
 const originP2P = served() - before - baseline;
 
+// Last (a handed-out file's uploads to peers are checked block by block too): dfget via the first node links its
+// cached copy as its output, and from then on every answer from that file hashes each block as it reads it.
+const linkedOut = join(scratch, 'linked');
+const got = await run(process.execPath, [join(ROOT, 'dfget/dist/cli.js'), url, '-O', linkedOut, '--daemon', first.proxyUrl, '--no-progress']);
+if (got.code !== 0) throw new Error(`dfget failed: ${got.err}`);
+if ((await stat(linkedOut)).nlink !== 2) throw new Error('dfget did not link its output to the node\'s copy');
+const linked = [];
+for (let i = 0; i < runs; i++) linked.push(await timed(['-x', first.proxyUrl, url]));
+await verified(['-x', first.proxyUrl, url]);
+
 await Promise.all([first, ...others].map((d) => d.stop()));
 await sn.stop();
 await Promise.all([first, ...others, sn].map((p) => rm(p.dir, { recursive: true, force: true })));
@@ -110,10 +121,11 @@ const d = median(direct);
 console.log(`${values['size-mib']} MiB blob, median of ${runs} pull(s) to /dev/null, every path digest-checked:`);
 console.log(`  direct from registry (curl)          ${fmt(d)}`);
 console.log(`  warm: cached on the node (mirror)    ${fmt(median(warm))} (ratio ${(median(warm) / d).toFixed(2)})`);
+console.log(`  warm, once dfget linked it (checked) ${fmt(median(linked))} (ratio ${(median(linked) / d).toFixed(2)}; every block hashed as it is read)`);
 console.log(`  registry to a new file (curl -o)     ${fmt(median(toFile))} (ratio ${(median(toFile) / d).toFixed(2)})`);
 console.log(`  second node (first node + supernode) ${fmt(median(second))} (ratio ${(median(second) / d).toFixed(2)}; ${(median(second) / median(toFile)).toFixed(2)} of writing it to a file)`);
 const perGB = (s) => (s / runs / (size / 1e9)).toFixed(2);
 console.log(`    CPU per GB moved to a second node: that node ${perGB(cpu.newNode)} s, first node ${perGB(cpu.firstNode)} s, supernode ${perGB(cpu.supernode)} s`);
 console.log(`  origin bytes for the cold pull and ${runs} second node(s): ${(originP2P / size).toFixed(2)}x the blob`);
-console.log(JSON.stringify({ sizeMiB: Number(values['size-mib']), runs, direct, warm, toFile, second, cpu, originOverBlob: originP2P / size }));
+console.log(JSON.stringify({ sizeMiB: Number(values['size-mib']), runs, direct, warm, linked, toFile, second, cpu, originOverBlob: originP2P / size }));
 process.exit(0);

@@ -43,6 +43,7 @@ t.test('bench/serve.mjs: a cached blob through the mirror and a second node, vs 
   const r = await bench('serve.mjs', ['--size-mib', '8', '--runs', '1']);
   t.equal(r.code, 0, r.stderr.slice(-500));
   t.match(r.stdout, /warm: cached on the node \(mirror\)\s+\d+ MB\/s \(ratio [\d.]+\)/);
+  t.match(r.stdout, /warm, once dfget linked it \(checked\) \d+ MB\/s \(ratio [\d.]+; every block hashed as it is read\)/, 'a file handed out to dfget, served through the mirror');
   t.match(r.stdout, /registry to a new file \(curl -o\)\s+\d+ MB\/s/, 'the write-to-disk baseline, in the same run');
   t.match(r.stdout, /second node \(first node \+ supernode\) \d+ MB\/s \(ratio [\d.]+; [\d.]+ of writing it to a file\)/);
   t.match(r.stdout, /origin bytes for the cold pull and 1 second node\(s\): 1\.00x the blob/, 'the second node cost the origin nothing');
