@@ -178,7 +178,7 @@ export class LocalTask extends StoredTask<LocalTaskMeta> {
     const { start, length } = this.range(n);
     const label = `${this.info.taskId}#${n} block ${b}`;
     try {
-      return await this.withFile((fh) => readCheckedBlock(fh, start + b * BLOCK_SIZE, Math.min(BLOCK_SIZE, length - b * BLOCK_SIZE), hashes[b]!, label, opts));
+      return await this.withFile((fh) => readCheckedBlock(fh, start + b * BLOCK_SIZE, Math.min(BLOCK_SIZE, length - b * BLOCK_SIZE), hashes[b]!, `${this.info.taskId}#${n}`, opts));
     } catch (err) {
       throw this.#changed(err, label);
     }

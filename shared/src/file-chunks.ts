@@ -20,12 +20,8 @@ export async function readFileChunks(path: string, start: number, length: number
     fh = await open(path, 'r');
     for (let done = 0; done < length; ) {
       const want = Math.min(buf.length, length - done);
-      for (let got = 0; got < want; ) {
-        signal?.throwIfAborted();
-        const { bytesRead } = await fh.read(buf, got, want - got, start + done + got);
-        if (bytesRead === 0) return done + got;
-        got += bytesRead;
-      }
+      const got = await readFull(fh, buf, want, start + done, signal);
+      if (got < want) return done + got;
       fn(buf.subarray(0, want));
       done += want;
     }
@@ -34,4 +30,19 @@ export async function readFileChunks(path: string, start: number, length: number
     await fh?.close();
     pool.release(buf);
   }
+}
+
+/**
+ * Fills `buf[0, length)` from `fh` at `offset`, however many reads it takes, as far as the file goes: returns how many
+ * bytes it had there (less than `length` means the file is short).
+ */
+export async function readFull(fh: FileHandle, buf: Buffer, length: number, offset: number, signal?: AbortSignal): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    signal?.throwIfAborted();
+    const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
 }

@@ -10,7 +10,7 @@ import { errorFactory, type ErrorTable } from './errors.js';
 import { discard } from './abort.js';
 import { BLOCK_HASH_BYTES, BLOCK_SIZE, blockCountFor } from './blocks.js';
 import { BufferPool } from './buffer-pool.js';
-import { readFileChunks } from './file-chunks.js';
+import { readFileChunks, readFull } from './file-chunks.js';
 import { isDiskFull } from './disk-full.js';
 import type { BlockReady } from './serve-blocks.js';
 import { put } from './serve-range.js';
@@ -416,33 +416,31 @@ export async function verifyStoredPiece(path: string, offset: number, length: nu
   let b = 0;
   // Block-sized buffers from the piece's start: each chunk is one block.
   const got = await readFileChunks(path, offset, length, verifyBuffers, (block) => {
-    const actual = createHash('sha256').update(block).digest('hex');
-    if (actual !== blocks[b]) throw pieceError('PIECE_CORRUPT', `${label} block ${b}: on-disk sha256 ${actual} != ${blocks[b]}`);
+    checkBlock(block, blocks[b], `${label} block ${b}`);
     b++;
   });
   if (got < length) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of ${length} bytes`);
 }
 
+/** Throws PIECE_CORRUPT, naming `what`, unless `bytes` hash to `want`. */
+function checkBlock(bytes: Buffer, want: string | undefined, what: string): void {
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  if (actual !== want) throw pieceError('PIECE_CORRUPT', `${what}: on-disk sha256 ${actual} != ${want}`);
+}
+
 /**
- * Reads one block (`length` ≤ BLOCK_SIZE bytes at `offset`) into a buffer of `pool` (the caller's serving buffers, so
- * memory stays bounded however many read) and hashes it there, for a file whose bytes may change between any check
- * and the read (a data file a local client holds too): what is then sent is exactly what matched `sha`. The buffer
- * goes back to the pool once sent, or once sending failed. A block that does not match throws PIECE_CORRUPT.
+ * Reads whole blocks [pos, end) of a file into a buffer of `pool` and checks each against `blockSha(k)` (k: the
+ * block's index in the file, at k * BLOCK_SIZE): the buffer, or an error (the buffer back in the pool). For a file
+ * whose bytes may change between any check and the read (a data file a local client holds too): what is then sent
+ * from the buffer is exactly what matched.
  */
-export async function readCheckedBlock(fh: FileHandle, offset: number, length: number, sha: string, label: string, { pool, signal }: { pool: BufferPool; signal?: AbortSignal }): Promise<BlockReady> {
+async function readChecked(fh: FileHandle, pos: number, end: number, blockSha: (k: number) => string | undefined, label: string, pool: BufferPool, signal?: AbortSignal): Promise<Buffer> {
   const buf = await pool.acquire(signal);
   try {
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-      if (bytesRead === 0) throw pieceError('PIECE_SHORT', `${label}: data file has ${got} of the block's ${length} bytes`);
-      got += bytesRead;
-    }
-    const bytes = buf.subarray(0, length);
-    const actual = createHash('sha256').update(bytes).digest('hex');
-    if (actual !== sha) throw pieceError('PIECE_CORRUPT', `${label}: on-disk sha256 ${actual} != ${sha}`);
-    const back = () => pool.release(buf);
-    return { sha, data: [bytes], release: back, failed: back };
+    const got = await readFull(fh, buf, end - pos, pos, signal);
+    if (got < end - pos) throw pieceError('PIECE_SHORT', `${label}: data file has ${pos + got} of ${end} bytes`);
+    for (let at = pos; at < end; at += BLOCK_SIZE) checkBlock(buf.subarray(at - pos, Math.min(end, at + BLOCK_SIZE) - pos), blockSha(at / BLOCK_SIZE), `${label} block at byte ${at}`);
+    return buf;
   } catch (err) {
     pool.release(buf);
     throw err;
@@ -450,11 +448,21 @@ export async function readCheckedBlock(fh: FileHandle, offset: number, length: n
 }
 
 /**
- * Sends bytes [from, to] of a data file whose bytes may change under this process at any moment (a file a local
- * client holds too), every byte checked as it is read: whole blocks are read into a buffer of `pool`, as many as it
- * holds at once, each block hashed against `blockSha(k)` (k: the block's index in the file, blocks never straddling
- * pieces), and only then is the asked-for part of them written, with backpressure. `enterPiece(n)` is awaited before
- * the first read in each piece. A block that does not match throws PIECE_CORRUPT before any byte of it is written.
+ * One block (`length` ≤ BLOCK_SIZE bytes at `offset`) read and checked against `sha` (see readChecked), in a buffer of
+ * `pool` (the caller's serving buffers, so memory stays bounded however many read), which goes back to the pool once
+ * sent, or once sending failed.
+ */
+export async function readCheckedBlock(fh: FileHandle, offset: number, length: number, sha: string, label: string, { pool, signal }: { pool: BufferPool; signal?: AbortSignal }): Promise<BlockReady> {
+  const buf = await readChecked(fh, offset, offset + length, () => sha, label, pool, signal);
+  const back = () => pool.release(buf);
+  return { sha, data: [buf.subarray(0, length)], release: back, failed: back };
+}
+
+/**
+ * Sends bytes [from, to] of a file whose bytes may change under this process at any moment, every byte checked as it
+ * is read (see readChecked): whole blocks, as many as a buffer of `pool` holds, blocks never straddling pieces, and
+ * only then the asked-for part of them written, with backpressure. `enterPiece(n)` is awaited before the first read
+ * in each piece. A block that does not match throws PIECE_CORRUPT before any byte of it is written.
  */
 export async function serveCheckedRange(
   fh: FileHandle,
@@ -465,7 +473,7 @@ export async function serveCheckedRange(
 ): Promise<void> {
   const per = Math.max(1, Math.floor(o.pool.size / BLOCK_SIZE)) * BLOCK_SIZE;
   let piece = -1;
-  /** Whole blocks from `pos`, up to the buffer's size, the end of its piece and the block holding `to`. */
+  /** Whole blocks from `pos`, up to the buffer's size, the end of its piece and the block holding `to`, checked. */
   const readChunk = async (pos: number): Promise<{ buf: Buffer; pos: number; end: number }> => {
     const n = Math.floor(pos / o.pieceSize);
     if (n !== piece) {
@@ -473,33 +481,15 @@ export async function serveCheckedRange(
       piece = n;
     }
     const end = Math.min(pos + per, (n + 1) * o.pieceSize, Math.floor(to / BLOCK_SIZE) * BLOCK_SIZE + BLOCK_SIZE, o.size);
-    const buf = await o.pool.acquire(o.signal);
-    try {
-      let got = 0;
-      while (got < end - pos) {
-        const { bytesRead } = await fh.read(buf, got, end - pos - got, pos + got);
-        if (bytesRead === 0) throw pieceError('PIECE_SHORT', `${o.label}: data file has ${pos + got} of ${end} bytes`);
-        got += bytesRead;
-      }
-      return { buf, pos, end };
-    } catch (err) {
-      o.pool.release(buf);
-      throw err;
-    }
+    return { buf: await readChecked(fh, pos, end, o.blockSha, o.label, o.pool, o.signal), pos, end };
   };
-  // The next chunk is read while this one is hashed and sent: the disk read overlaps the hashing.
+  // The next chunk is read and checked while this one is sent.
   let next: Promise<{ buf: Buffer; pos: number; end: number }> | undefined = readChunk(Math.floor(from / BLOCK_SIZE) * BLOCK_SIZE);
   try {
     while (next) {
       const { buf, pos, end } = await next;
       next = undefined;
       try {
-        for (let at = pos; at < end; at += BLOCK_SIZE) {
-          const k = at / BLOCK_SIZE;
-          const actual = createHash('sha256').update(buf.subarray(at - pos, Math.min(end, at + BLOCK_SIZE) - pos)).digest('hex');
-          const want = o.blockSha(k);
-          if (actual !== want) throw pieceError('PIECE_CORRUPT', `${o.label} block ${k}: on-disk sha256 ${actual} != ${want}`);
-        }
         o.signal?.throwIfAborted();
         if (end <= to) next = readChunk(end);
         const a = Math.max(from, pos) - pos;
