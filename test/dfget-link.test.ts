@@ -3,7 +3,7 @@
  * having the blob sent over loopback and written a second time; and the dfdaemon, whose file the user now holds too,
  * never serves a byte of it once the user changed it (to a client or a peer), nor writes into it again.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { chmod, chown, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -45,6 +45,18 @@ async function scribble(path: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** A blob pushed, a supernode and a dfdaemon, and dfget's pull of the blob through it into `out` (linked, if it can). */
+async function pulledWithDfget(t: Test, repo: string, size: number, seed: number) {
+  const blob = makeBlob(size, seed);
+  const { url, digest } = await pushBlob(reg.url, repo, blob);
+  const sn = await startSupernode(t);
+  const d = await startDaemon(t, [sn.url]);
+  const dir = await tempDir(t);
+  const out = join(dir, 'mine');
+  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  return { blob, url, digest, sn, d, dir, out };
 }
 
 t.test('the output is the dfdaemon\'s verified copy, linked: no byte of it crosses loopback; --copy and --verify', async (t) => {
@@ -108,13 +120,7 @@ t.test('an output on another filesystem gets the bytes at once, not after the do
 });
 
 t.test('a linked output its user changed is never served, to clients or peers, and never written into again', async (t) => {
-  const blob = makeBlob(10 * MiB + 3, 303);
-  const { url, digest } = await pushBlob(reg.url, 'link/changed', blob);
-  const sn = await startSupernode(t);
-  const d = await startDaemon(t, [sn.url]);
-  const dir = await tempDir(t);
-  const out = join(dir, 'mine');
-  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  const { blob, url, digest, sn, d, dir, out } = await pulledWithDfget(t, 'link/changed', 10 * MiB + 3, 303);
   const linked = (await stat(out)).ino;
   t.equal((await stat(dataFile(d))).ino, linked, 'linked');
   await scribble(out);
@@ -151,13 +157,7 @@ async function setMtimeNs(path: string, ns: bigint): Promise<void> {
 }
 
 t.test('a change the stamp cannot see (its mtime set back, as a write landing right after a stamp check) is caught by the bytes themselves, for clients and peers', async (t) => {
-  const blob = makeBlob(6 * MiB + 5, 305);
-  const { url, digest } = await pushBlob(reg.url, 'link/unstamped', blob);
-  const sn = await startSupernode(t);
-  const d = await startDaemon(t, [sn.url]);
-  const dir = await tempDir(t);
-  const out = join(dir, 'mine');
-  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  const { blob, url, digest, sn, d, dir, out } = await pulledWithDfget(t, 'link/unstamped', 6 * MiB + 5, 305);
   t.equal((await stat(out)).nlink, 2, 'linked');
   /** One byte of the user's file changed in place, its mtime put back: size, mtime, owner, group and mode as stamped. */
   const unstamped = async (at: number) => {
@@ -232,13 +232,7 @@ t.test('the hand-out is remembered across a restart: a file changed while the df
 });
 
 t.test('a chmod or chown of a linked output counts as a change: whoever may write it now could set its mtime back', async (t) => {
-  const blob = makeBlob(3 * MiB, 305);
-  const { url, digest } = await pushBlob(reg.url, 'link/mode', blob);
-  const sn = await startSupernode(t);
-  const d = await startDaemon(t, [sn.url]);
-  const dir = await tempDir(t);
-  const out = join(dir, 'mine');
-  t.equal((await runDfget([url, '-O', out, '--daemon', d.proxyUrl, '--no-progress'])).code, 0);
+  const { blob, url, digest, d, dir, out } = await pulledWithDfget(t, 'link/mode', 3 * MiB, 305);
   t.equal((await stat(out)).nlink, 2, 'linked');
   await chmod(out, 0o666);
   // The first read after the change is a Range read the cache could answer: the change is found before the answer
